@@ -1,0 +1,187 @@
+//! The edge's resource cache: the latest snapshot of every proxy group this edge serves.
+//!
+//! One writer (the sync from the brain, or the embedded bus) calls [`Cache::set`]; any number of
+//! streams hold a cheap [`watch::Receiver`] for their group. A `watch` channel keeps only the latest
+//! value, so a stream that falls behind skips straight to the newest snapshot (latest-wins, R2), and
+//! a change to one group wakes only that group's streams. Resource versions already present are
+//! reused, never re-encoded. This module knows nothing of gRPC.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use flotilla_shared::{ResourceType, Snapshot, Target, snapshot::content_version};
+use tokio::sync::watch;
+
+use crate::encode::Encoded;
+
+/// The resources of one type in an edge snapshot, with the type-level version (a hash of the
+/// names and versions it holds).
+#[derive(Debug, Clone, Default)]
+pub struct TypeSet {
+    pub items: BTreeMap<String, Arc<Encoded>>,
+    /// [`set_version`] of every item; computed once per snapshot, shared by all streams.
+    pub version: String,
+}
+
+/// A proxy group's resources, encoded and ready to send.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeSnapshot {
+    types: [TypeSet; ResourceType::COUNT],
+    /// Monotonic per group on this edge; only for logs and status.
+    pub generation: u64,
+}
+
+impl EdgeSnapshot {
+    pub fn of_type(&self, kind: ResourceType) -> &TypeSet {
+        &self.types[kind.index()]
+    }
+
+    pub fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Encoded>> {
+        self.types[kind.index()].items.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.types.iter().map(|t| t.items.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encodes a snapshot from scratch (tests and benchmarks; the cache reuses encodings).
+    pub fn build(snap: &Snapshot) -> EdgeSnapshot {
+        EdgeSnapshot::from_snapshot(snap, &EdgeSnapshot::default())
+    }
+
+    /// Builds from a consistent snapshot, reusing encodings from `prev` where the version is equal.
+    fn from_snapshot(snap: &Snapshot, prev: &EdgeSnapshot) -> EdgeSnapshot {
+        let mut out = EdgeSnapshot { generation: prev.generation + 1, ..Default::default() };
+        for kind in ResourceType::ALL {
+            let prev_items = &prev.types[kind.index()].items;
+            let items = snap
+                .of_type(kind)
+                .iter()
+                .map(|(name, res)| {
+                    let enc = match prev_items.get(name) {
+                        Some(old) if old.version == res.version => old.clone(),
+                        _ => Encoded::new(res),
+                    };
+                    (name.clone(), enc)
+                })
+                .collect();
+            let items: BTreeMap<String, Arc<Encoded>> = items;
+            let version = set_version(items.values().map(|r| (r.name.as_str(), r.version.as_str())));
+            out.types[kind.index()] = TypeSet { items, version };
+        }
+        out
+    }
+}
+
+/// A version string for a set of (name, version) pairs; a pure function of content (V1).
+pub fn set_version<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut buf = Vec::with_capacity(256);
+    for (name, version) in items {
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(0);
+        buf.extend_from_slice(version.as_bytes());
+        buf.push(0);
+    }
+    content_version(&buf)
+}
+
+/// Latest snapshot per proxy group. Cloning is cheap; all clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct Cache {
+    groups: Arc<DashMap<Target, watch::Sender<Arc<EdgeSnapshot>>>>,
+}
+
+impl Cache {
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// A receiver for a group's snapshots; a group with no config yields an empty snapshot.
+    pub fn subscribe(&self, target: &Target) -> watch::Receiver<Arc<EdgeSnapshot>> {
+        if let Some(tx) = self.groups.get(target) {
+            return tx.subscribe();
+        }
+        self.groups
+            .entry(target.clone())
+            .or_insert_with(|| watch::channel(Arc::new(EdgeSnapshot::default())).0)
+            .subscribe()
+    }
+
+    /// Replaces a group's snapshot. Streams are woken only if something changed.
+    pub fn set(&self, target: &Target, snap: &Snapshot) {
+        let tx = self
+            .groups
+            .entry(target.clone())
+            .or_insert_with(|| watch::channel(Arc::new(EdgeSnapshot::default())).0)
+            .clone();
+        tx.send_if_modified(|cur| {
+            let next = EdgeSnapshot::from_snapshot(snap, cur);
+            let changed = ResourceType::ALL.iter().any(|k| {
+                let (a, b) = (&cur.of_type(*k).items, &next.of_type(*k).items);
+                a.len() != b.len()
+                    || a.iter().zip(b.iter()).any(|((n1, r1), (n2, r2))| n1 != n2 || r1.version != r2.version)
+            });
+            if changed {
+                *cur = Arc::new(next);
+            }
+            changed
+        });
+    }
+
+    /// Current snapshot of a group, if the group is known.
+    pub fn get(&self, target: &Target) -> Option<Arc<EdgeSnapshot>> {
+        self.groups.get(target).map(|tx| tx.borrow().clone())
+    }
+
+    /// Groups known to this cache.
+    pub fn targets(&self) -> Vec<Target> {
+        self.groups.iter().map(|e| e.key().clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use flotilla_shared::Resource;
+
+    fn snap(bodies: &[(&str, &'static [u8])]) -> Snapshot {
+        Snapshot::build(
+            bodies
+                .iter()
+                .map(|(n, b)| Resource::new(ResourceType::Cluster, *n, Bytes::from_static(b), vec![])),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unchanged_resources_are_not_re_encoded_and_streams_not_woken() {
+        let cache = Cache::new();
+        let t = Target::new("ns", "svc");
+        let mut rx = cache.subscribe(&t);
+        cache.set(&t, &snap(&[("a", b"1"), ("b", b"2")]));
+        assert!(rx.has_changed().unwrap());
+        let first = rx.borrow_and_update().clone();
+        cache.set(&t, &snap(&[("a", b"1"), ("b", b"3")]));
+        let second = rx.borrow_and_update().clone();
+        let (a1, a2) =
+            (first.get(ResourceType::Cluster, "a").unwrap(), second.get(ResourceType::Cluster, "a").unwrap());
+        assert!(Arc::ptr_eq(a1, a2), "unchanged resource was re-encoded");
+        // Same content again: no wake-up.
+        cache.set(&t, &snap(&[("a", b"1"), ("b", b"3")]));
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn set_version_depends_on_names_and_versions() {
+        assert_eq!(set_version([("a", "1")]), set_version([("a", "1")]));
+        assert_ne!(set_version([("a", "1")]), set_version([("a", "2")]));
+        assert_ne!(set_version([("a", "1")]), set_version([("b", "1")]));
+        assert!(!set_version([]).is_empty());
+    }
+}

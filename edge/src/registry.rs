@@ -1,0 +1,185 @@
+//! Status of the proxies connected to this edge: who is connected, and per type what was last
+//! sent, ACKed and NACKed. Each stream writes only its own entry (no global lock on the push
+//! path); an entry is removed when its stream ends (S4). The last NACK per node and type outlives
+//! the stream, so `GET /api/v1/proxies/{node}` can still say why a proxy rejected a config.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use flotilla_shared::{ResourceType, Target};
+use serde::Serialize;
+
+/// A rejected push, as the proxy reported it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NackInfo {
+    pub version: String,
+    pub error: String,
+    pub resources: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Per-type state of one stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
+    pub last_sent_version: Option<String>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub acked_version: Option<String>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub last_nack: Option<NackInfo>,
+    pub pushes: u64,
+}
+
+/// One connected xDS stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    pub stream_id: u64,
+    pub node_id: String,
+    pub cluster: String,
+    pub namespace: String,
+    /// "ads" or the per-type service ("cds", "lds", ...).
+    pub service: String,
+    /// "sotw" or "delta".
+    pub protocol: &'static str,
+    pub edge: String,
+    pub connected_at: DateTime<Utc>,
+    pub types: BTreeMap<&'static str, TypeStatus>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: AtomicU64,
+    streams: DashMap<u64, StreamStatus>,
+    nacks: DashMap<(String, ResourceType), NackInfo>,
+    edge: String,
+}
+
+/// Shared registry of connected streams. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    pub fn new(edge_name: impl Into<String>) -> Registry {
+        Registry { inner: Arc::new(Inner { edge: edge_name.into(), ..Default::default() }) }
+    }
+
+    /// Registers a stream; the returned guard removes it when dropped.
+    pub fn register(
+        &self,
+        node_id: &str,
+        target: &Target,
+        service: String,
+        protocol: &'static str,
+    ) -> StreamGuard {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.inner.streams.insert(
+            id,
+            StreamStatus {
+                stream_id: id,
+                node_id: node_id.to_string(),
+                cluster: target.name.clone(),
+                namespace: target.namespace.clone(),
+                service,
+                protocol,
+                edge: self.inner.edge.clone(),
+                connected_at: Utc::now(),
+                types: BTreeMap::new(),
+            },
+        );
+        metrics::gauge!("flotilla_edge_streams", "protocol" => protocol).increment(1.0);
+        StreamGuard { registry: self.clone(), id, node_id: node_id.to_string(), protocol }
+    }
+
+    /// Every connected stream.
+    pub fn streams(&self) -> Vec<StreamStatus> {
+        let mut v: Vec<StreamStatus> = self.inner.streams.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|s| s.stream_id);
+        v
+    }
+
+    /// The last NACK per type for a node, kept after its streams end.
+    pub fn nacks_of(&self, node_id: &str) -> BTreeMap<&'static str, NackInfo> {
+        ResourceType::ALL
+            .iter()
+            .filter_map(|k| {
+                self.inner.nacks.get(&(node_id.to_string(), *k)).map(|n| (k.short_name(), n.clone()))
+            })
+            .collect()
+    }
+}
+
+/// A registered stream; records its events and unregisters on drop.
+#[derive(Debug)]
+pub struct StreamGuard {
+    registry: Registry,
+    id: u64,
+    node_id: String,
+    protocol: &'static str,
+}
+
+impl StreamGuard {
+    fn with_type(&self, kind: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(mut s) = self.registry.inner.streams.get_mut(&self.id) {
+            f(s.types.entry(kind.short_name()).or_default());
+        }
+    }
+
+    pub fn sent(&self, kind: ResourceType, version: &str) {
+        metrics::counter!("flotilla_edge_pushes_total", "type" => kind.short_name(), "protocol" => self.protocol)
+            .increment(1);
+        self.with_type(kind, |t| {
+            t.last_sent_version = Some(version.to_string());
+            t.last_sent_at = Some(Utc::now());
+            t.pushes += 1;
+        });
+    }
+
+    pub fn acked(&self, kind: ResourceType, version: &str) {
+        metrics::counter!("flotilla_edge_acks_total", "type" => kind.short_name()).increment(1);
+        self.registry.inner.nacks.remove(&(self.node_id.clone(), kind));
+        self.with_type(kind, |t| {
+            t.acked_version = Some(version.to_string());
+            t.acked_at = Some(Utc::now());
+        });
+    }
+
+    pub fn nacked(&self, kind: ResourceType, version: &str, error: &str, resources: Vec<String>) {
+        metrics::counter!("flotilla_edge_nacks_total", "type" => kind.short_name()).increment(1);
+        let info =
+            NackInfo { version: version.to_string(), error: error.to_string(), resources, at: Utc::now() };
+        self.registry.inner.nacks.insert((self.node_id.clone(), kind), info.clone());
+        self.with_type(kind, |t| t.last_nack = Some(info));
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.registry.inner.streams.remove(&self.id);
+        metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s4_stream_released_on_drop_and_nack_outlives_it() {
+        let reg = Registry::new("edge-1");
+        let g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
+        g.sent(ResourceType::Cluster, "v1");
+        g.nacked(ResourceType::Cluster, "v1", "bad cluster", vec!["c".into()]);
+        assert_eq!(reg.streams().len(), 1);
+        assert_eq!(reg.streams()[0].types["cds"].last_nack.as_ref().unwrap().error, "bad cluster");
+        drop(g);
+        assert!(reg.streams().is_empty());
+        assert_eq!(reg.nacks_of("n1")["cds"].error, "bad cluster");
+        let g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
+        g.acked(ResourceType::Cluster, "v2");
+        assert!(reg.nacks_of("n1").is_empty());
+    }
+}

@@ -1,0 +1,246 @@
+//! Rule tests for the Delta state machine (IDs from shared/xds-rules.md).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::google::rpc::Status;
+use flotilla_shared::ResourceType::{self, *};
+use prost::Message;
+
+use super::*;
+use crate::xds::testutil::{chain, names, r, snap};
+
+fn sub(kind: ResourceType, add: &[&str], remove: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: kind.type_url().into(),
+        resource_names_subscribe: names(add),
+        resource_names_unsubscribe: names(remove),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn ack(kind: ResourceType, p: &Push) -> DeltaDiscoveryRequest {
+    sub(kind, &[], &[], &p.nonce)
+}
+
+fn nack(kind: ResourceType, p: &Push) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        error_detail: Some(Status { code: 3, message: "bad".into(), details: vec![] }),
+        ..ack(kind, p)
+    }
+}
+
+fn decode(p: &Push) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse::decode(p.frame.to_bytes()).unwrap()
+}
+
+fn sent_names(p: &Push) -> Vec<String> {
+    decode(p).resources.into_iter().map(|r| r.name).collect()
+}
+
+fn ads() -> DeltaStream {
+    DeltaStream::new(None, Limits::default())
+}
+
+// D1: only what changed is sent, each with name and version; removals in removed_resources.
+#[test]
+fn d1_only_changes() {
+    let now = Instant::now();
+    let mut res = chain("c1", "1");
+    res.push(r(Cluster, "c2", "x", &[]));
+    let s1 = snap(res);
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    let p1 = st.poll(&s1, now).unwrap();
+    let resp = decode(&p1);
+    assert_eq!(resp.resources.len(), 2);
+    assert!(resp.resources.iter().all(|r| !r.name.is_empty() && !r.version.is_empty()));
+    st.on_request(&ack(Cluster, &p1), now).unwrap();
+    // c1 changes, c2 removed.
+    let s2 = snap(chain("c1", "2"));
+    let p2 = st.poll(&s2, now).unwrap();
+    assert_eq!(sent_names(&p2), vec!["c1"]);
+    assert_eq!(decode(&p2).removed_resources, vec!["c2"]);
+}
+
+// D2 + D6: a NACKed version is not resent; the client keeps its previous one.
+#[test]
+fn d2_nack_keeps_previous_and_no_resend() {
+    let t0 = Instant::now();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    let s1 = snap(chain("c1", "1"));
+    st.on_request(&sub(Cluster, &[], &[], ""), t0).unwrap();
+    let p1 = st.poll(&s1, t0).unwrap();
+    st.on_request(&ack(Cluster, &p1), t0).unwrap();
+    let v1 = st.type_state(Cluster).client_version("c1").unwrap().to_string();
+    let s2 = snap(chain("c1", "2"));
+    let p2 = st.poll(&s2, t0).unwrap();
+    let ev = st.on_request(&nack(Cluster, &p2), t0).unwrap();
+    assert!(matches!(ev, Some(Event::Nack { ref resources, .. }) if resources == &vec!["c1".to_string()]));
+    assert_eq!(st.type_state(Cluster).client_version("c1"), Some(v1.as_str()));
+    assert!(st.poll(&s2, t0 + Duration::from_secs(120)).is_none(), "rejected version resent");
+    let s3 = snap(chain("c1", "3"));
+    assert!(st.poll(&s3, t0).is_none(), "back-off");
+    assert_eq!(sent_names(&st.poll(&s3, t0 + Duration::from_secs(1)).unwrap()), vec!["c1"]);
+}
+
+// D2/W4: a stale nonce neither ACKs nor NACKs.
+#[test]
+fn d2_stale_nonce_ignored_but_subscription_honoured() {
+    let now = Instant::now();
+    let s = snap(chain("c1", "1"));
+    let mut st = ads();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    let p1 = st.poll(&s, now).unwrap();
+    // A stale nonce carrying a NACK: ignored; the push stays pending (R6).
+    let stale = DeltaDiscoveryRequest {
+        error_detail: Some(Status { code: 3, message: "x".into(), details: vec![] }),
+        ..sub(Endpoint, &[], &[], "999")
+    };
+    assert_eq!(st.on_request(&stale, now).unwrap(), None);
+    assert!(st.type_state(Endpoint).client_version("c1").is_some());
+    // D3: a subscription change on a stale nonce still counts.
+    st.on_request(&ack(Endpoint, &p1), now).unwrap();
+    st.on_request(&sub(Endpoint, &["missing"], &[], "999"), now).unwrap();
+    let p2 = st.poll(&s, now).unwrap();
+    assert_eq!(decode(&p2).removed_resources, vec!["missing"], "D5: explicit does-not-exist");
+}
+
+// D3: every subscribed name is answered even if already held; unsubscribed names get nothing more.
+#[test]
+fn d3_resubscribe_answered_unsubscribe_silences() {
+    let now = Instant::now();
+    let s1 = snap(chain("c1", "1"));
+    let mut st = ads();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    let p1 = st.poll(&s1, now).unwrap();
+    st.on_request(&ack(Endpoint, &p1), now).unwrap();
+    assert!(st.poll(&s1, now).is_none());
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    let p2 = st.poll(&s1, now).unwrap();
+    assert_eq!(sent_names(&p2), vec!["c1"], "re-subscribe must be answered (W10 warming)");
+    st.on_request(&ack(Endpoint, &p2), now).unwrap();
+    st.on_request(&sub(Endpoint, &[], &["c1", "never-subscribed"], ""), now).unwrap();
+    assert!(st.poll(&snap(chain("c1", "2")), now).is_none(), "unsubscribed name updated");
+}
+
+// D4: initial_resource_versions: matching versions not resent; vanished names come back removed.
+#[test]
+fn d4_initial_resource_versions() {
+    let now = Instant::now();
+    let s = snap(chain("c1", "1"));
+    let have = s.get(Cluster, "c1").unwrap().version.clone();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    let first = DeltaDiscoveryRequest {
+        initial_resource_versions: HashMap::from([
+            ("c1".to_string(), have),
+            ("gone".to_string(), "v".to_string()),
+        ]),
+        ..sub(Cluster, &["*"], &[], "")
+    };
+    st.on_request(&first, now).unwrap();
+    let p = st.poll(&s, now).unwrap();
+    assert!(sent_names(&p).is_empty(), "c1 already held");
+    assert_eq!(decode(&p).removed_resources, vec!["gone"]);
+}
+
+// D5: a deleted subscribed resource is removed; a missing one is announced and sent when it appears.
+#[test]
+fn d5_removed_and_later_appears() {
+    let now = Instant::now();
+    let mut st = ads();
+    let empty = snap(vec![]);
+    st.on_request(&sub(Route, &["routes"], &[], ""), now).unwrap();
+    let p1 = st.poll(&empty, now).unwrap();
+    assert_eq!(decode(&p1).removed_resources, vec!["routes"]);
+    st.on_request(&ack(Route, &p1), now).unwrap();
+    assert!(st.poll(&empty, now).is_none(), "does-not-exist is said once");
+    let mut res = vec![r(Route, "routes", "r", &[])];
+    res.push(r(Listener, "l", "l", &[]));
+    let s2 = snap(res);
+    let p2 = st.poll(&s2, now).unwrap();
+    assert_eq!(sent_names(&p2), vec!["routes"]);
+    st.on_request(&ack(Route, &p2), now).unwrap();
+    let p3 = st.poll(&snap(vec![r(Listener, "l", "l", &[])]), now).unwrap();
+    assert_eq!(decode(&p3).removed_resources, vec!["routes"]);
+}
+
+// D3 wildcard: with `*` plus a name, unsubscribing the name keeps it.
+#[test]
+fn d3_wildcard_plus_name() {
+    let now = Instant::now();
+    let s = snap(chain("c1", "1"));
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &["*", "c1"], &[], ""), now).unwrap();
+    let p = st.poll(&s, now).unwrap();
+    st.on_request(&ack(Cluster, &p), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &["c1"], ""), now).unwrap();
+    assert!(st.type_state(Cluster).client_version("c1").is_some());
+    let p2 = st.poll(&snap(chain("c1", "2")), now).unwrap();
+    assert_eq!(sent_names(&p2), vec!["c1"], "still covered by wildcard");
+}
+
+// O1/O2 on Delta ADS: a new cluster before the route using it; the old cluster removed after.
+#[test]
+fn o1_o2_make_before_break() {
+    let now = Instant::now();
+    let s1 = snap(chain("c1", "1"));
+    let mut st = ads();
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), now).unwrap();
+    let c = st.poll(&s1, now).unwrap();
+    assert_eq!(c.kind, Some(Cluster));
+    assert!(st.poll(&s1, now).is_none(), "RDS waits for CDS ACK");
+    st.on_request(&ack(Cluster, &c), now).unwrap();
+    let rds = st.poll(&s1, now).unwrap();
+    st.on_request(&ack(Route, &rds), now).unwrap();
+    let s2 = snap(chain("c2", "1"));
+    let c2 = st.poll(&s2, now).unwrap();
+    assert_eq!(c2.kind, Some(Cluster));
+    assert_eq!(sent_names(&c2), vec!["c2"]);
+    assert!(decode(&c2).removed_resources.is_empty(), "c1 still routed to");
+    st.on_request(&ack(Cluster, &c2), now).unwrap();
+    let rds2 = st.poll(&s2, now).unwrap();
+    assert_eq!(rds2.kind, Some(Route));
+    st.on_request(&ack(Route, &rds2), now).unwrap();
+    let c3 = st.poll(&s2, now).unwrap();
+    assert_eq!(decode(&c3).removed_resources, vec!["c1"]);
+}
+
+// S5 on Delta ADS: unknown type answered with its names removed; others keep working.
+#[test]
+fn s5_unknown_type() {
+    let now = Instant::now();
+    let s = snap(chain("c1", "1"));
+    let mut st = ads();
+    let unknown = DeltaDiscoveryRequest {
+        type_url: "type.googleapis.com/x.Y".into(),
+        resource_names_subscribe: names(&["a"]),
+        ..Default::default()
+    };
+    st.on_request(&unknown, now).unwrap();
+    let p = st.poll(&s, now).unwrap();
+    assert_eq!(decode(&p).removed_resources, vec!["a"]);
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    assert_eq!(st.poll(&s, now).unwrap().kind, Some(Cluster));
+    assert_eq!(
+        ads().on_request(&DeltaDiscoveryRequest::default(), now).unwrap_err(),
+        ProtocolError::MissingTypeUrl
+    );
+}
+
+// R6: one un-ACKed push per type; later changes merge.
+#[test]
+fn r6_merge_while_pending() {
+    let now = Instant::now();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    let p1 = st.poll(&snap(chain("c1", "1")), now).unwrap();
+    assert!(st.poll(&snap(chain("c1", "2")), now).is_none());
+    st.on_request(&ack(Cluster, &p1), now).unwrap();
+    let s3 = snap(chain("c1", "3"));
+    let p = st.poll(&s3, now).unwrap();
+    assert_eq!(decode(&p).resources[0].version, s3.get(Cluster, "c1").unwrap().version);
+}

@@ -1,0 +1,358 @@
+//! The thin tonic shim: routes the ADS and per-type xDS services to one stream loop that feeds
+//! requests and snapshot changes into a state machine ([`SotwStream`] / [`DeltaStream`]) and
+//! sends what it returns. Knows nothing of where snapshots come from.
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use flotilla_shared::ResourceType;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::codec::XdsCodec;
+use super::delta::DeltaStream;
+use super::sotw::SotwStream;
+use super::{Event, Limits, ProtocolError, Push};
+use crate::cache::{Cache, EdgeSnapshot};
+use crate::encode::Frame;
+use crate::node::target_of;
+use crate::registry::{Registry, StreamGuard};
+
+/// Settings of the xDS server.
+#[derive(Debug, Clone)]
+pub struct XdsConfig {
+    pub limits: Limits,
+    /// Largest request accepted (R5): big `initial_resource_versions` maps exceed gRPC's 4 MiB.
+    pub max_request_bytes: usize,
+    /// Longest accepted node id.
+    pub max_node_id_len: usize,
+}
+
+impl Default for XdsConfig {
+    fn default() -> Self {
+        XdsConfig { limits: Limits::default(), max_request_bytes: 64 << 20, max_node_id_len: 1024 }
+    }
+}
+
+/// Everything a stream needs; shared by all streams.
+#[derive(Debug, Clone)]
+pub struct XdsContext {
+    pub cache: Cache,
+    pub registry: Registry,
+    pub config: XdsConfig,
+    /// False until the cache holds a complete state (R4): streams wait before serving.
+    pub ready: watch::Receiver<bool>,
+}
+
+// === the stream loop ===
+
+trait Proto: Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
+    const NAME: &'static str;
+    fn new(kind: Option<ResourceType>, limits: Limits) -> Self;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn handle(
+        &mut self,
+        req: &Self::Req,
+        snap: &EdgeSnapshot,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError>;
+    fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push>;
+    fn next_wakeup(&self, now: Instant) -> Option<Instant>;
+}
+
+impl Proto for SotwStream {
+    type Req = DiscoveryRequest;
+    const NAME: &'static str = "sotw";
+    fn new(kind: Option<ResourceType>, limits: Limits) -> Self {
+        SotwStream::new(kind, limits)
+    }
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn handle(
+        &mut self,
+        req: &DiscoveryRequest,
+        snap: &EdgeSnapshot,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError> {
+        self.on_request(req, snap, now)
+    }
+    fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
+        SotwStream::poll(self, snap, now)
+    }
+    fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        SotwStream::next_wakeup(self, now)
+    }
+}
+
+impl Proto for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    const NAME: &'static str = "delta";
+    fn new(kind: Option<ResourceType>, limits: Limits) -> Self {
+        DeltaStream::new(kind, limits)
+    }
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn handle(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        _: &EdgeSnapshot,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError> {
+        self.on_request(req, now)
+    }
+    fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
+        DeltaStream::poll(self, snap, now)
+    }
+    fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        DeltaStream::next_wakeup(self, now)
+    }
+}
+
+fn record(guard: &StreamGuard, event: Event) {
+    match event {
+        Event::Ack { kind, version } => guard.acked(kind, &version),
+        Event::Nack { kind, version, error, resources } => {
+            warn!(message = "proxy rejected config", type_ = %kind, %version, %error);
+            guard.nacked(kind, &version, &error, resources);
+        }
+    }
+}
+
+type Tx = mpsc::Sender<Result<Frame, Status>>;
+
+async fn run<P: Proto>(
+    ctx: Arc<XdsContext>,
+    kind: Option<ResourceType>,
+    mut inbound: Streaming<P::Req>,
+    tx: Tx,
+) {
+    let first = match inbound.message().await {
+        Ok(Some(req)) => req,
+        Ok(None) => return,
+        Err(status) => {
+            debug!(message = "stream ended before its first request", %status);
+            return;
+        }
+    };
+    let node = match P::node(&first) {
+        Some(node) if node.id.len() <= ctx.config.max_node_id_len => node.clone(),
+        Some(node) => {
+            let msg = format!("node id is {} bytes, limit {}", node.id.len(), ctx.config.max_node_id_len);
+            let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+            return;
+        }
+        None => {
+            let _ = tx.send(Err(Status::invalid_argument(ProtocolError::MissingNode.to_string()))).await;
+            return;
+        }
+    };
+    let target = target_of(&node);
+    let service = kind.map_or("ads", ResourceType::short_name).to_string();
+    let span =
+        info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME);
+    async move {
+        // R4: never serve from an empty or partial state.
+        let mut ready = ctx.ready.clone();
+        if ready.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        let guard = ctx.registry.register(&node.id, &target, service, P::NAME);
+        let mut snapshots = ctx.cache.subscribe(&target);
+        let mut snap = snapshots.borrow_and_update().clone();
+        let mut state = P::new(kind, ctx.config.limits);
+        let mut next = Some(first);
+        debug!("stream started");
+        loop {
+            if let Some(req) = next.take() {
+                match state.handle(&req, &snap, Instant::now()) {
+                    Ok(Some(event)) => record(&guard, event),
+                    Ok(None) => {}
+                    Err(err) => {
+                        debug!(message = "protocol error, closing stream", %err);
+                        let _ = tx.send(Err(Status::invalid_argument(err.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            while let Some(push) = state.poll(&snap, Instant::now()) {
+                if let Some(k) = push.kind {
+                    guard.sent(k, &push.version);
+                }
+                metrics::counter!("flotilla_edge_push_bytes_total").increment(push.frame.len() as u64);
+                debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
+                    resources = push.resources, removed = push.removed);
+                if tx.send(Ok(push.frame)).await.is_err() {
+                    return;
+                }
+            }
+            let wake = state.next_wakeup(Instant::now());
+            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => next = Some(req),
+                    Ok(None) => return,
+                    Err(status) => {
+                        debug!(message = "stream ended", %status);
+                        return;
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    snap = snapshots.borrow_and_update().clone();
+                }
+                () = sleep, if wake.is_some() => {}
+                () = tx.closed() => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+// === tonic services ===
+
+struct StreamSvc<P> {
+    ctx: Arc<XdsContext>,
+    kind: Option<ResourceType>,
+    _p: PhantomData<fn() -> P>,
+}
+
+impl<P: Proto> StreamingService<P::Req> for StreamSvc<P> {
+    type Response = Frame;
+    type ResponseStream = ReceiverStream<Result<Frame, Status>>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<P::Req>>) -> Self::Future {
+        // Small and bounded: the state machine allows one un-ACKed push per type (R6).
+        let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
+        tokio::spawn(run::<P>(self.ctx.clone(), self.kind, request.into_inner(), tx));
+        Box::pin(async move { Ok(Response::new(ReceiverStream::new(rx))) })
+    }
+}
+
+/// One xDS gRPC service (ADS or a per-type one), identified by a marker type.
+pub trait XdsServiceName: Send + Sync + 'static {
+    const NAME: &'static str;
+    const KIND: Option<ResourceType>;
+}
+
+macro_rules! services {
+    ($($marker:ident => $name:literal, $kind:expr;)*) => {
+        $(
+            #[derive(Debug, Clone, Copy)]
+            pub struct $marker;
+            impl XdsServiceName for $marker {
+                const NAME: &'static str = $name;
+                const KIND: Option<ResourceType> = $kind;
+            }
+        )*
+    };
+}
+
+services! {
+    Ads => "envoy.service.discovery.v3.AggregatedDiscoveryService", None;
+    Lds => "envoy.service.listener.v3.ListenerDiscoveryService", Some(ResourceType::Listener);
+    Rds => "envoy.service.route.v3.RouteDiscoveryService", Some(ResourceType::Route);
+    Cds => "envoy.service.cluster.v3.ClusterDiscoveryService", Some(ResourceType::Cluster);
+    Eds => "envoy.service.endpoint.v3.EndpointDiscoveryService", Some(ResourceType::Endpoint);
+    Sds => "envoy.service.secret.v3.SecretDiscoveryService", Some(ResourceType::Secret);
+}
+
+/// A tonic service serving the SotW (`Stream*`) and Delta (`Delta*`) methods of one xDS service.
+pub struct XdsService<N> {
+    ctx: Arc<XdsContext>,
+    _n: PhantomData<fn() -> N>,
+}
+
+impl<N> Clone for XdsService<N> {
+    fn clone(&self) -> Self {
+        XdsService { ctx: self.ctx.clone(), _n: PhantomData }
+    }
+}
+
+impl<N: XdsServiceName> XdsService<N> {
+    pub fn new(ctx: Arc<XdsContext>) -> Self {
+        XdsService { ctx, _n: PhantomData }
+    }
+}
+
+impl<N: XdsServiceName> NamedService for XdsService<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+impl<N, B> Service<http::Request<B>> for XdsService<N>
+where
+    N: XdsServiceName,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+        let ctx = self.ctx.clone();
+        let max = ctx.config.max_request_bytes;
+        Box::pin(async move {
+            if method.starts_with("Stream") {
+                let svc = StreamSvc::<SotwStream> { ctx, kind: N::KIND, _p: PhantomData };
+                let mut grpc = Grpc::new(XdsCodec::<DiscoveryRequest>::default())
+                    .apply_max_message_size_config(Some(max), None);
+                Ok(grpc.streaming(svc, req).await)
+            } else if method.starts_with("Delta") {
+                let svc = StreamSvc::<DeltaStream> { ctx, kind: N::KIND, _p: PhantomData };
+                let mut grpc = Grpc::new(XdsCodec::<DeltaDiscoveryRequest>::default())
+                    .apply_max_message_size_config(Some(max), None);
+                Ok(grpc.streaming(svc, req).await)
+            } else {
+                // Fetch* (REST-style xDS) and anything else.
+                Ok(Status::unimplemented(format!("method {method} is not served")).into_http())
+            }
+        })
+    }
+}
+
+/// Serves every xDS service plus gRPC health on `listener` until `shutdown` resolves.
+pub async fn serve(
+    ctx: XdsContext,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let ctx = Arc::new(ctx);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<XdsService<Ads>>().await;
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(message = "xDS server listening", addr = ?addr);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_svc)
+        .add_service(XdsService::<Ads>::new(ctx.clone()))
+        .add_service(XdsService::<Lds>::new(ctx.clone()))
+        .add_service(XdsService::<Rds>::new(ctx.clone()))
+        .add_service(XdsService::<Cds>::new(ctx.clone()))
+        .add_service(XdsService::<Eds>::new(ctx.clone()))
+        .add_service(XdsService::<Sds>::new(ctx))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,191 @@
+//! What one client subscribed to for one type: a wildcard flag plus explicit names.
+//!
+//! Owns the subscription rules shared by SotW and Delta (W5, D3): `*` or a legacy empty first
+//! request means wildcard for LDS/CDS; explicit names may sit beside `*`; an empty list after an
+//! explicit subscription means nothing. No I/O.
+
+use std::collections::BTreeSet;
+
+use flotilla_shared::ResourceType;
+
+pub const WILDCARD: &str = "*";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    wildcard: bool,
+    /// The client is in legacy wildcard mode: its first request named nothing, and every request
+    /// since named nothing either (SotW only).
+    legacy: bool,
+    names: BTreeSet<String>,
+}
+
+impl Subscription {
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    pub fn names(&self) -> &BTreeSet<String> {
+        &self.names
+    }
+
+    /// True when `name` is in scope: named explicitly, or covered by the wildcard.
+    pub fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Applies a SotW request's full `resource_names`. Returns the names newly in scope (which
+    /// must be answered even if unchanged, W7) and whether anything changed.
+    pub fn set_sotw(&mut self, kind: ResourceType, first: bool, requested: &[String]) -> SubChange {
+        let mut next = Subscription::default();
+        if requested.is_empty() {
+            if kind.supports_wildcard() && (first || self.legacy) {
+                next.wildcard = true;
+                next.legacy = true;
+            }
+        } else {
+            for n in requested {
+                if n == WILDCARD {
+                    next.wildcard = kind.supports_wildcard();
+                } else {
+                    next.names.insert(n.clone());
+                }
+            }
+        }
+        let change = self.diff(&next);
+        *self = next;
+        change
+    }
+
+    /// Applies a Delta request's subscribe/unsubscribe lists (D3).
+    pub fn apply_delta(
+        &mut self,
+        kind: ResourceType,
+        first: bool,
+        subscribe: &[String],
+        unsubscribe: &[String],
+    ) -> SubChange {
+        let mut next = self.clone();
+        if first && subscribe.is_empty() && kind.supports_wildcard() {
+            next.wildcard = true;
+        }
+        for n in subscribe {
+            if n == WILDCARD {
+                next.wildcard = kind.supports_wildcard();
+            } else {
+                next.names.insert(n.clone());
+            }
+        }
+        for n in unsubscribe {
+            if n == WILDCARD {
+                next.wildcard = false;
+            } else {
+                next.names.remove(n);
+            }
+        }
+        let mut change = self.diff(&next);
+        // Every explicitly subscribed name is answered, even one already in scope (D3, W10).
+        change.added.extend(subscribe.iter().filter(|n| *n != WILDCARD).cloned());
+        change.wildcard_added |= subscribe.iter().any(|n| n == WILDCARD) && next.wildcard;
+        *self = next;
+        change
+    }
+
+    fn diff(&self, next: &Subscription) -> SubChange {
+        SubChange {
+            added: next.names.difference(&self.names).cloned().collect(),
+            removed: self.names.difference(&next.names).cloned().collect(),
+            wildcard_added: next.wildcard && !self.wildcard,
+            wildcard_removed: self.wildcard && !next.wildcard,
+        }
+    }
+}
+
+/// How a request changed a subscription.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubChange {
+    pub added: BTreeSet<String>,
+    pub removed: BTreeSet<String>,
+    pub wildcard_added: bool,
+    pub wildcard_removed: bool,
+}
+
+impl SubChange {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && !self.wildcard_added && !self.wildcard_removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    // W5: empty first request is wildcard for LDS/CDS, and stays wildcard on later empty requests.
+    #[test]
+    fn w5_legacy_wildcard() {
+        let mut s = Subscription::default();
+        s.set_sotw(ResourceType::Cluster, true, &[]);
+        assert!(s.is_wildcard());
+        s.set_sotw(ResourceType::Cluster, false, &[]);
+        assert!(s.is_wildcard());
+    }
+
+    // W5: empty after explicit names means nothing, not wildcard.
+    #[test]
+    fn w5_empty_after_explicit_means_nothing() {
+        let mut s = Subscription::default();
+        s.set_sotw(ResourceType::Cluster, true, &v(&["a"]));
+        assert!(!s.is_wildcard());
+        s.set_sotw(ResourceType::Cluster, false, &[]);
+        assert!(!s.is_wildcard());
+        assert!(!s.covers("a"));
+    }
+
+    // W5: `*` beside names; dropping `*` ends the wildcard.
+    #[test]
+    fn w5_explicit_star_with_names() {
+        let mut s = Subscription::default();
+        s.set_sotw(ResourceType::Listener, true, &v(&["*", "x"]));
+        assert!(s.is_wildcard() && s.covers("anything"));
+        let c = s.set_sotw(ResourceType::Listener, false, &v(&["x"]));
+        assert!(c.wildcard_removed);
+        assert!(!s.covers("anything") && s.covers("x"));
+    }
+
+    // Named types never become wildcard.
+    #[test]
+    fn named_types_ignore_wildcard() {
+        let mut s = Subscription::default();
+        s.set_sotw(ResourceType::Endpoint, true, &[]);
+        assert!(!s.is_wildcard());
+        s.apply_delta(ResourceType::Route, true, &v(&["*"]), &[]);
+        assert!(!s.is_wildcard());
+    }
+
+    // D3: subscribe answers every name; unsubscribe of unknown is ignored; with `*` the name stays covered.
+    #[test]
+    fn d3_delta_subscribe_unsubscribe() {
+        let mut s = Subscription::default();
+        let c = s.apply_delta(ResourceType::Cluster, true, &v(&["*", "a"]), &[]);
+        assert!(c.added.contains("a") && s.is_wildcard());
+        let c = s.apply_delta(ResourceType::Cluster, false, &v(&["a"]), &v(&["never"]));
+        assert!(c.added.contains("a"), "re-subscribe of a held name must be answered");
+        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["a"]));
+        assert!(s.covers("a"), "wildcard still covers a");
+        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["*"]));
+        assert!(!s.covers("a"));
+    }
+
+    #[test]
+    fn d3_delta_empty_first_is_wildcard_only_for_lds_cds() {
+        let mut s = Subscription::default();
+        s.apply_delta(ResourceType::Listener, true, &[], &[]);
+        assert!(s.is_wildcard());
+        let mut e = Subscription::default();
+        e.apply_delta(ResourceType::Endpoint, true, &[], &[]);
+        assert!(!e.is_wildcard());
+    }
+}

@@ -1,0 +1,14 @@
+//! Types shared by the Flotilla brain and edges.
+//!
+//! This crate owns the vocabulary both sides agree on: the closed set of xDS resource types and
+//! their make-before-break order ([`resource`]), compiled resources with content-derived versions
+//! and the snapshot consistency check ([`snapshot`]), and how a proxy is mapped to the config that
+//! selects it ([`target`]). It does no I/O and knows nothing of gRPC, HTTP or storage.
+
+pub mod resource;
+pub mod snapshot;
+pub mod target;
+
+pub use resource::ResourceType;
+pub use snapshot::{Resource, ResourceRef, Snapshot, SnapshotError};
+pub use target::Target;
