@@ -1,1 +1,19 @@
-//! placeholder
+//! Flotilla's brain: stores versioned ProxyConfigs, validates and compiles them into Envoy
+//! resources, publishes them to the edges, and serves the REST API.
+//!
+//! - [`model`], [`parse`], [`validate`], [`compile`]: pure, no I/O.
+//! - [`store`]: durable, versioned storage.
+//! - [`service`]: the operations (validate → compile → store → publish).
+//! - [`publish`]: where snapshots go (the embedded edge today).
+//! - [`api`]: REST; [`settings`]: flags, env, file; [`app`]: wiring it all together.
+
+pub mod api;
+pub mod app;
+pub mod compile;
+pub mod model;
+pub mod parse;
+pub mod publish;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod validate;

@@ -1,1 +1,49 @@
-fn main() {}
+//! `flotilla-brain`: runs the control plane. With no flags: embedded store in ./flotilla-data,
+//! in-process bus and edge, REST on :8080, xDS on :18000.
+
+use anyhow::Context;
+use clap::Parser;
+use flotilla_brain::app::Brain;
+use flotilla_brain::settings::{Cli, LogFormat, Settings};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(s: &Settings) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&s.log_level).with_context(|| format!("invalid --log-level {:?}", s.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match s.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::resolve(Cli::parse())?;
+    init_logging(&settings)?;
+    let brain = Brain::start(&settings).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    brain.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! `/api/v1/configs`: create, read, update, delete, validate, apply, history, rollback.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiError, ApiState};
+use crate::model::ProxyConfig;
+use crate::parse::{Format, parse, parse_config};
+use crate::service::{ServiceError, check};
+use crate::store::{ConfigRecord, ListFilter};
+use crate::validate::FieldError;
+
+/// A config as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView {
+    id: Uuid,
+    namespace: String,
+    name: String,
+    version: u64,
+    applied_version: Option<u64>,
+    /// "applied", "pending" (latest revision not applied), "pending-delete" or "draft".
+    status: &'static str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<ProxyConfig>,
+}
+
+impl ConfigView {
+    fn of(rec: ConfigRecord, with_config: bool) -> ConfigView {
+        let status = match (rec.pending_delete, rec.applied_version) {
+            (true, _) => "pending-delete",
+            (false, Some(v)) if v == rec.version => "applied",
+            (false, Some(_)) => "pending",
+            (false, None) => "draft",
+        };
+        ConfigView {
+            id: rec.id,
+            namespace: rec.namespace,
+            name: rec.name,
+            version: rec.version,
+            applied_version: rec.applied_version,
+            status,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            config: with_config.then_some(rec.config),
+        }
+    }
+}
+
+fn respond(status: StatusCode, rec: ConfigRecord) -> Response {
+    let etag = format!("\"{}\"", rec.version);
+    (status, [(header::ETAG, etag)], Json(ConfigView::of(rec, true))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackQuery {
+    apply: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    version: u64,
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let unsupported = |ct: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {ct:?} is not supported: send application/json or application/yaml"),
+        )
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .ok_or_else(|| unsupported("(none)"))?
+        .to_str()
+        .map_err(|_| unsupported("(not ASCII)"))?;
+    Format::from_content_type(ct).ok_or_else(|| unsupported(ct))
+}
+
+fn body_config(headers: &HeaderMap, body: &Bytes) -> Result<ProxyConfig, ApiError> {
+    let format = format_of(headers)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("request body is empty: send a ProxyConfig"));
+    }
+    Ok(parse_config(body, format)?)
+}
+
+fn author(headers: &HeaderMap) -> String {
+    headers.get("x-flotilla-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_string()
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("no config with id {id:?} (ids are UUIDs)")))
+}
+
+/// `If-Match: "N"` or `metadata.resourceVersion: "N"`.
+fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64>, ApiError> {
+    let from_header = headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or_default().to_string());
+    let raw = from_header.or_else(|| cfg.metadata.resource_version.clone());
+    let Some(raw) = raw else { return Ok(None) };
+    let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
+    if trimmed == "*" {
+        return Ok(None);
+    }
+    trimmed
+        .parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("If-Match / metadata.resourceVersion {raw:?} is not a version number")))
+}
+
+pub async fn create(
+    State(st): State<ApiState>,
+    Query(q): Query<WriteQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let cfg = body_config(&headers, &body)?;
+    let rec = st.service.create(cfg, q.apply, &author(&headers)).await?;
+    tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = q.apply);
+    Ok(respond(StatusCode::CREATED, rec))
+}
+
+pub async fn list(State(st): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<ConfigView>>, ApiError> {
+    let recs = st.service.store().list(&ListFilter { namespace: q.namespace, name: q.name }).await?;
+    Ok(Json(recs.into_iter().map(|r| ConfigView::of(r, false)).collect()))
+}
+
+async fn load(st: &ApiState, id: &str) -> Result<ConfigRecord, ApiError> {
+    let id = parse_id(id)?;
+    st.service.store().get(id).await?.ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))
+}
+
+pub async fn get_one(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(respond(StatusCode::OK, load(&st, &id).await?))
+}
+
+pub async fn update(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<WriteQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let cfg = body_config(&headers, &body)?;
+    let expected = expected_version(&headers, &cfg)?;
+    let rec = st.service.update(id, cfg, expected, q.apply, &author(&headers)).await?;
+    tracing::info!(message = "config updated", %id, version = rec.version, applied = q.apply);
+    Ok(respond(StatusCode::OK, rec))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deleted {
+    id: Uuid,
+    deleted: bool,
+    /// True when the deletion waits for an apply (proxies still have the config).
+    pending: bool,
+}
+
+pub async fn delete(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<WriteQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Deleted>, ApiError> {
+    let id = parse_id(&id)?;
+    let rec = st.service.delete(id, q.apply, &author(&headers)).await?;
+    tracing::info!(message = "config deleted", %id, applied = q.apply);
+    Ok(Json(Deleted { id, deleted: rec.is_none(), pending: rec.is_some() }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Validation {
+    valid: bool,
+    errors: Vec<FieldError>,
+}
+
+/// Validates the body (a candidate new version) if one is sent, else the stored latest revision.
+pub async fn validate(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Validation>, ApiError> {
+    let rec = load(&st, &id).await?;
+    let cfg = if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
+    Ok(Json(match check(&cfg) {
+        Ok(_) => Validation { valid: true, errors: Vec::new() },
+        Err(ServiceError::Invalid(errors)) => Validation { valid: false, errors },
+        Err(e) => return Err(e.into()),
+    }))
+}
+
+pub async fn apply(State(st): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match st.service.apply(id, &author(&headers)).await? {
+        Some(rec) => Ok(respond(StatusCode::OK, rec)),
+        None => Ok(Json(Deleted { id, deleted: true, pending: false }).into_response()),
+    }
+}
+
+pub async fn history(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(st.service.history(id).await?).into_response())
+}
+
+pub async fn rollback(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<RollbackQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let format = format_of(&headers).unwrap_or(Format::Json);
+    let RollbackBody { version } = parse(&body, format)?;
+    let rec = st.service.rollback(id, version, q.apply.unwrap_or(true), &author(&headers)).await?;
+    tracing::info!(message = "config rolled back", %id, to = version, version = rec.version);
+    Ok(respond(StatusCode::OK, rec))
+}

@@ -1,0 +1,91 @@
+//! API errors: one JSON shape for every refusal, naming what is wrong and where.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::parse::ParseError;
+use crate::service::ServiceError;
+use crate::store::StoreError;
+use crate::validate::FieldError;
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), errors: Vec::new(), path: None, line: None, column: None }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> ApiError {
+        ApiError {
+            message: e.to_string(),
+            path: e.path,
+            line: e.line,
+            column: e.column,
+            ..ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "")
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Invalid(errors) => {
+                let summary = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
+                ApiError {
+                    errors,
+                    ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", format!("config is invalid: {summary}"))
+                }
+            }
+            ServiceError::NoRevision { .. } => ApiError::not_found(e.to_string()),
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let (status, code) = match &e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::NameTaken { .. } => (StatusCode::CONFLICT, "already_exists"),
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
+            StoreError::Rename { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "immutable_field"),
+            StoreError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"),
+        };
+        if status.is_server_error() {
+            tracing::error!(message = "storage failure", error = %e);
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}

@@ -1,0 +1,50 @@
+//! The REST API (axum). Handlers are thin: parse the request, call [`ConfigService`] or read
+//! the proxy registry, shape the JSON. Every refusal is an [`ApiError`].
+
+mod configs;
+mod error;
+mod ops;
+mod proxies;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use flotilla_edge::registry::Registry;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::service::ConfigService;
+
+/// Everything handlers need.
+#[derive(Clone)]
+pub struct ApiState {
+    pub service: Arc<ConfigService>,
+    pub registry: Registry,
+    pub metrics: Option<PrometheusHandle>,
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/configs", post(configs::create).get(configs::list))
+        .route("/api/v1/configs/{id}", get(configs::get_one).put(configs::update).delete(configs::delete))
+        .route("/api/v1/configs/{id}/validate", post(configs::validate))
+        .route("/api/v1/configs/{id}/apply", post(configs::apply))
+        .route("/api/v1/configs/{id}/history", get(configs::history))
+        .route("/api/v1/configs/{id}/rollback", post(configs::rollback))
+        .route("/api/v1/proxies", get(proxies::list))
+        .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,68 @@
+//! `GET /api/v1/proxies[/{node_id}]`: connected Envoys and their per-type xDS state.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use flotilla_edge::registry::{NackInfo, StreamStatus};
+use serde::Serialize;
+
+use super::{ApiError, ApiState};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyView {
+    node_id: String,
+    cluster: String,
+    namespace: String,
+    edges: Vec<String>,
+    connected_at: Option<DateTime<Utc>>,
+    streams: Vec<StreamStatus>,
+    /// Last NACK per type, kept after the stream that carried it ended.
+    last_nacks: BTreeMap<&'static str, NackInfo>,
+}
+
+fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
+    let mut out: BTreeMap<String, ProxyView> = BTreeMap::new();
+    for s in st.registry.streams() {
+        let v = out.entry(s.node_id.clone()).or_insert_with(|| ProxyView {
+            node_id: s.node_id.clone(),
+            cluster: s.cluster.clone(),
+            namespace: s.namespace.clone(),
+            edges: Vec::new(),
+            connected_at: None,
+            streams: Vec::new(),
+            last_nacks: st.registry.nacks_of(&s.node_id),
+        });
+        if !v.edges.contains(&s.edge) {
+            v.edges.push(s.edge.clone());
+        }
+        v.connected_at = Some(v.connected_at.map_or(s.connected_at, |t| t.min(s.connected_at)));
+        v.streams.push(s);
+    }
+    out
+}
+
+pub async fn list(State(st): State<ApiState>) -> Json<Vec<ProxyView>> {
+    Json(group(&st).into_values().collect())
+}
+
+pub async fn get_one(State(st): State<ApiState>, Path(node_id): Path<String>) -> Result<Json<ProxyView>, ApiError> {
+    if let Some(v) = group(&st).remove(&node_id) {
+        return Ok(Json(v));
+    }
+    let last_nacks = st.registry.nacks_of(&node_id);
+    if last_nacks.is_empty() {
+        return Err(ApiError::not_found(format!("no proxy with node id {node_id:?} is connected")));
+    }
+    Ok(Json(ProxyView {
+        node_id,
+        cluster: String::new(),
+        namespace: String::new(),
+        edges: Vec::new(),
+        connected_at: None,
+        streams: Vec::new(),
+        last_nacks,
+    }))
+}

@@ -1,0 +1,101 @@
+//! Starting and stopping the brain in its embedded shape: store, in-process bus, embedded edge
+//! (xDS server) and REST API in one process. Used by `main` and by the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use flotilla_edge::cache::Cache;
+use flotilla_edge::registry::Registry;
+use flotilla_edge::xds::server::{XdsConfig, XdsContext, serve};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{ApiState, router};
+use crate::publish::EmbeddedBus;
+use crate::service::ConfigService;
+use crate::settings::Settings;
+use crate::store::EmbeddedStore;
+
+/// The process-wide Prometheus recorder (installed once; later brains in the same process,
+/// e.g. in tests, share it).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+}
+
+/// A running brain.
+pub struct Brain {
+    pub rest_addr: SocketAddr,
+    pub xds_addr: SocketAddr,
+    pub registry: Registry,
+    pub cache: Cache,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what} (is the port in use?)"))
+}
+
+impl Brain {
+    /// Opens the store, binds the ports, loads every applied config, and serves.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
+        let metrics = metrics_handle();
+        let store = EmbeddedStore::open(&settings.data_dir)
+            .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display()))?;
+        let cache = Cache::new();
+        let registry = Registry::new("embedded");
+        let service = Arc::new(ConfigService::new(Arc::new(store), Arc::new(EmbeddedBus::new(cache.clone()))));
+        let (ready_tx, ready) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
+
+        let xds_listener = bind(settings.xds_addr, "xDS").await?;
+        let rest_listener = bind(settings.rest_addr, "the REST API").await?;
+        let xds_addr = xds_listener.local_addr()?;
+        let rest_addr = rest_listener.local_addr()?;
+
+        let shutdown = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let ctx = XdsContext { cache: cache.clone(), registry: registry.clone(), config: XdsConfig::default(), ready: ready.clone() };
+        let xds = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                if let Err(e) = serve(ctx, xds_listener, shutdown(stopped)).await {
+                    tracing::error!(message = "xDS server failed", error = %e);
+                }
+            }
+        });
+        let app = router(ApiState { service: service.clone(), registry: registry.clone(), metrics, ready });
+        let rest = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                if let Err(e) = axum::serve(rest_listener, app).with_graceful_shutdown(shutdown(stopped)).await {
+                    tracing::error!(message = "REST server failed", error = %e);
+                }
+            }
+        });
+
+        let n = service.publish_all().await.context("loading applied configs")?;
+        ready_tx.send_replace(true);
+        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, configs = n, data_dir = %settings.data_dir.display());
+        Ok(Brain { rest_addr, xds_addr, registry, cache, stop, tasks: vec![xds, rest] })
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

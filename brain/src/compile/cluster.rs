@@ -1,0 +1,114 @@
+//! ProxyConfig clusters → `envoy.config.cluster.v3.Cluster` plus, for EDS clusters, the
+//! `ClusterLoadAssignment` served over EDS.
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HealthCheck, SocketAddress, address, health_check, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use flotilla_shared::{Resource, ResourceType};
+
+use super::{CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port, reference, resource};
+use crate::model::{self, ClusterType, LbPolicy};
+
+pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, CompileError> {
+    let cla = load_assignment(c, path)?;
+    let mut out = Vec::with_capacity(2);
+    let mut refs = Vec::new();
+    let discovery = match c.cluster_type {
+        ClusterType::Eds => cluster::DiscoveryType::Eds,
+        ClusterType::Static => cluster::DiscoveryType::Static,
+        ClusterType::StrictDns => cluster::DiscoveryType::StrictDns,
+        ClusterType::LogicalDns => cluster::DiscoveryType::LogicalDns,
+    };
+    let lb_policy = match c.load_balancing_policy {
+        LbPolicy::RoundRobin => cluster::LbPolicy::RoundRobin,
+        LbPolicy::LeastRequest => cluster::LbPolicy::LeastRequest,
+        LbPolicy::Random => cluster::LbPolicy::Random,
+        LbPolicy::RingHash => cluster::LbPolicy::RingHash,
+        LbPolicy::Maglev => cluster::LbPolicy::Maglev,
+    };
+    let connect_timeout = match &c.connect_timeout {
+        Some(t) => duration(&format!("{path}.connectTimeout"), t)?,
+        None => pb_duration(DEFAULT_CONNECT_TIMEOUT),
+    };
+    let mut health_checks = Vec::new();
+    for (i, hc) in c.health_checks.iter().enumerate() {
+        let hp = format!("{path}.healthChecks[{i}]");
+        let checker = match (&hc.http_health_check, &hc.tcp_health_check) {
+            (Some(h), _) => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+                path: h.path.clone(),
+                host: h.host.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            (None, Some(_)) => health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default()),
+            (None, None) => {
+                return Err(CompileError::Invalid { path: hp, message: "no health checker".into() });
+            }
+        };
+        health_checks.push(HealthCheck {
+            timeout: Some(duration(&format!("{hp}.timeout"), &hc.timeout)?),
+            interval: Some(duration(&format!("{hp}.interval"), &hc.interval)?),
+            unhealthy_threshold: Some(UInt32Value { value: hc.unhealthy_threshold.unwrap_or(3) }),
+            healthy_threshold: Some(UInt32Value { value: hc.healthy_threshold.unwrap_or(1) }),
+            health_checker: Some(checker),
+            ..Default::default()
+        });
+    }
+    let mut cl = Cluster {
+        name: c.name.clone(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
+        lb_policy: lb_policy as i32,
+        connect_timeout: Some(connect_timeout),
+        health_checks,
+        ..Default::default()
+    };
+    if c.cluster_type == ClusterType::Eds {
+        let service_name = c.eds_cluster_config.as_ref().and_then(|e| e.service_name.clone()).unwrap_or_default();
+        cl.eds_cluster_config =
+            Some(cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: service_name.clone() });
+        refs.push(reference(ResourceType::Endpoint, &cla.cluster_name));
+        out.push(resource(ResourceType::Endpoint, &cla.cluster_name.clone(), &cla, Vec::new()));
+    } else {
+        cl.load_assignment = Some(cla);
+    }
+    out.insert(0, resource(ResourceType::Cluster, &c.name, &cl, refs));
+    Ok(out)
+}
+
+fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignment, CompileError> {
+    let mut lb_endpoints = Vec::with_capacity(c.endpoints.len());
+    for (i, e) in c.endpoints.iter().enumerate() {
+        lb_endpoints.push(LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: e.address.clone(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(port(
+                            &format!("{path}.endpoints[{i}].port"),
+                            e.port,
+                        )?)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            load_balancing_weight: e.weight.map(|value| UInt32Value { value }),
+            ..Default::default()
+        });
+    }
+    let cluster_name = c
+        .eds_cluster_config
+        .as_ref()
+        .and_then(|e| e.service_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| c.name.clone());
+    Ok(ClusterLoadAssignment {
+        cluster_name,
+        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+        ..Default::default()
+    })
+}

@@ -1,0 +1,154 @@
+//! Settings of `flotilla-brain`: flags, `FLOTILLA_*` environment variables, and an optional
+//! YAML config file (`--config`), in that order of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+use crate::parse::{Format, ParseError, parse};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Command line of `flotilla-brain`.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-brain", version, about = "Flotilla control plane for Envoy fleets (brain; embedded edge by default)")]
+pub struct Cli {
+    /// YAML config file (see docs/operations.md for its shape).
+    #[arg(long, env = "FLOTILLA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// REST API listen address [default: 0.0.0.0:8080].
+    #[arg(long, env = "FLOTILLA_REST_ADDR")]
+    pub rest_addr: Option<SocketAddr>,
+    /// xDS (gRPC) listen address of the embedded edge [default: 0.0.0.0:18000].
+    #[arg(long, env = "FLOTILLA_XDS_ADDR")]
+    pub xds_addr: Option<SocketAddr>,
+    /// Directory of the embedded store [default: ./flotilla-data].
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
+    #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file. Every key is optional; unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub storage: FileStorage,
+    #[serde(default)]
+    pub logging: FileLogging,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileServer {
+    pub rest_addr: Option<SocketAddr>,
+    pub xds_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileStorage {
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileLogging {
+    pub level: Option<String>,
+    pub format: Option<LogFormat>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rest_addr: SocketAddr,
+    pub xds_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            rest_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            xds_addr: SocketAddr::from(([0, 0, 0, 0], 18000)),
+            data_dir: PathBuf::from("./flotilla-data"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: ParseError },
+}
+
+/// Reads a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, SettingsError> {
+    let body = std::fs::read(path).map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
+    parse(&body, Format::Yaml).map_err(|source| SettingsError::Parse { path: path.to_path_buf(), source })
+}
+
+impl Settings {
+    /// Flags and environment over the file over defaults.
+    pub fn resolve(cli: Cli) -> Result<Settings, SettingsError> {
+        let file = match &cli.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let d = Settings::default();
+        Ok(Settings {
+            rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
+            xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
+            data_dir: cli.data_dir.or(file.storage.data_dir).unwrap_or(d.data_dir),
+            log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
+            log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controlplane.yaml");
+        std::fs::write(&path, "server:\n  restAddr: 127.0.0.1:9090\n  xdsAddr: 127.0.0.1:19000\nlogging: {format: json}\n").unwrap();
+        let cli = Cli::parse_from(["flotilla-brain", "--config", path.to_str().unwrap(), "--xds-addr", "127.0.0.1:1"]);
+        let s = Settings::resolve(cli).unwrap();
+        assert_eq!(s.rest_addr.port(), 9090);
+        assert_eq!(s.xds_addr.port(), 1);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.data_dir, PathBuf::from("./flotilla-data"));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "server:\n  restAdr: 1.2.3.4:1\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("restAdr") && err.contains("server"), "{err}");
+    }
+}

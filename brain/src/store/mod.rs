@@ -1,0 +1,95 @@
+//! Durable, versioned storage of configs. One interface ([`Store`]); backends in submodules
+//! (the embedded default today; PostgreSQL is a later issue and must pass the same tests).
+//!
+//! Every change is an immutable [`Revision`]; the [`ConfigRecord`] is the head. What is live on
+//! proxies is the record's `applied` revision, which may lag the head until it is applied.
+
+mod embedded;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use embedded::EmbeddedStore;
+
+use crate::model::ProxyConfig;
+
+/// The head of a config: its latest revision and what is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRecord {
+    pub id: Uuid,
+    pub namespace: String,
+    pub name: String,
+    /// Latest revision number (1, 2, ...).
+    pub version: u64,
+    pub config: ProxyConfig,
+    /// Revision live on proxies, if any.
+    pub applied_version: Option<u64>,
+    pub applied_config: Option<ProxyConfig>,
+    /// Deleted but not yet applied: proxies keep it until the deletion is applied.
+    pub pending_delete: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One immutable revision of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub version: u64,
+    pub action: String,
+    pub author: String,
+    pub at: DateTime<Utc>,
+    pub config: ProxyConfig,
+}
+
+/// Filters for listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A write to perform atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Create { config: ProxyConfig, apply: bool },
+    Update { id: Uuid, config: ProxyConfig, expected_version: Option<u64>, apply: bool, action: &'static str },
+    Apply { id: Uuid },
+    Delete { id: Uuid, apply: bool },
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub enum Written {
+    Record(ConfigRecord),
+    /// The config is gone (deletion applied); `previous` is what it was.
+    Removed { previous: ConfigRecord },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("config {0} not found")]
+    NotFound(Uuid),
+    #[error("a config named {namespace}/{name} already exists (id {id})")]
+    NameTaken { namespace: String, name: String, id: Uuid },
+    #[error("config {id} is at version {actual}, not {expected}: reload and retry")]
+    Conflict { id: Uuid, expected: u64, actual: u64 },
+    #[error("a config cannot be renamed or moved to another namespace ({from} → {to})")]
+    Rename { from: String, to: String },
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// The storage interface every backend implements.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn write(&self, w: Write, author: &str) -> Result<Written, StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError>;
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError>;
+    async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests;
