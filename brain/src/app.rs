@@ -43,7 +43,9 @@ pub struct Brain {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what} (is the port in use?)"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what} (is the port in use?)"))
 }
 
 impl Brain {
@@ -54,7 +56,8 @@ impl Brain {
             .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display()))?;
         let cache = Cache::new();
         let registry = Registry::new("embedded");
-        let service = Arc::new(ConfigService::new(Arc::new(store), Arc::new(EmbeddedBus::new(cache.clone()))));
+        let service =
+            Arc::new(ConfigService::new(Arc::new(store), Arc::new(EmbeddedBus::new(cache.clone()))));
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
 
@@ -66,7 +69,12 @@ impl Brain {
         let shutdown = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let ctx = XdsContext { cache: cache.clone(), registry: registry.clone(), config: XdsConfig::default(), ready: ready.clone() };
+        let ctx = XdsContext {
+            cache: cache.clone(),
+            registry: registry.clone(),
+            config: XdsConfig::default(),
+            ready: ready.clone(),
+        };
         let xds = tokio::spawn({
             let stopped = stopped.clone();
             async move {
@@ -79,7 +87,9 @@ impl Brain {
         let rest = tokio::spawn({
             let stopped = stopped.clone();
             async move {
-                if let Err(e) = axum::serve(rest_listener, app).with_graceful_shutdown(shutdown(stopped)).await {
+                if let Err(e) =
+                    axum::serve(rest_listener, app).with_graceful_shutdown(shutdown(stopped)).await
+                {
                     tracing::error!(message = "REST server failed", error = %e);
                 }
             }

@@ -8,7 +8,8 @@ use flotilla_brain::settings::{Cli, LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(s: &Settings) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&s.log_level).with_context(|| format!("invalid --log-level {:?}", s.log_level))?;
+    let filter =
+        EnvFilter::try_new(&s.log_level).with_context(|| format!("invalid --log-level {:?}", s.log_level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match s.log_format {
         LogFormat::Json => builder.json().init(),

@@ -26,10 +26,14 @@ pub enum ServiceError {
 
 fn invalid_compile(e: CompileError) -> ServiceError {
     match e {
-        CompileError::Invalid { path, message } => ServiceError::Invalid(vec![FieldError { path, message, value: None }]),
-        CompileError::Inconsistent(e) => {
-            ServiceError::Invalid(vec![FieldError { path: "spec".into(), message: e.to_string(), value: None }])
+        CompileError::Invalid { path, message } => {
+            ServiceError::Invalid(vec![FieldError { path, message, value: None }])
         }
+        CompileError::Inconsistent(e) => ServiceError::Invalid(vec![FieldError {
+            path: "spec".into(),
+            message: e.to_string(),
+            value: None,
+        }]),
     }
 }
 
@@ -71,7 +75,9 @@ impl ConfigService {
                         self.bus.publish(&cfg.target(), &snap);
                         n += 1;
                     }
-                    Err(e) => tracing::error!(message = "stored config no longer compiles; not served", id = %rec.id, error = %e),
+                    Err(e) => {
+                        tracing::error!(message = "stored config no longer compiles; not served", id = %rec.id, error = %e)
+                    }
                 }
             }
         }
@@ -91,7 +97,8 @@ impl ConfigService {
             }
             Written::Removed { previous } => {
                 if previous.applied_config.is_some() {
-                    let target = flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
+                    let target =
+                        flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
                     self.bus.publish(&target, &Snapshot::default());
                 }
             }
@@ -100,7 +107,12 @@ impl ConfigService {
         Ok(written)
     }
 
-    pub async fn create(&self, cfg: ProxyConfig, apply: bool, author: &str) -> Result<ConfigRecord, ServiceError> {
+    pub async fn create(
+        &self,
+        cfg: ProxyConfig,
+        apply: bool,
+        author: &str,
+    ) -> Result<ConfigRecord, ServiceError> {
         check(&cfg)?;
         match self.write(Write::Create { config: cfg, apply }, author).await? {
             Written::Record(r) => Ok(r),
@@ -137,7 +149,12 @@ impl ConfigService {
         })
     }
 
-    pub async fn delete(&self, id: Uuid, apply: bool, author: &str) -> Result<Option<ConfigRecord>, ServiceError> {
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        apply: bool,
+        author: &str,
+    ) -> Result<Option<ConfigRecord>, ServiceError> {
         Ok(match self.write(Write::Delete { id, apply }, author).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
@@ -145,12 +162,21 @@ impl ConfigService {
     }
 
     /// A new revision holding revision `version`'s config; applied when `apply`.
-    pub async fn rollback(&self, id: Uuid, version: u64, apply: bool, author: &str) -> Result<ConfigRecord, ServiceError> {
+    pub async fn rollback(
+        &self,
+        id: Uuid,
+        version: u64,
+        apply: bool,
+        author: &str,
+    ) -> Result<ConfigRecord, ServiceError> {
         let history = self.store.history(id).await?;
         if history.is_empty() {
             return Err(StoreError::NotFound(id).into());
         }
-        let rev = history.into_iter().find(|r| r.version == version).ok_or(ServiceError::NoRevision { id, version })?;
+        let rev = history
+            .into_iter()
+            .find(|r| r.version == version)
+            .ok_or(ServiceError::NoRevision { id, version })?;
         check(&rev.config)?;
         let w = Write::Update { id, config: rev.config, expected_version: None, apply, action: "rollback" };
         match self.write(w, author).await? {

@@ -18,7 +18,11 @@ pub enum LogFormat {
 
 /// Command line of `flotilla-brain`.
 #[derive(Debug, Parser)]
-#[command(name = "flotilla-brain", version, about = "Flotilla control plane for Envoy fleets (brain; embedded edge by default)")]
+#[command(
+    name = "flotilla-brain",
+    version,
+    about = "Flotilla control plane for Envoy fleets (brain; embedded edge by default)"
+)]
 pub struct Cli {
     /// YAML config file (see docs/operations.md for its shape).
     #[arg(long, env = "FLOTILLA_CONFIG")]
@@ -104,7 +108,8 @@ pub enum SettingsError {
 
 /// Reads a config file.
 pub fn read_file(path: &Path) -> Result<FileConfig, SettingsError> {
-    let body = std::fs::read(path).map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
+    let body =
+        std::fs::read(path).map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
     parse(&body, Format::Yaml).map_err(|source| SettingsError::Parse { path: path.to_path_buf(), source })
 }
 
@@ -134,8 +139,18 @@ mod tests {
     fn flags_override_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controlplane.yaml");
-        std::fs::write(&path, "server:\n  restAddr: 127.0.0.1:9090\n  xdsAddr: 127.0.0.1:19000\nlogging: {format: json}\n").unwrap();
-        let cli = Cli::parse_from(["flotilla-brain", "--config", path.to_str().unwrap(), "--xds-addr", "127.0.0.1:1"]);
+        std::fs::write(
+            &path,
+            "server:\n  restAddr: 127.0.0.1:9090\n  xdsAddr: 127.0.0.1:19000\nlogging: {format: json}\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "flotilla-brain",
+            "--config",
+            path.to_str().unwrap(),
+            "--xds-addr",
+            "127.0.0.1:1",
+        ]);
         let s = Settings::resolve(cli).unwrap();
         assert_eq!(s.rest_addr.port(), 9090);
         assert_eq!(s.xds_addr.port(), 1);

@@ -29,7 +29,8 @@ impl Errors {
 
 /// Parses a duration such as "5s", "250ms" or "1m".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as \"5s\" or \"250ms\": {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as \"5s\" or \"250ms\": {e}"))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -70,7 +71,11 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
     for (i, l) in spec.listeners.iter().enumerate() {
         let p = format!("spec.listeners[{i}]");
         if !(1..=65535).contains(&l.port) {
-            errs.add(format!("{p}.port"), l.port, format!("port must be between 1 and 65535, got {}", l.port));
+            errs.add(
+                format!("{p}.port"),
+                l.port,
+                format!("port must be between 1 and 65535, got {}", l.port),
+            );
         } else if let Some(prev) = ports.insert((l.address.clone(), l.port), i) {
             errs.add(
                 format!("{p}.port"),
@@ -82,11 +87,19 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
             errs.add(format!("{p}.address"), l.address.clone(), "listener address must be an IP address");
         }
         if l.filter_chains.is_empty() {
-            errs.add(format!("{p}.filterChains"), Value::Array(vec![]), "a listener needs at least one filter chain");
+            errs.add(
+                format!("{p}.filterChains"),
+                Value::Array(vec![]),
+                "a listener needs at least one filter chain",
+            );
         }
         for (j, fc) in l.filter_chains.iter().enumerate() {
             if fc.filters.is_empty() {
-                errs.add(format!("{p}.filterChains[{j}].filters"), Value::Array(vec![]), "a filter chain needs a filter");
+                errs.add(
+                    format!("{p}.filterChains[{j}].filters"),
+                    Value::Array(vec![]),
+                    "a filter chain needs a filter",
+                );
             }
             for (k, f) in fc.filters.iter().enumerate() {
                 let fp = format!("{p}.filterChains[{j}].filters[{k}]");
@@ -97,16 +110,28 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
 
     for (i, rc) in spec.routes.iter().enumerate() {
         let p = format!("spec.routes[{i}]");
-        unique_names(&mut errs, &format!("{p}.virtualHosts"), rc.virtual_hosts.iter().map(|v| v.name.as_str()));
+        unique_names(
+            &mut errs,
+            &format!("{p}.virtualHosts"),
+            rc.virtual_hosts.iter().map(|v| v.name.as_str()),
+        );
         let mut domains = BTreeSet::new();
         for (j, vh) in rc.virtual_hosts.iter().enumerate() {
             let vp = format!("{p}.virtualHosts[{j}]");
             if vh.domains.is_empty() {
-                errs.add(format!("{vp}.domains"), Value::Array(vec![]), "a virtual host needs at least one domain (\"*\" for any)");
+                errs.add(
+                    format!("{vp}.domains"),
+                    Value::Array(vec![]),
+                    "a virtual host needs at least one domain (\"*\" for any)",
+                );
             }
             for (d, dom) in vh.domains.iter().enumerate() {
                 if !domains.insert(dom.clone()) {
-                    errs.add(format!("{vp}.domains[{d}]"), dom.clone(), "domain appears in two virtual hosts of this route config");
+                    errs.add(
+                        format!("{vp}.domains[{d}]"),
+                        dom.clone(),
+                        "domain appears in two virtual hosts of this route config",
+                    );
                 }
             }
             for (k, r) in vh.routes.iter().enumerate() {
@@ -133,10 +158,20 @@ fn unique_names<'a>(errs: &mut Errors, path: &str, names: impl Iterator<Item = &
     seen.into_keys().collect()
 }
 
-fn check_filter(errs: &mut Errors, p: &str, f: &NetworkFilter, routes: &BTreeSet<String>, clusters: &BTreeSet<String>) {
+fn check_filter(
+    errs: &mut Errors,
+    p: &str,
+    f: &NetworkFilter,
+    routes: &BTreeSet<String>,
+    clusters: &BTreeSet<String>,
+) {
     match f.name.as_str() {
         HTTP_CONNECTION_MANAGER => match &f.config.route_config {
-            None => errs.add(format!("{p}.config.routeConfig"), Value::Null, "the HTTP connection manager needs routeConfig"),
+            None => errs.add(
+                format!("{p}.config.routeConfig"),
+                Value::Null,
+                "the HTTP connection manager needs routeConfig",
+            ),
             Some(rc) if !routes.contains(rc) => errs.add(
                 format!("{p}.config.routeConfig"),
                 rc.clone(),
@@ -146,9 +181,11 @@ fn check_filter(errs: &mut Errors, p: &str, f: &NetworkFilter, routes: &BTreeSet
         },
         TCP_PROXY => match &f.config.cluster {
             None => errs.add(format!("{p}.config.cluster"), Value::Null, "tcp_proxy needs a cluster"),
-            Some(c) if !clusters.contains(c) => {
-                errs.add(format!("{p}.config.cluster"), c.clone(), format!("cluster {c:?} does not exist in spec.clusters"))
-            }
+            Some(c) if !clusters.contains(c) => errs.add(
+                format!("{p}.config.cluster"),
+                c.clone(),
+                format!("cluster {c:?} does not exist in spec.clusters"),
+            ),
             Some(_) => {}
         },
         other => errs.add(
@@ -161,7 +198,9 @@ fn check_filter(errs: &mut Errors, p: &str, f: &NetworkFilter, routes: &BTreeSet
 
 fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String>) {
     match (&r.match_.prefix, &r.match_.path) {
-        (Some(_), Some(_)) => errs.add(format!("{p}.match"), Value::Null, "set either prefix or path, not both"),
+        (Some(_), Some(_)) => {
+            errs.add(format!("{p}.match"), Value::Null, "set either prefix or path, not both")
+        }
         (None, None) => errs.add(format!("{p}.match"), Value::Null, "a match needs a prefix or a path"),
         _ => {}
     }
@@ -169,12 +208,20 @@ fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String
     match (&a.cluster, &a.weighted_clusters) {
         (Some(c), None) => {
             if !clusters.contains(c) {
-                errs.add(format!("{p}.route.cluster"), c.clone(), format!("cluster {c:?} does not exist in spec.clusters"));
+                errs.add(
+                    format!("{p}.route.cluster"),
+                    c.clone(),
+                    format!("cluster {c:?} does not exist in spec.clusters"),
+                );
             }
         }
         (None, Some(wcs)) => {
             if wcs.is_empty() {
-                errs.add(format!("{p}.route.weightedClusters"), Value::Array(vec![]), "weightedClusters is empty");
+                errs.add(
+                    format!("{p}.route.weightedClusters"),
+                    Value::Array(vec![]),
+                    "weightedClusters is empty",
+                );
             }
             for (i, wc) in wcs.iter().enumerate() {
                 if !clusters.contains(&wc.name) {
@@ -190,8 +237,12 @@ fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String
                 errs.add(format!("{p}.route.weightedClusters"), total, "weights must not all be zero");
             }
         }
-        (Some(_), Some(_)) => errs.add(format!("{p}.route"), Value::Null, "set either cluster or weightedClusters, not both"),
-        (None, None) => errs.add(format!("{p}.route.cluster"), Value::Null, "a route needs a cluster or weightedClusters"),
+        (Some(_), Some(_)) => {
+            errs.add(format!("{p}.route"), Value::Null, "set either cluster or weightedClusters, not both")
+        }
+        (None, None) => {
+            errs.add(format!("{p}.route.cluster"), Value::Null, "a route needs a cluster or weightedClusters")
+        }
     }
     if let Some(t) = &a.timeout
         && let Err(e) = parse_duration(t)
@@ -211,15 +262,27 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
             if let Some(eds) = &c.eds_cluster_config
                 && eds.eds_config.ads.is_none()
             {
-                errs.add(format!("{p}.edsClusterConfig.edsConfig"), Value::Null, "only {ads: {}} is supported as edsConfig");
+                errs.add(
+                    format!("{p}.edsClusterConfig.edsConfig"),
+                    Value::Null,
+                    "only {ads: {}} is supported as edsConfig",
+                );
             }
         }
         _ => {
             if c.eds_cluster_config.is_some() {
-                errs.add(format!("{p}.edsClusterConfig"), Value::Null, "edsClusterConfig is only valid for type EDS");
+                errs.add(
+                    format!("{p}.edsClusterConfig"),
+                    Value::Null,
+                    "edsClusterConfig is only valid for type EDS",
+                );
             }
             if c.endpoints.is_empty() {
-                errs.add(format!("{p}.endpoints"), Value::Array(vec![]), "STATIC and DNS clusters need endpoints");
+                errs.add(
+                    format!("{p}.endpoints"),
+                    Value::Array(vec![]),
+                    "STATIC and DNS clusters need endpoints",
+                );
             }
         }
     }
@@ -227,7 +290,9 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
         let hp = format!("{p}.healthChecks[{i}]");
         for (field, v) in [("timeout", &hc.timeout), ("interval", &hc.interval)] {
             match parse_duration(v) {
-                Ok(d) if d.is_zero() => errs.add(format!("{hp}.{field}"), v.clone(), "must be greater than zero"),
+                Ok(d) if d.is_zero() => {
+                    errs.add(format!("{hp}.{field}"), v.clone(), "must be greater than zero")
+                }
                 Ok(_) => {}
                 Err(e) => errs.add(format!("{hp}.{field}"), v.clone(), e),
             }
@@ -243,12 +308,20 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
     for (i, e) in c.endpoints.iter().enumerate() {
         let ep = format!("{p}.endpoints[{i}]");
         if !(1..=65535).contains(&e.port) {
-            errs.add(format!("{ep}.port"), e.port, format!("port must be between 1 and 65535, got {}", e.port));
+            errs.add(
+                format!("{ep}.port"),
+                e.port,
+                format!("port must be between 1 and 65535, got {}", e.port),
+            );
         }
         let is_ip = e.address.parse::<std::net::IpAddr>().is_ok();
         let needs_ip = matches!(c.cluster_type, ClusterType::Eds | ClusterType::Static);
         if e.address.is_empty() || (needs_ip && !is_ip) {
-            errs.add(format!("{ep}.address"), e.address.clone(), "EDS and STATIC endpoints need an IP address");
+            errs.add(
+                format!("{ep}.address"),
+                e.address.clone(),
+                "EDS and STATIC endpoints need an IP address",
+            );
         }
         if e.weight == Some(0) {
             errs.add(format!("{ep}.weight"), 0, "weight must be at least 1");
@@ -292,7 +365,10 @@ mod tests {
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"spec.listeners[0].port"), "{paths:?}");
         assert!(paths.contains(&"spec.clusters[1].name"), "{paths:?}");
-        assert!(paths.contains(&"spec.listeners[0].filterChains[0].filters[0].config.routeConfig"), "{paths:?}");
+        assert!(
+            paths.contains(&"spec.listeners[0].filterChains[0].filters[0].config.routeConfig"),
+            "{paths:?}"
+        );
         let port = errs.iter().find(|e| e.path == "spec.listeners[0].port").unwrap();
         assert_eq!(port.value, Some(Value::from(70000)));
         assert!(port.message.contains("70000"));
@@ -307,6 +383,9 @@ mod tests {
         c.spec.listeners.push(l2);
         let errs = validate(&c);
         assert!(errs.iter().any(|e| e.path == "spec.clusters[0].healthChecks[0].timeout"), "{errs:?}");
-        assert!(errs.iter().any(|e| e.path == "spec.listeners[1].port" && e.message.contains("already used")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.path == "spec.listeners[1].port" && e.message.contains("already used")),
+            "{errs:?}"
+        );
     }
 }

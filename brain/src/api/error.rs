@@ -18,6 +18,13 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Where in the body a parse error is (flattened into the JSON).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Box<Location>>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Location {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +35,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), errors: Vec::new(), path: None, line: None, column: None }
+        ApiError { status, code, message: message.into(), errors: Vec::new(), location: None }
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -50,9 +57,7 @@ impl From<ParseError> for ApiError {
     fn from(e: ParseError) -> ApiError {
         ApiError {
             message: e.to_string(),
-            path: e.path,
-            line: e.line,
-            column: e.column,
+            location: Some(Box::new(Location { path: e.path, line: e.line, column: e.column })),
             ..ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "")
         }
     }
@@ -62,10 +67,18 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> ApiError {
         match e {
             ServiceError::Invalid(errors) => {
-                let summary = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ");
+                let summary = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 ApiError {
                     errors,
-                    ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", format!("config is invalid: {summary}"))
+                    ..ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_config",
+                        format!("config is invalid: {summary}"),
+                    )
                 }
             }
             ServiceError::NoRevision { .. } => ApiError::not_found(e.to_string()),

@@ -12,7 +12,11 @@ pub async fn health() -> &'static str {
 
 /// Ready once every applied config has been loaded and published.
 pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
-    if *st.ready.borrow() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "loading configs") }
+    if *st.ready.borrow() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "loading configs")
+    }
 }
 
 pub async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {

@@ -48,7 +48,10 @@ pub async fn list(State(st): State<ApiState>) -> Json<Vec<ProxyView>> {
     Json(group(&st).into_values().collect())
 }
 
-pub async fn get_one(State(st): State<ApiState>, Path(node_id): Path<String>) -> Result<Json<ProxyView>, ApiError> {
+pub async fn get_one(
+    State(st): State<ApiState>,
+    Path(node_id): Path<String>,
+) -> Result<Json<ProxyView>, ApiError> {
     if let Some(v) = group(&st).remove(&node_id) {
         return Ok(Json(v));
     }

@@ -11,7 +11,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 use flotilla_shared::{Resource, ResourceType};
 
-use super::{CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port, reference, resource};
+use super::{
+    CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port, reference,
+    resource,
+};
 use crate::model::{self, ClusterType, LbPolicy};
 
 pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, CompileError> {
@@ -44,7 +47,9 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
                 host: h.host.clone().unwrap_or_default(),
                 ..Default::default()
             }),
-            (None, Some(_)) => health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default()),
+            (None, Some(_)) => {
+                health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default())
+            }
             (None, None) => {
                 return Err(CompileError::Invalid { path: hp, message: "no health checker".into() });
             }
@@ -67,9 +72,12 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
         ..Default::default()
     };
     if c.cluster_type == ClusterType::Eds {
-        let service_name = c.eds_cluster_config.as_ref().and_then(|e| e.service_name.clone()).unwrap_or_default();
-        cl.eds_cluster_config =
-            Some(cluster::EdsClusterConfig { eds_config: Some(ads_config_source()), service_name: service_name.clone() });
+        let service_name =
+            c.eds_cluster_config.as_ref().and_then(|e| e.service_name.clone()).unwrap_or_default();
+        cl.eds_cluster_config = Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: service_name.clone(),
+        });
         refs.push(reference(ResourceType::Endpoint, &cla.cluster_name));
         out.push(resource(ResourceType::Endpoint, &cla.cluster_name.clone(), &cla, Vec::new()));
     } else {

@@ -22,12 +22,14 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
             let stat_prefix = f.config.stat_prefix.clone().unwrap_or_else(|| l.name.clone());
             let typed = match f.name.as_str() {
                 HTTP_CONNECTION_MANAGER => {
-                    let rc = f.config.route_config.clone().ok_or_else(|| missing(&fpath, "config.routeConfig"))?;
+                    let rc =
+                        f.config.route_config.clone().ok_or_else(|| missing(&fpath, "config.routeConfig"))?;
                     refs.push(reference(ResourceType::Route, &rc));
                     any(&http_connection_manager(stat_prefix, rc))
                 }
                 TCP_PROXY => {
-                    let cluster = f.config.cluster.clone().ok_or_else(|| missing(&fpath, "config.cluster"))?;
+                    let cluster =
+                        f.config.cluster.clone().ok_or_else(|| missing(&fpath, "config.cluster"))?;
                     refs.push(reference(ResourceType::Cluster, &cluster));
                     any(&TcpProxy {
                         stat_prefix,
@@ -42,7 +44,10 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
                     });
                 }
             };
-            filters.push(Filter { name: f.name.clone(), config_type: Some(filter::ConfigType::TypedConfig(typed)) });
+            filters.push(Filter {
+                name: f.name.clone(),
+                config_type: Some(filter::ConfigType::TypedConfig(typed)),
+            });
         }
         chains.push(FilterChain { filters, ..Default::default() });
     }
@@ -51,7 +56,10 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
                 address: l.address.clone(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port(&format!("{path}.port"), l.port)?)),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port(
+                    &format!("{path}.port"),
+                    l.port,
+                )?)),
                 ..Default::default()
             })),
         }),

@@ -62,7 +62,8 @@ fn ads_config_source() -> ConfigSource {
 }
 
 fn duration(path: &str, s: &str) -> Result<PbDuration, CompileError> {
-    let d = crate::validate::parse_duration(s).map_err(|message| CompileError::Invalid { path: path.to_string(), message })?;
+    let d = crate::validate::parse_duration(s)
+        .map_err(|message| CompileError::Invalid { path: path.to_string(), message })?;
     Ok(pb_duration(d))
 }
 
@@ -71,13 +72,13 @@ fn pb_duration(d: std::time::Duration) -> PbDuration {
 }
 
 fn port(path: &str, p: i64) -> Result<u32, CompileError> {
-    u32::try_from(p)
-        .ok()
-        .filter(|p| (1..=65535).contains(p))
-        .ok_or_else(|| CompileError::Invalid { path: path.to_string(), message: format!("port {p} out of range") })
+    u32::try_from(p).ok().filter(|p| (1..=65535).contains(p)).ok_or_else(|| CompileError::Invalid {
+        path: path.to_string(),
+        message: format!("port {p} out of range"),
+    })
 }
 
-fn any(msg: &(impl Message + prost::Name)) -> envoy_types::pb::google::protobuf::Any {
+fn any(msg: &impl prost::Name) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::pb::google::protobuf::Any { type_url: msg_type_url(msg), value: msg.encode_to_vec() }
 }
 

@@ -21,7 +21,10 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
                 (Some(p), _) => route_match::PathSpecifier::Prefix(p.clone()),
                 (None, Some(p)) => route_match::PathSpecifier::Path(p.clone()),
                 (None, None) => {
-                    return Err(CompileError::Invalid { path: format!("{rpath}.match"), message: "no prefix or path".into() });
+                    return Err(CompileError::Invalid {
+                        path: format!("{rpath}.match"),
+                        message: "no prefix or path".into(),
+                    });
                 }
             };
             let a = &r.route;
@@ -42,13 +45,20 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
                             }
                         })
                         .collect();
-                    route_action::ClusterSpecifier::WeightedClusters(WeightedCluster { clusters, ..Default::default() })
+                    route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                        clusters,
+                        ..Default::default()
+                    })
                 }
                 (None, None) => {
-                    return Err(CompileError::Invalid { path: format!("{rpath}.route"), message: "no cluster".into() });
+                    return Err(CompileError::Invalid {
+                        path: format!("{rpath}.route"),
+                        message: "no cluster".into(),
+                    });
                 }
             };
-            let timeout = a.timeout.as_deref().map(|t| duration(&format!("{rpath}.route.timeout"), t)).transpose()?;
+            let timeout =
+                a.timeout.as_deref().map(|t| duration(&format!("{rpath}.route.timeout"), t)).transpose()?;
             routes.push(Route {
                 r#match: Some(RouteMatch { path_specifier: Some(path_specifier), ..Default::default() }),
                 action: Some(route::Action::Route(RouteAction {
@@ -60,7 +70,12 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
                 ..Default::default()
             });
         }
-        vhosts.push(VirtualHost { name: vh.name.clone(), domains: vh.domains.clone(), routes, ..Default::default() });
+        vhosts.push(VirtualHost {
+            name: vh.name.clone(),
+            domains: vh.domains.clone(),
+            routes,
+            ..Default::default()
+        });
     }
     let cfg = RouteConfiguration { name: rc.name.clone(), virtual_hosts: vhosts, ..Default::default() };
     Ok(resource(ResourceType::Route, &rc.name, &cfg, refs))

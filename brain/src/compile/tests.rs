@@ -25,7 +25,9 @@ fn listener_uses_hcm_with_rds_over_ads() {
     let snap = snapshot();
     let res = snap.get(ResourceType::Listener, "http_listener").unwrap();
     let l = Listener::decode(res.body.as_ref()).unwrap();
-    let Some(address::Address::SocketAddress(sa)) = l.address.unwrap().address else { panic!("no socket address") };
+    let Some(address::Address::SocketAddress(sa)) = l.address.unwrap().address else {
+        panic!("no socket address")
+    };
     assert_eq!(sa.address, "0.0.0.0");
     assert_eq!(sa.port_specifier, Some(socket_address::PortSpecifier::PortValue(8080)));
     let f = &l.filter_chains[0].filters[0];
@@ -33,9 +35,14 @@ fn listener_uses_hcm_with_rds_over_ads() {
     let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else { panic!("no typed config") };
     assert!(any.type_url.ends_with("http_connection_manager.v3.HttpConnectionManager"));
     let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
-    let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = hcm.route_specifier else { panic!("not RDS") };
+    let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+        panic!("not RDS")
+    };
     assert_eq!(rds.route_config_name, "example_routes");
-    assert!(matches!(rds.config_source.unwrap().config_source_specifier, Some(config_source::ConfigSourceSpecifier::Ads(_))));
+    assert!(matches!(
+        rds.config_source.unwrap().config_source_specifier,
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
     assert_eq!(hcm.http_filters.last().unwrap().name, "envoy.filters.http.router");
     assert_eq!(res.refs.len(), 1);
 }
@@ -43,11 +50,16 @@ fn listener_uses_hcm_with_rds_over_ads() {
 #[test]
 fn route_configuration_routes_prefix_to_cluster() {
     let snap = snapshot();
-    let rc = RouteConfiguration::decode(snap.get(ResourceType::Route, "example_routes").unwrap().body.as_ref()).unwrap();
+    let rc =
+        RouteConfiguration::decode(snap.get(ResourceType::Route, "example_routes").unwrap().body.as_ref())
+            .unwrap();
     let vh = &rc.virtual_hosts[0];
     assert_eq!(vh.domains, vec!["example.com"]);
     let r = &vh.routes[0];
-    assert_eq!(r.r#match.as_ref().unwrap().path_specifier, Some(route_match::PathSpecifier::Prefix("/api".into())));
+    assert_eq!(
+        r.r#match.as_ref().unwrap().path_specifier,
+        Some(route_match::PathSpecifier::Prefix("/api".into()))
+    );
     let Some(route::Action::Route(a)) = &r.action else { panic!("not a route action") };
     assert_eq!(a.cluster_specifier, Some(route_action::ClusterSpecifier::Cluster("api_cluster".into())));
 }
@@ -56,14 +68,19 @@ fn route_configuration_routes_prefix_to_cluster() {
 fn cluster_uses_eds_over_ads_round_robin_and_http_health_check() {
     let snap = snapshot();
     let c = Cluster::decode(snap.get(ResourceType::Cluster, "api_cluster").unwrap().body.as_ref()).unwrap();
-    assert_eq!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)));
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32))
+    );
     assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
     let eds = c.eds_cluster_config.unwrap().eds_config.unwrap();
     assert!(matches!(eds.config_source_specifier, Some(config_source::ConfigSourceSpecifier::Ads(_))));
     let hc = &c.health_checks[0];
     assert_eq!(hc.timeout.as_ref().unwrap().seconds, 5);
     assert_eq!(hc.interval.as_ref().unwrap().seconds, 10);
-    let Some(health_check::HealthChecker::HttpHealthCheck(h)) = &hc.health_checker else { panic!("not http") };
+    let Some(health_check::HealthChecker::HttpHealthCheck(h)) = &hc.health_checker else {
+        panic!("not http")
+    };
     assert_eq!(h.path, "/health");
     assert!(c.load_assignment.is_none(), "EDS clusters get endpoints over EDS");
 }
@@ -71,13 +88,18 @@ fn cluster_uses_eds_over_ads_round_robin_and_http_health_check() {
 #[test]
 fn endpoints_become_a_cluster_load_assignment() {
     let snap = snapshot();
-    let cla = ClusterLoadAssignment::decode(snap.get(ResourceType::Endpoint, "api_cluster").unwrap().body.as_ref()).unwrap();
+    let cla =
+        ClusterLoadAssignment::decode(snap.get(ResourceType::Endpoint, "api_cluster").unwrap().body.as_ref())
+            .unwrap();
     assert_eq!(cla.cluster_name, "api_cluster");
     let ep = &cla.endpoints[0].lb_endpoints[0];
     assert_eq!(ep.load_balancing_weight.as_ref().unwrap().value, 1);
     let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &ep.host_identifier else { panic!("no endpoint") };
     let Some(address::Address::SocketAddress(sa)) = &e.address.as_ref().unwrap().address else { panic!() };
-    assert_eq!((sa.address.as_str(), sa.port_specifier.clone()), ("127.0.0.1", Some(socket_address::PortSpecifier::PortValue(9001))));
+    assert_eq!(
+        (sa.address.as_str(), sa.port_specifier.clone()),
+        ("127.0.0.1", Some(socket_address::PortSpecifier::PortValue(9001)))
+    );
 }
 
 #[test]

@@ -32,7 +32,8 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flotilla.redb");
-        let db = Database::create(&path).map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        let db =
+            Database::create(&path).map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(CONFIGS).map_err(backend)?;
         tx.open_table(NAMES).map_err(backend)?;
@@ -49,15 +50,25 @@ impl EmbeddedStore {
             let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
             let now = Utc::now();
             let load = |configs: &redb::Table<&str, &[u8]>, id: Uuid| -> Result<ConfigRecord, StoreError> {
-                let raw = configs.get(id.to_string().as_str()).map_err(backend)?.ok_or(StoreError::NotFound(id))?;
+                let raw =
+                    configs.get(id.to_string().as_str()).map_err(backend)?.ok_or(StoreError::NotFound(id))?;
                 serde_json::from_slice(raw.value()).map_err(backend)
             };
-            let mut put_revision = |id: Uuid, version: u64, action: &str, config: &ProxyConfig| -> Result<(), StoreError> {
-                let rev = Revision { version, action: action.to_string(), author: author.to_string(), at: now, config: config.clone() };
-                let bytes = serde_json::to_vec(&rev).map_err(backend)?;
-                revisions.insert((id.to_string().as_str(), version), bytes.as_slice()).map_err(backend)?;
-                Ok(())
-            };
+            let mut put_revision =
+                |id: Uuid, version: u64, action: &str, config: &ProxyConfig| -> Result<(), StoreError> {
+                    let rev = Revision {
+                        version,
+                        action: action.to_string(),
+                        author: author.to_string(),
+                        at: now,
+                        config: config.clone(),
+                    };
+                    let bytes = serde_json::to_vec(&rev).map_err(backend)?;
+                    revisions
+                        .insert((id.to_string().as_str(), version), bytes.as_slice())
+                        .map_err(backend)?;
+                    Ok(())
+                };
             let written = match w {
                 Write::Create { mut config, apply } => {
                     config.metadata.resource_version = None;
@@ -155,7 +166,9 @@ fn remove(
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(backend)?
 }
 

@@ -65,7 +65,9 @@ pub enum Write {
 pub enum Written {
     Record(ConfigRecord),
     /// The config is gone (deletion applied); `previous` is what it was.
-    Removed { previous: ConfigRecord },
+    Removed {
+        previous: ConfigRecord,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,21 +25,47 @@ async fn contract(store: &dyn Store) {
     assert!(matches!(dup, StoreError::NameTaken { .. }), "{dup}");
     // Update with the wrong expected version conflicts and changes nothing.
     let err = store
-        .write(Write::Update { id: rec.id, config: example(), expected_version: Some(7), apply: true, action: "update" }, "t")
+        .write(
+            Write::Update {
+                id: rec.id,
+                config: example(),
+                expected_version: Some(7),
+                apply: true,
+                action: "update",
+            },
+            "t",
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { actual: 1, .. }), "{err}");
     let rec2 = record(
         store
-            .write(Write::Update { id: rec.id, config: example(), expected_version: Some(1), apply: true, action: "update" }, "t")
+            .write(
+                Write::Update {
+                    id: rec.id,
+                    config: example(),
+                    expected_version: Some(1),
+                    apply: true,
+                    action: "update",
+                },
+                "t",
+            )
             .await
             .unwrap(),
     );
     assert_eq!((rec2.version, rec2.applied_version), (2, Some(2)));
-    assert_eq!(store.history(rec.id).await.unwrap().iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        store.history(rec.id).await.unwrap().iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     // Listing filters by namespace and name.
-    assert_eq!(store.list(&ListFilter { namespace: Some("production".into()), name: None }).await.unwrap().len(), 1);
-    assert!(store.list(&ListFilter { namespace: Some("other".into()), name: None }).await.unwrap().is_empty());
+    assert_eq!(
+        store.list(&ListFilter { namespace: Some("production".into()), name: None }).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store.list(&ListFilter { namespace: Some("other".into()), name: None }).await.unwrap().is_empty()
+    );
     // Delete without apply keeps it live (pending); applying removes it.
     let pending = record(store.write(Write::Delete { id: rec.id, apply: false }, "t").await.unwrap());
     assert!(pending.pending_delete && pending.applied_config.is_some());

@@ -28,6 +28,8 @@ struct Held {
 #[derive(Debug)]
 struct Pending {
     nonce: String,
+    /// `system_version_info` of the push, reported on ACK/NACK.
+    version: String,
     /// Per name in the push: what the client held before it (None: nothing).
     prev: Vec<(String, Option<Held>)>,
     /// Per updated name in the push: the version sent.
@@ -116,7 +118,7 @@ impl DeltaType {
         Some(plan)
     }
 
-    fn commit(&mut self, plan: &Plan, nonce: String) {
+    fn commit(&mut self, plan: &Plan, nonce: String, version: String) {
         let mut prev = Vec::with_capacity(plan.adds.len() + plan.removed.len());
         let mut sent = Vec::with_capacity(plan.adds.len());
         for r in &plan.adds {
@@ -128,7 +130,7 @@ impl DeltaType {
             prev.push((n.clone(), self.client.remove(n)));
         }
         self.force.clear();
-        self.pending = Some(Pending { nonce, prev, sent });
+        self.pending = Some(Pending { nonce, version, prev, sent });
     }
 
     fn on_request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> Option<Event> {
@@ -184,7 +186,7 @@ impl DeltaType {
                 }
                 self.nacks = 0;
                 self.retry_at = None;
-                Some(Event::Ack { kind: self.kind, version: pending.nonce })
+                Some(Event::Ack { kind: self.kind, version: pending.version })
             }
         }
     }
@@ -273,7 +275,7 @@ impl DeltaStream {
 
     pub fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
         if let Some((url, names)) = self.unknown_due.pop_first() {
-            let nonce = self.nonces.next();
+            let nonce = self.nonces.next_nonce();
             let removed = names.len();
             let frame = delta_frame(&url, "", &nonce, &[], names);
             return Some(Push {
@@ -299,10 +301,10 @@ impl DeltaStream {
                 self.types[kind.index()].plan(snap, now, views)
             };
             let Some(plan) = plan else { continue };
-            let nonce = self.nonces.next();
+            let nonce = self.nonces.next_nonce();
             let version = snap.of_type(kind).version.clone();
             let frame = delta_frame(kind.type_url(), &version, &nonce, &plan.adds, plan.removed.clone());
-            self.types[kind.index()].commit(&plan, nonce.clone());
+            self.types[kind.index()].commit(&plan, nonce.clone(), version.clone());
             return Some(Push {
                 type_url: kind.type_url().to_string(),
                 kind: Some(kind),

@@ -101,7 +101,7 @@ pub fn nack_backoff(nacks: u32) -> Duration {
 pub struct Nonces(u64);
 
 impl Nonces {
-    pub fn next(&mut self) -> String {
+    pub fn next_nonce(&mut self) -> String {
         self.0 += 1;
         self.0.to_string()
     }

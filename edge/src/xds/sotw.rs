@@ -259,7 +259,7 @@ impl SotwStream {
     /// The next push this stream should send now, in make-before-break order, if any.
     pub fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
         if let Some(url) = self.unknown_due.pop_first() {
-            let nonce = self.nonces.next();
+            let nonce = self.nonces.next_nonce();
             self.unknown.insert(url.clone(), Some(nonce.clone()));
             let frame = sotw_empty_frame(&url, &nonce);
             return Some(Push {
@@ -285,7 +285,7 @@ impl SotwStream {
                 self.types[kind.index()].plan(snap, now, views)
             };
             let Some(set) = plan else { continue };
-            let nonce = self.nonces.next();
+            let nonce = self.nonces.next_nonce();
             let resources: Vec<Arc<Encoded>> = set.items.values().cloned().collect();
             let frame = sotw_frame(kind, &set.version, &nonce, &resources);
             let st = &mut self.types[kind.index()];

@@ -1,0 +1,34 @@
+//! A tiny HTTP backend that answers every path (including `/health`) with 200 and its name.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::task::JoinHandle;
+
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let body = format!("backend {name}");
+        let app = Router::new().fallback(move || {
+            let body = body.clone();
+            async move { body }
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Backend { addr, name: name.to_string(), task }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
