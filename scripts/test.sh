@@ -25,8 +25,6 @@ if cargo nextest --version >/dev/null 2>&1; then
   profile=default
   [ "${CI:-}" = "true" ] && profile=ci
   cargo nextest run --workspace --profile "$profile"
-  # nextest does not run doc tests.
-  cargo test --workspace --doc --quiet
 else
   echo "(cargo-nextest not found; using cargo test — install it with: cargo install cargo-nextest)"
   cargo test --workspace --no-fail-fast
