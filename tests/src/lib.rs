@@ -7,7 +7,10 @@
 
 pub mod backend;
 pub mod brain;
+pub mod edge;
 pub mod envoy;
+pub mod garbage;
+pub mod xds_client;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

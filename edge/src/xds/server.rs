@@ -144,6 +144,7 @@ async fn run<P: Proto>(
         Ok(None) => return,
         Err(status) => {
             debug!(message = "stream ended before its first request", %status);
+            let _ = tx.send(Err(status)).await;
             return;
         }
     };
@@ -206,6 +207,8 @@ async fn run<P: Proto>(
                     Ok(None) => return,
                     Err(status) => {
                         debug!(message = "stream ended", %status);
+                        // A malformed request is answered with its error (R1); a reset goes nowhere.
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 },
