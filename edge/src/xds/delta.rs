@@ -205,6 +205,9 @@ impl ClientView for DeltaType {
     fn holds_ref_to(&self, target: &ResourceRef) -> bool {
         self.client.values().any(|h| h.refs.contains(target))
     }
+    fn held_refs(&self, name: &str) -> Vec<ResourceRef> {
+        self.client.get(name).map(|h| h.refs.clone()).unwrap_or_default()
+    }
     fn in_flight(&self) -> bool {
         self.pending.is_some()
     }

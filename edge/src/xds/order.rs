@@ -1,11 +1,13 @@
 //! Make-before-break ordering across the types of one ADS stream (rules O1, O2, W10).
 //!
 //! Owns the decision "may this type push now?" given what the client holds of the other types:
-//! - O1: clusters land first: EDS, LDS and RDS wait while a CDS push is un-ACKed, and RDS waits
-//!   while an LDS push is un-ACKed; a listener or route naming a cluster the client is subscribed
-//!   to but does not hold yet waits for it.
+//! - O1: clusters land first: LDS and RDS wait while a CDS or an EDS push is un-ACKed (EDS does
+//!   not wait for CDS: Envoy ACKs CDS only once the new clusters are warm, i.e. have endpoints), and RDS waits while an LDS push is un-ACKed; a listener
+//!   or route naming a cluster the client is subscribed to waits until the client holds the
+//!   cluster *and* its endpoints (an EDS cluster is warming, i.e. unusable, until then).
 //! - O2: a cluster still referenced by a listener or route the client holds is not removed yet;
-//!   it stays in the push (at the version the client has) until the references are gone.
+//!   it stays in the push (at the version the client has) until the references are gone. So do
+//!   the endpoints of a cluster the client still holds.
 //!
 //! Per-type streams cannot be ordered against each other and skip all of this. No I/O.
 
@@ -21,6 +23,8 @@ pub trait ClientView {
     fn holds(&self, name: &str) -> bool;
     /// Some resource the client holds references `target`.
     fn holds_ref_to(&self, target: &ResourceRef) -> bool;
+    /// What the held resource `name` references (empty if unknown or not held).
+    fn held_refs(&self, name: &str) -> Vec<ResourceRef>;
     /// A push of this type awaits ACK/NACK.
     fn in_flight(&self) -> bool;
 }
@@ -35,9 +39,16 @@ pub fn may_push<'r>(
     views: &Views<'_>,
 ) -> bool {
     let clusters = views[ResourceType::Cluster.index()];
+    let endpoints = views[ResourceType::Endpoint.index()];
     let listeners = views[ResourceType::Listener.index()];
-    let waits_for_cds = matches!(kind, ResourceType::Endpoint | ResourceType::Listener | ResourceType::Route);
+    // Not EDS: Envoy ACKs a CDS update only once its new clusters are warm, which needs their
+    // endpoints; holding EDS back for that ACK would stall until Envoy's fetch timeout.
+    let waits_for_cds = matches!(kind, ResourceType::Listener | ResourceType::Route);
     if waits_for_cds && clusters.active() && clusters.in_flight() {
+        return false;
+    }
+    let waits_for_eds = matches!(kind, ResourceType::Listener | ResourceType::Route);
+    if waits_for_eds && endpoints.active() && endpoints.in_flight() {
         return false;
     }
     if kind == ResourceType::Route && listeners.active() && listeners.in_flight() {
@@ -45,7 +56,18 @@ pub fn may_push<'r>(
     }
     if matches!(kind, ResourceType::Listener | ResourceType::Route) && clusters.active() {
         for r in refs {
-            if r.kind == ResourceType::Cluster && clusters.covers(&r.name) && !clusters.holds(&r.name) {
+            if r.kind != ResourceType::Cluster || !clusters.covers(&r.name) {
+                continue;
+            }
+            if !clusters.holds(&r.name) {
+                return false;
+            }
+            let warm = clusters
+                .held_refs(&r.name)
+                .iter()
+                .filter(|e| e.kind == ResourceType::Endpoint)
+                .all(|e| !endpoints.active() || endpoints.holds(&e.name));
+            if !warm {
                 return false;
             }
         }
@@ -55,11 +77,13 @@ pub fn may_push<'r>(
 
 /// Whether removing the resource `name` of `kind` must wait because the client still uses it.
 pub fn must_defer_removal(kind: ResourceType, name: &str, views: &Views<'_>) -> bool {
-    if kind != ResourceType::Cluster {
-        return false;
-    }
+    let users: &[ResourceType] = match kind {
+        ResourceType::Cluster => &[ResourceType::Listener, ResourceType::Route],
+        ResourceType::Endpoint => &[ResourceType::Cluster],
+        _ => return false,
+    };
     let target = ResourceRef { kind, name: name.to_string() };
-    [ResourceType::Listener, ResourceType::Route].iter().any(|k| views[k.index()].holds_ref_to(&target))
+    users.iter().any(|k| views[k.index()].holds_ref_to(&target))
 }
 
 /// A view of a type the stream does not carry (per-type streams, tests).
@@ -78,6 +102,9 @@ impl ClientView for Inactive {
     }
     fn holds_ref_to(&self, _: &ResourceRef) -> bool {
         false
+    }
+    fn held_refs(&self, _: &str) -> Vec<ResourceRef> {
+        Vec::new()
     }
     fn in_flight(&self) -> bool {
         false

@@ -189,6 +189,9 @@ impl ClientView for SotwType {
     fn holds_ref_to(&self, target: &ResourceRef) -> bool {
         self.acked.as_ref().is_some_and(|a| a.items.values().any(|r| r.refs.contains(target)))
     }
+    fn held_refs(&self, name: &str) -> Vec<ResourceRef> {
+        self.acked.as_ref().and_then(|a| a.items.get(name)).map(|r| r.refs.clone()).unwrap_or_default()
+    }
     fn in_flight(&self) -> bool {
         self.awaiting
     }

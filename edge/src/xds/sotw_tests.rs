@@ -230,8 +230,7 @@ fn w10_cluster_update_resends_endpoints() {
     let s2 = snap(res);
     let c2 = st.poll(&s2, now).unwrap();
     assert_eq!(c2.kind, Some(Cluster));
-    assert!(st.poll(&s2, now).is_none(), "O1: EDS waits for the CDS ACK");
-    st.on_request(&ack_of(Cluster, &[], &c2), &s2, now).unwrap();
+    // EDS follows at once: Envoy ACKs CDS only once the cluster is warm, which needs them.
     let e2 = st.poll(&s2, now).unwrap();
     assert_eq!(e2.kind, Some(Endpoint));
     assert_eq!(e2.version, e.version, "same endpoints, resent for warming");
@@ -248,13 +247,16 @@ fn o1_clusters_before_routes() {
     }
     let first = st.poll(&s1, now).unwrap();
     assert_eq!(first.kind, Some(Cluster), "CDS goes first");
-    assert!(st.poll(&s1, now).is_none(), "everything else waits for the CDS ACK");
+    let eds = st.poll(&s1, now).unwrap();
+    assert_eq!(eds.kind, Some(Endpoint), "EDS goes with it");
+    assert!(st.poll(&s1, now).is_none(), "LDS and RDS wait for the CDS and EDS ACKs");
     st.on_request(&ack_of(Cluster, &[], &first), &s1, now).unwrap();
-    let pushes: Vec<Push> = std::iter::from_fn(|| st.poll(&s1, now)).collect();
-    let order: Vec<_> = pushes.iter().map(|p| p.kind).collect();
-    assert_eq!(order, vec![Some(Endpoint), Some(Listener)], "RDS waits for the LDS ACK");
-    st.on_request(&ack_of(Endpoint, &["c1"], &pushes[0]), &s1, now).unwrap();
-    st.on_request(&ack_of(Listener, &[], &pushes[1]), &s1, now).unwrap();
+    assert!(st.poll(&s1, now).is_none(), "LDS/RDS wait for the EDS ACK (the cluster is warming)");
+    st.on_request(&ack_of(Endpoint, &["c1"], &eds), &s1, now).unwrap();
+    let lds = st.poll(&s1, now).unwrap();
+    assert_eq!(lds.kind, Some(Listener));
+    assert!(st.poll(&s1, now).is_none(), "RDS waits for the LDS ACK");
+    st.on_request(&ack_of(Listener, &[], &lds), &s1, now).unwrap();
     let rds1 = st.poll(&s1, now).unwrap();
     assert_eq!(rds1.kind, Some(Route));
     st.on_request(&ack_of(Route, &["routes"], &rds1), &s1, now).unwrap();
@@ -267,6 +269,12 @@ fn o1_clusters_before_routes() {
     assert_eq!(resp.resources.len(), 2, "O2: c1 is kept while the client's route still uses it");
     assert!(st.poll(&s2, now).is_none());
     st.on_request(&ack_of(Cluster, &[], &p), &s2, now).unwrap();
+    assert!(st.poll(&s2, now).is_none(), "c2 is warming: no route to it until its endpoints are held");
+    // Envoy subscribes to the new cluster's endpoints; once they are ACKed the route may go.
+    st.on_request(&req(Endpoint, &["c1", "c2"], &eds.version, &eds.nonce), &s2, now).unwrap();
+    let eds2 = st.poll(&s2, now).unwrap();
+    assert_eq!(eds2.kind, Some(Endpoint));
+    st.on_request(&ack_of(Endpoint, &["c1", "c2"], &eds2), &s2, now).unwrap();
     let rds = std::iter::from_fn(|| st.poll(&s2, now)).find(|p| p.kind == Some(Route));
     let rds = rds.expect("route pushed once c2 is held");
     st.on_request(&ack_of(Route, &["routes"], &rds), &s2, now).unwrap();
