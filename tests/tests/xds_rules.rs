@@ -376,3 +376,52 @@ async fn r2_slow_reader_does_not_block_others() {
     assert_eq!(delta_names(&last), vec!["a"]);
     drop(stuck);
 }
+
+// The xDS port serves gRPC health and reflection that lists Envoy's discovery services.
+#[tokio::test]
+async fn health_and_reflection_on_the_xds_port() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let edge = TestEdge::start().await;
+    let ch = flotilla_tests::xds_client::channel(edge.port).await;
+    let svc = "envoy.service.discovery.v3.AggregatedDiscoveryService".to_string();
+    let health =
+        HealthClient::new(ch.clone()).check(HealthCheckRequest { service: svc.clone() }).await.unwrap();
+    assert_eq!(health.into_inner().status, ServingStatus::Serving as i32);
+
+    let req = ServerReflectionRequest {
+        message_request: Some(MessageRequest::ListServices(String::new())),
+        ..Default::default()
+    };
+    let mut stream = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [svc.as_str(), "envoy.service.cluster.v3.ClusterDiscoveryService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    // And it can describe the ADS service (the descriptors are there, not just the names).
+    let req = ServerReflectionRequest {
+        message_request: Some(MessageRequest::FileContainingSymbol(svc)),
+        ..Default::default()
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    assert!(
+        matches!(resp.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{resp:?}"
+    );
+}

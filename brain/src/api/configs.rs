@@ -31,6 +31,61 @@ pub struct ConfigView {
     updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<ProxyConfig>,
+    /// The proxies this config selects, and which of them reject it (single-config reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxies: Option<ProxiesStatus>,
+}
+
+/// How the proxies a config selects are doing with it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxiesStatus {
+    connected: usize,
+    /// Every type a proxy subscribed to has its last push ACKed.
+    synced: usize,
+    nacking: Vec<NackingProxy>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NackingProxy {
+    node_id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    version: String,
+    error: String,
+    resources: Vec<String>,
+    at: DateTime<Utc>,
+}
+
+fn proxies_status(st: &ApiState, namespace: &str, name: &str) -> ProxiesStatus {
+    let streams: Vec<_> =
+        st.registry.streams().into_iter().filter(|s| s.namespace == namespace && s.cluster == name).collect();
+    let mut nodes: Vec<&str> = streams.iter().map(|s| s.node_id.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let synced = nodes
+        .iter()
+        .filter(|n| {
+            streams.iter().filter(|s| s.node_id == **n).all(|s| {
+                s.types.values().all(|t| t.acked_version.is_some() && t.acked_version == t.last_sent_version)
+            })
+        })
+        .count();
+    let mut nacking = Vec::new();
+    for n in &nodes {
+        for (t, nack) in st.registry.nacks_of(n) {
+            nacking.push(NackingProxy {
+                node_id: n.to_string(),
+                type_: t.to_string(),
+                version: nack.version,
+                error: nack.error,
+                resources: nack.resources,
+                at: nack.at,
+            });
+        }
+    }
+    ProxiesStatus { connected: nodes.len(), synced, nacking }
 }
 
 impl ConfigView {
@@ -51,6 +106,7 @@ impl ConfigView {
             created_at: rec.created_at,
             updated_at: rec.updated_at,
             config: with_config.then_some(rec.config),
+            proxies: None,
         }
     }
 }
@@ -158,7 +214,11 @@ async fn load(st: &ApiState, id: &str) -> Result<ConfigRecord, ApiError> {
 }
 
 pub async fn get_one(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(respond(StatusCode::OK, load(&st, &id).await?))
+    let rec = load(&st, &id).await?;
+    let etag = format!("\"{}\"", rec.version);
+    let mut view = ConfigView::of(rec, true);
+    view.proxies = Some(proxies_status(&st, &view.namespace, &view.name));
+    Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
 pub async fn update(

@@ -335,7 +335,33 @@ where
     }
 }
 
-/// Serves every xDS service plus gRPC health on `listener` until `shutdown` resolves.
+/// Envoy's protobuf descriptors, found by build.rs in the `envoy-types` crate (may be empty).
+static ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+
+fn reflection() -> Option<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    if ENVOY_DESCRIPTORS.is_empty() {
+        tracing::warn!("built without Envoy's descriptors: gRPC reflection lists health only");
+    } else {
+        b = b.register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS);
+        for name in [Ads::NAME, Lds::NAME, Rds::NAME, Cds::NAME, Eds::NAME, Sds::NAME] {
+            b = b.with_service_name(name);
+        }
+        b = b.with_service_name("grpc.health.v1.Health");
+    }
+    match b.build_v1() {
+        Ok(svc) => Some(svc),
+        Err(e) => {
+            tracing::warn!(message = "gRPC reflection disabled", error = %e);
+            None
+        }
+    }
+}
+
+/// Serves every xDS service plus gRPC health and reflection on `listener` until `shutdown`.
 pub async fn serve(
     ctx: XdsContext,
     listener: TcpListener,
@@ -349,6 +375,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_optional_service(reflection())
         .add_service(health_svc)
         .add_service(XdsService::<Ads>::new(ctx.clone()))
         .add_service(XdsService::<Lds>::new(ctx.clone()))

@@ -1,0 +1,60 @@
+//! Shared set-up for the edge benchmarks: a proxy group with `clusters` EDS clusters, and
+//! streams subscribed to it the way Envoy subscribes (wildcard CDS, named EDS).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use flotilla_edge::cache::EdgeSnapshot;
+use flotilla_edge::xds::delta::DeltaStream;
+use flotilla_edge::xds::{Limits, Push};
+use flotilla_shared::{Resource, ResourceRef, ResourceType, Snapshot};
+
+/// A group with `clusters` clusters, each with a ClusterLoadAssignment of `endpoints` endpoints
+/// (bodies sized like real ones); `tag` changes the endpoints of cluster 0 only.
+pub fn group(clusters: usize, endpoints: usize, tag: u64) -> Snapshot {
+    let mut out = Vec::with_capacity(clusters * 2);
+    for c in 0..clusters {
+        let name = format!("cluster-{c:04}");
+        out.push(Resource::new(
+            ResourceType::Cluster,
+            name.clone(),
+            Bytes::from(vec![b'c'; 200]),
+            vec![ResourceRef { kind: ResourceType::Endpoint, name: name.clone() }],
+        ));
+        let mut body = vec![b'e'; 40 * endpoints];
+        if c == 0 {
+            body.extend_from_slice(&tag.to_le_bytes());
+        }
+        out.push(Resource::new(ResourceType::Endpoint, name, Bytes::from(body), vec![]));
+    }
+    Snapshot::build(out).expect("consistent")
+}
+
+/// A Delta ADS stream subscribed like Envoy, with its initial pushes ACKed.
+pub fn subscribed_stream(snap: &EdgeSnapshot, clusters: usize) -> DeltaStream {
+    let now = Instant::now();
+    let mut st = DeltaStream::new(None, Limits::default());
+    let req = |kind: ResourceType, names: Vec<String>| DeltaDiscoveryRequest {
+        type_url: kind.type_url().into(),
+        resource_names_subscribe: names,
+        ..Default::default()
+    };
+    st.on_request(&req(ResourceType::Cluster, vec![]), now).expect("cds");
+    let names = (0..clusters).map(|c| format!("cluster-{c:04}")).collect();
+    st.on_request(&req(ResourceType::Endpoint, names), now).expect("eds");
+    drain_and_ack(&mut st, snap);
+    st
+}
+
+/// Polls every push and ACKs it; returns how many there were.
+pub fn drain_and_ack(st: &mut DeltaStream, snap: &EdgeSnapshot) -> usize {
+    let now = Instant::now();
+    let mut n = 0;
+    while let Some(Push { type_url, nonce, .. }) = st.poll(snap, now) {
+        let ack = DeltaDiscoveryRequest { type_url, response_nonce: nonce, ..Default::default() };
+        st.on_request(&ack, now).expect("ack");
+        n += 1;
+    }
+    n
+}

@@ -1,0 +1,50 @@
+//! Closed-loop NACK: a proxy that rejects a config stays on what it had, is not sent the same
+//! version again, and the config's status names the proxy, the type and the error.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use flotilla_shared::ResourceType;
+use flotilla_tests::brain::{TestBrain, example_config};
+use flotilla_tests::xds_client::{Delta, Got, Service, delta_names, nack_status, node};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_is_shown_on_the_config_and_the_proxy() {
+    let brain = TestBrain::start().await;
+    let backend: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let resp = brain.post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &[backend])).await;
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let mut c = Delta::open(brain.xds_port, Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node("picky", "example-service", "production")),
+        type_url: ResourceType::Listener.type_url().into(),
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await.msg();
+    assert_eq!(delta_names(&r), vec!["http_listener"]);
+    c.send(DeltaDiscoveryRequest {
+        type_url: ResourceType::Listener.type_url().into(),
+        response_nonce: r.nonce.clone(),
+        error_detail: nack_status("listener http_listener: cannot bind 0.0.0.0:10000"),
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(c.quiet_for(Duration::from_millis(700)).await, Got::Nothing), "rejected version resent");
+
+    let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    let p = &cfg["proxies"];
+    assert_eq!(p["connected"], 1, "{cfg}");
+    assert_eq!(p["synced"], 0, "{cfg}");
+    let n = &p["nacking"][0];
+    assert_eq!(n["nodeId"], "picky");
+    assert_eq!(n["type"], "lds");
+    assert_eq!(n["resources"][0], "http_listener");
+    assert!(n["error"].as_str().unwrap().contains("cannot bind"), "{cfg}");
+
+    let (_, proxy) = brain.get_json("/api/v1/proxies/picky").await;
+    assert!(proxy["lastNacks"]["lds"]["error"].as_str().unwrap().contains("cannot bind"), "{proxy}");
+}
