@@ -19,7 +19,8 @@ use crate::encode::Encoded;
 /// names and versions it holds).
 #[derive(Debug, Clone, Default)]
 pub struct TypeSet {
-    pub items: BTreeMap<String, Arc<Encoded>>,
+    /// Shared by every stream that sends the whole set (SotW wildcard): cloning is O(1).
+    pub items: Arc<BTreeMap<String, Arc<Encoded>>>,
     /// [`set_version`] of every item; computed once per snapshot, shared by all streams.
     pub version: String,
 }
@@ -28,8 +29,12 @@ pub struct TypeSet {
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSnapshot {
     types: [TypeSet; ResourceType::COUNT],
-    /// Monotonic per group on this edge; only for logs and status.
+    /// Monotonic per group on this edge.
     pub generation: u64,
+    /// Per type, the names added, updated or removed since generation `generation - 1`. A stream
+    /// that was in sync with that generation only needs to look at these (cost proportional to
+    /// the change, not to the snapshot).
+    changed: [Vec<String>; ResourceType::COUNT],
 }
 
 impl EdgeSnapshot {
@@ -45,13 +50,22 @@ impl EdgeSnapshot {
         self.types.iter().map(|t| t.items.len()).sum()
     }
 
+    /// Names of `kind` that changed since the previous generation.
+    pub fn changed(&self, kind: ResourceType) -> &[String] {
+        &self.changed[kind.index()]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Encodes a snapshot from scratch (tests and benchmarks; the cache reuses encodings).
+    /// Encodes a snapshot from scratch (tests and benchmarks; the cache reuses encodings). Each
+    /// gets a fresh generation that follows no other, so streams fully re-check it.
     pub fn build(snap: &Snapshot) -> EdgeSnapshot {
-        EdgeSnapshot::from_snapshot(snap, &EdgeSnapshot::default())
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        let generation = GENERATIONS.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let base = EdgeSnapshot { generation, ..Default::default() };
+        EdgeSnapshot::from_snapshot(snap, &base)
     }
 
     /// Builds from a consistent snapshot, reusing encodings from `prev` where the version is equal.
@@ -72,7 +86,14 @@ impl EdgeSnapshot {
                 .collect();
             let items: BTreeMap<String, Arc<Encoded>> = items;
             let version = set_version(items.values().map(|r| (r.name.as_str(), r.version.as_str())));
-            out.types[kind.index()] = TypeSet { items, version };
+            let changed = &mut out.changed[kind.index()];
+            for (name, res) in &items {
+                if prev_items.get(name).is_none_or(|old| old.version != res.version) {
+                    changed.push(name.clone());
+                }
+            }
+            changed.extend(prev_items.keys().filter(|n| !items.contains_key(*n)).cloned());
+            out.types[kind.index()] = TypeSet { items: Arc::new(items), version };
         }
         out
     }

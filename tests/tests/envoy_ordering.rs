@@ -224,3 +224,49 @@ async fn sotw_removing_a_cluster_in_use_keeps_traffic_flowing() {
 async fn delta_removing_a_cluster_in_use_keeps_traffic_flowing() {
     removing_a_cluster_in_use(ApiType::DeltaGrpc).await;
 }
+
+/// W10: an updated EDS cluster warms until it gets its endpoints again; it must not stall until
+/// Envoy's 15 s initial-fetch timeout, and traffic keeps flowing meanwhile.
+async fn updating_a_cluster_does_not_stall_warming(api: ApiType) {
+    let brain = TestBrain::start().await;
+    let b1 = Backend::start("1").await;
+    let port = free_port();
+    let envoy = Envoy::start(brain.xds_port, "updater", "ordered", "prod", api);
+    let v1 = config(&[("l1", port, "r1")], &[("r1", &[("/", "c1")])], &[("c1", b1.addr)]);
+    let id = apply(&brain, None, &v1).await;
+    wait_for("v1 served", CONVERGE, || async {
+        http_get(port, "any", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+    let updates_before = stat(&envoy, "cluster_manager.cds.update_success").await;
+
+    let (stop_tx, stop) = watch::channel(false);
+    let load = traffic(port, "/", stop);
+    let v2 = v1.replace("type: EDS,", "type: EDS, connectTimeout: 2s, loadBalancingPolicy: LEAST_REQUEST,");
+    assert_ne!(v1, v2);
+    let started = std::time::Instant::now();
+    apply(&brain, Some(&id), &v2).await;
+    wait_for("the cluster update to be applied and warm", Duration::from_secs(5), || async {
+        let updated = stat(&envoy, "cluster_manager.cds.update_success").await > updates_before;
+        let warming = stat(&envoy, "cluster_manager.warming_clusters").await;
+        (updated && warming == 0).then_some(())
+    })
+    .await;
+    let warmed_in = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_tx.send_replace(true);
+    let statuses = load.await.unwrap();
+    let failed: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "requests failed while the cluster was updated: {failed:?}");
+    println!("{api:?}: cluster update warmed in {warmed_in:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sotw_updating_a_cluster_does_not_stall_warming() {
+    updating_a_cluster_does_not_stall_warming(ApiType::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_updating_a_cluster_does_not_stall_warming() {
+    updating_a_cluster_does_not_stall_warming(ApiType::DeltaGrpc).await;
+}

@@ -48,3 +48,34 @@ async fn nack_is_shown_on_the_config_and_the_proxy() {
     let (_, proxy) = brain.get_json("/api/v1/proxies/picky").await;
     assert!(proxy["lastNacks"]["lds"]["error"].as_str().unwrap().contains("cannot bind"), "{proxy}");
 }
+
+/// R3 end to end: re-applying the same config, or restarting nothing but the write path, pushes
+/// nothing to a connected proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_the_same_config_pushes_nothing() {
+    let brain = TestBrain::start().await;
+    let backend: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let yaml = example_config(10_001, &[backend]);
+    let resp = brain.post_yaml("/api/v1/configs?apply=true", &yaml).await;
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let mut c = Delta::open(brain.xds_port, Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node("steady", "example-service", "production")),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await;
+    let r = c.recv().await.msg();
+    c.ack(&r).await;
+    for _ in 0..3 {
+        let resp = brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &yaml).await;
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let resp = brain
+        .send(reqwest::Method::POST, &format!("/api/v1/configs/{id}/apply"), "application/json", "")
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(matches!(c.quiet_for(Duration::from_millis(500)).await, Got::Nothing), "unchanged bytes pushed");
+    let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(cfg["version"], 4, "{cfg}");
+}

@@ -18,11 +18,28 @@ use super::{Event, Limits, Nonces, ProtocolError, Push, nack_backoff};
 use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
 
-/// What a client holds of one resource: its version, and what it references (for ordering).
+/// What a client holds of one resource: what we sent it (version and references shared with the
+/// cache, no copy), or a version it announced on reconnect (`initial_resource_versions`).
 #[derive(Debug, Clone)]
-struct Held {
-    version: String,
-    refs: Vec<ResourceRef>,
+enum Held {
+    Sent(Arc<Encoded>),
+    Announced(Box<str>),
+}
+
+impl Held {
+    fn version(&self) -> &str {
+        match self {
+            Held::Sent(r) => &r.version,
+            Held::Announced(v) => v,
+        }
+    }
+
+    fn refs(&self) -> &[ResourceRef] {
+        match self {
+            Held::Sent(r) => &r.refs,
+            Held::Announced(_) => &[],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -48,11 +65,17 @@ pub struct DeltaType {
     force: BTreeSet<String>,
     nacks: u32,
     retry_at: Option<Instant>,
+    /// The snapshot generation the client is known to match (apart from rejected versions):
+    /// the next generation only needs its changed names checked.
+    synced: Option<u64>,
 }
 
 struct Plan {
     adds: Vec<Arc<Encoded>>,
     removed: Vec<String>,
+    /// Some difference was held back (a removal still in use): not in sync after this push.
+    deferred: bool,
+    generation: u64,
 }
 
 impl DeltaType {
@@ -67,48 +90,68 @@ impl DeltaType {
             force: BTreeSet::new(),
             nacks: 0,
             retry_at: None,
+            synced: None,
         }
     }
 
     /// Version of `name` the client holds, as far as this stream knows.
     pub fn client_version(&self, name: &str) -> Option<&str> {
-        self.client.get(name).map(|h| h.version.as_str())
+        self.client.get(name).map(Held::version)
+    }
+
+    /// Considers one name; adds it to the plan if the client needs it.
+    fn consider(&self, name: &str, snap: &EdgeSnapshot, views: Option<&Views<'_>>, plan: &mut Plan) {
+        let forced = self.force.contains(name);
+        if !forced && !self.sub.covers(name) {
+            return;
+        }
+        match snap.get(self.kind, name) {
+            Some(res) => {
+                let has = self.client.get(name).is_some_and(|h| h.version() == res.version);
+                let rejected = self.rejected.get(name) == Some(&res.version);
+                if forced || (!has && !rejected) {
+                    plan.adds.push(res.clone());
+                }
+            }
+            None => {
+                let held = self.client.contains_key(name);
+                if held && views.is_some_and(|v| order::must_defer_removal(self.kind, name, v)) {
+                    plan.deferred = true;
+                } else if held || forced {
+                    plan.removed.push(name.to_string());
+                }
+            }
+        }
     }
 
     fn plan(&self, snap: &EdgeSnapshot, now: Instant, views: Option<&Views<'_>>) -> Option<Plan> {
         if !self.started || self.pending.is_some() || self.retry_at.is_some_and(|t| t > now) {
             return None;
         }
-        let set = &snap.of_type(self.kind).items;
-        let mut scope: BTreeSet<&str> = self.sub.names().iter().map(String::as_str).collect();
-        scope.extend(self.force.iter().map(String::as_str));
-        if self.sub.is_wildcard() {
-            scope.extend(set.keys().map(String::as_str));
-            scope.extend(self.client.keys().map(String::as_str));
+        let mut plan =
+            Plan { adds: Vec::new(), removed: Vec::new(), deferred: false, generation: snap.generation };
+        let incremental = self.force.is_empty() && self.synced.is_some_and(|g| g + 1 == snap.generation);
+        if self.force.is_empty() && self.synced == Some(snap.generation) {
+            return None;
         }
-        let mut plan = Plan { adds: Vec::new(), removed: Vec::new() };
-        for name in scope {
-            let forced = self.force.contains(name);
-            match set.get(name) {
-                Some(res) => {
-                    let has = self.client.get(name).is_some_and(|h| h.version == res.version);
-                    let rejected = self.rejected.get(name) == Some(&res.version);
-                    if forced || (!has && !rejected) {
-                        plan.adds.push(res.clone());
-                    }
-                }
-                None => {
-                    let deferred = views.is_some_and(|v| order::must_defer_removal(self.kind, name, v));
-                    if (self.client.contains_key(name) && !deferred)
-                        || (forced && !self.client.contains_key(name))
-                    {
-                        plan.removed.push(name.to_string());
-                    }
+        if incremental {
+            for name in snap.changed(self.kind) {
+                self.consider(name, snap, views, &mut plan);
+            }
+        } else {
+            let set = &snap.of_type(self.kind).items;
+            let mut seen = BTreeSet::new();
+            let explicit = self.sub.names().iter().chain(self.force.iter());
+            let wildcard =
+                self.sub.is_wildcard().then(|| set.keys().chain(self.client.keys())).into_iter().flatten();
+            for name in explicit.chain(wildcard) {
+                if seen.insert(name.as_str()) {
+                    self.consider(name, snap, views, &mut plan);
                 }
             }
         }
         if plan.adds.is_empty() && plan.removed.is_empty() {
-            return None;
+            return Some(plan); // nothing to send: the caller records the sync
         }
         if let Some(views) = views
             && !order::may_push(self.kind, plan.adds.iter().flat_map(|r| r.refs.iter()), views)
@@ -118,12 +161,16 @@ impl DeltaType {
         Some(plan)
     }
 
+    /// Records a plan: sends nothing if it is empty, else updates what the client holds.
     fn commit(&mut self, plan: &Plan, nonce: String, version: String) {
+        self.synced = (!plan.deferred).then_some(plan.generation);
+        if plan.adds.is_empty() && plan.removed.is_empty() {
+            return;
+        }
         let mut prev = Vec::with_capacity(plan.adds.len() + plan.removed.len());
         let mut sent = Vec::with_capacity(plan.adds.len());
         for r in &plan.adds {
-            let held = Held { version: r.version.clone(), refs: r.refs.clone() };
-            prev.push((r.name.clone(), self.client.insert(r.name.clone(), held)));
+            prev.push((r.name.clone(), self.client.insert(r.name.clone(), Held::Sent(r.clone()))));
             sent.push((r.name.clone(), r.version.clone()));
         }
         for n in &plan.removed {
@@ -139,7 +186,7 @@ impl DeltaType {
             self.started = true;
             // D4: what the client already has is not resent.
             for (name, version) in &req.initial_resource_versions {
-                self.client.insert(name.clone(), Held { version: version.clone(), refs: Vec::new() });
+                self.client.insert(name.clone(), Held::Announced(version.as_str().into()));
             }
         }
         // D3: subscription changes count even on a stale nonce.
@@ -149,6 +196,9 @@ impl DeltaType {
             &req.resource_names_subscribe,
             &req.resource_names_unsubscribe,
         );
+        if !change.is_empty() {
+            self.synced = None;
+        }
         self.force.extend(change.added.iter().cloned());
         if !change.removed.is_empty() || change.wildcard_removed {
             let sub = &self.sub;
@@ -171,11 +221,12 @@ impl DeltaType {
                 }
                 let resources: Vec<String> = pending.sent.iter().map(|(n, _)| n.clone()).collect();
                 self.rejected.extend(pending.sent);
+                self.synced = None;
                 self.nacks += 1;
                 self.retry_at = Some(now + nack_backoff(self.nacks));
                 Some(Event::Nack {
                     kind: self.kind,
-                    version: pending.nonce,
+                    version: pending.version,
                     error: err.message.clone(),
                     resources,
                 })
@@ -203,10 +254,10 @@ impl ClientView for DeltaType {
         self.client.contains_key(name)
     }
     fn holds_ref_to(&self, target: &ResourceRef) -> bool {
-        self.client.values().any(|h| h.refs.contains(target))
+        self.client.values().any(|h| h.refs().contains(target))
     }
     fn held_refs(&self, name: &str) -> Vec<ResourceRef> {
-        self.client.get(name).map(|h| h.refs.clone()).unwrap_or_default()
+        self.client.get(name).map(|h| h.refs().to_vec()).unwrap_or_default()
     }
     fn in_flight(&self) -> bool {
         self.pending.is_some()
@@ -304,10 +355,35 @@ impl DeltaStream {
                 self.types[kind.index()].plan(snap, now, views)
             };
             let Some(plan) = plan else { continue };
+            if plan.adds.is_empty() && plan.removed.is_empty() {
+                self.types[kind.index()].commit(&plan, String::new(), String::new());
+                continue;
+            }
             let nonce = self.nonces.next_nonce();
             let version = snap.of_type(kind).version.clone();
             let frame = delta_frame(kind.type_url(), &version, &nonce, &plan.adds, plan.removed.clone());
+            // W10: an updated cluster warms until it gets its endpoints again; Envoy does not
+            // re-subscribe them on Delta, so resend them as if asked.
+            let rewarm: Vec<String> = if kind == ResourceType::Cluster {
+                let held = &self.types[kind.index()].client;
+                plan.adds
+                    .iter()
+                    .filter(|r| held.contains_key(&r.name))
+                    .flat_map(|r| {
+                        r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).map(|x| x.name.clone())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             self.types[kind.index()].commit(&plan, nonce.clone(), version.clone());
+            let eds = &mut self.types[ResourceType::Endpoint.index()];
+            for name in rewarm {
+                if eds.sub.covers(&name) {
+                    eds.force.insert(name);
+                    eds.synced = None;
+                }
+            }
             return Some(Push {
                 type_url: kind.type_url().to_string(),
                 kind: Some(kind),

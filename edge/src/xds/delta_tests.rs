@@ -244,3 +244,61 @@ fn r6_merge_while_pending() {
     let p = st.poll(&s3, now).unwrap();
     assert_eq!(decode(&p).resources[0].version, s3.get(Cluster, "c1").unwrap().version);
 }
+
+// Incremental planning: a stream in sync with generation g checks only g+1's changed names, and
+// still gets every change right, including when it skips a generation.
+#[test]
+fn incremental_planning_through_the_cache() {
+    use crate::cache::Cache;
+    use flotilla_shared::{Snapshot, Target};
+    let now = Instant::now();
+    let cache = Cache::new();
+    let t = Target::new("ns", "g");
+    let set = |tags: &[(&str, &str)]| {
+        let res = tags.iter().map(|(n, tag)| r(Cluster, n, tag, &[])).collect::<Vec<_>>();
+        cache.set(&t, &Snapshot::build(res).unwrap());
+        cache.get(&t).unwrap()
+    };
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    let s1 = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
+    let p = st.poll(&s1, now).unwrap();
+    st.on_request(&ack(Cluster, &p), now).unwrap();
+    assert!(st.poll(&s1, now).is_none());
+    let s2 = set(&[("a", "1"), ("b", "2"), ("c", "1")]);
+    assert_eq!(s2.changed(Cluster), &["b".to_string()]);
+    let p = st.poll(&s2, now).unwrap();
+    assert_eq!(sent_names(&p), vec!["b"]);
+    st.on_request(&ack(Cluster, &p), now).unwrap();
+    // Skip a generation: s3 is never seen; s4 removes c and changes a.
+    let _s3 = set(&[("a", "3"), ("b", "2"), ("c", "1")]);
+    let s4 = set(&[("a", "4"), ("b", "2")]);
+    let p = st.poll(&s4, now).unwrap();
+    assert_eq!(sent_names(&p), vec!["a"]);
+    assert_eq!(decode(&p).removed_resources, vec!["c"]);
+    st.on_request(&ack(Cluster, &p), now).unwrap();
+    let s5 = set(&[("a", "4"), ("b", "2"), ("d", "1")]);
+    assert_eq!(sent_names(&st.poll(&s5, now).unwrap()), vec!["d"]);
+}
+
+// W10 on Delta: an updated cluster is followed by its (unchanged) endpoints; a new one is not
+// (Envoy subscribes to a new cluster's endpoints itself).
+#[test]
+fn w10_updated_cluster_gets_its_endpoints_again() {
+    let now = Instant::now();
+    let mut st = ads();
+    let s1 = snap(chain("c1", "1"));
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    let c = st.poll(&s1, now).unwrap();
+    let e = st.poll(&s1, now).unwrap();
+    st.on_request(&ack(Cluster, &c), now).unwrap();
+    st.on_request(&ack(Endpoint, &e), now).unwrap();
+    let mut res = chain("c1", "1");
+    res[0] = r(Cluster, "c1", "c-updated", &[(Endpoint, "c1")]);
+    let s2 = snap(res);
+    assert_eq!(st.poll(&s2, now).unwrap().kind, Some(Cluster));
+    let e2 = st.poll(&s2, now).unwrap();
+    assert_eq!(e2.kind, Some(Endpoint));
+    assert_eq!(sent_names(&e2), vec!["c1"]);
+}

@@ -22,7 +22,8 @@ use crate::encode::{Encoded, sotw_empty_frame, sotw_frame};
 #[derive(Debug, Clone, Default)]
 struct SentSet {
     version: String,
-    items: BTreeMap<String, Arc<Encoded>>,
+    /// Shared with the snapshot when the set is a whole type (wildcard): no per-stream copy.
+    items: Arc<BTreeMap<String, Arc<Encoded>>>,
 }
 
 /// SotW state of one type on one stream.
@@ -74,11 +75,11 @@ impl SotwType {
             return SentSet { version: set.version.clone(), items: set.items.clone() };
         }
         let items: BTreeMap<String, Arc<Encoded>> = if self.sub.is_wildcard() {
-            set.items.clone()
+            (*set.items).clone()
         } else {
             self.sub.names().iter().filter_map(|n| set.items.get(n).map(|r| (n.clone(), r.clone()))).collect()
         };
-        SentSet { version: version_of(&items), items }
+        SentSet { version: version_of(&items), items: Arc::new(items) }
     }
 
     fn plan(&self, snap: &EdgeSnapshot, now: Instant, views: Option<&Views<'_>>) -> Option<SentSet> {
@@ -88,14 +89,18 @@ impl SotwType {
         let mut want = self.desired(snap);
         if let (Some(views), Some(acked)) = (views, &self.acked) {
             // O2: keep what the client still routes to, until the references are gone.
-            let mut kept = false;
-            for (name, res) in &acked.items {
-                if !want.items.contains_key(name) && order::must_defer_removal(self.kind, name, views) {
-                    want.items.insert(name.clone(), res.clone());
-                    kept = true;
+            let kept: Vec<(&String, &Arc<Encoded>)> = acked
+                .items
+                .iter()
+                .filter(|(name, _)| {
+                    !want.items.contains_key(*name) && order::must_defer_removal(self.kind, name, views)
+                })
+                .collect();
+            if !kept.is_empty() {
+                let items = Arc::make_mut(&mut want.items);
+                for (name, res) in kept {
+                    items.insert(name.clone(), res.clone());
                 }
-            }
-            if kept {
                 want.version = version_of(&want.items);
             }
         }
@@ -157,7 +162,7 @@ impl SotwType {
             self.force = true; // W7: answer newly requested names even if unchanged.
             if let Some(acked) = &mut self.acked {
                 // Dropped names are no longer held.
-                acked.items.retain(|n, _| self.sub.covers(n));
+                Arc::make_mut(&mut acked.items).retain(|n, _| self.sub.covers(n));
             }
         }
         if req.response_nonce.is_empty() && !req.version_info.is_empty() {
