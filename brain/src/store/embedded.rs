@@ -1,5 +1,6 @@
 //! The embedded default store: a single-file ACID database (redb) under `--data-dir`.
-//! Each write is one redb transaction, so a crash leaves the old or the new state, never half.
+//! Each write is one redb transaction (redb serialises writers), so a crash leaves the old or
+//! the new state, never half.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use chrono::Utc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
+use super::logic::{self, Change};
 use super::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
-use crate::model::ProxyConfig;
 
 /// id → ConfigRecord (JSON)
 const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
@@ -25,6 +26,10 @@ pub struct EmbeddedStore {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+fn name_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 impl EmbeddedStore {
@@ -44,126 +49,56 @@ impl EmbeddedStore {
 
     fn write_sync(&self, w: Write, author: &str) -> Result<Written, StoreError> {
         let tx = self.db.begin_write().map_err(backend)?;
-        let out = {
+        let written = {
             let mut configs = tx.open_table(CONFIGS).map_err(backend)?;
             let mut names = tx.open_table(NAMES).map_err(backend)?;
             let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
             let now = Utc::now();
-            let load = |configs: &redb::Table<&str, &[u8]>, id: Uuid| -> Result<ConfigRecord, StoreError> {
-                let raw =
-                    configs.get(id.to_string().as_str()).map_err(backend)?.ok_or(StoreError::NotFound(id))?;
-                serde_json::from_slice(raw.value()).map_err(backend)
-            };
-            let mut put_revision =
-                |id: Uuid, version: u64, action: &str, config: &ProxyConfig| -> Result<(), StoreError> {
-                    let rev = Revision {
-                        version,
-                        action: action.to_string(),
-                        author: author.to_string(),
-                        at: now,
-                        config: config.clone(),
+            let change: Change = match w {
+                Write::Create { config, apply } => {
+                    let key = name_key(config.namespace(), &config.metadata.name);
+                    let taken = match names.get(key.as_str()).map_err(backend)? {
+                        Some(id) => Some(Uuid::parse_str(id.value()).map_err(backend)?),
+                        None => None,
                     };
-                    let bytes = serde_json::to_vec(&rev).map_err(backend)?;
-                    revisions
-                        .insert((id.to_string().as_str(), version), bytes.as_slice())
-                        .map_err(backend)?;
-                    Ok(())
-                };
-            let written = match w {
-                Write::Create { mut config, apply } => {
-                    config.metadata.resource_version = None;
-                    let namespace = config.namespace().to_string();
-                    let name = config.metadata.name.clone();
-                    let key = format!("{namespace}/{name}");
-                    if let Some(existing) = names.get(key.as_str()).map_err(backend)? {
-                        let id = Uuid::parse_str(existing.value()).map_err(backend)?;
-                        return Err(StoreError::NameTaken { namespace, name, id });
-                    }
-                    let id = Uuid::now_v7();
-                    let rec = ConfigRecord {
-                        id,
-                        namespace,
-                        name,
-                        version: 1,
-                        applied_version: apply.then_some(1),
-                        applied_config: apply.then(|| config.clone()),
-                        config,
-                        pending_delete: false,
-                        created_at: now,
-                        updated_at: now,
+                    logic::create(config, apply, taken, author, now)?
+                }
+                w => {
+                    let id = match &w {
+                        Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
+                        Write::Create { .. } => unreachable!("handled above"),
                     };
-                    put_revision(id, 1, "create", &rec.config)?;
-                    names.insert(key.as_str(), id.to_string().as_str()).map_err(backend)?;
-                    Written::Record(rec)
-                }
-                Write::Update { id, mut config, expected_version, apply, action } => {
-                    let mut rec = load(&configs, id)?;
-                    if let Some(expected) = expected_version
-                        && expected != rec.version
-                    {
-                        return Err(StoreError::Conflict { id, expected, actual: rec.version });
-                    }
-                    config.metadata.resource_version = None;
-                    if config.namespace() != rec.namespace || config.metadata.name != rec.name {
-                        return Err(StoreError::Rename {
-                            from: format!("{}/{}", rec.namespace, rec.name),
-                            to: format!("{}/{}", config.namespace(), config.metadata.name),
-                        });
-                    }
-                    rec.version += 1;
-                    rec.config = config;
-                    rec.pending_delete = false;
-                    rec.updated_at = now;
-                    if apply {
-                        rec.applied_version = Some(rec.version);
-                        rec.applied_config = Some(rec.config.clone());
-                    }
-                    put_revision(id, rec.version, action, &rec.config)?;
-                    Written::Record(rec)
-                }
-                Write::Apply { id } => {
-                    let mut rec = load(&configs, id)?;
-                    if rec.pending_delete {
-                        remove(&mut configs, &mut names, &rec)?;
-                        Written::Removed { previous: rec }
-                    } else {
-                        rec.applied_version = Some(rec.version);
-                        rec.applied_config = Some(rec.config.clone());
-                        rec.updated_at = now;
-                        Written::Record(rec)
-                    }
-                }
-                Write::Delete { id, apply } => {
-                    let mut rec = load(&configs, id)?;
-                    if apply || rec.applied_config.is_none() {
-                        remove(&mut configs, &mut names, &rec)?;
-                        Written::Removed { previous: rec }
-                    } else {
-                        rec.pending_delete = true;
-                        rec.updated_at = now;
-                        Written::Record(rec)
-                    }
+                    let raw = configs
+                        .get(id.to_string().as_str())
+                        .map_err(backend)?
+                        .ok_or(StoreError::NotFound(id))?;
+                    let current: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
+                    drop(raw);
+                    logic::modify(w, current, author, now)?
                 }
             };
-            if let Written::Record(rec) = &written {
+            if let Some(rec) = &change.put {
                 let bytes = serde_json::to_vec(rec).map_err(backend)?;
                 configs.insert(rec.id.to_string().as_str(), bytes.as_slice()).map_err(backend)?;
+                names
+                    .insert(name_key(&rec.namespace, &rec.name).as_str(), rec.id.to_string().as_str())
+                    .map_err(backend)?;
             }
-            written
+            if let Some(rec) = &change.remove {
+                configs.remove(rec.id.to_string().as_str()).map_err(backend)?;
+                names.remove(name_key(&rec.namespace, &rec.name).as_str()).map_err(backend)?;
+            }
+            if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
+                let bytes = serde_json::to_vec(rev).map_err(backend)?;
+                revisions
+                    .insert((id.to_string().as_str(), rev.version), bytes.as_slice())
+                    .map_err(backend)?;
+            }
+            change.written
         };
         tx.commit().map_err(backend)?;
-        Ok(out)
+        Ok(written)
     }
-}
-
-fn remove(
-    configs: &mut redb::Table<&str, &[u8]>,
-    names: &mut redb::Table<&str, &str>,
-    rec: &ConfigRecord,
-) -> Result<(), StoreError> {
-    configs.remove(rec.id.to_string().as_str()).map_err(backend)?;
-    names.remove(format!("{}/{}", rec.namespace, rec.name).as_str()).map_err(backend)?;
-    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -203,12 +138,9 @@ impl Store for EmbeddedStore {
             for item in t.iter().map_err(backend)? {
                 let (_, v) = item.map_err(backend)?;
                 let rec: ConfigRecord = serde_json::from_slice(v.value()).map_err(backend)?;
-                if filter.namespace.as_ref().is_some_and(|ns| *ns != rec.namespace)
-                    || filter.name.as_ref().is_some_and(|n| *n != rec.name)
-                {
-                    continue;
+                if filter.matches(&rec) {
+                    out.push(rec);
                 }
-                out.push(rec);
             }
             out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             Ok(out)

@@ -1,16 +1,21 @@
-//! Durable, versioned storage of configs. One interface ([`Store`]); backends in submodules
-//! (the embedded default today; PostgreSQL is a later issue and must pass the same tests).
+//! Durable, versioned storage of configs. One interface ([`Store`]), two backends that pass the
+//! same test suite: [`EmbeddedStore`] (redb, the default) and [`PostgresStore`] (sqlx). The
+//! decisions of every write live in `logic`; backends only load, lock and persist.
 //!
 //! Every change is an immutable [`Revision`]; the [`ConfigRecord`] is the head. What is live on
 //! proxies is the record's `applied` revision, which may lag the head until it is applied.
 
 mod embedded;
+mod logic;
+mod postgres;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use embedded::EmbeddedStore;
+pub use logic::{DiffEntry, diff};
+pub use postgres::PostgresStore;
 
 use crate::model::ProxyConfig;
 
@@ -42,6 +47,9 @@ pub struct Revision {
     pub author: String,
     pub at: DateTime<Utc>,
     pub config: ProxyConfig,
+    /// What changed from the previous revision (empty for the first).
+    #[serde(default)]
+    pub diff: Vec<DiffEntry>,
 }
 
 /// Filters for listing.
@@ -49,6 +57,13 @@ pub struct Revision {
 pub struct ListFilter {
     pub namespace: Option<String>,
     pub name: Option<String>,
+}
+
+impl ListFilter {
+    pub fn matches(&self, rec: &ConfigRecord) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| *ns == rec.namespace)
+            && self.name.as_ref().is_none_or(|n| *n == rec.name)
+    }
 }
 
 /// A write to perform atomically.
