@@ -151,3 +151,95 @@ mod tests {
         assert!(err.message.contains("unknown field `nmespace`"), "{err:?}");
     }
 }
+
+/// Parses a bundle of configs: a JSON array (or one object), or YAML documents separated by
+/// `---`. Errors name the document (`[2].spec...`).
+pub fn parse_bundle(body: &[u8], format: Format) -> Result<Vec<ProxyConfig>, ParseError> {
+    let prefix = |i: usize, mut e: ParseError| {
+        e.path = Some(match e.path {
+            Some(p) => format!("[{i}].{p}"),
+            None => format!("[{i}]"),
+        });
+        e
+    };
+    match format {
+        Format::Json => {
+            let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| body[i]);
+            if trimmed == Some(b'[') {
+                parse::<Vec<ProxyConfig>>(body, Format::Json)
+            } else {
+                parse::<ProxyConfig>(body, Format::Json).map(|c| vec![c])
+            }
+        }
+        Format::Yaml => {
+            let text = std::str::from_utf8(body).map_err(|e| ParseError {
+                message: format!("body is not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+                path: None,
+                line: None,
+                column: None,
+            })?;
+            let mut out = Vec::new();
+            for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+                // Skip empty documents (a leading or trailing `---`).
+                let value: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).map_err(|e| {
+                    let loc = e.location();
+                    prefix(
+                        i,
+                        ParseError {
+                            message: strip_yaml_path(&strip_position(&e.to_string())),
+                            path: None,
+                            line: loc.as_ref().map(|l| l.line()),
+                            column: loc.as_ref().map(|l| l.column()),
+                        },
+                    )
+                })?;
+                if value.is_null() {
+                    continue;
+                }
+                let text = serde_yaml_ng::to_string(&value).map_err(|e| {
+                    prefix(i, ParseError { message: e.to_string(), path: None, line: None, column: None })
+                })?;
+                out.push(
+                    parse_config(text.as_bytes(), Format::Yaml)
+                        .map_err(|e| prefix(i, ParseError { line: None, column: None, ..e }))?,
+                );
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Renders configs as a YAML bundle (documents separated by `---`), the export format.
+pub fn render_bundle(configs: &[ProxyConfig]) -> Result<String, serde_yaml_ng::Error> {
+    let mut out = String::new();
+    for c in configs {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(c)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod bundle_tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../docs/examples/example-service.yaml");
+
+    #[test]
+    fn bundle_round_trips() {
+        let two = format!("---\n{EXAMPLE}---\n{}", EXAMPLE.replace("example-service", "other"));
+        let cfgs = parse_bundle(two.as_bytes(), Format::Yaml).unwrap();
+        assert_eq!(cfgs.len(), 2);
+        let rendered = render_bundle(&cfgs).unwrap();
+        let again = parse_bundle(rendered.as_bytes(), Format::Yaml).unwrap();
+        assert_eq!(cfgs, again);
+        assert_eq!(render_bundle(&again).unwrap(), rendered);
+    }
+
+    #[test]
+    fn bundle_errors_name_the_document() {
+        let bad = format!("{EXAMPLE}---\n{}", EXAMPLE.replace("loadBalancingPolicy", "lbPolicy"));
+        let err = parse_bundle(bad.as_bytes(), Format::Yaml).unwrap_err();
+        assert!(err.path.as_deref().unwrap_or_default().starts_with("[1]."), "{err:?}");
+    }
+}

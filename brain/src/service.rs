@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use flotilla_shared::Snapshot;
+use flotilla_shared::{ResourceType, Snapshot};
+use serde::Serialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::compile::{CompileError, compile};
 use crate::model::ProxyConfig;
 use crate::publish::Bus;
-use crate::store::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use crate::store::{ConfigRecord, DiffEntry, ListFilter, Revision, Store, StoreError, Write, Written, diff};
 use crate::validate::{FieldError, validate};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,26 +86,153 @@ impl ConfigService {
     }
 
     async fn write(&self, w: Write, author: &str) -> Result<Written, ServiceError> {
+        let mut out = self.write_many(vec![w], author).await?;
+        out.pop().ok_or_else(|| StoreError::Backend("write returned nothing".into()).into())
+    }
+
+    /// Commits the writes atomically, then publishes what became live. Callers have checked
+    /// every config they write, so what is published always compiles.
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, ServiceError> {
         let _guard = self.writes.lock().await;
-        // The live snapshot to publish after commit, computed before anything is stored.
-        let written = self.store.write(w, author).await?;
-        match &written {
-            Written::Record(rec) => {
-                if let Some(cfg) = &rec.applied_config {
-                    let snap = check(cfg)?;
-                    self.bus.publish(&cfg.target(), &snap);
+        let n = ws.len() as u64;
+        let written = self.store.write_many(ws, author).await?;
+        for w in &written {
+            match w {
+                Written::Record(rec) => {
+                    if let Some(cfg) = &rec.applied_config {
+                        let snap = check(cfg)?;
+                        self.bus.publish(&cfg.target(), &snap);
+                    }
                 }
-            }
-            Written::Removed { previous } => {
-                if previous.applied_config.is_some() {
-                    let target =
-                        flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
-                    self.bus.publish(&target, &Snapshot::default());
+                Written::Removed { previous } => {
+                    if previous.applied_config.is_some() {
+                        let target =
+                            flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
+                        self.bus.publish(&target, &Snapshot::default());
+                    }
                 }
             }
         }
-        metrics::counter!("flotilla_brain_config_writes_total").increment(1);
+        metrics::counter!("flotilla_brain_config_writes_total").increment(n);
         Ok(written)
+    }
+
+    /// Finds a config by namespace and name.
+    pub async fn find(&self, namespace: &str, name: &str) -> Result<Option<ConfigRecord>, ServiceError> {
+        let filter = ListFilter { namespace: Some(namespace.to_string()), name: Some(name.to_string()) };
+        Ok(self.store.list(&filter).await?.into_iter().next())
+    }
+
+    /// What create-or-update of each config would do, without storing anything. Every config is
+    /// checked; all problems are returned at once, paths prefixed with the config's index.
+    pub async fn plan(
+        &self,
+        cfgs: &[ProxyConfig],
+        apply: bool,
+    ) -> Result<Vec<(Planned, Option<Write>)>, ServiceError> {
+        let mut errors = Vec::new();
+        let mut snaps = Vec::with_capacity(cfgs.len());
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, cfg) in cfgs.iter().enumerate() {
+            let at = |p: &str| if cfgs.len() == 1 { p.to_string() } else { format!("[{i}].{p}") };
+            if let Some(prev) = seen.insert((cfg.namespace().to_string(), cfg.metadata.name.clone()), i) {
+                errors.push(FieldError {
+                    path: at("metadata.name"),
+                    message: format!(
+                        "{}/{} appears twice in this request (also [{prev}])",
+                        cfg.namespace(),
+                        cfg.metadata.name
+                    ),
+                    value: Some(cfg.metadata.name.clone().into()),
+                });
+            }
+            match check(cfg) {
+                Ok(s) => snaps.push(s),
+                Err(ServiceError::Invalid(errs)) => {
+                    errors.extend(errs.into_iter().map(|e| FieldError { path: at(&e.path), ..e }));
+                    snaps.push(Snapshot::default());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::Invalid(errors));
+        }
+        let mut out = Vec::with_capacity(cfgs.len());
+        for (cfg, snap) in cfgs.iter().zip(snaps) {
+            let existing = self.find(cfg.namespace(), &cfg.metadata.name).await?;
+            let live = match existing.as_ref().and_then(|r| r.applied_config.as_ref()) {
+                Some(c) => compile(c).unwrap_or_default(),
+                None => Snapshot::default(),
+            };
+            let to_value = |c: &ProxyConfig| serde_json::to_value(c).unwrap_or_default();
+            let (action, config_diff, write) = match &existing {
+                Some(rec) => {
+                    let d = diff(&to_value(&rec.config), &to_value(cfg));
+                    if d.is_empty() {
+                        // Nothing to store; apply the latest revision if asked and not yet live.
+                        let live = rec.applied_version == Some(rec.version) && !rec.pending_delete;
+                        let w = (apply && !live).then_some(Write::Apply { id: rec.id });
+                        ("unchanged", d, w)
+                    } else {
+                        let w = Write::Update {
+                            id: rec.id,
+                            config: cfg.clone(),
+                            expected_version: None,
+                            apply,
+                            action: "update",
+                        };
+                        ("update", d, Some(w))
+                    }
+                }
+                None => ("create", Vec::new(), Some(Write::Create { config: cfg.clone(), apply })),
+            };
+            let planned = Planned {
+                namespace: cfg.namespace().to_string(),
+                name: cfg.metadata.name.clone(),
+                id: existing.as_ref().map(|r| r.id),
+                version: existing.as_ref().map(|r| r.version),
+                action,
+                diff: config_diff,
+                changes: resource_changes(&live, &snap),
+            };
+            out.push((planned, write));
+        }
+        Ok(out)
+    }
+
+    /// Create-or-update of many configs in one atomic write (all or nothing).
+    pub async fn bulk(
+        &self,
+        cfgs: &[ProxyConfig],
+        apply: bool,
+        dry_run: bool,
+        author: &str,
+    ) -> Result<Vec<Planned>, ServiceError> {
+        let plans = self.plan(cfgs, apply).await?;
+        if dry_run {
+            return Ok(plans.into_iter().map(|(p, _)| p).collect());
+        }
+        let (mut planned, writes): (Vec<Planned>, Vec<Option<Write>>) = plans.into_iter().unzip();
+        let written = self.write_many(writes.iter().flatten().cloned().collect(), author).await?;
+        let mut written = written.into_iter();
+        for (p, w) in planned.iter_mut().zip(&writes) {
+            if w.is_some()
+                && let Some(Written::Record(rec)) = written.next()
+            {
+                p.id = Some(rec.id);
+                p.version = Some(rec.version);
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Every config (or one namespace's) as a YAML bundle.
+    pub async fn export(&self, namespace: Option<String>) -> Result<String, ServiceError> {
+        let recs = self.store.list(&ListFilter { namespace, name: None }).await?;
+        let cfgs: Vec<ProxyConfig> = recs.into_iter().map(|r| r.config).collect();
+        crate::parse::render_bundle(&cfgs)
+            .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
     }
 
     pub async fn create(
@@ -192,4 +320,53 @@ impl ConfigService {
         }
         Ok(h)
     }
+}
+
+/// What a create-or-update would do (or did).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Planned {
+    pub namespace: String,
+    pub name: String,
+    pub id: Option<Uuid>,
+    /// Version after the write (before it, in a dry run).
+    pub version: Option<u64>,
+    /// "create", "update" or "unchanged".
+    pub action: &'static str,
+    /// Changes to the config document.
+    pub diff: Vec<DiffEntry>,
+    /// Changes to the Envoy resources its proxies would receive, against what is live.
+    pub changes: Vec<ResourceChange>,
+}
+
+/// One Envoy resource added, updated or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceChange {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    pub action: &'static str,
+}
+
+/// The Envoy resources that differ between two snapshots, in make-before-break order.
+pub fn resource_changes(old: &Snapshot, new: &Snapshot) -> Vec<ResourceChange> {
+    let mut out = Vec::new();
+    for kind in ResourceType::ALL {
+        let (a, b) = (old.of_type(kind), new.of_type(kind));
+        for (name, r) in b {
+            match a.get(name) {
+                None => {
+                    out.push(ResourceChange { kind: kind.short_name(), name: name.clone(), action: "add" })
+                }
+                Some(o) if o.version != r.version => {
+                    out.push(ResourceChange { kind: kind.short_name(), name: name.clone(), action: "update" })
+                }
+                Some(_) => {}
+            }
+        }
+        for name in a.keys().filter(|n| !b.contains_key(*n)) {
+            out.push(ResourceChange { kind: kind.short_name(), name: name.clone(), action: "remove" });
+        }
+    }
+    out
 }

@@ -25,7 +25,7 @@ struct Brain {
 impl Brain {
     async fn start(args: &[String]) -> Brain {
         let rest = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_flotilla-brain"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-brain"))
             .args(args)
             .args([
                 "--rest-addr",
@@ -46,6 +46,8 @@ impl Brain {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("flotilla-brain did not become ready");
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiState};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
-use crate::service::{ServiceError, check};
+use crate::service::{Planned, ServiceError, check};
 use crate::store::{ConfigRecord, ListFilter};
 use crate::validate::FieldError;
 
@@ -118,9 +118,25 @@ fn respond(status: StatusCode, rec: ConfigRecord) -> Response {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct WriteQuery {
     #[serde(default)]
     apply: bool,
+    /// Validate and show what would change; store nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DryRun {
+    dry_run: bool,
+    #[serde(flatten)]
+    planned: Planned,
+}
+
+fn dry_run(planned: Planned) -> Response {
+    Json(DryRun { dry_run: true, planned }).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +158,7 @@ pub struct RollbackBody {
     version: u64,
 }
 
-fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+pub(super) fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     let unsupported = |ct: &str| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -158,15 +174,20 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     Format::from_content_type(ct).ok_or_else(|| unsupported(ct))
 }
 
-fn body_config(headers: &HeaderMap, body: &Bytes) -> Result<ProxyConfig, ApiError> {
-    let format = format_of(headers)?;
+pub(super) fn nonempty(body: &Bytes) -> Result<(), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("request body is empty: send a ProxyConfig"));
     }
+    Ok(())
+}
+
+fn body_config(headers: &HeaderMap, body: &Bytes) -> Result<ProxyConfig, ApiError> {
+    let format = format_of(headers)?;
+    nonempty(body)?;
     Ok(parse_config(body, format)?)
 }
 
-fn author(headers: &HeaderMap) -> String {
+pub(super) fn author(headers: &HeaderMap) -> String {
     headers.get("x-flotilla-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_string()
 }
 
@@ -195,6 +216,20 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
+    if q.dry_run {
+        let mut plans = st.service.plan(std::slice::from_ref(&cfg), q.apply).await?;
+        if let Some((p, _)) = plans.pop() {
+            if p.id.is_some() {
+                return Err(crate::store::StoreError::NameTaken {
+                    namespace: p.namespace,
+                    name: p.name,
+                    id: p.id.unwrap_or_default(),
+                }
+                .into());
+            }
+            return Ok(dry_run(p));
+        }
+    }
     let rec = st.service.create(cfg, q.apply, &author(&headers)).await?;
     tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = q.apply);
     Ok(respond(StatusCode::CREATED, rec))
@@ -231,6 +266,19 @@ pub async fn update(
     let id = parse_id(&id)?;
     let cfg = body_config(&headers, &body)?;
     let expected = expected_version(&headers, &cfg)?;
+    if q.dry_run {
+        let current = st.service.store().get(id).await?.ok_or(crate::store::StoreError::NotFound(id))?;
+        if current.namespace != cfg.namespace() || current.name != cfg.metadata.name {
+            return Err(crate::store::StoreError::Rename {
+                from: format!("{}/{}", current.namespace, current.name),
+                to: format!("{}/{}", cfg.namespace(), cfg.metadata.name),
+            }
+            .into());
+        }
+        if let Some((p, _)) = st.service.plan(std::slice::from_ref(&cfg), q.apply).await?.pop() {
+            return Ok(dry_run(p));
+        }
+    }
     let rec = st.service.update(id, cfg, expected, q.apply, &author(&headers)).await?;
     tracing::info!(message = "config updated", %id, version = rec.version, applied = q.apply);
     Ok(respond(StatusCode::OK, rec))
@@ -259,8 +307,8 @@ pub async fn delete(
 
 #[derive(Debug, Serialize)]
 pub struct Validation {
-    valid: bool,
-    errors: Vec<FieldError>,
+    pub(super) valid: bool,
+    pub(super) errors: Vec<FieldError>,
 }
 
 /// Validates the body (a candidate new version) if one is sent, else the stored latest revision.

@@ -1,6 +1,7 @@
 //! The REST API (axum). Handlers are thin: parse the request, call [`ConfigService`] or read
 //! the proxy registry, shape the JSON. Every refusal is an [`ApiError`].
 
+mod bulk;
 mod configs;
 mod error;
 mod ops;
@@ -39,6 +40,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/configs/{id}/apply", post(configs::apply))
         .route("/api/v1/configs/{id}/history", get(configs::history))
         .route("/api/v1/configs/{id}/rollback", post(configs::rollback))
+        .route("/api/v1/bulk", post(bulk::bulk))
+        .route("/api/v1/import", post(bulk::import))
+        .route("/api/v1/export", get(bulk::export))
+        .route("/api/v1/validate", post(bulk::validate))
         .route("/api/v1/proxies", get(proxies::list))
         .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
         .route("/health", get(ops::health))

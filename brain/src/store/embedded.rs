@@ -47,57 +47,61 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
-    fn write_sync(&self, w: Write, author: &str) -> Result<Written, StoreError> {
+    fn write_sync(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
         let tx = self.db.begin_write().map_err(backend)?;
-        let written = {
+        let mut out = Vec::with_capacity(ws.len());
+        {
             let mut configs = tx.open_table(CONFIGS).map_err(backend)?;
             let mut names = tx.open_table(NAMES).map_err(backend)?;
             let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
             let now = Utc::now();
-            let change: Change = match w {
-                Write::Create { config, apply } => {
-                    let key = name_key(config.namespace(), &config.metadata.name);
-                    let taken = match names.get(key.as_str()).map_err(backend)? {
-                        Some(id) => Some(Uuid::parse_str(id.value()).map_err(backend)?),
-                        None => None,
-                    };
-                    logic::create(config, apply, taken, author, now)?
+            for w in ws {
+                let change: Change = match w {
+                    Write::Create { config, apply } => {
+                        let key = name_key(config.namespace(), &config.metadata.name);
+                        let taken = match names.get(key.as_str()).map_err(backend)? {
+                            Some(id) => Some(Uuid::parse_str(id.value()).map_err(backend)?),
+                            None => None,
+                        };
+                        logic::create(config, apply, taken, author, now)?
+                    }
+                    w => {
+                        let id = match &w {
+                            Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
+                            Write::Create { .. } => unreachable!("handled above"),
+                        };
+                        let raw = configs
+                            .get(id.to_string().as_str())
+                            .map_err(backend)?
+                            .ok_or(StoreError::NotFound(id))?;
+                        let current: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
+                        drop(raw);
+                        logic::modify(w, current, author, now)?
+                    }
+                };
+                if let Some(rec) = &change.put {
+                    let bytes = serde_json::to_vec(rec).map_err(backend)?;
+                    configs.insert(rec.id.to_string().as_str(), bytes.as_slice()).map_err(backend)?;
+                    names
+                        .insert(name_key(&rec.namespace, &rec.name).as_str(), rec.id.to_string().as_str())
+                        .map_err(backend)?;
                 }
-                w => {
-                    let id = match &w {
-                        Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
-                        Write::Create { .. } => unreachable!("handled above"),
-                    };
-                    let raw = configs
-                        .get(id.to_string().as_str())
-                        .map_err(backend)?
-                        .ok_or(StoreError::NotFound(id))?;
-                    let current: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
-                    drop(raw);
-                    logic::modify(w, current, author, now)?
+                if let Some(rec) = &change.remove {
+                    configs.remove(rec.id.to_string().as_str()).map_err(backend)?;
+                    names.remove(name_key(&rec.namespace, &rec.name).as_str()).map_err(backend)?;
                 }
-            };
-            if let Some(rec) = &change.put {
-                let bytes = serde_json::to_vec(rec).map_err(backend)?;
-                configs.insert(rec.id.to_string().as_str(), bytes.as_slice()).map_err(backend)?;
-                names
-                    .insert(name_key(&rec.namespace, &rec.name).as_str(), rec.id.to_string().as_str())
-                    .map_err(backend)?;
+                if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
+                    let bytes = serde_json::to_vec(rev).map_err(backend)?;
+                    revisions
+                        .insert((id.to_string().as_str(), rev.version), bytes.as_slice())
+                        .map_err(backend)?;
+                }
+                out.push(change.written);
             }
-            if let Some(rec) = &change.remove {
-                configs.remove(rec.id.to_string().as_str()).map_err(backend)?;
-                names.remove(name_key(&rec.namespace, &rec.name).as_str()).map_err(backend)?;
-            }
-            if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
-                let bytes = serde_json::to_vec(rev).map_err(backend)?;
-                revisions
-                    .insert((id.to_string().as_str(), rev.version), bytes.as_slice())
-                    .map_err(backend)?;
-            }
-            change.written
-        };
+        }
+        // An error above drops `tx` uncommitted: nothing of the batch is stored.
         tx.commit().map_err(backend)?;
-        Ok(written)
+        Ok(out)
     }
 }
 
@@ -109,10 +113,10 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
-    async fn write(&self, w: Write, author: &str) -> Result<Written, StoreError> {
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
         let this = self.clone();
         let author = author.to_string();
-        blocking(move || this.write_sync(w, &author)).await
+        blocking(move || this.write_sync(ws, &author)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {

@@ -102,7 +102,14 @@ pub enum StoreError {
 /// The storage interface every backend implements.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn write(&self, w: Write, author: &str) -> Result<Written, StoreError>;
+    /// Performs every write in one transaction: all of them, or none.
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError>;
+
+    async fn write(&self, w: Write, author: &str) -> Result<Written, StoreError> {
+        let mut out = self.write_many(vec![w], author).await?;
+        out.pop().ok_or_else(|| StoreError::Backend("write returned nothing".into()))
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError>;
     async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError>;

@@ -46,77 +46,82 @@ impl PostgresStore {
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
-    async fn write(&self, w: Write, author: &str) -> Result<Written, StoreError> {
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let now = Utc::now();
-        let change: Change = match w {
-            Write::Create { config, apply } => {
-                let taken: Option<(Uuid,)> =
-                    sqlx::query_as("SELECT id FROM configs WHERE namespace = $1 AND name = $2")
-                        .bind(config.namespace())
-                        .bind(&config.metadata.name)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                logic::create(config, apply, taken.map(|t| t.0), author, now)?
-            }
-            w => {
-                let id = match &w {
-                    Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
-                    Write::Create { .. } => unreachable!("handled above"),
-                };
-                let row: Option<(Json<ConfigRecord>,)> =
-                    sqlx::query_as("SELECT record FROM configs WHERE id = $1 FOR UPDATE")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(backend)?;
-                let current = row.ok_or(StoreError::NotFound(id))?.0.0;
-                logic::modify(w, current, author, now)?
-            }
-        };
-        if let Some(rec) = &change.put {
-            let res = sqlx::query(
-                "INSERT INTO configs (id, namespace, name, version, record) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, record = EXCLUDED.record",
-            )
-            .bind(rec.id)
-            .bind(&rec.namespace)
-            .bind(&rec.name)
-            .bind(version_i64(rec.version))
-            .bind(Json(rec))
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = res {
-                // A concurrent create of the same name won the race.
-                if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
-                    return Err(StoreError::NameTaken {
-                        namespace: rec.namespace.clone(),
-                        name: rec.name.clone(),
-                        id: Uuid::nil(),
-                    });
+        let mut out = Vec::with_capacity(ws.len());
+        for w in ws {
+            let change: Change = match w {
+                Write::Create { config, apply } => {
+                    let taken: Option<(Uuid,)> =
+                        sqlx::query_as("SELECT id FROM configs WHERE namespace = $1 AND name = $2")
+                            .bind(config.namespace())
+                            .bind(&config.metadata.name)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(backend)?;
+                    logic::create(config, apply, taken.map(|t| t.0), author, now)?
                 }
-                return Err(backend(e));
-            }
-        }
-        if let Some(rec) = &change.remove {
-            sqlx::query("DELETE FROM configs WHERE id = $1")
+                w => {
+                    let id = match &w {
+                        Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
+                        Write::Create { .. } => unreachable!("handled above"),
+                    };
+                    let row: Option<(Json<ConfigRecord>,)> =
+                        sqlx::query_as("SELECT record FROM configs WHERE id = $1 FOR UPDATE")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(backend)?;
+                    let current = row.ok_or(StoreError::NotFound(id))?.0.0;
+                    logic::modify(w, current, author, now)?
+                }
+            };
+            if let Some(rec) = &change.put {
+                let res = sqlx::query(
+                    "INSERT INTO configs (id, namespace, name, version, record) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, record = EXCLUDED.record",
+                )
                 .bind(rec.id)
+                .bind(&rec.namespace)
+                .bind(&rec.name)
+                .bind(version_i64(rec.version))
+                .bind(Json(rec))
                 .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+                .await;
+                if let Err(e) = res {
+                    // A concurrent create of the same name won the race.
+                    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                        return Err(StoreError::NameTaken {
+                            namespace: rec.namespace.clone(),
+                            name: rec.name.clone(),
+                            id: Uuid::nil(),
+                        });
+                    }
+                    return Err(backend(e));
+                }
+            }
+            if let Some(rec) = &change.remove {
+                sqlx::query("DELETE FROM configs WHERE id = $1")
+                    .bind(rec.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
+                sqlx::query("INSERT INTO revisions (config_id, version, revision) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(version_i64(rev.version))
+                    .bind(Json(rev))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            out.push(change.written);
         }
-        if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
-            sqlx::query("INSERT INTO revisions (config_id, version, revision) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(version_i64(rev.version))
-                .bind(Json(rev))
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
+        // An error above drops `tx`, which rolls the whole batch back.
         tx.commit().await.map_err(backend)?;
-        Ok(change.written)
+        Ok(out)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {

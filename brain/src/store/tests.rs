@@ -146,6 +146,23 @@ async fn contract(store: &dyn Store) {
     assert!(store.get(rec.id).await.unwrap().is_none());
     // The name is free again.
     store.write(Write::Create { config: example(), apply: true }, "t").await.unwrap();
+    // A batch is all or nothing: the second write fails (name taken), so the first is not kept.
+    let mut fresh = example();
+    fresh.metadata.name = "fresh".into();
+    let err = store
+        .write_many(
+            vec![
+                Write::Create { config: fresh, apply: true },
+                Write::Create { config: example(), apply: true },
+            ],
+            "t",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
+    assert!(
+        store.list(&ListFilter { namespace: None, name: Some("fresh".into()) }).await.unwrap().is_empty()
+    );
 }
 
 /// 50 concurrent writers to one config, each retrying on conflict: no update is lost, versions

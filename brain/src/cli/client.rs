@@ -1,0 +1,130 @@
+//! A small client of the brain's REST API, with errors that carry an exit code.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// A failed command: what to print and how to exit.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server refused (4xx): exit 1.
+    #[error("{0}")]
+    Refused(String),
+    /// Could not reach the server, or it failed (5xx): exit 3.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Bad local input (a file that cannot be read): exit 2.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Refused(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Unavailable(_) => 3,
+        }
+    }
+}
+
+pub struct Client {
+    base: String,
+    user: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Renders a refusal body (`{"code","message","errors":[...]}`) for a person.
+fn describe_refusal(status: StatusCode, body: &Value) -> String {
+    let mut msg = format!("{} ({})", body["message"].as_str().unwrap_or("request refused"), status.as_u16());
+    if let Some(errs) = body["errors"].as_array() {
+        for e in errs {
+            let value = match &e["value"] {
+                Value::Null => String::new(),
+                v => format!(" (got {v})"),
+            };
+            msg.push_str(&format!(
+                "\n  {}: {}{}",
+                e["path"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?"),
+                value
+            ));
+        }
+    }
+    msg
+}
+
+impl Client {
+    pub fn new(base: &str, user: Option<String>) -> Client {
+        Client { base: base.trim_end_matches('/').to_string(), user, http: reqwest::Client::new() }
+    }
+
+    /// `path` on the server, with query parameters encoded.
+    pub fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<reqwest::Url, CliError> {
+        reqwest::Url::parse_with_params(&format!("{}{}", self.base, path), query)
+            .map_err(|e| CliError::Usage(format!("invalid --server {:?}: {e}", self.base)))
+    }
+
+    /// Sends a request; 2xx bodies are returned as JSON (or a string for non-JSON bodies).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<Value, CliError> {
+        let url = self.url(path, &[])?;
+        self.call_url(method, url, body).await
+    }
+
+    pub async fn call_url(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<(&str, String)>,
+    ) -> Result<Value, CliError> {
+        let mut req = self.http.request(method, url);
+        if let Some(u) = &self.user {
+            req = req.header("x-flotilla-user", u);
+        }
+        if let Some((ct, b)) = body {
+            req = req.header("content-type", ct).body(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError::Unavailable(format!("cannot reach the Flotilla server at {}: {e}", self.base))
+        })?;
+        let status = resp.status();
+        let is_json = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("json"));
+        let text =
+            resp.text().await.map_err(|e| CliError::Unavailable(format!("reading the response: {e}")))?;
+        let value = if is_json {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        if status.is_success() {
+            Ok(value)
+        } else if status.is_client_error() {
+            Err(CliError::Refused(describe_refusal(status, &value)))
+        } else {
+            Err(CliError::Unavailable(describe_refusal(status, &value)))
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// The id of config `namespace/name`.
+    pub async fn config_id(&self, namespace: &str, name: &str) -> Result<String, CliError> {
+        let url = self.url("/api/v1/configs", &[("namespace", namespace), ("name", name)])?;
+        let list = self.call_url(Method::GET, url, None).await?;
+        list.as_array()
+            .and_then(|a| a.first())
+            .and_then(|c| c["id"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| CliError::Refused(format!("config {namespace}/{name} not found")))
+    }
+}

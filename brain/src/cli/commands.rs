@@ -1,0 +1,326 @@
+//! One function per `flotilla` command. Each returns the exit code or a [`CliError`].
+
+use std::io::Read;
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{CliError, Client};
+use crate::output::print;
+use crate::{Cli, Command, Kind, Output};
+
+const YAML: &str = "application/yaml";
+
+/// Reads FILE, every *.yaml/*.yml/*.json in DIR (sorted), or stdin for `-`, as one YAML bundle.
+fn read_bundle(paths: &[String]) -> Result<String, CliError> {
+    let mut docs = Vec::new();
+    for p in paths {
+        if p == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
+            docs.push(s);
+            continue;
+        }
+        let path = Path::new(p);
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| CliError::Usage(format!("reading directory {p}: {e}")))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+                .collect();
+            files.sort();
+            for f in files {
+                docs.push(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?,
+                );
+            }
+        } else {
+            docs.push(
+                std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("reading {p}: {e}")))?,
+            );
+        }
+    }
+    if docs.iter().all(|d| d.trim().is_empty()) {
+        return Err(CliError::Usage("no configs found in the given files".into()));
+    }
+    // JSON is YAML, so documents of either kind join into one YAML stream.
+    Ok(docs.iter().map(|d| format!("---\n{}\n", d.trim_start_matches("---").trim())).collect())
+}
+
+fn flag(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// Prints a bulk plan or result; returns whether anything changes.
+fn print_results(results: &Value, dry_run: bool) -> bool {
+    let mut changed = false;
+    for r in results.as_array().into_iter().flatten() {
+        let action = r["action"].as_str().unwrap_or("?");
+        let who = format!("{}/{}", r["namespace"].as_str().unwrap_or("?"), r["name"].as_str().unwrap_or("?"));
+        let verb = match (action, dry_run) {
+            ("create", false) => "created",
+            ("update", false) => "configured",
+            ("unchanged", _) => "unchanged",
+            ("create", true) => "would be created",
+            (_, true) => "would be configured",
+            _ => action,
+        };
+        let version = r["version"].as_u64().map(|v| format!(" (version {v})")).unwrap_or_default();
+        println!("config {who} {verb}{}", if dry_run { String::new() } else { version });
+        let changes = r["changes"].as_array().cloned().unwrap_or_default();
+        let diff = r["diff"].as_array().cloned().unwrap_or_default();
+        changed |= action != "unchanged" || !changes.is_empty();
+        if dry_run {
+            for d in diff {
+                let from = d.get("from").map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
+                let to = d.get("to").map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
+                println!("  ~ {}: {from} -> {to}", d["path"].as_str().unwrap_or("?"));
+            }
+            for c in changes {
+                let sign = match c["action"].as_str() {
+                    Some("add") => "+",
+                    Some("remove") => "-",
+                    _ => "~",
+                };
+                println!(
+                    "  {sign} {} {}",
+                    c["type"].as_str().unwrap_or("?"),
+                    c["name"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    changed
+}
+
+/// Adds `state` (synced, stale, nacking) to each proxy.
+fn with_state(mut proxy: Value) -> Value {
+    let nacking = proxy["lastNacks"].as_object().is_some_and(|m| !m.is_empty());
+    let synced = proxy["streams"].as_array().into_iter().flatten().all(|s| {
+        s["types"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(_, t)| !t["ackedVersion"].is_null() && t["ackedVersion"] == t["lastSentVersion"])
+    });
+    let state = if nacking {
+        "nacking"
+    } else if synced {
+        "synced"
+    } else {
+        "stale"
+    };
+    proxy["state"] = json!(state);
+    proxy
+}
+
+const CONFIG_COLUMNS: &[(&str, &str)] = &[
+    ("NAMESPACE", "/namespace"),
+    ("NAME", "/name"),
+    ("VERSION", "/version"),
+    ("APPLIED", "/appliedVersion"),
+    ("STATUS", "/status"),
+    ("UPDATED", "/updatedAt"),
+];
+
+const PROXY_COLUMNS: &[(&str, &str)] = &[
+    ("NODE", "/nodeId"),
+    ("NAMESPACE", "/namespace"),
+    ("CLUSTER", "/cluster"),
+    ("EDGES", "/edges"),
+    ("STATE", "/state"),
+    ("CONNECTED", "/connectedAt"),
+];
+
+pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    let c = Client::new(&cli.server, cli.user);
+    match cli.command {
+        Command::Apply { files, dry_run, no_apply } => {
+            let bundle = read_bundle(&files)?;
+            let url = c.url("/api/v1/bulk", &[("apply", flag(!no_apply)), ("dryRun", flag(dry_run))])?;
+            let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
+            print_results(&res["results"], dry_run);
+            Ok(0)
+        }
+        Command::Diff { files } => {
+            let bundle = read_bundle(&files)?;
+            let url = c.url("/api/v1/bulk", &[("apply", "true"), ("dryRun", "true")])?;
+            let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
+            Ok(if print_results(&res["results"], true) { 1 } else { 0 })
+        }
+        Command::Get { what: Kind::Configs, name, namespace, all_namespaces, output } => {
+            let value = match name {
+                Some(n) => {
+                    let id = c.config_id(&namespace, &n).await?;
+                    c.get(&format!("/api/v1/configs/{id}")).await?
+                }
+                None => {
+                    let q: Vec<(&str, &str)> =
+                        if all_namespaces { vec![] } else { vec![("namespace", namespace.as_str())] };
+                    c.call_url(Method::GET, c.url("/api/v1/configs", &q)?, None).await?
+                }
+            };
+            print(&value, output, CONFIG_COLUMNS);
+            Ok(0)
+        }
+        Command::Get { what: Kind::Proxies, name, output, .. } => {
+            let value = match name {
+                Some(n) => with_state(c.get(&format!("/api/v1/proxies/{n}")).await?),
+                None => Value::Array(
+                    c.get("/api/v1/proxies")
+                        .await?
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(with_state)
+                        .collect(),
+                ),
+            };
+            print(&value, output, PROXY_COLUMNS);
+            Ok(0)
+        }
+        Command::Describe { what: Kind::Configs, name, namespace } => {
+            let id = c.config_id(&namespace, &name).await?;
+            print(&c.get(&format!("/api/v1/configs/{id}")).await?, Output::Yaml, &[]);
+            Ok(0)
+        }
+        Command::Describe { what: Kind::Proxies, name, .. } => {
+            print(&with_state(c.get(&format!("/api/v1/proxies/{name}")).await?), Output::Yaml, &[]);
+            Ok(0)
+        }
+        Command::Delete { what: Kind::Proxies, .. } => {
+            Err(CliError::Usage("proxies cannot be deleted; delete the config that selects them".into()))
+        }
+        Command::Delete { what: Kind::Configs, name, namespace, no_apply } => {
+            let id = c.config_id(&namespace, &name).await?;
+            let url = c.url(&format!("/api/v1/configs/{id}"), &[("apply", flag(!no_apply))])?;
+            let res = c.call_url(Method::DELETE, url, None).await?;
+            if res["pending"].as_bool() == Some(true) {
+                println!("config {namespace}/{name} marked for deletion (proxies keep it until applied)");
+            } else {
+                println!("config {namespace}/{name} deleted");
+            }
+            Ok(0)
+        }
+        Command::History { name, namespace, output } => {
+            let id = c.config_id(&namespace, &name).await?;
+            let mut h = c.get(&format!("/api/v1/configs/{id}/history")).await?;
+            for r in h.as_array_mut().into_iter().flatten() {
+                let n = r["diff"].as_array().map_or(0, Vec::len);
+                r["changes"] = json!(n);
+            }
+            let cols = [
+                ("VERSION", "/version"),
+                ("ACTION", "/action"),
+                ("AUTHOR", "/author"),
+                ("AT", "/at"),
+                ("CHANGES", "/changes"),
+            ];
+            print(&h, output, &cols);
+            Ok(0)
+        }
+        Command::Rollback { name, namespace, to } => {
+            let id = c.config_id(&namespace, &name).await?;
+            let res = c
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/configs/{id}/rollback"),
+                    Some(("application/json", json!({"version": to}).to_string())),
+                )
+                .await?;
+            println!(
+                "config {namespace}/{name} rolled back to revision {to}, now version {}",
+                res["version"]
+            );
+            Ok(0)
+        }
+        Command::Validate { files } => {
+            let bundle = read_bundle(&files)?;
+            let res = c.call(Method::POST, "/api/v1/validate", Some((YAML, bundle))).await?;
+            if res["valid"].as_bool() == Some(true) {
+                println!("valid");
+                Ok(0)
+            } else {
+                eprintln!("invalid:");
+                for e in res["errors"].as_array().into_iter().flatten() {
+                    let value = e
+                        .get("value")
+                        .filter(|v| !v.is_null())
+                        .map(|v| format!(" (got {v})"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "  {}: {}{value}",
+                        e["path"].as_str().unwrap_or("?"),
+                        e["message"].as_str().unwrap_or("?")
+                    );
+                }
+                Ok(1)
+            }
+        }
+        Command::Export { namespace, out } => {
+            let q: Vec<(&str, &str)> =
+                namespace.as_deref().map(|ns| vec![("namespace", ns)]).unwrap_or_default();
+            let res = c.call_url(Method::GET, c.url("/api/v1/export", &q)?, None).await?;
+            let text = res.as_str().unwrap_or_default().to_string();
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| CliError::Usage(format!("writing {path}: {e}")))?,
+                None => print!("{text}"),
+            }
+            Ok(0)
+        }
+        Command::Import { files, no_apply } => {
+            let bundle = read_bundle(&files)?;
+            let url = c.url("/api/v1/import", &[("apply", flag(!no_apply))])?;
+            let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
+            print_results(&res["results"], false);
+            Ok(0)
+        }
+        Command::Status { output } => {
+            let proxies: Vec<Value> = c
+                .get("/api/v1/proxies")
+                .await?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(with_state)
+                .collect();
+            let configs = c.get("/api/v1/configs").await?;
+            let count = |s: &str| proxies.iter().filter(|p| p["state"] == s).count();
+            let summary = json!({
+                "configs": configs.as_array().map_or(0, Vec::len),
+                "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacking": count("nacking")},
+            });
+            match output {
+                Output::Table => {
+                    println!("configs:   {}", summary["configs"]);
+                    println!(
+                        "proxies:   {} connected, {} synced, {} stale, {} NACKing",
+                        proxies.len(),
+                        count("synced"),
+                        count("stale"),
+                        count("nacking")
+                    );
+                    for p in proxies.iter().filter(|p| p["state"] == "nacking") {
+                        for (t, n) in p["lastNacks"].as_object().into_iter().flatten() {
+                            println!(
+                                "  {} rejects {t}: {}",
+                                p["nodeId"].as_str().unwrap_or("?"),
+                                n["error"].as_str().unwrap_or("?")
+                            );
+                        }
+                    }
+                }
+                o => print(&summary, o, &[]),
+            }
+            Ok(0)
+        }
+    }
+}

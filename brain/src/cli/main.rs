@@ -1,0 +1,145 @@
+//! `flotilla`: the kubectl-like command line of Flotilla. It talks to the brain's REST API
+//! (`--server` / `FLOTILLA_SERVER`, default http://localhost:8080).
+//!
+//! Exit codes: 0 success; 1 the server refused (invalid config, conflict, not found) or `diff`
+//! found differences; 2 bad usage; 3 the server could not be reached or failed.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Output formats of `get`, `history` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about = "Operate a Flotilla control plane")]
+pub struct Cli {
+    /// Brain REST API address.
+    #[arg(long, global = true, env = "FLOTILLA_SERVER", default_value = "http://localhost:8080")]
+    pub server: String,
+    /// Name recorded as the author of changes.
+    #[arg(long, global = true, env = "FLOTILLA_USER")]
+    pub user: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update (and apply) every config in FILE, DIR or - (stdin), atomically.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Show what would change; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Store without pushing to proxies.
+        #[arg(long)]
+        no_apply: bool,
+    },
+    /// List configs or proxies, or show one.
+    Get {
+        #[arg(value_enum)]
+        what: Kind,
+        name: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Everything about one config (with its proxies and NACKs) or one proxy.
+    Describe {
+        #[arg(value_enum)]
+        what: Kind,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete a config (and remove its resources from proxies unless --no-apply).
+    Delete {
+        #[arg(value_enum)]
+        what: Kind,
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        no_apply: bool,
+    },
+    /// Show what applying FILE would change (exit 1 if anything would).
+    Diff {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// Revisions of a config.
+    History {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Make revision N current again (as a new revision) and apply it.
+    Rollback {
+        name: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(long = "to")]
+        to: u64,
+    },
+    /// Check configs without storing them (exit 1 if invalid).
+    Validate {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// Write every config (or one namespace's) as a YAML bundle.
+    Export {
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// File to write (default: stdout).
+        #[arg(short = 'o', long = "output-file")]
+        out: Option<String>,
+    },
+    /// Create or update every config of a bundle, atomically, and apply them.
+    Import {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[arg(long)]
+        no_apply: bool,
+    },
+    /// Fleet summary: proxies connected, synced, stale, NACKing.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    #[value(alias = "config")]
+    Configs,
+    #[value(alias = "proxy")]
+    Proxies,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match commands::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
