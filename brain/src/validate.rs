@@ -233,8 +233,12 @@ fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String
                 }
             }
             let total: u64 = wcs.iter().map(|w| u64::from(w.weight)).sum();
-            if !wcs.is_empty() && total == 0 {
-                errs.add(format!("{p}.route.weightedClusters"), total, "weights must not all be zero");
+            if !wcs.is_empty() && total != 100 {
+                errs.add(
+                    format!("{p}.route.weightedClusters"),
+                    total,
+                    format!("weights of a traffic split must sum to 100, these sum to {total}"),
+                );
             }
         }
         (Some(_), Some(_)) => {
@@ -372,6 +376,26 @@ mod tests {
         let port = errs.iter().find(|e| e.path == "spec.listeners[0].port").unwrap();
         assert_eq!(port.value, Some(Value::from(70000)));
         assert!(port.message.contains("70000"));
+    }
+
+    #[test]
+    fn traffic_split_weights_must_sum_to_100() {
+        let mut c = example();
+        c.spec.clusters.push(Cluster { name: "canary".into(), ..c.spec.clusters[0].clone() });
+        c.spec.routes[0].virtual_hosts[0].routes[0].route = RouteAction {
+            weighted_clusters: Some(vec![
+                WeightedCluster { name: "api_cluster".into(), weight: 90 },
+                WeightedCluster { name: "canary".into(), weight: 5 },
+            ]),
+            ..Default::default()
+        };
+        let errs = validate(&c);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("sum to 95"), "{errs:?}");
+        if let Some(w) = c.spec.routes[0].virtual_hosts[0].routes[0].route.weighted_clusters.as_mut() {
+            w[1].weight = 10;
+        }
+        assert_eq!(validate(&c), vec![]);
     }
 
     #[test]
