@@ -13,6 +13,7 @@ pub mod compile;
 pub mod model;
 pub mod parse;
 pub mod publish;
+pub mod render;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub const API_VERSION: &str = "v1";
 pub const KIND_PROXY_CONFIG: &str = "ProxyConfig";
+pub const KIND_PROXY_TEMPLATE: &str = "ProxyTemplate";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -34,6 +35,10 @@ pub struct Metadata {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxySpec {
+    /// Templates this spec builds on, in order: `name` (this namespace, then `shared`) or
+    /// `namespace/name`. Later ones, and the spec itself, override earlier ones by item name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extends: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<Listener>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -250,6 +255,10 @@ impl ProxyConfig {
             Some(ns) if !ns.is_empty() => ns,
             _ => flotilla_shared::target::DEFAULT_NAMESPACE,
         }
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.kind == KIND_PROXY_TEMPLATE
     }
 
     pub fn target(&self) -> flotilla_shared::Target {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::compile::{CompileError, compile};
 use crate::model::ProxyConfig;
 use crate::publish::Bus;
+use crate::render::{Templates, depends_on, render};
 use crate::store::{ConfigRecord, DiffEntry, ListFilter, Revision, Store, StoreError, Write, Written, diff};
 use crate::validate::{FieldError, validate};
 
@@ -68,21 +69,88 @@ impl ConfigService {
     /// Publishes every applied config; called once at start-up before the edge is ready.
     pub async fn publish_all(&self) -> Result<usize, ServiceError> {
         let _guard = self.writes.lock().await;
+        let templates = self.templates().await?;
         let mut n = 0;
         for rec in self.store.list(&ListFilter::default()).await? {
-            if let Some(cfg) = &rec.applied_config {
-                match compile(cfg) {
-                    Ok(snap) => {
-                        self.bus.publish(&cfg.target(), &snap);
-                        n += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(message = "stored config no longer compiles; not served", id = %rec.id, error = %e)
-                    }
-                }
+            if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
+                n += usize::from(self.publish_config(cfg, &templates));
             }
         }
         Ok(n)
+    }
+
+    /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
+    fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
+        let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| check(&r));
+        match snap {
+            Ok(snap) => {
+                self.bus.publish(&cfg.target(), &snap);
+                true
+            }
+            Err(e) => {
+                tracing::error!(message = "config does not compile; proxies keep what they have", config = %cfg.target(), error = %e);
+                false
+            }
+        }
+    }
+
+    /// Every template (latest revision), by namespace and name.
+    pub async fn templates(&self) -> Result<Templates, ServiceError> {
+        Ok(self
+            .store
+            .list(&ListFilter::default())
+            .await?
+            .into_iter()
+            .filter(|r| r.config.is_template())
+            .map(|r| ((r.namespace, r.name), r.config))
+            .collect())
+    }
+
+    /// A config with its templates merged in.
+    pub async fn render(&self, cfg: &ProxyConfig) -> Result<ProxyConfig, ServiceError> {
+        render(cfg, &self.templates().await?).map_err(ServiceError::Invalid)
+    }
+
+    /// Validates and compiles `cfg` against the current templates. For a template: checks it,
+    /// and that every applied config built on it still validates with this version.
+    pub async fn check(&self, cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+        let templates = self.templates().await?;
+        self.check_with(cfg, templates).await
+    }
+
+    async fn check_with(
+        &self,
+        cfg: &ProxyConfig,
+        mut templates: Templates,
+    ) -> Result<Snapshot, ServiceError> {
+        if !cfg.is_template() {
+            let rendered = render(cfg, &templates).map_err(ServiceError::Invalid)?;
+            return check(&rendered);
+        }
+        let errs = validate(cfg);
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let key = (cfg.namespace().to_string(), cfg.metadata.name.clone());
+        templates.insert(key.clone(), cfg.clone());
+        render(cfg, &templates).map_err(ServiceError::Invalid)?;
+        let mut errors = Vec::new();
+        for rec in self.store.list(&ListFilter::default()).await? {
+            let Some(applied) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
+            if !depends_on(applied, &key, &templates) {
+                continue;
+            }
+            let who = format!("{}/{}", rec.namespace, rec.name);
+            if let Err(ServiceError::Invalid(errs)) =
+                render(applied, &templates).map_err(ServiceError::Invalid).and_then(|r| check(&r))
+            {
+                errors.extend(errs.into_iter().map(|e| FieldError {
+                    message: format!("would break config {who}: {}", e.message),
+                    ..e
+                }));
+            }
+        }
+        if errors.is_empty() { Ok(Snapshot::default()) } else { Err(ServiceError::Invalid(errors)) }
     }
 
     async fn write(&self, w: Write, author: &str) -> Result<Written, ServiceError> {
@@ -96,12 +164,28 @@ impl ConfigService {
         let _guard = self.writes.lock().await;
         let n = ws.len() as u64;
         let written = self.store.write_many(ws, author).await?;
+        let templates = self.templates().await?;
+        let all = if written.iter().any(|w| matches!(w, Written::Record(r) if r.config.is_template())) {
+            self.store.list(&ListFilter::default()).await?
+        } else {
+            Vec::new()
+        };
         for w in &written {
             match w {
+                Written::Record(rec) if rec.config.is_template() => {
+                    // Re-render and republish every applied config built on this template.
+                    let key = (rec.namespace.clone(), rec.name.clone());
+                    for dep in &all {
+                        if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
+                            && depends_on(cfg, &key, &templates)
+                        {
+                            self.publish_config(cfg, &templates);
+                        }
+                    }
+                }
                 Written::Record(rec) => {
                     if let Some(cfg) = &rec.applied_config {
-                        let snap = check(cfg)?;
-                        self.bus.publish(&cfg.target(), &snap);
+                        self.publish_config(cfg, &templates);
                     }
                 }
                 Written::Removed { previous } => {
@@ -133,6 +217,11 @@ impl ConfigService {
         let mut errors = Vec::new();
         let mut snaps = Vec::with_capacity(cfgs.len());
         let mut seen = std::collections::BTreeMap::new();
+        // Templates in the same request count, so a bundle can bring its templates along.
+        let mut templates = self.templates().await?;
+        for t in cfgs.iter().filter(|c| c.is_template()) {
+            templates.insert((t.namespace().to_string(), t.metadata.name.clone()), t.clone());
+        }
         for (i, cfg) in cfgs.iter().enumerate() {
             let at = |p: &str| if cfgs.len() == 1 { p.to_string() } else { format!("[{i}].{p}") };
             if let Some(prev) = seen.insert((cfg.namespace().to_string(), cfg.metadata.name.clone()), i) {
@@ -146,7 +235,7 @@ impl ConfigService {
                     value: Some(cfg.metadata.name.clone().into()),
                 });
             }
-            match check(cfg) {
+            match self.check_with(cfg, templates.clone()).await {
                 Ok(s) => snaps.push(s),
                 Err(ServiceError::Invalid(errs)) => {
                     errors.extend(errs.into_iter().map(|e| FieldError { path: at(&e.path), ..e }));
@@ -162,8 +251,10 @@ impl ConfigService {
         for (cfg, snap) in cfgs.iter().zip(snaps) {
             let existing = self.find(cfg.namespace(), &cfg.metadata.name).await?;
             let live = match existing.as_ref().and_then(|r| r.applied_config.as_ref()) {
-                Some(c) => compile(c).unwrap_or_default(),
-                None => Snapshot::default(),
+                Some(c) if !c.is_template() => {
+                    render(c, &templates).ok().and_then(|r| compile(&r).ok()).unwrap_or_default()
+                }
+                _ => Snapshot::default(),
             };
             let to_value = |c: &ProxyConfig| serde_json::to_value(c).unwrap_or_default();
             let (action, config_diff, write) = match &existing {
@@ -241,7 +332,7 @@ impl ConfigService {
         apply: bool,
         author: &str,
     ) -> Result<ConfigRecord, ServiceError> {
-        check(&cfg)?;
+        self.check(&cfg).await?;
         match self.write(Write::Create { config: cfg, apply }, author).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
@@ -256,7 +347,7 @@ impl ConfigService {
         apply: bool,
         author: &str,
     ) -> Result<ConfigRecord, ServiceError> {
-        check(&cfg)?;
+        self.check(&cfg).await?;
         let w = Write::Update { id, config: cfg, expected_version, apply, action: "update" };
         match self.write(w, author).await? {
             Written::Record(r) => Ok(r),
@@ -269,7 +360,7 @@ impl ConfigService {
         if let Some(rec) = self.store.get(id).await?
             && !rec.pending_delete
         {
-            check(&rec.config)?;
+            self.check(&rec.config).await?;
         }
         Ok(match self.write(Write::Apply { id }, author).await? {
             Written::Record(r) => Some(r),
@@ -283,6 +374,27 @@ impl ConfigService {
         apply: bool,
         author: &str,
     ) -> Result<Option<ConfigRecord>, ServiceError> {
+        if let Some(rec) = self.store.get(id).await?
+            && rec.config.is_template()
+        {
+            let templates = self.templates().await?;
+            let key = (rec.namespace.clone(), rec.name.clone());
+            let users: Vec<String> = self
+                .store
+                .list(&ListFilter::default())
+                .await?
+                .into_iter()
+                .filter(|r| r.id != id && depends_on(&r.config, &key, &templates))
+                .map(|r| format!("{}/{}", r.namespace, r.name))
+                .collect();
+            if !users.is_empty() {
+                return Err(ServiceError::Invalid(vec![FieldError {
+                    path: "metadata.name".into(),
+                    message: format!("template is extended by {}; change those first", users.join(", ")),
+                    value: Some(rec.name.into()),
+                }]));
+            }
+        }
         Ok(match self.write(Write::Delete { id, apply }, author).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
@@ -305,7 +417,7 @@ impl ConfigService {
             .into_iter()
             .find(|r| r.version == version)
             .ok_or(ServiceError::NoRevision { id, version })?;
-        check(&rev.config)?;
+        self.check(&rev.config).await?;
         let w = Write::Update { id, config: rev.config, expected_version: None, apply, action: "rollback" };
         match self.write(w, author).await? {
             Written::Record(r) => Ok(r),

@@ -46,8 +46,12 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
     if cfg.api_version != API_VERSION {
         errs.add("apiVersion", cfg.api_version.clone(), format!("apiVersion must be \"{API_VERSION}\""));
     }
-    if cfg.kind != KIND_PROXY_CONFIG {
-        errs.add("kind", cfg.kind.clone(), format!("kind must be \"{KIND_PROXY_CONFIG}\""));
+    if cfg.kind != KIND_PROXY_CONFIG && cfg.kind != KIND_PROXY_TEMPLATE {
+        errs.add(
+            "kind",
+            cfg.kind.clone(),
+            format!("kind must be \"{KIND_PROXY_CONFIG}\" or \"{KIND_PROXY_TEMPLATE}\""),
+        );
     }
     if !is_dns_label(&cfg.metadata.name) {
         errs.add(
@@ -61,6 +65,15 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
         && !is_dns_label(ns)
     {
         errs.add("metadata.namespace", ns.clone(), "namespace must be letters, digits, '-', '_' or '.'");
+    }
+    if cfg.is_template() {
+        // A template is a fragment: its references may resolve in the configs that extend it,
+        // which are validated fully once rendered.
+        let spec = &cfg.spec;
+        unique_names(&mut errs, "spec.clusters", spec.clusters.iter().map(|c| c.name.as_str()));
+        unique_names(&mut errs, "spec.routes", spec.routes.iter().map(|r| r.name.as_str()));
+        unique_names(&mut errs, "spec.listeners", spec.listeners.iter().map(|l| l.name.as_str()));
+        return errs.0;
     }
     let spec = &cfg.spec;
     let clusters = unique_names(&mut errs, "spec.clusters", spec.clusters.iter().map(|c| c.name.as_str()));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::configs::{Validation, author, format_of, nonempty};
 use super::{ApiError, ApiState};
 use crate::parse::parse_bundle;
-use crate::service::{Planned, ServiceError, check};
+use crate::service::{Planned, ServiceError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -83,13 +83,17 @@ pub async fn export(State(st): State<ApiState>, Query(q): Query<ExportQuery>) ->
 }
 
 /// Validates configs in the body (one or a bundle) without storing anything.
-pub async fn validate(headers: HeaderMap, body: Bytes) -> Result<Json<Validation>, ApiError> {
+pub async fn validate(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Validation>, ApiError> {
     let format = format_of(&headers)?;
     nonempty(&body)?;
     let cfgs = parse_bundle(&body, format)?;
     let mut errors = Vec::new();
     for (i, cfg) in cfgs.iter().enumerate() {
-        match check(cfg) {
+        match st.service.check(cfg).await {
             Ok(_) => {}
             Err(ServiceError::Invalid(errs)) => {
                 errors.extend(errs.into_iter().map(|mut e| {

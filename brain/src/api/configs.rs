@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiState};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
-use crate::service::{Planned, ServiceError, check};
+use crate::service::{Planned, ServiceError};
 use crate::store::{ConfigRecord, ListFilter};
 use crate::validate::FieldError;
 
@@ -34,6 +34,16 @@ pub struct ConfigView {
     /// The proxies this config selects, and which of them reject it (single-config reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     proxies: Option<ProxiesStatus>,
+    /// The config with its templates merged in (`?rendered=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rendered: Option<ProxyConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    #[serde(default)]
+    rendered: bool,
 }
 
 /// How the proxies a config selects are doing with it.
@@ -107,6 +117,7 @@ impl ConfigView {
             updated_at: rec.updated_at,
             config: with_config.then_some(rec.config),
             proxies: None,
+            rendered: None,
         }
     }
 }
@@ -248,11 +259,17 @@ async fn load(st: &ApiState, id: &str) -> Result<ConfigRecord, ApiError> {
     st.service.store().get(id).await?.ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))
 }
 
-pub async fn get_one(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_one(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Response, ApiError> {
     let rec = load(&st, &id).await?;
+    let rendered = if q.rendered { Some(st.service.render(&rec.config).await?) } else { None };
     let etag = format!("\"{}\"", rec.version);
     let mut view = ConfigView::of(rec, true);
     view.proxies = Some(proxies_status(&st, &view.namespace, &view.name));
+    view.rendered = rendered;
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
@@ -321,7 +338,7 @@ pub async fn validate(
     let rec = load(&st, &id).await?;
     let cfg =
         if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
-    Ok(Json(match check(&cfg) {
+    Ok(Json(match st.service.check(&cfg).await {
         Ok(_) => Validation { valid: true, errors: Vec::new() },
         Err(ServiceError::Invalid(errors)) => Validation { valid: false, errors },
         Err(e) => return Err(e.into()),
