@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{ApiState, router};
+use crate::grpc_api::GrpcApi;
 use crate::publish::EmbeddedBus;
 use crate::service::ConfigService;
 use crate::settings::Settings;
@@ -44,10 +45,33 @@ fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Serves `flotilla.v1.ControlPlaneService` with gRPC health and reflection.
+async fn serve_grpc_api(
+    api: GrpcApi,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    use flotilla_proto::v1::control_plane_service_server::ControlPlaneServiceServer;
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<ControlPlaneServiceServer<GrpcApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flotilla_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(health_svc)
+        .add_service(ControlPlaneServiceServer::new(api))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
 /// A running brain.
 pub struct Brain {
     pub rest_addr: SocketAddr,
     pub xds_addr: SocketAddr,
+    pub grpc_api_addr: SocketAddr,
     pub registry: Registry,
     pub cache: Cache,
     stop: watch::Sender<bool>,
@@ -83,6 +107,8 @@ impl Brain {
 
         let xds_listener = bind(settings.xds_addr, "xDS").await?;
         let rest_listener = bind(settings.rest_addr, "the REST API").await?;
+        let grpc_listener = bind(settings.grpc_api_addr, "the gRPC API").await?;
+        let grpc_api_addr = grpc_listener.local_addr()?;
         let xds_addr = xds_listener.local_addr()?;
         let rest_addr = rest_listener.local_addr()?;
 
@@ -115,14 +141,24 @@ impl Brain {
             }
         });
 
+        let grpc = tokio::spawn({
+            let stopped = stopped.clone();
+            let api = GrpcApi::new(service.clone(), registry.clone());
+            async move {
+                if let Err(e) = serve_grpc_api(api, grpc_listener, shutdown(stopped)).await {
+                    tracing::error!(message = "gRPC API server failed", error = %e);
+                }
+            }
+        });
+
         let n = service.publish_all().await.context("loading applied configs")?;
         ready_tx.send_replace(true);
         let storage = match &settings.database_url {
             Some(url) => redact(url),
             None => settings.data_dir.display().to_string(),
         };
-        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, configs = n, %storage);
-        Ok(Brain { rest_addr, xds_addr, registry, cache, stop, tasks: vec![xds, rest] })
+        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, %grpc_api_addr, configs = n, %storage);
+        Ok(Brain { rest_addr, xds_addr, grpc_api_addr, registry, cache, stop, tasks: vec![xds, rest, grpc] })
     }
 
     /// Stops serving and waits for the servers to finish.

@@ -33,6 +33,9 @@ pub struct Cli {
     /// xDS (gRPC) listen address of the embedded edge [default: 0.0.0.0:18000].
     #[arg(long, env = "FLOTILLA_XDS_ADDR")]
     pub xds_addr: Option<SocketAddr>,
+    /// gRPC management API listen address [default: 0.0.0.0:18001].
+    #[arg(long, env = "FLOTILLA_GRPC_API_ADDR")]
+    pub grpc_api_addr: Option<SocketAddr>,
     /// Directory of the embedded store [default: ./flotilla-data].
     #[arg(long, env = "FLOTILLA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -67,6 +70,7 @@ pub struct FileConfig {
 pub struct FileServer {
     pub rest_addr: Option<SocketAddr>,
     pub xds_addr: Option<SocketAddr>,
+    pub grpc_api_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +93,7 @@ pub struct FileLogging {
 pub struct Settings {
     pub rest_addr: SocketAddr,
     pub xds_addr: SocketAddr,
+    pub grpc_api_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub db_pool_size: u32,
@@ -101,6 +106,7 @@ impl Default for Settings {
         Settings {
             rest_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             xds_addr: SocketAddr::from(([0, 0, 0, 0], 18000)),
+            grpc_api_addr: SocketAddr::from(([0, 0, 0, 0], 18001)),
             data_dir: PathBuf::from("./flotilla-data"),
             database_url: None,
             db_pool_size: 10,
@@ -136,6 +142,7 @@ impl Settings {
         Ok(Settings {
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
+            grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),
             data_dir: cli.data_dir.or(file.storage.data_dir).unwrap_or(d.data_dir),
             database_url: cli.database_url.or(file.storage.database_url),
             db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),

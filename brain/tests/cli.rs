@@ -17,6 +17,7 @@ async fn brain() -> (Brain, tempfile::TempDir) {
     let settings = Settings {
         rest_addr: "127.0.0.1:0".parse().unwrap(),
         xds_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_api_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         ..Settings::default()
     };

@@ -33,6 +33,7 @@ impl Brain {
                 "--xds-addr",
                 &format!("127.0.0.1:{}", free_port()),
             ])
+            .args(["--grpc-api-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

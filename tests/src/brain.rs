@@ -12,6 +12,7 @@ pub struct TestBrain {
     pub brain: Option<Brain>,
     pub base: String,
     pub xds_port: u16,
+    pub grpc_api_port: u16,
     pub http: Client,
     pub data_dir: tempfile::TempDir,
 }
@@ -28,14 +29,16 @@ impl TestBrain {
         let settings = Settings {
             rest_addr: "127.0.0.1:0".parse().expect("addr"),
             xds_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_api_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data_dir.path().to_path_buf(),
             ..Settings::default()
         };
         let brain = Brain::start(&settings).await.expect("brain starts");
         let base = format!("http://{}", brain.rest_addr);
         let xds_port = brain.xds_addr.port();
+        let grpc_api_port = brain.grpc_api_addr.port();
         let http = Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        TestBrain { brain: Some(brain), base, xds_port, http, data_dir }
+        TestBrain { brain: Some(brain), base, xds_port, grpc_api_port, http, data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {
