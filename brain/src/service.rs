@@ -435,7 +435,7 @@ impl ConfigService {
 }
 
 /// What a create-or-update would do (or did).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Planned {
     pub namespace: String,
@@ -452,7 +452,7 @@ pub struct Planned {
 }
 
 /// One Envoy resource added, updated or removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ResourceChange {
     #[serde(rename = "type")]
     pub kind: &'static str,

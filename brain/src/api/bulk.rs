@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::configs::{Validation, author, format_of, nonempty};
 use super::{ApiError, ApiState};
+use crate::model::ProxyConfig;
 use crate::parse::parse_bundle;
 use crate::service::{Planned, ServiceError};
 
@@ -22,7 +23,7 @@ pub struct BulkQuery {
     dry_run: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkResult {
     dry_run: bool,
@@ -52,6 +53,7 @@ async fn run_bulk(
 }
 
 /// Atomic create-or-update of every config in the body; not applied unless `?apply=true`.
+#[utoipa::path(post, path = "/api/v1/bulk", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), params(("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn bulk(
     State(st): State<ApiState>,
     Query(q): Query<BulkQuery>,
@@ -62,6 +64,7 @@ pub async fn bulk(
 }
 
 /// Like bulk, but applied unless `?apply=false`: restoring a backup makes it live.
+#[utoipa::path(post, path = "/api/v1/import", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), params(("apply" = Option<bool>, Query, description = "Default true"), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn import(
     State(st): State<ApiState>,
     Query(q): Query<BulkQuery>,
@@ -77,12 +80,14 @@ pub struct ExportQuery {
     namespace: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/export", tag = "bulk", params(("namespace" = Option<String>, Query)), responses((status = 200, description = "YAML bundle", content_type = "application/yaml", body = String)))]
 pub async fn export(State(st): State<ApiState>, Query(q): Query<ExportQuery>) -> Result<Response, ApiError> {
     let bundle = st.service.export(q.namespace).await?;
     Ok(([(header::CONTENT_TYPE, "application/yaml")], bundle).into_response())
 }
 
 /// Validates configs in the body (one or a bundle) without storing anything.
+#[utoipa::path(post, path = "/api/v1/validate", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), responses((status = 200, body = Validation), (status = 400, body = ApiError), (status = 415, body = ApiError)))]
 pub async fn validate(
     State(st): State<ApiState>,
     headers: HeaderMap,

@@ -13,11 +13,11 @@ use super::{ApiError, ApiState};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
 use crate::service::{Planned, ServiceError};
-use crate::store::{ConfigRecord, ListFilter};
+use crate::store::{ConfigRecord, ListFilter, Revision};
 use crate::validate::FieldError;
 
 /// A config as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigView {
     id: Uuid,
@@ -47,7 +47,7 @@ pub struct GetQuery {
 }
 
 /// How the proxies a config selects are doing with it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxiesStatus {
     connected: usize,
@@ -56,7 +56,7 @@ pub struct ProxiesStatus {
     nacking: Vec<NackingProxy>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NackingProxy {
     node_id: String,
@@ -163,7 +163,7 @@ pub struct RollbackQuery {
     apply: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     version: u64,
@@ -220,6 +220,7 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = Planned), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn create(
     State(st): State<ApiState>,
     Query(q): Query<WriteQuery>,
@@ -246,6 +247,7 @@ pub async fn create(
     Ok(respond(StatusCode::CREATED, rec))
 }
 
+#[utoipa::path(get, path = "/api/v1/configs", tag = "configs", params(("namespace" = Option<String>, Query), ("name" = Option<String>, Query)), responses((status = 200, body = Vec<ConfigView>)))]
 pub async fn list(
     State(st): State<ApiState>,
     Query(q): Query<ListQuery>,
@@ -259,6 +261,7 @@ async fn load(st: &ApiState, id: &str) -> Result<ConfigRecord, ApiError> {
     st.service.store().get(id).await?.ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("rendered" = Option<bool>, Query, description = "Include the config with its templates merged in")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError)))]
 pub async fn get_one(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -273,6 +276,7 @@ pub async fn get_one(
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
+#[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")), responses((status = 200, body = ConfigView), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn update(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -301,7 +305,7 @@ pub async fn update(
     Ok(respond(StatusCode::OK, rec))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     id: Uuid,
@@ -310,6 +314,7 @@ pub struct Deleted {
     pending: bool,
 }
 
+#[utoipa::path(delete, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Remove from proxies now")), responses((status = 200, body = Deleted), (status = 404, body = ApiError), (status = 422, description = "A template still extended by configs", body = ApiError)))]
 pub async fn delete(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -322,13 +327,14 @@ pub async fn delete(
     Ok(Json(Deleted { id, deleted: rec.is_none(), pending: rec.is_some() }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Validation {
     pub(super) valid: bool,
     pub(super) errors: Vec<FieldError>,
 }
 
 /// Validates the body (a candidate new version) if one is sent, else the stored latest revision.
+#[utoipa::path(post, path = "/api/v1/configs/{id}/validate", tag = "configs", request_body(description = "Optional candidate; the stored revision if empty", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path)), responses((status = 200, body = Validation), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn validate(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -345,6 +351,7 @@ pub async fn validate(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path)), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn apply(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -357,11 +364,13 @@ pub async fn apply(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/configs/{id}/history", tag = "configs", params(("id" = String, Path)), responses((status = 200, body = Vec<Revision>), (status = 404, body = ApiError)))]
 pub async fn history(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     Ok(Json(st.service.history(id).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/configs/{id}/rollback", tag = "configs", request_body(content = RollbackBody, content_type = "application/json"), params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Default true")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn rollback(
     State(st): State<ApiState>,
     Path(id): Path<String>,

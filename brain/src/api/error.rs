@@ -10,9 +10,11 @@ use crate::service::ServiceError;
 use crate::store::StoreError;
 use crate::validate::FieldError;
 
-#[derive(Debug, Serialize)]
+/// Every refusal.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -23,7 +25,7 @@ pub struct ApiError {
     pub location: Option<Box<Location>>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Location {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

@@ -4,6 +4,7 @@
 mod bulk;
 mod configs;
 mod error;
+mod openapi;
 mod ops;
 mod proxies;
 
@@ -17,6 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 pub use error::ApiError;
+pub use openapi::ApiDoc;
 
 use crate::service::ConfigService;
 
@@ -46,6 +48,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/validate", post(bulk::validate))
         .route("/api/v1/proxies", get(proxies::list))
         .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

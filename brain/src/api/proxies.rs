@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{ApiError, ApiState};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyView {
     node_id: String,
@@ -18,8 +18,11 @@ pub struct ProxyView {
     namespace: String,
     edges: Vec<String>,
     connected_at: Option<DateTime<Utc>>,
+    /// Per stream: service, protocol, edge, and per type last sent / ACKed version, pushes, last NACK.
+    #[schema(value_type = Vec<Object>)]
     streams: Vec<StreamStatus>,
     /// Last NACK per type, kept after the stream that carried it ended.
+    #[schema(value_type = Object)]
     last_nacks: BTreeMap<&'static str, NackInfo>,
 }
 
@@ -44,10 +47,12 @@ fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
     out
 }
 
+#[utoipa::path(get, path = "/api/v1/proxies", tag = "proxies", responses((status = 200, body = Vec<ProxyView>)))]
 pub async fn list(State(st): State<ApiState>) -> Json<Vec<ProxyView>> {
     Json(group(&st).into_values().collect())
 }
 
+#[utoipa::path(get, path = "/api/v1/proxies/{node_id}", tag = "proxies", params(("node_id" = String, Path)), responses((status = 200, body = ProxyView), (status = 404, body = ApiError)))]
 pub async fn get_one(
     State(st): State<ApiState>,
     Path(node_id): Path<String>,

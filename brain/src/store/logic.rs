@@ -149,13 +149,15 @@ pub(super) fn modify(
 }
 
 /// One difference between two revisions.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DiffEntry {
     /// JSON path, e.g. `spec.clusters[0].endpoints[1].port`.
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub from: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub to: Option<Value>,
 }
 

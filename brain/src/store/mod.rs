@@ -39,7 +39,7 @@ pub struct ConfigRecord {
 }
 
 /// One immutable revision of a config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Revision {
     pub version: u64,
