@@ -46,6 +46,52 @@ pub struct ProxySpec {
     pub routes: Vec<RouteConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<Cluster>,
+    /// TLS material, served to proxies over SDS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+}
+
+// === TLS ===
+
+/// A TLS certificate (chain + key), a CA bundle to validate peers with, or both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secret {
+    pub name: String,
+    /// PEM: the certificate first, then any intermediates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<String>,
+    /// PEM private key matching the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// PEM CA certificate(s): validates peers, and the chain of `certificateChain` if both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<String>,
+}
+
+/// TLS on a listener (every filter chain).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Secret holding the server certificate and key.
+    pub secret: String,
+    /// Secret holding a CA: clients must present a certificate it signed (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<String>,
+}
+
+/// TLS from Envoy to a cluster's endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Secret holding the CA that must have signed the upstream's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+    /// Secret holding a client certificate and key (mTLS to the upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
 }
 
 // === listeners ===
@@ -60,6 +106,8 @@ pub struct Listener {
     pub port: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filter_chains: Vec<FilterChain>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 fn default_listen_address() -> String {
@@ -194,6 +242,8 @@ pub struct Cluster {
     pub health_checks: Vec<HealthCheck>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -39,6 +39,7 @@ fn merge(into: &mut ProxySpec, from: &ProxySpec) {
     merge_by_name(&mut into.listeners, &from.listeners, |l| &l.name);
     merge_by_name(&mut into.routes, &from.routes, |r| &r.name);
     merge_by_name(&mut into.clusters, &from.clusters, |c| &c.name);
+    merge_by_name(&mut into.secrets, &from.secrets, |s| &s.name);
 }
 
 fn render_spec(

@@ -63,8 +63,10 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
             ..Default::default()
         });
     }
+    let transport_socket = c.tls.as_ref().map(|t| super::tls::upstream(t, &mut refs));
     let mut cl = Cluster {
         name: c.name.clone(),
+        transport_socket,
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
         lb_policy: lb_policy as i32,
         connect_timeout: Some(connect_timeout),

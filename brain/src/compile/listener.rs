@@ -49,7 +49,8 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
                 config_type: Some(filter::ConfigType::TypedConfig(typed)),
             });
         }
-        chains.push(FilterChain { filters, ..Default::default() });
+        let transport_socket = l.tls.as_ref().map(|t| super::tls::downstream(t, &mut refs));
+        chains.push(FilterChain { filters, transport_socket, ..Default::default() });
     }
     let listener = Listener {
         name: l.name.clone(),

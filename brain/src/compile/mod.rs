@@ -7,6 +7,7 @@
 mod cluster;
 mod listener;
 mod route;
+mod tls;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -41,6 +42,9 @@ pub fn compile(cfg: &ProxyConfig) -> Result<Snapshot, CompileError> {
     }
     for (i, c) in cfg.spec.clusters.iter().enumerate() {
         out.extend(cluster::compile(c, &format!("spec.clusters[{i}]"))?);
+    }
+    for (i, s) in cfg.spec.secrets.iter().enumerate() {
+        out.push(tls::compile_secret(s, &format!("spec.secrets[{i}]"))?);
     }
     Ok(Snapshot::build(out)?)
 }

@@ -7,7 +7,8 @@
 //!   cluster *and* its endpoints (an EDS cluster is warming, i.e. unusable, until then).
 //! - O2: a cluster still referenced by a listener or route the client holds is not removed yet;
 //!   it stays in the push (at the version the client has) until the references are gone. So do
-//!   the endpoints of a cluster the client still holds.
+//!   the endpoints of a cluster the client still holds, and a secret a held listener or cluster
+//!   uses.
 //!
 //! Per-type streams cannot be ordered against each other and skip all of this. No I/O.
 
@@ -80,6 +81,7 @@ pub fn must_defer_removal(kind: ResourceType, name: &str, views: &Views<'_>) -> 
     let users: &[ResourceType] = match kind {
         ResourceType::Cluster => &[ResourceType::Listener, ResourceType::Route],
         ResourceType::Endpoint => &[ResourceType::Cluster],
+        ResourceType::Secret => &[ResourceType::Listener, ResourceType::Cluster],
         _ => return false,
     };
     let target = ResourceRef { kind, name: name.to_string() };

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::model::*;
 
+mod tls;
+
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -75,6 +77,10 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
         unique_names(&mut errs, "spec.clusters", spec.clusters.iter().map(|c| c.name.as_str()));
         unique_names(&mut errs, "spec.routes", spec.routes.iter().map(|r| r.name.as_str()));
         unique_names(&mut errs, "spec.listeners", spec.listeners.iter().map(|l| l.name.as_str()));
+        unique_names(&mut errs, "spec.secrets", spec.secrets.iter().map(|s| s.name.as_str()));
+        for (i, s) in spec.secrets.iter().enumerate() {
+            tls::check_secret(&mut errs, &format!("spec.secrets[{i}]"), s);
+        }
         return errs.0;
     }
     let spec = &cfg.spec;
@@ -158,7 +164,46 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
     for (i, c) in spec.clusters.iter().enumerate() {
         check_cluster(&mut errs, &format!("spec.clusters[{i}]"), c);
     }
+    check_tls(&mut errs, cfg);
     errs.0
+}
+
+/// Secrets are sound, and listeners and clusters name secrets of the right kind.
+fn check_tls(errs: &mut Errors, cfg: &ProxyConfig) {
+    let spec = &cfg.spec;
+    unique_names(errs, "spec.secrets", spec.secrets.iter().map(|s| s.name.as_str()));
+    for (i, s) in spec.secrets.iter().enumerate() {
+        tls::check_secret(errs, &format!("spec.secrets[{i}]"), s);
+    }
+    let find = |name: &str| spec.secrets.iter().find(|s| s.name == name);
+    let mut need = |path: String, name: &str, cert: bool| match find(name) {
+        None => errs.add(path, name, format!("secret {name:?} does not exist in spec.secrets")),
+        Some(s) if cert && s.certificate_chain.is_none() => {
+            errs.add(path, name, format!("secret {name:?} has no certificateChain/privateKey"))
+        }
+        Some(s) if !cert && s.trusted_ca.is_none() => {
+            errs.add(path, name, format!("secret {name:?} has no trustedCa"))
+        }
+        Some(_) => {}
+    };
+    for (i, l) in spec.listeners.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            need(format!("spec.listeners[{i}].tls.secret"), &t.secret, true);
+            if let Some(v) = &t.client_validation {
+                need(format!("spec.listeners[{i}].tls.clientValidation"), v, false);
+            }
+        }
+    }
+    for (i, c) in spec.clusters.iter().enumerate() {
+        if let Some(t) = &c.tls {
+            if let Some(v) = &t.validation {
+                need(format!("spec.clusters[{i}].tls.validation"), v, false);
+            }
+            if let Some(v) = &t.client_certificate {
+                need(format!("spec.clusters[{i}].tls.clientCertificate"), v, true);
+            }
+        }
+    }
 }
 
 fn unique_names<'a>(errs: &mut Errors, path: &str, names: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
@@ -353,7 +398,7 @@ mod tests {
     use super::*;
     use crate::parse::{Format, parse_config};
 
-    pub const EXAMPLE: &str = include_str!("../../docs/examples/example-service.yaml");
+    pub const EXAMPLE: &str = include_str!("../../../docs/examples/example-service.yaml");
 
     fn example() -> ProxyConfig {
         parse_config(EXAMPLE.as_bytes(), Format::Yaml).unwrap()
