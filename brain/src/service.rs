@@ -292,6 +292,43 @@ impl ConfigService {
         Ok(out)
     }
 
+    /// What applying the latest revision of `id` (or its pending deletion) would change on proxies.
+    pub async fn plan_apply(&self, id: Uuid) -> Result<Planned, ServiceError> {
+        let rec = self.store.get(id).await?.ok_or(StoreError::NotFound(id))?;
+        let templates = self.templates().await?;
+        let compiled = |c: &ProxyConfig| -> Result<Snapshot, ServiceError> {
+            if c.is_template() {
+                return Ok(Snapshot::default());
+            }
+            check(&render(c, &templates).map_err(ServiceError::Invalid)?)
+        };
+        let live = match &rec.applied_config {
+            Some(c) => compiled(c).unwrap_or_default(),
+            None => Snapshot::default(),
+        };
+        let next = if rec.pending_delete { Snapshot::default() } else { compiled(&rec.config)? };
+        let to_value = |c: &ProxyConfig| serde_json::to_value(c).unwrap_or_default();
+        let config_diff = match &rec.applied_config {
+            Some(a) => diff(&to_value(a), &to_value(&rec.config)),
+            None => Vec::new(),
+        };
+        let action = match (rec.pending_delete, rec.applied_version) {
+            (true, _) => "delete",
+            (false, Some(v)) if v == rec.version => "unchanged",
+            (false, Some(_)) => "update",
+            (false, None) => "create",
+        };
+        Ok(Planned {
+            namespace: rec.namespace,
+            name: rec.name,
+            id: Some(rec.id),
+            version: Some(rec.version),
+            action,
+            diff: config_diff,
+            changes: resource_changes(&live, &next),
+        })
+    }
+
     /// Create-or-update of many configs in one atomic write (all or nothing).
     pub async fn bulk(
         &self,

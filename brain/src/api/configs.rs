@@ -151,6 +151,13 @@ fn dry_run(planned: Planned) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
@@ -351,13 +358,17 @@ pub async fn validate(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path)), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn apply(
     State(st): State<ApiState>,
     Path(id): Path<String>,
+    Query(q): Query<ApplyQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    if q.dry_run {
+        return Ok(dry_run(st.service.plan_apply(id).await?));
+    }
     match st.service.apply(id, &author(&headers)).await? {
         Some(rec) => Ok(respond(StatusCode::OK, rec)),
         None => Ok(Json(Deleted { id, deleted: true, pending: false }).into_response()),
