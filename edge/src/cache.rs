@@ -159,6 +159,11 @@ impl Cache {
         self.groups.get(target).map(|tx| tx.borrow().clone())
     }
 
+    /// Drops a group no stream on this edge needs any more.
+    pub fn forget(&self, target: &Target) {
+        self.groups.remove(target);
+    }
+
     /// Groups known to this cache.
     pub fn targets(&self) -> Vec<Target> {
         self.groups.iter().map(|e| e.key().clone()).collect()

@@ -4,8 +4,11 @@
 //! proxies connected to it ([`registry`]). It does not compile configs or store anything durable:
 //! snapshots arrive through [`cache::Cache::set`] (from the embedded brain, or from NATS).
 
+pub mod app;
 pub mod cache;
 pub mod encode;
 pub mod node;
 pub mod registry;
+pub mod source;
+pub mod sync;
 pub mod xds;

@@ -1,6 +1,56 @@
-fn main() {
-    eprintln!(
-        "flotilla-edge: the distributed edge needs --nats-url, which is not implemented yet; run flotilla-brain (embedded edge) instead"
-    );
-    std::process::exit(2);
+//! `flotilla-edge`: a stateless xDS edge. It serves Envoys from proxy-group state in NATS
+//! JetStream (written by `flotilla-brain --nats-url`), loading only the groups of the proxies
+//! connected to it.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Parser;
+use flotilla_edge::app::{Edge, EdgeSettings};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-edge", version, about = "Flotilla xDS edge (serves Envoys from NATS JetStream)")]
+struct Cli {
+    /// NATS server with JetStream, e.g. nats://127.0.0.1:4222.
+    #[arg(long, env = "FLOTILLA_NATS_URL")]
+    nats_url: String,
+    /// xDS (gRPC) listen address.
+    #[arg(long, env = "FLOTILLA_XDS_ADDR", default_value = "0.0.0.0:18000")]
+    xds_addr: SocketAddr,
+    /// JetStream KV bucket holding group states (must match the brain's).
+    #[arg(long, env = "FLOTILLA_NATS_BUCKET", default_value = flotilla_shared::subject::STATE_BUCKET)]
+    nats_bucket: String,
+    /// Name of this edge in status reports [default: hostname-pid].
+    #[arg(long, env = "FLOTILLA_EDGE_NAME")]
+    name: Option<String>,
+    #[arg(long, env = "FLOTILLA_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "FLOTILLA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
+    let settings = EdgeSettings {
+        nats_url: cli.nats_url,
+        xds_addr: cli.xds_addr,
+        bucket: cli.nats_bucket,
+        name: cli.name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+    };
+    let edge = Edge::start(&settings).await?;
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    edge.shutdown().await;
+    Ok(())
 }

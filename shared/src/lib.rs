@@ -2,12 +2,15 @@
 //!
 //! This crate owns the vocabulary both sides agree on: the closed set of xDS resource types and
 //! their make-before-break order ([`resource`]), compiled resources with content-derived versions
-//! and the snapshot consistency check ([`snapshot`]), and how a proxy is mapped to the config that
-//! selects it ([`target`]). It does no I/O and knows nothing of gRPC, HTTP or storage.
+//! and the snapshot consistency check ([`snapshot`]), how a proxy is mapped to the config that
+//! selects it ([`target`]), the versioned envelope on NATS ([`wire`]) and NATS names
+//! ([`subject`]). It does no I/O and knows nothing of gRPC, HTTP or storage.
 
 pub mod resource;
 pub mod snapshot;
+pub mod subject;
 pub mod target;
+pub mod wire;
 
 pub use resource::ResourceType;
 pub use snapshot::{Resource, ResourceRef, Snapshot, SnapshotError};

@@ -25,14 +25,20 @@ impl TestBrain {
 
     /// Starts a brain on an existing data directory (restarts keep state).
     pub async fn start_in(data_dir: tempfile::TempDir) -> TestBrain {
+        TestBrain::start_custom(data_dir, |_| {}).await
+    }
+
+    /// Starts a brain with settings adjusted by `adjust` (e.g. NATS).
+    pub async fn start_custom(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> TestBrain {
         crate::init_tracing();
-        let settings = Settings {
+        let mut settings = Settings {
             rest_addr: "127.0.0.1:0".parse().expect("addr"),
             xds_addr: "127.0.0.1:0".parse().expect("addr"),
             grpc_api_addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir: data_dir.path().to_path_buf(),
             ..Settings::default()
         };
+        adjust(&mut settings);
         let brain = Brain::start(&settings).await.expect("brain starts");
         let base = format!("http://{}", brain.rest_addr);
         let xds_port = brain.xds_addr.port();

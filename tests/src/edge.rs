@@ -26,7 +26,13 @@ impl TestEdge {
         let (ready_tx, ready_rx) = watch::channel(ready);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let ctx = XdsContext { cache: cache.clone(), registry: registry.clone(), config, ready: ready_rx };
+        let ctx = XdsContext {
+            cache: cache.clone(),
+            registry: registry.clone(),
+            config,
+            ready: ready_rx,
+            source: None,
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = serve(ctx, listener, async move {

@@ -10,6 +10,7 @@ pub mod brain;
 pub mod edge;
 pub mod envoy;
 pub mod garbage;
+pub mod nats;
 pub mod xds_client;
 
 use std::future::Future;

@@ -52,6 +52,8 @@ pub struct XdsContext {
     pub config: XdsConfig,
     /// False until the cache holds a complete state (R4): streams wait before serving.
     pub ready: watch::Receiver<bool>,
+    /// For edges that load groups on demand (NATS): streams wait until their group is loaded.
+    pub source: Option<Arc<dyn crate::source::GroupSource>>,
 }
 
 // === the stream loop ===
@@ -170,6 +172,16 @@ async fn run<P: Proto>(
         if ready.wait_for(|r| *r).await.is_err() {
             return;
         }
+        let _interest = match &ctx.source {
+            Some(source) => match source.clone().ensure(&target).await {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                    return;
+                }
+            },
+            None => None,
+        };
         let guard = ctx.registry.register(&node.id, &target, service, P::NAME);
         let mut snapshots = ctx.cache.subscribe(&target);
         let mut snap = snapshots.borrow_and_update().clone();

@@ -1,0 +1,107 @@
+//! Starting a standalone edge: connect to NATS, open the state bucket, serve xDS with groups
+//! loaded on demand from JetStream. Used by `flotilla-edge` and by the tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::Cache;
+use crate::registry::Registry;
+use crate::sync::NatsSource;
+use crate::xds::server::{XdsConfig, XdsContext, serve};
+
+/// Settings of a standalone edge.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub nats_url: String,
+    pub xds_addr: SocketAddr,
+    pub bucket: String,
+    pub name: String,
+}
+
+/// Opens the group-state bucket, creating it (latest value per key) if the brain has not yet.
+///
+/// The bucket's stream is created directly (what `create_key_value` would create) because
+/// async-nats' `create_key_value` first queries account info in a shape that JetStream servers
+/// before 2.10 (Debian's 2.9) do not answer.
+pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+    if let Ok(kv) = js.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .with_context(|| format!("cannot create the JetStream stream of KV bucket {bucket:?}"))?;
+    js.get_key_value(bucket).await.with_context(|| format!("cannot open the JetStream KV bucket {bucket:?}"))
+}
+
+/// Connects to NATS, retrying until it answers (the edge must come up even if NATS is late).
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))
+}
+
+/// A running edge.
+pub struct Edge {
+    pub xds_addr: SocketAddr,
+    pub registry: Registry,
+    pub source: Arc<NatsSource>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Edge {
+    pub async fn start(s: &EdgeSettings) -> anyhow::Result<Edge> {
+        let client = connect(&s.nats_url, &s.name).await?;
+        let kv = open_bucket(&jetstream::new(client), &s.bucket).await?;
+        let cache = Cache::new();
+        let registry = Registry::new(s.name.clone());
+        let source = Arc::new(NatsSource::new(kv, cache.clone()));
+        let listener = tokio::net::TcpListener::bind(s.xds_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for xDS", s.xds_addr))?;
+        let xds_addr = listener.local_addr()?;
+        let (_ready_tx, ready) = watch::channel(true);
+        let ctx = XdsContext {
+            cache,
+            registry: registry.clone(),
+            config: XdsConfig::default(),
+            ready,
+            source: Some(source.clone()),
+        };
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = serve(ctx, listener, shutdown).await {
+                tracing::error!(message = "xDS server failed", error = %e);
+            }
+        });
+        tracing::info!(message = "flotilla-edge ready", %xds_addr, nats = %s.nats_url, bucket = %s.bucket, edge = %s.name);
+        Ok(Edge { xds_addr, registry, source, stop, task })
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}

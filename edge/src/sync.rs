@@ -1,0 +1,149 @@
+//! NATS JetStream → cache. Each proxy group's full state lives in a JetStream KV bucket (one key
+//! per group, latest value kept), so an edge that starts while the brain is down still serves
+//! everything. An edge watches only the groups its proxies belong to, and only while they are
+//! connected. On any watch failure (NATS restart, lost connection) it resyncs the group from the
+//! bucket without touching its Envoy streams; the cache only wakes streams if content changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use flotilla_shared::subject::state_key;
+use flotilla_shared::wire::GroupState;
+use flotilla_shared::{Snapshot, Target};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cache::Cache;
+use crate::source::{GroupSource, Interest, SourceError};
+
+#[derive(Debug)]
+struct Group {
+    interests: usize,
+    loaded: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Loads groups from a JetStream KV bucket on demand.
+#[derive(Debug)]
+pub struct NatsSource {
+    kv: kv::Store,
+    cache: Cache,
+    groups: Mutex<HashMap<Target, Group>>,
+    /// How long a stream waits for its group's state before giving up (Envoy retries).
+    pub load_timeout: Duration,
+}
+
+impl NatsSource {
+    pub fn new(kv: kv::Store, cache: Cache) -> NatsSource {
+        NatsSource { kv, cache, groups: Mutex::new(HashMap::new()), load_timeout: Duration::from_secs(30) }
+    }
+
+    /// Groups this edge currently watches.
+    pub fn watched(&self) -> usize {
+        self.groups.lock().map(|g| g.len()).unwrap_or(0)
+    }
+}
+
+fn apply(cache: &Cache, target: &Target, value: &[u8]) {
+    let state = match GroupState::decode(value).and_then(|s| s.snapshot().map(|snap| (s, snap))) {
+        Ok((s, snap)) if s.target == *target => snap,
+        Ok((s, _)) => {
+            metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "wrong_target").increment(1);
+            tracing::error!(message = "envelope for another group under this key; ignored", key_group = %target, envelope_group = %s.target);
+            return;
+        }
+        Err(e) => {
+            metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "decode").increment(1);
+            tracing::error!(message = "refused an envelope; proxies keep the last good state", group = %target, error = %e);
+            return;
+        }
+    };
+    cache.set(target, &state);
+}
+
+/// Keeps one group's cache entry equal to its KV value, forever (until aborted).
+async fn watch_group(kv: kv::Store, cache: Cache, target: Target, loaded: watch::Sender<bool>) {
+    let key = state_key(&target);
+    loop {
+        // Resync: the current value (or its absence), then every change after it.
+        let revision = match kv.entry(&key).await {
+            Ok(Some(e)) if e.operation == Operation::Put => {
+                apply(&cache, &target, &e.value);
+                e.revision
+            }
+            Ok(Some(e)) => {
+                cache.set(&target, &Snapshot::default());
+                e.revision
+            }
+            Ok(None) => {
+                cache.set(&target, &Snapshot::default());
+                0
+            }
+            Err(e) => {
+                tracing::warn!(message = "cannot read group state from JetStream; retrying", group = %target, error = %e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loaded.send_replace(true);
+        let mut updates = match kv.watch_from_revision(&key, revision + 1).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(message = "cannot watch group state; retrying", group = %target, error = %e);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(update) = updates.next().await {
+            match update {
+                Ok(e) if e.operation == Operation::Put => apply(&cache, &target, &e.value),
+                Ok(_) => cache.set(&target, &Snapshot::default()),
+                Err(e) => {
+                    tracing::warn!(message = "group watch failed; resyncing", group = %target, error = %e);
+                    break;
+                }
+            }
+        }
+        metrics::counter!("flotilla_edge_resyncs_total").increment(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl GroupSource for NatsSource {
+    async fn ensure(self: Arc<Self>, target: &Target) -> Result<Interest, SourceError> {
+        let mut loaded = {
+            let mut groups =
+                self.groups.lock().map_err(|e| SourceError::Unavailable(target.clone(), e.to_string()))?;
+            let group = groups.entry(target.clone()).or_insert_with(|| {
+                let (tx, rx) = watch::channel(false);
+                let task = tokio::spawn(watch_group(self.kv.clone(), self.cache.clone(), target.clone(), tx));
+                metrics::gauge!("flotilla_edge_watched_groups").increment(1.0);
+                Group { interests: 0, loaded: rx, task }
+            });
+            group.interests += 1;
+            group.loaded.clone()
+        };
+        let interest = Interest::new(self.clone(), target.clone());
+        match tokio::time::timeout(self.load_timeout, loaded.wait_for(|l| *l)).await {
+            Ok(Ok(_)) => Ok(interest),
+            _ => Err(SourceError::Unavailable(target.clone(), "JetStream did not answer in time".into())),
+        }
+    }
+
+    fn release(&self, target: &Target) {
+        let Ok(mut groups) = self.groups.lock() else { return };
+        if let Some(g) = groups.get_mut(target) {
+            g.interests = g.interests.saturating_sub(1);
+            if g.interests == 0 {
+                g.task.abort();
+                groups.remove(target);
+                self.cache.forget(target);
+                metrics::gauge!("flotilla_edge_watched_groups").decrement(1.0);
+            }
+        }
+    }
+}

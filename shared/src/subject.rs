@@ -1,0 +1,48 @@
+//! Names on NATS: the JetStream KV bucket holding each proxy group's current state, its keys,
+//! and the subjects edges report proxy status on.
+
+use crate::Target;
+
+/// Default KV bucket of group states.
+pub const STATE_BUCKET: &str = "flotilla_state";
+
+/// Subject prefix of edge status reports (`flotilla.v1.edges.<edge>.status`).
+pub const EDGE_STATUS_PREFIX: &str = "flotilla.v1.edges";
+
+/// KV key of a group: `<namespace>.<name>`, each part restricted to KV-safe characters
+/// (`[A-Za-z0-9_-]`, anything else `_`-escaped as `_xx` hex).
+pub fn state_key(target: &Target) -> String {
+    format!("{}.{}", escape(&target.namespace), escape(&target.name))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' => out.push(b as char),
+            _ => out.push_str(&format!("_{b:02x}")),
+        }
+    }
+    out
+}
+
+/// Subject an edge publishes its proxies' status on.
+pub fn edge_status(edge: &str) -> String {
+    format!("{EDGE_STATUS_PREFIX}.{}.status", escape(edge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_kv_safe_and_distinct() {
+        assert_eq!(state_key(&Target::new("prod", "svc-a")), "prod.svc-a");
+        assert_ne!(state_key(&Target::new("a.b", "c")), state_key(&Target::new("a", "b.c")));
+        assert!(
+            state_key(&Target::new("x y", "z*"))
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        );
+    }
+}

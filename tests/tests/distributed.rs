@@ -1,0 +1,129 @@
+//! The distributed shape with real NATS JetStream (a private nats-server per test), real Envoy
+//! and several components on loopback: the brain publishes group states to JetStream, stateless
+//! edges serve Envoys from it.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use flotilla_edge::app::{Edge, EdgeSettings};
+use flotilla_shared::ResourceType;
+use flotilla_tests::backend::Backend;
+use flotilla_tests::brain::{TestBrain, example_config};
+use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::nats::NatsServer;
+use flotilla_tests::xds_client::{Delta, Got, Service, node};
+use flotilla_tests::{free_port, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(20);
+
+async fn brain(nats: &NatsServer, dir: tempfile::TempDir) -> TestBrain {
+    let url = nats.url();
+    TestBrain::start_custom(dir, move |s| {
+        s.nats_url = Some(url);
+        s.embedded_edge = false;
+    })
+    .await
+}
+
+async fn edge(nats: &NatsServer, name: &str) -> Edge {
+    let settings = EdgeSettings {
+        nats_url: nats.url(),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
+        name: name.into(),
+    };
+    Edge::start(&settings).await.unwrap()
+}
+
+async fn serves(port: u16, want: &str) -> Option<()> {
+    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
+}
+
+/// Failure test 2: with the brain down, a newly started edge serves its Envoys from JetStream;
+/// changes resume when the brain returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_serves_from_jetstream_while_the_brain_is_down() {
+    let nats = NatsServer::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let port = free_port();
+    let mut brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    brain.stop().await;
+
+    let edge = edge(&nats, "edge-a").await;
+    let envoy =
+        Envoy::start(edge.xds_addr.port(), "dist-envoy", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy served from JetStream with the brain down", CONVERGE, || serves(port, "backend 1")).await;
+    assert_eq!(edge.source.watched(), 1, "the edge watches only its proxies' group");
+
+    let dir = std::mem::replace(&mut brain.data_dir, tempfile::tempdir().unwrap());
+    let brain = self::brain(&nats, dir).await;
+    let r =
+        brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b2.addr])).await;
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("the change after the brain came back", CONVERGE, || serves(port, "backend 2")).await;
+
+    // Interest-based: when its last proxy leaves, the edge stops watching the group.
+    drop(envoy);
+    wait_for("the edge to drop the group", CONVERGE, || async { (edge.source.watched() == 0).then_some(()) })
+        .await;
+}
+
+/// Failure test 4: restarting the brain with nothing changed pushes nothing to proxies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brain_restart_pushes_nothing() {
+    let nats = NatsServer::start().await;
+    let mut brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let r = brain
+        .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
+        .await;
+    assert_eq!(r.status().as_u16(), 201);
+    let edge = edge(&nats, "edge-b").await;
+    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node("steady", "example-service", "production")),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await;
+    let first = c.recv().await.msg();
+    assert_eq!(first.resources.len(), 1);
+    c.ack(&first).await;
+
+    brain.stop().await;
+    let dir = std::mem::replace(&mut brain.data_dir, tempfile::tempdir().unwrap());
+    let _brain = self::brain(&nats, dir).await;
+    assert!(
+        matches!(c.quiet_for(Duration::from_millis(1500)).await, Got::Nothing),
+        "a brain restart pushed to a proxy"
+    );
+}
+
+/// Failure test 3: NATS restarts; edge and brain reconnect by themselves and a change made right
+/// after is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_is_survived() {
+    let mut nats = NatsServer::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let port = free_port();
+    let brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let edge = edge(&nats, "edge-c").await;
+    let _envoy =
+        Envoy::start(edge.xds_addr.port(), "nats-restart", "example-service", "production", ApiType::Grpc);
+    wait_for("Envoy served before the restart", CONVERGE, || serves(port, "backend 1")).await;
+
+    nats.restart().await;
+    let r =
+        brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b2.addr])).await;
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("the change made right after the NATS restart", Duration::from_secs(30), || {
+        serves(port, "backend 2")
+    })
+    .await;
+}
