@@ -101,12 +101,14 @@ impl Brain {
             };
         let cache = Cache::new();
         let registry = Registry::new("embedded");
+        let fleet = crate::fleet::Fleet::new(registry.clone());
         let mut buses: Vec<Box<dyn Bus>> = Vec::new();
         if settings.embedded_edge {
             buses.push(Box::new(EmbeddedBus::new(cache.clone())));
         }
         if let Some(url) = &settings.nats_url {
             let client = flotilla_edge::app::connect(url, "flotilla-brain").await?;
+            fleet.listen(client.clone());
             let kv =
                 flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), &settings.nats_bucket)
                     .await?;
@@ -148,7 +150,7 @@ impl Brain {
                 }
             }
         });
-        let app = router(ApiState { service: service.clone(), registry: registry.clone(), metrics, ready });
+        let app = router(ApiState { service: service.clone(), registry: fleet.clone(), metrics, ready });
         let rest = tokio::spawn({
             let stopped = stopped.clone();
             async move {
@@ -162,7 +164,7 @@ impl Brain {
 
         let grpc = tokio::spawn({
             let stopped = stopped.clone();
-            let api = GrpcApi::new(service.clone(), registry.clone());
+            let api = GrpcApi::new(service.clone(), fleet.clone());
             async move {
                 if let Err(e) = serve_grpc_api(api, grpc_listener, shutdown(stopped)).await {
                     tracing::error!(message = "gRPC API server failed", error = %e);

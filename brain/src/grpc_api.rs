@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use flotilla_edge::registry::Registry;
+use crate::fleet::Fleet;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::control_plane_service_server::ControlPlaneService;
 use tonic::{Code, Request, Response, Status};
@@ -19,11 +19,11 @@ use crate::store::{ConfigRecord, ListFilter, StoreError};
 
 pub struct GrpcApi {
     service: Arc<ConfigService>,
-    registry: Registry,
+    registry: Fleet,
 }
 
 impl GrpcApi {
-    pub fn new(service: Arc<ConfigService>, registry: Registry) -> GrpcApi {
+    pub fn new(service: Arc<ConfigService>, registry: Fleet) -> GrpcApi {
         GrpcApi { service, registry }
     }
 }

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod compile;
+pub mod fleet;
 pub mod grpc_api;
 pub mod model;
 pub mod parse;

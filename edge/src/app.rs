@@ -59,6 +59,37 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
         .with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
+/// What an edge reports about its proxies, every [`STATUS_INTERVAL`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EdgeReport {
+    pub edge: String,
+    pub streams: Vec<crate::registry::StreamStatus>,
+}
+
+/// How often an edge reports; the brain forgets an edge silent for three intervals.
+pub const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Publishes this edge's streams to the brain until stopped, then an empty report.
+async fn report_status(client: async_nats::Client, registry: Registry, mut stop: watch::Receiver<bool>) {
+    let subject = flotilla_shared::subject::edge_status(registry.edge());
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let streams = if stopping { Vec::new() } else { registry.streams() };
+        let report = EdgeReport { edge: registry.edge().to_string(), streams };
+        if let Ok(body) = serde_json::to_vec(&report) {
+            let _ = client.publish(subject.clone(), body.into()).await;
+        }
+        if stopping {
+            let _ = client.flush().await;
+            return;
+        }
+    }
+}
+
 /// A running edge.
 pub struct Edge {
     pub xds_addr: SocketAddr,
@@ -71,7 +102,7 @@ pub struct Edge {
 impl Edge {
     pub async fn start(s: &EdgeSettings) -> anyhow::Result<Edge> {
         let client = connect(&s.nats_url, &s.name).await?;
-        let kv = open_bucket(&jetstream::new(client), &s.bucket).await?;
+        let kv = open_bucket(&jetstream::new(client.clone()), &s.bucket).await?;
         let cache = Cache::new();
         let registry = Registry::new(s.name.clone());
         let source = Arc::new(NatsSource::new(kv, cache.clone()));
@@ -88,6 +119,7 @@ impl Edge {
             source: Some(source.clone()),
         };
         let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(report_status(client.clone(), registry.clone(), stop.subscribe()));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -3,6 +3,7 @@
 //! path); an entry is removed when its stream ends (S4). The last NACK per node and type outlives
 //! the stream, so `GET /api/v1/proxies/{node}` can still say why a proxy rejected a config.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use flotilla_shared::{ResourceType, Target};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A rejected push, as the proxy reported it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct NackInfo {
     pub version: String,
@@ -23,7 +24,7 @@ pub struct NackInfo {
 }
 
 /// Per-type state of one stream.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeStatus {
     pub last_sent_version: Option<String>,
@@ -35,7 +36,7 @@ pub struct TypeStatus {
 }
 
 /// One connected xDS stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamStatus {
     pub stream_id: u64,
@@ -45,10 +46,10 @@ pub struct StreamStatus {
     /// "ads" or the per-type service ("cds", "lds", ...).
     pub service: String,
     /// "sotw" or "delta".
-    pub protocol: &'static str,
+    pub protocol: Cow<'static, str>,
     pub edge: String,
     pub connected_at: DateTime<Utc>,
-    pub types: BTreeMap<&'static str, TypeStatus>,
+    pub types: BTreeMap<Cow<'static, str>, TypeStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +88,7 @@ impl Registry {
                 cluster: target.name.clone(),
                 namespace: target.namespace.clone(),
                 service,
-                protocol,
+                protocol: Cow::Borrowed(protocol),
                 edge: self.inner.edge.clone(),
                 connected_at: Utc::now(),
                 types: BTreeMap::new(),
@@ -102,6 +103,11 @@ impl Registry {
         let mut v: Vec<StreamStatus> = self.inner.streams.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|s| s.stream_id);
         v
+    }
+
+    /// This edge's name.
+    pub fn edge(&self) -> &str {
+        &self.inner.edge
     }
 
     /// The last NACK per type for a node, kept after its streams end.
@@ -127,7 +133,7 @@ pub struct StreamGuard {
 impl StreamGuard {
     fn with_type(&self, kind: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(mut s) = self.registry.inner.streams.get_mut(&self.id) {
-            f(s.types.entry(kind.short_name()).or_default());
+            f(s.types.entry(Cow::Borrowed(kind.short_name())).or_default());
         }
     }
 

@@ -67,6 +67,15 @@ async fn edge_serves_from_jetstream_while_the_brain_is_down() {
     assert_eq!(r.status().as_u16(), 200);
     wait_for("the change after the brain came back", CONVERGE, || serves(port, "backend 2")).await;
 
+    // The brain's fleet view shows the proxy, on the edge that holds it, synced.
+    let proxy = wait_for("the edge's report to reach the brain", CONVERGE, || async {
+        let (status, v) = brain.get_json("/api/v1/proxies/dist-envoy").await;
+        (status == 200).then_some(v)
+    })
+    .await;
+    assert_eq!(proxy["edges"], serde_json::json!(["edge-a"]), "{proxy}");
+    assert_eq!(proxy["namespace"], "production");
+
     // Interest-based: when its last proxy leaves, the edge stops watching the group.
     drop(envoy);
     wait_for("the edge to drop the group", CONVERGE, || async { (edge.source.watched() == 0).then_some(()) })

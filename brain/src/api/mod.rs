@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use flotilla_edge::registry::Registry;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
@@ -26,7 +25,7 @@ use crate::service::ConfigService;
 #[derive(Clone)]
 pub struct ApiState {
     pub service: Arc<ConfigService>,
-    pub registry: Registry,
+    pub registry: crate::fleet::Fleet,
     pub metrics: Option<PrometheusHandle>,
     pub ready: watch::Receiver<bool>,
 }

@@ -23,7 +23,7 @@ pub struct ProxyView {
     streams: Vec<StreamStatus>,
     /// Last NACK per type, kept after the stream that carried it ended.
     #[schema(value_type = Object)]
-    last_nacks: BTreeMap<&'static str, NackInfo>,
+    last_nacks: BTreeMap<std::borrow::Cow<'static, str>, NackInfo>,
 }
 
 fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
