@@ -136,3 +136,46 @@ async fn nats_restart_is_survived() {
     })
     .await;
 }
+
+/// Failure test 5: a config flipped 100 times quickly ends on its last version on the Envoy,
+/// with far fewer than 100 pushes (coalescing: KV latest value, watch latest-wins, debounce,
+/// one un-ACKed push per type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_coalesces() {
+    let nats = NatsServer::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let port = free_port();
+    let brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let edge = edge(&nats, "edge-d").await;
+    let _envoy =
+        Envoy::start(edge.xds_addr.port(), "flipper", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("initial config", CONVERGE, || serves(port, "backend 1")).await;
+    let eds_pushes =
+        || edge.registry.streams().iter().map(|s| s.types.get("eds").map_or(0, |t| t.pushes)).sum::<u64>();
+    let before = eds_pushes();
+    for i in 0..100 {
+        let b = if i % 2 == 0 { b2.addr } else { b1.addr };
+        let r =
+            brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b])).await;
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // The 100th change (i = 99) points at backend 1, the 99th at backend 2.
+    let last = brain.get_json(&format!("/api/v1/configs/{id}")).await.1;
+    assert_eq!(last["version"], 101);
+    wait_for("Envoy on the last version", CONVERGE, || async {
+        let synced = edge
+            .registry
+            .streams()
+            .iter()
+            .all(|s| s.types.values().all(|t| t.acked_version == t.last_sent_version));
+        let on_last = serves(port, "backend 1").await.is_some();
+        (synced && on_last && eds_pushes() > before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushes = eds_pushes() - before;
+    println!("100 changes → {pushes} EDS pushes to the proxy");
+    assert!(pushes < 50, "{pushes} pushes for 100 changes: not coalesced");
+}

@@ -36,11 +36,19 @@ pub struct XdsConfig {
     pub max_request_bytes: usize,
     /// Longest accepted node id.
     pub max_node_id_len: usize,
+    /// After a snapshot change, wait this long for more before pushing: a burst of changes
+    /// becomes one push per proxy. Zero pushes at once.
+    pub debounce: Duration,
 }
 
 impl Default for XdsConfig {
     fn default() -> Self {
-        XdsConfig { limits: Limits::default(), max_request_bytes: 64 << 20, max_node_id_len: 1024 }
+        XdsConfig {
+            limits: Limits::default(),
+            max_request_bytes: 64 << 20,
+            max_node_id_len: 1024,
+            debounce: Duration::from_millis(20),
+        }
     }
 }
 
@@ -228,6 +236,9 @@ async fn run<P: Proto>(
                     if changed.is_err() {
                         return;
                     }
+                    if !ctx.config.debounce.is_zero() {
+                        tokio::time::sleep(ctx.config.debounce).await;
+                    }
                     snap = snapshots.borrow_and_update().clone();
                 }
                 () = sleep, if wake.is_some() => {}
@@ -379,6 +390,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    metrics::gauge!("flotilla_edge_debounce_seconds").set(ctx.config.debounce.as_secs_f64());
     let ctx = Arc::new(ctx);
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<XdsService<Ads>>().await;
