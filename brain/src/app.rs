@@ -140,6 +140,7 @@ impl Brain {
             config: XdsConfig::default(),
             ready: ready.clone(),
             source: None,
+            drain: flotilla_edge::xds::server::no_drain(),
         };
         let xds = tokio::spawn({
             let stopped = stopped.clone();

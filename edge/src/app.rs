@@ -21,6 +21,7 @@ pub struct EdgeSettings {
     pub xds_addr: SocketAddr,
     pub bucket: String,
     pub name: String,
+    pub max_connection_age: Option<std::time::Duration>,
 }
 
 /// Opens the group-state bucket, creating it (latest value per key) if the brain has not yet.
@@ -96,6 +97,7 @@ pub struct Edge {
     pub registry: Registry,
     pub source: Arc<NatsSource>,
     stop: watch::Sender<bool>,
+    drain: watch::Sender<Option<std::time::Duration>>,
     task: JoinHandle<()>,
 }
 
@@ -111,12 +113,15 @@ impl Edge {
             .with_context(|| format!("cannot listen on {} for xDS", s.xds_addr))?;
         let xds_addr = listener.local_addr()?;
         let (_ready_tx, ready) = watch::channel(true);
+        let (drain, drain_rx) = watch::channel(None);
+        let config = XdsConfig { max_connection_age: s.max_connection_age, ..XdsConfig::default() };
         let ctx = XdsContext {
             cache,
             registry: registry.clone(),
-            config: XdsConfig::default(),
+            config,
             ready,
             source: Some(source.clone()),
+            drain: drain_rx,
         };
         let (stop, mut stopped) = watch::channel(false);
         tokio::spawn(report_status(client.clone(), registry.clone(), stop.subscribe()));
@@ -129,7 +134,20 @@ impl Edge {
             }
         });
         tracing::info!(message = "flotilla-edge ready", %xds_addr, nats = %s.nats_url, bucket = %s.bucket, edge = %s.name);
-        Ok(Edge { xds_addr, registry, source, stop, task })
+        Ok(Edge { xds_addr, registry, source, stop, drain, task })
+    }
+
+    /// Stops taking connections, closes every stream at a random point within `window` (so
+    /// Envoys reconnect to other edges gradually, keeping their config meanwhile), then exits.
+    /// A zero window is an abrupt stop.
+    pub async fn drain(self, window: std::time::Duration) {
+        tracing::info!(message = "draining", window = ?window, streams = self.registry.streams().len());
+        self.drain.send_replace(Some(window));
+        let deadline = tokio::time::Instant::now() + window + std::time::Duration::from_secs(1);
+        while !self.registry.streams().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.shutdown().await;
     }
 
     pub async fn shutdown(self) {

@@ -21,6 +21,13 @@ struct Cli {
     /// JetStream KV bucket holding group states (must match the brain's).
     #[arg(long, env = "FLOTILLA_NATS_BUCKET", default_value = flotilla_shared::subject::STATE_BUCKET)]
     nats_bucket: String,
+    /// Close connections older than this (e.g. 30m; ±10 % jitter) so Envoys rebalance across
+    /// edges behind an L4 load balancer.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
+    max_connection_age: Option<std::time::Duration>,
+    /// On SIGTERM, close streams over this window so Envoys move to other edges gradually.
+    #[arg(long, env = "FLOTILLA_DRAIN_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_window: std::time::Duration,
     /// Name of this edge in status reports [default: hostname-pid].
     #[arg(long, env = "FLOTILLA_EDGE_NAME")]
     name: Option<String>,
@@ -47,10 +54,14 @@ async fn main() -> anyhow::Result<()> {
         xds_addr: cli.xds_addr,
         bucket: cli.nats_bucket,
         name: cli.name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        max_connection_age: cli.max_connection_age,
     };
     let edge = Edge::start(&settings).await?;
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
-    edge.shutdown().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    edge.drain(cli.drain_window).await;
     Ok(())
 }

@@ -32,6 +32,7 @@ impl TestEdge {
             config,
             ready: ready_rx,
             source: None,
+            drain: flotilla_edge::xds::server::no_drain(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -52,7 +52,22 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy with node `cluster`/`namespace` and ADS at `127.0.0.1:xds_port`.
     pub fn start(xds_port: u16, node_id: &str, cluster: &str, namespace: &str, api: ApiType) -> Envoy {
+        Envoy::start_multi(&[xds_port], node_id, cluster, namespace, api)
+    }
+
+    /// Starts Envoy with every port in `xds_ports` as an endpoint of its xDS cluster (several edges).
+    pub fn start_multi(
+        xds_ports: &[u16],
+        node_id: &str,
+        cluster: &str,
+        namespace: &str,
+        api: ApiType,
+    ) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
+        let endpoints: String = xds_ports
+            .iter()
+            .map(|p| format!("              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n"))
+            .collect();
         let admin_port = crate::free_port();
         let bootstrap = format!(
             r#"node:
@@ -81,8 +96,7 @@ static_resources:
         cluster_name: flotilla_xds
         endpoints:
           - lb_endpoints:
-              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}
-admin:
+{endpoints}admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}
 "#,
             api = api.bootstrap_name()

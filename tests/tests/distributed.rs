@@ -33,6 +33,7 @@ async fn edge(nats: &NatsServer, name: &str) -> Edge {
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         bucket: flotilla_shared::subject::STATE_BUCKET.into(),
         name: name.into(),
+        max_connection_age: None,
     };
     Edge::start(&settings).await.unwrap()
 }
@@ -178,4 +179,79 @@ async fn a_burst_of_changes_coalesces() {
     let pushes = eds_pushes() - before;
     println!("100 changes → {pushes} EDS pushes to the proxy");
     assert!(pushes < 50, "{pushes} pushes for 100 changes: not coalesced");
+}
+
+/// Failure test 1: one of three edges dies under a fleet of real Envoys (each bootstrapped with
+/// all three): the Envoys reconnect to the others, keep their listeners (no failed request), and
+/// converge to the same version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_edges() {
+    let nats = NatsServer::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let port_a = free_port();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port_a, &[b1.addr])).await;
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let mut edges = vec![edge(&nats, "e1").await, edge(&nats, "e2").await, edge(&nats, "e3").await];
+    let ports: Vec<u16> = edges.iter().map(|e| e.xds_addr.port()).collect();
+    // Two Envoys of the same group: both bind the config's listener port (SO_REUSEPORT), so the
+    // kernel spreads the test traffic over them.
+    let envoys: Vec<Envoy> = (0..2)
+        .map(|i| {
+            Envoy::start_multi(
+                &ports,
+                &format!("fleet-{i}"),
+                "example-service",
+                "production",
+                ApiType::DeltaGrpc,
+            )
+        })
+        .collect();
+    wait_for("the fleet served", CONVERGE, || serves(port_a, "backend 1")).await;
+    let holders = |edges: &Vec<Edge>| -> Vec<usize> {
+        edges.iter().enumerate().filter(|(_, e)| !e.registry.streams().is_empty()).map(|(i, _)| i).collect()
+    };
+    wait_for("both Envoys connected", CONVERGE, || async {
+        let n: usize = edges.iter().map(|e| e.registry.streams().len()).sum();
+        (n == 2).then_some(())
+    })
+    .await;
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(async move {
+        let mut results = Vec::new();
+        while !*stop.borrow() {
+            results.push(http_get(port_a, "example.com", "/api/x").await);
+        }
+        results
+    });
+    let victim = holders(&edges)[0];
+    let dead = edges.remove(victim);
+    dead.drain(Duration::ZERO).await;
+    wait_for("the Envoys to reconnect to the other edges", CONVERGE, || async {
+        let n: usize = edges.iter().map(|e| e.registry.streams().len()).sum();
+        (n == 2).then_some(())
+    })
+    .await;
+    let r = brain
+        .put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port_a, &[b2.addr]))
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("the fleet on the new version", CONVERGE, || serves(port_a, "backend 2")).await;
+    let versions: Vec<Option<String>> =
+        wait_for("both Envoys ACK the same EDS version", CONVERGE, || async {
+            let v: Vec<Option<String>> = edges
+                .iter()
+                .flat_map(|e| e.registry.streams())
+                .map(|s| s.types.get("eds").and_then(|t| t.acked_version.clone()))
+                .collect();
+            (v.len() == 2 && v[0].is_some() && v[0] == v[1]).then_some(v)
+        })
+        .await;
+    assert_eq!(versions.len(), 2);
+    stop_tx.send_replace(true);
+    let results = load.await.unwrap();
+    let failed = results.iter().filter(|r| r.is_none()).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed while an edge died", results.len());
+    drop(envoys);
 }

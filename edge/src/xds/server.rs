@@ -39,6 +39,9 @@ pub struct XdsConfig {
     /// After a snapshot change, wait this long for more before pushing: a burst of changes
     /// becomes one push per proxy. Zero pushes at once.
     pub debounce: Duration,
+    /// Close connections older than this (±10 % jitter, drawn once per edge), so Envoys behind an
+    /// L4 load balancer spread over new edges. None: connections live as long as they last.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for XdsConfig {
@@ -48,6 +51,7 @@ impl Default for XdsConfig {
             max_request_bytes: 64 << 20,
             max_node_id_len: 1024,
             debounce: Duration::from_millis(20),
+            max_connection_age: None,
         }
     }
 }
@@ -62,6 +66,22 @@ pub struct XdsContext {
     pub ready: watch::Receiver<bool>,
     /// For edges that load groups on demand (NATS): streams wait until their group is loaded.
     pub source: Option<Arc<dyn crate::source::GroupSource>>,
+    /// Set to a drain window to make every stream end within it (at a random point, so Envoys
+    /// reconnect elsewhere gradually): SIGTERM on an edge.
+    pub drain: watch::Receiver<Option<Duration>>,
+}
+
+/// A never-draining `drain` receiver (embedded edge, tests).
+pub fn no_drain() -> watch::Receiver<Option<Duration>> {
+    watch::channel(None).1
+}
+
+/// A random delay in `[0, window)`, from the clock (no RNG dependency needed for jitter).
+fn jitter(window: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let w = window.as_nanos().max(1);
+    Duration::from_nanos((u128::from(nanos).wrapping_mul(2_654_435_761) % w) as u64)
 }
 
 // === the stream loop ===
@@ -195,6 +215,8 @@ async fn run<P: Proto>(
         let mut snap = snapshots.borrow_and_update().clone();
         let mut state = P::new(kind, ctx.config.limits);
         let mut next = Some(first);
+        let mut drain = ctx.drain.clone();
+        let mut drain_at: Option<Instant> = None;
         debug!("stream started");
         loop {
             if let Some(req) = next.take() {
@@ -221,6 +243,7 @@ async fn run<P: Proto>(
             }
             let wake = state.next_wakeup(Instant::now());
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
+            let drain_sleep = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => next = Some(req),
@@ -243,6 +266,16 @@ async fn run<P: Proto>(
                 }
                 () = sleep, if wake.is_some() => {}
                 () = tx.closed() => return,
+                Ok(()) = drain.changed(), if drain_at.is_none() => {
+                    if let Some(window) = *drain.borrow_and_update() {
+                        drain_at = Some(Instant::now() + jitter(window));
+                    }
+                }
+                () = drain_sleep, if drain_at.is_some() => {
+                    debug!("draining: closing the stream so the proxy reconnects elsewhere");
+                    let _ = tx.send(Err(Status::unavailable("edge draining; reconnect"))).await;
+                    return;
+                }
             }
         }
     }
@@ -396,7 +429,13 @@ pub async fn serve(
     health.set_serving::<XdsService<Ads>>().await;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(message = "xDS server listening", addr = ?addr);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = ctx.config.max_connection_age {
+        // ±10 %, drawn once, so a fleet of edges started together does not expire in lockstep.
+        let age = age.mul_f64(0.9) + jitter(age / 5);
+        builder = builder.max_connection_age(age).max_connection_age_grace(Duration::from_secs(30));
+    }
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_optional_service(reflection())
