@@ -76,6 +76,14 @@ async fn edge_serves_from_jetstream_while_the_brain_is_down() {
     .await;
     assert_eq!(proxy["edges"], serde_json::json!(["edge-a"]), "{proxy}");
     assert_eq!(proxy["namespace"], "production");
+    let status = wait_for("the proxy reported synced", CONVERGE, || async {
+        let (_, v) = brain.get_json("/api/v1/proxies/dist-envoy/status").await;
+        (v["state"] == "synced").then_some(v)
+    })
+    .await;
+    for t in ["cds", "eds", "lds", "rds"] {
+        assert_eq!(status["types"][t]["state"], "synced", "{status}");
+    }
 
     // Interest-based: when its last proxy leaves, the edge stops watching the group.
     drop(envoy);

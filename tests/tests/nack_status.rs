@@ -45,6 +45,9 @@ async fn nack_is_shown_on_the_config_and_the_proxy() {
     assert_eq!(n["resources"][0], "http_listener");
     assert!(n["error"].as_str().unwrap().contains("cannot bind"), "{cfg}");
 
+    let (_, status) = brain.get_json("/api/v1/proxies/picky/status").await;
+    assert_eq!(status["state"], "nacked", "{status}");
+    assert_eq!(status["types"]["lds"]["state"], "nacked", "{status}");
     let (_, proxy) = brain.get_json("/api/v1/proxies/picky").await;
     assert!(proxy["lastNacks"]["lds"]["error"].as_str().unwrap().contains("cannot bind"), "{proxy}");
 }

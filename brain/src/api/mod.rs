@@ -47,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/validate", post(bulk::validate))
         .route("/api/v1/proxies", get(proxies::list))
         .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
+        .route("/api/v1/proxies/{node_id}/status", get(proxies::status))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

@@ -74,3 +74,66 @@ pub async fn get_one(
         last_nacks,
     }))
 }
+
+/// Per type: `synced` (last push ACKed), `stale` (a push awaits its ACK), `nacked` (the proxy
+/// rejected the last push and stays on what it had).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    node_id: String,
+    edges: Vec<String>,
+    /// "synced" when every type is, else "nacked" if any type is, else "stale".
+    state: &'static str,
+    #[schema(value_type = Object)]
+    types: BTreeMap<String, TypeState>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeState {
+    state: &'static str,
+    acked_version: Option<String>,
+    last_sent_version: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    last_nack: Option<NackInfo>,
+}
+
+#[utoipa::path(get, path = "/api/v1/proxies/{node_id}/status", tag = "proxies", params(("node_id" = String, Path)), responses((status = 200, body = ProxyStatus), (status = 404, body = ApiError)))]
+pub async fn status(
+    State(st): State<ApiState>,
+    Path(node_id): Path<String>,
+) -> Result<Json<ProxyStatus>, ApiError> {
+    let view = group(&st)
+        .remove(&node_id)
+        .ok_or_else(|| ApiError::not_found(format!("no proxy with node id {node_id:?} is connected")))?;
+    let mut types = BTreeMap::new();
+    for s in &view.streams {
+        for (t, ts) in &s.types {
+            let state = if ts.acked_version.is_some() && ts.acked_version == ts.last_sent_version {
+                "synced"
+            } else if ts.last_nack.as_ref().is_some_and(|n| Some(&n.version) == ts.last_sent_version.as_ref())
+            {
+                "nacked"
+            } else {
+                "stale"
+            };
+            types.insert(
+                t.to_string(),
+                TypeState {
+                    state,
+                    acked_version: ts.acked_version.clone(),
+                    last_sent_version: ts.last_sent_version.clone(),
+                    last_nack: ts.last_nack.clone(),
+                },
+            );
+        }
+    }
+    let state = if types.values().all(|t| t.state == "synced") {
+        "synced"
+    } else if types.values().any(|t| t.state == "nacked") {
+        "nacked"
+    } else {
+        "stale"
+    };
+    Ok(Json(ProxyStatus { node_id, edges: view.edges, state, types }))
+}
