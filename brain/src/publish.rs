@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use flotilla_edge::cache::Cache;
+use std::sync::Arc;
+
 use flotilla_shared::subject::state_key;
-use flotilla_shared::wire::GroupState;
+use flotilla_shared::wire::{GroupIndex, encode_resource, resource_key};
 use flotilla_shared::{Snapshot, Target};
 
 /// Delivers the full current snapshot of a proxy group to the edges.
@@ -34,45 +36,57 @@ impl Bus for EmbeddedBus {
     }
 }
 
-/// Publishes each group's full state to a JetStream KV bucket (one key per group, latest kept).
-/// A write whose content equals what the bucket already holds is skipped, so a brain restart or
-/// a re-apply causes no churn on the edges.
+/// Publishes to a JetStream KV bucket, content-addressed: each resource body once under
+/// `r.<type>.<version>` (shared by every group that uses it), then the group's small index under
+/// `g.<namespace>.<name>`. Bodies go first, so an edge never sees an index whose bodies are
+/// missing. An index equal to what the bucket holds is not rewritten, so a brain restart or a
+/// re-apply causes no churn on the edges.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     kv: kv::Store,
+    /// Body keys known to be in the bucket (this process wrote or saw them).
+    published: Arc<dashmap::DashSet<String>>,
 }
 
 impl NatsBus {
     pub fn new(kv: kv::Store) -> NatsBus {
-        NatsBus { kv }
+        NatsBus { kv, published: Arc::new(dashmap::DashSet::new()) }
+    }
+
+    async fn publish_once(&self, target: &Target, snapshot: &Snapshot) -> Result<(), String> {
+        for r in snapshot.iter() {
+            let key = resource_key(r.kind, &r.version);
+            if self.published.contains(&key) {
+                continue;
+            }
+            if self.kv.get(&key).await.map_err(|e| e.to_string())?.is_none() {
+                let body = encode_resource(r).map_err(|e| e.to_string())?;
+                self.kv.put(&key, body.into()).await.map_err(|e| e.to_string())?;
+                metrics::counter!("flotilla_brain_nats_resource_bodies_total").increment(1);
+            }
+            self.published.insert(key);
+        }
+        let key = state_key(target);
+        let index = GroupIndex::new(target.clone(), snapshot).encode().map_err(|e| e.to_string())?;
+        if let Some(cur) = self.kv.get(&key).await.map_err(|e| e.to_string())?
+            && cur.as_ref() == index.as_slice()
+        {
+            return Ok(());
+        }
+        let revision = self.kv.put(&key, index.into()).await.map_err(|e| e.to_string())?;
+        metrics::counter!("flotilla_brain_nats_publishes_total").increment(1);
+        tracing::debug!(message = "published group index", group = %target, revision);
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, target: &Target, snapshot: &Snapshot) {
-        let key = state_key(target);
-        let state = GroupState::new(target.clone(), snapshot);
-        let bytes = match state.encode() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(message = "cannot encode group state", group = %target, error = %e);
-                return;
-            }
-        };
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=5 {
-            if let Ok(Some(cur)) = self.kv.get(&key).await
-                && cur.as_ref() == bytes.as_slice()
-            {
-                return;
-            }
-            match self.kv.put(&key, bytes.clone().into()).await {
-                Ok(revision) => {
-                    metrics::counter!("flotilla_brain_nats_publishes_total").increment(1);
-                    tracing::debug!(message = "published group state", group = %target, revision);
-                    return;
-                }
+            match self.publish_once(target, snapshot).await {
+                Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(message = "publishing to JetStream failed", group = %target, attempt, error = %e);
                     tokio::time::sleep(delay).await;
@@ -81,7 +95,7 @@ impl Bus for NatsBus {
             }
         }
         metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(1);
-        tracing::error!(message = "group state not published; edges keep the previous one until the next change or restart", group = %target);
+        tracing::error!(message = "group not published; edges keep the previous state until the next change or restart", group = %target);
     }
 }
 

@@ -1,6 +1,6 @@
-//! NATS JetStream → cache. Each proxy group's full state lives in a JetStream KV bucket (one key
-//! per group, latest value kept), so an edge that starts while the brain is down still serves
-//! everything. An edge watches only the groups its proxies belong to, and only while they are
+//! NATS JetStream → cache. Each proxy group's index, and every resource body once, live in a
+//! JetStream KV bucket (latest value kept), so an edge that starts while the brain is down still
+//! serves everything; on a change it fetches only the bodies it does not have yet. An edge watches only the groups its proxies belong to, and only while they are
 //! connected. On any watch failure (NATS restart, lost connection) it resyncs the group from the
 //! bucket without touching its Envoy streams; the cache only wakes streams if content changed.
 
@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
+use dashmap::DashMap;
 use flotilla_shared::subject::state_key;
-use flotilla_shared::wire::GroupState;
-use flotilla_shared::{Snapshot, Target};
+use flotilla_shared::wire::{GroupIndex, decode_resource, resource_key};
+use flotilla_shared::{Resource, Snapshot, Target};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +32,8 @@ struct Group {
 pub struct NatsSource {
     kv: kv::Store,
     cache: Cache,
+    /// Resource bodies by key, shared by every group on this edge that uses them.
+    bodies: Arc<DashMap<String, Resource>>,
     groups: Mutex<HashMap<Target, Group>>,
     /// How long a stream waits for its group's state before giving up (Envoy retries).
     pub load_timeout: Duration,
@@ -38,7 +41,13 @@ pub struct NatsSource {
 
 impl NatsSource {
     pub fn new(kv: kv::Store, cache: Cache) -> NatsSource {
-        NatsSource { kv, cache, groups: Mutex::new(HashMap::new()), load_timeout: Duration::from_secs(30) }
+        NatsSource {
+            kv,
+            cache,
+            bodies: Arc::new(DashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            load_timeout: Duration::from_secs(30),
+        }
     }
 
     /// Groups this edge currently watches.
@@ -47,31 +56,84 @@ impl NatsSource {
     }
 }
 
-fn apply(cache: &Cache, target: &Target, value: &[u8]) {
-    let state = match GroupState::decode(value).and_then(|s| s.snapshot().map(|snap| (s, snap))) {
-        Ok((s, snap)) if s.target == *target => snap,
-        Ok((s, _)) => {
+/// Loads a group index: fetches the bodies this edge does not have yet (only what changed), and
+/// sets the group in the cache. A bad envelope is refused and the last good state kept.
+async fn apply(
+    kv: &kv::Store,
+    bodies: &DashMap<String, Resource>,
+    cache: &Cache,
+    target: &Target,
+    value: &[u8],
+) {
+    let index = match GroupIndex::decode(value) {
+        Ok(i) if i.target == *target => i,
+        Ok(i) => {
             metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "wrong_target").increment(1);
-            tracing::error!(message = "envelope for another group under this key; ignored", key_group = %target, envelope_group = %s.target);
+            tracing::error!(message = "index for another group under this key; ignored", key_group = %target, envelope_group = %i.target);
             return;
         }
         Err(e) => {
             metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "decode").increment(1);
-            tracing::error!(message = "refused an envelope; proxies keep the last good state", group = %target, error = %e);
+            tracing::error!(message = "refused a group index; proxies keep the last good state", group = %target, error = %e);
             return;
         }
     };
-    cache.set(target, &state);
+    // A concurrent sweep may drop a body between fetch and use: try a few times.
+    let mut last_err = None;
+    for _ in 0..3 {
+        fetch_missing(kv, bodies, &index).await;
+        match index.snapshot(|e| bodies.get(&resource_key(e.kind, &e.version)).map(|r| r.clone())) {
+            Ok(snap) => {
+                cache.set(target, &snap);
+                return;
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "incomplete").increment(1);
+    if let Some(e) = last_err {
+        tracing::error!(message = "group index not applied; proxies keep the last good state", group = %target, error = %e);
+    }
+}
+
+async fn fetch_missing(kv: &kv::Store, bodies: &DashMap<String, Resource>, index: &GroupIndex) {
+    for e in &index.entries {
+        let key = resource_key(e.kind, &e.version);
+        if bodies.contains_key(&key) {
+            continue;
+        }
+        match kv.get(&key).await {
+            Ok(Some(bytes)) => match decode_resource(&bytes) {
+                Ok(r) => {
+                    metrics::counter!("flotilla_edge_resource_fetches_total").increment(1);
+                    bodies.insert(key, r);
+                }
+                Err(err) => {
+                    metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "decode")
+                        .increment(1);
+                    tracing::error!(message = "refused a resource body", %key, error = %err);
+                }
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(message = "cannot fetch a resource body", %key, error = %err),
+        }
+    }
 }
 
 /// Keeps one group's cache entry equal to its KV value, forever (until aborted).
-async fn watch_group(kv: kv::Store, cache: Cache, target: Target, loaded: watch::Sender<bool>) {
+async fn watch_group(
+    kv: kv::Store,
+    bodies: Arc<DashMap<String, Resource>>,
+    cache: Cache,
+    target: Target,
+    loaded: watch::Sender<bool>,
+) {
     let key = state_key(&target);
     loop {
         // Resync: the current value (or its absence), then every change after it.
         let revision = match kv.entry(&key).await {
             Ok(Some(e)) if e.operation == Operation::Put => {
-                apply(&cache, &target, &e.value);
+                apply(&kv, &bodies, &cache, &target, &e.value).await;
                 e.revision
             }
             Ok(Some(e)) => {
@@ -99,7 +161,9 @@ async fn watch_group(kv: kv::Store, cache: Cache, target: Target, loaded: watch:
         };
         while let Some(update) = updates.next().await {
             match update {
-                Ok(e) if e.operation == Operation::Put => apply(&cache, &target, &e.value),
+                Ok(e) if e.operation == Operation::Put => {
+                    apply(&kv, &bodies, &cache, &target, &e.value).await
+                }
                 Ok(_) => cache.set(&target, &Snapshot::default()),
                 Err(e) => {
                     tracing::warn!(message = "group watch failed; resyncing", group = %target, error = %e);
@@ -120,7 +184,13 @@ impl GroupSource for NatsSource {
                 self.groups.lock().map_err(|e| SourceError::Unavailable(target.clone(), e.to_string()))?;
             let group = groups.entry(target.clone()).or_insert_with(|| {
                 let (tx, rx) = watch::channel(false);
-                let task = tokio::spawn(watch_group(self.kv.clone(), self.cache.clone(), target.clone(), tx));
+                let task = tokio::spawn(watch_group(
+                    self.kv.clone(),
+                    self.bodies.clone(),
+                    self.cache.clone(),
+                    target.clone(),
+                    tx,
+                ));
                 metrics::gauge!("flotilla_edge_watched_groups").increment(1.0);
                 Group { interests: 0, loaded: rx, task }
             });
@@ -143,6 +213,18 @@ impl GroupSource for NatsSource {
                 groups.remove(target);
                 self.cache.forget(target);
                 metrics::gauge!("flotilla_edge_watched_groups").decrement(1.0);
+                // Drop bodies no remaining group uses.
+                let mut used = std::collections::HashSet::new();
+                for t in self.cache.targets() {
+                    if let Some(snap) = self.cache.get(&t) {
+                        for kind in flotilla_shared::ResourceType::ALL {
+                            used.extend(
+                                snap.of_type(kind).items.values().map(|r| resource_key(kind, &r.version)),
+                            );
+                        }
+                    }
+                }
+                self.bodies.retain(|k, _| used.contains(k));
             }
         }
     }

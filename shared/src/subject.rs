@@ -9,10 +9,10 @@ pub const STATE_BUCKET: &str = "flotilla_state";
 /// Subject prefix of edge status reports (`flotilla.v1.edges.<edge>.status`).
 pub const EDGE_STATUS_PREFIX: &str = "flotilla.v1.edges";
 
-/// KV key of a group: `<namespace>.<name>`, each part restricted to KV-safe characters
-/// (`[A-Za-z0-9_-]`, anything else `_`-escaped as `_xx` hex).
+/// KV key of a group's index: `g.<namespace>.<name>`, each part restricted to KV-safe characters
+/// (`[A-Za-z0-9-]`, anything else `_`-escaped as `_xx` hex).
 pub fn state_key(target: &Target) -> String {
-    format!("{}.{}", escape(&target.namespace), escape(&target.name))
+    format!("g.{}.{}", escape(&target.namespace), escape(&target.name))
 }
 
 fn escape(s: &str) -> String {
@@ -37,7 +37,7 @@ mod tests {
 
     #[test]
     fn keys_are_kv_safe_and_distinct() {
-        assert_eq!(state_key(&Target::new("prod", "svc-a")), "prod.svc-a");
+        assert_eq!(state_key(&Target::new("prod", "svc-a")), "g.prod.svc-a");
         assert_ne!(state_key(&Target::new("a.b", "c")), state_key(&Target::new("a", "b.c")));
         assert!(
             state_key(&Target::new("x y", "z*"))

@@ -1,22 +1,36 @@
-//! The versioned postcard envelope the brain publishes to JetStream and edges read.
+//! The versioned postcard envelopes the brain publishes to JetStream and edges read.
 //!
-//! One envelope holds the full current state of one proxy group (the JetStream KV bucket keeps
-//! the latest per group, so an edge that starts while the brain is down still gets everything;
-//! the KV revision is the group's sequence number).
-//! The first byte is the envelope version; an edge refuses versions it does not know instead of
-//! misreading them.
+//! The bus is content-addressed: each resource body is stored once under a key derived from its
+//! type and content hash ([`resource_key`]), whatever number of groups use it; a group is a small
+//! [`GroupIndex`] of (type, name, version) entries under its own key. A change therefore moves
+//! only the bodies that changed plus the group's index, and a resource shared by many groups
+//! (a cluster's endpoints used everywhere) is published once. The KV revision of a group's index
+//! is its sequence number; the bucket keeps the latest, so an edge that starts while the brain
+//! is down still gets everything.
+//!
+//! Every envelope starts with one version byte; an edge refuses versions it does not know
+//! instead of misreading them.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Resource, Snapshot, SnapshotError, Target};
+use crate::{Resource, ResourceType, Snapshot, SnapshotError, Target};
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 
+/// One entry of a group index: which resource, at which content version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupState {
+pub struct IndexEntry {
+    pub kind: ResourceType,
+    pub name: String,
+    pub version: String,
+}
+
+/// The resources one proxy group receives, by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupIndex {
     pub target: Target,
-    pub resources: Vec<Resource>,
+    pub entries: Vec<IndexEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,41 +43,89 @@ pub enum WireError {
     Malformed(#[from] postcard::Error),
     #[error("envelope holds an inconsistent snapshot: {0}")]
     Inconsistent(#[from] SnapshotError),
+    #[error("resource {kind} {name:?} at version {version} is missing from the bus")]
+    Missing { kind: ResourceType, name: String, version: String },
 }
 
-impl GroupState {
-    pub fn new(target: Target, snapshot: &Snapshot) -> GroupState {
-        GroupState { target, resources: snapshot.iter().cloned().collect() }
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![ENVELOPE_VERSION];
+    out.extend(postcard::to_stdvec(v)?);
+    Ok(out)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != ENVELOPE_VERSION {
+        return Err(WireError::UnknownVersion(version));
+    }
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// KV key of a resource body: `r.<type>.<content version>` (same content, same key).
+pub fn resource_key(kind: ResourceType, version: &str) -> String {
+    format!("r.{}.{version}", kind.short_name())
+}
+
+pub fn encode_resource(r: &Resource) -> Result<Vec<u8>, WireError> {
+    encode(r)
+}
+
+pub fn decode_resource(bytes: &[u8]) -> Result<Resource, WireError> {
+    decode(bytes)
+}
+
+impl GroupIndex {
+    pub fn new(target: Target, snapshot: &Snapshot) -> GroupIndex {
+        let entries = snapshot
+            .iter()
+            .map(|r| IndexEntry { kind: r.kind, name: r.name.clone(), version: r.version.clone() })
+            .collect();
+        GroupIndex { target, entries }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        let mut out = vec![ENVELOPE_VERSION];
-        out.extend(postcard::to_stdvec(self)?);
-        Ok(out)
+        encode(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<GroupState, WireError> {
-        let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-        if version != ENVELOPE_VERSION {
-            return Err(WireError::UnknownVersion(version));
+    pub fn decode(bytes: &[u8]) -> Result<GroupIndex, WireError> {
+        decode(bytes)
+    }
+
+    /// Assembles the snapshot from bodies looked up by (type, version); refuses it if a body is
+    /// missing, does not match its entry, or the set is inconsistent (O3).
+    pub fn snapshot(
+        &self,
+        mut body: impl FnMut(&IndexEntry) -> Option<Resource>,
+    ) -> Result<Snapshot, WireError> {
+        let mut resources = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            match body(e) {
+                Some(r) if r.kind == e.kind && r.name == e.name && r.version == e.version => {
+                    resources.push(r)
+                }
+                _ => {
+                    return Err(WireError::Missing {
+                        kind: e.kind,
+                        name: e.name.clone(),
+                        version: e.version.clone(),
+                    });
+                }
+            }
         }
-        Ok(postcard::from_bytes(body)?)
-    }
-
-    /// The snapshot, checked for consistency (O3) before anything is served from it.
-    pub fn snapshot(&self) -> Result<Snapshot, WireError> {
-        Ok(Snapshot::build(self.resources.iter().cloned())?)
+        Ok(Snapshot::build(resources)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use bytes::Bytes;
 
     use super::*;
-    use crate::{ResourceRef, ResourceType};
+    use crate::ResourceRef;
 
-    fn state() -> GroupState {
+    fn snap() -> Snapshot {
         let c = Resource::new(ResourceType::Cluster, "c", Bytes::from_static(b"c"), vec![]);
         let r = Resource::new(
             ResourceType::Route,
@@ -71,23 +133,38 @@ mod tests {
             Bytes::from_static(b"r"),
             vec![ResourceRef { kind: ResourceType::Cluster, name: "c".into() }],
         );
-        GroupState::new(Target::new("ns", "svc"), &Snapshot::build([c, r]).unwrap())
+        Snapshot::build([c, r]).unwrap()
     }
 
     #[test]
-    fn round_trips() {
-        let s = state();
-        let back = GroupState::decode(&s.encode().unwrap()).unwrap();
-        assert_eq!(back, s);
-        assert_eq!(back.snapshot().unwrap().len(), 2);
+    fn index_and_bodies_round_trip() {
+        let s = snap();
+        let idx = GroupIndex::new(Target::new("ns", "svc"), &s);
+        let back = GroupIndex::decode(&idx.encode().unwrap()).unwrap();
+        assert_eq!(back, idx);
+        let bodies: HashMap<String, Vec<u8>> =
+            s.iter().map(|r| (resource_key(r.kind, &r.version), encode_resource(r).unwrap())).collect();
+        let rebuilt = back
+            .snapshot(|e| bodies.get(&resource_key(e.kind, &e.version)).and_then(|b| decode_resource(b).ok()))
+            .unwrap();
+        assert_eq!(rebuilt, s);
     }
 
     #[test]
-    fn unknown_version_and_garbage_are_refused() {
-        let mut bytes = state().encode().unwrap();
+    fn missing_body_unknown_version_and_garbage_are_refused() {
+        let idx = GroupIndex::new(Target::new("ns", "svc"), &snap());
+        assert!(matches!(idx.snapshot(|_| None), Err(WireError::Missing { .. })));
+        let mut bytes = idx.encode().unwrap();
         bytes[0] = 9;
-        assert!(matches!(GroupState::decode(&bytes), Err(WireError::UnknownVersion(9))));
-        assert!(matches!(GroupState::decode(&[]), Err(WireError::Empty)));
-        assert!(matches!(GroupState::decode(&[ENVELOPE_VERSION, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert!(matches!(GroupIndex::decode(&bytes), Err(WireError::UnknownVersion(9))));
+        assert!(matches!(GroupIndex::decode(&[]), Err(WireError::Empty)));
+        assert!(matches!(GroupIndex::decode(&[ENVELOPE_VERSION, 0xff, 0xff]), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn same_content_same_key() {
+        let a = Resource::new(ResourceType::Endpoint, "x", Bytes::from_static(b"e"), vec![]);
+        let b = Resource::new(ResourceType::Endpoint, "x", Bytes::from_static(b"e"), vec![]);
+        assert_eq!(resource_key(a.kind, &a.version), resource_key(b.kind, &b.version));
     }
 }

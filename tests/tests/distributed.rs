@@ -263,3 +263,33 @@ async fn killing_one_of_three_edges() {
     assert_eq!(failed, 0, "{failed} of {} requests failed while an edge died", results.len());
     drop(envoys);
 }
+
+/// On the bus, a resource body is stored once whatever number of groups use it, and a change
+/// moves only the changed body plus the group's index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_resources_are_published_once() {
+    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_shared::{Resource, Snapshot, Target};
+    use futures::StreamExt;
+
+    let nats = NatsServer::start().await;
+    let client = flotilla_edge::app::connect(&nats.url(), "t").await.unwrap();
+    let kv =
+        flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), "flotilla_state").await.unwrap();
+    let bus = NatsBus::new(kv.clone());
+    let res =
+        |name: &str, body: &str| Resource::new(ResourceType::Endpoint, name, body.to_string().into(), vec![]);
+    let group = |own: Resource| Snapshot::build([res("common", "shared endpoints"), own]).unwrap();
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a1"))).await;
+    bus.publish(&Target::new("ns", "b"), &group(res("b", "b1"))).await;
+    let keys = || async {
+        let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+        ks.sort();
+        ks
+    };
+    let ks = keys().await;
+    assert_eq!(ks.iter().filter(|k| k.starts_with("r.")).count(), 3, "{ks:?}");
+    assert_eq!(ks.iter().filter(|k| k.starts_with("g.")).count(), 2, "{ks:?}");
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a2"))).await;
+    assert_eq!(keys().await.iter().filter(|k| k.starts_with("r.")).count(), 4, "one new body for one change");
+}
