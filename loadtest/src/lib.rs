@@ -1,1 +1,1 @@
-//! placeholder
+//! Load harness library placeholder: the binary in main.rs holds the scenarios.
