@@ -134,12 +134,7 @@ impl ControlPlaneService for GrpcApi {
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
         if r.dry_run {
-            let (plan, _) = self
-                .service
-                .plan(std::slice::from_ref(&cfg), r.apply)
-                .await
-                .map_err(service_status)?
-                .remove(0);
+            let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
             if plan.id.is_some() {
                 return Err(Status::already_exists(format!(
                     "a config named {}/{} already exists",
@@ -194,12 +189,7 @@ impl ControlPlaneService for GrpcApi {
         let id = id_of(&r.id)?;
         let cfg = document(&r.document, r.format)?;
         if r.dry_run {
-            let (plan, _) = self
-                .service
-                .plan(std::slice::from_ref(&cfg), r.apply)
-                .await
-                .map_err(service_status)?
-                .remove(0);
+            let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
             return Ok(dry_run_reply(plan));
         }
         let rec =

@@ -49,6 +49,15 @@ impl ParseError {
     }
 }
 
+fn utf8(body: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(body).map_err(|e| ParseError {
+        message: format!("body is not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+        path: None,
+        line: None,
+        column: None,
+    })
+}
+
 fn clean_path(path: String) -> Option<String> {
     if path.is_empty() || path == "." { None } else { Some(path) }
 }
@@ -73,12 +82,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
             Ok(value)
         }
         Format::Yaml => {
-            let text = std::str::from_utf8(body).map_err(|e| ParseError {
-                message: format!("body is not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-                path: None,
-                line: None,
-                column: None,
-            })?;
+            let text = utf8(body)?;
             let de = serde_yaml_ng::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let path = clean_path(e.path().to_string());
@@ -172,12 +176,7 @@ pub fn parse_bundle(body: &[u8], format: Format) -> Result<Vec<ProxyConfig>, Par
             }
         }
         Format::Yaml => {
-            let text = std::str::from_utf8(body).map_err(|e| ParseError {
-                message: format!("body is not UTF-8 (invalid byte at offset {})", e.valid_up_to()),
-                path: None,
-                line: None,
-                column: None,
-            })?;
+            let text = utf8(body)?;
             let mut out = Vec::new();
             for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
                 // Skip empty documents (a leading or trailing `---`).

@@ -329,6 +329,12 @@ impl ConfigService {
         })
     }
 
+    /// What create-or-update of one config would do.
+    pub async fn plan_one(&self, cfg: &ProxyConfig, apply: bool) -> Result<Planned, ServiceError> {
+        let mut plans = self.plan(std::slice::from_ref(cfg), apply).await?;
+        plans.pop().map(|(p, _)| p).ok_or_else(|| StoreError::Backend("plan returned nothing".into()).into())
+    }
+
     /// Create-or-update of many configs in one atomic write (all or nothing).
     pub async fn bulk(
         &self,

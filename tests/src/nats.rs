@@ -39,21 +39,36 @@ impl NatsServer {
     }
 
     async fn spawn(&mut self) {
+        let log = self.dir.path().join("nats.log");
+        let _ = std::fs::remove_file(&log);
+        let port = if self.port == 0 { "-1".to_string() } else { self.port.to_string() };
         let child = Command::new(bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.path())
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(self.dir.path().join("js"))
+            .arg("-l")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+        const MARK: &str = "Listening for client connections on 127.0.0.1:";
+        for _ in 0..400 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(p) =
+                text.lines().find_map(|l| l.split_once(MARK).and_then(|(_, p)| p.trim().parse::<u16>().ok()))
+            {
+                self.port = p;
                 return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("nats-server exited ({status}) before listening:\n{text}");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("nats-server did not start on port {}", self.port);
+        panic!("nats-server did not start (log {})", log.display());
     }
 
     pub fn stop(&mut self) {
@@ -63,7 +78,7 @@ impl NatsServer {
         }
     }
 
-    /// Kills the server and starts it again on the same port and store.
+    /// Kills the server and starts it again on the same port and store (clients reconnect).
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;

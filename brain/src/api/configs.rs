@@ -236,18 +236,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
     if q.dry_run {
-        let mut plans = st.service.plan(std::slice::from_ref(&cfg), q.apply).await?;
-        if let Some((p, _)) = plans.pop() {
-            if p.id.is_some() {
-                return Err(crate::store::StoreError::NameTaken {
-                    namespace: p.namespace,
-                    name: p.name,
-                    id: p.id.unwrap_or_default(),
-                }
-                .into());
-            }
-            return Ok(dry_run(p));
+        let p = st.service.plan_one(&cfg, q.apply).await?;
+        if let Some(id) = p.id {
+            return Err(
+                crate::store::StoreError::NameTaken { namespace: p.namespace, name: p.name, id }.into()
+            );
         }
+        return Ok(dry_run(p));
     }
     let rec = st.service.create(cfg, q.apply, &author(&headers)).await?;
     tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = q.apply);
@@ -303,9 +298,7 @@ pub async fn update(
             }
             .into());
         }
-        if let Some((p, _)) = st.service.plan(std::slice::from_ref(&cfg), q.apply).await?.pop() {
-            return Ok(dry_run(p));
-        }
+        return Ok(dry_run(st.service.plan_one(&cfg, q.apply).await?));
     }
     let rec = st.service.update(id, cfg, expected, q.apply, &author(&headers)).await?;
     tracing::info!(message = "config updated", %id, version = rec.version, applied = q.apply);
