@@ -37,8 +37,18 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("flotilla.redb");
-        let db =
-            Database::create(&path).map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        // A brain restarting in place may find its predecessor still releasing the file lock.
+        let mut attempts = 0;
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(backend(format!("cannot open {}: {e}", path.display()))),
+            }
+        };
         let tx = db.begin_write().map_err(backend)?;
         tx.open_table(CONFIGS).map_err(backend)?;
         tx.open_table(NAMES).map_err(backend)?;
