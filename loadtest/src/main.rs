@@ -214,8 +214,17 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..proxies {
         let (xds, shared) = (xds.clone(), shared.clone());
         tokio::spawn(async move {
-            if let Err(e) = proxy(i, xds, shared).await {
-                eprintln!("proxy {i}: {e}");
+            // Like Envoy: reconnect with back-off when the stream cannot be opened or breaks.
+            let mut delay = Duration::from_millis(200);
+            for attempt in 1..=5 {
+                match proxy(i, xds.clone(), shared.clone()).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == 5 => eprintln!("proxy {i}: giving up: {e}"),
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
             }
         });
         if (i + 1) % ramp_per_sec.max(1) == 0 {
