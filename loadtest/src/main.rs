@@ -116,6 +116,7 @@ async fn proxy(i: usize, xds: String, shared: Arc<Shared>) -> anyhow::Result<()>
         .await?;
     let mut inbound = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
     shared.connected.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected(&shared.connected);
     let mut eds_subscribed = false;
     while let Some(resp) = inbound.message().await? {
         let now = Instant::now();
