@@ -158,8 +158,16 @@ async fn proxy(i: usize, xds: String, shared: Arc<Shared>) -> anyhow::Result<()>
         })
         .await?;
     }
-    shared.connected.fetch_sub(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Counts a stream as connected while it lives, however it ends.
+struct Connected<'a>(&'a AtomicUsize);
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// (utime+stime seconds, RSS bytes) of a process, from /proc.
