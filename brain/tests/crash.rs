@@ -65,6 +65,10 @@ fn config_n(n: u64) -> String {
         .replace("namespace: production}", &format!("namespace: production, labels: {{n: \"{n}\"}}}}"))
 }
 
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn crash_rounds(args: Vec<String>) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let brain = Brain::start(&args).await;
@@ -109,22 +113,8 @@ async fn crash_rounds(args: Vec<String>) {
         let _ = writer.await;
         brain = Brain::start(&args).await;
 
-        let head: Value = client
-            .get(format!("{}/api/v1/configs/{id}", brain.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let history: Value = client
-            .get(format!("{}/api/v1/configs/{id}/history", brain.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let head = get_json(&client, &format!("{}/api/v1/configs/{id}", brain.base)).await;
+        let history = get_json(&client, &format!("{}/api/v1/configs/{id}/history", brain.base)).await;
         let history = history.as_array().unwrap();
         let version = head["version"].as_u64().unwrap();
         let versions: Vec<u64> = history.iter().map(|r| r["version"].as_u64().unwrap()).collect();

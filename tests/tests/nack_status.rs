@@ -49,6 +49,7 @@ async fn nack_is_shown_on_the_config_and_the_proxy() {
     assert_eq!(status["state"], "nacked", "{status}");
     assert_eq!(status["types"]["lds"]["state"], "nacked", "{status}");
     let (_, proxy) = brain.get_json("/api/v1/proxies/picky").await;
+    assert_eq!(proxy["state"], "nacked", "GET /proxies/{{node}} derives the same state as /status: {proxy}");
     assert!(proxy["lastNacks"]["lds"]["error"].as_str().unwrap().contains("cannot bind"), "{proxy}");
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use flotilla_edge::registry::{NackInfo, StreamStatus};
+use flotilla_edge::registry::{NackInfo, StreamStatus, TypeStatus};
 use serde::Serialize;
 
 use super::{ApiError, ApiState};
@@ -18,12 +18,37 @@ pub struct ProxyView {
     namespace: String,
     edges: Vec<String>,
     connected_at: Option<DateTime<Utc>>,
+    /// "synced" (every type's last push ACKed), "nacked" (one was rejected) or "stale".
+    state: &'static str,
     /// Per stream: service, protocol, edge, and per type last sent / ACKed version, pushes, last NACK.
     #[schema(value_type = Vec<Object>)]
     streams: Vec<StreamStatus>,
     /// Last NACK per type, kept after the stream that carried it ended.
     #[schema(value_type = Object)]
     last_nacks: BTreeMap<std::borrow::Cow<'static, str>, NackInfo>,
+}
+
+/// One type's state: `synced` (last push ACKed), `nacked` (the last push was rejected), else
+/// `stale` (a push awaits its ACK).
+fn type_state(ts: &TypeStatus) -> &'static str {
+    if ts.acked_version.is_some() && ts.acked_version == ts.last_sent_version {
+        "synced"
+    } else if ts.last_nack.as_ref().is_some_and(|n| Some(&n.version) == ts.last_sent_version.as_ref()) {
+        "nacked"
+    } else {
+        "stale"
+    }
+}
+
+/// A proxy's state from its types': synced if all are, else nacked if any is, else stale.
+fn overall<'a>(states: impl Iterator<Item = &'a str> + Clone) -> &'static str {
+    if states.clone().all(|s| s == "synced") {
+        "synced"
+    } else if states.into_iter().any(|s| s == "nacked") {
+        "nacked"
+    } else {
+        "stale"
+    }
 }
 
 fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
@@ -35,6 +60,7 @@ fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
             namespace: s.namespace.clone(),
             edges: Vec::new(),
             connected_at: None,
+            state: "synced",
             streams: Vec::new(),
             last_nacks: st.registry.nacks_of(&s.node_id),
         });
@@ -43,6 +69,9 @@ fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
         }
         v.connected_at = Some(v.connected_at.map_or(s.connected_at, |t| t.min(s.connected_at)));
         v.streams.push(s);
+    }
+    for v in out.values_mut() {
+        v.state = overall(v.streams.iter().flat_map(|s| s.types.values()).map(type_state));
     }
     out
 }
@@ -70,6 +99,7 @@ pub async fn get_one(
         namespace: String::new(),
         edges: Vec::new(),
         connected_at: None,
+        state: "disconnected",
         streams: Vec::new(),
         last_nacks,
     }))
@@ -109,14 +139,7 @@ pub async fn status(
     let mut types = BTreeMap::new();
     for s in &view.streams {
         for (t, ts) in &s.types {
-            let state = if ts.acked_version.is_some() && ts.acked_version == ts.last_sent_version {
-                "synced"
-            } else if ts.last_nack.as_ref().is_some_and(|n| Some(&n.version) == ts.last_sent_version.as_ref())
-            {
-                "nacked"
-            } else {
-                "stale"
-            };
+            let state = type_state(ts);
             types.insert(
                 t.to_string(),
                 TypeState {
@@ -128,12 +151,5 @@ pub async fn status(
             );
         }
     }
-    let state = if types.values().all(|t| t.state == "synced") {
-        "synced"
-    } else if types.values().any(|t| t.state == "nacked") {
-        "nacked"
-    } else {
-        "stale"
-    };
-    Ok(Json(ProxyStatus { node_id, edges: view.edges, state, types }))
+    Ok(Json(ProxyStatus { node_id, edges: view.edges, state: view.state, types }))
 }

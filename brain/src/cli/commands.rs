@@ -98,25 +98,9 @@ fn print_results(results: &Value, dry_run: bool) -> bool {
     changed
 }
 
-/// Adds `state` (synced, stale, nacking) to each proxy.
-fn with_state(mut proxy: Value) -> Value {
-    let nacking = proxy["lastNacks"].as_object().is_some_and(|m| !m.is_empty());
-    let synced = proxy["streams"].as_array().into_iter().flatten().all(|s| {
-        s["types"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .all(|(_, t)| !t["ackedVersion"].is_null() && t["ackedVersion"] == t["lastSentVersion"])
-    });
-    let state = if nacking {
-        "nacking"
-    } else if synced {
-        "synced"
-    } else {
-        "stale"
-    };
-    proxy["state"] = json!(state);
-    proxy
+/// Every proxy, with the state the server derives (synced, stale, nacked).
+async fn proxies(c: &Client) -> Result<Vec<Value>, CliError> {
+    Ok(c.get("/api/v1/proxies").await?.as_array().cloned().unwrap_or_default())
 }
 
 const CONFIG_COLUMNS: &[(&str, &str)] = &[
@@ -170,17 +154,8 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Get { what: Kind::Proxies, name, output, .. } => {
             let value = match name {
-                Some(n) => with_state(c.get(&format!("/api/v1/proxies/{n}")).await?),
-                None => Value::Array(
-                    c.get("/api/v1/proxies")
-                        .await?
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(with_state)
-                        .collect(),
-                ),
+                Some(n) => c.get(&format!("/api/v1/proxies/{n}")).await?,
+                None => Value::Array(proxies(&c).await?),
             };
             print(&value, output, PROXY_COLUMNS);
             Ok(0)
@@ -191,7 +166,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Describe { what: Kind::Proxies, name, .. } => {
-            print(&with_state(c.get(&format!("/api/v1/proxies/{name}")).await?), Output::Yaml, &[]);
+            print(&c.get(&format!("/api/v1/proxies/{name}")).await?, Output::Yaml, &[]);
             Ok(0)
         }
         Command::Delete { what: Kind::Proxies, .. } => {
@@ -283,20 +258,12 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
         Command::Status { output } => {
-            let proxies: Vec<Value> = c
-                .get("/api/v1/proxies")
-                .await?
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(with_state)
-                .collect();
+            let proxies = proxies(&c).await?;
             let configs = c.get("/api/v1/configs").await?;
             let count = |s: &str| proxies.iter().filter(|p| p["state"] == s).count();
             let summary = json!({
                 "configs": configs.as_array().map_or(0, Vec::len),
-                "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacking": count("nacking")},
+                "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacked": count("nacked")},
             });
             match output {
                 Output::Table => {
@@ -306,9 +273,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                         proxies.len(),
                         count("synced"),
                         count("stale"),
-                        count("nacking")
+                        count("nacked")
                     );
-                    for p in proxies.iter().filter(|p| p["state"] == "nacking") {
+                    for p in proxies.iter().filter(|p| p["state"] == "nacked") {
                         for (t, n) in p["lastNacks"].as_object().into_iter().flatten() {
                             println!(
                                 "  {} rejects {t}: {}",
