@@ -1,28 +1,29 @@
-//! `flotilla-loadtest`: a fleet of mock Envoys (Delta ADS, one HTTP/2 connection each, subscribing
-//! like Envoy: wildcard CDS, then EDS for the clusters CDS returned; ACKing everything), with
-//! endpoint changes driven through Flotilla's REST API at a set rate. It measures, with
-//! hdrhistogram, the time from each API call to each proxy receiving the change, and samples the
-//! CPU and RSS of a process (`--pid`, e.g. the brain with its embedded edge). First scenario:
-//! `churn`. (Scenarios `ramp`, `burst`, `slow`, SotW mode and plots are not written yet.)
+//! `flotilla-loadtest`: a fleet of mock Envoys against any xDS server, with changes driven through
+//! Flotilla's REST API, measuring propagation (API call → each proxy received / ACKed, and → the
+//! last proxy), pushes and bytes per second, and the CPU and RSS of the processes under test.
+//! Scenarios: `ramp`, `churn`, `burst`, `slow` (see docs/performance.md).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod driver;
+mod fleet;
+mod markers;
+mod plot;
+mod sample;
+mod track;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
-use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use serde_json::{Value, json};
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+use driver::{Driver, Layout, Mix};
+use fleet::{Fleet, FleetOpts, Protocol};
+use sample::{Sampler, Watched, proc_stat};
+use track::Tracker;
 
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-loadtest", version, about)]
@@ -33,283 +34,403 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Steady endpoint changes over a fleet of connected proxies.
+    /// Connect N proxies at the ramp rate, hold, then make them all reconnect at once.
+    Ramp {
+        #[command(flatten)]
+        common: Common,
+        /// How long to hold the fleet connected before the mass reconnect.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+    },
+    /// Steady changes at one or more rates (each run for --duration), after the ramp.
     Churn {
-        /// xDS server (an edge or the brain's embedded edge).
-        #[arg(long, default_value = "http://127.0.0.1:18000")]
-        xds: String,
-        /// Flotilla REST API.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        api: String,
-        #[arg(long, default_value_t = 1000)]
-        proxies: usize,
-        #[arg(long, default_value_t = 100)]
-        clusters: usize,
-        #[arg(long, default_value_t = 10)]
-        endpoints_per_cluster: usize,
-        /// Endpoint changes per minute.
-        #[arg(long, default_value_t = 1000)]
-        changes_per_min: u64,
+        #[command(flatten)]
+        common: Common,
+        /// Changes per minute; several (comma-separated) run one after the other.
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        changes_per_min: Vec<f64>,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
-        /// Streams opened per second.
-        #[arg(long, default_value_t = 500)]
-        ramp_per_sec: usize,
-        /// Process to sample CPU and RSS of (e.g. the brain).
-        #[arg(long)]
-        pid: Option<u32>,
-        /// JSON report.
-        #[arg(long, default_value = "loadtest-report.json")]
-        report: String,
+    },
+    /// A burst of changes as fast as the API takes them, within about a second.
+    Burst {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        changes: u64,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        within: Duration,
+    },
+    /// Churn while a share of the proxies stop reading their streams.
+    Slow {
+        #[command(flatten)]
+        common: Common,
+        /// Share of proxies that stop reading once in sync.
+        #[arg(long, default_value_t = 0.01)]
+        slow_share: f64,
+        #[arg(long, default_value_t = 1000.0)]
+        changes_per_min: f64,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
     },
 }
 
-/// Per cluster: when its latest change was sent, and its number.
-type Sent = Arc<Mutex<HashMap<String, (u64, Instant)>>>;
-
-struct Shared {
-    sent: Sent,
-    hist: Mutex<Histogram<u64>>,
-    /// Per change number: the latest arrival among proxies.
-    last_arrival: Mutex<HashMap<u64, Instant>>,
-    connected: AtomicUsize,
-    pushes: AtomicU64,
-    bytes: AtomicU64,
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// xDS server (an edge, or the brain's embedded edge).
+    #[arg(long, default_value = "http://127.0.0.1:18000")]
+    xds: String,
+    /// Flotilla REST API the changes go through.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    #[arg(long, default_value_t = 1000)]
+    proxies: usize,
+    #[arg(long, value_enum, default_value_t = Protocol::Delta)]
+    protocol: Protocol,
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    #[arg(long, default_value_t = 10)]
+    endpoints_per_cluster: usize,
+    /// Clusters per ProxyTemplate (the unit one endpoint change rewrites).
+    #[arg(long, default_value_t = 10)]
+    clusters_per_template: usize,
+    /// Streams opened per second.
+    #[arg(long, default_value_t = 500)]
+    ramp_per_sec: usize,
+    /// Share of updates (responses after a type's first on a stream) answered with a NACK.
+    #[arg(long, default_value_t = 0.0)]
+    nack_share: f64,
+    /// Percent of endpoint, cluster (add/remove) and route/listener changes.
+    #[arg(long, default_value = "90,9,1")]
+    mix: Mix,
+    /// Changes in flight at most (changes to one document are always serialised).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Process to sample CPU and RSS of: NAME=PID (repeatable), e.g. brain=1234.
+    #[arg(long)]
+    pid: Vec<Watched>,
+    /// Namespace and proxy group (node cluster) of the fleet.
+    #[arg(long, default_value = "loadtest")]
+    namespace: String,
+    #[arg(long, default_value = "fleet")]
+    group: String,
+    /// Give up waiting for the fleet to be in sync after this long.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    sync_timeout: Duration,
+    /// JSON report; the plots are written beside it (`-latency.svg`, `-rss.svg`).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
-fn node(i: usize) -> Node {
-    let md = Struct {
-        fields: [("namespace".to_string(), Value { kind: Some(Kind::StringValue("loadtest".into())) })]
-            .into(),
-    };
-    Node { id: format!("loadtest-{i:06}"), cluster: "fleet".into(), metadata: Some(md), ..Default::default() }
-}
-
-fn config(clusters: usize, endpoints: usize, versions: &[u64]) -> serde_json::Value {
-    let cl: Vec<_> = (0..clusters)
-        .map(|c| {
-            let eps: Vec<_> = (0..endpoints)
-                .map(|e| json!({"address": "127.0.0.1", "port": 10_000 + e, "weight": 1 + (versions[c] % 100)}))
-                .collect();
-            json!({"name": format!("c{c:04}"), "type": "EDS", "endpoints": eps})
-        })
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "ProxyConfig",
-        "metadata": {"name": "fleet", "namespace": "loadtest"},
-        "spec": {
-            "listeners": [{"name": "l", "address": "127.0.0.1", "port": 10999,
-                "filterChains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "config": {"routeConfig": "r"}}]}]}],
-            "routes": [{"name": "r", "virtualHosts": [{"name": "all", "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c0000"}}]}]}],
-            "clusters": cl,
-        }
-    })
-}
-
-/// One mock Envoy on its own connection.
-async fn proxy(i: usize, xds: String, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let channel = tonic::transport::Channel::from_shared(xds)?.connect().await?;
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let (tx, rx) = mpsc::channel(16);
-    tx.send(DeltaDiscoveryRequest { node: Some(node(i)), type_url: CDS.into(), ..Default::default() })
-        .await?;
-    let mut inbound = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
-    shared.connected.fetch_add(1, Ordering::Relaxed);
-    let _connected = Connected(&shared.connected);
-    let mut eds_subscribed = false;
-    while let Some(resp) = inbound.message().await? {
-        let now = Instant::now();
-        shared.pushes.fetch_add(1, Ordering::Relaxed);
-        shared.bytes.fetch_add(
-            resp.resources.iter().map(|r| r.resource.as_ref().map_or(0, |a| a.value.len() as u64)).sum(),
-            Ordering::Relaxed,
-        );
-        if resp.type_url == CDS && !eds_subscribed {
-            eds_subscribed = true;
-            let names = resp.resources.iter().map(|r| r.name.clone()).collect();
-            tx.send(DeltaDiscoveryRequest {
-                type_url: EDS.into(),
-                resource_names_subscribe: names,
-                ..Default::default()
-            })
-            .await?;
-        }
-        if resp.type_url == EDS {
-            let sent = shared
-                .sent
-                .lock()
-                .map(|s| resp.resources.iter().filter_map(|r| s.get(&r.name).copied()).collect::<Vec<_>>())
-                .unwrap_or_default();
-            for (change, at) in sent {
-                if let Ok(mut h) = shared.hist.lock() {
-                    let _ = h.record(now.duration_since(at).as_micros() as u64);
-                }
-                if let Ok(mut l) = shared.last_arrival.lock() {
-                    let e = l.entry(change).or_insert(now);
-                    *e = (*e).max(now);
-                }
-            }
-        }
-        tx.send(DeltaDiscoveryRequest {
-            type_url: resp.type_url,
-            response_nonce: resp.nonce,
-            ..Default::default()
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// Counts a stream as connected while it lives, however it ends.
-struct Connected<'a>(&'a AtomicUsize);
-
-impl Drop for Connected<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// (utime+stime seconds, RSS bytes) of a process, from /proc.
-fn sample(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    let rss_pages: u64 = f.get(21)?.parse().ok()?;
-    Some((ticks / 100.0, rss_pages * 4096))
+struct Run {
+    common: Common,
+    name: &'static str,
+    tracker: Arc<Tracker>,
+    driver: Arc<Driver>,
+    fleet: Fleet,
+    sampler: Sampler,
+    phases: Vec<Value>,
+    curves: Vec<(String, Histogram<u64>)>,
+    extra: serde_json::Map<String, Value>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Scenario::Churn {
-        xds,
-        api,
-        proxies,
-        clusters,
-        endpoints_per_cluster,
-        changes_per_min,
-        duration,
-        ramp_per_sec,
-        pid,
-        report,
-    } = Cli::parse().scenario;
-    let http = reqwest::Client::new();
-    let mut versions = vec![0u64; clusters];
-    // Create or update the fleet's config.
-    let body = serde_json::to_string(&config(clusters, endpoints_per_cluster, &versions))?;
-    let r = http
-        .post(format!("{api}/api/v1/bulk?apply=true"))
-        .header("content-type", "application/json")
-        .body(format!("[{body}]"))
-        .send()
-        .await
-        .context("cannot reach the Flotilla REST API")?;
-    anyhow::ensure!(r.status().is_success(), "applying the fleet config failed: {}", r.text().await?);
-    let list: serde_json::Value =
-        http.get(format!("{api}/api/v1/configs?namespace=loadtest&name=fleet")).send().await?.json().await?;
-    let id = list[0]["id"].as_str().context("config id")?.to_string();
-
-    let shared = Arc::new(Shared {
-        sent: Arc::new(Mutex::new(HashMap::new())),
-        hist: Mutex::new(Histogram::new(3)?),
-        last_arrival: Mutex::new(HashMap::new()),
-        connected: AtomicUsize::new(0),
-        pushes: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-    });
-    let start = Instant::now();
-    let cpu0 = pid.and_then(sample);
-    for i in 0..proxies {
-        let (xds, shared) = (xds.clone(), shared.clone());
-        tokio::spawn(async move {
-            // Like Envoy: reconnect with back-off when the stream cannot be opened or breaks.
-            let mut delay = Duration::from_millis(200);
-            for attempt in 1..=5 {
-                match proxy(i, xds.clone(), shared.clone()).await {
-                    Ok(()) => return,
-                    Err(e) if attempt == 5 => eprintln!("proxy {i}: giving up: {e}"),
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
-            }
-        });
-        if (i + 1) % ramp_per_sec.max(1) == 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-    while shared.connected.load(Ordering::Relaxed) < proxies && start.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ramp = start.elapsed();
-    eprintln!("{} streams connected in {ramp:?}", shared.connected.load(Ordering::Relaxed));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (pushes0, bytes0) = (shared.pushes.load(Ordering::Relaxed), shared.bytes.load(Ordering::Relaxed));
-
-    let interval = Duration::from_secs_f64(60.0 / changes_per_min.max(1) as f64);
-    let mut tick = tokio::time::interval(interval);
-    let churn_start = Instant::now();
-    let mut change = 0u64;
-    let mut api_ms = Histogram::<u64>::new(3)?;
-    let mut last_progress = Instant::now();
-    while churn_start.elapsed() < duration {
-        tick.tick().await;
-        let c = (change as usize) % clusters;
-        versions[c] += 1;
-        let name = format!("c{c:04}");
-        let body = serde_json::to_string(&config(clusters, endpoints_per_cluster, &versions))?;
-        let t0 = Instant::now();
-        if let Ok(mut s) = shared.sent.lock() {
-            s.insert(name, (change, t0));
-        }
-        let r = http
-            .put(format!("{api}/api/v1/configs/{id}?apply=true"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "change {change} refused: {}", r.text().await?);
-        let _ = api_ms.record(t0.elapsed().as_micros() as u64);
-        change += 1;
-        if last_progress.elapsed() > Duration::from_secs(1) {
-            last_progress = Instant::now();
-            let p99 = shared.hist.lock().map(|h| h.value_at_quantile(0.99)).unwrap_or(0);
-            eprintln!(
-                "[{:>4.0}s] streams {} | changes {change} | propagation p99 {:.1} ms | pushes {}",
-                churn_start.elapsed().as_secs_f64(),
-                shared.connected.load(Ordering::Relaxed),
-                p99 as f64 / 1000.0,
-                shared.pushes.load(Ordering::Relaxed) - pushes0
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Ramp { common, hold } => {
+            let mut run = Run::start("ramp", common, 0.0).await?;
+            tokio::time::sleep(hold).await;
+            run.sampler.set_phase("reconnect");
+            let snap = Snapshot::take(&run);
+            let t0 = Instant::now();
+            run.fleet.reconnect_all();
+            // Wait for the streams to drop, then for every proxy to be back in sync.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let secs = run.wait_synced(t0).await;
+            run.extra.insert(
+                "reconnect".into(),
+                json!({"secondsToAllSynced": secs, "processes": snap.procs_since(&run, run.common.proxies)}),
             );
+            run.finish().await
+        }
+        Scenario::Churn { common, changes_per_min, duration } => {
+            let mut run = Run::start("churn", common, 0.0).await?;
+            for rate in changes_per_min {
+                let until = Instant::now() + duration;
+                run.phase(&format!("{rate}/min"), rate, None, Some(until)).await;
+            }
+            run.finish().await
+        }
+        Scenario::Burst { common, changes, within } => {
+            let mut run = Run::start("burst", common, 0.0).await?;
+            let rate = changes as f64 * 60.0 / within.as_secs_f64().max(0.001);
+            run.phase(&format!("{changes} in {within:?}"), rate, Some(changes), None).await;
+            run.finish().await
+        }
+        Scenario::Slow { common, slow_share, changes_per_min, duration } => {
+            let mut run = Run::start("slow", common, slow_share).await?;
+            let until = Instant::now() + duration;
+            run.phase(
+                &format!("{changes_per_min}/min, {:.1}% stalled", slow_share * 100.0),
+                changes_per_min,
+                None,
+                Some(until),
+            )
+            .await;
+            let stalled = run.fleet.counters.stalled.load(Ordering::Relaxed);
+            run.extra.insert("stalledProxies".into(), json!(stalled));
+            run.finish().await
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let elapsed = churn_start.elapsed().as_secs_f64();
-    let cpu1 = pid.and_then(sample);
-    let h = shared.hist.lock().map(|h| h.clone()).map_err(|_| anyhow::anyhow!("histogram poisoned"))?;
-    let ms = |v: u64| v as f64 / 1000.0;
-    let result = json!({
-        "scenario": "churn",
-        "protocol": "delta",
-        "proxies": proxies,
-        "connected": shared.connected.load(Ordering::Relaxed),
-        "clusters": clusters,
-        "endpoints": clusters * endpoints_per_cluster,
-        "changesPerMin": changes_per_min,
-        "changes": change,
-        "rampSeconds": ramp.as_secs_f64(),
-        "propagationMs": {"p50": ms(h.value_at_quantile(0.5)), "p99": ms(h.value_at_quantile(0.99)), "max": ms(h.max()), "samples": h.len()},
-        "apiCallMs": {"p50": ms(api_ms.value_at_quantile(0.5)), "p99": ms(api_ms.value_at_quantile(0.99))},
-        "pushesPerSec": (shared.pushes.load(Ordering::Relaxed) - pushes0) as f64 / elapsed,
-        "bytesPerSec": (shared.bytes.load(Ordering::Relaxed) - bytes0) as f64 / elapsed,
-        "process": match (cpu0, cpu1) {
-            (Some((c0, _)), Some((c1, rss))) => json!({"pid": pid, "cpuSeconds": c1 - c0, "rssBytes": rss, "rssPerProxyBytes": rss / proxies.max(1) as u64}),
-            _ => json!(null),
-        },
-    });
-    std::fs::write(&report, serde_json::to_string_pretty(&result)?)?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(())
+}
+
+/// Counters at the start of a phase.
+struct Snapshot {
+    at: Instant,
+    pushes: u64,
+    bytes: u64,
+    procs: Vec<(String, f64)>,
+    first_change: u32,
+}
+
+impl Snapshot {
+    fn take(run: &Run) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            pushes: run.fleet.counters.pushes.load(Ordering::Relaxed),
+            bytes: run.fleet.counters.bytes.load(Ordering::Relaxed),
+            procs: run
+                .common
+                .pid
+                .iter()
+                .filter_map(|w| proc_stat(w.pid).map(|(c, _)| (w.name.clone(), c)))
+                .collect(),
+            first_change: run.tracker.next_id(),
+        }
+    }
+
+    /// CPU seconds used since the snapshot, and RSS now, per watched process.
+    fn procs_since(&self, run: &Run, proxies: usize) -> Value {
+        let v: Vec<Value> = run
+            .common
+            .pid
+            .iter()
+            .filter_map(|w| {
+                let (cpu, rss) = proc_stat(w.pid)?;
+                let cpu0 = self.procs.iter().find(|(n, _)| n == &w.name).map_or(cpu, |p| p.1);
+                Some(json!({
+                    "name": w.name, "pid": w.pid, "cpuSeconds": cpu - cpu0,
+                    "cpuCores": (cpu - cpu0) / self.at.elapsed().as_secs_f64().max(0.001),
+                    "rssBytes": rss, "rssPerProxyBytes": rss / proxies.max(1) as u64,
+                }))
+            })
+            .collect();
+        json!(v)
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn dist(h: &Histogram<u64>) -> Value {
+    json!({
+        "samples": h.len(), "p50": ms(h.value_at_quantile(0.5)), "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)), "max": ms(h.max()),
+    })
+}
+
+impl Run {
+    async fn start(name: &'static str, common: Common, slow_share: f64) -> anyhow::Result<Run> {
+        anyhow::ensure!(common.proxies > 0, "--proxies must be at least 1");
+        anyhow::ensure!(
+            common.clusters > 0 && common.endpoints_per_cluster > 0,
+            "--clusters and --endpoints-per-cluster must be at least 1"
+        );
+        anyhow::ensure!((0.0..=1.0).contains(&common.nack_share), "--nack-share must be between 0 and 1");
+        let tracker = Arc::new(Tracker::new());
+        let layout = Layout {
+            api: common.api.trim_end_matches('/').to_string(),
+            namespace: common.namespace.clone(),
+            group: common.group.clone(),
+            clusters: common.clusters,
+            endpoints_per_cluster: common.endpoints_per_cluster,
+            clusters_per_template: common.clusters_per_template.max(1),
+        };
+        eprintln!(
+            "writing {} clusters × {} endpoints ({} templates) to {}",
+            common.clusters,
+            common.endpoints_per_cluster,
+            common.clusters.div_ceil(layout.clusters_per_template),
+            layout.api
+        );
+        let t0 = Instant::now();
+        let driver = Arc::new(Driver::setup(layout, tracker.clone()).await?);
+        eprintln!("configuration written in {:.1} s", t0.elapsed().as_secs_f64());
+        let opts = FleetOpts {
+            xds: common.xds.clone(),
+            protocol: common.protocol,
+            proxies: common.proxies,
+            ramp_per_sec: common.ramp_per_sec,
+            nack_share: common.nack_share,
+            slow_share,
+            namespace: common.namespace.clone(),
+            group: common.group.clone(),
+        };
+        let start = Instant::now();
+        let fleet = Fleet::start(opts, tracker.clone());
+        let sampler = Sampler::start(common.pid.clone(), fleet.counters.clone(), tracker.clone());
+        driver.set_expected(fleet.readers(common.proxies));
+        let mut run = Run {
+            common,
+            name,
+            tracker,
+            driver,
+            fleet,
+            sampler,
+            phases: Vec::new(),
+            curves: Vec::new(),
+            extra: serde_json::Map::new(),
+        };
+        let connected_at = run.wait_connected(start).await;
+        let synced = run.wait_synced(start).await;
+        run.extra.insert(
+            "ramp".into(),
+            json!({"ratePerSec": run.common.ramp_per_sec, "secondsToAllConnected": connected_at, "secondsToAllSynced": synced}),
+        );
+        Ok(run)
+    }
+
+    async fn wait_connected(&self, start: Instant) -> Option<f64> {
+        while start.elapsed() < self.common.sync_timeout {
+            if self.fleet.counters.connected.load(Ordering::Relaxed) >= self.common.proxies {
+                return Some(start.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("not every proxy connected within {:?}", self.common.sync_timeout);
+        None
+    }
+
+    async fn wait_synced(&self, start: Instant) -> Option<f64> {
+        while start.elapsed() < self.common.sync_timeout {
+            if self.fleet.counters.synced.load(Ordering::Relaxed) >= self.common.proxies {
+                return Some(start.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "only {} of {} proxies in sync within {:?}",
+            self.fleet.counters.synced.load(Ordering::Relaxed),
+            self.common.proxies,
+            self.common.sync_timeout
+        );
+        None
+    }
+
+    /// One measurement phase: changes at `per_min`, then up to 30 s for them to arrive.
+    async fn phase(&mut self, label: &str, per_min: f64, count: Option<u64>, until: Option<Instant>) {
+        self.sampler.set_phase(label);
+        let _ = self.tracker.take_phase();
+        if let Ok(mut h) = self.driver.api_us.lock() {
+            h.reset();
+        }
+        let snap = Snapshot::take(self);
+        let sent = self.driver.run(per_min, count, until, self.common.mix, self.common.concurrency).await;
+        let send_secs = snap.at.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.tracker.incomplete(snap.first_change) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = snap.at.elapsed().as_secs_f64();
+        let phase = self.tracker.take_phase();
+        let delivery = self.tracker.delivery(snap.first_change);
+        let api = self.driver.api_us.lock().map(|h| h.clone()).ok();
+        let c = &self.fleet.counters;
+        let result = json!({
+            "label": label,
+            "targetChangesPerMin": per_min,
+            "changesSent": sent,
+            "sendSeconds": send_secs,
+            "achievedChangesPerMin": sent as f64 * 60.0 / send_secs.max(0.001),
+            "changeKinds": delivery.kinds.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "apiErrors": self.driver.errors.load(Ordering::Relaxed),
+            "apiCallMs": api.as_ref().map(dist),
+            "receivedMs": dist(&phase.received),
+            "ackedMs": dist(&phase.acked),
+            "toLastProxyMs": dist(&delivery.to_last),
+            "changesReachingEveryProxy": delivery.complete,
+            "changesTracked": delivery.sent,
+            "pushesPerSec": (c.pushes.load(Ordering::Relaxed) - snap.pushes) as f64 / elapsed,
+            "bytesPerSec": (c.bytes.load(Ordering::Relaxed) - snap.bytes) as f64 / elapsed,
+            "nacksSent": c.nacks.load(Ordering::Relaxed),
+            "processes": snap.procs_since(self, self.common.proxies),
+        });
+        eprintln!(
+            "phase {label}: {sent} changes in {send_secs:.1} s; received p50 {:.0} ms p99 {:.0} ms max {:.0} ms; last proxy p99 {:.0} ms; {}/{} changes reached every proxy",
+            ms(phase.received.value_at_quantile(0.5)),
+            ms(phase.received.value_at_quantile(0.99)),
+            ms(phase.received.max()),
+            ms(delivery.to_last.value_at_quantile(0.99)),
+            delivery.complete,
+            delivery.sent
+        );
+        self.phases.push(result);
+        self.curves.push((label.to_string(), phase.received));
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        let c = &self.fleet.counters;
+        let series = self.sampler.stop();
+        let report_path = self
+            .common
+            .report
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("loadtest-{}.json", self.name)));
+        let stem = report_path.with_extension("");
+        let title = format!(
+            "{} — {} {:?} proxies, {} clusters",
+            self.name, self.common.proxies, self.common.protocol, self.common.clusters
+        );
+        let curves: Vec<(String, &Histogram<u64>)> =
+            self.curves.iter().map(|(l, h)| (l.clone(), h)).collect();
+        if !curves.is_empty() {
+            let p = PathBuf::from(format!("{}-latency.svg", stem.display()));
+            plot::latency(&p, &title, &curves)?;
+            eprintln!("wrote {}", p.display());
+        }
+        let p = PathBuf::from(format!("{}-rss.svg", stem.display()));
+        plot::rss(&p, &title, &series)?;
+        eprintln!("wrote {}", p.display());
+        let mut report = json!({
+            "scenario": self.name,
+            "protocol": self.common.protocol,
+            "proxies": self.common.proxies,
+            "clusters": self.common.clusters,
+            "endpoints": self.common.clusters * self.common.endpoints_per_cluster,
+            "nackShare": self.common.nack_share,
+            "mix": self.common.mix,
+            "connectedAtEnd": c.connected.load(Ordering::Relaxed),
+            "syncedAtEnd": c.synced.load(Ordering::Relaxed),
+            "connects": c.connects.load(Ordering::Relaxed),
+            "streamErrors": c.stream_errors.load(Ordering::Relaxed),
+            "phases": self.phases,
+            "processesAtEnd": self.common.pid.iter().filter_map(|w| proc_stat(w.pid).map(|(cpu, rss)| json!({
+                "name": w.name, "cpuSeconds": cpu, "rssBytes": rss, "rssPerProxyBytes": rss / self.common.proxies.max(1) as u64,
+            }))).collect::<Vec<_>>(),
+            "series": series,
+        });
+        if let Some(m) = report.as_object_mut() {
+            m.extend(self.extra);
+        }
+        std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", report_path.display()))?;
+        eprintln!("wrote {}", report_path.display());
+        if let Some(m) = report.as_object_mut() {
+            m.remove("series");
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    }
 }

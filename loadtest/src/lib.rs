@@ -1,1 +1,0 @@
-//! Load harness library placeholder: the binary in main.rs holds the scenarios.
