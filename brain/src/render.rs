@@ -4,6 +4,7 @@
 //! as a map, no I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::model::{ProxyConfig, ProxySpec};
 use crate::validate::FieldError;
@@ -12,7 +13,7 @@ use crate::validate::FieldError;
 pub const SHARED_NAMESPACE: &str = "shared";
 
 /// Templates by (namespace, name).
-pub type Templates = BTreeMap<(String, String), ProxyConfig>;
+pub type Templates = BTreeMap<(String, String), Arc<ProxyConfig>>;
 
 /// Where `reference` (from a spec in `namespace`) points, if it exists.
 fn resolve(reference: &str, namespace: &str, templates: &Templates) -> Option<(String, String)> {
@@ -129,7 +130,7 @@ mod tests {
     fn templates(docs: &[&str]) -> Templates {
         docs.iter()
             .map(|y| doc(y))
-            .map(|t| ((t.namespace().to_string(), t.metadata.name.clone()), t))
+            .map(|t| ((t.namespace().to_string(), t.metadata.name.clone()), Arc::new(t)))
             .collect()
     }
 

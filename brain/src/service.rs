@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::compile::{CompileError, compile};
+use crate::compile::{ClusterMemo, CompileError, compile, compile_with};
 use crate::model::ProxyConfig;
 use crate::publish::Bus;
 use crate::render::{Templates, depends_on, render};
@@ -55,11 +55,62 @@ pub struct ConfigService {
     /// Serialises write + publish so proxies see applies in commit order. Writes are rare and
     /// never on the xDS push path.
     writes: Mutex<()>,
+    /// The latest record of every config and template, read from the store once and then kept
+    /// up to date from each write's results (this service is the store's only writer), so a
+    /// write does not re-read and re-parse the whole store.
+    latest: std::sync::Mutex<Option<Arc<Latest>>>,
+    /// Compiled clusters per config (`namespace/name`), so a change recompiles only what changed.
+    memos: std::sync::Mutex<std::collections::HashMap<String, ClusterMemo>>,
+}
+
+/// Every record, and the templates among them by (namespace, name).
+struct Latest {
+    records: Vec<Arc<ConfigRecord>>,
+    templates: Templates,
+}
+
+impl Latest {
+    fn new(records: Vec<Arc<ConfigRecord>>) -> Latest {
+        let templates = records
+            .iter()
+            .filter(|r| r.config.is_template())
+            .map(|r| ((r.namespace.clone(), r.name.clone()), Arc::new(r.config.clone())))
+            .collect();
+        Latest { records, templates }
+    }
+
+    /// This state with `written` applied.
+    fn with(&self, written: &[Written]) -> Latest {
+        let mut records = self.records.clone();
+        let mut templates = self.templates.clone();
+        for w in written {
+            let (rec, gone) = match w {
+                Written::Record(r) => (r, false),
+                Written::Removed { previous } => (previous, true),
+            };
+            records.retain(|r| r.id != rec.id);
+            let key = (rec.namespace.clone(), rec.name.clone());
+            templates.remove(&key);
+            if !gone {
+                records.push(Arc::new(rec.clone()));
+                if rec.config.is_template() {
+                    templates.insert(key, Arc::new(rec.config.clone()));
+                }
+            }
+        }
+        Latest { records, templates }
+    }
 }
 
 impl ConfigService {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> ConfigService {
-        ConfigService { store, bus, writes: Mutex::new(()) }
+        ConfigService {
+            store,
+            bus,
+            writes: Mutex::new(()),
+            latest: std::sync::Mutex::new(None),
+            memos: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -69,11 +120,12 @@ impl ConfigService {
     /// Publishes every applied config; called once at start-up before the edge is ready.
     pub async fn publish_all(&self) -> Result<usize, ServiceError> {
         let _guard = self.writes.lock().await;
-        let templates = self.templates().await?;
+        let latest = self.latest().await?;
+        let templates = &latest.templates;
         let mut n = 0;
-        for rec in self.store.list(&ListFilter::default()).await? {
+        for rec in &latest.records {
             if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
-                n += usize::from(self.publish_config(cfg, &templates).await);
+                n += usize::from(self.publish_config(cfg, templates).await);
             }
         }
         Ok(n)
@@ -81,7 +133,7 @@ impl ConfigService {
 
     /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
     async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
-        let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| check(&r));
+        let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
         match snap {
             Ok(snap) => {
                 self.bus.publish(&cfg.target(), &snap).await;
@@ -96,14 +148,42 @@ impl ConfigService {
 
     /// Every template (latest revision), by namespace and name.
     pub async fn templates(&self) -> Result<Templates, ServiceError> {
-        Ok(self
-            .store
-            .list(&ListFilter::default())
-            .await?
-            .into_iter()
-            .filter(|r| r.config.is_template())
-            .map(|r| ((r.namespace, r.name), r.config))
-            .collect())
+        Ok(self.latest().await?.templates.clone())
+    }
+
+    async fn latest(&self) -> Result<Arc<Latest>, ServiceError> {
+        if let Some(l) = self.latest.lock().ok().and_then(|l| l.clone()) {
+            return Ok(l);
+        }
+        let records = self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect();
+        let l = Arc::new(Latest::new(records));
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = Some(l.clone());
+        }
+        Ok(l)
+    }
+
+    /// [`check`] of a rendered config, reusing what was compiled for it before. The memo is
+    /// taken out while compiling, so concurrent checks of one config never wait on each other
+    /// (the second simply compiles without it).
+    fn check_memo(&self, cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+        let errs = validate(cfg);
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let key = format!("{}/{}", cfg.namespace(), cfg.metadata.name);
+        let mut memo = self.memos.lock().ok().and_then(|mut m| m.remove(&key)).unwrap_or_default();
+        let snap = compile_with(cfg, &mut memo).map_err(invalid_compile);
+        if let Ok(mut m) = self.memos.lock() {
+            m.insert(key, memo);
+        }
+        snap
+    }
+
+    fn forget_latest(&self) {
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = None;
+        }
     }
 
     /// A config with its templates merged in.
@@ -125,24 +205,24 @@ impl ConfigService {
     ) -> Result<Snapshot, ServiceError> {
         if !cfg.is_template() {
             let rendered = render(cfg, &templates).map_err(ServiceError::Invalid)?;
-            return check(&rendered);
+            return self.check_memo(&rendered);
         }
         let errs = validate(cfg);
         if !errs.is_empty() {
             return Err(ServiceError::Invalid(errs));
         }
         let key = (cfg.namespace().to_string(), cfg.metadata.name.clone());
-        templates.insert(key.clone(), cfg.clone());
+        templates.insert(key.clone(), Arc::new(cfg.clone()));
         render(cfg, &templates).map_err(ServiceError::Invalid)?;
         let mut errors = Vec::new();
-        for rec in self.store.list(&ListFilter::default()).await? {
+        for rec in &self.latest().await?.records {
             let Some(applied) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
             if !depends_on(applied, &key, &templates) {
                 continue;
             }
             let who = format!("{}/{}", rec.namespace, rec.name);
             if let Err(ServiceError::Invalid(errs)) =
-                render(applied, &templates).map_err(ServiceError::Invalid).and_then(|r| check(&r))
+                render(applied, &templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r))
             {
                 errors.extend(errs.into_iter().map(|e| FieldError {
                     message: format!("would break config {who}: {}", e.message),
@@ -163,29 +243,39 @@ impl ConfigService {
     async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, ServiceError> {
         let _guard = self.writes.lock().await;
         let n = ws.len() as u64;
-        let written = self.store.write_many(ws, author).await?;
-        let templates = self.templates().await?;
-        let all = if written.iter().any(|w| matches!(w, Written::Record(r) if r.config.is_template())) {
-            self.store.list(&ListFilter::default()).await?
-        } else {
-            Vec::new()
+        let written = match self.store.write_many(ws, author).await {
+            Ok(w) => w,
+            Err(e) => {
+                // The store may or may not have committed: read it again next time.
+                self.forget_latest();
+                return Err(e.into());
+            }
         };
+        let latest = match self.latest.lock().ok().and_then(|l| l.clone()) {
+            Some(l) => Arc::new(l.with(&written)),
+            None => self.latest().await?,
+        };
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = Some(latest.clone());
+        }
+        let templates = &latest.templates;
+        let all = &latest.records;
         for w in &written {
             match w {
                 Written::Record(rec) if rec.config.is_template() => {
                     // Re-render and republish every applied config built on this template.
                     let key = (rec.namespace.clone(), rec.name.clone());
-                    for dep in &all {
+                    for dep in all {
                         if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
-                            && depends_on(cfg, &key, &templates)
+                            && depends_on(cfg, &key, templates)
                         {
-                            self.publish_config(cfg, &templates).await;
+                            self.publish_config(cfg, templates).await;
                         }
                     }
                 }
                 Written::Record(rec) => {
                     if let Some(cfg) = &rec.applied_config {
-                        self.publish_config(cfg, &templates).await;
+                        self.publish_config(cfg, templates).await;
                     }
                 }
                 Written::Removed { previous } => {
@@ -220,7 +310,7 @@ impl ConfigService {
         // Templates in the same request count, so a bundle can bring its templates along.
         let mut templates = self.templates().await?;
         for t in cfgs.iter().filter(|c| c.is_template()) {
-            templates.insert((t.namespace().to_string(), t.metadata.name.clone()), t.clone());
+            templates.insert((t.namespace().to_string(), t.metadata.name.clone()), Arc::new(t.clone()));
         }
         for (i, cfg) in cfgs.iter().enumerate() {
             let at = |p: &str| if cfgs.len() == 1 { p.to_string() } else { format!("[{i}].{p}") };

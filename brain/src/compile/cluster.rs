@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use flotilla_shared::{Resource, ResourceType};
 
 use super::{
-    CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port, reference,
+    CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port_lazy, reference,
     resource,
 };
 use crate::model::{self, ClusterType, LbPolicy};
@@ -97,8 +97,8 @@ fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignme
                 address: Some(Address {
                     address: Some(address::Address::SocketAddress(SocketAddress {
                         address: e.address.clone(),
-                        port_specifier: Some(socket_address::PortSpecifier::PortValue(port(
-                            &format!("{path}.endpoints[{i}].port"),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(port_lazy(
+                            || format!("{path}.endpoints[{i}].port"),
                             e.port,
                         )?)),
                         ..Default::default()

@@ -33,6 +33,20 @@ pub enum CompileError {
 
 /// Compiles one config into the snapshot its proxies receive.
 pub fn compile(cfg: &ProxyConfig) -> Result<Snapshot, CompileError> {
+    compile_with(cfg, &mut ClusterMemo::default())
+}
+
+/// Compiled clusters of one config, by name, with the model they came from: compiling a cluster
+/// depends on nothing but its model, so an unchanged cluster is not compiled (or encoded, or
+/// hashed) again. A change to one cluster of a large config costs one cluster's compile plus a
+/// comparison per other cluster.
+#[derive(Debug, Default)]
+pub struct ClusterMemo {
+    clusters: std::collections::HashMap<String, (crate::model::Cluster, Vec<Resource>)>,
+}
+
+/// [`compile`], reusing (and refreshing) `memo`; afterwards it holds exactly `cfg`'s clusters.
+pub fn compile_with(cfg: &ProxyConfig, memo: &mut ClusterMemo) -> Result<Snapshot, CompileError> {
     let mut out = Vec::new();
     for (i, l) in cfg.spec.listeners.iter().enumerate() {
         out.push(listener::compile(l, &format!("spec.listeners[{i}]"))?);
@@ -40,9 +54,16 @@ pub fn compile(cfg: &ProxyConfig) -> Result<Snapshot, CompileError> {
     for (i, rc) in cfg.spec.routes.iter().enumerate() {
         out.push(route::compile(rc, &format!("spec.routes[{i}]"))?);
     }
+    let mut fresh = std::collections::HashMap::with_capacity(cfg.spec.clusters.len());
     for (i, c) in cfg.spec.clusters.iter().enumerate() {
-        out.extend(cluster::compile(c, &format!("spec.clusters[{i}]"))?);
+        let compiled = match memo.clusters.remove(&c.name) {
+            Some((model, res)) if &model == c => (model, res),
+            _ => (c.clone(), cluster::compile(c, &format!("spec.clusters[{i}]"))?),
+        };
+        out.extend(compiled.1.iter().cloned());
+        fresh.insert(c.name.clone(), compiled);
     }
+    memo.clusters = fresh;
     for (i, s) in cfg.spec.secrets.iter().enumerate() {
         out.push(tls::compile_secret(s, &format!("spec.secrets[{i}]"))?);
     }
@@ -76,10 +97,15 @@ fn pb_duration(d: std::time::Duration) -> PbDuration {
 }
 
 fn port(path: &str, p: i64) -> Result<u32, CompileError> {
-    u32::try_from(p).ok().filter(|p| (1..=65535).contains(p)).ok_or_else(|| CompileError::Invalid {
-        path: path.to_string(),
-        message: format!("port {p} out of range"),
-    })
+    port_lazy(|| path.to_string(), p)
+}
+
+/// Like `port`, building the path only on error (endpoints are many).
+fn port_lazy(path: impl FnOnce() -> String, p: i64) -> Result<u32, CompileError> {
+    u32::try_from(p)
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| CompileError::Invalid { path: path(), message: format!("port {p} out of range") })
 }
 
 fn any(msg: &impl prost::Name) -> envoy_types::pb::google::protobuf::Any {

@@ -370,10 +370,11 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
         }
     }
     for (i, e) in c.endpoints.iter().enumerate() {
-        let ep = format!("{p}.endpoints[{i}]");
+        // Built only when something is wrong: a cluster may have thousands of endpoints.
+        let ep = || format!("{p}.endpoints[{i}]");
         if !(1..=65535).contains(&e.port) {
             errs.add(
-                format!("{ep}.port"),
+                format!("{}.port", ep()),
                 e.port,
                 format!("port must be between 1 and 65535, got {}", e.port),
             );
@@ -382,13 +383,13 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
         let needs_ip = matches!(c.cluster_type, ClusterType::Eds | ClusterType::Static);
         if e.address.is_empty() || (needs_ip && !is_ip) {
             errs.add(
-                format!("{ep}.address"),
+                format!("{}.address", ep()),
                 e.address.clone(),
                 "EDS and STATIC endpoints need an IP address",
             );
         }
         if e.weight == Some(0) {
-            errs.add(format!("{ep}.weight"), 0, "weight must be at least 1");
+            errs.add(format!("{}.weight", ep()), 0, "weight must be at least 1");
         }
     }
 }
