@@ -34,8 +34,18 @@ pub struct EdgeSnapshot {
     /// Per type, the names added, updated or removed since generation `generation - 1`. A stream
     /// that was in sync with that generation only needs to look at these (cost proportional to
     /// the change, not to the snapshot).
-    changed: [Vec<String>; ResourceType::COUNT],
+    changed: Changed,
+    /// The `changed` lists of the last generations (oldest first, this one last), so a stream a
+    /// few generations behind — usual under load, when changes arrive faster than one push —
+    /// still looks only at what changed instead of its whole subscription.
+    window: Arc<Vec<(u64, Changed)>>,
 }
+
+/// Per type, the names that changed in one generation.
+type Changed = [Arc<Vec<String>>; ResourceType::COUNT];
+
+/// Generations a stream may lag and still catch up incrementally.
+const WINDOW: usize = 64;
 
 impl EdgeSnapshot {
     pub fn of_type(&self, kind: ResourceType) -> &TypeSet {
@@ -53,6 +63,26 @@ impl EdgeSnapshot {
     /// Names of `kind` that changed since the previous generation.
     pub fn changed(&self, kind: ResourceType) -> &[String] {
         &self.changed[kind.index()]
+    }
+
+    /// Names of `kind` that changed after generation `since` (each once), or `None` when that
+    /// generation is too old (or unrelated) to tell: the caller then checks everything.
+    pub fn changed_since(&self, kind: ResourceType, since: u64) -> Option<Vec<&str>> {
+        if since == self.generation {
+            return Some(Vec::new());
+        }
+        if since + 1 == self.generation {
+            return Some(self.changed[kind.index()].iter().map(String::as_str).collect());
+        }
+        let start = self.window.iter().position(|(g, _)| *g == since + 1)?;
+        let mut seen = std::collections::HashSet::new();
+        let names = self.window[start..]
+            .iter()
+            .flat_map(|(_, c)| c[kind.index()].iter())
+            .map(String::as_str)
+            .filter(|n| seen.insert(*n))
+            .collect();
+        Some(names)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,15 +116,21 @@ impl EdgeSnapshot {
                 .collect();
             let items: BTreeMap<String, Arc<Encoded>> = items;
             let version = set_version(items.values().map(|r| (r.name.as_str(), r.version.as_str())));
-            let changed = &mut out.changed[kind.index()];
+            let mut changed = Vec::new();
             for (name, res) in &items {
                 if prev_items.get(name).is_none_or(|old| old.version != res.version) {
                     changed.push(name.clone());
                 }
             }
             changed.extend(prev_items.keys().filter(|n| !items.contains_key(*n)).cloned());
+            out.changed[kind.index()] = Arc::new(changed);
             out.types[kind.index()] = TypeSet { items: Arc::new(items), version };
         }
+        let keep = prev.window.len().min(WINDOW - 1);
+        let mut window = Vec::with_capacity(keep + 1);
+        window.extend(prev.window[prev.window.len() - keep..].iter().cloned());
+        window.push((out.generation, out.changed.clone()));
+        out.window = Arc::new(window);
         out
     }
 }

@@ -70,12 +70,17 @@ pub struct DeltaType {
     synced: Option<u64>,
 }
 
+/// Resource bytes in one Delta response at most (a single larger resource still goes alone).
+pub const MAX_PUSH_BYTES: usize = 64 * 1024;
+
 struct Plan {
     adds: Vec<Arc<Encoded>>,
     removed: Vec<String>,
     /// Some difference was held back (a removal still in use): not in sync after this push.
     deferred: bool,
     generation: u64,
+    /// Names that did not fit in this push (MAX_PUSH_BYTES); they go in the next one.
+    leftover: Vec<String>,
 }
 
 impl DeltaType {
@@ -128,15 +133,23 @@ impl DeltaType {
         if !self.started || self.pending.is_some() || self.retry_at.is_some_and(|t| t > now) {
             return None;
         }
-        let mut plan =
-            Plan { adds: Vec::new(), removed: Vec::new(), deferred: false, generation: snap.generation };
-        let incremental = self.force.is_empty() && self.synced.is_some_and(|g| g + 1 == snap.generation);
+        let mut plan = Plan {
+            adds: Vec::new(),
+            removed: Vec::new(),
+            deferred: false,
+            generation: snap.generation,
+            leftover: Vec::new(),
+        };
         if self.force.is_empty() && self.synced == Some(snap.generation) {
             return None;
         }
-        if incremental {
-            for name in snap.changed(self.kind) {
-                self.consider(name, snap, views, &mut plan);
+        if let Some(changed) = self.synced.and_then(|g| snap.changed_since(self.kind, g)) {
+            // In sync with a recent generation: only what changed since, plus what is owed.
+            let mut seen = BTreeSet::new();
+            for name in changed.into_iter().chain(self.force.iter().map(String::as_str)) {
+                if seen.insert(name) {
+                    self.consider(name, snap, views, &mut plan);
+                }
             }
         } else {
             let set = &snap.of_type(self.kind).items;
@@ -152,6 +165,22 @@ impl DeltaType {
         }
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return Some(plan); // nothing to send: the caller records the sync
+        }
+        // Bounded pushes: a first sync of thousands of resources goes out in chunks, one per
+        // ACK, so no stream ever buffers (and its HTTP/2 encoder keeps) megabytes.
+        let mut budget = MAX_PUSH_BYTES;
+        let fits = plan
+            .adds
+            .iter()
+            .position(|r| {
+                let over = budget < r.size();
+                budget = budget.saturating_sub(r.size());
+                over
+            })
+            .map_or(plan.adds.len(), |i| i.max(1));
+        if fits < plan.adds.len() {
+            // The rest is owed: forced into the next push, which the ACK of this one triggers.
+            plan.leftover = plan.adds.split_off(fits).iter().map(|r| r.name.clone()).collect();
         }
         if let Some(views) = views
             && !order::may_push(self.kind, plan.adds.iter().flat_map(|r| r.refs.iter()), views)
@@ -176,7 +205,14 @@ impl DeltaType {
         for n in &plan.removed {
             prev.push((n.clone(), self.client.remove(n)));
         }
-        self.force.clear();
+        // Forced names not in this (possibly partial) push stay forced for the next one.
+        for r in &plan.adds {
+            self.force.remove(&r.name);
+        }
+        for n in &plan.removed {
+            self.force.remove(n);
+        }
+        self.force.extend(plan.leftover.iter().cloned());
         self.pending = Some(Pending { nonce, version, prev, sent });
     }
 

@@ -273,6 +273,12 @@ fn incremental_planning_through_the_cache() {
     // Skip a generation: s3 is never seen; s4 removes c and changes a.
     let _s3 = set(&[("a", "3"), ("b", "2"), ("c", "1")]);
     let s4 = set(&[("a", "4"), ("b", "2")]);
+    // Two generations behind: the union of both changes (a twice, c once), each name once.
+    let mut since = s4.changed_since(Cluster, s2.generation).unwrap();
+    since.sort_unstable();
+    assert_eq!(since, vec!["a", "c"]);
+    assert_eq!(s4.changed_since(Cluster, s4.generation), Some(vec![]));
+    assert_eq!(s4.changed_since(Cluster, s4.generation + 7), None, "unknown generation: recheck all");
     let p = st.poll(&s4, now).unwrap();
     assert_eq!(sent_names(&p), vec!["a"]);
     assert_eq!(decode(&p).removed_resources, vec!["c"]);
@@ -301,4 +307,28 @@ fn w10_updated_cluster_gets_its_endpoints_again() {
     let e2 = st.poll(&s2, now).unwrap();
     assert_eq!(e2.kind, Some(Endpoint));
     assert_eq!(sent_names(&e2), vec!["c1"]);
+}
+
+// Bounded pushes: a first sync larger than MAX_PUSH_BYTES goes out in several responses, one
+// per ACK, every resource exactly once, and the stream is in sync afterwards.
+#[test]
+fn a_large_first_sync_is_chunked() {
+    let now = Instant::now();
+    let body = "x".repeat(1024);
+    let names: Vec<String> = (0..200).map(|i| format!("c{i:03}")).collect();
+    let s = snap(names.iter().map(|n| r(Cluster, n, &body, &[])).collect());
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    let mut got = Vec::new();
+    let mut pushes = 0;
+    while let Some(p) = st.poll(&s, now) {
+        assert!(p.frame.len() <= MAX_PUSH_BYTES + 4096, "push of {} bytes", p.frame.len());
+        got.extend(sent_names(&p));
+        st.on_request(&ack(Cluster, &p), now).unwrap();
+        pushes += 1;
+        assert!(pushes < 100, "no progress");
+    }
+    assert!(pushes >= 200 * 1024 / MAX_PUSH_BYTES, "only {pushes} pushes");
+    got.sort();
+    assert_eq!(got, names);
 }

@@ -56,7 +56,8 @@ impl Subscription {
         change
     }
 
-    /// Applies a Delta request's subscribe/unsubscribe lists (D3).
+    /// Applies a Delta request's subscribe/unsubscribe lists (D3). Costs what the request
+    /// names, not the size of the subscription: most requests are bare ACKs.
     pub fn apply_delta(
         &mut self,
         kind: ResourceType,
@@ -64,29 +65,47 @@ impl Subscription {
         subscribe: &[String],
         unsubscribe: &[String],
     ) -> SubChange {
-        let mut next = self.clone();
+        let was_wildcard = self.wildcard;
         if first && subscribe.is_empty() && kind.supports_wildcard() {
-            next.wildcard = true;
+            self.wildcard = true;
         }
+        // Whether each touched name was subscribed before this request.
+        let mut before: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
         for n in subscribe {
             if n == WILDCARD {
-                next.wildcard = kind.supports_wildcard();
+                self.wildcard = kind.supports_wildcard();
             } else {
-                next.names.insert(n.clone());
+                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n));
+                self.names.insert(n.clone());
             }
         }
         for n in unsubscribe {
             if n == WILDCARD {
-                next.wildcard = false;
+                self.wildcard = false;
             } else {
-                next.names.remove(n);
+                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n));
+                self.names.remove(n);
             }
         }
-        let mut change = self.diff(&next);
+        let mut change = SubChange {
+            wildcard_added: self.wildcard && !was_wildcard,
+            wildcard_removed: was_wildcard && !self.wildcard,
+            ..SubChange::default()
+        };
+        for (n, was) in before {
+            match (was, self.names.contains(n)) {
+                (false, true) => {
+                    change.added.insert(n.to_string());
+                }
+                (true, false) => {
+                    change.removed.insert(n.to_string());
+                }
+                _ => {}
+            }
+        }
         // Every explicitly subscribed name is answered, even one already in scope (D3, W10).
         change.added.extend(subscribe.iter().filter(|n| *n != WILDCARD).cloned());
-        change.wildcard_added |= subscribe.iter().any(|n| n == WILDCARD) && next.wildcard;
-        *self = next;
+        change.wildcard_added |= subscribe.iter().any(|n| n == WILDCARD) && self.wildcard;
         change
     }
 
