@@ -232,7 +232,10 @@ impl DeltaType {
             &req.resource_names_subscribe,
             &req.resource_names_unsubscribe,
         );
-        if !change.is_empty() {
+        // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
+        // wildcard needs every name checked again: a subscription change on a stream holding
+        // thousands of names costs what it names.
+        if change.wildcard_added {
             self.synced = None;
         }
         self.force.extend(change.added.iter().cloned());
