@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use flotilla_shared::subject::state_key;
 use flotilla_shared::wire::{GroupIndex, decode_resource, resource_key};
 use flotilla_shared::{Resource, Snapshot, Target};
+use futures::FutureExt;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -159,7 +160,22 @@ async fn watch_group(
                 continue;
             }
         };
-        while let Some(update) = updates.next().await {
+        while let Some(mut update) = updates.next().await {
+            // Latest wins: when changes arrive faster than they are applied, skip to the newest
+            // one already delivered instead of applying every intermediate state in turn.
+            let mut skipped = 0u64;
+            while update.is_ok() {
+                match updates.next().now_or_never() {
+                    Some(Some(next)) => {
+                        update = next;
+                        skipped += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if skipped > 0 {
+                metrics::counter!("flotilla_edge_coalesced_updates_total").increment(skipped);
+            }
             match update {
                 Ok(e) if e.operation == Operation::Put => {
                     apply(&kv, &bodies, &cache, &target, &e.value).await
