@@ -1,4 +1,4 @@
-//! Once-a-second samples: the fleet's counters and, from /proc, the CPU seconds and RSS of the
+//! Samples (four a second): the fleet's counters and, from /proc, the CPU seconds and RSS of the
 //! processes under test (`--pid brain=123 --pid edge=456`). Prints the progress line and keeps
 //! the series for the report and the plots.
 
@@ -76,10 +76,14 @@ impl Sampler {
         let (s, p) = (series.clone(), phase.clone());
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // Four samples a second (the RSS plot needs points during a fast ramp); the progress
+            // line once a second.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
             let mut last_pushes = 0;
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
+                n += 1;
                 let sample = Sample {
                     t: start.elapsed().as_secs_f64(),
                     phase: p.lock().map(|p| p.clone()).unwrap_or_default(),
@@ -100,6 +104,12 @@ impl Sampler {
                         })
                         .collect(),
                 };
+                if n % 4 != 1 {
+                    if let Ok(mut s) = s.lock() {
+                        s.push(sample);
+                    }
+                    continue;
+                }
                 let rss: Vec<String> =
                     sample.procs.iter().map(|p| format!("{} {} MB", p.name, p.rss_bytes >> 20)).collect();
                 eprintln!(

@@ -239,10 +239,18 @@ impl DeltaType {
             self.synced = None;
         }
         self.force.extend(change.added.iter().cloned());
-        if !change.removed.is_empty() || change.wildcard_removed {
+        if change.wildcard_removed {
             let sub = &self.sub;
             self.client.retain(|n, _| sub.covers(n));
             self.rejected.retain(|n, _| sub.covers(n));
+        } else {
+            // Only the names unsubscribed can have left scope: no walk over everything held.
+            for n in &change.removed {
+                if !self.sub.covers(n) {
+                    self.client.remove(n);
+                    self.rejected.remove(n);
+                }
+            }
         }
         if req.response_nonce.is_empty()
             || self.pending.as_ref().is_none_or(|p| p.nonce != req.response_nonce)
