@@ -242,7 +242,9 @@ fn dist(h: &Histogram<u64>) -> Value {
 }
 
 impl Run {
-    async fn start(name: &'static str, common: Common, slow_share: f64) -> anyhow::Result<Run> {
+    async fn start(name: &'static str, mut common: Common, slow_share: f64) -> anyhow::Result<Run> {
+        // The harness samples itself too: on one machine it competes for the same cores.
+        common.pid.push(Watched { name: "loadtest".into(), pid: std::process::id() });
         anyhow::ensure!(common.proxies > 0, "--proxies must be at least 1");
         anyhow::ensure!(
             common.clusters > 0 && common.endpoints_per_cluster > 0,
