@@ -1,6 +1,7 @@
 //! The whole fleet's proxies: the embedded edge's registry plus what every `flotilla-edge`
-//! reports over NATS (`flotilla.v1.edges.<edge>.status`, each second). An edge silent for three
-//! report intervals is forgotten, so the view never shows proxies of a dead edge as connected.
+//! reports over NATS (`flotilla.v1.edges.<edge>.status`: each second, or every n seconds from an
+//! edge with up to n × 2,000 streams, at most 10 s). An edge silent for three of its report
+//! intervals is forgotten, so the view never shows proxies of a dead edge as connected.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use futures::StreamExt;
 #[derive(Debug, Clone)]
 pub struct Fleet {
     local: Registry,
+    /// Per edge: until when its last report counts (three of its intervals), and its streams.
     remote: Arc<DashMap<String, (Instant, Vec<StreamStatus>)>>,
 }
 
@@ -26,9 +28,9 @@ impl Fleet {
     /// Every connected stream, on every edge.
     pub fn streams(&self) -> Vec<StreamStatus> {
         let mut out = self.local.streams();
-        let fresh = STATUS_INTERVAL * 3;
+        let now = Instant::now();
         for e in self.remote.iter() {
-            if e.value().0.elapsed() <= fresh {
+            if e.value().0 >= now {
                 out.extend(e.value().1.iter().cloned());
             }
         }
@@ -69,7 +71,12 @@ impl Fleet {
                         remote.remove(&r.edge);
                     }
                     Ok(r) => {
-                        remote.insert(r.edge, (Instant::now(), r.streams));
+                        // Large edges report less often (and say when the next report is due).
+                        let interval = match r.interval_ms {
+                            0 => STATUS_INTERVAL,
+                            ms => std::time::Duration::from_millis(ms).max(STATUS_INTERVAL),
+                        };
+                        remote.insert(r.edge, (Instant::now() + interval * 3, r.streams));
                     }
                     Err(e) => {
                         metrics::counter!("flotilla_brain_edge_report_errors_total").increment(1);

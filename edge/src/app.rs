@@ -65,22 +65,38 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
 pub struct EdgeReport {
     pub edge: String,
     pub streams: Vec<crate::registry::StreamStatus>,
+    /// When the next report is due, in milliseconds (0: [`STATUS_INTERVAL`], from older edges).
+    #[serde(default)]
+    pub interval_ms: u64,
 }
 
-/// How often an edge reports; the brain forgets an edge silent for three intervals.
+/// How often a small edge reports; the brain forgets an edge silent for three intervals.
 pub const STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Streams per second of report interval: a report lists every stream, so an edge with many
+/// streams reports less often (one second per 2,000 streams, at most every 10 s) instead of
+/// spending a fifth of a core on status (measured at 10,000 streams, docs/performance.md).
+const STREAMS_PER_SECOND_OF_INTERVAL: usize = 2000;
+
+/// The report interval of an edge holding `streams` streams.
+pub fn status_interval(streams: usize) -> std::time::Duration {
+    let secs = streams.div_ceil(STREAMS_PER_SECOND_OF_INTERVAL).clamp(1, 10);
+    STATUS_INTERVAL * secs as u32
+}
 
 /// Publishes this edge's streams to the brain until stopped, then an empty report.
 async fn report_status(client: async_nats::Client, registry: Registry, mut stop: watch::Receiver<bool>) {
     let subject = flotilla_shared::subject::edge_status(registry.edge());
-    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut next = STATUS_INTERVAL;
     loop {
         let stopping = tokio::select! {
-            _ = tick.tick() => false,
+            _ = tokio::time::sleep(next) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
         let streams = if stopping { Vec::new() } else { registry.streams() };
-        let report = EdgeReport { edge: registry.edge().to_string(), streams };
+        next = status_interval(streams.len());
+        let report =
+            EdgeReport { edge: registry.edge().to_string(), streams, interval_ms: next.as_millis() as u64 };
         if let Ok(body) = serde_json::to_vec(&report) {
             let _ = client.publish(subject.clone(), body.into()).await;
         }
@@ -153,5 +169,19 @@ impl Edge {
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn large_edges_report_less_often_but_at_least_every_ten_seconds() {
+        assert_eq!(status_interval(0), STATUS_INTERVAL);
+        assert_eq!(status_interval(2000), STATUS_INTERVAL);
+        assert_eq!(status_interval(2001), STATUS_INTERVAL * 2);
+        assert_eq!(status_interval(10_000), STATUS_INTERVAL * 5);
+        assert_eq!(status_interval(1_000_000), STATUS_INTERVAL * 10);
     }
 }
