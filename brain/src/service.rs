@@ -158,6 +158,10 @@ impl ConfigService {
         let records = self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect();
         let l = Arc::new(Latest::new(records));
         if let Ok(mut slot) = self.latest.lock() {
+            // A writer may have filled the slot meanwhile; its state is at least as new as ours.
+            if let Some(current) = slot.as_ref() {
+                return Ok(current.clone());
+            }
             *slot = Some(l.clone());
         }
         Ok(l)
@@ -251,9 +255,13 @@ impl ConfigService {
                 return Err(e.into());
             }
         };
+        // Writers are serialised (and the only ones), so a cached state plus this write is
+        // current; without one, a list taken now, after the commit, is.
         let latest = match self.latest.lock().ok().and_then(|l| l.clone()) {
             Some(l) => Arc::new(l.with(&written)),
-            None => self.latest().await?,
+            None => Arc::new(Latest::new(
+                self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect(),
+            )),
         };
         if let Ok(mut slot) = self.latest.lock() {
             *slot = Some(latest.clone());
