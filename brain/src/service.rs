@@ -41,11 +41,21 @@ fn invalid_compile(e: CompileError) -> ServiceError {
 
 /// Validates and compiles; the snapshot is what proxies would receive.
 pub fn check(cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+    check_using(cfg, &mut ClusterMemo::default())
+}
+
+/// [`check`], reusing (and refreshing) the clusters compiled for `cfg` before.
+fn check_using(cfg: &ProxyConfig, memo: &mut ClusterMemo) -> Result<Snapshot, ServiceError> {
     let errs = validate(cfg);
     if !errs.is_empty() {
         return Err(ServiceError::Invalid(errs));
     }
-    compile(cfg).map_err(invalid_compile)
+    compile_with(cfg, memo).map_err(invalid_compile)
+}
+
+/// Key of a config's compile memo.
+fn memo_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// Config operations over a store and a bus.
@@ -171,13 +181,9 @@ impl ConfigService {
     /// taken out while compiling, so concurrent checks of one config never wait on each other
     /// (the second simply compiles without it).
     fn check_memo(&self, cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
-        let errs = validate(cfg);
-        if !errs.is_empty() {
-            return Err(ServiceError::Invalid(errs));
-        }
-        let key = format!("{}/{}", cfg.namespace(), cfg.metadata.name);
+        let key = memo_key(cfg.namespace(), &cfg.metadata.name);
         let mut memo = self.memos.lock().ok().and_then(|mut m| m.remove(&key)).unwrap_or_default();
-        let snap = compile_with(cfg, &mut memo).map_err(invalid_compile);
+        let snap = check_using(cfg, &mut memo);
         if let Ok(mut m) = self.memos.lock() {
             m.insert(key, memo);
         }
@@ -287,6 +293,9 @@ impl ConfigService {
                     }
                 }
                 Written::Removed { previous } => {
+                    if let Ok(mut m) = self.memos.lock() {
+                        m.remove(&memo_key(&previous.namespace, &previous.name));
+                    }
                     if previous.applied_config.is_some() {
                         let target =
                             flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());

@@ -17,9 +17,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
 use envoy_types::pb::google::rpc::Status;
 use prost::Message;
@@ -162,8 +160,11 @@ impl Proxy {
         z ^ (z >> 31)
     }
 
-    fn nack(&mut self) -> bool {
-        self.opts.nack_share > 0.0 && (self.next() as f64 / u64::MAX as f64) < self.opts.nack_share
+    /// Whether to NACK this response: a share of updates, never a type's first response on a
+    /// stream (as a bad change would be).
+    fn nack(&mut self, sync: &mut SyncState, type_url: &str) -> bool {
+        let first = sync.answered.insert(type_url.to_string());
+        !first && self.opts.nack_share > 0.0 && (self.next() as f64 / u64::MAX as f64) < self.opts.nack_share
     }
 
     fn node(&self) -> Node {
@@ -228,18 +229,11 @@ impl Proxy {
         let mut inbound = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
         let _live = Live::new(&self.counters);
         let mut sync = SyncState::default();
-        // Types that have had their first response on this stream (never NACKed: the share of
-        // NACKs applies to updates, as a bad change would be).
-        let mut first: HashSet<String> = HashSet::new();
         let mut eds: HashSet<String> = HashSet::new();
         let mut rds: HashSet<String> = HashSet::new();
         loop {
-            let resp = tokio::select! {
-                m = inbound.message() => match m? {
-                    Some(m) => m,
-                    None => anyhow::bail!("server closed the stream"),
-                },
-                _ = self.reconnect.changed() => return Ok(End::Reconnect),
+            let Some(resp) = next_response(&mut inbound, &mut self.reconnect).await? else {
+                return Ok(End::Reconnect);
             };
             let recv = self.tracker.now_us();
             self.count(resp.resources.iter().filter_map(|r| r.resource.as_ref()).map(|a| a.value.len()));
@@ -296,7 +290,7 @@ impl Proxy {
                 }
                 _ => {}
             }
-            let nack = !first.insert(resp.type_url.clone()) && self.nack();
+            let nack = self.nack(&mut sync, &resp.type_url);
             let error_detail =
                 nack.then(|| Status { code: 3, message: "loadtest NACK".into(), ..Default::default() });
             tx.send(DeltaDiscoveryRequest {
@@ -336,21 +330,14 @@ impl Proxy {
         let mut inbound = client.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
         let _live = Live::new(&self.counters);
         let mut sync = SyncState::default();
-        // Types that have had their first response on this stream (never NACKed: the share of
-        // NACKs applies to updates, as a bad change would be).
-        let mut first: HashSet<String> = HashSet::new();
         let mut clusters: BTreeSet<String> = BTreeSet::new();
         let mut routes: BTreeSet<String> = BTreeSet::new();
         // Per type: (last accepted version, last nonce).
         let mut eds_state = (String::new(), String::new());
         let mut rds_state = (String::new(), String::new());
         loop {
-            let resp: DiscoveryResponse = tokio::select! {
-                m = inbound.message() => match m? {
-                    Some(m) => m,
-                    None => anyhow::bail!("server closed the stream"),
-                },
-                _ = self.reconnect.changed() => return Ok(End::Reconnect),
+            let Some(resp) = next_response(&mut inbound, &mut self.reconnect).await? else {
+                return Ok(End::Reconnect);
             };
             let recv = self.tracker.now_us();
             self.count(resp.resources.iter().map(|a| a.value.len()));
@@ -408,7 +395,7 @@ impl Proxy {
                 }
                 _ => {}
             }
-            let nack = !first.insert(resp.type_url.clone()) && self.nack();
+            let nack = self.nack(&mut sync, &resp.type_url);
             let state = match resp.type_url.as_str() {
                 EDS => Some(&mut eds_state),
                 RDS => Some(&mut rds_state),
@@ -511,6 +498,8 @@ struct SyncState {
     done: bool,
     pending: HashSet<String>,
     had: HashSet<String>,
+    /// Types that have had a response on this stream.
+    answered: HashSet<String>,
     counted: Option<Arc<Counters>>,
 }
 
@@ -538,6 +527,20 @@ impl Drop for SyncState {
         if let Some(c) = &self.counted {
             c.synced.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// The next response, or `None` when the fleet is told to reconnect.
+async fn next_response<T>(
+    inbound: &mut tonic::Streaming<T>,
+    reconnect: &mut watch::Receiver<u64>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        m = inbound.message() => match m? {
+            Some(m) => Ok(Some(m)),
+            None => anyhow::bail!("server closed the stream"),
+        },
+        _ = reconnect.changed() => Ok(None),
     }
 }
 

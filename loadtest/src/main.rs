@@ -169,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             run.finish().await
         }
         Scenario::Slow { common, slow_share, changes_per_min, duration } => {
+            anyhow::ensure!(
+                slow_share > 0.0 && slow_share < 1.0,
+                "--slow-share must be between 0 and 1 (exclusive), got {slow_share}"
+            );
             let mut run = Run::start("slow", common, slow_share).await?;
             let until = Instant::now() + duration;
             run.phase(
