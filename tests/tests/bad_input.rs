@@ -136,8 +136,10 @@ async fn refusals_name_the_problem_and_change_nothing() {
     let (status, body) = f.post("text/plain", f.good.clone()).await;
     assert_eq!(status, 415, "{body}");
     let huge = format!("{}\n# {}", f.good, "x".repeat(5 << 20));
-    let (status, _) = f.post("application/yaml", huge).await;
+    let (status, body) = f.post("application/yaml", huge).await;
     assert_eq!(status, 413);
+    assert_eq!(body["code"], "body_too_large", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("4194304"), "{body}");
     let (status, body) = f.brain.get_json("/api/v1/configs/00000000-0000-0000-0000-000000000000").await;
     assert_eq!(status, 404, "{body}");
     let (status, _) = f.brain.get_json("/api/v1/configs/not-a-uuid").await;

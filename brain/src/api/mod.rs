@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -53,6 +55,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
+        .layer(axum::middleware::map_response(body_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// A 413 is refused before the body is read, so the rest of the body is still on the wire: the
+/// refusal says the limit in the one JSON error shape and closes the connection, so that no client
+/// sends its next request on a connection the server is about to drop (RFC 9112 §9.6).
+async fn body_too_large(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let message = format!("request body is over the limit of {MAX_BODY_BYTES} bytes (4 MiB)");
+    let mut refused = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message).into_response();
+    refused.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    refused
 }
