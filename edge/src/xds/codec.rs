@@ -1,52 +1,23 @@
-//! A gRPC codec that decodes requests with prost and writes responses as pre-encoded
-//! [`Frame`]s, so a resource's bytes are copied into the socket buffer but never re-encoded.
+//! Request decoding for xDS streams: prost messages out of tonic's gRPC framing, with a small
+//! initial buffer (an ACK is a few hundred bytes; the buffer grows for the rare large request).
+//! Responses are not encoded here: they leave pre-encoded, see [`super::body`].
 
 use std::marker::PhantomData;
 
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 
-use crate::encode::Frame;
-
-#[derive(Debug)]
-pub struct XdsCodec<Req>(PhantomData<fn() -> Req>);
-
-impl<Req> Default for XdsCodec<Req> {
-    fn default() -> Self {
-        XdsCodec(PhantomData)
-    }
-}
-
-impl<Req: prost::Message + Default + Send + 'static> Codec for XdsCodec<Req> {
-    type Encode = Frame;
-    type Decode = Req;
-    type Encoder = FrameEncoder;
-    type Decoder = RequestDecoder<Req>;
-
-    fn encoder(&mut self) -> FrameEncoder {
-        FrameEncoder
-    }
-
-    fn decoder(&mut self) -> RequestDecoder<Req> {
-        RequestDecoder(PhantomData)
-    }
-}
-
-#[derive(Debug)]
-pub struct FrameEncoder;
-
-impl Encoder for FrameEncoder {
-    type Item = Frame;
-    type Error = Status;
-
-    fn encode(&mut self, item: Frame, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.write_to(dst);
-        Ok(())
-    }
-}
+/// Initial decode buffer per stream (tonic's default is 8 KiB, kept by every stream).
+const DECODE_BUFFER: usize = 1024;
 
 #[derive(Debug)]
 pub struct RequestDecoder<Req>(PhantomData<fn() -> Req>);
+
+impl<Req> Default for RequestDecoder<Req> {
+    fn default() -> Self {
+        RequestDecoder(PhantomData)
+    }
+}
 
 impl<Req: prost::Message + Default> Decoder for RequestDecoder<Req> {
     type Item = Req;
@@ -56,5 +27,9 @@ impl<Req: prost::Message + Default> Decoder for RequestDecoder<Req> {
         Req::decode(src)
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("malformed xDS request: {e}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(DECODE_BUFFER, DECODE_BUFFER)
     }
 }

@@ -4,8 +4,10 @@
 //! - [`order`]: make-before-break across types on ADS (O1, O2).
 //! - [`sotw`], [`delta`]: the two protocol variants as plain structs driven by requests and
 //!   snapshots, answering "what to send now".
-//! - [`codec`], [`server`]: gRPC plumbing; sends pre-encoded frames.
+//! - [`codec`], [`body`], [`server`]: gRPC plumbing; requests decoded by tonic, responses sent
+//!   as pre-encoded frames.
 
+pub mod body;
 pub mod codec;
 pub mod delta;
 pub mod order;

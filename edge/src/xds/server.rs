@@ -13,13 +13,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use flotilla_shared::ResourceType;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::server::NamedService;
+use tonic::{Status, Streaming};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::codec::XdsCodec;
+use super::body::PushBody;
+use super::codec::RequestDecoder;
 use super::delta::DeltaStream;
 use super::sotw::SotwStream;
 use super::{Event, Limits, ProtocolError, Push};
@@ -285,23 +286,31 @@ async fn run<P: Proto>(
 
 // === tonic services ===
 
-struct StreamSvc<P> {
+/// Starts one stream: decodes requests with tonic, runs the stream loop on its own task, and
+/// answers with a body that sends its pushes as they come.
+fn start<P: Proto, B>(
     ctx: Arc<XdsContext>,
     kind: Option<ResourceType>,
-    _p: PhantomData<fn() -> P>,
-}
-
-impl<P: Proto> StreamingService<P::Req> for StreamSvc<P> {
-    type Response = Frame;
-    type ResponseStream = ReceiverStream<Result<Frame, Status>>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<P::Req>>) -> Self::Future {
-        // Small and bounded: the state machine allows one un-ACKed push per type (R6).
-        let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
-        tokio::spawn(run::<P>(self.ctx.clone(), self.kind, request.into_inner(), tx));
-        Box::pin(async move { Ok(Response::new(ReceiverStream::new(rx))) })
+    req: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    // Envoy sends uncompressed requests; anything else is refused as tonic would.
+    if let Some(enc) = req.headers().get("grpc-encoding")
+        && enc.as_bytes() != b"identity"
+    {
+        let msg = format!("request compression {enc:?} is not supported; send uncompressed");
+        return Status::unimplemented(msg).into_http();
     }
+    let max = ctx.config.max_request_bytes;
+    let inbound =
+        Streaming::new_request(RequestDecoder::<P::Req>::default(), req.into_body(), None, Some(max));
+    // Small and bounded: the state machine allows one un-ACKed push per type (R6).
+    let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
+    tokio::spawn(run::<P>(ctx, kind, inbound, tx));
+    PushBody::new(rx).into_response()
 }
 
 /// One xDS gRPC service (ADS or a per-type one), identified by a marker type.
@@ -369,25 +378,16 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
-        let ctx = self.ctx.clone();
-        let max = ctx.config.max_request_bytes;
-        Box::pin(async move {
-            if method.starts_with("Stream") {
-                let svc = StreamSvc::<SotwStream> { ctx, kind: N::KIND, _p: PhantomData };
-                let mut grpc = Grpc::new(XdsCodec::<DiscoveryRequest>::default())
-                    .apply_max_message_size_config(Some(max), None);
-                Ok(grpc.streaming(svc, req).await)
-            } else if method.starts_with("Delta") {
-                let svc = StreamSvc::<DeltaStream> { ctx, kind: N::KIND, _p: PhantomData };
-                let mut grpc = Grpc::new(XdsCodec::<DeltaDiscoveryRequest>::default())
-                    .apply_max_message_size_config(Some(max), None);
-                Ok(grpc.streaming(svc, req).await)
-            } else {
-                // Fetch* (REST-style xDS) and anything else.
-                Ok(Status::unimplemented(format!("method {method} is not served")).into_http())
-            }
-        })
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+        let response = if method.starts_with("Stream") {
+            start::<SotwStream, B>(self.ctx.clone(), N::KIND, req)
+        } else if method.starts_with("Delta") {
+            start::<DeltaStream, B>(self.ctx.clone(), N::KIND, req)
+        } else {
+            // Fetch* (REST-style xDS) and anything else.
+            Status::unimplemented(format!("method {method} is not served")).into_http()
+        };
+        Box::pin(std::future::ready(Ok(response)))
     }
 }
 
