@@ -7,6 +7,11 @@ use flotilla_brain::app::Brain;
 use flotilla_brain::settings::{Cli, LogFormat, Settings};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, as on `flotilla-edge`: the embedded edge frees per-stream state as Envoys come and
+/// go, and glibc's malloc kept much of it as fragmented heap.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logging(s: &Settings) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(&s.log_level).with_context(|| format!("invalid --log-level {:?}", s.log_level))?;

@@ -9,6 +9,11 @@ use clap::Parser;
 use flotilla_edge::app::{Edge, EdgeSettings};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc: an edge allocates and frees per-stream state as Envoys come and go; with glibc's
+/// malloc a 10,000-proxy mass reconnect left the edge at 1,001 MB, with jemalloc at 816 MB.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-edge", version, about = "Flotilla xDS edge (serves Envoys from NATS JetStream)")]
 struct Cli {
