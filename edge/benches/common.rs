@@ -40,9 +40,9 @@ pub fn subscribed_stream(snap: &EdgeSnapshot, clusters: usize) -> DeltaStream {
         resource_names_subscribe: names,
         ..Default::default()
     };
-    st.on_request(&req(ResourceType::Cluster, vec![]), now).expect("cds");
+    st.on_request(&req(ResourceType::Cluster, vec![]), snap, now).expect("cds");
     let names = (0..clusters).map(|c| format!("cluster-{c:04}")).collect();
-    st.on_request(&req(ResourceType::Endpoint, names), now).expect("eds");
+    st.on_request(&req(ResourceType::Endpoint, names), snap, now).expect("eds");
     drain_and_ack(&mut st, snap);
     st
 }
@@ -53,7 +53,7 @@ pub fn drain_and_ack(st: &mut DeltaStream, snap: &EdgeSnapshot) -> usize {
     let mut n = 0;
     while let Some(Push { type_url, nonce, .. }) = st.poll(snap, now) {
         let ack = DeltaDiscoveryRequest { type_url, response_nonce: nonce, ..Default::default() };
-        st.on_request(&ack, now).expect("ack");
+        st.on_request(&ack, snap, now).expect("ack");
         n += 1;
     }
     n

@@ -20,7 +20,7 @@ use crate::encode::Encoded;
 #[derive(Debug, Clone, Default)]
 pub struct TypeSet {
     /// Shared by every stream that sends the whole set (SotW wildcard): cloning is O(1).
-    pub items: Arc<BTreeMap<String, Arc<Encoded>>>,
+    pub items: Arc<BTreeMap<Arc<str>, Arc<Encoded>>>,
     /// [`set_version`] of every item; computed once per snapshot, shared by all streams.
     pub version: String,
 }
@@ -42,7 +42,7 @@ pub struct EdgeSnapshot {
 }
 
 /// Per type, the names that changed in one generation.
-type Changed = [Arc<Vec<String>>; ResourceType::COUNT];
+type Changed = [Arc<Vec<Arc<str>>>; ResourceType::COUNT];
 
 /// Generations a stream may lag and still catch up incrementally.
 const WINDOW: usize = 64;
@@ -61,7 +61,7 @@ impl EdgeSnapshot {
     }
 
     /// Names of `kind` that changed since the previous generation.
-    pub fn changed(&self, kind: ResourceType) -> &[String] {
+    pub fn changed(&self, kind: ResourceType) -> &[Arc<str>] {
         &self.changed[kind.index()]
     }
 
@@ -72,14 +72,14 @@ impl EdgeSnapshot {
             return Some(Vec::new());
         }
         if since + 1 == self.generation {
-            return Some(self.changed[kind.index()].iter().map(String::as_str).collect());
+            return Some(self.changed[kind.index()].iter().map(|n| &**n).collect());
         }
         let start = self.window.iter().position(|(g, _)| *g == since + 1)?;
         let mut seen = std::collections::HashSet::new();
         let names = self.window[start..]
             .iter()
             .flat_map(|(_, c)| c[kind.index()].iter())
-            .map(String::as_str)
+            .map(|n| &**n)
             .filter(|n| seen.insert(*n))
             .collect();
         Some(names)
@@ -107,15 +107,15 @@ impl EdgeSnapshot {
                 .of_type(kind)
                 .iter()
                 .map(|(name, res)| {
-                    let enc = match prev_items.get(name) {
+                    let enc = match prev_items.get(name.as_str()) {
                         Some(old) if old.version == res.version => old.clone(),
                         _ => Encoded::new(res),
                     };
-                    (name.clone(), enc)
+                    (enc.name.clone(), enc)
                 })
                 .collect();
-            let items: BTreeMap<String, Arc<Encoded>> = items;
-            let version = set_version(items.values().map(|r| (r.name.as_str(), r.version.as_str())));
+            let items: BTreeMap<Arc<str>, Arc<Encoded>> = items;
+            let version = set_version(items.values().map(|r| (&*r.name, r.version.as_str())));
             let mut changed = Vec::new();
             for (name, res) in &items {
                 if prev_items.get(name).is_none_or(|old| old.version != res.version) {

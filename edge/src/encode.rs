@@ -31,7 +31,9 @@ pub fn encodes_total() -> u64 {
 #[derive(Debug)]
 pub struct Encoded {
     pub kind: ResourceType,
-    pub name: String,
+    /// Shared as the key of every map that names this resource (the cache's and each stream's),
+    /// so a stream holding thousands of resources allocates no names of its own.
+    pub name: Arc<str>,
     pub version: String,
     pub refs: Vec<ResourceRef>,
     /// `resources` entry of a SotW response: key, length, then the `Any` message.
@@ -71,7 +73,7 @@ impl Encoded {
 
         Arc::new(Encoded {
             kind: res.kind,
-            name: res.name.clone(),
+            name: Arc::from(res.name.as_str()),
             version: res.version.clone(),
             refs: res.refs.clone(),
             any_field,

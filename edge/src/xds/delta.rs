@@ -5,7 +5,9 @@
 //! rejected versions (never resent) and names the client asked for explicitly (always answered,
 //! D3; answered with `removed_resources` when they do not exist, D5).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,23 +16,38 @@ use flotilla_shared::{ResourceRef, ResourceType};
 
 use super::order::{self, ClientView, Views};
 use super::subscription::Subscription;
-use super::{Event, Limits, Nonces, ProtocolError, Push, nack_backoff};
+use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
 use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
 
-/// What a client holds of one resource: what we sent it (version and references shared with the
-/// cache, no copy), or a version it announced on reconnect (`initial_resource_versions`).
+/// What a client holds of one resource: what we sent it (name, version and references shared
+/// with the cache, no copy), or a version it announced on reconnect (`initial_resource_versions`).
+/// One pointer each, found by name in a set: a stream holding thousands of resources keeps about
+/// 20 bytes per resource.
 #[derive(Debug, Clone)]
 enum Held {
     Sent(Arc<Encoded>),
-    Announced(Box<str>),
+    Announced(Arc<Announced>),
+}
+
+#[derive(Debug)]
+struct Announced {
+    name: Box<str>,
+    version: Box<str>,
 }
 
 impl Held {
+    fn name(&self) -> &str {
+        match self {
+            Held::Sent(r) => &r.name,
+            Held::Announced(a) => &a.name,
+        }
+    }
+
     fn version(&self) -> &str {
         match self {
             Held::Sent(r) => &r.version,
-            Held::Announced(v) => v,
+            Held::Announced(a) => &a.version,
         }
     }
 
@@ -42,15 +59,36 @@ impl Held {
     }
 }
 
+// Identity is the name: the set is looked up by `&str`.
+impl Borrow<str> for Held {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+impl Hash for Held {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Held) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Held {}
+
 #[derive(Debug)]
 struct Pending {
     nonce: String,
     /// `system_version_info` of the push, reported on ACK/NACK.
     version: String,
     /// Per name in the push: what the client held before it (None: nothing).
-    prev: Vec<(String, Option<Held>)>,
-    /// Per updated name in the push: the version sent.
-    sent: Vec<(String, String)>,
+    prev: Vec<(Arc<str>, Option<Held>)>,
+    /// The resources added or updated by the push (name and version sent).
+    sent: Vec<Arc<Encoded>>,
 }
 
 /// Delta state of one type on one stream.
@@ -59,10 +97,11 @@ pub struct DeltaType {
     kind: ResourceType,
     sub: Subscription,
     started: bool,
-    client: BTreeMap<String, Held>,
+    /// What the client holds, by name.
+    client: HashSet<Held>,
     pending: Option<Pending>,
     rejected: BTreeMap<String, String>,
-    force: BTreeSet<String>,
+    force: BTreeSet<Arc<str>>,
     nacks: u32,
     retry_at: Option<Instant>,
     /// The snapshot generation the client is known to match (apart from rejected versions):
@@ -80,7 +119,7 @@ struct Plan {
     deferred: bool,
     generation: u64,
     /// Names that did not fit in this push (MAX_PUSH_BYTES); they go in the next one.
-    leftover: Vec<String>,
+    leftover: Vec<Arc<str>>,
 }
 
 impl DeltaType {
@@ -89,7 +128,7 @@ impl DeltaType {
             kind,
             sub: Subscription::default(),
             started: false,
-            client: BTreeMap::new(),
+            client: HashSet::new(),
             pending: None,
             rejected: BTreeMap::new(),
             force: BTreeSet::new(),
@@ -119,7 +158,7 @@ impl DeltaType {
                 }
             }
             None => {
-                let held = self.client.contains_key(name);
+                let held = self.client.contains(name);
                 if held && views.is_some_and(|v| order::must_defer_removal(self.kind, name, v)) {
                     plan.deferred = true;
                 } else if held || forced {
@@ -146,7 +185,7 @@ impl DeltaType {
         if let Some(changed) = self.synced.and_then(|g| snap.changed_since(self.kind, g)) {
             // In sync with a recent generation: only what changed since, plus what is owed.
             let mut seen = BTreeSet::new();
-            for name in changed.into_iter().chain(self.force.iter().map(String::as_str)) {
+            for name in changed.into_iter().chain(self.force.iter().map(|n| &**n)) {
                 if seen.insert(name) {
                     self.consider(name, snap, views, &mut plan);
                 }
@@ -154,11 +193,15 @@ impl DeltaType {
         } else {
             let set = &snap.of_type(self.kind).items;
             let mut seen = BTreeSet::new();
-            let explicit = self.sub.names().iter().chain(self.force.iter());
-            let wildcard =
-                self.sub.is_wildcard().then(|| set.keys().chain(self.client.keys())).into_iter().flatten();
+            let explicit = self.sub.names().iter().map(|n| &**n).chain(self.force.iter().map(|n| &**n));
+            let wildcard = self
+                .sub
+                .is_wildcard()
+                .then(|| set.keys().map(|n| &**n).chain(self.client.iter().map(Held::name)))
+                .into_iter()
+                .flatten();
             for name in explicit.chain(wildcard) {
-                if seen.insert(name.as_str()) {
+                if seen.insert(name) {
                     self.consider(name, snap, views, &mut plan);
                 }
             }
@@ -166,6 +209,7 @@ impl DeltaType {
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return Some(plan); // nothing to send: the caller records the sync
         }
+        plan.removed.sort_unstable(); // held names come from a hash set: keep responses stable
         // Bounded pushes: a first sync of thousands of resources goes out in chunks, one per
         // ACK, so no stream ever buffers (and its HTTP/2 encoder keeps) megabytes.
         let mut budget = MAX_PUSH_BYTES;
@@ -199,30 +243,36 @@ impl DeltaType {
         let mut prev = Vec::with_capacity(plan.adds.len() + plan.removed.len());
         let mut sent = Vec::with_capacity(plan.adds.len());
         for r in &plan.adds {
-            prev.push((r.name.clone(), self.client.insert(r.name.clone(), Held::Sent(r.clone()))));
-            sent.push((r.name.clone(), r.version.clone()));
+            prev.push((r.name.clone(), self.client.replace(Held::Sent(r.clone()))));
+            sent.push(r.clone());
         }
         for n in &plan.removed {
-            prev.push((n.clone(), self.client.remove(n)));
+            prev.push((Arc::from(n.as_str()), self.client.take(n.as_str())));
         }
         // Forced names not in this (possibly partial) push stay forced for the next one.
         for r in &plan.adds {
-            self.force.remove(&r.name);
+            self.force.remove(&*r.name);
         }
         for n in &plan.removed {
-            self.force.remove(n);
+            self.force.remove(n.as_str());
         }
         self.force.extend(plan.leftover.iter().cloned());
         self.pending = Some(Pending { nonce, version, prev, sent });
     }
 
-    fn on_request(&mut self, req: &DeltaDiscoveryRequest, now: Instant) -> Option<Event> {
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        snap: &EdgeSnapshot,
+        now: Instant,
+    ) -> Option<Event> {
         let first = !self.started;
         if first {
             self.started = true;
             // D4: what the client already has is not resent.
             for (name, version) in &req.initial_resource_versions {
-                self.client.insert(name.clone(), Held::Announced(version.as_str().into()));
+                let announced = Announced { name: name.as_str().into(), version: version.as_str().into() };
+                self.client.replace(Held::Announced(Arc::new(announced)));
             }
         }
         // D3: subscription changes count even on a stale nonce.
@@ -231,6 +281,7 @@ impl DeltaType {
             first,
             &req.resource_names_subscribe,
             &req.resource_names_unsubscribe,
+            &SnapshotNames(snap, self.kind),
         );
         // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
         // wildcard needs every name checked again: a subscription change on a stream holding
@@ -238,16 +289,16 @@ impl DeltaType {
         if change.wildcard_added {
             self.synced = None;
         }
-        self.force.extend(change.added.iter().cloned());
+        self.force.extend(change.added.iter().map(|n| Arc::from(n.as_str())));
         if change.wildcard_removed {
             let sub = &self.sub;
-            self.client.retain(|n, _| sub.covers(n));
+            self.client.retain(|h| sub.covers(h.name()));
             self.rejected.retain(|n, _| sub.covers(n));
         } else {
             // Only the names unsubscribed can have left scope: no walk over everything held.
             for n in &change.removed {
                 if !self.sub.covers(n) {
-                    self.client.remove(n);
+                    self.client.remove(n.as_str());
                     self.rejected.remove(n);
                 }
             }
@@ -262,12 +313,16 @@ impl DeltaType {
             Some(err) => {
                 for (name, held) in pending.prev {
                     match held {
-                        Some(h) => self.client.insert(name, h),
-                        None => self.client.remove(&name),
-                    };
+                        Some(h) => {
+                            self.client.replace(h);
+                        }
+                        None => {
+                            self.client.remove(&*name);
+                        }
+                    }
                 }
-                let resources: Vec<String> = pending.sent.iter().map(|(n, _)| n.clone()).collect();
-                self.rejected.extend(pending.sent);
+                let resources: Vec<String> = pending.sent.iter().map(|r| r.name.to_string()).collect();
+                self.rejected.extend(pending.sent.iter().map(|r| (r.name.to_string(), r.version.clone())));
                 self.synced = None;
                 self.nacks += 1;
                 self.retry_at = Some(now + nack_backoff(self.nacks));
@@ -279,8 +334,8 @@ impl DeltaType {
                 })
             }
             None => {
-                for (name, _) in &pending.sent {
-                    self.rejected.remove(name);
+                for r in &pending.sent {
+                    self.rejected.remove(&*r.name);
                 }
                 self.nacks = 0;
                 self.retry_at = None;
@@ -298,10 +353,10 @@ impl ClientView for DeltaType {
         self.sub.covers(name)
     }
     fn holds(&self, name: &str) -> bool {
-        self.client.contains_key(name)
+        self.client.contains(name)
     }
     fn holds_ref_to(&self, target: &ResourceRef) -> bool {
-        self.client.values().any(|h| h.refs().contains(target))
+        self.client.iter().any(|h| h.refs().contains(target))
     }
     fn held_refs(&self, name: &str) -> Vec<ResourceRef> {
         self.client.get(name).map(|h| h.refs().to_vec()).unwrap_or_default()
@@ -339,9 +394,12 @@ impl DeltaStream {
         &self.types[kind.index()]
     }
 
+    /// Takes one request; `snap` (the stream's current snapshot) lends its names to the
+    /// subscription.
     pub fn on_request(
         &mut self,
         req: &DeltaDiscoveryRequest,
+        snap: &EdgeSnapshot,
         now: Instant,
     ) -> Result<Option<Event>, ProtocolError> {
         self.limits.check_names(req.resource_names_subscribe.iter())?;
@@ -371,7 +429,7 @@ impl DeltaStream {
                 }
             },
         };
-        Ok(self.types[kind.index()].on_request(req, now))
+        Ok(self.types[kind.index()].on_request(req, snap, now))
     }
 
     pub fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
@@ -415,7 +473,7 @@ impl DeltaStream {
                 let held = &self.types[kind.index()].client;
                 plan.adds
                     .iter()
-                    .filter(|r| held.contains_key(&r.name))
+                    .filter(|r| held.contains(&*r.name))
                     .flat_map(|r| {
                         r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).map(|x| x.name.clone())
                     })
@@ -427,7 +485,7 @@ impl DeltaStream {
             let eds = &mut self.types[ResourceType::Endpoint.index()];
             for name in rewarm {
                 if eds.sub.covers(&name) {
-                    eds.force.insert(name);
+                    eds.force.insert(Arc::from(name));
                     eds.synced = None;
                 }
             }

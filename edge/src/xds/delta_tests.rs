@@ -52,12 +52,12 @@ fn d1_only_changes() {
     res.push(r(Cluster, "c2", "x", &[]));
     let s1 = snap(res);
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p1 = st.poll(&s1, now).unwrap();
     let resp = decode(&p1);
     assert_eq!(resp.resources.len(), 2);
     assert!(resp.resources.iter().all(|r| !r.name.is_empty() && !r.version.is_empty()));
-    st.on_request(&ack(Cluster, &p1), now).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), now).unwrap();
     // c1 changes, c2 removed.
     let s2 = snap(chain("c1", "2"));
     let p2 = st.poll(&s2, now).unwrap();
@@ -71,13 +71,13 @@ fn d2_nack_keeps_previous_and_no_resend() {
     let t0 = Instant::now();
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
     let s1 = snap(chain("c1", "1"));
-    st.on_request(&sub(Cluster, &[], &[], ""), t0).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), t0).unwrap();
     let p1 = st.poll(&s1, t0).unwrap();
-    st.on_request(&ack(Cluster, &p1), t0).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), t0).unwrap();
     let v1 = st.type_state(Cluster).client_version("c1").unwrap().to_string();
     let s2 = snap(chain("c1", "2"));
     let p2 = st.poll(&s2, t0).unwrap();
-    let ev = st.on_request(&nack(Cluster, &p2), t0).unwrap();
+    let ev = st.on_request(&nack(Cluster, &p2), &EdgeSnapshot::default(), t0).unwrap();
     assert!(matches!(ev, Some(Event::Nack { ref resources, .. }) if resources == &vec!["c1".to_string()]));
     assert_eq!(st.type_state(Cluster).client_version("c1"), Some(v1.as_str()));
     assert!(st.poll(&s2, t0 + Duration::from_secs(120)).is_none(), "rejected version resent");
@@ -92,18 +92,18 @@ fn d2_stale_nonce_ignored_but_subscription_honoured() {
     let now = Instant::now();
     let s = snap(chain("c1", "1"));
     let mut st = ads();
-    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p1 = st.poll(&s, now).unwrap();
     // A stale nonce carrying a NACK: ignored; the push stays pending (R6).
     let stale = DeltaDiscoveryRequest {
         error_detail: Some(Status { code: 3, message: "x".into(), details: vec![] }),
         ..sub(Endpoint, &[], &[], "999")
     };
-    assert_eq!(st.on_request(&stale, now).unwrap(), None);
+    assert_eq!(st.on_request(&stale, &EdgeSnapshot::default(), now).unwrap(), None);
     assert!(st.type_state(Endpoint).client_version("c1").is_some());
     // D3: a subscription change on a stale nonce still counts.
-    st.on_request(&ack(Endpoint, &p1), now).unwrap();
-    st.on_request(&sub(Endpoint, &["missing"], &[], "999"), now).unwrap();
+    st.on_request(&ack(Endpoint, &p1), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Endpoint, &["missing"], &[], "999"), &EdgeSnapshot::default(), now).unwrap();
     let p2 = st.poll(&s, now).unwrap();
     assert_eq!(decode(&p2).removed_resources, vec!["missing"], "D5: explicit does-not-exist");
 }
@@ -114,15 +114,16 @@ fn d3_resubscribe_answered_unsubscribe_silences() {
     let now = Instant::now();
     let s1 = snap(chain("c1", "1"));
     let mut st = ads();
-    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p1 = st.poll(&s1, now).unwrap();
-    st.on_request(&ack(Endpoint, &p1), now).unwrap();
+    st.on_request(&ack(Endpoint, &p1), &EdgeSnapshot::default(), now).unwrap();
     assert!(st.poll(&s1, now).is_none());
-    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p2 = st.poll(&s1, now).unwrap();
     assert_eq!(sent_names(&p2), vec!["c1"], "re-subscribe must be answered (W10 warming)");
-    st.on_request(&ack(Endpoint, &p2), now).unwrap();
-    st.on_request(&sub(Endpoint, &[], &["c1", "never-subscribed"], ""), now).unwrap();
+    st.on_request(&ack(Endpoint, &p2), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Endpoint, &[], &["c1", "never-subscribed"], ""), &EdgeSnapshot::default(), now)
+        .unwrap();
     assert!(st.poll(&snap(chain("c1", "2")), now).is_none(), "unsubscribed name updated");
 }
 
@@ -140,7 +141,7 @@ fn d4_initial_resource_versions() {
         ]),
         ..sub(Cluster, &["*"], &[], "")
     };
-    st.on_request(&first, now).unwrap();
+    st.on_request(&first, &EdgeSnapshot::default(), now).unwrap();
     let p = st.poll(&s, now).unwrap();
     assert!(sent_names(&p).is_empty(), "c1 already held");
     assert_eq!(decode(&p).removed_resources, vec!["gone"]);
@@ -152,17 +153,17 @@ fn d5_removed_and_later_appears() {
     let now = Instant::now();
     let mut st = ads();
     let empty = snap(vec![]);
-    st.on_request(&sub(Route, &["routes"], &[], ""), now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p1 = st.poll(&empty, now).unwrap();
     assert_eq!(decode(&p1).removed_resources, vec!["routes"]);
-    st.on_request(&ack(Route, &p1), now).unwrap();
+    st.on_request(&ack(Route, &p1), &EdgeSnapshot::default(), now).unwrap();
     assert!(st.poll(&empty, now).is_none(), "does-not-exist is said once");
     let mut res = vec![r(Route, "routes", "r", &[])];
     res.push(r(Listener, "l", "l", &[]));
     let s2 = snap(res);
     let p2 = st.poll(&s2, now).unwrap();
     assert_eq!(sent_names(&p2), vec!["routes"]);
-    st.on_request(&ack(Route, &p2), now).unwrap();
+    st.on_request(&ack(Route, &p2), &EdgeSnapshot::default(), now).unwrap();
     let p3 = st.poll(&snap(vec![r(Listener, "l", "l", &[])]), now).unwrap();
     assert_eq!(decode(&p3).removed_resources, vec!["routes"]);
 }
@@ -173,10 +174,10 @@ fn d3_wildcard_plus_name() {
     let now = Instant::now();
     let s = snap(chain("c1", "1"));
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
-    st.on_request(&sub(Cluster, &["*", "c1"], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &["*", "c1"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p = st.poll(&s, now).unwrap();
-    st.on_request(&ack(Cluster, &p), now).unwrap();
-    st.on_request(&sub(Cluster, &[], &["c1"], ""), now).unwrap();
+    st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &["c1"], ""), &EdgeSnapshot::default(), now).unwrap();
     assert!(st.type_state(Cluster).client_version("c1").is_some());
     let p2 = st.poll(&snap(chain("c1", "2")), now).unwrap();
     assert_eq!(sent_names(&p2), vec!["c1"], "still covered by wildcard");
@@ -188,23 +189,23 @@ fn o1_o2_make_before_break() {
     let now = Instant::now();
     let s1 = snap(chain("c1", "1"));
     let mut st = ads();
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
-    st.on_request(&sub(Route, &["routes"], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let c = st.poll(&s1, now).unwrap();
     assert_eq!(c.kind, Some(Cluster));
     assert!(st.poll(&s1, now).is_none(), "RDS waits for CDS ACK");
-    st.on_request(&ack(Cluster, &c), now).unwrap();
+    st.on_request(&ack(Cluster, &c), &EdgeSnapshot::default(), now).unwrap();
     let rds = st.poll(&s1, now).unwrap();
-    st.on_request(&ack(Route, &rds), now).unwrap();
+    st.on_request(&ack(Route, &rds), &EdgeSnapshot::default(), now).unwrap();
     let s2 = snap(chain("c2", "1"));
     let c2 = st.poll(&s2, now).unwrap();
     assert_eq!(c2.kind, Some(Cluster));
     assert_eq!(sent_names(&c2), vec!["c2"]);
     assert!(decode(&c2).removed_resources.is_empty(), "c1 still routed to");
-    st.on_request(&ack(Cluster, &c2), now).unwrap();
+    st.on_request(&ack(Cluster, &c2), &EdgeSnapshot::default(), now).unwrap();
     let rds2 = st.poll(&s2, now).unwrap();
     assert_eq!(rds2.kind, Some(Route));
-    st.on_request(&ack(Route, &rds2), now).unwrap();
+    st.on_request(&ack(Route, &rds2), &EdgeSnapshot::default(), now).unwrap();
     let c3 = st.poll(&s2, now).unwrap();
     assert_eq!(decode(&c3).removed_resources, vec!["c1"]);
 }
@@ -220,13 +221,13 @@ fn s5_unknown_type() {
         resource_names_subscribe: names(&["a"]),
         ..Default::default()
     };
-    st.on_request(&unknown, now).unwrap();
+    st.on_request(&unknown, &EdgeSnapshot::default(), now).unwrap();
     let p = st.poll(&s, now).unwrap();
     assert_eq!(decode(&p).removed_resources, vec!["a"]);
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     assert_eq!(st.poll(&s, now).unwrap().kind, Some(Cluster));
     assert_eq!(
-        ads().on_request(&DeltaDiscoveryRequest::default(), now).unwrap_err(),
+        ads().on_request(&DeltaDiscoveryRequest::default(), &EdgeSnapshot::default(), now).unwrap_err(),
         ProtocolError::MissingTypeUrl
     );
 }
@@ -236,10 +237,10 @@ fn s5_unknown_type() {
 fn r6_merge_while_pending() {
     let now = Instant::now();
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let p1 = st.poll(&snap(chain("c1", "1")), now).unwrap();
     assert!(st.poll(&snap(chain("c1", "2")), now).is_none());
-    st.on_request(&ack(Cluster, &p1), now).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), now).unwrap();
     let s3 = snap(chain("c1", "3"));
     let p = st.poll(&s3, now).unwrap();
     assert_eq!(decode(&p).resources[0].version, s3.get(Cluster, "c1").unwrap().version);
@@ -260,16 +261,16 @@ fn incremental_planning_through_the_cache() {
         cache.get(&t).unwrap()
     };
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let s1 = set(&[("a", "1"), ("b", "1"), ("c", "1")]);
     let p = st.poll(&s1, now).unwrap();
-    st.on_request(&ack(Cluster, &p), now).unwrap();
+    st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
     assert!(st.poll(&s1, now).is_none());
     let s2 = set(&[("a", "1"), ("b", "2"), ("c", "1")]);
-    assert_eq!(s2.changed(Cluster), &["b".to_string()]);
+    assert_eq!(s2.changed(Cluster), &[Arc::<str>::from("b")]);
     let p = st.poll(&s2, now).unwrap();
     assert_eq!(sent_names(&p), vec!["b"]);
-    st.on_request(&ack(Cluster, &p), now).unwrap();
+    st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
     // Skip a generation: s3 is never seen; s4 removes c and changes a.
     let _s3 = set(&[("a", "3"), ("b", "2"), ("c", "1")]);
     let s4 = set(&[("a", "4"), ("b", "2")]);
@@ -282,7 +283,7 @@ fn incremental_planning_through_the_cache() {
     let p = st.poll(&s4, now).unwrap();
     assert_eq!(sent_names(&p), vec!["a"]);
     assert_eq!(decode(&p).removed_resources, vec!["c"]);
-    st.on_request(&ack(Cluster, &p), now).unwrap();
+    st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
     let s5 = set(&[("a", "4"), ("b", "2"), ("d", "1")]);
     assert_eq!(sent_names(&st.poll(&s5, now).unwrap()), vec!["d"]);
 }
@@ -294,12 +295,12 @@ fn w10_updated_cluster_gets_its_endpoints_again() {
     let now = Instant::now();
     let mut st = ads();
     let s1 = snap(chain("c1", "1"));
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
-    st.on_request(&sub(Endpoint, &["c1"], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Endpoint, &["c1"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let c = st.poll(&s1, now).unwrap();
     let e = st.poll(&s1, now).unwrap();
-    st.on_request(&ack(Cluster, &c), now).unwrap();
-    st.on_request(&ack(Endpoint, &e), now).unwrap();
+    st.on_request(&ack(Cluster, &c), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&ack(Endpoint, &e), &EdgeSnapshot::default(), now).unwrap();
     let mut res = chain("c1", "1");
     res[0] = r(Cluster, "c1", "c-updated", &[(Endpoint, "c1")]);
     let s2 = snap(res);
@@ -318,13 +319,13 @@ fn a_large_first_sync_is_chunked() {
     let names: Vec<String> = (0..200).map(|i| format!("c{i:03}")).collect();
     let s = snap(names.iter().map(|n| r(Cluster, n, &body, &[])).collect());
     let mut st = DeltaStream::new(Some(Cluster), Limits::default());
-    st.on_request(&sub(Cluster, &[], &[], ""), now).unwrap();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let mut got = Vec::new();
     let mut pushes = 0;
     while let Some(p) = st.poll(&s, now) {
         assert!(p.frame.len() <= MAX_PUSH_BYTES + 4096, "push of {} bytes", p.frame.len());
         got.extend(sent_names(&p));
-        st.on_request(&ack(Cluster, &p), now).unwrap();
+        st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
         pushes += 1;
         assert!(pushes < 100, "no progress");
     }

@@ -15,9 +15,21 @@ pub mod server;
 pub mod sotw;
 pub mod subscription;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_shared::ResourceType;
+
+use crate::cache::EdgeSnapshot;
+
+/// The names of one type in a snapshot, shared with the subscriptions that name them.
+pub struct SnapshotNames<'a>(pub &'a EdgeSnapshot, pub ResourceType);
+
+impl subscription::Intern for SnapshotNames<'_> {
+    fn intern(&self, name: &str) -> Arc<str> {
+        self.0.get(self.1, name).map_or_else(|| Arc::from(name), |r| r.name.clone())
+    }
+}
 
 /// Why a request ended its stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -139,10 +139,10 @@ impl Proto for DeltaStream {
     fn handle(
         &mut self,
         req: &DeltaDiscoveryRequest,
-        _: &EdgeSnapshot,
+        snap: &EdgeSnapshot,
         now: Instant,
     ) -> Result<Option<Event>, ProtocolError> {
-        self.on_request(req, now)
+        self.on_request(req, snap, now)
     }
     fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
         DeltaStream::poll(self, snap, now)

@@ -14,7 +14,7 @@ use flotilla_shared::{ResourceRef, ResourceType};
 
 use super::order::{self, ClientView, Views};
 use super::subscription::Subscription;
-use super::{Event, Limits, Nonces, ProtocolError, Push, nack_backoff};
+use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
 use crate::cache::{EdgeSnapshot, set_version};
 use crate::encode::{Encoded, sotw_empty_frame, sotw_frame};
 
@@ -23,7 +23,7 @@ use crate::encode::{Encoded, sotw_empty_frame, sotw_frame};
 struct SentSet {
     version: String,
     /// Shared with the snapshot when the set is a whole type (wildcard): no per-stream copy.
-    items: Arc<BTreeMap<String, Arc<Encoded>>>,
+    items: Arc<BTreeMap<Arc<str>, Arc<Encoded>>>,
 }
 
 /// SotW state of one type on one stream.
@@ -74,10 +74,14 @@ impl SotwType {
         if self.sub.is_wildcard() && self.sub.names().is_empty() && !set.version.is_empty() {
             return SentSet { version: set.version.clone(), items: set.items.clone() };
         }
-        let items: BTreeMap<String, Arc<Encoded>> = if self.sub.is_wildcard() {
+        let items: BTreeMap<Arc<str>, Arc<Encoded>> = if self.sub.is_wildcard() {
             (*set.items).clone()
         } else {
-            self.sub.names().iter().filter_map(|n| set.items.get(n).map(|r| (n.clone(), r.clone()))).collect()
+            self.sub
+                .names()
+                .iter()
+                .filter_map(|n| set.items.get(&**n).map(|r| (r.name.clone(), r.clone())))
+                .collect()
         };
         SentSet { version: version_of(&items), items: Arc::new(items) }
     }
@@ -89,7 +93,7 @@ impl SotwType {
         let mut want = self.desired(snap);
         if let (Some(views), Some(acked)) = (views, &self.acked) {
             // O2: keep what the client still routes to, until the references are gone.
-            let kept: Vec<(&String, &Arc<Encoded>)> = acked
+            let kept: Vec<(&Arc<str>, &Arc<Encoded>)> = acked
                 .items
                 .iter()
                 .filter(|(name, _)| {
@@ -117,7 +121,7 @@ impl SotwType {
             let changed = want
                 .items
                 .values()
-                .filter(|r| acked.and_then(|a| a.items.get(&r.name)).is_none_or(|a| a.version != r.version));
+                .filter(|r| acked.and_then(|a| a.items.get(&*r.name)).is_none_or(|a| a.version != r.version));
             if !order::may_push(self.kind, changed.flat_map(|r| r.refs.iter()), views) {
                 return None;
             }
@@ -142,7 +146,7 @@ impl SotwType {
                     kind: self.kind,
                     version: sent.version.clone(),
                     error: err.message.clone(),
-                    resources: sent.items.keys().cloned().collect(),
+                    resources: sent.items.keys().map(|n| n.to_string()).collect(),
                 });
             } else {
                 event = Some(Event::Ack { kind: self.kind, version: sent.version.clone() });
@@ -157,7 +161,8 @@ impl SotwType {
             self.awaiting = false;
             self.force = true;
         }
-        let change = self.sub.set_sotw(self.kind, first, &req.resource_names);
+        let change =
+            self.sub.set_sotw(self.kind, first, &req.resource_names, &SnapshotNames(snap, self.kind));
         if !change.is_empty() {
             self.force = true; // W7: answer newly requested names even if unchanged.
             if let Some(acked) = &mut self.acked {
@@ -177,8 +182,8 @@ impl SotwType {
     }
 }
 
-fn version_of(items: &BTreeMap<String, Arc<Encoded>>) -> String {
-    set_version(items.values().map(|r| (r.name.as_str(), r.version.as_str())))
+fn version_of(items: &BTreeMap<Arc<str>, Arc<Encoded>>) -> String {
+    set_version(items.values().map(|r| (&*r.name, r.version.as_str())))
 }
 
 impl ClientView for SotwType {
@@ -311,7 +316,7 @@ impl SotwStream {
                     .filter(|r| {
                         st.acked
                             .as_ref()
-                            .and_then(|a| a.items.get(&r.name))
+                            .and_then(|a| a.items.get(&*r.name))
                             .is_some_and(|a| a.version != r.version)
                     })
                     .flat_map(|r| r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).cloned())

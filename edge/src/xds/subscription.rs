@@ -3,8 +3,12 @@
 //! Owns the subscription rules shared by SotW and Delta (W5, D3): `*` or a legacy empty first
 //! request means wildcard for LDS/CDS; explicit names may sit beside `*`; an empty list after an
 //! explicit subscription means nothing. No I/O.
+//!
+//! Names are kept as `Arc<str>` from an interner the caller passes (the snapshot's own names), so
+//! a stream subscribed to thousands of names shares them instead of copying each.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use flotilla_shared::ResourceType;
 
@@ -16,7 +20,19 @@ pub struct Subscription {
     /// The client is in legacy wildcard mode: its first request named nothing, and every request
     /// since named nothing either (SotW only).
     legacy: bool,
-    names: BTreeSet<String>,
+    names: BTreeSet<Arc<str>>,
+}
+
+/// Gives the shared copy of a name (or a new one when nobody has it yet).
+pub trait Intern {
+    fn intern(&self, name: &str) -> Arc<str>;
+}
+
+/// Interns nothing: every name is a new allocation (tests).
+impl Intern for () {
+    fn intern(&self, name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
 }
 
 impl Subscription {
@@ -24,7 +40,7 @@ impl Subscription {
         self.wildcard
     }
 
-    pub fn names(&self) -> &BTreeSet<String> {
+    pub fn names(&self) -> &BTreeSet<Arc<str>> {
         &self.names
     }
 
@@ -35,7 +51,13 @@ impl Subscription {
 
     /// Applies a SotW request's full `resource_names`. Returns the names newly in scope (which
     /// must be answered even if unchanged, W7) and whether anything changed.
-    pub fn set_sotw(&mut self, kind: ResourceType, first: bool, requested: &[String]) -> SubChange {
+    pub fn set_sotw(
+        &mut self,
+        kind: ResourceType,
+        first: bool,
+        requested: &[String],
+        names: &impl Intern,
+    ) -> SubChange {
         let mut next = Subscription::default();
         if requested.is_empty() {
             if kind.supports_wildcard() && (first || self.legacy) {
@@ -46,8 +68,10 @@ impl Subscription {
             for n in requested {
                 if n == WILDCARD {
                     next.wildcard = kind.supports_wildcard();
+                } else if let Some(same) = self.names.get(n.as_str()) {
+                    next.names.insert(same.clone());
                 } else {
-                    next.names.insert(n.clone());
+                    next.names.insert(names.intern(n));
                 }
             }
         }
@@ -64,6 +88,7 @@ impl Subscription {
         first: bool,
         subscribe: &[String],
         unsubscribe: &[String],
+        names: &impl Intern,
     ) -> SubChange {
         let was_wildcard = self.wildcard;
         if first && subscribe.is_empty() && kind.supports_wildcard() {
@@ -75,16 +100,18 @@ impl Subscription {
             if n == WILDCARD {
                 self.wildcard = kind.supports_wildcard();
             } else {
-                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n));
-                self.names.insert(n.clone());
+                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n.as_str()));
+                if !self.names.contains(n.as_str()) {
+                    self.names.insert(names.intern(n));
+                }
             }
         }
         for n in unsubscribe {
             if n == WILDCARD {
                 self.wildcard = false;
             } else {
-                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n));
-                self.names.remove(n);
+                before.entry(n.as_str()).or_insert_with(|| self.names.contains(n.as_str()));
+                self.names.remove(n.as_str());
             }
         }
         let mut change = SubChange {
@@ -111,8 +138,8 @@ impl Subscription {
 
     fn diff(&self, next: &Subscription) -> SubChange {
         SubChange {
-            added: next.names.difference(&self.names).cloned().collect(),
-            removed: self.names.difference(&next.names).cloned().collect(),
+            added: next.names.difference(&self.names).map(|n| n.to_string()).collect(),
+            removed: self.names.difference(&next.names).map(|n| n.to_string()).collect(),
             wildcard_added: next.wildcard && !self.wildcard,
             wildcard_removed: self.wildcard && !next.wildcard,
         }
@@ -146,9 +173,9 @@ mod tests {
     #[test]
     fn w5_legacy_wildcard() {
         let mut s = Subscription::default();
-        s.set_sotw(ResourceType::Cluster, true, &[]);
+        s.set_sotw(ResourceType::Cluster, true, &[], &());
         assert!(s.is_wildcard());
-        s.set_sotw(ResourceType::Cluster, false, &[]);
+        s.set_sotw(ResourceType::Cluster, false, &[], &());
         assert!(s.is_wildcard());
     }
 
@@ -156,9 +183,9 @@ mod tests {
     #[test]
     fn w5_empty_after_explicit_means_nothing() {
         let mut s = Subscription::default();
-        s.set_sotw(ResourceType::Cluster, true, &v(&["a"]));
+        s.set_sotw(ResourceType::Cluster, true, &v(&["a"]), &());
         assert!(!s.is_wildcard());
-        s.set_sotw(ResourceType::Cluster, false, &[]);
+        s.set_sotw(ResourceType::Cluster, false, &[], &());
         assert!(!s.is_wildcard());
         assert!(!s.covers("a"));
     }
@@ -167,9 +194,9 @@ mod tests {
     #[test]
     fn w5_explicit_star_with_names() {
         let mut s = Subscription::default();
-        s.set_sotw(ResourceType::Listener, true, &v(&["*", "x"]));
+        s.set_sotw(ResourceType::Listener, true, &v(&["*", "x"]), &());
         assert!(s.is_wildcard() && s.covers("anything"));
-        let c = s.set_sotw(ResourceType::Listener, false, &v(&["x"]));
+        let c = s.set_sotw(ResourceType::Listener, false, &v(&["x"]), &());
         assert!(c.wildcard_removed);
         assert!(!s.covers("anything") && s.covers("x"));
     }
@@ -178,9 +205,9 @@ mod tests {
     #[test]
     fn named_types_ignore_wildcard() {
         let mut s = Subscription::default();
-        s.set_sotw(ResourceType::Endpoint, true, &[]);
+        s.set_sotw(ResourceType::Endpoint, true, &[], &());
         assert!(!s.is_wildcard());
-        s.apply_delta(ResourceType::Route, true, &v(&["*"]), &[]);
+        s.apply_delta(ResourceType::Route, true, &v(&["*"]), &[], &());
         assert!(!s.is_wildcard());
     }
 
@@ -188,23 +215,23 @@ mod tests {
     #[test]
     fn d3_delta_subscribe_unsubscribe() {
         let mut s = Subscription::default();
-        let c = s.apply_delta(ResourceType::Cluster, true, &v(&["*", "a"]), &[]);
+        let c = s.apply_delta(ResourceType::Cluster, true, &v(&["*", "a"]), &[], &());
         assert!(c.added.contains("a") && s.is_wildcard());
-        let c = s.apply_delta(ResourceType::Cluster, false, &v(&["a"]), &v(&["never"]));
+        let c = s.apply_delta(ResourceType::Cluster, false, &v(&["a"]), &v(&["never"]), &());
         assert!(c.added.contains("a"), "re-subscribe of a held name must be answered");
-        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["a"]));
+        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["a"]), &());
         assert!(s.covers("a"), "wildcard still covers a");
-        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["*"]));
+        s.apply_delta(ResourceType::Cluster, false, &[], &v(&["*"]), &());
         assert!(!s.covers("a"));
     }
 
     #[test]
     fn d3_delta_empty_first_is_wildcard_only_for_lds_cds() {
         let mut s = Subscription::default();
-        s.apply_delta(ResourceType::Listener, true, &[], &[]);
+        s.apply_delta(ResourceType::Listener, true, &[], &[], &());
         assert!(s.is_wildcard());
         let mut e = Subscription::default();
-        e.apply_delta(ResourceType::Endpoint, true, &[], &[]);
+        e.apply_delta(ResourceType::Endpoint, true, &[], &[], &());
         assert!(!e.is_wildcard());
     }
 }
