@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http_body::{Body, Frame as BodyFrame, SizeHint};
+use http_body::{Body, Frame as BodyFrame};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue, header};
@@ -91,10 +91,6 @@ impl Body for PushBody {
 
     fn is_end_stream(&self) -> bool {
         self.done && self.chunks.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

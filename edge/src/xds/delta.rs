@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use flotilla_shared::{ResourceRef, ResourceType};
 
 use super::order::{self, ClientView, Views};
-use super::subscription::Subscription;
+use super::subscription::{Intern, Subscription};
 use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
 use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
@@ -276,12 +276,13 @@ impl DeltaType {
             }
         }
         // D3: subscription changes count even on a stale nonce.
+        let names = SnapshotNames(snap, self.kind);
         let change = self.sub.apply_delta(
             self.kind,
             first,
             &req.resource_names_subscribe,
             &req.resource_names_unsubscribe,
-            &SnapshotNames(snap, self.kind),
+            &names,
         );
         // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
         // wildcard needs every name checked again: a subscription change on a stream holding
@@ -289,7 +290,7 @@ impl DeltaType {
         if change.wildcard_added {
             self.synced = None;
         }
-        self.force.extend(change.added.iter().map(|n| Arc::from(n.as_str())));
+        self.force.extend(change.added.iter().map(|n| names.intern(n)));
         if change.wildcard_removed {
             let sub = &self.sub;
             self.client.retain(|h| sub.covers(h.name()));
