@@ -13,12 +13,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use flotilla_edge::tls::{ClientAuth, TlsReloader, incoming};
+
 use crate::api::{ApiState, router};
+use crate::audit::Audit;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::{Authz, PolicyReloader};
 use crate::grpc_api::GrpcApi;
 use crate::publish::{Bus, EmbeddedBus, Fanout, NatsBus};
+use crate::secrets::{EncryptingStore, SecretsCipher};
 use crate::service::ConfigService;
+use crate::settings::Security;
 use crate::settings::Settings;
 use crate::store::{EmbeddedStore, PostgresStore, Store};
+use crate::transport::{ConnListener, Peer};
 
 /// A database URL without its password, for messages.
 fn redact(url: &str) -> String {
@@ -49,6 +57,7 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 async fn serve_grpc_api(
     api: GrpcApi,
     listener: TcpListener,
+    tls: Option<Arc<TlsReloader>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     use flotilla_proto::v1::control_plane_service_server::ControlPlaneServiceServer;
@@ -62,7 +71,7 @@ async fn serve_grpc_api(
         .add_service(reflection)
         .add_service(health_svc)
         .add_service(ControlPlaneServiceServer::new(api))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, tls.map(|t| (t, ClientAuth::Optional))), shutdown)
         .await?;
     Ok(())
 }
@@ -84,10 +93,73 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what} (is the port in use?)"))
 }
 
+/// The secrets cipher, from `--secrets-key-file` or `FLOTILLA_SECRETS_KEY`.
+fn secrets_cipher(sec: &Security) -> anyhow::Result<Option<Arc<SecretsCipher>>> {
+    let old = sec.secrets_old_key_file.as_deref();
+    let cipher = match (&sec.secrets_key_file, &sec.secrets_key) {
+        (Some(path), _) => SecretsCipher::from_files(path, old)?,
+        (None, Some(text)) => {
+            let key = crate::secrets::cipher::parse_key(text, "FLOTILLA_SECRETS_KEY")?;
+            let old = match old {
+                Some(p) => Some(crate::secrets::cipher::parse_key(
+                    &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                    &p.display().to_string(),
+                )?),
+                None => None,
+            };
+            SecretsCipher::new(&key, old.as_ref())
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Arc::new(cipher)))
+}
+
+/// Authentication and authorization from the security settings.
+async fn authz(sec: &Security) -> anyhow::Result<Authz> {
+    let jwt = match &sec.auth_jwks {
+        Some(src) => Some(Arc::new(
+            JwtVerifier::new(
+                src.clone(),
+                sec.auth_issuer.clone(),
+                sec.auth_audience.clone(),
+                sec.auth_groups_claim.clone(),
+            )
+            .await
+            .context("--auth-jwks")?,
+        )),
+        None => None,
+    };
+    let policy = match &sec.rbac_policy {
+        Some(path) => Some(PolicyReloader::new(path.clone())?),
+        None => None,
+    };
+    let certificates = sec.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    Ok(Authz::new(jwt, certificates, policy))
+}
+
 impl Brain {
     /// Opens the store, binds the ports, loads every applied config, and serves.
     pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
         let metrics = metrics_handle();
+        let sec = &settings.security;
+        let tls = match &sec.tls {
+            Some(files) => {
+                Some(TlsReloader::new(files.clone()).context("TLS (--tls-cert/--tls-key/--client-ca)")?)
+            }
+            None => None,
+        };
+        let authz = authz(sec).await?;
+        if sec.is_open() {
+            tracing::warn!(
+                "security is off: REST, the gRPC API and xDS are served in plaintext with no authentication; \
+                 anyone who can reach these ports can read every secret and change every config. \
+                 See docs/security.md (--tls-cert, --client-ca, --auth-jwks, --rbac-policy)."
+            );
+        } else if authz.authenticates() && authz.policy().is_none() {
+            tracing::warn!(
+                "authentication is on but no --rbac-policy is given: every authenticated caller is an admin"
+            );
+        }
         let store: Arc<dyn Store> =
             match &settings.database_url {
                 Some(url) => Arc::new(
@@ -99,6 +171,14 @@ impl Brain {
                     format!("opening the embedded store in {}", settings.data_dir.display())
                 })?),
             };
+        let store: Arc<dyn Store> = match secrets_cipher(sec)? {
+            Some(cipher) => {
+                tracing::info!(message = "secret material is encrypted at rest", key = %cipher.key_id());
+                Arc::new(EncryptingStore::new(store, cipher))
+            }
+            None => store,
+        };
+        let audit = Audit::new(store.clone());
         let cache = Cache::new();
         let registry = Registry::new("embedded");
         let fleet = crate::fleet::Fleet::new(registry.clone());
@@ -141,6 +221,8 @@ impl Brain {
             ready: ready.clone(),
             source: None,
             drain: flotilla_edge::xds::server::no_drain(),
+            tls: tls.clone(),
+            trust_domain: sec.trust_domain.clone(),
         };
         let xds = tokio::spawn({
             let stopped = stopped.clone();
@@ -151,10 +233,29 @@ impl Brain {
                 }
             }
         });
-        let app = router(ApiState { service: service.clone(), registry: fleet.clone(), metrics, ready });
+        if let Some(t) = &tls {
+            t.spawn_watch(stopped.clone());
+        }
+        if let Some(p) = &sec.rbac_policy {
+            tracing::info!(message = "RBAC policy in force", path = %p.display());
+        }
+        if let Some(reloader) = authz.policy_reloader() {
+            reloader.spawn_watch(stopped.clone());
+        }
+        let app = router(ApiState {
+            service: service.clone(),
+            registry: fleet.clone(),
+            metrics,
+            ready,
+            authz: authz.clone(),
+            audit: audit.clone(),
+            buckets: Default::default(),
+        });
+        let rest_listener = ConnListener::new(rest_listener, tls.clone())?;
         let rest = tokio::spawn({
             let stopped = stopped.clone();
             async move {
+                let app = app.into_make_service_with_connect_info::<Peer>();
                 if let Err(e) =
                     axum::serve(rest_listener, app).with_graceful_shutdown(shutdown(stopped)).await
                 {
@@ -165,9 +266,10 @@ impl Brain {
 
         let grpc = tokio::spawn({
             let stopped = stopped.clone();
-            let api = GrpcApi::new(service.clone(), fleet.clone());
+            let api = GrpcApi::new(service.clone(), fleet.clone(), authz.clone(), audit.clone());
+            let tls = tls.clone();
             async move {
-                if let Err(e) = serve_grpc_api(api, grpc_listener, shutdown(stopped)).await {
+                if let Err(e) = serve_grpc_api(api, grpc_listener, tls, shutdown(stopped)).await {
                     tracing::error!(message = "gRPC API server failed", error = %e);
                 }
             }
@@ -179,7 +281,9 @@ impl Brain {
             Some(url) => redact(url),
             None => settings.data_dir.display().to_string(),
         };
-        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, %grpc_api_addr, configs = n, %storage);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, %grpc_api_addr, configs = n, %storage, %scheme,
+            authentication = authz.authenticates(), rbac = authz.policy().is_some());
         Ok(Brain { rest_addr, xds_addr, grpc_api_addr, registry, cache, stop, tasks: vec![xds, rest, grpc] })
     }
 

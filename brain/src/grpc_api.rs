@@ -12,6 +12,8 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use uuid::Uuid;
 
+use crate::audit::{Action, Audit, RevisionRef};
+use crate::auth::{Authz, Kind, Principal, Verb};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, ParseError, parse_config};
 use crate::service::{ConfigService, Planned, ServiceError};
@@ -20,11 +22,99 @@ use crate::store::{ConfigRecord, ListFilter, StoreError};
 pub struct GrpcApi {
     service: Arc<ConfigService>,
     registry: Fleet,
+    authz: Authz,
+    audit: Audit,
 }
 
 impl GrpcApi {
-    pub fn new(service: Arc<ConfigService>, registry: Fleet) -> GrpcApi {
-        GrpcApi { service, registry }
+    pub fn new(service: Arc<ConfigService>, registry: Fleet, authz: Authz, audit: Audit) -> GrpcApi {
+        GrpcApi { service, registry, authz, audit }
+    }
+}
+
+// === access ===
+
+/// The caller of a call, with the id its audit entries carry.
+struct Caller {
+    who: Principal,
+    request_id: String,
+    author: String,
+}
+
+fn kind_of(cfg: &ProxyConfig) -> Kind {
+    if cfg.is_template() { Kind::Templates } else { Kind::Configs }
+}
+
+impl GrpcApi {
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let who = crate::auth::grpc::principal(&self.authz, req).await?;
+        let request_id = req
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+        let author = if who.via == "none" { author(req) } else { who.subject.clone() };
+        Ok(Caller { who, request_id, author })
+    }
+
+    fn action<'a>(&self, c: &'a Caller, verb: Verb, kind: Kind, ns: &'a str, name: &'a str) -> Action<'a> {
+        Action { who: &c.who, verb, kind, namespace: ns, name, request_id: &c.request_id, api: "grpc" }
+    }
+
+    /// PERMISSION_DENIED (audited) unless `c` may do `verb` on `kind` in `ns`.
+    async fn authorize(
+        &self,
+        c: &Caller,
+        verb: Verb,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        if let Err(denied) = self.authz.check(&c.who, verb, kind, ns) {
+            self.audit.record(self.action(c, verb, kind, ns, name), "denied".into(), None, None).await;
+            return Err(denied.into());
+        }
+        Ok(())
+    }
+
+    async fn authorize_config(&self, c: &Caller, verb: Verb, cfg: &ProxyConfig) -> Result<(), Status> {
+        let (ns, name) = (cfg.namespace(), cfg.metadata.name.as_str());
+        self.authorize(c, verb, kind_of(cfg), ns, name).await?;
+        if matches!(verb, Verb::Create | Verb::Update) && !cfg.spec.secrets.is_empty() {
+            self.authorize(c, verb, Kind::Secrets, ns, name).await?;
+        }
+        match self.authz.forbidden_reference(cfg) {
+            None => Ok(()),
+            Some(e) => Err(Status::permission_denied(format!("{}: {}", e.path, e.message))),
+        }
+    }
+
+    /// The record with `id` if the caller may see its namespace; NOT_FOUND either way otherwise.
+    async fn load(&self, c: &Caller, id: &str) -> Result<ConfigRecord, Status> {
+        let id = id_of(id)?;
+        let rec = self.service.store().get(id).await.map_err(|e| service_status(e.into()))?;
+        rec.filter(|r| self.authz.sees(&c.who, &r.namespace))
+            .ok_or_else(|| Status::not_found(format!("no config with id {id}")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audited<T>(
+        &self,
+        c: &Caller,
+        verb: Verb,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        before: Option<RevisionRef>,
+        result: &Result<T, Status>,
+        after: impl FnOnce(&T) -> Option<RevisionRef>,
+    ) {
+        let (outcome, after) = match result {
+            Ok(v) => ("ok".to_string(), after(v)),
+            Err(e) => (format!("error: {}", e.message()), None),
+        };
+        self.audit.record(self.action(c, verb, kind, ns, name), outcome, before, after).await;
     }
 }
 
@@ -85,6 +175,13 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// A config as JSON with its private keys redacted.
+fn redacted_json(cfg: &ProxyConfig) -> String {
+    let mut c = cfg.clone();
+    crate::secrets::redact(&mut c);
+    json(&c)
+}
+
 fn config_msg(rec: ConfigRecord, with_document: bool) -> pb::Config {
     let status = match (rec.pending_delete, rec.applied_version) {
         (true, _) => "pending-delete",
@@ -101,7 +198,7 @@ fn config_msg(rec: ConfigRecord, with_document: bool) -> pb::Config {
         status: status.into(),
         created_at: rec.created_at.to_rfc3339(),
         updated_at: rec.updated_at.to_rfc3339(),
-        document_json: if with_document { json(&rec.config) } else { String::new() },
+        document_json: if with_document { redacted_json(&rec.config) } else { String::new() },
         rendered_json: String::new(),
     }
 }
@@ -130,9 +227,10 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::CreateConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
-        let who = author(&req);
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
+        self.authorize_config(&c, Verb::Create, &cfg).await?;
         if r.dry_run {
             let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
             if plan.id.is_some() {
@@ -143,20 +241,23 @@ impl ControlPlaneService for GrpcApi {
             }
             return Ok(dry_run_reply(plan));
         }
-        let rec = self.service.create(cfg, r.apply, &who).await.map_err(service_status)?;
-        Ok(reply(rec))
+        let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
+        let res = self.service.create(cfg, r.apply, &c.author).await.map_err(service_status);
+        self.audited(&c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r)))
+            .await;
+        Ok(reply(res?))
     }
 
     async fn get_config(
         &self,
         req: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let id = id_of(&r.id)?;
-        let rec = self.service.store().get(id).await.map_err(|e| service_status(e.into()))?;
-        let rec = rec.ok_or_else(|| Status::not_found(format!("no config with id {id}")))?;
+        let rec = self.load(&c, &r.id).await?;
+        self.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
         let rendered = if r.rendered {
-            json(&self.service.render(&rec.config).await.map_err(service_status)?)
+            redacted_json(&self.service.render(&rec.config).await.map_err(service_status)?)
         } else {
             String::new()
         };
@@ -169,41 +270,64 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::ListConfigsRequest>,
     ) -> Result<Response<pb::ListConfigsReply>, Status> {
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
         let filter = ListFilter {
             namespace: Some(r.namespace).filter(|s| !s.is_empty()),
             name: Some(r.name).filter(|s| !s.is_empty()),
         };
         let recs = self.service.store().list(&filter).await.map_err(|e| service_status(e.into()))?;
-        Ok(Response::new(pb::ListConfigsReply {
-            configs: recs.into_iter().map(|r| config_msg(r, false)).collect(),
-        }))
+        let recs = recs
+            .into_iter()
+            .filter(|r| self.authz.allows(&c.who, Verb::List, kind_of(&r.config), &r.namespace));
+        Ok(Response::new(pb::ListConfigsReply { configs: recs.map(|r| config_msg(r, false)).collect() }))
     }
 
     async fn update_config(
         &self,
         req: Request<pb::UpdateConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
-        let who = author(&req);
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let id = id_of(&r.id)?;
+        let current = self.load(&c, &r.id).await?;
+        let kind = kind_of(&current.config);
+        self.authorize(&c, Verb::Update, kind, &current.namespace, &current.name).await?;
         let cfg = document(&r.document, r.format)?;
+        self.authorize_config(&c, Verb::Update, &cfg).await?;
+        let cfg = crate::secrets::keep_redacted(cfg, &current.config);
         if r.dry_run {
             let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
             return Ok(dry_run_reply(plan));
         }
-        let rec =
-            self.service.update(id, cfg, r.expected_version, r.apply, &who).await.map_err(service_status)?;
-        Ok(reply(rec))
+        let before = Some(RevisionRef::of_record(&current));
+        let res = self
+            .service
+            .update(current.id, cfg, r.expected_version, r.apply, &c.author)
+            .await
+            .map_err(service_status);
+        self.audited(&c, Verb::Update, kind, &current.namespace, &current.name, before, &res, |r| {
+            Some(RevisionRef::of_record(r))
+        })
+        .await;
+        Ok(reply(res?))
     }
 
     async fn delete_config(
         &self,
         req: Request<pb::DeleteConfigRequest>,
     ) -> Result<Response<pb::DeleteConfigReply>, Status> {
-        let who = author(&req);
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let rec = self.service.delete(id_of(&r.id)?, r.apply, &who).await.map_err(service_status)?;
+        let current = self.load(&c, &r.id).await?;
+        let kind = kind_of(&current.config);
+        self.authorize(&c, Verb::Delete, kind, &current.namespace, &current.name).await?;
+        let before = Some(RevisionRef::of_record(&current));
+        let res = self.service.delete(current.id, r.apply, &c.author).await.map_err(service_status);
+        self.audited(&c, Verb::Delete, kind, &current.namespace, &current.name, before, &res, |r| {
+            r.as_ref().map(RevisionRef::of_record)
+        })
+        .await;
+        let rec = res?;
         Ok(Response::new(pb::DeleteConfigReply { deleted: rec.is_none(), pending: rec.is_some() }))
     }
 
@@ -211,9 +335,18 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::ApplyConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
-        let who = author(&req);
-        let id = id_of(&req.into_inner().id)?;
-        match self.service.apply(id, &who).await.map_err(service_status)? {
+        let c = self.caller(&req).await?;
+        let current = self.load(&c, &req.into_inner().id).await?;
+        let kind = kind_of(&current.config);
+        self.authorize(&c, Verb::Apply, kind, &current.namespace, &current.name).await?;
+        let before =
+            current.applied_config.as_ref().zip(current.applied_version).map(|(c, v)| RevisionRef::of(v, c));
+        let res = self.service.apply(current.id, &c.author).await.map_err(service_status);
+        self.audited(&c, Verb::Apply, kind, &current.namespace, &current.name, before, &res, |r| {
+            r.as_ref().map(RevisionRef::of_record)
+        })
+        .await;
+        match res? {
             Some(rec) => Ok(reply(rec)),
             None => Ok(Response::new(pb::ConfigReply::default())),
         }
@@ -223,8 +356,10 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::ValidateConfigRequest>,
     ) -> Result<Response<pb::ValidateConfigReply>, Status> {
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
+        self.authorize(&c, Verb::Get, kind_of(&cfg), cfg.namespace(), &cfg.metadata.name).await?;
         let errors = match self.service.check(&cfg).await {
             Ok(_) => Vec::new(),
             Err(ServiceError::Invalid(errs)) => errs,
@@ -245,20 +380,25 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryReply>, Status> {
-        let id = id_of(&req.into_inner().id)?;
+        let c = self.caller(&req).await?;
+        let rec = self.load(&c, &req.into_inner().id).await?;
+        self.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
         let revisions = self
             .service
-            .history(id)
+            .history(rec.id)
             .await
             .map_err(service_status)?
             .into_iter()
-            .map(|r| pb::Revision {
-                version: r.version,
-                action: r.action,
-                author: r.author,
-                at: r.at.to_rfc3339(),
-                document_json: json(&r.config),
-                diff_json: json(&r.diff),
+            .map(|mut r| {
+                crate::secrets::redact_diff(&mut r.diff);
+                pb::Revision {
+                    version: r.version,
+                    action: r.action,
+                    author: r.author,
+                    at: r.at.to_rfc3339(),
+                    document_json: redacted_json(&r.config),
+                    diff_json: json(&r.diff),
+                }
             })
             .collect();
         Ok(Response::new(pb::GetHistoryReply { revisions }))
@@ -268,22 +408,34 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::RollbackConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
-        let who = author(&req);
+        let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let rec = self
+        let current = self.load(&c, &r.id).await?;
+        let kind = kind_of(&current.config);
+        self.authorize(&c, Verb::Rollback, kind, &current.namespace, &current.name).await?;
+        let before = Some(RevisionRef::of_record(&current));
+        let res = self
             .service
-            .rollback(id_of(&r.id)?, r.version, r.apply.unwrap_or(true), &who)
+            .rollback(current.id, r.version, r.apply.unwrap_or(true), &c.author)
             .await
-            .map_err(service_status)?;
-        Ok(reply(rec))
+            .map_err(service_status);
+        self.audited(&c, Verb::Rollback, kind, &current.namespace, &current.name, before, &res, |r| {
+            Some(RevisionRef::of_record(r))
+        })
+        .await;
+        Ok(reply(res?))
     }
 
     async fn list_proxies(
         &self,
-        _req: Request<pb::ListProxiesRequest>,
+        req: Request<pb::ListProxiesRequest>,
     ) -> Result<Response<pb::ListProxiesReply>, Status> {
+        let c = self.caller(&req).await?;
         let mut proxies: Vec<pb::Proxy> = Vec::new();
         for s in self.registry.streams() {
+            if !self.authz.allows(&c.who, Verb::List, Kind::Proxies, &s.namespace) {
+                continue;
+            }
             let stream = pb::Stream {
                 stream_id: s.stream_id,
                 service: s.service.clone(),

@@ -9,6 +9,8 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod compile;
 pub mod fleet;
 pub mod grpc_api;
@@ -16,7 +18,9 @@ pub mod model;
 pub mod parse;
 pub mod publish;
 pub mod render;
+pub mod secrets;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod transport;
 pub mod validate;

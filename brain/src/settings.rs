@@ -60,6 +60,47 @@ pub struct Cli {
     /// Log format [default: text].
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub security: SecurityCli,
+}
+
+/// Security flags (docs/security.md). With none of them the brain is open: no TLS, no auth.
+#[derive(Debug, Default, clap::Args)]
+pub struct SecurityCli {
+    /// PEM certificate chain: serve REST, the gRPC API and xDS over TLS 1.3 (with --tls-key).
+    #[arg(long, env = "FLOTILLA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLOTILLA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: proxies must present a client certificate it signed (mTLS on xDS); the
+    /// management APIs accept one as an identity.
+    #[arg(long, env = "FLOTILLA_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Trust domain of SPIFFE ids in client certificates (any when unset).
+    #[arg(long, env = "FLOTILLA_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// JWKS (file path or http(s) URL): turns on JWT bearer authentication of the management APIs.
+    #[arg(long, env = "FLOTILLA_AUTH_JWKS")]
+    pub auth_jwks: Option<String>,
+    /// Required `iss` of tokens.
+    #[arg(long, env = "FLOTILLA_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of tokens.
+    #[arg(long, env = "FLOTILLA_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Claim holding a token's groups [default: groups].
+    #[arg(long, env = "FLOTILLA_AUTH_GROUPS_CLAIM")]
+    pub auth_groups_claim: Option<String>,
+    /// RBAC policy (YAML: roles, bindings, quotas, cross-namespace grants); reloaded on change.
+    #[arg(long, env = "FLOTILLA_RBAC_POLICY")]
+    pub rbac_policy: Option<PathBuf>,
+    /// File holding the 32-byte key that encrypts secret material at rest (base64 or hex).
+    #[arg(long, env = "FLOTILLA_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// A previous key: rows it encrypted are decrypted and re-encrypted with the current key.
+    #[arg(long, env = "FLOTILLA_SECRETS_OLD_KEY_FILE")]
+    pub secrets_old_key_file: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are refused.
@@ -74,6 +115,24 @@ pub struct FileConfig {
     pub logging: FileLogging,
     #[serde(default)]
     pub nats: FileNats,
+    #[serde(default)]
+    pub security: FileSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileSecurity {
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub trust_domain: Option<String>,
+    pub auth_jwks: Option<String>,
+    pub auth_issuer: Option<String>,
+    pub auth_audience: Option<String>,
+    pub auth_groups_claim: Option<String>,
+    pub rbac_policy: Option<PathBuf>,
+    pub secrets_key_file: Option<PathBuf>,
+    pub secrets_old_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +180,30 @@ pub struct Settings {
     pub embedded_edge: bool,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub security: Security,
+}
+
+/// Resolved security settings; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub tls: Option<flotilla_edge::tls::TlsFiles>,
+    pub trust_domain: Option<String>,
+    pub auth_jwks: Option<String>,
+    pub auth_issuer: Option<String>,
+    pub auth_audience: Option<String>,
+    pub auth_groups_claim: String,
+    pub rbac_policy: Option<PathBuf>,
+    pub secrets_key_file: Option<PathBuf>,
+    pub secrets_old_key_file: Option<PathBuf>,
+    /// The key itself, from `FLOTILLA_SECRETS_KEY` (base64 or hex; never a flag: flags show in `ps`).
+    pub secrets_key: Option<String>,
+}
+
+impl Security {
+    /// True when nothing is protected: the startup warning says so.
+    pub fn is_open(&self) -> bool {
+        self.tls.is_none() && self.auth_jwks.is_none() && self.rbac_policy.is_none()
+    }
 }
 
 impl Default for Settings {
@@ -137,6 +220,7 @@ impl Default for Settings {
             embedded_edge: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            security: Security::default(),
         }
     }
 }
@@ -147,6 +231,8 @@ pub enum SettingsError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {source}")]
     Parse { path: PathBuf, source: ParseError },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Reads a config file.
@@ -164,7 +250,9 @@ impl Settings {
             None => FileConfig::default(),
         };
         let d = Settings::default();
+        let security = resolve_security(cli.security, file.security)?;
         Ok(Settings {
+            security,
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),
@@ -178,6 +266,36 @@ impl Settings {
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
         })
     }
+}
+
+fn resolve_security(cli: SecurityCli, file: FileSecurity) -> Result<Security, SettingsError> {
+    let cert = cli.tls_cert.or(file.tls_cert);
+    let key = cli.tls_key.or(file.tls_key);
+    let client_ca = cli.client_ca.or(file.client_ca);
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(flotilla_edge::tls::TlsFiles { cert, key, client_ca }),
+        (None, None) if client_ca.is_some() => {
+            return Err(SettingsError::Invalid("--client-ca needs --tls-cert and --tls-key".into()));
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(SettingsError::Invalid("--tls-cert needs --tls-key".into())),
+        (None, Some(_)) => return Err(SettingsError::Invalid("--tls-key needs --tls-cert".into())),
+    };
+    Ok(Security {
+        tls,
+        trust_domain: cli.trust_domain.or(file.trust_domain),
+        auth_jwks: cli.auth_jwks.or(file.auth_jwks),
+        auth_issuer: cli.auth_issuer.or(file.auth_issuer),
+        auth_audience: cli.auth_audience.or(file.auth_audience),
+        auth_groups_claim: cli
+            .auth_groups_claim
+            .or(file.auth_groups_claim)
+            .unwrap_or_else(|| "groups".into()),
+        rbac_policy: cli.rbac_policy.or(file.rbac_policy),
+        secrets_key_file: cli.secrets_key_file.or(file.secrets_key_file),
+        secrets_old_key_file: cli.secrets_old_key_file.or(file.secrets_old_key_file),
+        secrets_key: std::env::var("FLOTILLA_SECRETS_KEY").ok().filter(|k| !k.trim().is_empty()),
+    })
 }
 
 #[cfg(test)]

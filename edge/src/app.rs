@@ -22,6 +22,24 @@ pub struct EdgeSettings {
     pub bucket: String,
     pub name: String,
     pub max_connection_age: Option<std::time::Duration>,
+    /// TLS 1.3 on xDS (mTLS when the files name a client CA).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Trust domain proxies' SPIFFE ids must be in (mTLS only).
+    pub trust_domain: Option<String>,
+    /// How to reach NATS securely.
+    pub nats: NatsSecurity,
+}
+
+/// Credentials and TLS for the NATS connection (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct NatsSecurity {
+    /// A `.creds` file (JWT + NKey seed), as `nsc` writes it.
+    pub creds: Option<std::path::PathBuf>,
+    /// CA bundle to verify the NATS server with (implies TLS).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key for NATS mTLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Opens the group-state bucket, creating it (latest value per key) if the brain has not yet.
@@ -52,12 +70,28 @@ pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Resul
 
 /// Connects to NATS, retrying until it answers (the edge must come up even if NATS is late).
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))
+    connect_secure(url, name, &NatsSecurity::default()).await
+}
+
+/// [`connect`] with credentials and TLS.
+pub async fn connect_secure(url: &str, name: &str, sec: &NatsSecurity) -> anyhow::Result<async_nats::Client> {
+    let mut opts = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();
+    if let Some(creds) = &sec.creds {
+        opts = async_nats::ConnectOptions::with_credentials_file(creds)
+            .await
+            .with_context(|| format!("cannot read NATS credentials {}", creds.display()))?
+            .name(name)
+            .retry_on_initial_connect();
+    }
+    if let Some(ca) = &sec.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&sec.tls_cert, &sec.tls_key) {
+        (Some(c), Some(k)) => opts = opts.add_client_certificate(c.clone(), k.clone()).require_tls(true),
+        (None, None) => {}
+        _ => anyhow::bail!("--nats-tls-cert and --nats-tls-key go together"),
+    }
+    opts.connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))
 }
 
 /// What an edge reports about its proxies, every [`STATUS_INTERVAL`].
@@ -119,7 +153,13 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(s: &EdgeSettings) -> anyhow::Result<Edge> {
-        let client = connect(&s.nats_url, &s.name).await?;
+        let client = connect_secure(&s.nats_url, &s.name, &s.nats).await?;
+        let tls = match &s.tls {
+            Some(files) => Some(
+                crate::tls::TlsReloader::new(files.clone()).context("TLS for xDS (--tls-cert/--tls-key)")?,
+            ),
+            None => None,
+        };
         let kv = open_bucket(&jetstream::new(client.clone()), &s.bucket).await?;
         let cache = Cache::new();
         let registry = Registry::new(s.name.clone());
@@ -138,8 +178,13 @@ impl Edge {
             ready,
             source: Some(source.clone()),
             drain: drain_rx,
+            tls: tls.clone(),
+            trust_domain: s.trust_domain.clone(),
         };
         let (stop, mut stopped) = watch::channel(false);
+        if let Some(t) = &tls {
+            t.spawn_watch(stop.subscribe());
+        }
         tokio::spawn(report_status(client.clone(), registry.clone(), stop.subscribe()));
         let task = tokio::spawn(async move {
             let shutdown = async move {

@@ -11,4 +11,5 @@ pub mod node;
 pub mod registry;
 pub mod source;
 pub mod sync;
+pub mod tls;
 pub mod xds;

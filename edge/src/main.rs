@@ -36,6 +36,30 @@ struct Cli {
     /// Name of this edge in status reports [default: hostname-pid].
     #[arg(long, env = "FLOTILLA_EDGE_NAME")]
     name: Option<String>,
+    /// PEM certificate chain: serve xDS over TLS 1.3 (with --tls-key).
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM CA bundle: proxies must present a certificate it signed (mTLS), whose SPIFFE id names
+    /// their namespace.
+    #[arg(long, env = "FLOTILLA_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+    /// Trust domain proxies' SPIFFE ids must be in (with --client-ca).
+    #[arg(long, env = "FLOTILLA_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// NATS credentials file (JWT + NKey seed).
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// CA bundle to verify the NATS server (turns on TLS to NATS).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CA")]
+    nats_tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate for NATS mTLS (with --nats-tls-key).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CERT")]
+    nats_tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
+    nats_tls_key: Option<std::path::PathBuf>,
     #[arg(long, env = "FLOTILLA_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -60,7 +84,26 @@ async fn main() -> anyhow::Result<()> {
         bucket: cli.nats_bucket,
         name: cli.name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         max_connection_age: cli.max_connection_age,
+        tls: match (cli.tls_cert, cli.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(flotilla_edge::tls::TlsFiles { cert, key, client_ca: cli.client_ca })
+            }
+            _ => None,
+        },
+        trust_domain: cli.trust_domain,
+        nats: flotilla_edge::app::NatsSecurity {
+            creds: cli.nats_creds,
+            tls_ca: cli.nats_tls_ca,
+            tls_cert: cli.nats_tls_cert,
+            tls_key: cli.nats_tls_key,
+        },
     };
+    if settings.tls.is_none() {
+        tracing::warn!(
+            "xDS is served in plaintext: anyone who can reach {} can read every proxy's config; pass --tls-cert/--tls-key (and --client-ca for mTLS)",
+            settings.xds_addr
+        );
+    }
     let edge = Edge::start(&settings).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

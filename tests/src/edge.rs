@@ -33,6 +33,8 @@ impl TestEdge {
             ready: ready_rx,
             source: None,
             drain: flotilla_edge::xds::server::no_drain(),
+            tls: None,
+            trust_domain: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

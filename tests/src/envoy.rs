@@ -41,6 +41,14 @@ pub fn envoy_bin() -> PathBuf {
     );
 }
 
+/// TLS from Envoy to the xDS server: the CA to trust, and the client certificate to present.
+#[derive(Debug, Clone)]
+pub struct XdsTls {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 pub struct Envoy {
     child: Child,
     pub admin_port: u16,
@@ -63,7 +71,55 @@ impl Envoy {
         namespace: &str,
         api: ApiType,
     ) -> Envoy {
+        Envoy::start_with(xds_ports, node_id, cluster, namespace, api, None)
+    }
+
+    /// Starts Envoy talking to xDS over TLS 1.3, presenting `tls`'s client certificate.
+    pub fn start_tls(
+        xds_port: u16,
+        node_id: &str,
+        cluster: &str,
+        namespace: &str,
+        api: ApiType,
+        tls: &XdsTls,
+    ) -> Envoy {
+        Envoy::start_with(&[xds_port], node_id, cluster, namespace, api, Some(tls))
+    }
+
+    fn start_with(
+        xds_ports: &[u16],
+        node_id: &str,
+        cluster: &str,
+        namespace: &str,
+        api: ApiType,
+        tls: Option<&XdsTls>,
+    ) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
+        let transport_socket = match tls {
+            None => String::new(),
+            Some(t) => {
+                let client = match (&t.cert, &t.key) {
+                    (Some(c), Some(k)) => format!(
+                        "\n            tls_certificates: [{{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}]",
+                        c.display(),
+                        k.display()
+                    ),
+                    _ => String::new(),
+                };
+                format!(
+                    r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: localhost
+          common_tls_context:
+            tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}
+            validation_context: {{trusted_ca: {{filename: {}}}}}{client}
+"#,
+                    t.ca.display()
+                )
+            }
+        };
         let endpoints: String = xds_ports
             .iter()
             .map(|p| format!("              - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {p}}}}}}}\n"))
@@ -92,7 +148,7 @@ static_resources:
         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
           explicit_http_config: {{http2_protocol_options: {{}}}}
-      load_assignment:
+{transport_socket}      load_assignment:
         cluster_name: flotilla_xds
         endpoints:
           - lb_endpoints:

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod envoy;
 pub mod garbage;
 pub mod nats;
+pub mod pki;
 pub mod xds_client;
 
 use std::future::Future;

@@ -81,7 +81,11 @@ pub struct Sotw {
 
 impl Sotw {
     pub async fn open(port: u16, service: Service) -> Sotw {
-        let ch = channel(port).await;
+        Sotw::open_on(channel(port).await, service).await
+    }
+
+    /// A stream on an existing channel (e.g. one with TLS).
+    pub async fn open_on(ch: Channel, service: Service) -> Sotw {
         let (tx, reqs) = mpsc::channel(64);
         let reqs = ReceiverStream::new(reqs);
         let rx = match service {

@@ -34,6 +34,9 @@ async fn edge(nats: &NatsServer, name: &str) -> Edge {
         bucket: flotilla_shared::subject::STATE_BUCKET.into(),
         name: name.into(),
         max_connection_age: None,
+        tls: None,
+        trust_domain: None,
+        nats: Default::default(),
     };
     Edge::start(&settings).await.unwrap()
 }

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::access::{Caller, kind_of};
 use super::{ApiError, ApiState};
+use crate::audit::RevisionRef;
+use crate::auth::Verb;
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
 use crate::service::{Planned, ServiceError};
@@ -115,7 +118,11 @@ impl ConfigView {
             status,
             created_at: rec.created_at,
             updated_at: rec.updated_at,
-            config: with_config.then_some(rec.config),
+            config: with_config.then(|| {
+                let mut c = rec.config;
+                crate::secrets::redact(&mut c);
+                c
+            }),
             proxies: None,
             rendered: None,
         }
@@ -230,11 +237,13 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
 #[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = Planned), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn create(
     State(st): State<ApiState>,
+    c: Caller,
     Query(q): Query<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
+    st.authorize_config(&c, Verb::Create, &cfg).await?;
     if q.dry_run {
         let p = st.service.plan_one(&cfg, q.apply).await?;
         if let Some(id) = p.id {
@@ -244,7 +253,11 @@ pub async fn create(
         }
         return Ok(dry_run(p));
     }
-    let rec = st.service.create(cfg, q.apply, &author(&headers)).await?;
+    st.check_quota(&cfg, false).await?;
+    let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
+    let res = st.service.create(cfg, q.apply, &c.author).await.map_err(ApiError::from);
+    st.audited(&c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r))).await;
+    let rec = res?;
     tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = q.apply);
     Ok(respond(StatusCode::CREATED, rec))
 }
@@ -252,25 +265,44 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/configs", tag = "configs", params(("namespace" = Option<String>, Query), ("name" = Option<String>, Query)), responses((status = 200, body = Vec<ConfigView>)))]
 pub async fn list(
     State(st): State<ApiState>,
+    c: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ConfigView>>, ApiError> {
     let recs = st.service.store().list(&ListFilter { namespace: q.namespace, name: q.name }).await?;
-    Ok(Json(recs.into_iter().map(|r| ConfigView::of(r, false)).collect()))
+    // Only what the caller may list: other tenants' configs are not counted, named or hinted at.
+    let recs =
+        recs.into_iter().filter(|r| st.authz.allows(&c.who, Verb::List, kind_of(&r.config), &r.namespace));
+    Ok(Json(recs.map(|r| ConfigView::of(r, false)).collect()))
 }
 
-async fn load(st: &ApiState, id: &str) -> Result<ConfigRecord, ApiError> {
+/// The record with `id`, if the caller may see its namespace (else the unknown-id 404).
+pub(super) async fn load(st: &ApiState, c: &Caller, id: &str) -> Result<ConfigRecord, ApiError> {
     let id = parse_id(id)?;
-    st.service.store().get(id).await?.ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))
+    let rec = st
+        .service
+        .store()
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))?;
+    st.visible(c, rec)
 }
 
 #[utoipa::path(get, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("rendered" = Option<bool>, Query, description = "Include the config with its templates merged in")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError)))]
 pub async fn get_one(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
-    let rec = load(&st, &id).await?;
-    let rendered = if q.rendered { Some(st.service.render(&rec.config).await?) } else { None };
+    let rec = load(&st, &c, &id).await?;
+    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
+    let rendered = if q.rendered {
+        let mut r = st.service.render(&rec.config).await?;
+        crate::secrets::redact(&mut r);
+        Some(r)
+    } else {
+        None
+    };
     let etag = format!("\"{}\"", rec.version);
     let mut view = ConfigView::of(rec, true);
     view.proxies = Some(proxies_status(&st, &view.namespace, &view.name));
@@ -281,16 +313,20 @@ pub async fn get_one(
 #[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")), responses((status = 200, body = ConfigView), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn update(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     Query(q): Query<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let current = load(&st, &c, &id).await?;
+    let id = current.id;
     let cfg = body_config(&headers, &body)?;
+    st.authorize(&c, Verb::Update, kind_of(&current.config), &current.namespace, &current.name).await?;
+    st.authorize_config(&c, Verb::Update, &cfg).await?;
+    let cfg = crate::secrets::keep_redacted(cfg, &current.config);
     let expected = expected_version(&headers, &cfg)?;
     if q.dry_run {
-        let current = st.service.store().get(id).await?.ok_or(crate::store::StoreError::NotFound(id))?;
         if current.namespace != cfg.namespace() || current.name != cfg.metadata.name {
             return Err(crate::store::StoreError::Rename {
                 from: format!("{}/{}", current.namespace, current.name),
@@ -300,7 +336,15 @@ pub async fn update(
         }
         return Ok(dry_run(st.service.plan_one(&cfg, q.apply).await?));
     }
-    let rec = st.service.update(id, cfg, expected, q.apply, &author(&headers)).await?;
+    st.check_quota(&cfg, true).await?;
+    let before = Some(RevisionRef::of_record(&current));
+    let kind = kind_of(&current.config);
+    let res = st.service.update(id, cfg, expected, q.apply, &c.author).await.map_err(ApiError::from);
+    st.audited(&c, Verb::Update, kind, &current.namespace, &current.name, before, &res, |r| {
+        Some(RevisionRef::of_record(r))
+    })
+    .await;
+    let rec = res?;
     tracing::info!(message = "config updated", %id, version = rec.version, applied = q.apply);
     Ok(respond(StatusCode::OK, rec))
 }
@@ -317,12 +361,21 @@ pub struct Deleted {
 #[utoipa::path(delete, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Remove from proxies now")), responses((status = 200, body = Deleted), (status = 404, body = ApiError), (status = 422, description = "A template still extended by configs", body = ApiError)))]
 pub async fn delete(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     Query(q): Query<WriteQuery>,
-    headers: HeaderMap,
 ) -> Result<Json<Deleted>, ApiError> {
-    let id = parse_id(&id)?;
-    let rec = st.service.delete(id, q.apply, &author(&headers)).await?;
+    let current = load(&st, &c, &id).await?;
+    let id = current.id;
+    let kind = kind_of(&current.config);
+    st.authorize(&c, Verb::Delete, kind, &current.namespace, &current.name).await?;
+    let before = Some(RevisionRef::of_record(&current));
+    let res = st.service.delete(id, q.apply, &c.author).await.map_err(ApiError::from);
+    st.audited(&c, Verb::Delete, kind, &current.namespace, &current.name, before, &res, |r| {
+        r.as_ref().map(RevisionRef::of_record)
+    })
+    .await;
+    let rec = res?;
     tracing::info!(message = "config deleted", %id, applied = q.apply);
     Ok(Json(Deleted { id, deleted: rec.is_none(), pending: rec.is_some() }))
 }
@@ -337,11 +390,13 @@ pub struct Validation {
 #[utoipa::path(post, path = "/api/v1/configs/{id}/validate", tag = "configs", request_body(description = "Optional candidate; the stored revision if empty", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path)), responses((status = 200, body = Validation), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 pub async fn validate(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Validation>, ApiError> {
-    let rec = load(&st, &id).await?;
+    let rec = load(&st, &c, &id).await?;
+    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
     let cfg =
         if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
     Ok(Json(match st.service.check(&cfg).await {
@@ -354,38 +409,69 @@ pub async fn validate(
 #[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn apply(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     Query(q): Query<ApplyQuery>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let current = load(&st, &c, &id).await?;
+    let id = current.id;
+    let kind = kind_of(&current.config);
+    st.authorize(&c, Verb::Apply, kind, &current.namespace, &current.name).await?;
     if q.dry_run {
         return Ok(dry_run(st.service.plan_apply(id).await?));
     }
-    match st.service.apply(id, &author(&headers)).await? {
+    let before =
+        current.applied_config.as_ref().zip(current.applied_version).map(|(c, v)| RevisionRef::of(v, c));
+    let res = st.service.apply(id, &c.author).await.map_err(ApiError::from);
+    st.audited(&c, Verb::Apply, kind, &current.namespace, &current.name, before, &res, |r| {
+        r.as_ref().map(RevisionRef::of_record)
+    })
+    .await;
+    match res? {
         Some(rec) => Ok(respond(StatusCode::OK, rec)),
         None => Ok(Json(Deleted { id, deleted: true, pending: false }).into_response()),
     }
 }
 
 #[utoipa::path(get, path = "/api/v1/configs/{id}/history", tag = "configs", params(("id" = String, Path)), responses((status = 200, body = Vec<Revision>), (status = 404, body = ApiError)))]
-pub async fn history(State(st): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    Ok(Json(st.service.history(id).await?).into_response())
+pub async fn history(
+    State(st): State<ApiState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rec = load(&st, &c, &id).await?;
+    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
+    let mut revisions = st.service.history(rec.id).await?;
+    for r in &mut revisions {
+        crate::secrets::redact(&mut r.config);
+        crate::secrets::redact_diff(&mut r.diff);
+    }
+    Ok(Json(revisions).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/configs/{id}/rollback", tag = "configs", request_body(content = RollbackBody, content_type = "application/json"), params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Default true")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn rollback(
     State(st): State<ApiState>,
+    c: Caller,
     Path(id): Path<String>,
     Query(q): Query<RollbackQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let current = load(&st, &c, &id).await?;
+    let id = current.id;
+    let kind = kind_of(&current.config);
+    st.authorize(&c, Verb::Rollback, kind, &current.namespace, &current.name).await?;
     let format = format_of(&headers).unwrap_or(Format::Json);
     let RollbackBody { version } = parse(&body, format)?;
-    let rec = st.service.rollback(id, version, q.apply.unwrap_or(true), &author(&headers)).await?;
+    let before = Some(RevisionRef::of_record(&current));
+    let res =
+        st.service.rollback(id, version, q.apply.unwrap_or(true), &c.author).await.map_err(ApiError::from);
+    st.audited(&c, Verb::Rollback, kind, &current.namespace, &current.name, before, &res, |r| {
+        Some(RevisionRef::of_record(r))
+    })
+    .await;
+    let rec = res?;
     tracing::info!(message = "config rolled back", %id, to = version, version = rec.version);
     Ok(respond(StatusCode::OK, rec))
 }

@@ -23,6 +23,10 @@ pub struct ApiError {
     /// Where in the body a parse error is (flattened into the JSON).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub location: Option<Box<Location>>,
+    /// Seconds for `Retry-After` (429).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -37,7 +41,24 @@ pub struct Location {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), errors: Vec::new(), location: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+            location: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> ApiError {
+        self.errors = errors;
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -51,7 +72,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(&self)).into_response()
+        let mut r = (self.status, Json(&self)).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 

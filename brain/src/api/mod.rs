@@ -1,6 +1,8 @@
 //! The REST API (axum). Handlers are thin: parse the request, call [`ConfigService`] or read
 //! the proxy registry, shape the JSON. Every refusal is an [`ApiError`].
 
+mod access;
+mod audit;
 mod bulk;
 mod configs;
 mod error;
@@ -30,6 +32,10 @@ pub struct ApiState {
     pub registry: crate::fleet::Fleet,
     pub metrics: Option<PrometheusHandle>,
     pub ready: watch::Receiver<bool>,
+    pub authz: crate::auth::Authz,
+    pub audit: crate::audit::Audit,
+    /// Per-namespace request token buckets (`requestsPerSecond` quotas).
+    pub buckets: Arc<dashmap::DashMap<String, (f64, std::time::Instant)>>,
 }
 
 /// Largest request body accepted (413 beyond).
@@ -51,12 +57,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
         .route("/api/v1/proxies/{node_id}/status", get(proxies::status))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/auth/whoami", get(audit::whoami))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.authz.clone(), crate::auth::rest::authenticate))
+        .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{bulk, configs, ops, proxies};
+use super::{audit, bulk, configs, ops, proxies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,8 @@ use super::{bulk, configs, ops, proxies};
         bulk::validate,
         proxies::list,
         proxies::get_one,
+        audit::list,
+        audit::whoami,
         ops::health,
         ops::ready,
         ops::metrics,

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use flotilla_edge::registry::{NackInfo, StreamStatus, TypeStatus};
 use serde::Serialize;
 
+use super::access::Caller;
 use super::{ApiError, ApiState};
+use crate::auth::{Kind, Verb};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -77,20 +79,37 @@ fn group(st: &ApiState) -> BTreeMap<String, ProxyView> {
 }
 
 #[utoipa::path(get, path = "/api/v1/proxies", tag = "proxies", responses((status = 200, body = Vec<ProxyView>)))]
-pub async fn list(State(st): State<ApiState>) -> Json<Vec<ProxyView>> {
-    Json(group(&st).into_values().collect())
+pub async fn list(State(st): State<ApiState>, c: Caller) -> Json<Vec<ProxyView>> {
+    Json(
+        group(&st)
+            .into_values()
+            .filter(|v| st.authz.allows(&c.who, Verb::List, Kind::Proxies, &v.namespace))
+            .collect(),
+    )
+}
+
+/// A proxy the caller may read, else the same 404 as an unknown node.
+fn visible(st: &ApiState, c: &Caller, node_id: &str) -> Result<Option<ProxyView>, ApiError> {
+    match group(st).remove(node_id) {
+        Some(v) if st.authz.allows(&c.who, Verb::Get, Kind::Proxies, &v.namespace) => Ok(Some(v)),
+        Some(_) => Err(ApiError::not_found(format!("no proxy with node id {node_id:?} is connected"))),
+        None => Ok(None),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/proxies/{node_id}", tag = "proxies", params(("node_id" = String, Path)), responses((status = 200, body = ProxyView), (status = 404, body = ApiError)))]
 pub async fn get_one(
     State(st): State<ApiState>,
+    c: Caller,
     Path(node_id): Path<String>,
 ) -> Result<Json<ProxyView>, ApiError> {
-    if let Some(v) = group(&st).remove(&node_id) {
+    if let Some(v) = visible(&st, &c, &node_id)? {
         return Ok(Json(v));
     }
     let last_nacks = st.registry.nacks_of(&node_id);
-    if last_nacks.is_empty() {
+    // A disconnected proxy's namespace is not known here: only callers who may read proxies
+    // everywhere see its last NACKs.
+    if last_nacks.is_empty() || !st.authz.allows(&c.who, Verb::Get, Kind::Proxies, "*") {
         return Err(ApiError::not_found(format!("no proxy with node id {node_id:?} is connected")));
     }
     Ok(Json(ProxyView {
@@ -131,10 +150,10 @@ pub struct TypeState {
 #[utoipa::path(get, path = "/api/v1/proxies/{node_id}/status", tag = "proxies", params(("node_id" = String, Path)), responses((status = 200, body = ProxyStatus), (status = 404, body = ApiError)))]
 pub async fn status(
     State(st): State<ApiState>,
+    c: Caller,
     Path(node_id): Path<String>,
 ) -> Result<Json<ProxyStatus>, ApiError> {
-    let view = group(&st)
-        .remove(&node_id)
+    let view = visible(&st, &c, &node_id)?
         .ok_or_else(|| ApiError::not_found(format!("no proxy with node id {node_id:?} is connected")))?;
     let mut types = BTreeMap::new();
     for s in &view.streams {

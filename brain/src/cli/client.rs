@@ -30,6 +30,7 @@ impl CliError {
 pub struct Client {
     base: String,
     user: Option<String>,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -54,8 +55,30 @@ fn describe_refusal(status: StatusCode, body: &Value) -> String {
 }
 
 impl Client {
-    pub fn new(base: &str, user: Option<String>) -> Client {
-        Client { base: base.trim_end_matches('/').to_string(), user, http: reqwest::Client::new() }
+    /// A client of `base`, trusting `ca_cert` (PEM) for https:// servers when given.
+    pub fn new(
+        base: &str,
+        user: Option<String>,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Client, CliError> {
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                CliError::Usage(format!("--ca-cert {} is not a PEM certificate bundle: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(CliError::Usage(format!("--ca-cert {} holds no certificate", path.display())));
+            }
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http.build().map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))?;
+        let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        Ok(Client { base: base.trim_end_matches('/').to_string(), user, token, http })
     }
 
     /// `path` on the server, with query parameters encoded.
@@ -84,6 +107,9 @@ impl Client {
         let mut req = self.http.request(method, url);
         if let Some(u) = &self.user {
             req = req.header("x-flotilla-user", u);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         if let Some((ct, b)) = body {
             req = req.header("content-type", ct).body(b);

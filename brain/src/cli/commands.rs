@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::client::{CliError, Client};
 use crate::output::print;
-use crate::{Cli, Command, Kind, Output};
+use crate::{AuthCommand, Cli, Command, Kind, Output};
 
 const YAML: &str = "application/yaml";
 
@@ -121,8 +121,19 @@ const PROXY_COLUMNS: &[(&str, &str)] = &[
     ("CONNECTED", "/connectedAt"),
 ];
 
+const AUDIT_COLUMNS: &[(&str, &str)] = &[
+    ("AT", "/at"),
+    ("SUBJECT", "/subject"),
+    ("VERB", "/verb"),
+    ("KIND", "/kind"),
+    ("NAMESPACE", "/namespace"),
+    ("NAME", "/name"),
+    ("RESULT", "/result"),
+    ("REQUEST", "/requestId"),
+];
+
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
-    let c = Client::new(&cli.server, cli.user);
+    let c = Client::new(&cli.server, cli.user, cli.token, cli.ca_cert.as_deref())?;
     match cli.command {
         Command::Apply { files, dry_run, no_apply } => {
             let bundle = read_bundle(&files)?;
@@ -238,9 +249,12 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                 Ok(1)
             }
         }
-        Command::Export { namespace, out } => {
-            let q: Vec<(&str, &str)> =
+        Command::Export { namespace, out, include_secrets } => {
+            let mut q: Vec<(&str, &str)> =
                 namespace.as_deref().map(|ns| vec![("namespace", ns)]).unwrap_or_default();
+            if include_secrets {
+                q.push(("includeSecrets", "true"));
+            }
             let res = c.call_url(Method::GET, c.url("/api/v1/export", &q)?, None).await?;
             let text = res.as_str().unwrap_or_default().to_string();
             match out {
@@ -287,6 +301,44 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                 }
                 o => print(&summary, o, &[]),
             }
+            Ok(0)
+        }
+        Command::Auth { command: AuthCommand::Whoami { output } } => {
+            let me = c.get("/api/v1/auth/whoami").await?;
+            match output {
+                Output::Table => {
+                    println!("subject:  {}", me["subject"].as_str().unwrap_or("?"));
+                    println!("via:      {}", me["via"].as_str().unwrap_or("?"));
+                    if let Some(g) = me["groups"].as_array().filter(|g| !g.is_empty()) {
+                        let g: Vec<&str> = g.iter().filter_map(Value::as_str).collect();
+                        println!("groups:   {}", g.join(", "));
+                    }
+                    if me["authenticated"] == false {
+                        println!("(the server runs without authentication: everyone may do everything)");
+                    }
+                    println!("permissions:");
+                    for (ns, kinds) in me["permissions"].as_object().into_iter().flatten() {
+                        for (kind, verbs) in kinds.as_object().into_iter().flatten() {
+                            let v: Vec<&str> =
+                                verbs.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                            println!("  {ns:<16} {kind:<10} {}", v.join(", "));
+                        }
+                    }
+                }
+                o => print(&me, o, &[]),
+            }
+            Ok(0)
+        }
+        Command::Audit { namespace, subject, since, limit, output } => {
+            let limit = limit.to_string();
+            let mut q = vec![("limit", limit.as_str())];
+            for (k, v) in [("namespace", &namespace), ("subject", &subject), ("since", &since)] {
+                if let Some(v) = v {
+                    q.push((k, v.as_str()));
+                }
+            }
+            let entries = c.call_url(Method::GET, c.url("/api/v1/audit", &q)?, None).await?;
+            print(&entries, output, AUDIT_COLUMNS);
             Ok(0)
         }
     }

@@ -24,9 +24,15 @@ pub struct Cli {
     /// Brain REST API address.
     #[arg(long, global = true, env = "FLOTILLA_SERVER", default_value = "http://localhost:8080")]
     pub server: String,
-    /// Name recorded as the author of changes.
+    /// Name recorded as the author of changes (servers without authentication only).
     #[arg(long, global = true, env = "FLOTILLA_USER")]
     pub user: Option<String>,
+    /// Bearer token (JWT) for servers with `--auth-jwks`.
+    #[arg(long, global = true, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA bundle to verify an https:// server with.
+    #[arg(long, global = true, env = "FLOTILLA_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -108,6 +114,9 @@ pub enum Command {
         /// File to write (default: stdout).
         #[arg(short = 'o', long = "output-file")]
         out: Option<String>,
+        /// Include private keys (needs `export` on `secrets`); redacted otherwise.
+        #[arg(long)]
+        include_secrets: bool,
     },
     /// Create or update every config of a bundle, atomically, and apply them.
     Import {
@@ -118,6 +127,35 @@ pub enum Command {
     },
     /// Fleet summary: proxies connected, synced, stale, NACKing.
     Status {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Who the server takes you for.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// The audit log (entries of the namespaces you may read it in), newest first.
+    Audit {
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Only this subject's entries.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Entries at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// The subject, its groups, and what it may do in each namespace.
+    Whoami {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::logic::{self, Change};
 use super::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use crate::audit::{AuditEntry, AuditFilter};
 
 /// id → ConfigRecord (JSON)
 const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
@@ -18,6 +19,8 @@ const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 /// (id, version) → Revision (JSON)
 const REVISIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("revisions");
+/// audit entry id (UUIDv7: time-ordered) → AuditEntry (JSON)
+const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -53,6 +56,7 @@ impl EmbeddedStore {
         tx.open_table(CONFIGS).map_err(backend)?;
         tx.open_table(NAMES).map_err(backend)?;
         tx.open_table(REVISIONS).map_err(backend)?;
+        tx.open_table(AUDIT).map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -172,6 +176,43 @@ impl Store for EmbeddedStore {
             for item in t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).map_err(backend)? {
                 let (_, v) = item.map_err(backend)?;
                 out.push(serde_json::from_slice(v.value()).map_err(backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let bytes = serde_json::to_vec(entry).map_err(backend)?;
+        let key = entry.id.to_string();
+        blocking(move || {
+            let tx = db.begin_write().map_err(backend)?;
+            tx.open_table(AUDIT).map_err(backend)?.insert(key.as_str(), bytes.as_slice()).map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let db = self.db.clone();
+        let filter = filter.clone();
+        blocking(move || {
+            let tx = db.begin_read().map_err(backend)?;
+            let t = tx.open_table(AUDIT).map_err(backend)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(backend)?.rev() {
+                let (_, v) = item.map_err(backend)?;
+                let e: AuditEntry = serde_json::from_slice(v.value()).map_err(backend)?;
+                if filter.since.is_some_and(|s| e.at < s) {
+                    break;
+                }
+                if filter.matches(&e) {
+                    out.push(e);
+                    if out.len() >= filter.limit.max(1) {
+                        break;
+                    }
+                }
             }
             Ok(out)
         })

@@ -17,6 +17,7 @@ pub use embedded::EmbeddedStore;
 pub use logic::{DiffEntry, diff};
 pub use postgres::PostgresStore;
 
+use crate::audit::{AuditEntry, AuditFilter};
 use crate::model::ProxyConfig;
 
 /// The head of a config: its latest revision and what is applied.
@@ -113,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError>;
     async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError>;
+
+    /// Appends an audit entry (durably, beside the configs).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Audit entries matching `filter`, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::logic::{self, Change};
 use super::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use crate::audit::{AuditEntry, AuditFilter};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -153,6 +154,34 @@ impl Store for PostgresStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)?;
+        Ok(rows.into_iter().map(|r| r.0.0).collect())
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit (id, at, subject, namespace, entry) VALUES ($1, $2, $3, $4, $5)")
+            .bind(entry.id)
+            .bind(entry.at)
+            .bind(&entry.subject)
+            .bind(&entry.namespace)
+            .bind(Json(entry))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<(Json<AuditEntry>,)> = sqlx::query_as(
+            "SELECT entry FROM audit WHERE ($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR subject = $2)
+             AND ($3::timestamptz IS NULL OR at >= $3) ORDER BY at DESC, id DESC LIMIT $4",
+        )
+        .bind(filter.namespace.as_deref())
+        .bind(filter.subject.as_deref())
+        .bind(filter.since)
+        .bind(i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(rows.into_iter().map(|r| r.0.0).collect())
     }
 }

@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use flotilla_shared::ResourceType;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Status, Streaming};
@@ -28,6 +27,7 @@ use crate::cache::{Cache, EdgeSnapshot};
 use crate::encode::Frame;
 use crate::node::target_of;
 use crate::registry::{Registry, StreamGuard};
+use crate::tls::{ClientAuth, PeerInfo};
 
 /// Settings of the xDS server.
 #[derive(Debug, Clone)]
@@ -70,6 +70,47 @@ pub struct XdsContext {
     /// Set to a drain window to make every stream end within it (at a random point, so Envoys
     /// reconnect elsewhere gradually): SIGTERM on an edge.
     pub drain: watch::Receiver<Option<Duration>>,
+    /// TLS 1.3 on the xDS port, and whether proxies must prove their namespace with a client
+    /// certificate (mTLS; `--client-ca`). None: plaintext.
+    pub tls: Option<Arc<crate::tls::TlsReloader>>,
+    /// Expected trust domain of proxies' SPIFFE ids (`--trust-domain`); None accepts any.
+    pub trust_domain: Option<String>,
+}
+
+impl XdsContext {
+    /// True when every stream must present a client certificate naming its namespace.
+    fn mtls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.files().client_ca.is_some())
+    }
+}
+
+/// Checks a proxy's certificate identity against the namespace its node claims: the SPIFFE id's
+/// namespace must be the node's (and its trust domain `--trust-domain`, when set).
+pub fn check_identity(
+    peer: Option<&PeerInfo>,
+    claimed_namespace: &str,
+    trust_domain: Option<&str>,
+) -> Result<crate::tls::spiffe::SpiffeId, Status> {
+    let cert = peer.and_then(|p| p.client_cert.as_ref()).ok_or_else(|| {
+        Status::permission_denied("mTLS is required on xDS: no client certificate was presented")
+    })?;
+    let id = crate::tls::spiffe::of_certificate(cert)
+        .map_err(|e| Status::permission_denied(format!("client certificate refused: {e}")))?;
+    if let Some(td) = trust_domain
+        && id.trust_domain != td
+    {
+        return Err(Status::permission_denied(format!(
+            "certificate identity {id} is in trust domain {:?}, this server accepts {td:?}",
+            id.trust_domain
+        )));
+    }
+    if id.namespace != claimed_namespace {
+        return Err(Status::permission_denied(format!(
+            "certificate identity {id} is for namespace {:?} but node.metadata.namespace is {claimed_namespace:?}",
+            id.namespace
+        )));
+    }
+    Ok(id)
 }
 
 /// A never-draining `drain` receiver (embedded edge, tests).
@@ -167,6 +208,7 @@ type Tx = mpsc::Sender<Result<Frame, Status>>;
 async fn run<P: Proto>(
     ctx: Arc<XdsContext>,
     kind: Option<ResourceType>,
+    peer: Option<PeerInfo>,
     mut inbound: Streaming<P::Req>,
     tx: Tx,
 ) {
@@ -192,9 +234,22 @@ async fn run<P: Proto>(
         }
     };
     let target = target_of(&node);
+    let identity = if ctx.mtls() {
+        match check_identity(peer.as_ref(), &target.namespace, ctx.trust_domain.as_deref()) {
+            Ok(id) => Some(id.to_string()),
+            Err(status) => {
+                warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
+                metrics::counter!("flotilla_edge_streams_refused_total", "reason" => "identity").increment(1);
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
-    let span =
-        info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME);
+    let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME,
+        identity = identity.as_deref().unwrap_or("-"));
     async move {
         // R4: never serve from an empty or partial state.
         let mut ready = ctx.ready.clone();
@@ -304,12 +359,13 @@ where
         let msg = format!("request compression {enc:?} is not supported; send uncompressed");
         return Status::unimplemented(msg).into_http();
     }
+    let peer = req.extensions().get::<PeerInfo>().cloned();
     let max = ctx.config.max_request_bytes;
     let inbound =
         Streaming::new_request(RequestDecoder::<P::Req>::default(), req.into_body(), None, Some(max));
     // Small and bounded: the state machine allows one un-ACKed push per type (R6).
     let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
-    tokio::spawn(run::<P>(ctx, kind, inbound, tx));
+    tokio::spawn(run::<P>(ctx, kind, peer, inbound, tx));
     PushBody::new(rx).into_response()
 }
 
@@ -429,6 +485,10 @@ pub async fn serve(
     health.set_serving::<XdsService<Ads>>().await;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(message = "xDS server listening", addr = ?addr);
+    let tls = ctx.tls.clone().map(|t| {
+        let auth = if ctx.mtls() { ClientAuth::Required } else { ClientAuth::Off };
+        (t, auth)
+    });
     let mut builder = tonic::transport::Server::builder();
     if let Some(age) = ctx.config.max_connection_age {
         // ±10 %, drawn once, so a fleet of edges started together does not expire in lockstep.
@@ -446,6 +506,6 @@ pub async fn serve(
         .add_service(XdsService::<Cds>::new(ctx.clone()))
         .add_service(XdsService::<Eds>::new(ctx.clone()))
         .add_service(XdsService::<Sds>::new(ctx))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
         .await
 }

@@ -1,0 +1,77 @@
+//! Secret material in configs (`spec.secrets[].privateKey`): what the API shows of it (never the
+//! key: [`redact`]) and what the stores hold of it (ciphertext only, with AES-256-GCM under the
+//! `--secrets-key-file` key: [`cipher`], [`EncryptingStore`]). It does not validate certificates
+//! (`validate::tls`) or send them to proxies (SDS compiles the decrypted config).
+
+pub mod cipher;
+mod store;
+
+pub use cipher::{CipherError, SecretsCipher};
+pub use store::EncryptingStore;
+
+use crate::model::ProxyConfig;
+use crate::store::DiffEntry;
+
+/// What the API shows instead of a private key.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces every private key with [`REDACTED`].
+pub fn redact(cfg: &mut ProxyConfig) {
+    for s in &mut cfg.spec.secrets {
+        if s.private_key.is_some() {
+            s.private_key = Some(REDACTED.to_string());
+        }
+    }
+}
+
+/// Hides private keys in a diff (a changed key shows as changed, not what it was or became).
+pub fn redact_diff(diff: &mut [DiffEntry]) {
+    for d in diff {
+        if d.path.contains("privateKey") || d.path.contains("secrets") {
+            let hide = |v: &mut Option<serde_json::Value>| {
+                if let Some(v) = v {
+                    hide_keys(v);
+                }
+            };
+            if d.path.ends_with("privateKey") {
+                for v in [&mut d.from, &mut d.to].into_iter().flatten() {
+                    *v = serde_json::Value::String(REDACTED.into());
+                }
+            } else {
+                hide(&mut d.from);
+                hide(&mut d.to);
+            }
+        }
+    }
+}
+
+fn hide_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if k == "privateKey" {
+                    *val = serde_json::Value::String(REDACTED.into());
+                } else {
+                    hide_keys(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(hide_keys),
+        _ => {}
+    }
+}
+
+/// A config sent back as read (with [`REDACTED`] keys) keeps the stored keys of the secrets
+/// with the same names, so a get-edit-put round trip does not overwrite a key with the marker.
+pub fn keep_redacted(mut new: ProxyConfig, current: &ProxyConfig) -> ProxyConfig {
+    for s in &mut new.spec.secrets {
+        if s.private_key.as_deref() == Some(REDACTED) {
+            s.private_key =
+                current.spec.secrets.iter().find(|c| c.name == s.name).and_then(|c| c.private_key.clone());
+        }
+    }
+    new
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! A [`Store`] that holds secret material only as ciphertext: private keys are sealed before
+//! they reach the backend (both backends, records and revisions alike) and opened when read.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::SecretsCipher;
+use crate::audit::{AuditEntry, AuditFilter};
+use crate::model::ProxyConfig;
+use crate::store::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+
+pub struct EncryptingStore {
+    inner: Arc<dyn Store>,
+    cipher: Arc<SecretsCipher>,
+}
+
+impl EncryptingStore {
+    pub fn new(inner: Arc<dyn Store>, cipher: Arc<SecretsCipher>) -> EncryptingStore {
+        EncryptingStore { inner, cipher }
+    }
+
+    /// Seals every private key of `cfg`. A key equal to the one `stored` (sealed) holds under
+    /// the same secret name keeps that ciphertext, so an unchanged key is not a change in the
+    /// revision's diff.
+    fn seal(&self, cfg: &mut ProxyConfig, stored: Option<&ProxyConfig>) {
+        for s in &mut cfg.spec.secrets {
+            let Some(k) = &s.private_key else { continue };
+            if SecretsCipher::is_sealed(k) {
+                continue;
+            }
+            let same = stored
+                .and_then(|c| c.spec.secrets.iter().find(|o| o.name == s.name))
+                .and_then(|o| o.private_key.as_ref())
+                .filter(|sealed| {
+                    self.cipher.is_current(sealed) && self.cipher.open(sealed).ok().as_ref() == Some(k)
+                });
+            s.private_key = Some(match same {
+                Some(sealed) => sealed.clone(),
+                None => self.cipher.seal(k),
+            });
+        }
+    }
+
+    fn open(&self, cfg: &mut ProxyConfig) -> Result<(), StoreError> {
+        for s in &mut cfg.spec.secrets {
+            if let Some(k) = &s.private_key {
+                let pt = self.cipher.open(k).map_err(|e| {
+                    StoreError::Backend(format!("secret {:?} of {}: {e}", s.name, cfg.metadata.name))
+                })?;
+                s.private_key = Some(pt);
+            }
+        }
+        Ok(())
+    }
+
+    fn open_record(&self, mut rec: ConfigRecord) -> Result<ConfigRecord, StoreError> {
+        self.open(&mut rec.config)?;
+        if let Some(a) = rec.applied_config.as_mut() {
+            self.open(a)?;
+        }
+        Ok(rec)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EncryptingStore {
+    async fn write_many(&self, mut ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
+        for w in &mut ws {
+            match w {
+                Write::Create { config, .. } => self.seal(config, None),
+                Write::Update { id, config, .. } => {
+                    let stored = self.inner.get(*id).await?;
+                    self.seal(config, stored.as_ref().map(|r| &r.config));
+                }
+                Write::Apply { .. } | Write::Delete { .. } => {}
+            }
+        }
+        let written = self.inner.write_many(ws, author).await?;
+        written
+            .into_iter()
+            .map(|w| match w {
+                Written::Record(r) => self.open_record(r).map(Written::Record),
+                Written::Removed { previous } => {
+                    self.open_record(previous).map(|previous| Written::Removed { previous })
+                }
+            })
+            .collect()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {
+        self.inner.get(id).await?.map(|r| self.open_record(r)).transpose()
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError> {
+        self.inner.list(filter).await?.into_iter().map(|r| self.open_record(r)).collect()
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError> {
+        let mut revs = self.inner.history(id).await?;
+        for r in &mut revs {
+            self.open(&mut r.config)?;
+        }
+        Ok(revs)
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.append_audit(entry).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(filter).await
+    }
+}

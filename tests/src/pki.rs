@@ -1,0 +1,97 @@
+//! Certificates made for a test (rcgen): a CA, a server certificate for `localhost` and
+//! 127.0.0.1, client certificates carrying SPIFFE ids, all written as PEM files in a temp dir
+//! that is removed on `Drop`.
+
+use std::path::PathBuf;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+
+pub struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pub pem: String,
+}
+
+/// A certificate and its key, as PEM.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    pub cert: String,
+    pub key: String,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "flotilla test CA");
+        let pem = params.self_signed(&key).expect("CA cert").pem();
+        Ca { params, key, pem }
+    }
+
+    fn sign(&self, params: CertificateParams) -> Pair {
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &Issuer::from_params(&self.params, &self.key)).expect("sign");
+        Pair { cert: cert.pem(), key: key.serialize_pem() }
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1.
+    pub fn server(&self) -> Pair {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        self.sign(params)
+    }
+
+    /// An expired server certificate.
+    pub fn expired_server(&self) -> Pair {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        self.sign(params)
+    }
+
+    /// A client certificate whose URI SAN is `spiffe_id`.
+    pub fn client(&self, spiffe_id: &str) -> Pair {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::URI(rcgen::string::Ia5String::try_from(spiffe_id).expect("URI SAN")));
+        self.sign(params)
+    }
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Ca::new()
+    }
+}
+
+/// A temp dir of PEM files.
+pub struct PemDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PemDir {
+    pub fn new() -> PemDir {
+        PemDir { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// Writes `body` to `name` (atomically: a reader never sees half a file) and returns the path.
+    pub fn write(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).expect("write PEM");
+        std::fs::rename(&tmp, &path).expect("rename PEM");
+        path
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Default for PemDir {
+    fn default() -> Self {
+        PemDir::new()
+    }
+}
