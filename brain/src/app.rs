@@ -174,11 +174,27 @@ impl Brain {
         let store: Arc<dyn Store> = match secrets_cipher(sec)? {
             Some(cipher) => {
                 tracing::info!(message = "secret material is encrypted at rest", key = %cipher.key_id());
-                Arc::new(EncryptingStore::new(store, cipher))
+                let sealed = Arc::new(EncryptingStore::new(store, cipher));
+                // Seal what is still plaintext, and re-encrypt what an old key sealed.
+                let reseal = sealed.clone();
+                tokio::spawn(async move {
+                    match reseal.reseal().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            message = "secret values re-encrypted under the current key",
+                            values = n
+                        ),
+                        Err(e) => {
+                            tracing::error!(message = "re-encrypting secrets failed; values stay readable with the old key", error = %e)
+                        }
+                    }
+                });
+                sealed
             }
             None => store,
         };
         let audit = Audit::new(store.clone());
+        let quotas = crate::auth::quota::Quotas::default();
         let cache = Cache::new();
         let registry = Registry::new("embedded");
         let fleet = crate::fleet::Fleet::new(registry.clone());
@@ -223,6 +239,10 @@ impl Brain {
             drain: flotilla_edge::xds::server::no_drain(),
             tls: tls.clone(),
             trust_domain: sec.trust_domain.clone(),
+            admission: authz.policy_reloader().map(|p| {
+                Arc::new(crate::auth::ProxyQuota::new(p.clone(), registry.clone()))
+                    as Arc<dyn flotilla_edge::xds::server::Admission>
+            }),
         };
         let xds = tokio::spawn({
             let stopped = stopped.clone();
@@ -249,7 +269,7 @@ impl Brain {
             ready,
             authz: authz.clone(),
             audit: audit.clone(),
-            buckets: Default::default(),
+            quotas: quotas.clone(),
         });
         let rest_listener = ConnListener::new(rest_listener, tls.clone())?;
         let rest = tokio::spawn({
@@ -266,7 +286,8 @@ impl Brain {
 
         let grpc = tokio::spawn({
             let stopped = stopped.clone();
-            let api = GrpcApi::new(service.clone(), fleet.clone(), authz.clone(), audit.clone());
+            let api =
+                GrpcApi::new(service.clone(), fleet.clone(), authz.clone(), audit.clone(), quotas.clone());
             let tls = tls.clone();
             async move {
                 if let Err(e) = serve_grpc_api(api, grpc_listener, tls, shutdown(stopped)).await {

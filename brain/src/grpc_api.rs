@@ -13,6 +13,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use uuid::Uuid;
 
 use crate::audit::{Action, Audit, RevisionRef};
+use crate::auth::quota::{OverQuota, QuotaError, Quotas};
 use crate::auth::{Authz, Kind, Principal, Verb};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, ParseError, parse_config};
@@ -24,12 +25,23 @@ pub struct GrpcApi {
     registry: Fleet,
     authz: Authz,
     audit: Audit,
+    quotas: Quotas,
 }
 
 impl GrpcApi {
-    pub fn new(service: Arc<ConfigService>, registry: Fleet, authz: Authz, audit: Audit) -> GrpcApi {
-        GrpcApi { service, registry, authz, audit }
+    pub fn new(
+        service: Arc<ConfigService>,
+        registry: Fleet,
+        authz: Authz,
+        audit: Audit,
+        quotas: Quotas,
+    ) -> GrpcApi {
+        GrpcApi { service, registry, authz, audit, quotas }
     }
+}
+
+fn over_quota(q: OverQuota) -> Status {
+    Status::resource_exhausted(q.message)
 }
 
 // === access ===
@@ -75,7 +87,16 @@ impl GrpcApi {
             self.audit.record(self.action(c, verb, kind, ns, name), "denied".into(), None, None).await;
             return Err(denied.into());
         }
-        Ok(())
+        self.quotas.request(&self.authz, ns).map_err(over_quota)
+    }
+
+    /// The `configs` and `resources` quotas, were `cfg` stored.
+    async fn check_quota(&self, cfg: &ProxyConfig, replacing: bool) -> Result<(), Status> {
+        match self.quotas.write(&self.authz, self.service.store(), cfg, replacing).await {
+            Ok(()) => Ok(()),
+            Err(QuotaError::Over(q)) => Err(over_quota(q)),
+            Err(QuotaError::Store(e)) => Err(service_status(e.into())),
+        }
     }
 
     async fn authorize_config(&self, c: &Caller, verb: Verb, cfg: &ProxyConfig) -> Result<(), Status> {
@@ -241,6 +262,7 @@ impl ControlPlaneService for GrpcApi {
             }
             return Ok(dry_run_reply(plan));
         }
+        self.check_quota(&cfg, false).await?;
         let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
         let res = self.service.create(cfg, r.apply, &c.author).await.map_err(service_status);
         self.audited(&c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r)))
@@ -299,6 +321,7 @@ impl ControlPlaneService for GrpcApi {
             let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
             return Ok(dry_run_reply(plan));
         }
+        self.check_quota(&cfg, true).await?;
         let before = Some(RevisionRef::of_record(&current));
         let res = self
             .service

@@ -147,6 +147,7 @@ impl ConfigService {
         match snap {
             Ok(snap) => {
                 self.bus.publish(&cfg.target(), &snap).await;
+                crate::secrets::expiry::record(cfg);
                 true
             }
             Err(e) => {

@@ -333,4 +333,31 @@ mod tests {
         let err = read_file(&path).unwrap_err().to_string();
         assert!(err.contains("restAdr") && err.contains("server"), "{err}");
     }
+
+    #[test]
+    fn security_comes_from_flags_env_or_file_and_half_pairs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "security:\n  tlsCert: /etc/f/tls.crt\n  tlsKey: /etc/f/tls.key\n  rbacPolicy: /etc/f/rbac.yaml\n  authJwks: https://idp/jwks\n",
+        )
+        .unwrap();
+        let cli =
+            Cli::parse_from(["flotilla-brain", "--config", path.to_str().unwrap(), "--client-ca", "/ca.pem"]);
+        let s = Settings::resolve(cli).unwrap().security;
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/f/tls.crt"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(s.auth_jwks.as_deref(), Some("https://idp/jwks"));
+        assert_eq!(s.auth_groups_claim, "groups");
+        assert!(Settings::resolve(Cli::parse_from(["flotilla-brain"])).unwrap().security.is_open());
+        let err = Settings::resolve(Cli::parse_from(["flotilla-brain", "--tls-cert", "/c"])).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let err = Settings::resolve(Cli::parse_from(["flotilla-brain", "--client-ca", "/c"])).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+        std::fs::write(&path, "security:\n  tlsCrt: x\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("tlsCrt"), "{err}");
+    }
 }

@@ -180,6 +180,7 @@ impl Edge {
             drain: drain_rx,
             tls: tls.clone(),
             trust_domain: s.trust_domain.clone(),
+            admission: None,
         };
         let (stop, mut stopped) = watch::channel(false);
         if let Some(t) = &tls {

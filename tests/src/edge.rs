@@ -35,6 +35,7 @@ impl TestEdge {
             drain: flotilla_edge::xds::server::no_drain(),
             tls: None,
             trust_domain: None,
+            admission: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -384,6 +384,18 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let err = grpc.create_config(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("alice may not create configs in namespace \"team-b\""), "{err}");
+    // Quotas hold on gRPC too: team-a has a2; g2 makes two (the quota), g3 is over it.
+    for (name, code) in [("g2", None), ("g3", Some(tonic::Code::ResourceExhausted))] {
+        let mut req = tonic::Request::new(pb::CreateConfigRequest {
+            document: cfg("team-a", name, ""),
+            format: pb::Format::Yaml as i32,
+            apply: false,
+            dry_run: false,
+        });
+        with(&alice, req.metadata_mut());
+        let res = grpc.create_config(req).await;
+        assert_eq!(res.as_ref().err().map(|e| e.code()), code, "{name}: {res:?}");
+    }
     let mut req = tonic::Request::new(pb::ListProxiesRequest::default());
     with(&alice, req.metadata_mut());
     assert!(grpc.list_proxies(req).await.unwrap().into_inner().proxies.is_empty());
@@ -411,4 +423,41 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
         200,
         "the old policy is in force"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_over_its_namespace_quota_is_refused_at_stream_start() {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use flotilla_tests::xds_client::{Got, Service, Sotw, node};
+    let pem = PemDir::new();
+    let policy = pem.write("rbac.yaml", "bindings: []\nquotas:\n  prod: {proxies: 1}\n");
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s: &mut Settings| {
+        s.security.rbac_policy = Some(policy);
+    })
+    .await;
+    let request = |id: &str| DiscoveryRequest {
+        node: Some(node(id, "svc", "prod")),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..Default::default()
+    };
+    let mut first = Sotw::open(brain.xds_port, Service::Ads).await;
+    first.send(request("p1")).await;
+    assert!(matches!(first.recv().await, Got::Msg(_)), "the first proxy is served");
+    // A second stream of the same node is the same proxy: admitted.
+    let mut again = Sotw::open(brain.xds_port, Service::Ads).await;
+    again.send(request("p1")).await;
+    assert!(matches!(again.recv().await, Got::Msg(_)));
+    let mut second = Sotw::open(brain.xds_port, Service::Ads).await;
+    second.send(request("p2")).await;
+    match second.recv().await {
+        Got::Err(status) => {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+            assert!(status.message().contains("quota proxies = 1"), "{status}");
+        }
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+    // Another namespace has no quota.
+    let mut other = Sotw::open(brain.xds_port, Service::Ads).await;
+    other.send(DiscoveryRequest { node: Some(node("p3", "svc", "dev")), ..request("p3") }).await;
+    assert!(matches!(other.recv().await, Got::Msg(_)));
 }

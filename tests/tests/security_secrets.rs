@@ -71,6 +71,15 @@ async fn keys_are_sealed_at_rest_redacted_on_the_api_and_rotate_without_downtime
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["config"]["spec"]["secrets"][0]["privateKey"], "<redacted>");
+    assert_eq!(created["certificates"][0]["secret"], "server-cert", "{created}");
+    assert!(created["certificates"][0]["expiresInSeconds"].as_i64().unwrap() > 86_400, "{created}");
+    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("flotilla_secret_expiry_seconds{")
+            && l.contains("namespace=\"prod\"")
+            && l.contains("secret=\"server-cert\"")),
+        "no expiry metric"
+    );
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(2))

@@ -1,17 +1,16 @@
 //! The REST API's side of access control: the caller of each request ([`Caller`]), which verb
 //! on which kind a request is, refusals that do not reveal other tenants' objects (a config in
-//! a namespace the caller cannot see is "not found", never "forbidden"), per-namespace request
-//! quotas, and the audit entry of each mutating call and each denial.
-
-use std::time::Instant;
+//! a namespace the caller cannot see is "not found", never "forbidden"), quotas (`auth::quota`)
+//! as 429s, and the audit entry of each mutating call and each denial.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
 
 use super::{ApiError, ApiState};
 use crate::audit::{Action, RevisionRef};
+use crate::auth::quota::{OverQuota, QuotaError};
 use crate::auth::{Kind, Principal, Verb};
 use crate::model::ProxyConfig;
 use crate::store::ConfigRecord;
@@ -64,27 +63,6 @@ pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware:
 /// The kind a config document is.
 pub fn kind_of(cfg: &ProxyConfig) -> Kind {
     if cfg.is_template() { Kind::Templates } else { Kind::Configs }
-}
-
-/// Listeners, routes, clusters, endpoints and secrets in a config (what resource quotas count).
-pub fn resource_count(cfg: &ProxyConfig) -> u64 {
-    let s = &cfg.spec;
-    let endpoints: usize = s.clusters.iter().map(|c| c.endpoints.len()).sum();
-    (s.listeners.len() + s.routes.len() + s.clusters.len() + endpoints + s.secrets.len()) as u64
-}
-
-/// Over a quota: 429 naming it, with `Retry-After`.
-pub struct OverQuota {
-    pub message: String,
-    pub retry_after_secs: u64,
-}
-
-impl IntoResponse for OverQuota {
-    fn into_response(self) -> Response {
-        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "over_quota", self.message).into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs));
-        r
-    }
 }
 
 impl From<OverQuota> for ApiError {
@@ -162,63 +140,18 @@ impl ApiState {
         }
     }
 
-    /// The namespace's `requestsPerSecond` quota (token bucket, one second of burst).
+    /// The namespace's `requestsPerSecond` quota.
     fn rate_limit(&self, namespace: &str) -> Result<(), ApiError> {
-        let Some(rps) =
-            self.authz.policy().and_then(|p| p.quota(namespace).and_then(|q| q.requests_per_second))
-        else {
-            return Ok(());
-        };
-        let rps = f64::from(rps.max(1));
-        let now = Instant::now();
-        let mut bucket = self.buckets.entry(namespace.to_string()).or_insert((rps, now));
-        let (tokens, at) = *bucket;
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rps).min(rps);
-        if tokens < 1.0 {
-            *bucket = (tokens, now);
-            return Err(OverQuota {
-                message: format!("namespace {namespace:?} is over its quota requestsPerSecond = {rps}"),
-                retry_after_secs: 1,
-            }
-            .into());
-        }
-        *bucket = (tokens - 1.0, now);
-        Ok(())
+        Ok(self.quotas.request(&self.authz, namespace)?)
     }
 
-    /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored (`replacing`
-    /// the stored version of it, if any).
+    /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored.
     pub(super) async fn check_quota(&self, cfg: &ProxyConfig, replacing: bool) -> Result<(), ApiError> {
-        let ns = cfg.namespace();
-        let Some(quota) = self.authz.policy().and_then(|p| p.quota(ns).cloned()) else { return Ok(()) };
-        let filter = crate::store::ListFilter { namespace: Some(ns.to_string()), name: None };
-        let recs = self.service.store().list(&filter).await?;
-        let others = recs.iter().filter(|r| r.name != cfg.metadata.name);
-        if let Some(max) = quota.configs {
-            let n = others.clone().count() as u64 + 1;
-            if !replacing && n > max {
-                return Err(OverQuota {
-                    message: format!(
-                        "namespace {ns:?} is over its quota configs = {max} (this would be config {n})"
-                    ),
-                    retry_after_secs: 60,
-                }
-                .into());
-            }
+        match self.quotas.write(&self.authz, self.service.store(), cfg, replacing).await {
+            Ok(()) => Ok(()),
+            Err(QuotaError::Over(q)) => Err(q.into()),
+            Err(QuotaError::Store(e)) => Err(e.into()),
         }
-        if let Some(max) = quota.resources {
-            let n: u64 = others.map(|r| resource_count(&r.config)).sum::<u64>() + resource_count(cfg);
-            if n > max {
-                return Err(OverQuota {
-                    message: format!(
-                        "namespace {ns:?} is over its quota resources = {max} (this write makes {n})"
-                    ),
-                    retry_after_secs: 60,
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 
     /// Audits a finished mutating call.

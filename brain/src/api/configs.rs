@@ -40,6 +40,9 @@ pub struct ConfigView {
     /// The config with its templates merged in (`?rendered=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     rendered: Option<ProxyConfig>,
+    /// When each secret's certificate expires (single-config reads only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    certificates: Vec<crate::secrets::expiry::CertificateExpiry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +112,10 @@ impl ConfigView {
             (false, Some(_)) => "pending",
             (false, None) => "draft",
         };
+        let certificates =
+            if with_config { crate::secrets::expiry::certificates(&rec.config) } else { Vec::new() };
         ConfigView {
+            certificates,
             id: rec.id,
             namespace: rec.namespace,
             name: rec.name,

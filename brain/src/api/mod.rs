@@ -34,8 +34,8 @@ pub struct ApiState {
     pub ready: watch::Receiver<bool>,
     pub authz: crate::auth::Authz,
     pub audit: crate::audit::Audit,
-    /// Per-namespace request token buckets (`requestsPerSecond` quotas).
-    pub buckets: Arc<dashmap::DashMap<String, (f64, std::time::Instant)>>,
+    /// Per-namespace quotas (shared with the gRPC API).
+    pub quotas: crate::auth::quota::Quotas,
 }
 
 /// Largest request body accepted (413 beyond).

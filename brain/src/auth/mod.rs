@@ -13,7 +13,11 @@
 pub mod grpc;
 pub mod jwt;
 pub mod policy;
+mod proxy_quota;
+pub mod quota;
 pub mod rest;
+
+pub use proxy_quota::ProxyQuota;
 
 use std::sync::Arc;
 

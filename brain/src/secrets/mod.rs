@@ -4,6 +4,7 @@
 //! (`validate::tls`) or send them to proxies (SDS compiles the decrypted config).
 
 pub mod cipher;
+pub mod expiry;
 mod store;
 
 pub use cipher::{CipherError, SecretsCipher};

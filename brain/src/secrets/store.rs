@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::SecretsCipher;
 use crate::audit::{AuditEntry, AuditFilter};
 use crate::model::ProxyConfig;
-use crate::store::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use crate::store::{ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written};
 
 pub struct EncryptingStore {
     inner: Arc<dyn Store>,
@@ -52,6 +52,24 @@ impl EncryptingStore {
             }
         }
         Ok(())
+    }
+
+    /// Re-encrypts every value sealed with the old key under the current key, in the store's
+    /// heads and revisions alike (online: one transaction, concurrent writes wait for it).
+    /// Returns how many values were re-encrypted.
+    pub async fn reseal(&self) -> Result<usize, StoreError> {
+        let cipher = self.cipher.clone();
+        let f: SecretMap = std::sync::Arc::new(move |v: &str| {
+            if !SecretsCipher::is_sealed(v) {
+                // Written before encryption was on: seal it now.
+                return Some(cipher.seal(v));
+            }
+            if cipher.is_current(v) {
+                return None;
+            }
+            cipher.open(v).ok().map(|pt| cipher.seal(&pt))
+        });
+        self.inner.rewrite_secrets(f).await
     }
 
     fn open_record(&self, mut rec: ConfigRecord) -> Result<ConfigRecord, StoreError> {
@@ -102,6 +120,10 @@ impl Store for EncryptingStore {
             self.open(&mut r.config)?;
         }
         Ok(revs)
+    }
+
+    async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
+        self.inner.rewrite_secrets(f).await
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -10,7 +10,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
 use super::logic::{self, Change};
-use super::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use super::{
+    ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
+    map_secrets,
+};
 use crate::audit::{AuditEntry, AuditFilter};
 
 /// id → ConfigRecord (JSON)
@@ -178,6 +181,49 @@ impl Store for EmbeddedStore {
                 out.push(serde_json::from_slice(v.value()).map_err(backend)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_write().map_err(backend)?;
+            let mut changed = 0;
+            {
+                let mut configs = tx.open_table(CONFIGS).map_err(backend)?;
+                let mut heads = Vec::new();
+                for item in configs.iter().map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    let mut rec: ConfigRecord = serde_json::from_slice(v.value()).map_err(backend)?;
+                    let n = map_secrets(&mut rec.config, &f)
+                        + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &f));
+                    if n > 0 {
+                        changed += n;
+                        heads.push((k.value().to_string(), serde_json::to_vec(&rec).map_err(backend)?));
+                    }
+                }
+                for (k, v) in heads {
+                    configs.insert(k.as_str(), v.as_slice()).map_err(backend)?;
+                }
+                let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
+                let mut revs = Vec::new();
+                for item in revisions.iter().map_err(backend)? {
+                    let (k, v) = item.map_err(backend)?;
+                    let mut rev: Revision = serde_json::from_slice(v.value()).map_err(backend)?;
+                    let n = map_revision_secrets(&mut rev, &f);
+                    if n > 0 {
+                        changed += n;
+                        let (id, version) = k.value();
+                        revs.push((id.to_string(), version, serde_json::to_vec(&rev).map_err(backend)?));
+                    }
+                }
+                for (id, version, v) in revs {
+                    revisions.insert((id.as_str(), version), v.as_slice()).map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(changed)
         })
         .await
     }

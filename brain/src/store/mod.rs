@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 pub use embedded::EmbeddedStore;
 pub use logic::{DiffEntry, diff};
+
 pub use postgres::PostgresStore;
 
 use crate::audit::{AuditEntry, AuditFilter};
@@ -67,6 +68,52 @@ impl ListFilter {
     }
 }
 
+/// A rewrite of one secret value: the new value, or None to keep it.
+pub type SecretMap = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Applies `f` to every private key of `cfg`; how many changed.
+pub fn map_secrets(cfg: &mut ProxyConfig, f: &SecretMap) -> usize {
+    let mut n = 0;
+    for s in &mut cfg.spec.secrets {
+        if let Some(new) = s.private_key.as_deref().and_then(|k| f(k)) {
+            s.private_key = Some(new);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// [`map_secrets`] over a revision: its config and the private keys in its diff.
+pub fn map_revision_secrets(rev: &mut Revision, f: &SecretMap) -> usize {
+    let mut n = map_secrets(&mut rev.config, f);
+    for d in &mut rev.diff {
+        if !d.path.contains("secrets") {
+            continue;
+        }
+        for v in [&mut d.from, &mut d.to].into_iter().flatten() {
+            n += map_json_keys(v, f, d.path.ends_with("privateKey"));
+        }
+    }
+    n
+}
+
+fn map_json_keys(v: &mut serde_json::Value, f: &SecretMap, is_key: bool) -> usize {
+    match v {
+        serde_json::Value::String(s) if is_key => match f(s) {
+            Some(new) => {
+                *s = new;
+                1
+            }
+            None => 0,
+        },
+        serde_json::Value::Object(m) => {
+            m.iter_mut().map(|(k, v)| map_json_keys(v, f, k == "privateKey")).sum()
+        }
+        serde_json::Value::Array(a) => a.iter_mut().map(|v| map_json_keys(v, f, false)).sum(),
+        _ => 0,
+    }
+}
+
 /// A write to perform atomically.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -114,6 +161,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError>;
     async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError>;
+
+    /// Passes every private key in heads and revisions through `f`, storing what it returns
+    /// (None keeps the value), in one transaction. Returns how many values changed. Used to
+    /// re-encrypt secrets under a new key; writes of configs are not revisions.
+    async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError>;
 
     /// Appends an audit entry (durably, beside the configs).
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;

@@ -9,7 +9,10 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::logic::{self, Change};
-use super::{ConfigRecord, ListFilter, Revision, Store, StoreError, Write, Written};
+use super::{
+    ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
+    map_secrets,
+};
 use crate::audit::{AuditEntry, AuditFilter};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -155,6 +158,50 @@ impl Store for PostgresStore {
                 .await
                 .map_err(backend)?;
         Ok(rows.into_iter().map(|r| r.0.0).collect())
+    }
+
+    async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut changed = 0;
+        let heads: Vec<(Uuid, Json<ConfigRecord>)> =
+            sqlx::query_as("SELECT id, record FROM configs ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(backend)?;
+        for (id, Json(mut rec)) in heads {
+            let n = map_secrets(&mut rec.config, &f)
+                + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &f));
+            if n > 0 {
+                changed += n;
+                sqlx::query("UPDATE configs SET record = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(Json(&rec))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        let revs: Vec<(Uuid, i64, Json<Revision>)> = sqlx::query_as(
+            "SELECT config_id, version, revision FROM revisions ORDER BY config_id, version FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        for (id, version, Json(mut rev)) in revs {
+            let n = map_revision_secrets(&mut rev, &f);
+            if n > 0 {
+                changed += n;
+                sqlx::query("UPDATE revisions SET revision = $3 WHERE config_id = $1 AND version = $2")
+                    .bind(id)
+                    .bind(version)
+                    .bind(Json(&rev))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(changed)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -342,6 +342,54 @@ async fn sealed_at_rest(inner: Arc<dyn Store>) -> Uuid {
     rec.id
 }
 
+/// Rotation: values sealed under key 1 (and one written before encryption) are re-encrypted
+/// under key 2 in heads and revisions; afterwards key 1 is no longer needed.
+async fn rotated(inner: Arc<dyn Store>) {
+    use crate::secrets::{EncryptingStore, SecretsCipher};
+    let plain = record(inner.write(Write::Create { config: with_secret(), apply: true }, "t").await.unwrap());
+    let k1 = Arc::new(SecretsCipher::new(&[1u8; 32], None));
+    let mut other = with_secret();
+    other.metadata.name = "other".into();
+    let old = EncryptingStore::new(inner.clone(), k1);
+    let sealed = record(old.write(Write::Create { config: other.clone(), apply: true }, "t").await.unwrap());
+    other.spec.secrets[0].private_key =
+        Some("-----BEGIN PRIVATE KEY-----\nNEWKEY\n-----END PRIVATE KEY-----\n".into());
+    let w =
+        Write::Update { id: sealed.id, config: other, expected_version: None, apply: true, action: "update" };
+    old.write(w, "t").await.unwrap();
+    let k2 = Arc::new(SecretsCipher::new(&[2u8; 32], Some(&[1u8; 32])));
+    let rotating = EncryptingStore::new(inner.clone(), k2.clone());
+    let n = rotating.reseal().await.unwrap();
+    assert!(n >= 5, "re-encrypted {n} values");
+    assert_eq!(rotating.reseal().await.unwrap(), 0, "a second pass has nothing to do");
+    let key = |c: &ProxyConfig| c.spec.secrets[0].private_key.clone().unwrap();
+    for id in [plain.id, sealed.id] {
+        let raw = inner.get(id).await.unwrap().unwrap();
+        assert!(k2.is_current(&key(&raw.config)), "{}", key(&raw.config));
+        for r in inner.history(id).await.unwrap() {
+            assert!(k2.is_current(&key(&r.config)), "revision {} not under the new key", r.version);
+            assert!(!serde_json::to_string(&r).unwrap().contains(KEY_BODY));
+        }
+    }
+    // Only the new key from now on.
+    let only_new = EncryptingStore::new(inner.clone(), Arc::new(SecretsCipher::new(&[2u8; 32], None)));
+    assert!(key(&only_new.get(sealed.id).await.unwrap().unwrap().config).contains("NEWKEY"));
+    assert!(key(&only_new.history(sealed.id).await.unwrap()[0].config).contains(KEY_BODY));
+    assert!(key(&only_new.get(plain.id).await.unwrap().unwrap().config).contains(KEY_BODY));
+}
+
+#[tokio::test]
+async fn embedded_store_rotates_the_secrets_key() {
+    let dir = tempfile::tempdir().unwrap();
+    rotated(Arc::new(EmbeddedStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn postgres_store_rotates_the_secrets_key() {
+    let db = TestDb::create().await;
+    rotated(Arc::new(PostgresStore::connect(&db.url, 4).await.unwrap())).await;
+}
+
 #[tokio::test]
 async fn embedded_store_audit_and_sealed_secrets() {
     let dir = tempfile::tempdir().unwrap();

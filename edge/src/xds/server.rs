@@ -75,6 +75,15 @@ pub struct XdsContext {
     pub tls: Option<Arc<crate::tls::TlsReloader>>,
     /// Expected trust domain of proxies' SPIFFE ids (`--trust-domain`); None accepts any.
     pub trust_domain: Option<String>,
+    /// Decides whether a new stream of `node_id` in a group may start (e.g. a namespace's proxy
+    /// quota); a refusal is sent as the stream's status. None admits every stream.
+    pub admission: Option<Arc<dyn Admission>>,
+}
+
+/// Admission of new xDS streams.
+pub trait Admission: Send + Sync + std::fmt::Debug + 'static {
+    /// Ok to serve `node_id` in `target`; else the status that ends the stream.
+    fn admit(&self, node_id: &str, target: &flotilla_shared::Target) -> Result<(), Status>;
 }
 
 impl XdsContext {
@@ -247,6 +256,14 @@ async fn run<P: Proto>(
     } else {
         None
     };
+    if let Some(admission) = &ctx.admission
+        && let Err(status) = admission.admit(&node.id, &target)
+    {
+        warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
+        metrics::counter!("flotilla_edge_streams_refused_total", "reason" => "admission").increment(1);
+        let _ = tx.send(Err(status)).await;
+        return;
+    }
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
     let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME,
         identity = identity.as_deref().unwrap_or("-"));
