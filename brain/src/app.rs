@@ -203,7 +203,8 @@ impl Brain {
             buses.push(Box::new(EmbeddedBus::new(cache.clone())));
         }
         if let Some(url) = &settings.nats_url {
-            let client = flotilla_edge::app::connect(url, "flotilla-brain").await?;
+            let client =
+                flotilla_edge::app::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
             fleet.listen(client.clone());
             let kv =
                 flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), &settings.nats_bucket)

@@ -51,6 +51,17 @@ pub struct Cli {
     /// JetStream KV bucket for group states [default: flotilla_state].
     #[arg(long, env = "FLOTILLA_NATS_BUCKET")]
     pub nats_bucket: Option<String>,
+    /// NATS credentials file (JWT + NKey seed).
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA bundle to verify the NATS server with (turns on TLS to NATS).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate for NATS mTLS (with --nats-tls-key).
+    #[arg(long, env = "FLOTILLA_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
@@ -141,6 +152,10 @@ pub struct FileNats {
     pub url: Option<String>,
     pub bucket: Option<String>,
     pub embedded_edge: Option<bool>,
+    pub creds: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +192,8 @@ pub struct Settings {
     pub db_pool_size: u32,
     pub nats_url: Option<String>,
     pub nats_bucket: String,
+    /// Credentials and TLS of the NATS connection.
+    pub nats_security: flotilla_edge::app::NatsSecurity,
     pub embedded_edge: bool,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -217,6 +234,7 @@ impl Default for Settings {
             db_pool_size: 10,
             nats_url: None,
             nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
+            nats_security: Default::default(),
             embedded_edge: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -261,6 +279,12 @@ impl Settings {
             db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),
             nats_url: cli.nats_url.or(file.nats.url),
             nats_bucket: cli.nats_bucket.or(file.nats.bucket).unwrap_or(d.nats_bucket),
+            nats_security: flotilla_edge::app::NatsSecurity {
+                creds: cli.nats_creds.or(file.nats.creds),
+                tls_ca: cli.nats_tls_ca.or(file.nats.tls_ca),
+                tls_cert: cli.nats_tls_cert.or(file.nats.tls_cert),
+                tls_key: cli.nats_tls_key.or(file.nats.tls_key),
+            },
             embedded_edge: !cli.no_embedded_edge && file.nats.embedded_edge.unwrap_or(true),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),

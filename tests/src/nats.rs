@@ -10,6 +10,8 @@ pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra nats-server flags (e.g. TLS).
+    args: Vec<String>,
 }
 
 fn bin() -> PathBuf {
@@ -28,8 +30,17 @@ fn bin() -> PathBuf {
 
 impl NatsServer {
     pub async fn start() -> NatsServer {
-        let mut s =
-            NatsServer { port: crate::free_port(), dir: tempfile::tempdir().expect("tempdir"), child: None };
+        NatsServer::start_with(Vec::new()).await
+    }
+
+    /// A server started with extra flags, e.g. `--tls --tlscert F --tlskey F`.
+    pub async fn start_with(args: Vec<String>) -> NatsServer {
+        let mut s = NatsServer {
+            port: crate::free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            args,
+        };
         s.spawn().await;
         s
     }
@@ -47,6 +58,7 @@ impl NatsServer {
             .arg(self.dir.path().join("js"))
             .arg("-l")
             .arg(&log)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -265,8 +265,36 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let (s, _) =
         api.call(Some(&alice), Method::POST, "/api/v1/validate", Some(&cfg("team-b", "b9", ""))).await;
     assert_eq!(s, 403);
+    // A proxy of team-b is invisible to alice: not listed, and its node id is "not connected".
+    let mut b_proxy =
+        flotilla_tests::xds_client::Sotw::open(brain.xds_port, flotilla_tests::xds_client::Service::Ads)
+            .await;
+    b_proxy
+        .send(envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest {
+            node: Some(flotilla_tests::xds_client::node("b-proxy", "b1", "team-b")),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        })
+        .await;
+    let _ = b_proxy.recv().await;
+    wait_for("bob sees his proxy", Duration::from_secs(5), || async {
+        let (_, v) = api.call(Some(&bob), Method::GET, "/api/v1/proxies", None).await;
+        (v.as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
     let (s, v) = api.call(Some(&alice), Method::GET, "/api/v1/proxies", None).await;
     assert_eq!((s, v), (200, json!([])));
+    let (s, v) = api.call(Some(&alice), Method::GET, "/api/v1/proxies/b-proxy", None).await;
+    let (_, v2) = api.call(Some(&alice), Method::GET, "/api/v1/proxies/no-such-proxy", None).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        v["message"].as_str().unwrap().replace("b-proxy", "X"),
+        v2["message"].as_str().unwrap().replace("no-such-proxy", "X")
+    );
+    assert_eq!(api.call(Some(&alice), Method::GET, "/api/v1/proxies/b-proxy/status", None).await.0, 404);
+    assert_eq!(api.call(Some(&bob), Method::GET, "/api/v1/proxies/b-proxy/status", None).await.0, 200);
+    let (_, b_config) = api.call(Some(&bob), Method::GET, &format!("/api/v1/configs/{b_id}"), None).await;
+    assert_eq!(b_config["proxies"]["connected"], 1, "{b_config}");
 
     // --- Cross-namespace references need a grant; `shared` is open.
     let tmpl = "apiVersion: v1\nkind: ProxyTemplate\nmetadata: {name: base, namespace: team-b}\nspec:\n  clusters:\n    - {name: t, type: STATIC, endpoints: [{address: 127.0.0.1, port: 9002}]}\n";
@@ -384,6 +412,29 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let err = grpc.create_config(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("alice may not create configs in namespace \"team-b\""), "{err}");
+    let mut req = tonic::Request::new(pb::UpdateConfigRequest {
+        id: b_id.clone(),
+        document: cfg("team-b", "b1", ""),
+        format: pb::Format::Yaml as i32,
+        apply: true,
+        expected_version: None,
+        dry_run: false,
+    });
+    with(&alice, req.metadata_mut());
+    assert_eq!(grpc.update_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
+    let mut req = tonic::Request::new(pb::ApplyConfigRequest { id: b_id.clone() });
+    with(&alice, req.metadata_mut());
+    assert_eq!(grpc.apply_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
+    let mut req =
+        tonic::Request::new(pb::RollbackConfigRequest { id: b_id.clone(), version: 1, apply: None });
+    with(&alice, req.metadata_mut());
+    assert_eq!(grpc.rollback_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
+    let mut req = tonic::Request::new(pb::ValidateConfigRequest {
+        document: cfg("team-b", "b1", ""),
+        format: pb::Format::Yaml as i32,
+    });
+    with(&alice, req.metadata_mut());
+    assert_eq!(grpc.validate_config(req).await.unwrap_err().code(), tonic::Code::PermissionDenied);
     // Quotas hold on gRPC too: team-a has a2; g2 makes two (the quota), g3 is over it.
     for (name, code) in [("g2", None), ("g3", Some(tonic::Code::ResourceExhausted))] {
         let mut req = tonic::Request::new(pb::CreateConfigRequest {

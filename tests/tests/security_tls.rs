@@ -282,3 +282,88 @@ async fn envoy_identity_must_name_its_namespace_and_certificates_reload_without_
     assert_eq!(http_get(port, "example.com", "/api/x").await.as_deref(), Some("backend hello"));
     drop(envoy);
 }
+
+/// The distributed shape secured: NATS over TLS (brain and edge verify it with the CA), and a
+/// standalone `flotilla-edge` serving xDS over mTLS with the same identity rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use flotilla_edge::app::{Edge, EdgeSettings, NatsSecurity};
+    use flotilla_tests::nats::NatsServer;
+    use flotilla_tests::xds_client::{Got, Service, Sotw, node};
+
+    let ca = Ca::new();
+    let pem = PemDir::new();
+    let server = ca.server();
+    let (cert, key, ca_path) =
+        (pem.write("tls.crt", &server.cert), pem.write("tls.key", &server.key), pem.write("ca.pem", &ca.pem));
+    let nats = NatsServer::start_with(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        cert.display().to_string(),
+        "--tlskey".into(),
+        key.display().to_string(),
+    ])
+    .await;
+    // Plaintext clients are turned away by this NATS.
+    let plain = async_nats::ConnectOptions::new().connect(nats.url()).await;
+    assert!(plain.is_err(), "NATS accepted a plaintext client");
+    let nats_tls = NatsSecurity { tls_ca: Some(ca_path.clone()), ..Default::default() };
+
+    let (url, sec) = (nats.url(), nats_tls.clone());
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s: &mut Settings| {
+        s.nats_url = Some(url);
+        s.nats_security = sec;
+        s.embedded_edge = false;
+    })
+    .await;
+    let edge = Edge::start(&EdgeSettings {
+        nats_url: nats.url(),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
+        name: "secure-edge".into(),
+        max_connection_age: None,
+        tls: Some(TlsFiles { cert, key, client_ca: Some(ca_path) }),
+        trust_domain: Some(TRUST_DOMAIN.into()),
+        nats: nats_tls,
+    })
+    .await
+    .unwrap();
+    let backend = Backend::start("edge").await;
+    let r =
+        brain.post_yaml("/api/v1/configs?apply=true", &example_config(free_port(), &[backend.addr])).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+
+    // The right identity is served the config (from JetStream, over TLS); a wrong one is refused.
+    let id = ca.client(&format!("spiffe://{TRUST_DOMAIN}/ns/production/sa/envoy"));
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
+        .identity(tonic::transport::Identity::from_pem(&id.cert, &id.key))
+        .domain_name("localhost");
+    let port = edge.xds_addr.port();
+    let ch = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = Sotw::open_on(ch, Service::Ads).await;
+    stream
+        .send(DiscoveryRequest {
+            node: Some(node("edge-proxy", "example-service", "production")),
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            ..Default::default()
+        })
+        .await;
+    match stream.recv().await {
+        Got::Msg(resp) => assert_eq!(resp.resources.len(), 1, "{resp:?}"),
+        other => panic!("expected clusters, got {other:?}"),
+    }
+    let status = refusal(port, &ca, &format!("spiffe://{TRUST_DOMAIN}/ns/other/sa/envoy")).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    let err = handshake(port, &ca, &[&rustls::version::TLS12]).await.expect_err("TLS 1.2 on the edge");
+    assert!(err.to_lowercase().contains("version"), "{err}");
+    drop(stream);
+    edge.shutdown().await;
+}

@@ -39,6 +39,7 @@ struct Keys {
 /// Verifies bearer tokens against a JWKS.
 pub struct JwtVerifier {
     source: String,
+    refresh_min: Duration,
     issuer: Option<String>,
     audience: Option<String>,
     groups_claim: String,
@@ -93,7 +94,21 @@ impl JwtVerifier {
     ) -> Result<JwtVerifier, JwksError> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
         let keys = fetch(&source, &http).await?;
-        Ok(JwtVerifier { source, issuer, audience, groups_claim, keys: RwLock::new(keys), http })
+        Ok(JwtVerifier {
+            source,
+            refresh_min: REFRESH_MIN,
+            issuer,
+            audience,
+            groups_claim,
+            keys: RwLock::new(keys),
+            http,
+        })
+    }
+
+    /// The shortest time between two JWKS fetches for unknown key ids ([`REFRESH_MIN`]).
+    pub fn with_refresh_min(mut self, d: Duration) -> JwtVerifier {
+        self.refresh_min = d;
+        self
     }
 
     fn key(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
@@ -110,7 +125,7 @@ impl JwtVerifier {
 
     /// Fetches the JWKS again, unless it was fetched within [`REFRESH_MIN`].
     async fn refresh(&self) {
-        let recent = self.keys.read().map(|k| k.fetched.elapsed() < REFRESH_MIN).unwrap_or(false);
+        let recent = self.keys.read().map(|k| k.fetched.elapsed() < self.refresh_min).unwrap_or(false);
         if recent {
             return;
         }
@@ -185,5 +200,86 @@ impl JwtVerifier {
             _ => Vec::new(),
         };
         Ok(Principal { subject, groups, via: "token" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine;
+    use serde_json::json;
+
+    use super::*;
+
+    /// An ES256 key: its JWK (with `kid`) and a signer.
+    fn key(kid: &str) -> (Value, jsonwebtoken::EncodingKey) {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let raw = k.public_key_raw();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64.encode(&raw[1..33]), "y": b64.encode(&raw[33..65])});
+        (jwk, jsonwebtoken::EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap())
+    }
+
+    fn token(kid: &str, signer: &jsonwebtoken::EncodingKey) -> String {
+        let mut h = jsonwebtoken::Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        let exp = chrono::Utc::now().timestamp() + 600;
+        jsonwebtoken::encode(&h, &json!({"sub": "svc", "exp": exp, "groups": "ops"}), signer).unwrap()
+    }
+
+    /// A JWKS served over HTTP whose keys the test can change.
+    async fn serve(keys: Arc<Mutex<Vec<Value>>>) -> String {
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let keys = keys.clone();
+                async move { axum::Json(json!({"keys": keys.lock().unwrap().clone()})) }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        format!("http://{addr}/jwks.json")
+    }
+
+    #[tokio::test]
+    async fn a_rotated_signing_key_is_fetched_by_kid_from_a_url() {
+        let (jwk1, k1) = key("k1");
+        let (jwk2, k2) = key("k2");
+        let served = Arc::new(Mutex::new(vec![jwk1]));
+        let url = serve(served.clone()).await;
+        let v = JwtVerifier::new(url, None, None, "groups".into())
+            .await
+            .unwrap()
+            .with_refresh_min(Duration::ZERO);
+        let p = v.verify(&token("k1", &k1)).await.unwrap();
+        assert_eq!((p.subject.as_str(), p.groups.as_slice()), ("svc", &["ops".to_string()][..]));
+        assert_eq!(v.verify(&token("k2", &k2)).await.unwrap_err(), AuthnError::UnknownKey("k2".into()));
+        served.lock().unwrap().push(jwk2);
+        assert_eq!(v.verify(&token("k2", &k2)).await.unwrap().subject, "svc", "k2 fetched on first sight");
+        // A token signed by k2 but naming k1 is a bad signature, not a new key.
+        assert_eq!(v.verify(&token("k1", &k2)).await.unwrap_err(), AuthnError::BadSignature);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_jwks_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, "not json").unwrap();
+        let err =
+            JwtVerifier::new(path.display().to_string(), None, None, "groups".into()).await.err().unwrap();
+        assert!(matches!(err, JwksError::Parse(..)) && err.to_string().contains("jwks.json"), "{err}");
+        std::fs::write(&path, r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).unwrap();
+        let err =
+            JwtVerifier::new(path.display().to_string(), None, None, "groups".into()).await.err().unwrap();
+        assert!(matches!(err, JwksError::Empty(_)), "{err}");
+        let err = JwtVerifier::new("/nonexistent/jwks.json".into(), None, None, "groups".into())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/jwks.json"), "{err}");
     }
 }

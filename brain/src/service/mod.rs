@@ -1,0 +1,326 @@
+//! The brain's operations on configs, shared by the REST and gRPC APIs:
+//! validate → compile → store → publish, in that order, so a refused request stores nothing and
+//! proxies only ever receive configs that validated and compiled.
+//!
+//! Split by verb: this module owns the service's state (latest records, compile memos), checking
+//! and the one write path (commit, then publish); [`plan`] answers what a change would do (dry
+//! runs, diffs); [`verbs`] holds create, update, apply, delete, rollback, bulk, export, history.
+//! It does not authenticate or authorize callers (`auth`) nor audit them (`audit`).
+
+mod plan;
+mod verbs;
+
+pub use plan::{Planned, ResourceChange, resource_changes};
+
+use std::sync::Arc;
+
+use flotilla_shared::Snapshot;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::compile::{ClusterMemo, CompileError, compile_with};
+use crate::model::ProxyConfig;
+use crate::publish::Bus;
+use crate::render::{Templates, depends_on, render};
+use crate::store::{ConfigRecord, ListFilter, Store, StoreError, Write, Written};
+use crate::validate::{FieldError, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("config is invalid ({} problem(s))", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("revision {version} of config {id} not found")]
+    NoRevision { id: Uuid, version: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid_compile(e: CompileError) -> ServiceError {
+    match e {
+        CompileError::Invalid { path, message } => {
+            ServiceError::Invalid(vec![FieldError { path, message, value: None }])
+        }
+        CompileError::Inconsistent(e) => ServiceError::Invalid(vec![FieldError {
+            path: "spec".into(),
+            message: e.to_string(),
+            value: None,
+        }]),
+    }
+}
+
+/// Validates and compiles; the snapshot is what proxies would receive.
+pub fn check(cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+    check_using(cfg, &mut ClusterMemo::default())
+}
+
+/// [`check`], reusing (and refreshing) the clusters compiled for `cfg` before.
+fn check_using(cfg: &ProxyConfig, memo: &mut ClusterMemo) -> Result<Snapshot, ServiceError> {
+    let errs = validate(cfg);
+    if !errs.is_empty() {
+        return Err(ServiceError::Invalid(errs));
+    }
+    compile_with(cfg, memo).map_err(invalid_compile)
+}
+
+/// Key of a config's compile memo.
+fn memo_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Config operations over a store and a bus.
+pub struct ConfigService {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    /// Serialises write + publish so proxies see applies in commit order. Writes are rare and
+    /// never on the xDS push path.
+    writes: Mutex<()>,
+    /// The latest record of every config and template, read from the store once and then kept
+    /// up to date from each write's results (this service is the store's only writer), so a
+    /// write does not re-read and re-parse the whole store.
+    latest: std::sync::Mutex<Option<Arc<Latest>>>,
+    /// Compiled clusters per config (`namespace/name`), so a change recompiles only what changed.
+    memos: std::sync::Mutex<std::collections::HashMap<String, ClusterMemo>>,
+}
+
+/// Every record, and the templates among them by (namespace, name).
+struct Latest {
+    records: Vec<Arc<ConfigRecord>>,
+    templates: Templates,
+}
+
+impl Latest {
+    fn new(records: Vec<Arc<ConfigRecord>>) -> Latest {
+        let templates = records
+            .iter()
+            .filter(|r| r.config.is_template())
+            .map(|r| ((r.namespace.clone(), r.name.clone()), Arc::new(r.config.clone())))
+            .collect();
+        Latest { records, templates }
+    }
+
+    /// This state with `written` applied.
+    fn with(&self, written: &[Written]) -> Latest {
+        let mut records = self.records.clone();
+        let mut templates = self.templates.clone();
+        for w in written {
+            let (rec, gone) = match w {
+                Written::Record(r) => (r, false),
+                Written::Removed { previous } => (previous, true),
+            };
+            records.retain(|r| r.id != rec.id);
+            let key = (rec.namespace.clone(), rec.name.clone());
+            templates.remove(&key);
+            if !gone {
+                records.push(Arc::new(rec.clone()));
+                if rec.config.is_template() {
+                    templates.insert(key, Arc::new(rec.config.clone()));
+                }
+            }
+        }
+        Latest { records, templates }
+    }
+}
+
+impl ConfigService {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> ConfigService {
+        ConfigService {
+            store,
+            bus,
+            writes: Mutex::new(()),
+            latest: std::sync::Mutex::new(None),
+            memos: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// Publishes every applied config; called once at start-up before the edge is ready.
+    pub async fn publish_all(&self) -> Result<usize, ServiceError> {
+        let _guard = self.writes.lock().await;
+        let latest = self.latest().await?;
+        let templates = &latest.templates;
+        let mut n = 0;
+        for rec in &latest.records {
+            if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
+                n += usize::from(self.publish_config(cfg, templates).await);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
+    async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
+        let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
+        match snap {
+            Ok(snap) => {
+                self.bus.publish(&cfg.target(), &snap).await;
+                crate::secrets::expiry::record(cfg);
+                true
+            }
+            Err(e) => {
+                tracing::error!(message = "config does not compile; proxies keep what they have", config = %cfg.target(), error = %e);
+                false
+            }
+        }
+    }
+
+    /// Every template (latest revision), by namespace and name.
+    pub async fn templates(&self) -> Result<Templates, ServiceError> {
+        Ok(self.latest().await?.templates.clone())
+    }
+
+    async fn latest(&self) -> Result<Arc<Latest>, ServiceError> {
+        if let Some(l) = self.latest.lock().ok().and_then(|l| l.clone()) {
+            return Ok(l);
+        }
+        let records = self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect();
+        let l = Arc::new(Latest::new(records));
+        if let Ok(mut slot) = self.latest.lock() {
+            // A writer may have filled the slot meanwhile; its state is at least as new as ours.
+            if let Some(current) = slot.as_ref() {
+                return Ok(current.clone());
+            }
+            *slot = Some(l.clone());
+        }
+        Ok(l)
+    }
+
+    /// [`check`] of a rendered config, reusing what was compiled for it before. The memo is
+    /// taken out while compiling, so concurrent checks of one config never wait on each other
+    /// (the second simply compiles without it).
+    fn check_memo(&self, cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+        let key = memo_key(cfg.namespace(), &cfg.metadata.name);
+        let mut memo = self.memos.lock().ok().and_then(|mut m| m.remove(&key)).unwrap_or_default();
+        let snap = check_using(cfg, &mut memo);
+        if let Ok(mut m) = self.memos.lock() {
+            m.insert(key, memo);
+        }
+        snap
+    }
+
+    fn forget_latest(&self) {
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = None;
+        }
+    }
+
+    /// A config with its templates merged in.
+    pub async fn render(&self, cfg: &ProxyConfig) -> Result<ProxyConfig, ServiceError> {
+        render(cfg, &self.templates().await?).map_err(ServiceError::Invalid)
+    }
+
+    /// Validates and compiles `cfg` against the current templates. For a template: checks it,
+    /// and that every applied config built on it still validates with this version.
+    pub async fn check(&self, cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
+        let templates = self.templates().await?;
+        self.check_with(cfg, templates).await
+    }
+
+    async fn check_with(
+        &self,
+        cfg: &ProxyConfig,
+        mut templates: Templates,
+    ) -> Result<Snapshot, ServiceError> {
+        if !cfg.is_template() {
+            let rendered = render(cfg, &templates).map_err(ServiceError::Invalid)?;
+            return self.check_memo(&rendered);
+        }
+        let errs = validate(cfg);
+        if !errs.is_empty() {
+            return Err(ServiceError::Invalid(errs));
+        }
+        let key = (cfg.namespace().to_string(), cfg.metadata.name.clone());
+        templates.insert(key.clone(), Arc::new(cfg.clone()));
+        render(cfg, &templates).map_err(ServiceError::Invalid)?;
+        let mut errors = Vec::new();
+        for rec in &self.latest().await?.records {
+            let Some(applied) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
+            if !depends_on(applied, &key, &templates) {
+                continue;
+            }
+            let who = format!("{}/{}", rec.namespace, rec.name);
+            if let Err(ServiceError::Invalid(errs)) =
+                render(applied, &templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r))
+            {
+                errors.extend(errs.into_iter().map(|e| FieldError {
+                    message: format!("would break config {who}: {}", e.message),
+                    ..e
+                }));
+            }
+        }
+        if errors.is_empty() { Ok(Snapshot::default()) } else { Err(ServiceError::Invalid(errors)) }
+    }
+
+    async fn write(&self, w: Write, author: &str) -> Result<Written, ServiceError> {
+        let mut out = self.write_many(vec![w], author).await?;
+        out.pop().ok_or_else(|| StoreError::Backend("write returned nothing".into()).into())
+    }
+
+    /// Commits the writes atomically, then publishes what became live. Callers have checked
+    /// every config they write, so what is published always compiles.
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, ServiceError> {
+        let _guard = self.writes.lock().await;
+        let n = ws.len() as u64;
+        let written = match self.store.write_many(ws, author).await {
+            Ok(w) => w,
+            Err(e) => {
+                // The store may or may not have committed: read it again next time.
+                self.forget_latest();
+                return Err(e.into());
+            }
+        };
+        // Writers are serialised (and the only ones), so a cached state plus this write is
+        // current; without one, a list taken now, after the commit, is.
+        let latest = match self.latest.lock().ok().and_then(|l| l.clone()) {
+            Some(l) => Arc::new(l.with(&written)),
+            None => Arc::new(Latest::new(
+                self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect(),
+            )),
+        };
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = Some(latest.clone());
+        }
+        let templates = &latest.templates;
+        let all = &latest.records;
+        for w in &written {
+            match w {
+                Written::Record(rec) if rec.config.is_template() => {
+                    // Re-render and republish every applied config built on this template.
+                    let key = (rec.namespace.clone(), rec.name.clone());
+                    for dep in all {
+                        if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
+                            && depends_on(cfg, &key, templates)
+                        {
+                            self.publish_config(cfg, templates).await;
+                        }
+                    }
+                }
+                Written::Record(rec) => {
+                    if let Some(cfg) = &rec.applied_config {
+                        self.publish_config(cfg, templates).await;
+                    }
+                }
+                Written::Removed { previous } => {
+                    if let Ok(mut m) = self.memos.lock() {
+                        m.remove(&memo_key(&previous.namespace, &previous.name));
+                    }
+                    if previous.applied_config.is_some() {
+                        let target =
+                            flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
+                        self.bus.publish(&target, &Snapshot::default()).await;
+                    }
+                }
+            }
+        }
+        metrics::counter!("flotilla_brain_config_writes_total").increment(n);
+        Ok(written)
+    }
+
+    /// Finds a config by namespace and name.
+    pub async fn find(&self, namespace: &str, name: &str) -> Result<Option<ConfigRecord>, ServiceError> {
+        let filter = ListFilter { namespace: Some(namespace.to_string()), name: Some(name.to_string()) };
+        Ok(self.store.list(&filter).await?.into_iter().next())
+    }
+}

@@ -1,0 +1,153 @@
+//! The write verbs on configs: create, update, apply, delete, rollback, bulk; and export and
+//! history. Each checks what it writes before the one write path commits and publishes it.
+
+use uuid::Uuid;
+
+use super::{ConfigService, Planned, ServiceError};
+use crate::model::ProxyConfig;
+use crate::render::depends_on;
+use crate::store::{ConfigRecord, ListFilter, Revision, StoreError, Write, Written};
+use crate::validate::FieldError;
+
+impl ConfigService {
+    /// Create-or-update of many configs in one atomic write (all or nothing).
+    pub async fn bulk(
+        &self,
+        cfgs: &[ProxyConfig],
+        apply: bool,
+        dry_run: bool,
+        author: &str,
+    ) -> Result<Vec<Planned>, ServiceError> {
+        let plans = self.plan(cfgs, apply).await?;
+        if dry_run {
+            return Ok(plans.into_iter().map(|(p, _)| p).collect());
+        }
+        let (mut planned, writes): (Vec<Planned>, Vec<Option<Write>>) = plans.into_iter().unzip();
+        let written = self.write_many(writes.iter().flatten().cloned().collect(), author).await?;
+        let mut written = written.into_iter();
+        for (p, w) in planned.iter_mut().zip(&writes) {
+            if w.is_some()
+                && let Some(Written::Record(rec)) = written.next()
+            {
+                p.id = Some(rec.id);
+                p.version = Some(rec.version);
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Every config (or one namespace's) as a YAML bundle.
+    pub async fn export(&self, namespace: Option<String>) -> Result<String, ServiceError> {
+        let recs = self.store.list(&ListFilter { namespace, name: None }).await?;
+        let cfgs: Vec<ProxyConfig> = recs.into_iter().map(|r| r.config).collect();
+        crate::parse::render_bundle(&cfgs)
+            .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
+    }
+
+    pub async fn create(
+        &self,
+        cfg: ProxyConfig,
+        apply: bool,
+        author: &str,
+    ) -> Result<ConfigRecord, ServiceError> {
+        self.check(&cfg).await?;
+        match self.write(Write::Create { config: cfg, apply }, author).await? {
+            Written::Record(r) => Ok(r),
+            Written::Removed { previous } => Ok(previous),
+        }
+    }
+
+    pub async fn update(
+        &self,
+        id: Uuid,
+        cfg: ProxyConfig,
+        expected_version: Option<u64>,
+        apply: bool,
+        author: &str,
+    ) -> Result<ConfigRecord, ServiceError> {
+        self.check(&cfg).await?;
+        let w = Write::Update { id, config: cfg, expected_version, apply, action: "update" };
+        match self.write(w, author).await? {
+            Written::Record(r) => Ok(r),
+            Written::Removed { previous } => Ok(previous),
+        }
+    }
+
+    /// Applies the latest revision (or a pending deletion). `None`: the config is gone.
+    pub async fn apply(&self, id: Uuid, author: &str) -> Result<Option<ConfigRecord>, ServiceError> {
+        if let Some(rec) = self.store.get(id).await?
+            && !rec.pending_delete
+        {
+            self.check(&rec.config).await?;
+        }
+        Ok(match self.write(Write::Apply { id }, author).await? {
+            Written::Record(r) => Some(r),
+            Written::Removed { .. } => None,
+        })
+    }
+
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        apply: bool,
+        author: &str,
+    ) -> Result<Option<ConfigRecord>, ServiceError> {
+        if let Some(rec) = self.store.get(id).await?
+            && rec.config.is_template()
+        {
+            let templates = self.templates().await?;
+            let key = (rec.namespace.clone(), rec.name.clone());
+            let users: Vec<String> = self
+                .store
+                .list(&ListFilter::default())
+                .await?
+                .into_iter()
+                .filter(|r| r.id != id && depends_on(&r.config, &key, &templates))
+                .map(|r| format!("{}/{}", r.namespace, r.name))
+                .collect();
+            if !users.is_empty() {
+                return Err(ServiceError::Invalid(vec![FieldError {
+                    path: "metadata.name".into(),
+                    message: format!("template is extended by {}; change those first", users.join(", ")),
+                    value: Some(rec.name.into()),
+                }]));
+            }
+        }
+        Ok(match self.write(Write::Delete { id, apply }, author).await? {
+            Written::Record(r) => Some(r),
+            Written::Removed { .. } => None,
+        })
+    }
+
+    /// A new revision holding revision `version`'s config; applied when `apply`.
+    pub async fn rollback(
+        &self,
+        id: Uuid,
+        version: u64,
+        apply: bool,
+        author: &str,
+    ) -> Result<ConfigRecord, ServiceError> {
+        let history = self.store.history(id).await?;
+        if history.is_empty() {
+            return Err(StoreError::NotFound(id).into());
+        }
+        let rev = history
+            .into_iter()
+            .find(|r| r.version == version)
+            .ok_or(ServiceError::NoRevision { id, version })?;
+        self.check(&rev.config).await?;
+        let w = Write::Update { id, config: rev.config, expected_version: None, apply, action: "rollback" };
+        match self.write(w, author).await? {
+            Written::Record(r) => Ok(r),
+            Written::Removed { previous } => Ok(previous),
+        }
+    }
+
+    pub async fn history(&self, id: Uuid) -> Result<Vec<Revision>, ServiceError> {
+        let h = self.store.history(id).await?;
+        if h.is_empty() && self.store.get(id).await?.is_none() {
+            return Err(StoreError::NotFound(id).into());
+        }
+        Ok(h)
+    }
+}
