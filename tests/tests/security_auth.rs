@@ -372,6 +372,22 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let del = entries.as_array().unwrap().iter().find(|e| e["requestId"] == "req-delete-a1").unwrap().clone();
     assert_eq!((del["verb"].as_str(), del["before"]["version"].as_u64()), (Some("delete"), Some(1)), "{del}");
 
+    // --- /metrics: credentials needed, other tenants' series left out.
+    let ca = flotilla_tests::pki::Ca::new();
+    let ca_block: String = ca.pem.lines().map(|l| format!("          {l}\n")).collect();
+    let with_ca = format!("  secrets:\n    - name: b-ca\n      trustedCa: |\n{ca_block}");
+    let (s, v) = api
+        .call(Some(&bob), Method::POST, "/api/v1/configs?apply=true", Some(&cfg("team-b", "b-tls", &with_ca)))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(api.call(None, Method::GET, "/metrics", None).await.0, 401);
+    let (_, all) = api.call(Some(&root), Method::GET, "/metrics", None).await;
+    let (_, mine) = api.call(Some(&alice), Method::GET, "/metrics", None).await;
+    let (all, mine) = (all.as_str().unwrap().to_string(), mine.as_str().unwrap().to_string());
+    assert!(all.contains("flotilla_secret_expiry_seconds{namespace=\"team-b\""), "{all}");
+    assert!(!mine.contains("namespace=\"team-b\""), "alice sees team-b series");
+    assert!(mine.contains("flotilla_brain_config_writes_total"), "fleet-wide series are shown");
+
     // --- whoami.
     let (_, me) = api.call(Some(&alice), Method::GET, "/api/v1/auth/whoami", None).await;
     assert_eq!(me["subject"], "alice");

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 
+use super::access::Caller;
 use super::{ApiError, ApiState};
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is up", body = String)))]
@@ -21,12 +22,46 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
+/// Prometheus text format. With authentication on, the scraper needs credentials (a token or a
+/// client certificate) and sees only series of the namespaces it may see; fleet-wide series
+/// (no `namespace` label) are shown to every authenticated caller.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, body = ApiError)))]
+pub async fn metrics(State(st): State<ApiState>, c: Caller) -> impl IntoResponse {
     let body = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = match st.authz.policy() {
+        Some(_) => visible_series(&body, |ns| st.authz.sees(&c.who, ns)),
+        None => body,
+    };
     ([("content-type", "text/plain; version=0.0.4")], body)
+}
+
+/// The lines of a Prometheus exposition whose `namespace` label (if any) passes `sees`.
+fn visible_series(body: &str, sees: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(body.len());
+    for line in body.lines() {
+        let hidden = line
+            .split_once("namespace=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .is_some_and(|(ns, _)| !line.starts_with('#') && !sees(ns));
+        if !hidden {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn series_of_unseen_namespaces_are_left_out() {
+        let body =
+            "# TYPE x gauge\nx{namespace=\"a\",config=\"c\"} 1\nx{namespace=\"b\",config=\"c\"} 2\ny 3\n";
+        let out = super::visible_series(body, |ns| ns == "a");
+        assert_eq!(out, "# TYPE x gauge\nx{namespace=\"a\",config=\"c\"} 1\ny 3\n");
+    }
 }

@@ -1,6 +1,6 @@
 //! Authentication of REST requests: a middleware that turns the `Authorization` header and the
 //! connection's client certificate into a [`Principal`] in the request's extensions, or answers
-//! 401 with a JSON error naming why. Health, readiness, metrics and the OpenAPI document stay open.
+//! 401 with a JSON error naming why. Health, readiness and the OpenAPI document stay open.
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,9 +11,10 @@ use super::{AuthnError, Authz, Denied};
 use crate::api::ApiError;
 use crate::transport::Peer;
 
-/// Paths served to anyone: probes and scrapes must not need a token.
+/// Paths served to anyone: probes must not need a token. (`/metrics` needs one when
+/// authentication is on: its series name tenants' namespaces.)
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/metrics" | "/api/v1/openapi.json")
+    matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
 }
 
 pub async fn authenticate(State(authz): State<Authz>, mut req: Request, next: Next) -> Response {

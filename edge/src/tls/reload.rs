@@ -19,6 +19,7 @@ type Stamp = Vec<Option<(SystemTime, u64)>>;
 #[derive(Debug)]
 pub struct TlsReloader {
     files: TlsFiles,
+    poll: Duration,
     current: RwLock<Arc<Material>>,
     stamp: Mutex<Stamp>,
 }
@@ -35,10 +36,20 @@ fn stamp(files: &TlsFiles) -> Stamp {
 impl TlsReloader {
     /// Loads the files; fails (naming the file) if they do not make a servable pair.
     pub fn new(files: TlsFiles) -> Result<Arc<TlsReloader>, TlsError> {
+        TlsReloader::with_poll(files, POLL)
+    }
+
+    /// Like [`new`](Self::new), looking at the files every `poll` instead of every second.
+    pub fn with_poll(files: TlsFiles, poll: Duration) -> Result<Arc<TlsReloader>, TlsError> {
         let material = load(&files)?;
         let s = stamp(&files);
         metrics::gauge!("flotilla_tls_certificate_expiry_seconds").set(material.not_after as f64);
-        Ok(Arc::new(TlsReloader { files, current: RwLock::new(Arc::new(material)), stamp: Mutex::new(s) }))
+        Ok(Arc::new(TlsReloader {
+            files,
+            poll,
+            current: RwLock::new(Arc::new(material)),
+            stamp: Mutex::new(s),
+        }))
     }
 
     pub fn files(&self) -> &TlsFiles {
@@ -108,7 +119,7 @@ impl TlsReloader {
                 #[cfg(not(unix))]
                 let hup_recv = std::future::pending::<Option<()>>();
                 tokio::select! {
-                    _ = tokio::time::sleep(POLL) => me.reload_if_changed(),
+                    _ = tokio::time::sleep(me.poll) => me.reload_if_changed(),
                     Some(()) = hup_recv => {
                         tracing::info!("SIGHUP: re-reading TLS files");
                         let _ = me.reload();

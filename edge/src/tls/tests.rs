@@ -146,3 +146,30 @@ async fn only_tls13_is_accepted() {
     s.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"ping");
 }
+
+#[tokio::test]
+async fn sighup_rereads_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let (cert, key) = leaf(&ca, false);
+    // Files are not polled within this test: only the signal can make the reload happen.
+    let reloader =
+        TlsReloader::with_poll(files(dir.path(), &cert, &key), std::time::Duration::from_secs(3600)).unwrap();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    reloader.spawn_watch(stop);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the handler is installed
+    let serial = reloader.current().serial.clone();
+    let (cert2, key2) = leaf(&ca, false);
+    write(dir.path(), "tls.crt", &cert2);
+    write(dir.path(), "tls.key", &key2);
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(status.success());
+    for _ in 0..100 {
+        if reloader.current().serial != serial {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("SIGHUP did not reload the certificate");
+}
