@@ -131,11 +131,8 @@ impl GrpcApi {
         result: &Result<T, Status>,
         after: impl FnOnce(&T) -> Option<RevisionRef>,
     ) {
-        let (outcome, after) = match result {
-            Ok(v) => ("ok".to_string(), after(v)),
-            Err(e) => (format!("error: {}", e.message()), None),
-        };
-        self.audit.record(self.action(c, verb, kind, ns, name), outcome, before, after).await;
+        let outcome = result.as_ref().map(after).map_err(|e| e.message());
+        self.audit.finished(self.action(c, verb, kind, ns, name), before, outcome).await;
     }
 }
 

@@ -95,3 +95,20 @@ impl Default for PemDir {
         PemDir::new()
     }
 }
+
+/// A gRPC channel to `https://127.0.0.1:port` trusting `ca`, presenting `identity` if given.
+pub async fn tls_channel(port: u16, ca: &Ca, identity: Option<&Pair>) -> tonic::transport::Channel {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(&id.cert, &id.key));
+    }
+    tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("TLS connection")
+}

@@ -14,7 +14,7 @@ use flotilla_edge::tls::TlsFiles;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::envoy::{ApiType, Envoy, XdsTls, http_get};
-use flotilla_tests::pki::{Ca, Pair, PemDir};
+use flotilla_tests::pki::{Ca, Pair, PemDir, tls_channel};
 use flotilla_tests::{free_port, wait_for};
 
 const TRUST_DOMAIN: &str = "flotilla.test";
@@ -121,31 +121,10 @@ async fn every_port_is_tls13_only_and_client_certificates_identify_api_callers()
     // The gRPC API over TLS with the same client certificate.
     use flotilla_proto::v1::control_plane_service_client::ControlPlaneServiceClient;
     let id = s.ca.client(&format!("spiffe://{TRUST_DOMAIN}/ns/ops/sa/admin"));
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&s.ca.pem))
-        .identity(tonic::transport::Identity::from_pem(&id.cert, &id.key))
-        .domain_name("localhost");
-    let channel =
-        tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{}", b.grpc_api_addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = ControlPlaneServiceClient::new(channel);
+    let mut client =
+        ControlPlaneServiceClient::new(tls_channel(b.grpc_api_addr.port(), &s.ca, Some(&id)).await);
     client.list_configs(flotilla_proto::v1::ListConfigsRequest::default()).await.unwrap();
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&s.ca.pem))
-        .domain_name("localhost");
-    let channel =
-        tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{}", b.grpc_api_addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+    let channel = tls_channel(b.grpc_api_addr.port(), &s.ca, None).await;
     let err = ControlPlaneServiceClient::new(channel)
         .list_configs(flotilla_proto::v1::ListConfigsRequest::default())
         .await
@@ -158,18 +137,7 @@ async fn every_port_is_tls13_only_and_client_certificates_identify_api_callers()
 async fn refusal(xds_port: u16, ca: &Ca, spiffe: &str) -> tonic::Status {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use flotilla_tests::xds_client::{Got, Service, Sotw, node};
-    let id = ca.client(spiffe);
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
-        .identity(tonic::transport::Identity::from_pem(&id.cert, &id.key))
-        .domain_name("localhost");
-    let ch = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{xds_port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = tls_channel(xds_port, ca, Some(&ca.client(spiffe))).await;
     let mut stream = Sotw::open_on(ch, Service::Ads).await;
     stream
         .send(DiscoveryRequest {
@@ -336,18 +304,8 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
 
     // The right identity is served the config (from JetStream, over TLS); a wrong one is refused.
     let id = ca.client(&format!("spiffe://{TRUST_DOMAIN}/ns/production/sa/envoy"));
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem))
-        .identity(tonic::transport::Identity::from_pem(&id.cert, &id.key))
-        .domain_name("localhost");
     let port = edge.xds_addr.port();
-    let ch = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = tls_channel(port, &ca, Some(&id)).await;
     let mut stream = Sotw::open_on(ch, Service::Ads).await;
     stream
         .send(DiscoveryRequest {

@@ -167,10 +167,7 @@ impl ApiState {
         result: &Result<T, ApiError>,
         after: impl FnOnce(&T) -> Option<RevisionRef>,
     ) {
-        let (outcome, after) = match result {
-            Ok(v) => ("ok".to_string(), after(v)),
-            Err(e) => (format!("error: {}", e.message), None),
-        };
-        self.audit.record(self.action(c, verb, kind, namespace, name), outcome, before, after).await;
+        let outcome = result.as_ref().map(after).map_err(|e| e.message.as_str());
+        self.audit.finished(self.action(c, verb, kind, namespace, name), before, outcome).await;
     }
 }

@@ -138,6 +138,19 @@ impl Audit {
         }
     }
 
+    /// Records a finished call: `ok` with the revision it made, or `error: <why>`.
+    pub async fn finished(
+        &self,
+        action: Action<'_>,
+        before: Option<RevisionRef>,
+        outcome: Result<Option<RevisionRef>, &str>,
+    ) {
+        match outcome {
+            Ok(after) => self.record(action, "ok".into(), before, after).await,
+            Err(why) => self.record(action, format!("error: {why}"), before, None).await,
+        }
+    }
+
     pub async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         self.store.audit(filter).await
     }
