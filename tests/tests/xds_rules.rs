@@ -225,6 +225,44 @@ async fn sotw_o1_clusters_first() {
     assert!(pos(Cluster) < pos(Route), "route before its cluster: {seen:?}");
 }
 
+// Type independence over the wire (issue 11): an LDS-only stream is answered; a NACK of LDS
+// neither triggers a push nor holds back CDS.
+#[tokio::test]
+async fn sotw_types_are_independent() {
+    let edge = TestEdge::start().await;
+    let group = |tag: &str| {
+        vec![
+            res(Cluster, "c", &format!("c-{tag}"), &[]),
+            res(Route, "r", "r", &[(Cluster, "c")]),
+            res(Listener, "l", "l", &[(Route, "r")]),
+        ]
+    };
+    edge.set("ns", "svc", group("1"));
+    let mut lds_only = Sotw::open(edge.port, Service::Ads).await;
+    lds_only.send(sotw_req(Listener, &[], true)).await;
+    let r = lds_only.recv().await.msg();
+    assert_eq!((r.type_url.as_str(), r.resources.len()), (Listener.type_url(), 1), "LDS without CDS");
+
+    let mut c = Sotw::open(edge.port, Service::Ads).await;
+    c.send(sotw_req(Cluster, &[], true)).await;
+    let cds = c.recv().await.msg();
+    c.ack(&cds, &[]).await;
+    c.send(sotw_req(Listener, &[], false)).await;
+    let lds = c.recv().await.msg();
+    assert_eq!(lds.type_url, Listener.type_url());
+    c.send(DiscoveryRequest {
+        type_url: Listener.type_url().into(),
+        response_nonce: lds.nonce.clone(),
+        error_detail: nack_status("listener rejected"),
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(c.quiet_for(QUIET).await, Got::Nothing), "the LDS NACK triggered a push");
+    edge.set("ns", "svc", group("2"));
+    let next = c.recv().await.msg();
+    assert_eq!(next.type_url, Cluster.type_url(), "CDS held back by the LDS NACK");
+}
+
 // === Delta ===
 
 // D1, D2, D6: only changes, each named and versioned; NACKed versions not resent.

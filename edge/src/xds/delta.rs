@@ -227,7 +227,11 @@ impl DeltaType {
             plan.leftover = plan.adds.split_off(fits).iter().map(|r| r.name.clone()).collect();
         }
         if let Some(views) = views
-            && !order::may_push(self.kind, plan.adds.iter().flat_map(|r| r.refs.iter()), views)
+            && !order::may_push(
+                self.kind,
+                order::ordering_refs(self.kind, plan.adds.iter().map(|r| &**r), snap),
+                views,
+            )
         {
             return None;
         }

@@ -10,9 +10,37 @@
 //!   the endpoints of a cluster the client still holds, and a secret a held listener or cluster
 //!   uses.
 //!
+//! A listener is ordered by the clusters of the route configurations it names, too: a new
+//! listener whose routes use a new cluster waits until that cluster and its endpoints are held,
+//! even if the client ACKed CDS before asking for the new endpoints.
+//!
 //! Per-type streams cannot be ordered against each other and skip all of this. No I/O.
 
 use flotilla_shared::{ResourceRef, ResourceType};
+
+use crate::cache::EdgeSnapshot;
+use crate::encode::Encoded;
+
+/// The references a push of `kind` with these `changed` resources is ordered by: their own, and
+/// for listeners also those of the route configurations they name (as the snapshot has them).
+/// Borrowed, not copied: this runs for every stream on every change.
+pub fn ordering_refs<'a>(
+    kind: ResourceType,
+    changed: impl IntoIterator<Item = &'a Encoded> + 'a,
+    snap: &'a EdgeSnapshot,
+) -> impl Iterator<Item = &'a ResourceRef> + 'a {
+    let routes = &snap.of_type(ResourceType::Route).items;
+    changed.into_iter().flat_map(move |r| {
+        r.refs.iter().flat_map(move |x| {
+            let via_route = (kind == ResourceType::Listener && x.kind == ResourceType::Route)
+                .then(|| routes.get(x.name.as_str()))
+                .flatten()
+                .into_iter()
+                .flat_map(|route| route.refs.iter());
+            std::iter::once(x).chain(via_route)
+        })
+    })
+}
 
 /// What the client of one stream holds of one type.
 pub trait ClientView {

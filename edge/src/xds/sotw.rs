@@ -121,8 +121,9 @@ impl SotwType {
             let changed = want
                 .items
                 .values()
-                .filter(|r| acked.and_then(|a| a.items.get(&*r.name)).is_none_or(|a| a.version != r.version));
-            if !order::may_push(self.kind, changed.flat_map(|r| r.refs.iter()), views) {
+                .filter(|r| acked.and_then(|a| a.items.get(&*r.name)).is_none_or(|a| a.version != r.version))
+                .map(|r| &**r);
+            if !order::may_push(self.kind, order::ordering_refs(self.kind, changed, snap), views) {
                 return None;
             }
         }

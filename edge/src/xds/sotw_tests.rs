@@ -310,3 +310,88 @@ fn r1_huge_name_list_refused() {
         DiscoveryRequest { type_url: Endpoint.type_url().into(), resource_names: many, ..Default::default() };
     assert!(matches!(st.on_request(&req, &s, Instant::now()), Err(ProtocolError::TooLarge { .. })));
 }
+
+/// The chain of `chain("c1", "1")` plus a new cluster c2 with a new route and listener using it.
+fn with_new_listener() -> Vec<flotilla_shared::Resource> {
+    let mut v = chain("c1", "1");
+    v.push(r(Cluster, "c2", "c-2", &[(Endpoint, "c2")]));
+    v.push(r(Endpoint, "c2", "e-2", &[]));
+    v.push(r(Route, "routes2", "r-c2", &[(Cluster, "c2")]));
+    v.push(r(Listener, "listener2", "l2", &[(Route, "routes2")]));
+    v
+}
+
+/// Brings a full ADS stream (CDS, EDS c1, LDS, RDS routes) to holding `s`.
+fn synced(s: &EdgeSnapshot, now: Instant) -> SotwStream {
+    let mut st = ads();
+    for (k, n) in [(Cluster, vec![]), (Endpoint, vec!["c1"]), (Listener, vec![]), (Route, vec!["routes"])] {
+        st.on_request(&req(k, &n, "", ""), s, now).unwrap();
+    }
+    while let Some(p) = st.poll(s, now) {
+        let kind = p.kind.unwrap();
+        let sub: Vec<&str> = match kind {
+            Endpoint => vec!["c1"],
+            Route => vec!["routes"],
+            _ => vec![],
+        };
+        st.on_request(&ack_of(kind, &sub, &p), s, now).unwrap();
+    }
+    st
+}
+
+// O1 (issue 11): one change adds a cluster and a listener and route using it. The listener goes
+// out only after the new cluster's CDS and EDS were sent and held, even when the client ACKs CDS
+// before asking for the new cluster's endpoints.
+#[test]
+fn o1_a_new_listener_waits_for_the_clusters_of_its_routes() {
+    let now = Instant::now();
+    let s1 = snap(chain("c1", "1"));
+    let mut st = synced(&s1, now);
+    let s2 = snap(with_new_listener());
+    let cds = st.poll(&s2, now).unwrap();
+    assert_eq!(cds.kind, Some(Cluster));
+    st.on_request(&ack_of(Cluster, &[], &cds), &s2, now).unwrap();
+    assert!(st.poll(&s2, now).is_none(), "no listener naming routes to c2 before c2's endpoints are held");
+    st.on_request(&req(Endpoint, &["c1", "c2"], "", ""), &s2, now).unwrap();
+    let eds = st.poll(&s2, now).unwrap();
+    assert_eq!(eds.kind, Some(Endpoint));
+    assert!(st.poll(&s2, now).is_none(), "LDS waits while EDS is in flight");
+    st.on_request(&ack_of(Endpoint, &["c1", "c2"], &eds), &s2, now).unwrap();
+    let lds = st.poll(&s2, now).unwrap();
+    assert_eq!(lds.kind, Some(Listener));
+    assert_eq!(decode(&lds).resources.len(), 2);
+}
+
+// S-independence (issue 11): a stream that subscribes to LDS only is answered.
+#[test]
+fn lds_alone_is_answered_without_cds() {
+    let now = Instant::now();
+    let s = snap(with_new_listener());
+    let mut st = ads();
+    st.on_request(&req(Listener, &[], "", ""), &s, now).unwrap();
+    let p = st.poll(&s, now).expect("LDS answered without a CDS subscription");
+    assert_eq!(p.kind, Some(Listener));
+    assert_eq!(decode(&p).resources.len(), 2);
+}
+
+// S-independence (issue 11): a NACK of LDS neither triggers nor blocks CDS.
+#[test]
+fn an_lds_nack_neither_triggers_nor_blocks_cds() {
+    let now = Instant::now();
+    let s1 = snap(chain("c1", "1"));
+    let mut st = synced(&s1, now);
+    // A new listener the client rejects.
+    let mut v = chain("c1", "1");
+    v.push(r(Listener, "bad", "l-bad", &[(Route, "routes")]));
+    let s2 = snap(v);
+    let lds = st.poll(&s2, now).unwrap();
+    assert_eq!(lds.kind, Some(Listener));
+    st.on_request(&nack(Listener, &[], &lds.version, &lds.nonce), &s2, now).unwrap();
+    assert!(st.poll(&s2, now).is_none(), "the NACK triggers no CDS (or any) push");
+    // A cluster change goes out while LDS is backing off.
+    let mut v = chain("c1", "2");
+    v.push(r(Listener, "bad", "l-bad", &[(Route, "routes")]));
+    let s3 = snap(v);
+    let p = st.poll(&s3, now).expect("CDS is not blocked by the LDS NACK");
+    assert_eq!(p.kind, Some(Cluster));
+}
