@@ -2,6 +2,7 @@
 //! No I/O and no validation beyond what the types themselves enforce; see `validate`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,8 +45,11 @@ pub struct ProxySpec {
     pub listeners: Vec<Listener>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// Shared (`Arc`): rendering a config from its templates, and the memos of what validated and
+    /// compiled, copy pointers, not endpoints, so a change to one cluster costs one cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub clusters: Vec<Cluster>,
+    #[schema(value_type = Vec<Cluster>)]
+    pub clusters: Vec<Arc<Cluster>>,
     /// TLS material, served to proxies over SDS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,

@@ -42,7 +42,7 @@ pub fn compile(cfg: &ProxyConfig) -> Result<Snapshot, CompileError> {
 /// comparison per other cluster.
 #[derive(Debug, Default)]
 pub struct ClusterMemo {
-    clusters: std::collections::HashMap<String, (crate::model::Cluster, Vec<Resource>)>,
+    clusters: std::collections::HashMap<String, (std::sync::Arc<crate::model::Cluster>, Vec<Resource>)>,
 }
 
 /// [`compile`], reusing (and refreshing) `memo`; afterwards it holds exactly `cfg`'s clusters.
@@ -57,7 +57,8 @@ pub fn compile_with(cfg: &ProxyConfig, memo: &mut ClusterMemo) -> Result<Snapsho
     let mut fresh = std::collections::HashMap::with_capacity(cfg.spec.clusters.len());
     for (i, c) in cfg.spec.clusters.iter().enumerate() {
         let compiled = match memo.clusters.remove(&c.name) {
-            Some((model, res)) if &model == c => (model, res),
+            // The same shared cluster (the usual case after a render), or an equal one.
+            Some((model, res)) if std::sync::Arc::ptr_eq(&model, c) || *model == **c => (model, res),
             _ => (c.clone(), cluster::compile(c, &format!("spec.clusters[{i}]"))?),
         };
         out.extend(compiled.1.iter().cloned());

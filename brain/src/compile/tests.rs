@@ -113,13 +113,13 @@ fn compiling_twice_gives_identical_versions() {
 #[test]
 fn the_cluster_memo_gives_what_a_fresh_compile_gives_and_forgets_removed_clusters() {
     let mut cfg = parse_config(EXAMPLE.as_bytes(), Format::Yaml).unwrap();
-    let mut extra = cfg.spec.clusters[0].clone();
+    let mut extra = (*cfg.spec.clusters[0]).clone();
     extra.name = "extra".into();
-    cfg.spec.clusters.push(extra);
+    cfg.spec.clusters.push(std::sync::Arc::new(extra));
     let mut memo = super::ClusterMemo::default();
     assert_eq!(super::compile_with(&cfg, &mut memo).unwrap(), compile(&cfg).unwrap());
     // One endpoint moves: the memo must not serve the old ClusterLoadAssignment.
-    cfg.spec.clusters[0].endpoints[0].port += 1;
+    std::sync::Arc::make_mut(&mut cfg.spec.clusters[0]).endpoints[0].port += 1;
     let changed = super::compile_with(&cfg, &mut memo).unwrap();
     assert_eq!(changed, compile(&cfg).unwrap());
     // A cluster removed is gone from the next snapshot, memo or not.

@@ -23,7 +23,7 @@ use crate::model::ProxyConfig;
 use crate::publish::Bus;
 use crate::render::{Templates, depends_on, render};
 use crate::store::{ConfigRecord, ListFilter, Store, StoreError, Write, Written};
-use crate::validate::{FieldError, validate};
+use crate::validate::{FieldError, ValidClusters, validate, validate_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -50,16 +50,23 @@ fn invalid_compile(e: CompileError) -> ServiceError {
 
 /// Validates and compiles; the snapshot is what proxies would receive.
 pub fn check(cfg: &ProxyConfig) -> Result<Snapshot, ServiceError> {
-    check_using(cfg, &mut ClusterMemo::default())
+    check_using(cfg, &mut Memo::default())
 }
 
 /// [`check`], reusing (and refreshing) the clusters compiled for `cfg` before.
-fn check_using(cfg: &ProxyConfig, memo: &mut ClusterMemo) -> Result<Snapshot, ServiceError> {
-    let errs = validate(cfg);
+/// What was validated and compiled for one config: a change re-does only what it touched.
+#[derive(Debug, Default)]
+struct Memo {
+    valid: ValidClusters,
+    compiled: ClusterMemo,
+}
+
+fn check_using(cfg: &ProxyConfig, memo: &mut Memo) -> Result<Snapshot, ServiceError> {
+    let errs = validate_with(cfg, &mut memo.valid);
     if !errs.is_empty() {
         return Err(ServiceError::Invalid(errs));
     }
-    compile_with(cfg, memo).map_err(invalid_compile)
+    compile_with(cfg, &mut memo.compiled).map_err(invalid_compile)
 }
 
 /// Key of a config's compile memo.
@@ -79,7 +86,7 @@ pub struct ConfigService {
     /// write does not re-read and re-parse the whole store.
     latest: std::sync::Mutex<Option<Arc<Latest>>>,
     /// Compiled clusters per config (`namespace/name`), so a change recompiles only what changed.
-    memos: std::sync::Mutex<std::collections::HashMap<String, ClusterMemo>>,
+    memos: std::sync::Mutex<std::collections::HashMap<String, Memo>>,
 }
 
 /// Every record, and the templates among them by (namespace, name).

@@ -85,7 +85,7 @@ async fn contract(store: &dyn Store) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { actual: 1, .. }), "{err}");
     let mut changed = example();
-    changed.spec.clusters[0].endpoints[0].port = 9002;
+    Arc::make_mut(&mut changed.spec.clusters[0]).endpoints[0].port = 9002;
     let rec2 = record(
         store
             .write(
@@ -325,7 +325,7 @@ async fn sealed_at_rest(inner: Arc<dyn Store>) -> Uuid {
     assert!(!serde_json::to_string(&raw).unwrap().contains(KEY_BODY));
     assert!(key(&store.get(rec.id).await.unwrap().unwrap().config).contains(KEY_BODY));
     let mut changed = with_secret();
-    changed.spec.clusters[0].endpoints[0].port = 9009;
+    Arc::make_mut(&mut changed.spec.clusters[0]).endpoints[0].port = 9009;
     let w =
         Write::Update { id: rec.id, config: changed, expected_version: None, apply: true, action: "update" };
     store.write(w, "t").await.unwrap();

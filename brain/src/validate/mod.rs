@@ -46,6 +46,11 @@ fn is_dns_label(s: &str) -> bool {
 
 /// Checks a config; empty means valid.
 pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
+    validate_with(cfg, &mut ValidClusters::default())
+}
+
+/// [`validate`], skipping the checks of clusters `valid` holds (and refreshing it).
+pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldError> {
     let mut errs = Errors::default();
     if cfg.api_version != API_VERSION {
         errs.add("apiVersion", cfg.api_version.clone(), format!("apiVersion must be \"{API_VERSION}\""));
@@ -161,12 +166,27 @@ pub fn validate(cfg: &ProxyConfig) -> Vec<FieldError> {
         }
     }
 
+    let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
-        check_cluster(&mut errs, &format!("spec.clusters[{i}]"), c);
+        // A cluster's own checks depend on nothing else: one that passed before is not re-checked.
+        if !valid.0.get(&c.name).is_some_and(|v| std::sync::Arc::ptr_eq(v, c)) {
+            let before = errs.0.len();
+            check_cluster(&mut errs, &format!("spec.clusters[{i}]"), c);
+            if errs.0.len() > before {
+                continue;
+            }
+        }
+        fresh.insert(c.name.clone(), c.clone());
     }
+    valid.0 = fresh;
     check_tls(&mut errs, cfg);
     errs.0
 }
+
+/// Clusters of one config that passed their own checks, by identity (the shared `Arc`), so a
+/// config validated again after a change to one cluster re-checks only that cluster.
+#[derive(Debug, Default)]
+pub struct ValidClusters(std::collections::HashMap<String, std::sync::Arc<crate::model::Cluster>>);
 
 /// Secrets are sound, and listeners and clusters name secrets of the right kind.
 fn check_tls(errs: &mut Errors, cfg: &ProxyConfig) {
@@ -442,7 +462,9 @@ mod tests {
     #[test]
     fn traffic_split_weights_must_sum_to_100() {
         let mut c = example();
-        c.spec.clusters.push(Cluster { name: "canary".into(), ..c.spec.clusters[0].clone() });
+        c.spec
+            .clusters
+            .push(std::sync::Arc::new(Cluster { name: "canary".into(), ..(*c.spec.clusters[0]).clone() }));
         c.spec.routes[0].virtual_hosts[0].routes[0].route = RouteAction {
             weighted_clusters: Some(vec![
                 WeightedCluster { name: "api_cluster".into(), weight: 90 },
@@ -462,7 +484,7 @@ mod tests {
     #[test]
     fn bad_durations_and_port_conflicts() {
         let mut c = example();
-        c.spec.clusters[0].health_checks[0].timeout = "soon".into();
+        std::sync::Arc::make_mut(&mut c.spec.clusters[0]).health_checks[0].timeout = "soon".into();
         let mut l2 = c.spec.listeners[0].clone();
         l2.name = "other".into();
         c.spec.listeners.push(l2);
@@ -472,5 +494,20 @@ mod tests {
             errs.iter().any(|e| e.path == "spec.listeners[1].port" && e.message.contains("already used")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn only_clusters_not_known_valid_are_checked_again() {
+        let mut cfg = example();
+        let mut valid = ValidClusters::default();
+        assert!(validate_with(&cfg, &mut valid).is_empty());
+        assert_eq!(valid.0.len(), cfg.spec.clusters.len());
+        // A changed cluster is a new Arc: checked, and its error reported with its path.
+        std::sync::Arc::make_mut(&mut cfg.spec.clusters[0]).endpoints[0].port = 0;
+        let errs = validate_with(&cfg, &mut valid);
+        assert!(errs.iter().any(|e| e.path.starts_with("spec.clusters[0].endpoints[0].port")), "{errs:?}");
+        // An invalid cluster is never remembered as valid: the next check reports it again.
+        assert!(!validate_with(&cfg, &mut valid).is_empty());
+        assert_eq!(validate_with(&cfg, &mut valid), validate(&cfg), "the memo changes no result");
     }
 }
