@@ -234,7 +234,12 @@ impl Brain {
         let ctx = XdsContext {
             cache: cache.clone(),
             registry: registry.clone(),
-            config: XdsConfig::default(),
+            config: XdsConfig {
+                new_streams: settings
+                    .max_new_streams_per_sec
+                    .and_then(flotilla_edge::xds::server::StreamThrottle::per_second),
+                ..XdsConfig::default()
+            },
             ready: ready.clone(),
             source: None,
             drain: flotilla_edge::xds::server::no_drain(),

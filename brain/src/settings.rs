@@ -62,6 +62,10 @@ pub struct Cli {
     pub nats_tls_cert: Option<PathBuf>,
     #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
+    /// Embedded edge: admit at most this many new xDS streams per second (the rest wait their
+    /// turn). Unlimited when unset.
+    #[arg(long, env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
+    pub max_new_streams_per_sec: Option<u32>,
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
@@ -164,6 +168,7 @@ pub struct FileServer {
     pub rest_addr: Option<SocketAddr>,
     pub xds_addr: Option<SocketAddr>,
     pub grpc_api_addr: Option<SocketAddr>,
+    pub max_new_streams_per_sec: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +200,8 @@ pub struct Settings {
     /// Credentials and TLS of the NATS connection.
     pub nats_security: flotilla_edge::app::NatsSecurity,
     pub embedded_edge: bool,
+    /// New xDS streams admitted per second by the embedded edge (None: no limit).
+    pub max_new_streams_per_sec: Option<u32>,
     pub log_level: String,
     pub log_format: LogFormat,
     pub security: Security,
@@ -236,6 +243,7 @@ impl Default for Settings {
             nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
             nats_security: Default::default(),
             embedded_edge: true,
+            max_new_streams_per_sec: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             security: Security::default(),
@@ -286,6 +294,7 @@ impl Settings {
                 tls_key: cli.nats_tls_key.or(file.nats.tls_key),
             },
             embedded_edge: !cli.no_embedded_edge && file.nats.embedded_edge.unwrap_or(true),
+            max_new_streams_per_sec: cli.max_new_streams_per_sec.or(file.server.max_new_streams_per_sec),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
         })

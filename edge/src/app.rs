@@ -26,6 +26,8 @@ pub struct EdgeSettings {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Trust domain proxies' SPIFFE ids must be in (mTLS only).
     pub trust_domain: Option<String>,
+    /// New xDS streams admitted per second (None: no limit).
+    pub max_new_streams_per_sec: Option<u32>,
     /// How to reach NATS securely.
     pub nats: NatsSecurity,
 }
@@ -170,7 +172,11 @@ impl Edge {
         let xds_addr = listener.local_addr()?;
         let (_ready_tx, ready) = watch::channel(true);
         let (drain, drain_rx) = watch::channel(None);
-        let config = XdsConfig { max_connection_age: s.max_connection_age, ..XdsConfig::default() };
+        let config = XdsConfig {
+            max_connection_age: s.max_connection_age,
+            new_streams: s.max_new_streams_per_sec.and_then(crate::xds::server::StreamThrottle::per_second),
+            ..XdsConfig::default()
+        };
         let ctx = XdsContext {
             cache,
             registry: registry.clone(),

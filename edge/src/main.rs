@@ -33,6 +33,10 @@ struct Cli {
     /// On SIGTERM, close streams over this window so Envoys move to other edges gradually.
     #[arg(long, env = "FLOTILLA_DRAIN_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
     drain_window: std::time::Duration,
+    /// Admit at most this many new xDS streams per second (the rest wait their turn), so a mass
+    /// reconnect arrives as a steady flow. Unlimited when unset.
+    #[arg(long, env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
+    max_new_streams_per_sec: Option<u32>,
     /// Name of this edge in status reports [default: hostname-pid].
     #[arg(long, env = "FLOTILLA_EDGE_NAME")]
     name: Option<String>,
@@ -91,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             _ => None,
         },
         trust_domain: cli.trust_domain,
+        max_new_streams_per_sec: cli.max_new_streams_per_sec,
         nats: flotilla_edge::app::NatsSecurity {
             creds: cli.nats_creds,
             tls_ca: cli.nats_tls_ca,

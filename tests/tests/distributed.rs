@@ -36,6 +36,7 @@ async fn edge(nats: &NatsServer, name: &str) -> Edge {
         max_connection_age: None,
         tls: None,
         trust_domain: None,
+        max_new_streams_per_sec: None,
         nats: Default::default(),
     };
     Edge::start(&settings).await.unwrap()

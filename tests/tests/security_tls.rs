@@ -293,6 +293,7 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
         max_connection_age: None,
         tls: Some(TlsFiles { cert, key, client_ca: Some(ca_path) }),
         trust_domain: Some(TRUST_DOMAIN.into()),
+        max_new_streams_per_sec: None,
         nats: nats_tls,
     })
     .await

@@ -263,6 +263,34 @@ async fn sotw_types_are_independent() {
     assert_eq!(next.type_url, Cluster.type_url(), "CDS held back by the LDS NACK");
 }
 
+// Mass reconnect (issue 11): with an admission rate, new streams are served as a steady flow:
+// 15 streams at 5 per second (one second of burst) are all served, over about two seconds.
+#[tokio::test]
+async fn new_streams_are_admitted_at_the_configured_rate() {
+    let config = XdsConfig {
+        new_streams: flotilla_edge::xds::server::StreamThrottle::per_second(5),
+        ..XdsConfig::default()
+    };
+    let edge = TestEdge::start_with(true, config).await;
+    edge.set("ns", "svc", clusters("1", &["a"]));
+    let start = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..15 {
+        let c = Sotw::open(edge.port, Service::Ads).await;
+        c.send(sotw_req(Cluster, &[], true)).await;
+        streams.push(c);
+    }
+    let mut served = 0;
+    for c in &mut streams {
+        if let Got::Msg(_) = c.quiet_for(Duration::from_secs(10)).await {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 15, "every throttled stream is served in the end");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1500), "15 streams at 5/s were all admitted in {took:?}");
+}
+
 // === Delta ===
 
 // D1, D2, D6: only changes, each named and versioned; NACKed versions not resent.

@@ -43,6 +43,41 @@ pub struct XdsConfig {
     /// Close connections older than this (±10 % jitter, drawn once per edge), so Envoys behind an
     /// L4 load balancer spread over new edges. None: connections live as long as they last.
     pub max_connection_age: Option<Duration>,
+    /// At most this many new streams start serving per second (one second of burst); the rest
+    /// wait their turn, so a mass reconnect is admitted as a steady flow instead of a herd.
+    /// None: no limit.
+    pub new_streams: Option<StreamThrottle>,
+}
+
+/// The admission rate of new streams (governor's GCRA limiter), shared by every stream.
+#[derive(Clone)]
+pub struct StreamThrottle {
+    per_second: u32,
+    limiter: Arc<governor::DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for StreamThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamThrottle({}/s)", self.per_second)
+    }
+}
+
+impl StreamThrottle {
+    /// `per_second` new streams per second; None if zero.
+    pub fn per_second(per_second: u32) -> Option<StreamThrottle> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let limiter = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate)));
+        Some(StreamThrottle { per_second, limiter })
+    }
+
+    /// Waits for this stream's turn.
+    async fn admit(&self) {
+        if self.limiter.check().is_ok() {
+            return;
+        }
+        metrics::counter!("flotilla_edge_streams_throttled_total").increment(1);
+        self.limiter.until_ready().await;
+    }
 }
 
 impl Default for XdsConfig {
@@ -53,6 +88,7 @@ impl Default for XdsConfig {
             max_node_id_len: 1024,
             debounce: Duration::from_millis(20),
             max_connection_age: None,
+            new_streams: None,
         }
     }
 }
@@ -263,6 +299,9 @@ async fn run<P: Proto>(
         metrics::counter!("flotilla_edge_streams_refused_total", "reason" => "admission").increment(1);
         let _ = tx.send(Err(status)).await;
         return;
+    }
+    if let Some(throttle) = &ctx.config.new_streams {
+        throttle.admit().await;
     }
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
     let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME,
