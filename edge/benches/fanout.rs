@@ -5,6 +5,10 @@
 //! `Cache::set` with one changed ClusterLoadAssignment until every subscriber has produced its
 //! push. Also printed: resource encodes per change (must be 1 whatever the subscriber count).
 //!
+//! The lower bound beside it (`null_server_one_change`): the same number of tasks woken the same
+//! way, each taking the change's pre-encoded frame (one shared `Bytes`) and counting it — no
+//! protocol state, no planning. fanout / null is what the xDS server adds per change.
+//!
 //! `cargo bench -p flotilla-edge --bench fanout`
 
 mod common;
@@ -98,5 +102,73 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout);
+struct NullFleet {
+    tx: tokio::sync::watch::Sender<bytes::Bytes>,
+    pushed: Arc<AtomicUsize>,
+    done: Arc<Notify>,
+    n: usize,
+}
+
+fn spawn_null_fleet(rt: &tokio::runtime::Runtime, n: usize) -> NullFleet {
+    let (tx, _) = tokio::sync::watch::channel(bytes::Bytes::new());
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Notify::new());
+    for _ in 0..n {
+        let mut rx = tx.subscribe();
+        let (pushed, done) = (pushed.clone(), done.clone());
+        rt.spawn(async move {
+            while rx.changed().await.is_ok() {
+                let frame = rx.borrow_and_update().clone();
+                std::hint::black_box(frame.len());
+                if pushed.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                    done.notify_one();
+                }
+            }
+        });
+    }
+    NullFleet { tx, pushed, done, n }
+}
+
+/// The frame a subscriber would get for change `tag`: encoded once, as the server does.
+fn frame_of(tag: u64) -> bytes::Bytes {
+    let before = common::group(CLUSTERS, ENDPOINTS, tag.saturating_sub(1));
+    let snap = flotilla_edge::cache::EdgeSnapshot::build(&before);
+    let mut st = common::subscribed_stream(&snap, CLUSTERS);
+    common::drain_and_ack(&mut st, &snap);
+    let after = flotilla_edge::cache::EdgeSnapshot::build(&common::group(CLUSTERS, ENDPOINTS, tag));
+    match st.poll(&after, Instant::now()) {
+        Some(p) => p.frame.to_bytes(),
+        None => bytes::Bytes::from_static(b"unchanged"),
+    }
+}
+
+fn null_server(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let mut group = c.benchmark_group("null_server_one_change");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    let frames: Vec<bytes::Bytes> = (1..=2).map(frame_of).collect();
+    for n in [1_000usize, 10_000] {
+        let fleet = spawn_null_fleet(&rt, n);
+        let mut k = 0usize;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    k += 1;
+                    fleet.pushed.store(0, Ordering::Release);
+                    let start = Instant::now();
+                    let notified = fleet.done.notified();
+                    fleet.tx.send_replace(frames[k % 2].clone());
+                    rt.block_on(notified);
+                    total += start.elapsed();
+                    assert_eq!(fleet.pushed.load(Ordering::Acquire), fleet.n);
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, null_server);
 criterion_main!(benches);
