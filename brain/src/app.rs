@@ -100,13 +100,7 @@ fn secrets_cipher(sec: &Security) -> anyhow::Result<Option<Arc<SecretsCipher>>> 
         (Some(path), _) => SecretsCipher::from_files(path, old)?,
         (None, Some(text)) => {
             let key = crate::secrets::cipher::parse_key(text, "FLOTILLA_SECRETS_KEY")?;
-            let old = match old {
-                Some(p) => Some(crate::secrets::cipher::parse_key(
-                    &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-                    &p.display().to_string(),
-                )?),
-                None => None,
-            };
+            let old = old.map(crate::secrets::cipher::read_key_file).transpose()?;
             SecretsCipher::new(&key, old.as_ref())
         }
         (None, None) => return Ok(None),

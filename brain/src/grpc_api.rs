@@ -13,8 +13,8 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use uuid::Uuid;
 
 use crate::audit::{Action, Audit, RevisionRef};
-use crate::auth::quota::{OverQuota, QuotaError, Quotas};
-use crate::auth::{Authz, Kind, Principal, Verb};
+use crate::auth::quota::{OverQuota, QuotaError, Quotas, RequestCharge};
+use crate::auth::{Authz, Kind, Principal, Verb, config_permissions, kind_of};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, ParseError, parse_config};
 use crate::service::{ConfigService, Planned, ServiceError};
@@ -51,23 +51,16 @@ struct Caller {
     who: Principal,
     request_id: String,
     author: String,
-}
-
-fn kind_of(cfg: &ProxyConfig) -> Kind {
-    if cfg.is_template() { Kind::Templates } else { Kind::Configs }
+    charge: RequestCharge,
 }
 
 impl GrpcApi {
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let who = crate::auth::grpc::principal(&self.authz, req).await?;
-        let request_id = req
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string);
+        let request_id =
+            crate::auth::request_id(req.metadata().get("x-request-id").and_then(|v| v.to_str().ok()));
         let author = if who.via == "none" { author(req) } else { who.subject.clone() };
-        Ok(Caller { who, request_id, author })
+        Ok(Caller { who, request_id, author, charge: RequestCharge::default() })
     }
 
     fn action<'a>(&self, c: &'a Caller, verb: Verb, kind: Kind, ns: &'a str, name: &'a str) -> Action<'a> {
@@ -87,7 +80,7 @@ impl GrpcApi {
             self.audit.record(self.action(c, verb, kind, ns, name), "denied".into(), None, None).await;
             return Err(denied.into());
         }
-        self.quotas.request(&self.authz, ns).map_err(over_quota)
+        self.quotas.request(&self.authz, ns, &c.charge).map_err(over_quota)
     }
 
     /// The `configs` and `resources` quotas, were `cfg` stored.
@@ -101,9 +94,8 @@ impl GrpcApi {
 
     async fn authorize_config(&self, c: &Caller, verb: Verb, cfg: &ProxyConfig) -> Result<(), Status> {
         let (ns, name) = (cfg.namespace(), cfg.metadata.name.as_str());
-        self.authorize(c, verb, kind_of(cfg), ns, name).await?;
-        if matches!(verb, Verb::Create | Verb::Update) && !cfg.spec.secrets.is_empty() {
-            self.authorize(c, verb, Kind::Secrets, ns, name).await?;
+        for (verb, kind) in config_permissions(verb, cfg) {
+            self.authorize(c, verb, kind, ns, name).await?;
         }
         match self.authz.forbidden_reference(cfg) {
             None => Ok(()),

@@ -106,6 +106,17 @@ impl Registry {
     }
 
     /// This edge's name.
+    /// The distinct nodes with a stream in `namespace`, and whether `node_id` is one of them,
+    /// without copying any stream's status.
+    pub fn nodes_in(&self, namespace: &str, node_id: &str) -> (usize, bool) {
+        let mut nodes = std::collections::HashSet::new();
+        for s in self.inner.streams.iter().filter(|s| s.namespace == namespace) {
+            nodes.insert(s.node_id.clone());
+        }
+        let has = nodes.contains(node_id);
+        (nodes.len(), has)
+    }
+
     pub fn edge(&self) -> &str {
         &self.inner.edge
     }

@@ -3,6 +3,8 @@
 //! a namespace the caller cannot see is "not found", never "forbidden"), quotas (`auth::quota`)
 //! as 429s, and the audit entry of each mutating call and each denial.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -10,15 +12,15 @@ use axum::response::Response;
 
 use super::{ApiError, ApiState};
 use crate::audit::{Action, RevisionRef};
-use crate::auth::quota::{OverQuota, QuotaError};
-use crate::auth::{Kind, Principal, Verb};
+use crate::auth::quota::{OverQuota, QuotaError, RequestCharge};
+use crate::auth::{Kind, Principal, Verb, config_permissions};
 use crate::model::ProxyConfig;
 use crate::store::ConfigRecord;
 
-/// The id of a request: the client's `X-Request-Id` when sane, else a new UUIDv7. Echoed in the
-/// response and recorded in audit entries.
+/// The id of a request (see [`crate::auth::request_id`]), echoed in the response and recorded
+/// in audit entries, and the namespaces the request was charged to.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub String, Arc<RequestCharge>);
 
 /// Who is calling, and the request's id.
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct Caller {
     pub request_id: String,
     /// The author recorded in revisions: the subject, or `X-Flotilla-User` without authentication.
     pub author: String,
+    charge: Arc<RequestCharge>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -34,35 +37,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
         let who = parts.extensions.get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let (request_id, charge) = match parts.extensions.get::<RequestId>() {
+            Some(r) => (r.0.clone(), r.1.clone()),
+            None => (crate::auth::request_id(None), Arc::default()),
+        };
         let author = match who.via {
             "none" => super::configs::author(&parts.headers),
             _ => who.subject.clone(),
         };
-        Ok(Caller { who, request_id, author })
+        Ok(Caller { who, request_id, author, charge })
     }
 }
 
 /// The request id middleware: assigns the id and echoes it in `X-Request-Id`.
 pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let id = crate::auth::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
+    req.extensions_mut().insert(RequestId(id.clone(), Arc::default()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
-}
-
-/// The kind a config document is.
-pub fn kind_of(cfg: &ProxyConfig) -> Kind {
-    if cfg.is_template() { Kind::Templates } else { Kind::Configs }
 }
 
 impl From<OverQuota> for ApiError {
@@ -98,7 +93,7 @@ impl ApiState {
             self.audit.record(self.action(c, verb, kind, namespace, name), "denied".into(), None, None).await;
             return Err(denied.into());
         }
-        self.rate_limit(namespace)
+        Ok(self.quotas.request(&self.authz, namespace, &c.charge)?)
     }
 
     /// [`authorize`](Self::authorize) for a config document: its kind, and `secrets` too when it
@@ -110,11 +105,8 @@ impl ApiState {
         cfg: &ProxyConfig,
     ) -> Result<(), ApiError> {
         let (ns, name) = (cfg.namespace(), cfg.metadata.name.as_str());
-        self.authorize(c, verb, kind_of(cfg), ns, name).await?;
-        let writes = matches!(verb, Verb::Create | Verb::Update | Verb::Apply | Verb::Rollback);
-        if writes && !cfg.spec.secrets.is_empty() {
-            let secret_verb = if verb == Verb::Create { Verb::Create } else { Verb::Update };
-            self.authorize(c, secret_verb, Kind::Secrets, ns, name).await?;
+        for (verb, kind) in config_permissions(verb, cfg) {
+            self.authorize(c, verb, kind, ns, name).await?;
         }
         self.check_references(cfg)
     }
@@ -138,11 +130,6 @@ impl ApiState {
                     .with_errors(vec![e]))
             }
         }
-    }
-
-    /// The namespace's `requestsPerSecond` quota.
-    fn rate_limit(&self, namespace: &str) -> Result<(), ApiError> {
-        Ok(self.quotas.request(&self.authz, namespace)?)
     }
 
     /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored.

@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::access::{Caller, kind_of};
+use super::access::Caller;
 use super::configs::{Validation, format_of, nonempty};
 use super::{ApiError, ApiState};
 use crate::audit::RevisionRef;
-use crate::auth::{Kind, Verb};
+use crate::auth::{Kind, Verb, kind_of};
 use crate::model::ProxyConfig;
 use crate::parse::parse_bundle;
 use crate::service::{Planned, ServiceError};

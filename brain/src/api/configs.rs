@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::access::{Caller, kind_of};
+use super::access::Caller;
 use super::{ApiError, ApiState};
 use crate::audit::RevisionRef;
-use crate::auth::Verb;
+use crate::auth::{Verb, kind_of};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
 use crate::service::{Planned, ServiceError};

@@ -25,6 +25,34 @@ use serde::Serialize;
 
 pub use policy::{Kind, Policy, PolicyReloader, Verb};
 
+/// The kind a config document is: `templates` for a ProxyTemplate, else `configs`.
+pub fn kind_of(cfg: &crate::model::ProxyConfig) -> Kind {
+    if cfg.is_template() { Kind::Templates } else { Kind::Configs }
+}
+
+/// What `verb` on the config document `cfg` needs: the verb on its kind, and for a write of a
+/// document carrying secrets, `create` (or `update`) on `secrets` too.
+pub fn config_permissions(verb: Verb, cfg: &crate::model::ProxyConfig) -> Vec<(Verb, Kind)> {
+    let mut out = vec![(verb, kind_of(cfg))];
+    let secret_verb = match verb {
+        Verb::Create => Some(Verb::Create),
+        Verb::Update | Verb::Apply | Verb::Rollback => Some(Verb::Update),
+        _ => None,
+    };
+    if let Some(v) = secret_verb.filter(|_| !cfg.spec.secrets.is_empty()) {
+        out.push((v, Kind::Secrets));
+    }
+    out
+}
+
+/// The id of an API request: the client's (`X-Request-Id` header or metadata) when it is 1-128
+/// printable ASCII characters, else a new UUIDv7.
+pub fn request_id(client: Option<&str>) -> String {
+    client
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string)
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -122,11 +150,6 @@ impl std::fmt::Debug for Authz {
 }
 
 impl Authz {
-    /// No authentication, no policy: everyone may do everything.
-    pub fn open() -> Authz {
-        Authz { jwt: None, certificates: false, policy: None }
-    }
-
     pub fn new(
         jwt: Option<Arc<jwt::JwtVerifier>>,
         certificates: bool,

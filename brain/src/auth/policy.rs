@@ -19,15 +19,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use flotilla_edge::files::FileStamp;
 
 use serde::{Deserialize, Serialize};
 
 use super::Principal;
 use crate::parse::{Format, ParseError, parse};
 
-/// The namespace every tenant may read templates from.
-pub const SHARED_NAMESPACE: &str = "shared";
+pub use crate::render::SHARED_NAMESPACE;
 
 macro_rules! names {
     ($(#[$m:meta])* $ty:ident { $($v:ident => $s:literal),* $(,)? }) => {
@@ -93,7 +94,7 @@ pub struct Quota {
     pub proxies: Option<u64>,
     /// Listeners, routes, clusters, endpoints and secrets over all configs.
     pub resources: Option<u64>,
-    /// API requests per second (a token bucket with a one-second burst).
+    /// API requests per second (one second of burst; a request counts once).
     pub requests_per_second: Option<u32>,
 }
 
@@ -265,11 +266,11 @@ impl Policy {
 pub struct PolicyReloader {
     path: PathBuf,
     current: RwLock<Arc<Policy>>,
-    stamp: Mutex<Option<(SystemTime, u64)>>,
+    stamp: Mutex<FileStamp>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+fn stamp(path: &Path) -> FileStamp {
+    FileStamp::of([path])
 }
 
 impl PolicyReloader {

@@ -2,7 +2,6 @@
 //! a proxy that would exceed it is refused with RESOURCE_EXHAUSTED naming the quota. A proxy
 //! already connected (another stream of the same node) is always admitted.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use flotilla_edge::registry::Registry;
@@ -28,21 +27,14 @@ impl Admission for ProxyQuota {
     fn admit(&self, node_id: &str, target: &Target) -> Result<(), Status> {
         let policy = self.policy.current();
         let Some(max) = policy.quota(&target.namespace).and_then(|q| q.proxies) else { return Ok(()) };
-        let mut nodes = HashSet::new();
-        for s in self.registry.streams().into_iter().filter(|s| s.namespace == target.namespace) {
-            if s.node_id == node_id {
-                return Ok(());
-            }
-            nodes.insert(s.node_id);
-        }
-        if (nodes.len() as u64) < max {
+        let (connected, already) = self.registry.nodes_in(&target.namespace, node_id);
+        if already || (connected as u64) < max {
             return Ok(());
         }
         metrics::counter!("flotilla_brain_quota_refusals_total", "quota" => "proxies").increment(1);
         Err(Status::resource_exhausted(format!(
             "namespace {:?} is over its quota proxies = {max} ({} connected)",
-            target.namespace,
-            nodes.len()
+            target.namespace, connected
         )))
     }
 }

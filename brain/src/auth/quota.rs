@@ -1,10 +1,9 @@
-//! Per-namespace quotas of the management APIs, from the RBAC policy: `requestsPerSecond` (a
-//! token bucket per namespace with one second of burst), and `configs` and `resources` checked
+//! Per-namespace quotas of the management APIs, from the RBAC policy: `requestsPerSecond` (the
+//! `governor` crate's GCRA per namespace, one second of burst, charged once per request), and `configs` and `resources` checked
 //! against what a write would store. REST answers an [`OverQuota`] with 429 and `Retry-After`,
 //! the gRPC API with RESOURCE_EXHAUSTED. The `proxies` quota is [`super::ProxyQuota`]'s.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use dashmap::DashMap;
 
@@ -36,35 +35,56 @@ pub fn resource_count(cfg: &ProxyConfig) -> u64 {
     (s.listeners.len() + s.routes.len() + s.clusters.len() + endpoints + s.secrets.len()) as u64
 }
 
-/// The request buckets, shared by REST and gRPC.
+/// One namespace's request limiter, and the rate it was made for (a policy reload may change it).
+type Limiter = (u32, Arc<governor::DefaultDirectRateLimiter>);
+
+/// The request limiters (governor's GCRA, one second of burst), shared by REST and gRPC.
 #[derive(Debug, Clone, Default)]
 pub struct Quotas {
-    buckets: Arc<DashMap<String, (f64, Instant)>>,
+    limiters: Arc<DashMap<String, Limiter>>,
+}
+
+/// The namespaces one API request has been charged to: a request that checks several
+/// permissions in one namespace (a config and its secrets, each document of a bundle) counts
+/// once against that namespace's `requestsPerSecond`.
+#[derive(Debug, Default)]
+pub struct RequestCharge(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl RequestCharge {
+    /// True the first time `namespace` is named for this request.
+    fn first(&self, namespace: &str) -> bool {
+        self.0.lock().map(|mut s| s.insert(namespace.to_string())).unwrap_or(true)
+    }
 }
 
 impl Quotas {
-    /// Takes one request from `namespace`'s `requestsPerSecond` bucket.
-    pub fn request(&self, authz: &Authz, namespace: &str) -> Result<(), OverQuota> {
+    /// Counts the request against `namespace`'s `requestsPerSecond` (once per request).
+    pub fn request(&self, authz: &Authz, namespace: &str, charge: &RequestCharge) -> Result<(), OverQuota> {
         let Some(rps) = authz.policy().and_then(|p| p.quota(namespace).and_then(|q| q.requests_per_second))
         else {
             return Ok(());
         };
-        let rps = f64::from(rps.max(1));
-        let now = Instant::now();
-        let mut bucket = self.buckets.entry(namespace.to_string()).or_insert((rps, now));
-        let (tokens, at) = *bucket;
-        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rps).min(rps);
-        if tokens < 1.0 {
-            *bucket = (tokens, now);
-            metrics::counter!("flotilla_brain_quota_refusals_total", "quota" => "requestsPerSecond")
-                .increment(1);
-            return Err(OverQuota {
-                message: format!("namespace {namespace:?} is over its quota requestsPerSecond = {rps}"),
-                retry_after_secs: 1,
-            });
+        let Some(rate) = std::num::NonZeroU32::new(rps) else { return Ok(()) };
+        if !charge.first(namespace) {
+            return Ok(());
         }
-        *bucket = (tokens - 1.0, now);
-        Ok(())
+        let limiter = {
+            let mut entry = self.limiters.entry(namespace.to_string()).or_insert_with(|| {
+                (rps, Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))))
+            });
+            if entry.0 != rps {
+                *entry = (rps, Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate))));
+            }
+            entry.1.clone()
+        };
+        if limiter.check().is_ok() {
+            return Ok(());
+        }
+        metrics::counter!("flotilla_brain_quota_refusals_total", "quota" => "requestsPerSecond").increment(1);
+        Err(OverQuota {
+            message: format!("namespace {namespace:?} is over its quota requestsPerSecond = {rps}"),
+            retry_after_secs: 1,
+        })
     }
 
     /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored (`replacing`
@@ -102,5 +122,29 @@ impl Quotas {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_request_counts_once_per_namespace_however_many_checks_it_makes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rbac.yaml");
+        std::fs::write(&path, "quotas:\n  q: {requestsPerSecond: 1}\n").unwrap();
+        let authz = Authz::new(None, false, Some(super::super::PolicyReloader::new(path).unwrap()));
+        let quotas = Quotas::default();
+        let first = RequestCharge::default();
+        for _ in 0..3 {
+            quotas.request(&authz, "q", &first).unwrap(); // one request, three checks
+        }
+        let second = RequestCharge::default();
+        let err = quotas.request(&authz, "q", &second).unwrap_err();
+        assert!(err.message.contains("requestsPerSecond = 1"), "{err}");
+        quotas.request(&authz, "other", &second).unwrap(); // no quota there
     }
 }

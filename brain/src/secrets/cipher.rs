@@ -16,6 +16,8 @@ pub enum CipherError {
     Read { path: String, source: std::io::Error },
     #[error("secrets key {0}: must be 32 bytes, as 64 hex digits or base64 (got {1} bytes)")]
     Length(String, usize),
+    #[error("secrets key {0}: neither 64 hex digits nor base64")]
+    Encoding(String),
     #[error("a value is sealed with key {0}, which is neither the current nor the old secrets key")]
     UnknownKey(String),
     #[error("a sealed value is corrupt or was sealed with another key")]
@@ -47,10 +49,17 @@ pub fn parse_key(text: &str, what: &str) -> Result<[u8; 32], CipherError> {
     let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         (0..32).filter_map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()).collect::<Vec<_>>()
     } else {
-        B64.decode(t).map_err(|_| CipherError::Length(what.to_string(), t.len()))?
+        B64.decode(t).map_err(|_| CipherError::Encoding(what.to_string()))?
     };
     let n = bytes.len();
     bytes.try_into().map_err(|_| CipherError::Length(what.to_string(), n))
+}
+
+/// The key in a file ([`parse_key`]), the file named in errors.
+pub fn read_key_file(path: &std::path::Path) -> Result<[u8; 32], CipherError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| CipherError::Read { path: path.display().to_string(), source })?;
+    parse_key(&text, &path.display().to_string())
 }
 
 fn key(bytes: &[u8; 32]) -> Key {
@@ -68,13 +77,8 @@ impl SecretsCipher {
         current: &std::path::Path,
         old: Option<&std::path::Path>,
     ) -> Result<SecretsCipher, CipherError> {
-        let read = |p: &std::path::Path| {
-            let text = std::fs::read_to_string(p)
-                .map_err(|source| CipherError::Read { path: p.display().to_string(), source })?;
-            parse_key(&text, &p.display().to_string())
-        };
-        let cur = read(current)?;
-        let old = old.map(read).transpose()?;
+        let cur = read_key_file(current)?;
+        let old = old.map(read_key_file).transpose()?;
         Ok(SecretsCipher::new(&cur, old.as_ref()))
     }
 

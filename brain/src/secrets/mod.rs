@@ -16,50 +16,18 @@ use crate::store::DiffEntry;
 /// What the API shows instead of a private key.
 pub const REDACTED: &str = "<redacted>";
 
+fn redacted(_: &str) -> Option<String> {
+    Some(REDACTED.to_string())
+}
+
 /// Replaces every private key with [`REDACTED`].
 pub fn redact(cfg: &mut ProxyConfig) {
-    for s in &mut cfg.spec.secrets {
-        if s.private_key.is_some() {
-            s.private_key = Some(REDACTED.to_string());
-        }
-    }
+    crate::store::map_secrets(cfg, &redacted);
 }
 
 /// Hides private keys in a diff (a changed key shows as changed, not what it was or became).
 pub fn redact_diff(diff: &mut [DiffEntry]) {
-    for d in diff {
-        if d.path.contains("privateKey") || d.path.contains("secrets") {
-            let hide = |v: &mut Option<serde_json::Value>| {
-                if let Some(v) = v {
-                    hide_keys(v);
-                }
-            };
-            if d.path.ends_with("privateKey") {
-                for v in [&mut d.from, &mut d.to].into_iter().flatten() {
-                    *v = serde_json::Value::String(REDACTED.into());
-                }
-            } else {
-                hide(&mut d.from);
-                hide(&mut d.to);
-            }
-        }
-    }
-}
-
-fn hide_keys(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                if k == "privateKey" {
-                    *val = serde_json::Value::String(REDACTED.into());
-                } else {
-                    hide_keys(val);
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(hide_keys),
-        _ => {}
-    }
+    crate::store::map_diff_secrets(diff, &redacted);
 }
 
 /// A config sent back as read (with [`REDACTED`] keys) keeps the stored keys of the secrets

@@ -88,7 +88,11 @@ impl Store for EncryptingStore {
             match w {
                 Write::Create { config, .. } => self.seal(config, None),
                 Write::Update { id, config, .. } => {
-                    let stored = self.inner.get(*id).await?;
+                    // The stored ciphertext is only needed to keep an unchanged key's.
+                    let stored = match config.spec.secrets.iter().any(|s| s.private_key.is_some()) {
+                        true => self.inner.get(*id).await?,
+                        false => None,
+                    };
                     self.seal(config, stored.as_ref().map(|r| &r.config));
                 }
                 Write::Apply { .. } | Write::Delete { .. } => {}

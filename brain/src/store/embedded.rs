@@ -196,8 +196,8 @@ impl Store for EmbeddedStore {
                 for item in configs.iter().map_err(backend)? {
                     let (k, v) = item.map_err(backend)?;
                     let mut rec: ConfigRecord = serde_json::from_slice(v.value()).map_err(backend)?;
-                    let n = map_secrets(&mut rec.config, &f)
-                        + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &f));
+                    let n = map_secrets(&mut rec.config, &*f)
+                        + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &*f));
                     if n > 0 {
                         changed += n;
                         heads.push((k.value().to_string(), serde_json::to_vec(&rec).map_err(backend)?));
@@ -211,7 +211,7 @@ impl Store for EmbeddedStore {
                 for item in revisions.iter().map_err(backend)? {
                     let (k, v) = item.map_err(backend)?;
                     let mut rev: Revision = serde_json::from_slice(v.value()).map_err(backend)?;
-                    let n = map_revision_secrets(&mut rev, &f);
+                    let n = map_revision_secrets(&mut rev, &*f);
                     if n > 0 {
                         changed += n;
                         let (id, version) = k.value();

@@ -72,10 +72,10 @@ impl ListFilter {
 pub type SecretMap = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Applies `f` to every private key of `cfg`; how many changed.
-pub fn map_secrets(cfg: &mut ProxyConfig, f: &SecretMap) -> usize {
+pub fn map_secrets(cfg: &mut ProxyConfig, f: &dyn Fn(&str) -> Option<String>) -> usize {
     let mut n = 0;
     for s in &mut cfg.spec.secrets {
-        if let Some(new) = s.private_key.as_deref().and_then(|k| f(k)) {
+        if let Some(new) = s.private_key.as_deref().and_then(f) {
             s.private_key = Some(new);
             n += 1;
         }
@@ -83,21 +83,25 @@ pub fn map_secrets(cfg: &mut ProxyConfig, f: &SecretMap) -> usize {
     n
 }
 
-/// [`map_secrets`] over a revision: its config and the private keys in its diff.
-pub fn map_revision_secrets(rev: &mut Revision, f: &SecretMap) -> usize {
-    let mut n = map_secrets(&mut rev.config, f);
-    for d in &mut rev.diff {
-        if !d.path.contains("secrets") {
-            continue;
-        }
+/// [`map_secrets`] over the private keys in a diff (whole secrets added or removed, or one key
+/// changed).
+pub fn map_diff_secrets(diff: &mut [DiffEntry], f: &dyn Fn(&str) -> Option<String>) -> usize {
+    let mut n = 0;
+    for d in diff.iter_mut().filter(|d| d.path.contains("secrets")) {
+        let is_key = d.path.ends_with("privateKey");
         for v in [&mut d.from, &mut d.to].into_iter().flatten() {
-            n += map_json_keys(v, f, d.path.ends_with("privateKey"));
+            n += map_json_keys(v, f, is_key);
         }
     }
     n
 }
 
-fn map_json_keys(v: &mut serde_json::Value, f: &SecretMap, is_key: bool) -> usize {
+/// [`map_secrets`] over a revision: its config and its diff.
+pub fn map_revision_secrets(rev: &mut Revision, f: &dyn Fn(&str) -> Option<String>) -> usize {
+    map_secrets(&mut rev.config, f) + map_diff_secrets(&mut rev.diff, f)
+}
+
+fn map_json_keys(v: &mut serde_json::Value, f: &dyn Fn(&str) -> Option<String>, is_key: bool) -> usize {
     match v {
         serde_json::Value::String(s) if is_key => match f(s) {
             Some(new) => {

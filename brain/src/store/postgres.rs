@@ -169,8 +169,8 @@ impl Store for PostgresStore {
                 .await
                 .map_err(backend)?;
         for (id, Json(mut rec)) in heads {
-            let n = map_secrets(&mut rec.config, &f)
-                + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &f));
+            let n = map_secrets(&mut rec.config, &*f)
+                + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &*f));
             if n > 0 {
                 changed += n;
                 sqlx::query("UPDATE configs SET record = $2 WHERE id = $1")
@@ -188,7 +188,7 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         for (id, version, Json(mut rev)) in revs {
-            let n = map_revision_secrets(&mut rev, &f);
+            let n = map_revision_secrets(&mut rev, &*f);
             if n > 0 {
                 changed += n;
                 sqlx::query("UPDATE revisions SET revision = $3 WHERE config_id = $1 AND version = $2")

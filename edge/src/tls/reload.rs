@@ -3,17 +3,15 @@
 //! keep the keys they were made with, so no stream drops; the next handshake uses the new pair.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::ServerConfig;
 
 use super::{ClientAuth, Material, TlsError, TlsFiles, load};
+use crate::files::FileStamp;
 
 /// How often the files are looked at for changes.
 const POLL: Duration = Duration::from_secs(1);
-
-/// What the files looked like when last read: modification time and length of each.
-type Stamp = Vec<Option<(SystemTime, u64)>>;
 
 /// Served TLS material, reloaded when its files change.
 #[derive(Debug)]
@@ -21,16 +19,11 @@ pub struct TlsReloader {
     files: TlsFiles,
     poll: Duration,
     current: RwLock<Arc<Material>>,
-    stamp: Mutex<Stamp>,
+    stamp: Mutex<FileStamp>,
 }
 
-fn stamp(files: &TlsFiles) -> Stamp {
-    let mut paths = vec![&files.cert, &files.key];
-    paths.extend(files.client_ca.as_ref());
-    paths
-        .into_iter()
-        .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-        .collect()
+fn stamp(files: &TlsFiles) -> FileStamp {
+    FileStamp::of([&files.cert, &files.key].into_iter().chain(files.client_ca.as_ref()).map(|p| p.as_path()))
 }
 
 impl TlsReloader {

@@ -279,27 +279,27 @@ async fn run<P: Proto>(
         }
     };
     let target = target_of(&node);
-    let identity = if ctx.mtls() {
-        match check_identity(peer.as_ref(), &target.namespace, ctx.trust_domain.as_deref()) {
-            Ok(id) => Some(id.to_string()),
-            Err(status) => {
-                warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
-                metrics::counter!("flotilla_edge_streams_refused_total", "reason" => "identity").increment(1);
-                let _ = tx.send(Err(status)).await;
-                return;
-            }
-        }
-    } else {
-        None
+    // Who may start a stream: the certificate must name the node's namespace (mTLS), and the
+    // admission hook (a namespace's proxy quota) must agree. A refusal is the stream's status.
+    let identity = match ctx.mtls() {
+        true => check_identity(peer.as_ref(), &target.namespace, ctx.trust_domain.as_deref())
+            .map(|id| Some(id.to_string()))
+            .map_err(|s| ("identity", s)),
+        false => Ok(None),
     };
-    if let Some(admission) = &ctx.admission
-        && let Err(status) = admission.admit(&node.id, &target)
-    {
-        warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
-        metrics::counter!("flotilla_edge_streams_refused_total", "reason" => "admission").increment(1);
-        let _ = tx.send(Err(status)).await;
-        return;
-    }
+    let admitted = identity.and_then(|id| match &ctx.admission {
+        Some(a) => a.admit(&node.id, &target).map(|()| id).map_err(|s| ("admission", s)),
+        None => Ok(id),
+    });
+    let identity = match admitted {
+        Ok(id) => id,
+        Err((reason, status)) => {
+            warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
+            metrics::counter!("flotilla_edge_streams_refused_total", "reason" => reason).increment(1);
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
     if let Some(throttle) = &ctx.config.new_streams {
         throttle.admit().await;
     }
