@@ -26,7 +26,7 @@ case "$shape" in distributed|embedded) ;; *) echo "unknown --shape $shape (distr
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # one socket per simulated proxy, on both sides
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/flotilla/target}
 echo "==> building release binaries (first build takes several minutes)"
-cargo build --release --quiet --bin flotilla-brain --bin flotilla-edge --bin flotilla-loadtest
+cargo build --release --quiet --features flotilla-brain/jemalloc --bin flotilla-brain --bin flotilla-edge --bin flotilla-loadtest
 bin=$CARGO_TARGET_DIR/release
 
 # Ports of this run (REST, xDS, gRPC API), away from the defaults so a running Flotilla is left alone.

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc, as on `flotilla-edge`: the embedded edge frees per-stream state as Envoys come and
 /// go, and glibc's malloc kept much of it as fragmented heap.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

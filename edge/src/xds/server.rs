@@ -503,22 +503,17 @@ where
     }
 }
 
-/// Envoy's protobuf descriptors, found by build.rs in the `envoy-types` crate (may be empty).
+/// Envoy's protobuf descriptors: the vendored protos (`edge/proto/vendor/`) compiled by build.rs.
 static ENVOY_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
 
 fn reflection() -> Option<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
 > {
     let mut b = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    if ENVOY_DESCRIPTORS.is_empty() {
-        tracing::warn!("built without Envoy's descriptors: gRPC reflection lists health only");
-    } else {
-        b = b.register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS);
-        for name in [Ads::NAME, Lds::NAME, Rds::NAME, Cds::NAME, Eds::NAME, Sds::NAME] {
-            b = b.with_service_name(name);
-        }
-        b = b.with_service_name("grpc.health.v1.Health");
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(ENVOY_DESCRIPTORS);
+    for name in [Ads::NAME, Lds::NAME, Rds::NAME, Cds::NAME, Eds::NAME, Sds::NAME, "grpc.health.v1.Health"] {
+        b = b.with_service_name(name);
     }
     match b.build_v1() {
         Ok(svc) => Some(svc),
