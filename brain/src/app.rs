@@ -20,6 +20,7 @@ use crate::audit::Audit;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Authz, PolicyReloader};
 use crate::grpc_api::GrpcApi;
+use crate::manage::Manager;
 use crate::publish::{Bus, EmbeddedBus, Fanout, NatsBus};
 use crate::secrets::{EncryptingStore, SecretsCipher};
 use crate::service::ConfigService;
@@ -262,15 +263,14 @@ impl Brain {
         if let Some(reloader) = authz.policy_reloader() {
             reloader.spawn_watch(stopped.clone());
         }
-        let app = router(ApiState {
+        let manage = Arc::new(Manager {
             service: service.clone(),
             registry: fleet.clone(),
-            metrics,
-            ready,
             authz: authz.clone(),
             audit: audit.clone(),
             quotas: quotas.clone(),
         });
+        let app = router(ApiState { manage: manage.clone(), metrics, ready });
         let rest_listener = ConnListener::new(rest_listener, tls.clone())?;
         let rest = tokio::spawn({
             let stopped = stopped.clone();
@@ -286,8 +286,7 @@ impl Brain {
 
         let grpc = tokio::spawn({
             let stopped = stopped.clone();
-            let api =
-                GrpcApi::new(service.clone(), fleet.clone(), authz.clone(), audit.clone(), quotas.clone());
+            let api = GrpcApi::new(manage);
             let tls = tls.clone();
             async move {
                 if let Err(e) = serve_grpc_api(api, grpc_listener, tls, shutdown(stopped)).await {

@@ -1,130 +1,49 @@
 //! The gRPC management API, `flotilla.v1.ControlPlaneService` (proto/), on `--grpc-api-addr`
-//! (default :18001). A thin shim over [`ConfigService`], like the REST handlers: the same
-//! operations and refusals, mapped to gRPC codes — INVALID_ARGUMENT with one
-//! `google.rpc.BadRequest` field violation per problem, NOT_FOUND, ALREADY_EXISTS, ABORTED.
+//! (default :18001). A shape over [`crate::manage`], like the REST handlers: the same
+//! operations, checks and audit entries, with refusals mapped to gRPC codes — INVALID_ARGUMENT
+//! with one `google.rpc.BadRequest` field violation per problem, NOT_FOUND, ALREADY_EXISTS,
+//! ABORTED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 
-use crate::fleet::Fleet;
+use chrono::{DateTime, Utc};
+use flotilla_edge::registry::NackInfo;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::control_plane_service_server::ControlPlaneService;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
-use uuid::Uuid;
 
-use crate::audit::{Action, Audit, RevisionRef};
-use crate::auth::quota::{OverQuota, QuotaError, Quotas, RequestCharge};
-use crate::auth::{Authz, Kind, Principal, Verb, config_permissions, kind_of};
+use crate::audit::AuditFilter;
+use crate::manage::{Caller, ConfigRead, Deletion, Manager, OpError, ProxyView, Written};
 use crate::model::ProxyConfig;
-use crate::parse::{Format, ParseError, parse_config};
-use crate::service::{ConfigService, Planned, ServiceError};
+use crate::parse::{Format, ParseError, parse_bundle, parse_config};
+use crate::service::ServiceError;
 use crate::store::{ConfigRecord, ListFilter, StoreError};
 
 pub struct GrpcApi {
-    service: Arc<ConfigService>,
-    registry: Fleet,
-    authz: Authz,
-    audit: Audit,
-    quotas: Quotas,
+    manage: Arc<Manager>,
 }
 
 impl GrpcApi {
-    pub fn new(
-        service: Arc<ConfigService>,
-        registry: Fleet,
-        authz: Authz,
-        audit: Audit,
-        quotas: Quotas,
-    ) -> GrpcApi {
-        GrpcApi { service, registry, authz, audit, quotas }
+    pub fn new(manage: Arc<Manager>) -> GrpcApi {
+        GrpcApi { manage }
     }
-}
 
-fn over_quota(q: OverQuota) -> Status {
-    Status::resource_exhausted(q.message)
-}
-
-// === access ===
-
-/// The caller of a call, with the id its audit entries carry.
-struct Caller {
-    who: Principal,
-    request_id: String,
-    author: String,
-    charge: RequestCharge,
-}
-
-impl GrpcApi {
+    /// The caller of a call: its principal (authenticated here), request id and author.
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let who = crate::auth::grpc::principal(&self.authz, req).await?;
+        let who = crate::auth::grpc::principal(&self.manage.authz, req).await?;
         let request_id =
             crate::auth::request_id(req.metadata().get("x-request-id").and_then(|v| v.to_str().ok()));
-        let author = if who.via == "none" { author(req) } else { who.subject.clone() };
-        Ok(Caller { who, request_id, author, charge: RequestCharge::default() })
-    }
-
-    fn action<'a>(&self, c: &'a Caller, verb: Verb, kind: Kind, ns: &'a str, name: &'a str) -> Action<'a> {
-        Action { who: &c.who, verb, kind, namespace: ns, name, request_id: &c.request_id, api: "grpc" }
-    }
-
-    /// PERMISSION_DENIED (audited) unless `c` may do `verb` on `kind` in `ns`.
-    async fn authorize(
-        &self,
-        c: &Caller,
-        verb: Verb,
-        kind: Kind,
-        ns: &str,
-        name: &str,
-    ) -> Result<(), Status> {
-        if let Err(denied) = self.authz.check(&c.who, verb, kind, ns) {
-            self.audit.record(self.action(c, verb, kind, ns, name), "denied".into(), None, None).await;
-            return Err(denied.into());
-        }
-        self.quotas.request(&self.authz, ns, &c.charge).map_err(over_quota)
-    }
-
-    /// The `configs` and `resources` quotas, were `cfg` stored.
-    async fn check_quota(&self, cfg: &ProxyConfig, replacing: bool) -> Result<(), Status> {
-        match self.quotas.write(&self.authz, self.service.store(), cfg, replacing).await {
-            Ok(()) => Ok(()),
-            Err(QuotaError::Over(q)) => Err(over_quota(q)),
-            Err(QuotaError::Store(e)) => Err(service_status(e.into())),
-        }
-    }
-
-    async fn authorize_config(&self, c: &Caller, verb: Verb, cfg: &ProxyConfig) -> Result<(), Status> {
-        let (ns, name) = (cfg.namespace(), cfg.metadata.name.as_str());
-        for (verb, kind) in config_permissions(verb, cfg) {
-            self.authorize(c, verb, kind, ns, name).await?;
-        }
-        match self.authz.forbidden_reference(cfg) {
-            None => Ok(()),
-            Some(e) => Err(Status::permission_denied(format!("{}: {}", e.path, e.message))),
-        }
-    }
-
-    /// The record with `id` if the caller may see its namespace; NOT_FOUND either way otherwise.
-    async fn load(&self, c: &Caller, id: &str) -> Result<ConfigRecord, Status> {
-        let id = id_of(id)?;
-        let rec = self.service.store().get(id).await.map_err(|e| service_status(e.into()))?;
-        rec.filter(|r| self.authz.sees(&c.who, &r.namespace))
-            .ok_or_else(|| Status::not_found(format!("no config with id {id}")))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn audited<T>(
-        &self,
-        c: &Caller,
-        verb: Verb,
-        kind: Kind,
-        ns: &str,
-        name: &str,
-        before: Option<RevisionRef>,
-        result: &Result<T, Status>,
-        after: impl FnOnce(&T) -> Option<RevisionRef>,
-    ) {
-        let outcome = result.as_ref().map(after).map_err(|e| e.message());
-        self.audit.finished(self.action(c, verb, kind, ns, name), before, outcome).await;
+        let author = if who.via == "none" {
+            req.metadata()
+                .get("x-flotilla-user")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("anonymous")
+                .to_string()
+        } else {
+            who.subject.clone()
+        };
+        Ok(Caller { who, request_id, author, api: "grpc", charge: Arc::default() })
     }
 }
 
@@ -163,35 +82,59 @@ fn service_status(e: ServiceError) -> Status {
     }
 }
 
-fn id_of(id: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(id).map_err(|_| Status::not_found(format!("no config with id {id:?} (ids are UUIDs)")))
+impl From<OpError> for Status {
+    fn from(e: OpError) -> Status {
+        match e {
+            OpError::Parse(e) => parse_status(e),
+            OpError::Service(e) => service_status(e),
+            OpError::Denied(d) => d.into(),
+            OpError::Reference(e) => Status::permission_denied(format!("{}: {}", e.path, e.message)),
+            OpError::OverQuota(q) => Status::resource_exhausted(q.message),
+            OpError::NotFound(m) => Status::not_found(m),
+            OpError::BadRequest(m) => invalid(m.clone(), vec![FieldViolation::new("document", m)]),
+            OpError::Internal(m) => Status::internal(m),
+        }
+    }
 }
 
-fn document(doc: &str, format: i32) -> Result<ProxyConfig, Status> {
-    let format = match pb::Format::try_from(format) {
+// === shapes ===
+
+fn format_of(format: i32) -> Format {
+    match pb::Format::try_from(format) {
         Ok(pb::Format::Json) => Format::Json,
         _ => Format::Yaml,
-    };
+    }
+}
+
+fn nonempty(doc: &str) -> Result<(), Status> {
     if doc.trim().is_empty() {
         return Err(invalid(
             "document is empty".into(),
             vec![FieldViolation::new("document", "send a ProxyConfig")],
         ));
     }
-    parse_config(doc.as_bytes(), format).map_err(parse_status)
+    Ok(())
+}
+
+fn document(doc: &str, format: i32) -> Result<ProxyConfig, Status> {
+    nonempty(doc)?;
+    parse_config(doc.as_bytes(), format_of(format)).map_err(parse_status)
+}
+
+fn bundle(doc: &str, format: i32) -> Result<Vec<ProxyConfig>, Status> {
+    nonempty(doc)?;
+    parse_bundle(doc.as_bytes(), format_of(format)).map_err(parse_status)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// A config as JSON with its private keys redacted.
-fn redacted_json(cfg: &ProxyConfig) -> String {
-    let mut c = cfg.clone();
-    crate::secrets::redact(&mut c);
-    json(&c)
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
 }
 
+/// A record as the API shows it (`manage` has already redacted its private keys).
 fn config_msg(rec: ConfigRecord, with_document: bool) -> pb::Config {
     let status = match (rec.pending_delete, rec.applied_version) {
         (true, _) => "pending-delete",
@@ -206,27 +149,63 @@ fn config_msg(rec: ConfigRecord, with_document: bool) -> pb::Config {
         version: rec.version,
         applied_version: rec.applied_version,
         status: status.into(),
-        created_at: rec.created_at.to_rfc3339(),
-        updated_at: rec.updated_at.to_rfc3339(),
-        document_json: if with_document { redacted_json(&rec.config) } else { String::new() },
+        created_at: time(rec.created_at),
+        updated_at: time(rec.updated_at),
+        document_json: if with_document { json(&rec.config) } else { String::new() },
         rendered_json: String::new(),
     }
 }
 
-fn reply(rec: ConfigRecord) -> Response<pb::ConfigReply> {
-    Response::new(pb::ConfigReply {
-        config: Some(config_msg(rec, true)),
-        dry_run: false,
-        plan_json: String::new(),
+fn written(w: Written) -> Response<pb::ConfigReply> {
+    Response::new(match w {
+        Written::Stored(rec) => {
+            pb::ConfigReply { config: Some(config_msg(*rec, true)), ..Default::default() }
+        }
+        Written::Planned(plan) => {
+            pb::ConfigReply { dry_run: true, plan_json: json(&plan), ..Default::default() }
+        }
+        Written::Deleted(_) => pb::ConfigReply { deleted: true, ..Default::default() },
     })
 }
 
-fn dry_run_reply(plan: Planned) -> Response<pb::ConfigReply> {
-    Response::new(pb::ConfigReply { config: None, dry_run: true, plan_json: json(&plan) })
+fn nack_msg(n: &NackInfo) -> pb::Nack {
+    pb::Nack {
+        version: n.version.clone(),
+        error: n.error.clone(),
+        resources: n.resources.clone(),
+        at: time(n.at),
+    }
 }
 
-fn author<T>(req: &Request<T>) -> String {
-    req.metadata().get("x-flotilla-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_string()
+fn proxy_msg(v: &ProxyView) -> pb::Proxy {
+    let streams = v
+        .streams
+        .iter()
+        .map(|s| pb::Stream {
+            stream_id: s.stream_id,
+            service: s.service.clone(),
+            protocol: s.protocol.to_string(),
+            edge: s.edge.clone(),
+            connected_at: time(s.connected_at),
+            types: s
+                .types
+                .iter()
+                .map(|(t, st)| pb::TypeState {
+                    r#type: t.to_string(),
+                    last_sent_version: st.last_sent_version.clone().unwrap_or_default(),
+                    acked_version: st.acked_version.clone().unwrap_or_default(),
+                    pushes: st.pushes,
+                    last_nack: st.last_nack.as_ref().map(nack_msg),
+                })
+                .collect(),
+        })
+        .collect();
+    pb::Proxy {
+        node_id: v.node_id.clone(),
+        cluster: v.cluster.clone(),
+        namespace: v.namespace.clone(),
+        streams,
+    }
 }
 
 // === service ===
@@ -240,23 +219,7 @@ impl ControlPlaneService for GrpcApi {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
-        self.authorize_config(&c, Verb::Create, &cfg).await?;
-        if r.dry_run {
-            let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
-            if plan.id.is_some() {
-                return Err(Status::already_exists(format!(
-                    "a config named {}/{} already exists",
-                    plan.namespace, plan.name
-                )));
-            }
-            return Ok(dry_run_reply(plan));
-        }
-        self.check_quota(&cfg, false).await?;
-        let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
-        let res = self.service.create(cfg, r.apply, &c.author).await.map_err(service_status);
-        self.audited(&c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r)))
-            .await;
-        Ok(reply(res?))
+        Ok(written(self.manage.create(&c, cfg, r.apply, r.dry_run).await?))
     }
 
     async fn get_config(
@@ -265,16 +228,10 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::ConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let rec = self.load(&c, &r.id).await?;
-        self.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
-        let rendered = if r.rendered {
-            redacted_json(&self.service.render(&rec.config).await.map_err(service_status)?)
-        } else {
-            String::new()
-        };
-        let mut msg = config_msg(rec, true);
-        msg.rendered_json = rendered;
-        Ok(Response::new(pb::ConfigReply { config: Some(msg), dry_run: false, plan_json: String::new() }))
+        let ConfigRead { record, rendered, .. } = self.manage.get(&c, &r.id, r.rendered).await?;
+        let mut msg = config_msg(record, true);
+        msg.rendered_json = rendered.as_ref().map(json).unwrap_or_default();
+        Ok(Response::new(pb::ConfigReply { config: Some(msg), ..Default::default() }))
     }
 
     async fn list_configs(
@@ -287,11 +244,10 @@ impl ControlPlaneService for GrpcApi {
             namespace: Some(r.namespace).filter(|s| !s.is_empty()),
             name: Some(r.name).filter(|s| !s.is_empty()),
         };
-        let recs = self.service.store().list(&filter).await.map_err(|e| service_status(e.into()))?;
-        let recs = recs
-            .into_iter()
-            .filter(|r| self.authz.allows(&c.who, Verb::List, kind_of(&r.config), &r.namespace));
-        Ok(Response::new(pb::ListConfigsReply { configs: recs.map(|r| config_msg(r, false)).collect() }))
+        let recs = self.manage.list(&c, &filter).await?;
+        Ok(Response::new(pb::ListConfigsReply {
+            configs: recs.into_iter().map(|r| config_msg(r, false)).collect(),
+        }))
     }
 
     async fn update_config(
@@ -300,28 +256,8 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::ConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let current = self.load(&c, &r.id).await?;
-        let kind = kind_of(&current.config);
-        self.authorize(&c, Verb::Update, kind, &current.namespace, &current.name).await?;
         let cfg = document(&r.document, r.format)?;
-        self.authorize_config(&c, Verb::Update, &cfg).await?;
-        let cfg = crate::secrets::keep_redacted(cfg, &current.config);
-        if r.dry_run {
-            let plan = self.service.plan_one(&cfg, r.apply).await.map_err(service_status)?;
-            return Ok(dry_run_reply(plan));
-        }
-        self.check_quota(&cfg, true).await?;
-        let before = Some(RevisionRef::of_record(&current));
-        let res = self
-            .service
-            .update(current.id, cfg, r.expected_version, r.apply, &c.author)
-            .await
-            .map_err(service_status);
-        self.audited(&c, Verb::Update, kind, &current.namespace, &current.name, before, &res, |r| {
-            Some(RevisionRef::of_record(r))
-        })
-        .await;
-        Ok(reply(res?))
+        Ok(written(self.manage.update(&c, &r.id, cfg, r.expected_version, r.apply, r.dry_run).await?))
     }
 
     async fn delete_config(
@@ -330,17 +266,20 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::DeleteConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let current = self.load(&c, &r.id).await?;
-        let kind = kind_of(&current.config);
-        self.authorize(&c, Verb::Delete, kind, &current.namespace, &current.name).await?;
-        let before = Some(RevisionRef::of_record(&current));
-        let res = self.service.delete(current.id, r.apply, &c.author).await.map_err(service_status);
-        self.audited(&c, Verb::Delete, kind, &current.namespace, &current.name, before, &res, |r| {
-            r.as_ref().map(RevisionRef::of_record)
-        })
-        .await;
-        let rec = res?;
-        Ok(Response::new(pb::DeleteConfigReply { deleted: rec.is_none(), pending: rec.is_some() }))
+        Ok(Response::new(match self.manage.delete(&c, &r.id, r.apply).await? {
+            Deletion::Done(id) => pb::DeleteConfigReply {
+                deleted: true,
+                pending: false,
+                status: "deleted".into(),
+                id: id.to_string(),
+            },
+            Deletion::Staged(rec) => pb::DeleteConfigReply {
+                deleted: false,
+                pending: true,
+                status: "pending-delete".into(),
+                id: rec.id.to_string(),
+            },
+        }))
     }
 
     async fn apply_config(
@@ -348,20 +287,8 @@ impl ControlPlaneService for GrpcApi {
         req: Request<pb::ApplyConfigRequest>,
     ) -> Result<Response<pb::ConfigReply>, Status> {
         let c = self.caller(&req).await?;
-        let current = self.load(&c, &req.into_inner().id).await?;
-        let kind = kind_of(&current.config);
-        self.authorize(&c, Verb::Apply, kind, &current.namespace, &current.name).await?;
-        let before =
-            current.applied_config.as_ref().zip(current.applied_version).map(|(c, v)| RevisionRef::of(v, c));
-        let res = self.service.apply(current.id, &c.author).await.map_err(service_status);
-        self.audited(&c, Verb::Apply, kind, &current.namespace, &current.name, before, &res, |r| {
-            r.as_ref().map(RevisionRef::of_record)
-        })
-        .await;
-        match res? {
-            Some(rec) => Ok(reply(rec)),
-            None => Ok(Response::new(pb::ConfigReply::default())),
-        }
+        let r = req.into_inner();
+        Ok(written(self.manage.apply(&c, &r.id, r.dry_run).await?))
     }
 
     async fn validate_config(
@@ -370,14 +297,15 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::ValidateConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let cfg = document(&r.document, r.format)?;
-        self.authorize(&c, Verb::Get, kind_of(&cfg), cfg.namespace(), &cfg.metadata.name).await?;
-        let errors = match self.service.check(&cfg).await {
-            Ok(_) => Vec::new(),
-            Err(ServiceError::Invalid(errs)) => errs,
-            Err(e) => return Err(service_status(e)),
+        let v = if r.id.is_empty() {
+            self.manage.validate_bundle(&c, &bundle(&r.document, r.format)?).await?
+        } else {
+            let candidate =
+                if r.document.trim().is_empty() { None } else { Some(document(&r.document, r.format)?) };
+            self.manage.validate(&c, &r.id, candidate).await?
         };
-        let errors: Vec<pb::FieldError> = errors
+        let errors = v
+            .errors
             .into_iter()
             .map(|e| pb::FieldError {
                 path: e.path,
@@ -385,7 +313,7 @@ impl ControlPlaneService for GrpcApi {
                 value_json: e.value.map(|v| v.to_string()).unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(pb::ValidateConfigReply { valid: errors.is_empty(), errors }))
+        Ok(Response::new(pb::ValidateConfigReply { valid: v.valid, errors }))
     }
 
     async fn get_history(
@@ -393,24 +321,18 @@ impl ControlPlaneService for GrpcApi {
         req: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryReply>, Status> {
         let c = self.caller(&req).await?;
-        let rec = self.load(&c, &req.into_inner().id).await?;
-        self.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
         let revisions = self
-            .service
-            .history(rec.id)
-            .await
-            .map_err(service_status)?
+            .manage
+            .history(&c, &req.into_inner().id)
+            .await?
             .into_iter()
-            .map(|mut r| {
-                crate::secrets::redact_diff(&mut r.diff);
-                pb::Revision {
-                    version: r.version,
-                    action: r.action,
-                    author: r.author,
-                    at: r.at.to_rfc3339(),
-                    document_json: redacted_json(&r.config),
-                    diff_json: json(&r.diff),
-                }
+            .map(|r| pb::Revision {
+                version: r.version,
+                action: r.action,
+                author: r.author,
+                at: time(r.at),
+                document_json: json(&r.config),
+                diff_json: json(&r.diff),
             })
             .collect();
         Ok(Response::new(pb::GetHistoryReply { revisions }))
@@ -422,20 +344,8 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::ConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        let current = self.load(&c, &r.id).await?;
-        let kind = kind_of(&current.config);
-        self.authorize(&c, Verb::Rollback, kind, &current.namespace, &current.name).await?;
-        let before = Some(RevisionRef::of_record(&current));
-        let res = self
-            .service
-            .rollback(current.id, r.version, r.apply.unwrap_or(true), &c.author)
-            .await
-            .map_err(service_status);
-        self.audited(&c, Verb::Rollback, kind, &current.namespace, &current.name, before, &res, |r| {
-            Some(RevisionRef::of_record(r))
-        })
-        .await;
-        Ok(reply(res?))
+        let rec = self.manage.rollback(&c, &r.id, r.version, r.apply.unwrap_or(true)).await?;
+        Ok(written(Written::Stored(Box::new(rec))))
     }
 
     async fn list_proxies(
@@ -443,44 +353,119 @@ impl ControlPlaneService for GrpcApi {
         req: Request<pb::ListProxiesRequest>,
     ) -> Result<Response<pb::ListProxiesReply>, Status> {
         let c = self.caller(&req).await?;
-        let mut proxies: Vec<pb::Proxy> = Vec::new();
-        for s in self.registry.streams() {
-            if !self.authz.allows(&c.who, Verb::List, Kind::Proxies, &s.namespace) {
-                continue;
-            }
-            let stream = pb::Stream {
-                stream_id: s.stream_id,
-                service: s.service.clone(),
-                protocol: s.protocol.to_string(),
-                edge: s.edge.clone(),
-                connected_at: s.connected_at.to_rfc3339(),
-                types: s
-                    .types
-                    .iter()
-                    .map(|(t, st)| pb::TypeState {
-                        r#type: t.to_string(),
-                        last_sent_version: st.last_sent_version.clone().unwrap_or_default(),
-                        acked_version: st.acked_version.clone().unwrap_or_default(),
-                        pushes: st.pushes,
-                        last_nack: st.last_nack.as_ref().map(|n| pb::Nack {
-                            version: n.version.clone(),
-                            error: n.error.clone(),
-                            resources: n.resources.clone(),
-                            at: n.at.to_rfc3339(),
-                        }),
-                    })
-                    .collect(),
-            };
-            match proxies.iter_mut().find(|p| p.node_id == s.node_id) {
-                Some(p) => p.streams.push(stream),
-                None => proxies.push(pb::Proxy {
-                    node_id: s.node_id,
-                    cluster: s.cluster,
-                    namespace: s.namespace,
-                    streams: vec![stream],
-                }),
-            }
-        }
+        let proxies = self.manage.proxies(&c).iter().map(proxy_msg).collect();
         Ok(Response::new(pb::ListProxiesReply { proxies }))
+    }
+
+    async fn get_proxy(
+        &self,
+        req: Request<pb::GetProxyRequest>,
+    ) -> Result<Response<pb::GetProxyReply>, Status> {
+        let c = self.caller(&req).await?;
+        let v = self.manage.proxy(&c, &req.into_inner().node_id)?;
+        Ok(Response::new(pb::GetProxyReply {
+            proxy: Some(proxy_msg(&v)),
+            state: v.state.into(),
+            edges: v.edges.clone(),
+            last_nacks: v.last_nacks.iter().map(|(t, n)| (t.to_string(), nack_msg(n))).collect(),
+        }))
+    }
+
+    async fn get_proxy_status(
+        &self,
+        req: Request<pb::GetProxyRequest>,
+    ) -> Result<Response<pb::GetProxyStatusReply>, Status> {
+        let c = self.caller(&req).await?;
+        let s = self.manage.proxy_status(&c, &req.into_inner().node_id)?;
+        let types = s
+            .types
+            .into_iter()
+            .map(|(t, ts)| {
+                let msg = pb::TypeStatus {
+                    state: ts.state.into(),
+                    acked_version: ts.acked_version.unwrap_or_default(),
+                    last_sent_version: ts.last_sent_version.unwrap_or_default(),
+                    last_nack: ts.last_nack.as_ref().map(nack_msg),
+                };
+                (t, msg)
+            })
+            .collect();
+        Ok(Response::new(pb::GetProxyStatusReply {
+            node_id: s.node_id,
+            edges: s.edges,
+            state: s.state.into(),
+            types,
+        }))
+    }
+
+    async fn bulk(&self, req: Request<pb::BulkRequest>) -> Result<Response<pb::BulkReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let cfgs = bundle(&r.document, r.format)?;
+        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(false), r.dry_run).await?;
+        Ok(Response::new(pb::BulkReply {
+            dry_run: res.dry_run,
+            applied: res.applied,
+            results_json: json(&res.results),
+        }))
+    }
+
+    async fn import(&self, req: Request<pb::BulkRequest>) -> Result<Response<pb::BulkReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let cfgs = bundle(&r.document, r.format)?;
+        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(true), r.dry_run).await?;
+        Ok(Response::new(pb::BulkReply {
+            dry_run: res.dry_run,
+            applied: res.applied,
+            results_json: json(&res.results),
+        }))
+    }
+
+    async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<pb::ExportReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let namespace = Some(r.namespace).filter(|s| !s.is_empty());
+        let bundle_yaml = self.manage.export(&c, namespace, r.include_secrets).await?;
+        Ok(Response::new(pb::ExportReply { bundle_yaml }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let since = match r.since.as_str() {
+            "" => None,
+            s => Some(
+                DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        let m = format!("since={s:?} is not an RFC 3339 time: {e}");
+                        invalid(m.clone(), vec![FieldViolation::new("since", m)])
+                    })?
+                    .with_timezone(&Utc),
+            ),
+        };
+        let filter = AuditFilter {
+            namespace: Some(r.namespace).filter(|s| !s.is_empty()),
+            subject: Some(r.subject).filter(|s| !s.is_empty()),
+            since,
+            limit: if r.limit == 0 { 100 } else { r.limit as usize },
+        };
+        let entries = self.manage.audit_log(&c, filter).await?;
+        Ok(Response::new(pb::ListAuditReply { entries_json: json(&entries) }))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIReply>, Status> {
+        let c = self.caller(&req).await?;
+        let w = self.manage.whoami(&c);
+        Ok(Response::new(pb::WhoAmIReply {
+            subject: w.principal.subject,
+            groups: w.principal.groups,
+            via: w.principal.via.into(),
+            authenticated: w.authenticated,
+            permissions_json: json(&w.permissions),
+        }))
     }
 }

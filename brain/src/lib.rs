@@ -5,7 +5,9 @@
 //! - [`store`]: durable, versioned storage.
 //! - [`service`]: the operations (validate → compile → store → publish).
 //! - [`publish`]: where snapshots go (the embedded edge today).
-//! - [`api`]: REST; [`settings`]: flags, env, file; [`app`]: wiring it all together.
+//! - [`manage`]: the management operations (access checks, audit, redaction) behind both
+//!   [`api`] (REST) and [`grpc_api`] (gRPC).
+//! - [`settings`]: flags, env, file; [`app`]: wiring it all together.
 
 pub mod api;
 pub mod app;
@@ -14,6 +16,7 @@ pub mod auth;
 pub mod compile;
 pub mod fleet;
 pub mod grpc_api;
+pub mod manage;
 pub mod model;
 pub mod parse;
 pub mod publish;

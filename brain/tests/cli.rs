@@ -138,8 +138,13 @@ async fn cli_end_to_end() {
     // status, delete, not found.
     let o = flotilla(s, &["status"], None).await;
     assert!(out(&o).contains("configs:   2"), "{}", out(&o));
+    // --stage only marks it pending-delete; a plain delete (the default) carries it out.
+    let o = flotilla(s, &["delete", "config", "second", "-n", "staging", "--stage"], None).await;
+    assert!(out(&o).contains("staged for deletion (pending-delete)"), "{}{}", out(&o), err(&o));
+    let o = flotilla(s, &["get", "configs", "second", "-n", "staging", "-o", "json"], None).await;
+    assert!(out(&o).contains("pending-delete"), "{}{}", out(&o), err(&o));
     let o = flotilla(s, &["delete", "config", "second", "-n", "staging"], None).await;
-    assert!(out(&o).contains("deleted"), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("deleted") && !out(&o).contains("staged"), "{}{}", out(&o), err(&o));
     let o = flotilla(s, &["get", "configs", "second", "-n", "staging"], None).await;
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("not found"), "{}", err(&o));

@@ -65,13 +65,16 @@ async fn crud_validate_history_rollback_over_grpc() {
 
     // Malformed documents name line/column; unknown fields name the field.
     let err = c
-        .validate_config(pb::ValidateConfigRequest { document: "kind: [".into(), format: 0 })
+        .validate_config(pb::ValidateConfigRequest { document: "kind: [".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("line"), "{}", err.message());
-    let v =
-        c.validate_config(pb::ValidateConfigRequest { document: bad, format: 0 }).await.unwrap().into_inner();
+    let v = c
+        .validate_config(pb::ValidateConfigRequest { document: bad, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!v.valid && v.errors.len() == 2, "{v:?}");
 
     // Optimistic concurrency: ABORTED on a stale expected_version.
@@ -157,4 +160,123 @@ async fn reflection_lists_the_control_plane_service() {
     let resp = s.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
     assert!(list.service.iter().any(|s| s.name == "flotilla.v1.ControlPlaneService"), "{list:?}");
+}
+
+/// The operations REST had and gRPC lacked — bulk, import, export, apply dry run, staged delete,
+/// proxies, audit, whoami — called both ways: the same results and the same refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_and_rest_answer_the_same() {
+    use serde_json::Value;
+
+    let brain = TestBrain::start().await;
+    let mut c = client(&brain).await;
+    let one = example_config(10_001, &["127.0.0.1:9001".parse().unwrap()]);
+    let two = one.replace("name: example-service", "name: second-service");
+    let bundle = format!("{one}\n---\n{two}");
+    let rest = |path: &str, body: &str| {
+        brain
+            .http
+            .post(brain.url(path))
+            .header("content-type", "application/yaml")
+            .body(body.to_string())
+            .send()
+    };
+
+    // Bulk dry run: the same plan both ways; nothing stored.
+    let g = c
+        .bulk(pb::BulkRequest { document: bundle.clone(), dry_run: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let r: Value = rest("/api/v1/bulk?dryRun=true", &bundle).await.unwrap().json().await.unwrap();
+    assert!(g.dry_run && !g.applied);
+    assert_eq!(serde_json::from_str::<Value>(&g.results_json).unwrap(), r["results"]);
+    assert_eq!(r["results"].as_array().unwrap().len(), 2, "{r}");
+
+    // Bulk for real over gRPC, then REST sees both configs; export is the same bundle both ways.
+    let g = c
+        .bulk(pb::BulkRequest { document: bundle.clone(), apply: Some(true), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(g.applied, "{g:?}");
+    let (_, list) = brain.get_json("/api/v1/configs").await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let exported = c.export(pb::ExportRequest::default()).await.unwrap().into_inner().bundle_yaml;
+    let rest_export = brain.http.get(brain.url("/api/v1/export")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(exported, rest_export);
+
+    // Import of the export: applied by default, every config unchanged.
+    let g =
+        c.import(pb::BulkRequest { document: exported, ..Default::default() }).await.unwrap().into_inner();
+    let results: Value = serde_json::from_str(&g.results_json).unwrap();
+    assert!(g.applied && results.as_array().unwrap().iter().all(|p| p["action"] == "unchanged"), "{results}");
+
+    // Staged delete, its dry-run apply, and the apply that carries it out.
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let d =
+        c.delete_config(pb::DeleteConfigRequest { id: id.clone(), apply: false }).await.unwrap().into_inner();
+    assert_eq!((d.pending, d.status.as_str(), d.id.as_str()), (true, "pending-delete", id.as_str()));
+    let (_, rec) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(rec["status"], "pending-delete");
+    let plan =
+        c.apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: true }).await.unwrap().into_inner();
+    let plan: Value = serde_json::from_str(&plan.plan_json).unwrap();
+    assert_eq!(plan["action"], "delete", "{plan}");
+    let done =
+        c.apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: false }).await.unwrap().into_inner();
+    assert!(done.deleted && done.config.is_none(), "{done:?}");
+    let (s, _) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(s, 404);
+
+    // Validate by id (the stored revision) and a bundle without id.
+    let other = list[1]["id"].as_str().unwrap().to_string();
+    let v = c
+        .validate_config(pb::ValidateConfigRequest { id: other.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "{v:?}");
+    let bad = two.replace("port: 10001", "port: 0");
+    let v = c
+        .validate_config(pb::ValidateConfigRequest {
+            document: format!("{one}\n---\n{bad}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!v.valid && v.errors.iter().all(|e| e.path.starts_with("[1].")), "{v:?}");
+
+    // The same refusals: an empty bundle, an invalid one, an unknown proxy.
+    let err = c.bulk(pb::BulkRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(rest("/api/v1/bulk", " ").await.unwrap().status(), 400);
+    let err = c.bulk(pb::BulkRequest { document: bad.clone(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(!err.get_details_bad_request().unwrap().field_violations.is_empty());
+    assert_eq!(rest("/api/v1/bulk", &bad).await.unwrap().status(), 422);
+    let err = c.get_proxy(pb::GetProxyRequest { node_id: "nobody".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = c.get_proxy_status(pb::GetProxyRequest { node_id: "nobody".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(brain.get_json("/api/v1/proxies/nobody").await.0, 404);
+
+    // The audit log: the gRPC writes are there, marked as such, and REST shows the same entries.
+    let g = c.list_audit(pb::ListAuditRequest::default()).await.unwrap().into_inner();
+    let g: Value = serde_json::from_str(&g.entries_json).unwrap();
+    let (_, r) = brain.get_json("/api/v1/audit").await;
+    assert_eq!(g, r);
+    assert!(g.as_array().unwrap().iter().any(|e| e["api"] == "grpc" && e["verb"] == "delete"), "{g}");
+    let err = c
+        .list_audit(pb::ListAuditRequest { since: "yesterday".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Who am I: anonymous, unauthenticated, everything allowed — as REST says.
+    let w = c.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let (_, r) = brain.get_json("/api/v1/auth/whoami").await;
+    assert_eq!((w.subject.as_str(), w.authenticated, w.via.as_str()), ("anonymous", false, "none"));
+    assert_eq!(serde_json::from_str::<Value>(&w.permissions_json).unwrap(), r["permissions"]);
 }

@@ -1,11 +1,72 @@
 //! `GET /api/v1/openapi.json` is an OpenAPI 3 document generated from the code, and it matches
-//! the server: every documented path and method is routed (no "no such endpoint", no 405), and
-//! the ProxyConfig schema is the one the server parses.
+//! the server: every documented path and method is routed (no "no such endpoint", no 405),
+//! every routed operation is documented, every REST operation has its gRPC method and every
+//! gRPC method its REST operation, and the ProxyConfig schema is the one the server parses.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+use std::collections::BTreeSet;
+
 use flotilla_tests::brain::TestBrain;
+use prost::Message;
 use serde_json::Value;
+
+/// Documented ⊆ routed ⊆ documented: the router is built from `operation_list()`, so this
+/// compares what is routed with what the document lists, both ways.
+#[tokio::test]
+async fn routed_and_documented_are_the_same_operations() {
+    let brain = TestBrain::start().await;
+    let (_, doc) = brain.get_json("/api/v1/openapi.json").await;
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, item)| item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), p.clone())))
+        .collect();
+    let routed: BTreeSet<(String, String)> = flotilla_brain::api::operation_list()
+        .into_iter()
+        .map(|o| (o.method.to_string(), o.path.to_string()))
+        .collect();
+    assert_eq!(
+        routed.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routed, not documented"
+    );
+    assert_eq!(
+        documented.difference(&routed).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented, not routed"
+    );
+}
+
+/// REST ⊆ gRPC ⊆ REST: each REST operation names the gRPC method that does the same, and that
+/// method exists in `flotilla.v1.ControlPlaneService`; every method there is named by one.
+#[test]
+fn every_rest_operation_has_its_grpc_method_and_back() {
+    let fds = prost_types::FileDescriptorSet::decode(flotilla_proto::v1::FILE_DESCRIPTOR_SET).unwrap();
+    let grpc: BTreeSet<String> = fds
+        .file
+        .iter()
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == "ControlPlaneService")
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_string()))
+        .collect();
+    let ops = flotilla_brain::api::operation_list();
+    let named: BTreeSet<String> = ops.iter().filter_map(|o| o.grpc.map(str::to_string)).collect();
+    assert_eq!(
+        named.difference(&grpc).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "named by REST, not in the proto"
+    );
+    assert_eq!(
+        grpc.difference(&named).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in the proto, no REST operation"
+    );
+    // What has no gRPC method is transport-level only.
+    let rest_only: BTreeSet<&str> = ops.iter().filter(|o| o.grpc.is_none()).map(|o| o.path).collect();
+    assert_eq!(rest_only, BTreeSet::from(["/api/v1/openapi.json", "/health", "/ready", "/metrics"]));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_matches_the_routes() {

@@ -61,8 +61,15 @@ async fn config_lifecycle() {
         call(&b, Method::POST, &format!("/api/v1/configs/{id}/rollback"), "{\"version\": 1}", None).await;
     assert_eq!((s, c["version"].as_u64(), c["status"].as_str()), (200, Some(3), Some("applied")), "{c}");
 
+    // DELETE without ?apply=true only stages the deletion, and says so: 202, the status, and
+    // where to POST to carry it out.
     let (s, d) = call(&b, Method::DELETE, &format!("/api/v1/configs/{id}"), "", None).await;
-    assert_eq!((s, d["pending"].as_bool()), (200, Some(true)), "{d}");
+    assert_eq!(
+        (s, d["pending"].as_bool(), d["status"].as_str()),
+        (202, Some(true), Some("pending-delete")),
+        "{d}"
+    );
+    assert_eq!(d["applyUrl"].as_str(), Some(format!("/api/v1/configs/{id}/apply").as_str()), "{d}");
     let (_, c) = b.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(c["status"], "pending-delete");
     let (_, plan) =
@@ -70,7 +77,7 @@ async fn config_lifecycle() {
     assert_eq!(plan["action"], "delete");
     assert!(plan["changes"].as_array().unwrap().iter().all(|c| c["action"] == "remove"), "{plan}");
     let (s, d) = call(&b, Method::POST, &format!("/api/v1/configs/{id}/apply"), "", None).await;
-    assert_eq!((s, d["deleted"].as_bool()), (200, Some(true)), "{d}");
+    assert_eq!((s, d["deleted"].as_bool(), d["status"].as_str()), (200, Some(true), Some("deleted")), "{d}");
     let (s, _) = b.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(s, 404);
 }

@@ -438,7 +438,7 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     });
     with(&alice, req.metadata_mut());
     assert_eq!(grpc.update_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
-    let mut req = tonic::Request::new(pb::ApplyConfigRequest { id: b_id.clone() });
+    let mut req = tonic::Request::new(pb::ApplyConfigRequest { id: b_id.clone(), dry_run: false });
     with(&alice, req.metadata_mut());
     assert_eq!(grpc.apply_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
     let mut req =
@@ -448,6 +448,7 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let mut req = tonic::Request::new(pb::ValidateConfigRequest {
         document: cfg("team-b", "b1", ""),
         format: pb::Format::Yaml as i32,
+        id: String::new(),
     });
     with(&alice, req.metadata_mut());
     assert_eq!(grpc.validate_config(req).await.unwrap_err().code(), tonic::Code::PermissionDenied);

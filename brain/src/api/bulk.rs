@@ -7,16 +7,13 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::access::Caller;
-use super::configs::{Validation, format_of, nonempty};
+use super::configs::{format_of, nonempty};
 use super::{ApiError, ApiState};
-use crate::audit::RevisionRef;
-use crate::auth::{Kind, Verb, kind_of};
+use crate::manage::{BulkResult, Caller, Validation};
 use crate::model::ProxyConfig;
 use crate::parse::parse_bundle;
-use crate::service::{Planned, ServiceError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -26,71 +23,10 @@ pub struct BulkQuery {
     dry_run: bool,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BulkResult {
-    dry_run: bool,
-    applied: bool,
-    results: Vec<Planned>,
-}
-
-async fn run_bulk(
-    st: &ApiState,
-    c: &Caller,
-    q: BulkQuery,
-    default_apply: bool,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Json<BulkResult>, ApiError> {
+fn bundle(headers: &HeaderMap, body: &Bytes) -> Result<Vec<ProxyConfig>, ApiError> {
     let format = format_of(headers)?;
     nonempty(body)?;
-    let cfgs = parse_bundle(body, format)?;
-    if cfgs.is_empty() {
-        return Err(ApiError::bad_request("the bundle holds no config"));
-    }
-    let apply = q.apply.unwrap_or(default_apply);
-    // Every document is authorized (and quota-checked) before anything is written.
-    let mut checked = Vec::with_capacity(cfgs.len());
-    let mut befores = Vec::with_capacity(cfgs.len());
-    for cfg in cfgs {
-        let existing = st.service.find(cfg.namespace(), &cfg.metadata.name).await?;
-        let verb = if existing.is_some() { Verb::Update } else { Verb::Create };
-        st.authorize_config(c, verb, &cfg).await?;
-        if apply {
-            st.authorize_config(c, Verb::Apply, &cfg).await?;
-        }
-        let cfg = match &existing {
-            Some(rec) => crate::secrets::keep_redacted(cfg, &rec.config),
-            None => cfg,
-        };
-        st.check_quota(&cfg, existing.is_some()).await?;
-        befores.push(existing.as_ref().map(RevisionRef::of_record));
-        checked.push(cfg);
-    }
-    let res = st.service.bulk(&checked, apply, q.dry_run, &c.author).await.map_err(ApiError::from);
-    if !q.dry_run {
-        for (i, (cfg, before)) in checked.iter().zip(befores).enumerate() {
-            let verb = if apply {
-                Verb::Apply
-            } else if before.is_some() {
-                Verb::Update
-            } else {
-                Verb::Create
-            };
-            st.audited(c, verb, kind_of(cfg), cfg.namespace(), &cfg.metadata.name, before, &res, |r| {
-                r.get(i).and_then(|p| p.version.map(|v| RevisionRef::of(v, cfg)))
-            })
-            .await;
-        }
-    }
-    let mut results = res?;
-    for p in &mut results {
-        crate::secrets::redact_diff(&mut p.diff);
-    }
-    if !q.dry_run {
-        tracing::info!(message = "bulk write", configs = results.len(), applied = apply);
-    }
-    Ok(Json(BulkResult { dry_run: q.dry_run, applied: apply && !q.dry_run, results }))
+    Ok(parse_bundle(body, format)?)
 }
 
 /// Atomic create-or-update of every config in the body; not applied unless `?apply=true`.
@@ -102,7 +38,8 @@ pub async fn bulk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
-    run_bulk(&st, &c, q, false, &headers, &body).await
+    let cfgs = bundle(&headers, &body)?;
+    Ok(Json(st.manage.bulk(&c, cfgs, q.apply.unwrap_or(false), q.dry_run).await?))
 }
 
 /// Like bulk, but applied unless `?apply=false`: restoring a backup makes it live.
@@ -114,7 +51,8 @@ pub async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
-    run_bulk(&st, &c, q, true, &headers, &body).await
+    let cfgs = bundle(&headers, &body)?;
+    Ok(Json(st.manage.bulk(&c, cfgs, q.apply.unwrap_or(true), q.dry_run).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,26 +72,7 @@ pub async fn export(
     c: Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    if let Some(ns) = &q.namespace {
-        st.authorize(&c, Verb::Export, Kind::Configs, ns, "*").await?;
-    }
-    let filter = crate::store::ListFilter { namespace: q.namespace.clone(), name: None };
-    let mut cfgs = Vec::new();
-    for rec in st.service.store().list(&filter).await? {
-        if !st.authz.allows(&c.who, Verb::Export, kind_of(&rec.config), &rec.namespace) {
-            continue;
-        }
-        let mut cfg = rec.config;
-        if q.include_secrets && !cfg.spec.secrets.is_empty() {
-            st.authorize(&c, Verb::Export, Kind::Secrets, &rec.namespace, &rec.name).await?;
-        } else {
-            crate::secrets::redact(&mut cfg);
-        }
-        cfgs.push(cfg);
-    }
-    let bundle = crate::parse::render_bundle(&cfgs).map_err(|e| {
-        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "export_failed", e.to_string())
-    })?;
+    let bundle = st.manage.export(&c, q.namespace, q.include_secrets).await?;
     Ok(([(header::CONTENT_TYPE, "application/yaml")], bundle).into_response())
 }
 
@@ -165,26 +84,6 @@ pub async fn validate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Validation>, ApiError> {
-    let format = format_of(&headers)?;
-    nonempty(&body)?;
-    let cfgs = parse_bundle(&body, format)?;
-    for cfg in &cfgs {
-        st.authorize(&c, Verb::Get, kind_of(cfg), cfg.namespace(), &cfg.metadata.name).await?;
-    }
-    let mut errors = Vec::new();
-    for (i, cfg) in cfgs.iter().enumerate() {
-        match st.service.check(cfg).await {
-            Ok(_) => {}
-            Err(ServiceError::Invalid(errs)) => {
-                errors.extend(errs.into_iter().map(|mut e| {
-                    if cfgs.len() > 1 {
-                        e.path = format!("[{i}].{}", e.path);
-                    }
-                    e
-                }));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(Json(Validation { valid: errors.is_empty(), errors }))
+    let cfgs = bundle(&headers, &body)?;
+    Ok(Json(st.manage.validate_bundle(&c, &cfgs).await?))
 }

@@ -9,15 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::access::Caller;
 use super::{ApiError, ApiState};
-use crate::audit::RevisionRef;
-use crate::auth::{Verb, kind_of};
+use crate::manage::{Caller, ConfigRead, Deletion, ProxiesStatus, Validation, Written};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, parse, parse_config};
-use crate::service::{Planned, ServiceError};
+use crate::service::Planned;
 use crate::store::{ConfigRecord, ListFilter, Revision};
-use crate::validate::FieldError;
 
 /// A config as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,58 +49,6 @@ pub struct GetQuery {
     rendered: bool,
 }
 
-/// How the proxies a config selects are doing with it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxiesStatus {
-    connected: usize,
-    /// Every type a proxy subscribed to has its last push ACKed.
-    synced: usize,
-    nacking: Vec<NackingProxy>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NackingProxy {
-    node_id: String,
-    #[serde(rename = "type")]
-    type_: String,
-    version: String,
-    error: String,
-    resources: Vec<String>,
-    at: DateTime<Utc>,
-}
-
-fn proxies_status(st: &ApiState, namespace: &str, name: &str) -> ProxiesStatus {
-    let streams: Vec<_> =
-        st.registry.streams().into_iter().filter(|s| s.namespace == namespace && s.cluster == name).collect();
-    let mut nodes: Vec<&str> = streams.iter().map(|s| s.node_id.as_str()).collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    let synced = nodes
-        .iter()
-        .filter(|n| {
-            streams.iter().filter(|s| s.node_id == **n).all(|s| {
-                s.types.values().all(|t| t.acked_version.is_some() && t.acked_version == t.last_sent_version)
-            })
-        })
-        .count();
-    let mut nacking = Vec::new();
-    for n in &nodes {
-        for (t, nack) in st.registry.nacks_of(n) {
-            nacking.push(NackingProxy {
-                node_id: n.to_string(),
-                type_: t.to_string(),
-                version: nack.version,
-                error: nack.error,
-                resources: nack.resources,
-                at: nack.at,
-            });
-        }
-    }
-    ProxiesStatus { connected: nodes.len(), synced, nacking }
-}
-
 impl ConfigView {
     fn of(rec: ConfigRecord, with_config: bool) -> ConfigView {
         let status = match (rec.pending_delete, rec.applied_version) {
@@ -124,11 +69,8 @@ impl ConfigView {
             status,
             created_at: rec.created_at,
             updated_at: rec.updated_at,
-            config: with_config.then(|| {
-                let mut c = rec.config;
-                crate::secrets::redact(&mut c);
-                c
-            }),
+            // Private keys are already redacted (`manage` returns records as shown).
+            config: with_config.then_some(rec.config),
             proxies: None,
             rendered: None,
         }
@@ -222,10 +164,6 @@ pub(super) fn author(headers: &HeaderMap) -> String {
     headers.get("x-flotilla-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous").to_string()
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| ApiError::not_found(format!("no config with id {id:?} (ids are UUIDs)")))
-}
-
 /// `If-Match: "N"` or `metadata.resourceVersion: "N"`.
 fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64>, ApiError> {
     let from_header = headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or_default().to_string());
@@ -249,23 +187,16 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
-    st.authorize_config(&c, Verb::Create, &cfg).await?;
-    if q.dry_run {
-        let p = st.service.plan_one(&cfg, q.apply).await?;
-        if let Some(id) = p.id {
-            return Err(
-                crate::store::StoreError::NameTaken { namespace: p.namespace, name: p.name, id }.into()
-            );
-        }
-        return Ok(dry_run(p));
-    }
-    st.check_quota(&cfg, false).await?;
-    let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
-    let res = st.service.create(cfg, q.apply, &c.author).await.map_err(ApiError::from);
-    st.audited(&c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r))).await;
-    let rec = res?;
-    tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = q.apply);
-    Ok(respond(StatusCode::CREATED, rec))
+    written(StatusCode::CREATED, st.manage.create(&c, cfg, q.apply, q.dry_run).await?)
+}
+
+/// A write's answer: the record (with its ETag), the dry run's plan, or a carried-out deletion.
+fn written(status: StatusCode, w: Written) -> Result<Response, ApiError> {
+    Ok(match w {
+        Written::Stored(rec) => respond(status, *rec),
+        Written::Planned(p) => dry_run(p),
+        Written::Deleted(id) => Json(Deleted::done(id)).into_response(),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/configs", tag = "configs", params(("namespace" = Option<String>, Query), ("name" = Option<String>, Query)), responses((status = 200, body = Vec<ConfigView>)))]
@@ -274,23 +205,8 @@ pub async fn list(
     c: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<ConfigView>>, ApiError> {
-    let recs = st.service.store().list(&ListFilter { namespace: q.namespace, name: q.name }).await?;
-    // Only what the caller may list: other tenants' configs are not counted, named or hinted at.
-    let recs =
-        recs.into_iter().filter(|r| st.authz.allows(&c.who, Verb::List, kind_of(&r.config), &r.namespace));
-    Ok(Json(recs.map(|r| ConfigView::of(r, false)).collect()))
-}
-
-/// The record with `id`, if the caller may see its namespace (else the unknown-id 404).
-pub(super) async fn load(st: &ApiState, c: &Caller, id: &str) -> Result<ConfigRecord, ApiError> {
-    let id = parse_id(id)?;
-    let rec = st
-        .service
-        .store()
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no config with id {id}")))?;
-    st.visible(c, rec)
+    let recs = st.manage.list(&c, &ListFilter { namespace: q.namespace, name: q.name }).await?;
+    Ok(Json(recs.into_iter().map(|r| ConfigView::of(r, false)).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("rendered" = Option<bool>, Query, description = "Include the config with its templates merged in")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError)))]
@@ -300,18 +216,10 @@ pub async fn get_one(
     Path(id): Path<String>,
     Query(q): Query<GetQuery>,
 ) -> Result<Response, ApiError> {
-    let rec = load(&st, &c, &id).await?;
-    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
-    let rendered = if q.rendered {
-        let mut r = st.service.render(&rec.config).await?;
-        crate::secrets::redact(&mut r);
-        Some(r)
-    } else {
-        None
-    };
-    let etag = format!("\"{}\"", rec.version);
-    let mut view = ConfigView::of(rec, true);
-    view.proxies = Some(proxies_status(&st, &view.namespace, &view.name));
+    let ConfigRead { record, rendered, proxies } = st.manage.get(&c, &id, q.rendered).await?;
+    let etag = format!("\"{}\"", record.version);
+    let mut view = ConfigView::of(record, true);
+    view.proxies = Some(proxies);
     view.rendered = rendered;
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
@@ -325,71 +233,61 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let current = load(&st, &c, &id).await?;
-    let id = current.id;
     let cfg = body_config(&headers, &body)?;
-    st.authorize(&c, Verb::Update, kind_of(&current.config), &current.namespace, &current.name).await?;
-    st.authorize_config(&c, Verb::Update, &cfg).await?;
-    let cfg = crate::secrets::keep_redacted(cfg, &current.config);
     let expected = expected_version(&headers, &cfg)?;
-    if q.dry_run {
-        if current.namespace != cfg.namespace() || current.name != cfg.metadata.name {
-            return Err(crate::store::StoreError::Rename {
-                from: format!("{}/{}", current.namespace, current.name),
-                to: format!("{}/{}", cfg.namespace(), cfg.metadata.name),
-            }
-            .into());
-        }
-        return Ok(dry_run(st.service.plan_one(&cfg, q.apply).await?));
-    }
-    st.check_quota(&cfg, true).await?;
-    let before = Some(RevisionRef::of_record(&current));
-    let kind = kind_of(&current.config);
-    let res = st.service.update(id, cfg, expected, q.apply, &c.author).await.map_err(ApiError::from);
-    st.audited(&c, Verb::Update, kind, &current.namespace, &current.name, before, &res, |r| {
-        Some(RevisionRef::of_record(r))
-    })
-    .await;
-    let rec = res?;
-    tracing::info!(message = "config updated", %id, version = rec.version, applied = q.apply);
-    Ok(respond(StatusCode::OK, rec))
+    written(StatusCode::OK, st.manage.update(&c, &id, cfg, expected, q.apply, q.dry_run).await?)
 }
 
+/// The answer to a delete.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     id: Uuid,
+    /// True once the config is gone and removed from proxies.
     deleted: bool,
     /// True when the deletion waits for an apply (proxies still have the config).
     pending: bool,
+    /// "deleted", or "pending-delete" (staged: POST `applyUrl` to carry it out).
+    status: &'static str,
+    /// Where to POST to carry out a staged deletion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apply_url: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Remove from proxies now")), responses((status = 200, body = Deleted), (status = 404, body = ApiError), (status = 422, description = "A template still extended by configs", body = ApiError)))]
+impl Deleted {
+    fn done(id: Uuid) -> Deleted {
+        Deleted { id, deleted: true, pending: false, status: "deleted", apply_url: None }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    apply: bool,
+}
+
+#[utoipa::path(delete, path = "/api/v1/configs/{id}", tag = "configs", params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Remove from proxies now (default false: staged as pending-delete until applied)")), responses((status = 200, description = "Deleted and removed from proxies", body = Deleted), (status = 202, description = "Staged: pending-delete until `applyUrl` is POSTed; proxies keep the config until then", body = Deleted), (status = 404, body = ApiError), (status = 422, description = "A template still extended by configs", body = ApiError)))]
 pub async fn delete(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<WriteQuery>,
-) -> Result<Json<Deleted>, ApiError> {
-    let current = load(&st, &c, &id).await?;
-    let id = current.id;
-    let kind = kind_of(&current.config);
-    st.authorize(&c, Verb::Delete, kind, &current.namespace, &current.name).await?;
-    let before = Some(RevisionRef::of_record(&current));
-    let res = st.service.delete(id, q.apply, &c.author).await.map_err(ApiError::from);
-    st.audited(&c, Verb::Delete, kind, &current.namespace, &current.name, before, &res, |r| {
-        r.as_ref().map(RevisionRef::of_record)
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    Ok(match st.manage.delete(&c, &id, q.apply).await? {
+        Deletion::Done(id) => Json(Deleted::done(id)).into_response(),
+        Deletion::Staged(rec) => {
+            let apply_url = format!("/api/v1/configs/{}/apply", rec.id);
+            let staged = Deleted {
+                id: rec.id,
+                deleted: false,
+                pending: true,
+                status: "pending-delete",
+                apply_url: Some(apply_url.clone()),
+            };
+            (StatusCode::ACCEPTED, [(header::LOCATION, apply_url)], Json(staged)).into_response()
+        }
     })
-    .await;
-    let rec = res?;
-    tracing::info!(message = "config deleted", %id, applied = q.apply);
-    Ok(Json(Deleted { id, deleted: rec.is_none(), pending: rec.is_some() }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Validation {
-    pub(super) valid: bool,
-    pub(super) errors: Vec<FieldError>,
 }
 
 /// Validates the body (a candidate new version) if one is sent, else the stored latest revision.
@@ -401,15 +299,9 @@ pub async fn validate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Validation>, ApiError> {
-    let rec = load(&st, &c, &id).await?;
-    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
-    let cfg =
-        if body.iter().all(u8::is_ascii_whitespace) { rec.config } else { body_config(&headers, &body)? };
-    Ok(Json(match st.service.check(&cfg).await {
-        Ok(_) => Validation { valid: true, errors: Vec::new() },
-        Err(ServiceError::Invalid(errors)) => Validation { valid: false, errors },
-        Err(e) => return Err(e.into()),
-    }))
+    let candidate =
+        if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(body_config(&headers, &body)?) };
+    Ok(Json(st.manage.validate(&c, &id, candidate).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
@@ -419,24 +311,7 @@ pub async fn apply(
     Path(id): Path<String>,
     Query(q): Query<ApplyQuery>,
 ) -> Result<Response, ApiError> {
-    let current = load(&st, &c, &id).await?;
-    let id = current.id;
-    let kind = kind_of(&current.config);
-    st.authorize(&c, Verb::Apply, kind, &current.namespace, &current.name).await?;
-    if q.dry_run {
-        return Ok(dry_run(st.service.plan_apply(id).await?));
-    }
-    let before =
-        current.applied_config.as_ref().zip(current.applied_version).map(|(c, v)| RevisionRef::of(v, c));
-    let res = st.service.apply(id, &c.author).await.map_err(ApiError::from);
-    st.audited(&c, Verb::Apply, kind, &current.namespace, &current.name, before, &res, |r| {
-        r.as_ref().map(RevisionRef::of_record)
-    })
-    .await;
-    match res? {
-        Some(rec) => Ok(respond(StatusCode::OK, rec)),
-        None => Ok(Json(Deleted { id, deleted: true, pending: false }).into_response()),
-    }
+    written(StatusCode::OK, st.manage.apply(&c, &id, q.dry_run).await?)
 }
 
 #[utoipa::path(get, path = "/api/v1/configs/{id}/history", tag = "configs", params(("id" = String, Path)), responses((status = 200, body = Vec<Revision>), (status = 404, body = ApiError)))]
@@ -444,15 +319,8 @@ pub async fn history(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let rec = load(&st, &c, &id).await?;
-    st.authorize(&c, Verb::Get, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
-    let mut revisions = st.service.history(rec.id).await?;
-    for r in &mut revisions {
-        crate::secrets::redact(&mut r.config);
-        crate::secrets::redact_diff(&mut r.diff);
-    }
-    Ok(Json(revisions).into_response())
+) -> Result<Json<Vec<Revision>>, ApiError> {
+    Ok(Json(st.manage.history(&c, &id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/configs/{id}/rollback", tag = "configs", request_body(content = RollbackBody, content_type = "application/json"), params(("id" = String, Path), ("apply" = Option<bool>, Query, description = "Default true")), responses((status = 200, body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
@@ -464,20 +332,7 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let current = load(&st, &c, &id).await?;
-    let id = current.id;
-    let kind = kind_of(&current.config);
-    st.authorize(&c, Verb::Rollback, kind, &current.namespace, &current.name).await?;
     let format = format_of(&headers).unwrap_or(Format::Json);
     let RollbackBody { version } = parse(&body, format)?;
-    let before = Some(RevisionRef::of_record(&current));
-    let res =
-        st.service.rollback(id, version, q.apply.unwrap_or(true), &c.author).await.map_err(ApiError::from);
-    st.audited(&c, Verb::Rollback, kind, &current.namespace, &current.name, before, &res, |r| {
-        Some(RevisionRef::of_record(r))
-    })
-    .await;
-    let rec = res?;
-    tracing::info!(message = "config rolled back", %id, to = version, version = rec.version);
-    Ok(respond(StatusCode::OK, rec))
+    Ok(respond(StatusCode::OK, st.manage.rollback(&c, &id, version, q.apply.unwrap_or(true)).await?))
 }

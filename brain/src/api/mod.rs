@@ -1,5 +1,6 @@
-//! The REST API (axum). Handlers are thin: parse the request, call [`ConfigService`] or read
-//! the proxy registry, shape the JSON. Every refusal is an [`ApiError`].
+//! The REST API (axum). Handlers are thin: parse the request, call the operation in
+//! [`crate::manage`] (the same one the gRPC API calls), shape the JSON. Every refusal is an
+//! [`ApiError`].
 
 mod access;
 mod audit;
@@ -16,56 +17,95 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
-use crate::service::ConfigService;
+use crate::manage::Manager;
 
 /// Everything handlers need.
 #[derive(Clone)]
 pub struct ApiState {
-    pub service: Arc<ConfigService>,
-    pub registry: crate::fleet::Fleet,
+    /// The operations (shared with the gRPC API).
+    pub manage: Arc<Manager>,
     pub metrics: Option<PrometheusHandle>,
     pub ready: watch::Receiver<bool>,
-    pub authz: crate::auth::Authz,
-    pub audit: crate::audit::Audit,
-    /// Per-namespace quotas (shared with the gRPC API).
-    pub quotas: crate::auth::quota::Quotas,
 }
 
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// One REST operation, and the gRPC method that does the same (`None`: transport-level, e.g.
+/// `/health`; gRPC has its health service and reflection instead). The router is built from
+/// this table, so what is routed is exactly what is listed; tests check it against the OpenAPI
+/// document and the gRPC service.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub grpc: Option<&'static str>,
+}
+
+const fn op(method: &'static str, path: &'static str, grpc: Option<&'static str>) -> Operation {
+    Operation { method, path, grpc }
+}
+
+/// Every REST operation with its handler. The router is built from this list, so what is
+/// routed is exactly what is listed.
+fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
+    vec![
+        (op("POST", "/api/v1/configs", Some("CreateConfig")), post(configs::create)),
+        (op("GET", "/api/v1/configs", Some("ListConfigs")), get(configs::list)),
+        (op("GET", "/api/v1/configs/{id}", Some("GetConfig")), get(configs::get_one)),
+        (op("PUT", "/api/v1/configs/{id}", Some("UpdateConfig")), put(configs::update)),
+        (op("DELETE", "/api/v1/configs/{id}", Some("DeleteConfig")), delete(configs::delete)),
+        (op("POST", "/api/v1/configs/{id}/validate", Some("ValidateConfig")), post(configs::validate)),
+        (op("POST", "/api/v1/configs/{id}/apply", Some("ApplyConfig")), post(configs::apply)),
+        (op("GET", "/api/v1/configs/{id}/history", Some("GetHistory")), get(configs::history)),
+        (op("POST", "/api/v1/configs/{id}/rollback", Some("RollbackConfig")), post(configs::rollback)),
+        (op("POST", "/api/v1/bulk", Some("Bulk")), post(bulk::bulk)),
+        (op("POST", "/api/v1/import", Some("Import")), post(bulk::import)),
+        (op("GET", "/api/v1/export", Some("Export")), get(bulk::export)),
+        (op("POST", "/api/v1/validate", Some("ValidateConfig")), post(bulk::validate)),
+        (op("GET", "/api/v1/proxies", Some("ListProxies")), get(proxies::list)),
+        (op("GET", "/api/v1/proxies/{node_id}", Some("GetProxy")), get(proxies::get_one)),
+        (op("GET", "/api/v1/proxies/{node_id}/status", Some("GetProxyStatus")), get(proxies::status)),
+        (op("GET", "/api/v1/audit", Some("ListAudit")), get(audit::list)),
+        (op("GET", "/api/v1/auth/whoami", Some("WhoAmI")), get(audit::whoami)),
+        (op("GET", "/api/v1/openapi.json", None), get(openapi::openapi_json)),
+        (op("GET", "/health", None), get(ops::health)),
+        (op("GET", "/ready", None), get(ops::ready)),
+        (op("GET", "/metrics", None), get(ops::metrics)),
+    ]
+}
+
+/// Every REST operation (what tests compare with the OpenAPI document and the gRPC service).
+pub fn operation_list() -> Vec<Operation> {
+    operations().into_iter().map(|(o, _)| o).collect()
+}
+
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/configs", post(configs::create).get(configs::list))
-        .route("/api/v1/configs/{id}", get(configs::get_one).put(configs::update).delete(configs::delete))
-        .route("/api/v1/configs/{id}/validate", post(configs::validate))
-        .route("/api/v1/configs/{id}/apply", post(configs::apply))
-        .route("/api/v1/configs/{id}/history", get(configs::history))
-        .route("/api/v1/configs/{id}/rollback", post(configs::rollback))
-        .route("/api/v1/bulk", post(bulk::bulk))
-        .route("/api/v1/import", post(bulk::import))
-        .route("/api/v1/export", get(bulk::export))
-        .route("/api/v1/validate", post(bulk::validate))
-        .route("/api/v1/proxies", get(proxies::list))
-        .route("/api/v1/proxies/{node_id}", get(proxies::get_one))
-        .route("/api/v1/proxies/{node_id}/status", get(proxies::status))
-        .route("/api/v1/openapi.json", get(openapi::openapi_json))
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/auth/whoami", get(audit::whoami))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .fallback(ops::not_found)
+    let mut paths: Vec<(&str, MethodRouter<ApiState>)> = Vec::new();
+    for (o, handler) in operations() {
+        match paths.iter_mut().find(|(p, _)| *p == o.path) {
+            Some((_, mr)) => *mr = std::mem::take(mr).merge(handler),
+            None => paths.push((o.path, handler)),
+        }
+    }
+    let mut r = Router::new();
+    for (path, mr) in paths {
+        r = r.route(path, mr);
+    }
+    r.fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(state.authz.clone(), crate::auth::rest::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.manage.authz.clone(),
+            crate::auth::rest::authenticate,
+        ))
         .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }

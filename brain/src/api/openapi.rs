@@ -25,6 +25,7 @@ use super::{audit, bulk, configs, ops, proxies};
         bulk::validate,
         proxies::list,
         proxies::get_one,
+        proxies::status,
         audit::list,
         audit::whoami,
         ops::health,

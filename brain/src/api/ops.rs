@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 
-use super::access::Caller;
 use super::{ApiError, ApiState};
+use crate::manage::Caller;
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is up", body = String)))]
 pub async fn health() -> &'static str {
@@ -28,8 +28,8 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 401, body = ApiError)))]
 pub async fn metrics(State(st): State<ApiState>, c: Caller) -> impl IntoResponse {
     let body = st.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    let body = match st.authz.policy() {
-        Some(_) => visible_series(&body, |ns| st.authz.sees(&c.who, ns)),
+    let body = match st.manage.authz.policy() {
+        Some(_) => visible_series(&body, |ns| st.manage.authz.sees(&c.who, ns)),
         None => body,
     };
     ([("content-type", "text/plain; version=0.0.4")], body)

@@ -183,12 +183,15 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Delete { what: Kind::Proxies, .. } => {
             Err(CliError::Usage("proxies cannot be deleted; delete the config that selects them".into()))
         }
-        Command::Delete { what: Kind::Configs, name, namespace, no_apply } => {
+        Command::Delete { what: Kind::Configs, name, namespace, stage } => {
             let id = c.config_id(&namespace, &name).await?;
-            let url = c.url(&format!("/api/v1/configs/{id}"), &[("apply", flag(!no_apply))])?;
+            let url = c.url(&format!("/api/v1/configs/{id}"), &[("apply", flag(!stage))])?;
             let res = c.call_url(Method::DELETE, url, None).await?;
             if res["pending"].as_bool() == Some(true) {
-                println!("config {namespace}/{name} marked for deletion (proxies keep it until applied)");
+                println!(
+                    "config {namespace}/{name} staged for deletion (pending-delete): proxies keep it until \
+                     `flotilla delete configs {name} -n {namespace}` is run without --stage"
+                );
             } else {
                 println!("config {namespace}/{name} deleted");
             }

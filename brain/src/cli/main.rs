@@ -71,15 +71,17 @@ pub enum Command {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
-    /// Delete a config (and remove its resources from proxies unless --no-apply).
+    /// Delete a config and remove its resources from proxies (--stage: mark it pending-delete,
+    /// proxies keep it until the deletion is applied).
     Delete {
         #[arg(value_enum)]
         what: Kind,
         name: String,
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
-        #[arg(long)]
-        no_apply: bool,
+        /// Only stage the deletion (pending-delete); run `delete` again without it to carry it out.
+        #[arg(long, alias = "no-apply")]
+        stage: bool,
     },
     /// Show what applying FILE would change (exit 1 if anything would).
     Diff {

@@ -1,0 +1,136 @@
+//! Many configs at once: an atomic create-or-update of a bundle (bulk and import), the export
+//! of a bundle, and validation of configs without storing them.
+
+use serde::Serialize;
+
+use super::{Caller, Manager, OpError};
+use crate::audit::RevisionRef;
+use crate::auth::{Kind, Verb, kind_of};
+use crate::model::ProxyConfig;
+use crate::service::{Planned, ServiceError};
+use crate::store::ListFilter;
+use crate::validate::FieldError;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkResult {
+    pub dry_run: bool,
+    pub applied: bool,
+    pub results: Vec<Planned>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    pub errors: Vec<FieldError>,
+}
+
+impl Manager {
+    /// Creates or updates every config of `cfgs` in one transaction (all or none), applied if
+    /// `apply`; with `dry_run`, only the plan. Every document is authorized and quota-checked
+    /// before anything is written.
+    pub async fn bulk(
+        &self,
+        c: &Caller,
+        cfgs: Vec<ProxyConfig>,
+        apply: bool,
+        dry_run: bool,
+    ) -> Result<BulkResult, OpError> {
+        if cfgs.is_empty() {
+            return Err(OpError::BadRequest("the bundle holds no config".into()));
+        }
+        let mut checked = Vec::with_capacity(cfgs.len());
+        let mut befores = Vec::with_capacity(cfgs.len());
+        for cfg in cfgs {
+            let existing = self.service.find(cfg.namespace(), &cfg.metadata.name).await?;
+            let verb = if existing.is_some() { Verb::Update } else { Verb::Create };
+            self.authorize_config(c, verb, &cfg).await?;
+            if apply {
+                self.authorize_config(c, Verb::Apply, &cfg).await?;
+            }
+            let cfg = match &existing {
+                Some(rec) => crate::secrets::keep_redacted(cfg, &rec.config),
+                None => cfg,
+            };
+            self.check_quota(&cfg, existing.is_some()).await?;
+            befores.push(existing.as_ref().map(RevisionRef::of_record));
+            checked.push(cfg);
+        }
+        let res = self.service.bulk(&checked, apply, dry_run, &c.author).await.map_err(OpError::from);
+        if !dry_run {
+            for (i, (cfg, before)) in checked.iter().zip(befores).enumerate() {
+                let verb = match (apply, before.is_some()) {
+                    (true, _) => Verb::Apply,
+                    (false, true) => Verb::Update,
+                    (false, false) => Verb::Create,
+                };
+                self.audited(c, verb, kind_of(cfg), cfg.namespace(), &cfg.metadata.name, before, &res, |r| {
+                    r.get(i).and_then(|p| p.version.map(|v| RevisionRef::of(v, cfg)))
+                })
+                .await;
+            }
+        }
+        let mut results = res?;
+        for p in &mut results {
+            crate::secrets::redact_diff(&mut p.diff);
+        }
+        if !dry_run {
+            tracing::info!(message = "bulk write", configs = results.len(), applied = apply, api = c.api);
+        }
+        Ok(BulkResult { dry_run, applied: apply && !dry_run, results })
+    }
+
+    /// Every config the caller may export (or one namespace's), as a YAML bundle that `bulk`
+    /// takes back. Private keys are redacted unless `include_secrets`, which needs `export` on
+    /// `secrets` in each namespace that has them.
+    pub async fn export(
+        &self,
+        c: &Caller,
+        namespace: Option<String>,
+        include_secrets: bool,
+    ) -> Result<String, OpError> {
+        if let Some(ns) = &namespace {
+            self.authorize(c, Verb::Export, Kind::Configs, ns, "*").await?;
+        }
+        let mut cfgs = Vec::new();
+        for rec in self.service.store().list(&ListFilter { namespace, name: None }).await? {
+            if !self.authz.allows(&c.who, Verb::Export, kind_of(&rec.config), &rec.namespace) {
+                continue;
+            }
+            let mut cfg = rec.config;
+            if include_secrets && !cfg.spec.secrets.is_empty() {
+                self.authorize(c, Verb::Export, Kind::Secrets, &rec.namespace, &rec.name).await?;
+            } else {
+                crate::secrets::redact(&mut cfg);
+            }
+            cfgs.push(cfg);
+        }
+        crate::parse::render_bundle(&cfgs)
+            .map_err(|e| OpError::Internal(format!("rendering the export: {e}")))
+    }
+
+    /// Validates each of `cfgs` (one config or a bundle) without storing anything; with more
+    /// than one, each problem's path starts with the document's index (`[1].spec...`).
+    pub async fn validate_bundle(&self, c: &Caller, cfgs: &[ProxyConfig]) -> Result<Validation, OpError> {
+        if cfgs.is_empty() {
+            return Err(OpError::BadRequest("the bundle holds no config".into()));
+        }
+        for cfg in cfgs {
+            self.authorize(c, Verb::Get, kind_of(cfg), cfg.namespace(), &cfg.metadata.name).await?;
+        }
+        let mut errors = Vec::new();
+        for (i, cfg) in cfgs.iter().enumerate() {
+            match self.service.check(cfg).await {
+                Ok(_) => {}
+                Err(ServiceError::Invalid(errs)) => errors.extend(errs.into_iter().map(|mut e| {
+                    if cfgs.len() > 1 {
+                        e.path = format!("[{i}].{}", e.path);
+                    }
+                    e
+                })),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Validation { valid: errors.is_empty(), errors })
+    }
+}
