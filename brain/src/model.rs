@@ -14,7 +14,9 @@ pub const KIND_PROXY_TEMPLATE: &str = "ProxyTemplate";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfig {
+    #[schema(pattern = "^v1$", example = "v1")]
     pub api_version: String,
+    #[schema(pattern = "^(ProxyConfig|ProxyTemplate)$", example = "ProxyConfig")]
     pub kind: String,
     pub metadata: Metadata,
     #[serde(default)]
@@ -24,13 +26,17 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub name: String,
+    /// Default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^([A-Za-z0-9][A-Za-z0-9._-]{0,252})?$")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Optimistic concurrency on update: the version the writer last saw.
+    /// Optimistic concurrency on update: the version the writer last saw (empty: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]*$")]
     pub resource_version: Option<String>,
 }
 
@@ -107,6 +113,8 @@ pub struct Listener {
     #[serde(default = "default_listen_address")]
     pub address: String,
     /// Signed and wide so that an out-of-range port is a validation error naming the value.
+    #[schema(minimum = 1, maximum = 65535)]
+    #[serde(deserialize_with = "whole::i64")]
     pub port: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filter_chains: Vec<FilterChain>,
@@ -203,6 +211,8 @@ pub struct RouteAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WeightedCluster {
     pub name: String,
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub weight: u32,
 }
 
@@ -276,9 +286,11 @@ pub struct Empty {}
 pub struct HealthCheck {
     pub timeout: String,
     pub interval: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub unhealthy_threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub healthy_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_health_check: Option<HttpHealthCheck>,
@@ -298,8 +310,11 @@ pub struct HttpHealthCheck {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
     pub address: String,
+    #[schema(minimum = 1, maximum = 65535)]
+    #[serde(deserialize_with = "whole::i64")]
     pub port: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub weight: Option<u32>,
 }
 
@@ -318,5 +333,67 @@ impl ProxyConfig {
 
     pub fn target(&self) -> flotilla_shared::Target {
         flotilla_shared::Target::new(self.namespace(), self.metadata.name.clone())
+    }
+}
+
+/// Integers as JSON Schema counts them: `3`, or a number with no fraction such as `3.0` (what
+/// some clients and generators send for an integer). `3.5` and out-of-range values are refused,
+/// naming the value.
+pub(crate) mod whole {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
+
+    /// A whole number of any integer width (the caller checks its range).
+    struct Whole(i128);
+
+    impl<'de> Deserialize<'de> for Whole {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Whole, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Whole;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an integer")
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Whole, E> {
+                    Ok(Whole(v.into()))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Whole, E> {
+                    Ok(Whole(v.into()))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Whole, E> {
+                    if v.fract() == 0.0 && v.abs() < 1e30 {
+                        #[allow(clippy::cast_possible_truncation)] // whole and well inside i128
+                        Ok(Whole(v as i128))
+                    } else {
+                        Err(E::invalid_type(Unexpected::Float(v), &self))
+                    }
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    fn ranged<T: TryFrom<i128>, E: de::Error>(n: i128) -> Result<T, E> {
+        T::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        ranged(Whole::deserialize(d)?.0)
+    }
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        ranged(Whole::deserialize(d)?.0)
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        ranged(Whole::deserialize(d)?.0)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<Whole>::deserialize(d)? {
+            Some(w) => ranged(w.0).map(Some),
+            None => Ok(None),
+        }
     }
 }

@@ -84,7 +84,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
         Format::Yaml => {
             let text = utf8(body)?;
             let de = serde_yaml_ng::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
+            let typed = serde_path_to_error::deserialize(de).map_err(|e| {
                 let path = clean_path(e.path().to_string());
                 let inner = e.into_inner();
                 let loc = inner.location();
@@ -94,9 +94,31 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
                     line: loc.as_ref().map(|l| l.line()),
                     column: loc.as_ref().map(|l| l.column()),
                 }
-            })
+            })?;
+            strict_scalars::<T>(text)?;
+            Ok(typed)
         }
     }
+}
+
+/// The streaming YAML parse above reads any plain scalar into a string field (`namespace: false`
+/// becomes "false"), which the schema and the JSON path refuse. Re-reading the document through
+/// YAML's typed values refuses such a scalar with its path, as JSON would; quoting it is the fix.
+fn strict_scalars<T: DeserializeOwned>(text: &str) -> Result<(), ParseError> {
+    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
+        Ok(v) => v,
+        // Already parsed once: a failure here is not the caller's to see twice.
+        Err(_) => return Ok(()),
+    };
+    serde_path_to_error::deserialize::<_, T>(value).map(|_| ()).map_err(|e| ParseError {
+        path: clean_path(e.path().to_string()),
+        message: format!(
+            "{} (quote it if it is meant as a string)",
+            strip_yaml_path(&e.into_inner().to_string())
+        ),
+        line: None,
+        column: None,
+    })
 }
 
 /// serde_json and serde_yaml append " at line X column Y"; we report those as fields.
@@ -135,6 +157,35 @@ mod tests {
     fn malformed_yaml_names_line_and_column() {
         let err = parse_config(b"apiVersion: v1\nkind: [unclosed\n", Format::Yaml).unwrap_err();
         assert!(err.line.is_some() && err.column.is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn a_yaml_scalar_of_the_wrong_type_is_refused_with_its_path() {
+        let doc = b"apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x, namespace: false}\n";
+        let err = parse_config(doc, Format::Yaml).unwrap_err();
+        assert_eq!(err.path.as_deref(), Some("metadata.namespace"), "{err:?}");
+        assert!(err.message.contains("quote it"), "{err:?}");
+        let quoted = b"apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x, namespace: \"false\"}\n";
+        assert!(parse_config(quoted, Format::Yaml).is_ok());
+    }
+
+    #[test]
+    fn a_yaml_bundle_may_be_a_stream_or_a_sequence() {
+        let one = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: a}\n";
+        let stream = format!("---\n{one}---\n{}", one.replace("name: a", "name: b"));
+        let seq = format!(
+            "- {}\n- {}",
+            one.replace('\n', "\n  ").trim_end(),
+            one.replace("name: a", "name: b").replace('\n', "\n  ").trim_end()
+        );
+        for text in [stream, seq] {
+            let names: Vec<String> = parse_bundle(text.as_bytes(), Format::Yaml)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.metadata.name)
+                .collect();
+            assert_eq!(names, ["a", "b"], "{text}");
+        }
     }
 
     #[test]
@@ -178,12 +229,12 @@ pub fn parse_bundle(body: &[u8], format: Format) -> Result<Vec<ProxyConfig>, Par
         Format::Yaml => {
             let text = utf8(body)?;
             let mut out = Vec::new();
-            for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+            for doc in serde_yaml_ng::Deserializer::from_str(text) {
                 // Skip empty documents (a leading or trailing `---`).
                 let value: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).map_err(|e| {
                     let loc = e.location();
                     prefix(
-                        i,
+                        out.len(),
                         ParseError {
                             message: strip_yaml_path(&strip_position(&e.to_string())),
                             path: None,
@@ -192,16 +243,22 @@ pub fn parse_bundle(body: &[u8], format: Format) -> Result<Vec<ProxyConfig>, Par
                         },
                     )
                 })?;
-                if value.is_null() {
-                    continue;
+                // A document that is a sequence holds configs too (the YAML form of a JSON array).
+                let items = match value {
+                    serde_yaml_ng::Value::Null => continue,
+                    serde_yaml_ng::Value::Sequence(items) => items,
+                    one => vec![one],
+                };
+                for item in items {
+                    let n = out.len();
+                    let text = serde_yaml_ng::to_string(&item).map_err(|e| {
+                        prefix(n, ParseError { message: e.to_string(), path: None, line: None, column: None })
+                    })?;
+                    out.push(
+                        parse_config(text.as_bytes(), Format::Yaml)
+                            .map_err(|e| prefix(n, ParseError { line: None, column: None, ..e }))?,
+                    );
                 }
-                let text = serde_yaml_ng::to_string(&value).map_err(|e| {
-                    prefix(i, ParseError { message: e.to_string(), path: None, line: None, column: None })
-                })?;
-                out.push(
-                    parse_config(text.as_bytes(), Format::Yaml)
-                        .map_err(|e| prefix(i, ParseError { line: None, column: None, ..e }))?,
-                );
             }
             Ok(out)
         }

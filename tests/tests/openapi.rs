@@ -109,6 +109,20 @@ async fn openapi_document_matches_the_routes() {
         }
     }
     assert!(checked >= 18, "only {checked} operations documented");
+    // Every operation documents the refusals any request can get, with the one error body.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let mut want = vec!["400"];
+            if !matches!(path.as_str(), "/health" | "/ready" | "/api/v1/openapi.json") {
+                want.extend(["401", "403", "429"]);
+            }
+            for code in want {
+                let r = &op["responses"][code];
+                let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ApiError", "{method} {path} {code}: {r}");
+            }
+        }
+    }
     let cfg = &doc["components"]["schemas"]["ProxyConfig"];
     let props = cfg["properties"].as_object().unwrap();
     for field in ["apiVersion", "kind", "metadata", "spec"] {

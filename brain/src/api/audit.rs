@@ -2,10 +2,11 @@
 //! and `GET /api/v1/auth/whoami` (the caller and what it may do).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::query::ApiQuery;
 use super::{ApiError, ApiState};
 use crate::audit::{AuditEntry, AuditFilter};
 use crate::manage::{Caller, WhoAmI};
@@ -18,14 +19,14 @@ pub struct AuditQuery {
     /// RFC 3339 time: entries at or after it.
     since: Option<String>,
     /// At most this many entries, newest first [default 100, at most 1,000].
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(("namespace" = Option<String>, Query), ("subject" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("limit" = Option<usize>, Query)), responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(("namespace" = Option<String>, Query), ("subject" = Option<String>, Query), ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: entries at or after it"), ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "At most this many, newest first (default 100)")), responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ApiError), (status = 403, body = ApiError)))]
 pub async fn list(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let since = match &q.since {
         Some(s) => Some(
@@ -35,8 +36,12 @@ pub async fn list(
         ),
         None => None,
     };
-    let filter =
-        AuditFilter { namespace: q.namespace, subject: q.subject, since, limit: q.limit.unwrap_or(100) };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit={limit} is out of range: 1 to 1000")));
+    }
+    #[allow(clippy::cast_possible_truncation)] // at most 1000
+    let filter = AuditFilter { namespace: q.namespace, subject: q.subject, since, limit: limit as usize };
     Ok(Json(st.manage.audit_log(&c, filter).await?))
 }
 

@@ -4,12 +4,13 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::configs::{format_of, nonempty};
+use super::query::ApiQuery;
 use super::{ApiError, ApiState};
 use crate::manage::{BulkResult, Caller, Validation};
 use crate::model::ProxyConfig;
@@ -23,6 +24,22 @@ pub struct BulkQuery {
     dry_run: bool,
 }
 
+/// The body of bulk, import and validate: one or more configs (a YAML stream or sequence, or a
+/// JSON array). Only documented here; the handlers parse it with `parse_bundle`.
+pub struct Bundle;
+
+impl utoipa::PartialSchema for Bundle {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("ProxyConfig"))
+            .min_items(Some(1))
+            .description(Some("One or more configs"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Bundle {}
+
 fn bundle(headers: &HeaderMap, body: &Bytes) -> Result<Vec<ProxyConfig>, ApiError> {
     let format = format_of(headers)?;
     nonempty(body)?;
@@ -30,11 +47,11 @@ fn bundle(headers: &HeaderMap, body: &Bytes) -> Result<Vec<ProxyConfig>, ApiErro
 }
 
 /// Atomic create-or-update of every config in the body; not applied unless `?apply=true`.
-#[utoipa::path(post, path = "/api/v1/bulk", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), params(("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/bulk", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn bulk(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<BulkQuery>,
+    ApiQuery(q): ApiQuery<BulkQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
@@ -43,11 +60,11 @@ pub async fn bulk(
 }
 
 /// Like bulk, but applied unless `?apply=false`: restoring a backup makes it live.
-#[utoipa::path(post, path = "/api/v1/import", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), params(("apply" = Option<bool>, Query, description = "Default true"), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/import", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query, description = "Default true"), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn import(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<BulkQuery>,
+    ApiQuery(q): ApiQuery<BulkQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
@@ -66,18 +83,18 @@ pub struct ExportQuery {
 
 /// Every config the caller may export (or one namespace's), as a YAML bundle. Private keys are
 /// redacted unless `includeSecrets=true`, which needs `export` on `secrets` in each namespace.
-#[utoipa::path(get, path = "/api/v1/export", tag = "bulk", params(("namespace" = Option<String>, Query), ("includeSecrets" = Option<bool>, Query)), responses((status = 200, description = "YAML bundle", content_type = "application/yaml", body = String), (status = 403, body = ApiError)))]
+#[utoipa::path(get, path = "/api/v1/export", tag = "bulk", params(("namespace" = Option<String>, Query), ("includeSecrets" = Option<bool>, Query)), responses((status = 200, description = "A YAML stream of configs (---), empty when there are none", content_type = "application/yaml"), (status = 403, body = ApiError)))]
 pub async fn export(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<ExportQuery>,
+    ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let bundle = st.manage.export(&c, q.namespace, q.include_secrets).await?;
     Ok(([(header::CONTENT_TYPE, "application/yaml")], bundle).into_response())
 }
 
 /// Validates configs in the body (one or a bundle) without storing anything.
-#[utoipa::path(post, path = "/api/v1/validate", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Vec<ProxyConfig> = "application/yaml"), (Vec<ProxyConfig> = "application/json"))), responses((status = 200, body = Validation), (status = 400, body = ApiError), (status = 415, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/validate", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), responses((status = 200, body = Validation), (status = 400, body = ApiError), (status = 415, body = ApiError)))]
 pub async fn validate(
     State(st): State<ApiState>,
     c: Caller,

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::query::ApiQuery;
 use super::{ApiError, ApiState};
 use crate::manage::{Caller, ConfigRead, Deletion, ProxiesStatus, Validation, Written};
 use crate::model::ProxyConfig;
@@ -93,12 +94,33 @@ pub struct WriteQuery {
     dry_run: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// A dry run's answer: what the write would change; nothing stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DryRun {
+pub struct DryRun {
+    /// Always true.
     dry_run: bool,
     #[serde(flatten)]
     planned: Planned,
+}
+
+/// What an update answers: the config, or with `dryRun` what would change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)] // documents the answer (`written` builds its variants' bodies)
+pub enum WriteAnswer {
+    Config(ConfigView),
+    DryRun(DryRun),
+}
+
+/// What an apply answers: the config, a carried-out deletion, or with `dryRun` what would change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)] // documents the answer (`written` builds its variants' bodies)
+pub enum ApplyAnswer {
+    Config(ConfigView),
+    Deleted(Deleted),
+    DryRun(DryRun),
 }
 
 fn dry_run(planned: Planned) -> Response {
@@ -128,6 +150,9 @@ pub struct RollbackQuery {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
+    /// The revision to make current again.
+    #[serde(deserialize_with = "crate::model::whole::u64")]
+    #[schema(minimum = 1)]
     version: u64,
 }
 
@@ -170,7 +195,7 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     let raw = from_header.or_else(|| cfg.metadata.resource_version.clone());
     let Some(raw) = raw else { return Ok(None) };
     let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
-    if trimmed == "*" {
+    if trimmed == "*" || trimmed.is_empty() {
         return Ok(None);
     }
     trimmed.parse().map(Some).map_err(|_| {
@@ -178,11 +203,11 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = Planned), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = DryRun), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn create(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<WriteQuery>,
+    ApiQuery(q): ApiQuery<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -203,7 +228,7 @@ fn written(status: StatusCode, w: Written) -> Result<Response, ApiError> {
 pub async fn list(
     State(st): State<ApiState>,
     c: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<ConfigView>>, ApiError> {
     let recs = st.manage.list(&c, &ListFilter { namespace: q.namespace, name: q.name }).await?;
     Ok(Json(recs.into_iter().map(|r| ConfigView::of(r, false)).collect()))
@@ -214,7 +239,7 @@ pub async fn get_one(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<GetQuery>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
     let ConfigRead { record, rendered, proxies } = st.manage.get(&c, &id, q.rendered).await?;
     let etag = format!("\"{}\"", record.version);
@@ -224,12 +249,12 @@ pub async fn get_one(
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
-#[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\"")), responses((status = 200, body = ConfigView), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 413, description = "Body over 4 MiB"), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
+#[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("If-Match" = Option<String>, Header, pattern = r#"^((W/)?"?[0-9]+"?|\*)?$"#, description = "Expected version, e.g. \"3\" (empty or `*`: any)")), responses((status = 200, description = "Updated, or with dryRun what would change", body = WriteAnswer), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
 pub async fn update(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<WriteQuery>,
+    ApiQuery(q): ApiQuery<WriteQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -272,7 +297,7 @@ pub async fn delete(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Response, ApiError> {
     Ok(match st.manage.delete(&c, &id, q.apply).await? {
         Deletion::Done(id) => Json(Deleted::done(id)).into_response(),
@@ -304,12 +329,12 @@ pub async fn validate(
     Ok(Json(st.manage.validate(&c, &id, candidate).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied (or the pending deletion carried out)", body = ConfigView), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied, the pending deletion carried out, or with dryRun what would change", body = ApplyAnswer), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn apply(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<ApplyQuery>,
+    ApiQuery(q): ApiQuery<ApplyQuery>,
 ) -> Result<Response, ApiError> {
     written(StatusCode::OK, st.manage.apply(&c, &id, q.dry_run).await?)
 }
@@ -328,7 +353,7 @@ pub async fn rollback(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
-    Query(q): Query<RollbackQuery>,
+    ApiQuery(q): ApiQuery<RollbackQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

@@ -10,6 +10,7 @@ mod error;
 mod openapi;
 mod ops;
 mod proxies;
+mod query;
 
 use std::sync::Arc;
 
@@ -99,7 +100,8 @@ pub fn router(state: ApiState) -> Router {
     for (path, mr) in paths {
         r = r.route(path, mr);
     }
-    r.fallback(ops::not_found)
+    r.route_layer(axum::middleware::from_fn(query::only_declared))
+        .fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -13,7 +13,7 @@ use crate::transport::Peer;
 
 /// Paths served to anyone: probes must not need a token. (`/metrics` needs one when
 /// authentication is on: its series name tenants' namespaces.)
-fn is_open(path: &str) -> bool {
+pub(crate) fn is_open(path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
 }
 

@@ -154,10 +154,12 @@ pub struct DiffEntry {
     /// JSON path, e.g. `spec.clusters[0].endpoints[1].port`.
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value (absent when the path was added).
+    #[schema(value_type = Option<serde_json::Value>)]
     pub from: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON value (absent when the path was removed).
+    #[schema(value_type = Option<serde_json::Value>)]
     pub to: Option<Value>,
 }
 

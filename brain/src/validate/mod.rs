@@ -18,7 +18,7 @@ pub struct FieldError {
     pub message: String,
     /// The offending value.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<Value>,
 }
 
@@ -74,6 +74,15 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
         && !is_dns_label(ns)
     {
         errs.add("metadata.namespace", ns.clone(), "namespace must be letters, digits, '-', '_' or '.'");
+    }
+    if let Some(rv) = &cfg.metadata.resource_version
+        && !rv.chars().all(|c| c.is_ascii_digit())
+    {
+        errs.add(
+            "metadata.resourceVersion",
+            rv.clone(),
+            "resourceVersion must be a version number (digits), as the API returns it",
+        );
     }
     if cfg.is_template() {
         // A template is a fragment: its references may resolve in the configs that extend it,
