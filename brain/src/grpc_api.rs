@@ -47,6 +47,25 @@ impl GrpcApi {
     }
 }
 
+impl GrpcApi {
+    /// Bulk and Import: the same write, applied by default only for Import.
+    async fn bulk_write(
+        &self,
+        req: Request<pb::BulkRequest>,
+        default_apply: bool,
+    ) -> Result<Response<pb::BulkReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let cfgs = bundle(&r.document, r.format)?;
+        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(default_apply), r.dry_run).await?;
+        Ok(Response::new(pb::BulkReply {
+            dry_run: res.dry_run,
+            applied: res.applied,
+            results_json: json(&res.results),
+        }))
+    }
+}
+
 // === errors ===
 
 fn invalid(message: String, violations: Vec<FieldViolation>) -> Status {
@@ -399,27 +418,11 @@ impl ControlPlaneService for GrpcApi {
     }
 
     async fn bulk(&self, req: Request<pb::BulkRequest>) -> Result<Response<pb::BulkReply>, Status> {
-        let c = self.caller(&req).await?;
-        let r = req.into_inner();
-        let cfgs = bundle(&r.document, r.format)?;
-        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(false), r.dry_run).await?;
-        Ok(Response::new(pb::BulkReply {
-            dry_run: res.dry_run,
-            applied: res.applied,
-            results_json: json(&res.results),
-        }))
+        self.bulk_write(req, false).await
     }
 
     async fn import(&self, req: Request<pb::BulkRequest>) -> Result<Response<pb::BulkReply>, Status> {
-        let c = self.caller(&req).await?;
-        let r = req.into_inner();
-        let cfgs = bundle(&r.document, r.format)?;
-        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(true), r.dry_run).await?;
-        Ok(Response::new(pb::BulkReply {
-            dry_run: res.dry_run,
-            applied: res.applied,
-            results_json: json(&res.results),
-        }))
+        self.bulk_write(req, true).await
     }
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<pb::ExportReply>, Status> {
