@@ -206,9 +206,20 @@ impl Brain {
                     .await?;
             buses.push(Box::new(NatsBus::new(kv)));
         }
-        let service = Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))));
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
+        let discovery = crate::discovery::Discovery::default();
+        for (name, path) in &settings.discovery_files {
+            discovery.declare(name, "file");
+            // Read once before the first publish, so proxies start with the discovered endpoints.
+            match crate::discovery::file::read(path) {
+                Ok(services) => discovery.update(name, services),
+                Err(e) => discovery.failed(name, e),
+            }
+            crate::discovery::file::spawn(discovery.clone(), name.clone(), path.clone(), stopped.clone());
+        }
+        let service =
+            Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))).with_discovery(discovery.clone()));
 
         let xds_listener = match settings.embedded_edge {
             true => Some(bind(settings.xds_addr, "xDS").await?),
@@ -296,6 +307,7 @@ impl Brain {
         });
 
         let n = service.publish_all().await.context("loading applied configs")?;
+        spawn_discovery_publisher(service.clone(), discovery.subscribe(), stopped.clone());
         ready_tx.send_replace(true);
         let storage = match &settings.database_url {
             Some(url) => redact(url),
@@ -314,4 +326,29 @@ impl Brain {
             let _ = t.await;
         }
     }
+}
+
+/// Publishes the configs that use discovery again whenever a source's services change; changes
+/// that arrive together (within 50 ms) are published once.
+fn spawn_discovery_publisher(
+    service: Arc<ConfigService>,
+    mut changes: watch::Receiver<u64>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = stopped.changed() => return,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            changes.borrow_and_update();
+            match service.publish_discovered().await {
+                Ok(n) => {
+                    tracing::info!(message = "discovered endpoints changed; configs published", configs = n)
+                }
+                Err(e) => tracing::error!(message = "publishing discovered endpoints failed", error = %e),
+            }
+        }
+    });
 }

@@ -460,6 +460,26 @@ impl ControlPlaneService for GrpcApi {
         Ok(Response::new(pb::ListAuditReply { entries_json: json(&entries) }))
     }
 
+    async fn list_services(
+        &self,
+        req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesReply>, Status> {
+        let c = self.caller(&req).await?;
+        let name = req.into_inner().name;
+        let view = self.manage.services(&c, Some(name.as_str()).filter(|n| !n.is_empty())).await?;
+        Ok(Response::new(pb::ListServicesReply { services_json: json(&view) }))
+    }
+
+    async fn list_endpoints(
+        &self,
+        req: Request<pb::ListEndpointsRequest>,
+    ) -> Result<Response<pb::ListEndpointsReply>, Status> {
+        let c = self.caller(&req).await?;
+        let service = req.into_inner().service;
+        let view = self.manage.endpoints(&c, Some(service.as_str()).filter(|n| !n.is_empty()))?;
+        Ok(Response::new(pb::ListEndpointsReply { endpoints_json: json(&view) }))
+    }
+
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIReply>, Status> {
         let c = self.caller(&req).await?;
         let w = self.manage.whoami(&c);

@@ -256,8 +256,27 @@ pub struct Cluster {
     pub health_checks: Vec<HealthCheck>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// Take the endpoints from a service discovery source instead of `endpoints` (EDS clusters
+    /// only); they follow the registry as it changes (docs/discovery.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTls>,
+}
+
+/// Which discovered service a cluster's endpoints come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscoveryRef {
+    /// A source declared to the brain (`--discovery-file NAME=PATH`).
+    pub source: String,
+    pub service: String,
+    /// The service's namespace in the registry; default: the config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only endpoints carrying every one of these labels (e.g. `{track: canary}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -316,6 +335,23 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
     #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub weight: Option<u32>,
+    /// Default healthy. Envoy sends no traffic to unhealthy or draining endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<EndpointHealth>,
+    /// Locality (topology zone); endpoints are grouped by region and zone for Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// An endpoint's health as its registry reports it (Envoy's HealthStatus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointHealth {
+    Healthy,
+    Unhealthy,
+    Draining,
 }
 
 impl ProxyConfig {

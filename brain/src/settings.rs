@@ -75,6 +75,15 @@ pub struct Cli {
     /// Log format [default: text].
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// A `file` service discovery source: NAME=PATH of a YAML/JSON file of services, re-read
+    /// when it changes (docs/discovery.md). Repeatable; comma-separated in the env var.
+    #[arg(
+        long = "discovery-file",
+        env = "FLOTILLA_DISCOVERY_FILES",
+        value_delimiter = ',',
+        value_name = "NAME=PATH"
+    )]
+    pub discovery_files: Vec<String>,
     #[command(flatten)]
     pub security: SecurityCli,
 }
@@ -132,6 +141,16 @@ pub struct FileConfig {
     pub nats: FileNats,
     #[serde(default)]
     pub security: FileSecurity,
+    #[serde(default)]
+    pub discovery: FileDiscovery,
+}
+
+/// `discovery:` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileDiscovery {
+    /// `NAME=PATH` entries, as `--discovery-file`.
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +224,8 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub security: Security,
+    /// `file` discovery sources: name → path.
+    pub discovery_files: Vec<(String, PathBuf)>,
 }
 
 /// Resolved security settings; all off by default.
@@ -247,6 +268,7 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             security: Security::default(),
+            discovery_files: Vec::new(),
         }
     }
 }
@@ -277,8 +299,22 @@ impl Settings {
         };
         let d = Settings::default();
         let security = resolve_security(cli.security, file.security)?;
+        let mut discovery_files = Vec::new();
+        for spec in cli.discovery_files.iter().chain(file.discovery.files.iter()) {
+            let Some((name, path)) = spec.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            else {
+                return Err(SettingsError::Invalid(format!("--discovery-file {spec:?}: expected NAME=PATH")));
+            };
+            if discovery_files.iter().any(|(n, _)| n == name) {
+                return Err(SettingsError::Invalid(format!(
+                    "--discovery-file: source {name:?} is declared twice"
+                )));
+            }
+            discovery_files.push((name.to_string(), PathBuf::from(path)));
+        }
         Ok(Settings {
             security,
+            discovery_files,
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),

@@ -6,6 +6,7 @@ mod access;
 mod audit;
 mod bulk;
 mod configs;
+mod discovery;
 mod error;
 mod openapi;
 mod ops;
@@ -74,6 +75,10 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("GET", "/api/v1/proxies", Some("ListProxies")), get(proxies::list)),
         (op("GET", "/api/v1/proxies/{node_id}", Some("GetProxy")), get(proxies::get_one)),
         (op("GET", "/api/v1/proxies/{node_id}/status", Some("GetProxyStatus")), get(proxies::status)),
+        (op("GET", "/api/v1/services", Some("ListServices")), get(discovery::services)),
+        (op("GET", "/api/v1/services/{name}", Some("ListServices")), get(discovery::service)),
+        (op("GET", "/api/v1/endpoints", Some("ListEndpoints")), get(discovery::endpoints)),
+        (op("GET", "/api/v1/endpoints/{service}", Some("ListEndpoints")), get(discovery::endpoints_of)),
         (op("GET", "/api/v1/audit", Some("ListAudit")), get(audit::list)),
         (op("GET", "/api/v1/auth/whoami", Some("WhoAmI")), get(audit::whoami)),
         (op("GET", "/api/v1/openapi.json", None), get(openapi::openapi_json)),

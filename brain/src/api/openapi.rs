@@ -6,7 +6,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, bulk, configs, ops, proxies};
+use super::{audit, bulk, configs, discovery, ops, proxies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,10 @@ use super::{audit, bulk, configs, ops, proxies};
         proxies::list,
         proxies::get_one,
         proxies::status,
+        discovery::services,
+        discovery::service,
+        discovery::endpoints,
+        discovery::endpoints_of,
         audit::list,
         audit::whoami,
         ops::health,

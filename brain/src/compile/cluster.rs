@@ -3,7 +3,7 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HealthCheck, SocketAddress, address, health_check, socket_address,
+    Address, HealthCheck, HealthStatus, Locality, SocketAddress, address, health_check, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -90,9 +90,11 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
 }
 
 fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignment, CompileError> {
-    let mut lb_endpoints = Vec::with_capacity(c.endpoints.len());
+    // One LocalityLbEndpoints per (region, zone), in order of first appearance; most clusters
+    // have one (no locality).
+    let mut groups: Vec<LocalityLbEndpoints> = Vec::new();
     for (i, e) in c.endpoints.iter().enumerate() {
-        lb_endpoints.push(LbEndpoint {
+        let lb = LbEndpoint {
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(Address {
                     address: Some(address::Address::SocketAddress(SocketAddress {
@@ -107,8 +109,28 @@ fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignme
                 ..Default::default()
             })),
             load_balancing_weight: e.weight.map(|value| UInt32Value { value }),
+            health_status: match e.health {
+                None => HealthStatus::Unknown,
+                Some(model::EndpointHealth::Healthy) => HealthStatus::Healthy,
+                Some(model::EndpointHealth::Unhealthy) => HealthStatus::Unhealthy,
+                Some(model::EndpointHealth::Draining) => HealthStatus::Draining,
+            } as i32,
+            ..Default::default()
+        };
+        let locality = (e.region.is_some() || e.zone.is_some()).then(|| Locality {
+            region: e.region.clone().unwrap_or_default(),
+            zone: e.zone.clone().unwrap_or_default(),
             ..Default::default()
         });
+        match groups.iter_mut().find(|g| g.locality == locality) {
+            Some(g) => g.lb_endpoints.push(lb),
+            None => {
+                groups.push(LocalityLbEndpoints { locality, lb_endpoints: vec![lb], ..Default::default() })
+            }
+        }
+    }
+    if groups.is_empty() {
+        groups.push(LocalityLbEndpoints::default());
     }
     let cluster_name = c
         .eds_cluster_config
@@ -116,9 +138,5 @@ fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignme
         .and_then(|e| e.service_name.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| c.name.clone());
-    Ok(ClusterLoadAssignment {
-        cluster_name,
-        endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
-        ..Default::default()
-    })
+    Ok(ClusterLoadAssignment { cluster_name, endpoints: groups, ..Default::default() })
 }

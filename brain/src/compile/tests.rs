@@ -128,3 +128,21 @@ fn the_cluster_memo_gives_what_a_fresh_compile_gives_and_forgets_removed_cluster
     assert_eq!(after, compile(&cfg).unwrap());
     assert!(after.get(ResourceType::Cluster, &gone.name).is_none());
 }
+
+#[test]
+fn endpoint_health_and_locality_reach_envoy() {
+    let doc = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: c}\nspec:\n  clusters:\n    - {name: a, type: EDS, endpoints: [{address: 10.0.0.1, port: 80, health: draining, zone: z1}, {address: 10.0.0.2, port: 80, zone: z2}, {address: 10.0.0.3, port: 80, zone: z1}]}\n";
+    let cfg = crate::parse::parse_config(doc.as_bytes(), crate::parse::Format::Yaml).unwrap();
+    let snap = compile(&cfg).unwrap();
+    let cla =
+        ClusterLoadAssignment::decode(snap.get(ResourceType::Endpoint, "a").unwrap().body.as_ref()).unwrap();
+    let zones: Vec<(String, usize)> = cla
+        .endpoints
+        .iter()
+        .map(|g| (g.locality.as_ref().unwrap().zone.clone(), g.lb_endpoints.len()))
+        .collect();
+    assert_eq!(zones, [("z1".to_string(), 2), ("z2".to_string(), 1)]);
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+    assert_eq!(cla.endpoints[0].lb_endpoints[0].health_status, HealthStatus::Draining as i32);
+    assert_eq!(cla.endpoints[1].lb_endpoints[0].health_status, HealthStatus::Unknown as i32);
+}

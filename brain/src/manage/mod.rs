@@ -10,6 +10,7 @@ mod access;
 mod audit;
 mod bulk;
 mod configs;
+mod discovery;
 mod proxies;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub use audit::WhoAmI;
 pub use bulk::{BulkResult, Validation};
 pub use configs::{ConfigRead, Deletion, NackingProxy, ProxiesStatus, Written};
+pub use discovery::{EndpointsView, ServiceView, ServicesView};
 pub use proxies::{ProxyStatus, ProxyView, TypeState};
 
 use crate::audit::Audit;

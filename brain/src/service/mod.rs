@@ -87,6 +87,8 @@ pub struct ConfigService {
     latest: std::sync::Mutex<Option<Arc<Latest>>>,
     /// Compiled clusters per config (`namespace/name`), so a change recompiles only what changed.
     memos: std::sync::Mutex<std::collections::HashMap<String, Memo>>,
+    /// Where clusters with `discovery` get their endpoints.
+    discovery: crate::discovery::Discovery,
 }
 
 /// Every record, and the templates among them by (namespace, name).
@@ -136,7 +138,43 @@ impl ConfigService {
             writes: Mutex::new(()),
             latest: std::sync::Mutex::new(None),
             memos: std::sync::Mutex::new(std::collections::HashMap::new()),
+            discovery: crate::discovery::Discovery::default(),
         }
+    }
+
+    /// This service, filling discovery clusters from `discovery`.
+    pub fn with_discovery(mut self, discovery: crate::discovery::Discovery) -> ConfigService {
+        self.discovery = discovery;
+        self
+    }
+
+    pub fn discovery(&self) -> &crate::discovery::Discovery {
+        &self.discovery
+    }
+
+    /// `cfg` as its proxies get it: templates merged in, discovered endpoints filled.
+    fn resolve(&self, cfg: &ProxyConfig, templates: &Templates) -> Result<ProxyConfig, Vec<FieldError>> {
+        let mut out = render(cfg, templates)?;
+        self.discovery.fill(&mut out)?;
+        Ok(out)
+    }
+
+    /// Publishes again every applied config with a discovery cluster (a source changed); the
+    /// edges send proxies only the resources whose content changed.
+    pub async fn publish_discovered(&self) -> Result<usize, ServiceError> {
+        let _guard = self.writes.lock().await;
+        let latest = self.latest().await?;
+        let templates = &latest.templates;
+        let mut n = 0;
+        for rec in &latest.records {
+            let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
+            let uses = |c: &ProxyConfig| c.spec.clusters.iter().any(|cl| cl.discovery.is_some());
+            let uses_discovery = uses(cfg) || render(cfg, templates).is_ok_and(|r| uses(&r));
+            if uses_discovery {
+                n += usize::from(self.publish_config(cfg, templates).await);
+            }
+        }
+        Ok(n)
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -159,7 +197,8 @@ impl ConfigService {
 
     /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
     async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
-        let snap = render(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
+        let snap =
+            self.resolve(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
         match snap {
             Ok(snap) => {
                 self.bus.publish(&cfg.target(), &snap).await;
@@ -215,7 +254,7 @@ impl ConfigService {
 
     /// A config with its templates merged in.
     pub async fn render(&self, cfg: &ProxyConfig) -> Result<ProxyConfig, ServiceError> {
-        render(cfg, &self.templates().await?).map_err(ServiceError::Invalid)
+        self.resolve(cfg, &self.templates().await?).map_err(ServiceError::Invalid)
     }
 
     /// Validates and compiles `cfg` against the current templates. For a template: checks it,
@@ -231,7 +270,7 @@ impl ConfigService {
         mut templates: Templates,
     ) -> Result<Snapshot, ServiceError> {
         if !cfg.is_template() {
-            let rendered = render(cfg, &templates).map_err(ServiceError::Invalid)?;
+            let rendered = self.resolve(cfg, &templates).map_err(ServiceError::Invalid)?;
             return self.check_memo(&rendered);
         }
         let errs = validate(cfg);
@@ -248,8 +287,10 @@ impl ConfigService {
                 continue;
             }
             let who = format!("{}/{}", rec.namespace, rec.name);
-            if let Err(ServiceError::Invalid(errs)) =
-                render(applied, &templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r))
+            if let Err(ServiceError::Invalid(errs)) = self
+                .resolve(applied, &templates)
+                .map_err(ServiceError::Invalid)
+                .and_then(|r| self.check_memo(&r))
             {
                 errors.extend(errs.into_iter().map(|e| FieldError {
                     message: format!("would break config {who}: {}", e.message),

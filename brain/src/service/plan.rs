@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{ConfigService, ServiceError, check};
 use crate::compile::compile;
 use crate::model::ProxyConfig;
-use crate::render::render;
 use crate::store::{DiffEntry, StoreError, Write, diff};
 use crate::validate::FieldError;
 
@@ -60,7 +59,7 @@ impl ConfigService {
             let existing = self.find(cfg.namespace(), &cfg.metadata.name).await?;
             let live = match existing.as_ref().and_then(|r| r.applied_config.as_ref()) {
                 Some(c) if !c.is_template() => {
-                    render(c, &templates).ok().and_then(|r| compile(&r).ok()).unwrap_or_default()
+                    self.resolve(c, &templates).ok().and_then(|r| compile(&r).ok()).unwrap_or_default()
                 }
                 _ => Snapshot::default(),
             };
@@ -108,7 +107,7 @@ impl ConfigService {
             if c.is_template() {
                 return Ok(Snapshot::default());
             }
-            check(&render(c, &templates).map_err(ServiceError::Invalid)?)
+            check(&self.resolve(c, &templates).map_err(ServiceError::Invalid)?)
         };
         let live = match &rec.applied_config {
             Some(c) => compiled(c).unwrap_or_default(),

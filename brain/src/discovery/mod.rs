@@ -1,0 +1,343 @@
+//! Service discovery: the services each source has discovered, and a cluster's endpoints filled
+//! from them. A cluster with `discovery: {source, service, namespace?, selector?}` gets the
+//! service's endpoints (filtered by labels) in place of a static list; when a source reports a
+//! change, the configs that use it are published again (the edge sends only what changed).
+//!
+//! Owns: the registry of sources and their last known services, source health, resolution.
+//! Does not own: how a registry is read (`file`, one module per kind), compiling or publishing.
+//!
+//! A source that fails (unreadable, malformed) keeps its last known services — never a mass
+//! removal — and is marked unhealthy with the reason until it reads again.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::model::{Endpoint, EndpointHealth, ProxyConfig};
+use crate::validate::FieldError;
+
+/// One endpoint as a registry reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscoveredEndpoint {
+    pub address: String,
+    pub port: u16,
+    #[serde(default = "healthy")]
+    pub health: EndpointHealth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn healthy() -> EndpointHealth {
+    EndpointHealth::Healthy
+}
+
+/// A discovered service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub endpoints: Vec<DiscoveredEndpoint>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+/// What a source last read, and whether it is reading.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub name: String,
+    /// "file".
+    pub kind: &'static str,
+    /// False after a failed read (the last known services are kept and served).
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub last_sync: Option<DateTime<Utc>>,
+    pub services: usize,
+}
+
+struct SourceState {
+    kind: &'static str,
+    healthy: bool,
+    error: Option<String>,
+    last_sync: Option<DateTime<Utc>>,
+    /// By (namespace, name).
+    services: BTreeMap<(String, String), Service>,
+}
+
+/// Every source's last known services. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Discovery {
+    sources: Arc<RwLock<BTreeMap<String, SourceState>>>,
+    /// Bumped on every change of any source's services (not on health-only changes).
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery { sources: Arc::default(), changed: watch::channel(0).0 }
+    }
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery").field("sources", &self.source_names()).finish()
+    }
+}
+
+impl Discovery {
+    /// Declares a source (before its first read: unhealthy, no services).
+    pub fn declare(&self, name: &str, kind: &'static str) {
+        if let Ok(mut s) = self.sources.write() {
+            s.entry(name.to_string()).or_insert(SourceState {
+                kind,
+                healthy: false,
+                error: Some("not read yet".into()),
+                last_sync: None,
+                services: BTreeMap::new(),
+            });
+        }
+    }
+
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.read().map(|s| s.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// A successful read: `services` replace what the source had; a change wakes subscribers.
+    pub fn update(&self, source: &str, services: Vec<Service>) {
+        let changed = match self.sources.write() {
+            Ok(mut all) => {
+                let Some(s) = all.get_mut(source) else { return };
+                let new: BTreeMap<_, _> = services
+                    .into_iter()
+                    .map(|svc| ((svc.namespace.clone(), svc.name.clone()), svc))
+                    .collect();
+                s.healthy = true;
+                s.error = None;
+                s.last_sync = Some(Utc::now());
+                let changed = s.services != new;
+                s.services = new;
+                changed
+            }
+            Err(_) => false,
+        };
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A failed read: the last known services stay; the source is unhealthy with `error`.
+    pub fn failed(&self, source: &str, error: String) {
+        if let Ok(mut all) = self.sources.write()
+            && let Some(s) = all.get_mut(source)
+        {
+            if s.error.as_deref() != Some(&error) {
+                tracing::warn!(message = "discovery source failed; keeping its last known services", source, %error);
+            }
+            s.healthy = false;
+            s.error = Some(error);
+        }
+    }
+
+    /// Wakes when any source's services change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn statuses(&self) -> Vec<SourceStatus> {
+        let Ok(all) = self.sources.read() else { return Vec::new() };
+        all.iter()
+            .map(|(name, s)| SourceStatus {
+                name: name.clone(),
+                kind: s.kind,
+                healthy: s.healthy,
+                error: s.error.clone(),
+                last_sync: s.last_sync,
+                services: s.services.len(),
+            })
+            .collect()
+    }
+
+    /// Every discovered service, with its source's name.
+    pub fn services(&self) -> Vec<(String, Service)> {
+        let Ok(all) = self.sources.read() else { return Vec::new() };
+        all.iter()
+            .flat_map(|(src, s)| s.services.values().map(move |svc| (src.clone(), svc.clone())))
+            .collect()
+    }
+
+    /// Fills the endpoints of every cluster of `cfg` that names a discovery source. An unknown
+    /// source or service is a problem at `spec.clusters[i].discovery.*`.
+    pub fn fill(&self, cfg: &mut ProxyConfig) -> Result<(), Vec<FieldError>> {
+        if cfg.spec.clusters.iter().all(|c| c.discovery.is_none()) {
+            return Ok(());
+        }
+        let ns = cfg.namespace().to_string();
+        let Ok(all) = self.sources.read() else { return Ok(()) };
+        let mut errors = Vec::new();
+        for (i, c) in cfg.spec.clusters.iter_mut().enumerate() {
+            let Some(d) = c.discovery.clone() else { continue };
+            if c.cluster_type != crate::model::ClusterType::Eds {
+                errors.push(FieldError {
+                    path: format!("spec.clusters[{i}].discovery"),
+                    message: "discovery gives endpoints to EDS clusters only (type: EDS)".into(),
+                    value: None,
+                });
+                continue;
+            }
+            if !c.endpoints.is_empty() {
+                errors.push(FieldError {
+                    path: format!("spec.clusters[{i}].endpoints"),
+                    message: "a cluster takes its endpoints from discovery or lists them, not both".into(),
+                    value: None,
+                });
+                continue;
+            }
+            let Some(src) = all.get(&d.source) else {
+                let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
+                errors.push(FieldError {
+                    path: format!("spec.clusters[{i}].discovery.source"),
+                    message: format!(
+                        "no discovery source named {:?} (sources: {})",
+                        d.source,
+                        if known.is_empty() { "none" } else { &known }
+                    ),
+                    value: Some(d.source.clone().into()),
+                });
+                continue;
+            };
+            let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
+            let Some(svc) = src.services.get(&(svc_ns.clone(), d.service.clone())) else {
+                // A source that has not read yet (or is failing) may know the service later:
+                // only a healthy source's "no such service" is an error.
+                if src.healthy {
+                    errors.push(FieldError {
+                        path: format!("spec.clusters[{i}].discovery.service"),
+                        message: format!("source {:?} has no service {svc_ns}/{}", d.source, d.service),
+                        value: Some(d.service.clone().into()),
+                    });
+                }
+                std::sync::Arc::make_mut(c).endpoints = Vec::new();
+                continue;
+            };
+            let endpoints = svc
+                .endpoints
+                .iter()
+                .filter(|e| d.selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                .map(|e| Endpoint {
+                    address: e.address.clone(),
+                    port: i64::from(e.port),
+                    weight: e.weight,
+                    health: Some(e.health),
+                    zone: e.zone.clone(),
+                    region: e.region.clone(),
+                })
+                .collect();
+            std::sync::Arc::make_mut(c).endpoints = endpoints;
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+    use crate::parse::{Format, parse_config};
+
+    fn cfg(cluster: &str) -> ProxyConfig {
+        let doc = format!(
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: c, namespace: shop}}\nspec:\n  clusters:\n    - {cluster}\n"
+        );
+        parse_config(doc.as_bytes(), Format::Yaml).unwrap()
+    }
+
+    fn ep(port: u16, track: &str, health: EndpointHealth) -> DiscoveredEndpoint {
+        DiscoveredEndpoint {
+            address: "10.0.0.1".into(),
+            port,
+            health,
+            weight: None,
+            zone: Some("z1".into()),
+            region: None,
+            labels: [("track".to_string(), track.to_string())].into(),
+        }
+    }
+
+    fn discovery() -> Discovery {
+        let d = Discovery::default();
+        d.declare("k8s", "file");
+        let endpoints =
+            vec![ep(1, "stable", EndpointHealth::Healthy), ep(2, "canary", EndpointHealth::Draining)];
+        d.update("k8s", vec![Service { name: "pay".into(), namespace: "shop".into(), endpoints }]);
+        d
+    }
+
+    #[test]
+    fn a_cluster_gets_the_selected_endpoints_with_health_and_zone() {
+        let mut c =
+            cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay, selector: {track: canary}}}");
+        discovery().fill(&mut c).unwrap();
+        let eps = &c.spec.clusters[0].endpoints;
+        assert_eq!(eps.len(), 1);
+        assert_eq!(
+            (eps[0].port, eps[0].health, eps[0].zone.as_deref()),
+            (2, Some(EndpointHealth::Draining), Some("z1"))
+        );
+        let mut all = cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}");
+        discovery().fill(&mut all).unwrap();
+        assert_eq!(all.spec.clusters[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn misuse_is_refused_with_its_path() {
+        for (cluster, path) in [
+            ("{name: a, type: STATIC, discovery: {source: k8s, service: pay}}", "spec.clusters[0].discovery"),
+            (
+                "{name: a, type: EDS, endpoints: [{address: 10.0.0.9, port: 80}], discovery: {source: k8s, service: pay}}",
+                "spec.clusters[0].endpoints",
+            ),
+            (
+                "{name: a, type: EDS, discovery: {source: dns, service: pay}}",
+                "spec.clusters[0].discovery.source",
+            ),
+            (
+                "{name: a, type: EDS, discovery: {source: k8s, service: gone}}",
+                "spec.clusters[0].discovery.service",
+            ),
+        ] {
+            let errs = discovery().fill(&mut cfg(cluster)).unwrap_err();
+            assert_eq!(errs[0].path, path, "{cluster}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_read_keeps_the_last_services_and_changes_nothing() {
+        let d = discovery();
+        let mut rx = d.subscribe();
+        rx.borrow_and_update();
+        d.failed("k8s", "boom".into());
+        assert!(!rx.has_changed().unwrap());
+        let s = &d.statuses()[0];
+        assert_eq!((s.healthy, s.error.as_deref(), s.services), (false, Some("boom"), 1));
+        assert_eq!(d.services()[0].1.endpoints.len(), 2);
+    }
+}

@@ -1,0 +1,123 @@
+//! Service discovery, `file` source, end to end with a real Envoy: a cluster takes its
+//! endpoints from a watched services file; editing the file moves Envoy's traffic; a broken
+//! file keeps the last known endpoints (no mass removal) and marks the source unhealthy on
+//! `/api/v1/services` until it is fixed; unknown sources and services are refused with their
+//! path; the services and endpoints APIs answer the same on REST and gRPC.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use flotilla_proto::v1 as pb;
+use flotilla_proto::v1::control_plane_service_client::ControlPlaneServiceClient;
+use flotilla_tests::backend::Backend;
+use flotilla_tests::brain::TestBrain;
+use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::{free_port, wait_for};
+use serde_json::Value;
+
+fn services_file(path: &Path, backends: &[(SocketAddr, &str)]) {
+    let eps: String = backends
+        .iter()
+        .map(|(a, health)| {
+            format!(
+                "      - {{address: {}, port: {}, health: {health}, zone: z1, labels: {{track: stable}}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    let body = format!("services:\n  - name: payments\n    namespace: shop\n    endpoints:\n{eps}");
+    // Written beside and renamed into place, as editors and config management do.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn config(port: u16, source: &str, service: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: pay, namespace: shop}}\nspec:\n  listeners:\n    - {{name: http, address: 127.0.0.1, port: {port}, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: web}}}}]}}]}}\n  routes:\n    - name: web\n      virtualHosts: [{{name: all, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: payments}}}}]}}]\n  clusters:\n    - {{name: payments, type: EDS, discovery: {{source: {source}, service: {service}, selector: {{track: stable}}}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_a_watched_services_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    services_file(&file, &[(b1.addr, "healthy")]);
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_files = vec![("local".into(), file.clone())];
+    })
+    .await;
+
+    // Unknown source, unknown service: refused, naming the field.
+    let port = free_port();
+    for (source, service, path) in [
+        ("nope", "payments", "spec.clusters[0].discovery.source"),
+        ("local", "ghost", "spec.clusters[0].discovery.service"),
+    ] {
+        let r = brain.post_yaml("/api/v1/configs?apply=true", &config(port, source, service)).await;
+        assert_eq!(r.status().as_u16(), 422);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["path"], path, "{body}");
+    }
+
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &config(port, "local", "payments")).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "pay-1", "pay", "shop", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to the discovered endpoint", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+
+    // The file changes: b1 draining, b2 healthy → traffic moves to b2.
+    services_file(&file, &[(b1.addr, "draining"), (b2.addr, "healthy")]);
+    wait_for("Envoy following the services file", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
+    })
+    .await;
+    let (_, svc) = brain.get_json("/api/v1/services/payments").await;
+    let s = &svc["services"][0];
+    assert_eq!((s["endpoints"].as_u64(), s["healthyEndpoints"].as_u64()), (Some(2), Some(1)), "{svc}");
+    assert_eq!(s["usedBy"][0], "shop/pay: payments", "{svc}");
+    assert_eq!(svc["sources"][0]["healthy"], true, "{svc}");
+
+    // A broken file: the source turns unhealthy with the reason, and Envoy keeps routing.
+    std::fs::write(&file, "services: [ {name: payments, endpoints: [oops").unwrap();
+    wait_for("the source reported unhealthy", Duration::from_secs(10), || async {
+        let (_, svc) = brain.get_json("/api/v1/services").await;
+        (svc["sources"][0]["healthy"] == false).then_some(svc)
+    })
+    .await;
+    let (_, svc) = brain.get_json("/api/v1/services").await;
+    assert!(svc["sources"][0]["error"].as_str().unwrap().contains("services.yaml"), "{svc}");
+    assert_eq!(svc["services"][0]["endpoints"], 2, "last known endpoints are kept: {svc}");
+    for _ in 0..5 {
+        assert_eq!(http_get(port, "x", "/").await.as_deref(), Some("backend 2"));
+    }
+
+    // Fixed again: healthy, and the endpoints API (REST and gRPC alike) shows the file's.
+    services_file(&file, &[(b2.addr, "healthy")]);
+    wait_for("the source healthy again", Duration::from_secs(10), || async {
+        let (_, svc) = brain.get_json("/api/v1/services").await;
+        (svc["sources"][0]["healthy"] == true && svc["services"][0]["endpoints"] == 1).then_some(())
+    })
+    .await;
+    let (status, rest) = brain.get_json("/api/v1/endpoints/payments").await;
+    assert_eq!(status, 200);
+    assert_eq!(rest[0]["endpoints"][0]["port"], b2.addr.port(), "{rest}");
+    let mut grpc =
+        ControlPlaneServiceClient::new(flotilla_tests::xds_client::channel(brain.grpc_api_port).await);
+    let g = grpc
+        .list_endpoints(pb::ListEndpointsRequest { service: "payments".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serde_json::from_str::<Value>(&g.endpoints_json).unwrap(), rest);
+    let err = grpc.list_services(pb::ListServicesRequest { name: "ghost".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(brain.get_json("/api/v1/services/ghost").await.0, 404);
+}
