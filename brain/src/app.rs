@@ -218,6 +218,9 @@ impl Brain {
             }
             crate::discovery::file::spawn(discovery.clone(), name.clone(), path.clone(), stopped.clone());
         }
+        for (name, url) in &settings.discovery_consul {
+            crate::discovery::consul::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
+        }
         let service =
             Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))).with_discovery(discovery.clone()));
 

@@ -84,6 +84,15 @@ pub struct Cli {
         value_name = "NAME=PATH"
     )]
     pub discovery_files: Vec<String>,
+    /// A `consul` service discovery source: NAME=URL of a Consul agent's HTTP API (e.g.
+    /// `consul=http://127.0.0.1:8500`), watched with blocking queries. Repeatable.
+    #[arg(
+        long = "discovery-consul",
+        env = "FLOTILLA_DISCOVERY_CONSUL",
+        value_delimiter = ',',
+        value_name = "NAME=URL"
+    )]
+    pub discovery_consul: Vec<String>,
     #[command(flatten)]
     pub security: SecurityCli,
 }
@@ -151,6 +160,27 @@ pub struct FileConfig {
 pub struct FileDiscovery {
     /// `NAME=PATH` entries, as `--discovery-file`.
     pub files: Vec<String>,
+    /// `NAME=URL` entries, as `--discovery-consul`.
+    pub consul: Vec<String>,
+}
+
+/// `NAME=VALUE` specs of discovery sources, each name once.
+fn named<'a>(
+    flag: &str,
+    shape: &str,
+    specs: impl Iterator<Item = &'a String>,
+) -> Result<Vec<(String, String)>, SettingsError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for spec in specs {
+        let Some((name, value)) = spec.split_once('=').filter(|(n, v)| !n.is_empty() && !v.is_empty()) else {
+            return Err(SettingsError::Invalid(format!("{flag} {spec:?}: expected {shape}")));
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(SettingsError::Invalid(format!("{flag}: source {name:?} is declared twice")));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +256,8 @@ pub struct Settings {
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
+    /// `consul` discovery sources: name → agent URL.
+    pub discovery_consul: Vec<(String, String)>,
 }
 
 /// Resolved security settings; all off by default.
@@ -269,6 +301,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             security: Security::default(),
             discovery_files: Vec::new(),
+            discovery_consul: Vec::new(),
         }
     }
 }
@@ -299,22 +332,24 @@ impl Settings {
         };
         let d = Settings::default();
         let security = resolve_security(cli.security, file.security)?;
-        let mut discovery_files = Vec::new();
-        for spec in cli.discovery_files.iter().chain(file.discovery.files.iter()) {
-            let Some((name, path)) = spec.split_once('=').filter(|(n, p)| !n.is_empty() && !p.is_empty())
-            else {
-                return Err(SettingsError::Invalid(format!("--discovery-file {spec:?}: expected NAME=PATH")));
-            };
-            if discovery_files.iter().any(|(n, _)| n == name) {
-                return Err(SettingsError::Invalid(format!(
-                    "--discovery-file: source {name:?} is declared twice"
-                )));
+        let files =
+            named("--discovery-file", "NAME=PATH", cli.discovery_files.iter().chain(&file.discovery.files))?;
+        let consul = named(
+            "--discovery-consul",
+            "NAME=URL",
+            cli.discovery_consul.iter().chain(&file.discovery.consul),
+        )?;
+        for (name, _) in &consul {
+            if files.iter().any(|(n, _)| n == name) {
+                return Err(SettingsError::Invalid(format!("discovery source {name:?} is declared twice")));
             }
-            discovery_files.push((name.to_string(), PathBuf::from(path)));
         }
+        let discovery_files = files.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect();
+        let discovery_consul = consul;
         Ok(Settings {
             security,
             discovery_files,
+            discovery_consul,
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod brain;
+pub mod consul;
 pub mod edge;
 pub mod envoy;
 pub mod garbage;

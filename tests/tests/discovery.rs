@@ -121,3 +121,73 @@ async fn endpoints_follow_a_watched_services_file() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(brain.get_json("/api/v1/services/ghost").await.0, 404);
 }
+
+/// The `consul` source against a fake Consul agent (tests/src/consul.rs: no Consul server
+/// exists here; the fake follows Consul's documented HTTP API, blocking queries included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_consul_health_and_survive_its_failures() {
+    use flotilla_tests::consul::{FakeConsul, Instance, Mode};
+
+    let consul = FakeConsul::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let stable = vec!["stable"];
+    consul.set("payments", vec![Instance { addr: b1.addr, status: "passing", tags: stable.clone() }]);
+    let url = consul.url.clone();
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_consul = vec![("consul".into(), url)];
+    })
+    .await;
+    let port = free_port();
+    // Consul OSS has no namespaces: its services are in `default`.
+    let cfg = config(port, "consul", "payments")
+        .replace("service: payments,", "service: payments, namespace: default,");
+    let cfg = cfg.replace("selector: {track: stable}", "selector: {stable: \"true\"}");
+    wait_for("the consul source read", Duration::from_secs(10), || async {
+        let (_, svc) = brain.get_json("/api/v1/services").await;
+        (svc["sources"][0]["healthy"] == true).then_some(())
+    })
+    .await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &cfg).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "pay-c", "pay", "shop", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to the Consul instance", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+
+    // A second instance registers and the first turns critical: traffic moves.
+    consul.set(
+        "payments",
+        vec![
+            Instance { addr: b1.addr, status: "critical", tags: stable.clone() },
+            Instance { addr: b2.addr, status: "passing", tags: stable.clone() },
+        ],
+    );
+    wait_for("Envoy following Consul's health", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
+    })
+    .await;
+
+    // The agent fails (500, then garbage): the source is unhealthy, Envoy keeps routing.
+    for (mode, why) in [(Mode::ServerError, "HTTP 500"), (Mode::Garbage, "malformed")] {
+        consul.mode(mode);
+        wait_for("the consul source reported unhealthy", Duration::from_secs(10), || async {
+            let (_, svc) = brain.get_json("/api/v1/services").await;
+            let err = svc["sources"][0]["error"].as_str().unwrap_or_default().to_string();
+            (svc["sources"][0]["healthy"] == false && err.contains(why)).then_some(())
+        })
+        .await;
+        assert_eq!(http_get(port, "x", "/").await.as_deref(), Some("backend 2"));
+    }
+    consul.mode(Mode::Normal);
+    wait_for("the consul source healthy again", Duration::from_secs(20), || async {
+        let (_, svc) = brain.get_json("/api/v1/services").await;
+        (svc["sources"][0]["healthy"] == true).then_some(())
+    })
+    .await;
+    let (_, eps) = brain.get_json("/api/v1/endpoints/payments").await;
+    let health: Vec<&str> =
+        eps[0]["endpoints"].as_array().unwrap().iter().map(|e| e["health"].as_str().unwrap()).collect();
+    assert_eq!(health, ["unhealthy", "healthy"], "{eps}");
+    assert_eq!(eps[0]["endpoints"][0]["region"], "dc1", "{eps}");
+}

@@ -4,11 +4,13 @@
 //! change, the configs that use it are published again (the edge sends only what changed).
 //!
 //! Owns: the registry of sources and their last known services, source health, resolution.
-//! Does not own: how a registry is read (`file`, one module per kind), compiling or publishing.
+//! Does not own: how a registry is read (`file`, `consul`: one module per kind), compiling or
+//! publishing.
 //!
 //! A source that fails (unreadable, malformed) keeps its last known services — never a mass
 //! removal — and is marked unhealthy with the reason until it reads again.
 
+pub mod consul;
 pub mod file;
 
 use std::collections::BTreeMap;
@@ -63,7 +65,7 @@ fn default_namespace() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    /// "file".
+    /// "file" or "consul".
     pub kind: &'static str,
     /// False after a failed read (the last known services are kept and served).
     pub healthy: bool,
