@@ -5,7 +5,8 @@
 #     and drops its own database;
 #   - the nats-server binary (Debian package nats-server): distributed tests run private
 #     JetStream servers on free ports;
-#   - schemathesis (PyPI, pinned) into .venv, for the REST API contract check.
+#   - schemathesis (PyPI, pinned) into .venv, for the REST API contract check;
+#   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server.
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
 # and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
 # document, on the embedded store and on PostgreSQL.
@@ -45,6 +46,14 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; t
   fi
 fi
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || { echo "nats-server is needed by the distributed tests" >&2; exit 1; }
+
+echo "==> dnsmasq (the DNS discovery test runs a real DNS server on loopback)"
+if [ ! -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -qq dnsmasq-base || (apt-get update -qq && apt-get install -y -qq dnsmasq-base)) >/dev/null || true
+  fi
+fi
+[ -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ] || { echo "dnsmasq is needed by the DNS discovery test (apt-get install dnsmasq-base)" >&2; exit 1; }
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -221,6 +221,9 @@ impl Brain {
         for (name, url) in &settings.discovery_consul {
             crate::discovery::consul::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
         }
+        for (name, server) in &settings.discovery_dns {
+            crate::discovery::dns::spawn(discovery.clone(), name.clone(), server.clone(), stopped.clone());
+        }
         let service =
             Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))).with_discovery(discovery.clone()));
 

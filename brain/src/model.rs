@@ -277,6 +277,10 @@ pub struct DiscoveryRef {
     /// Only endpoints carrying every one of these labels (e.g. `{track: canary}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
+    /// The port of endpoints that have none of their own (DNS A/AAAA names).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u16")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -424,6 +428,13 @@ pub(crate) mod whole {
 
     pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         ranged(Whole::deserialize(d)?.0)
+    }
+
+    pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        match Option::<Whole>::deserialize(d)? {
+            Some(w) => ranged(w.0).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

@@ -139,7 +139,57 @@ fn strip_yaml_path(msg: &str) -> String {
 
 /// Parses a ProxyConfig.
 pub fn parse_config(body: &[u8], format: Format) -> Result<ProxyConfig, ParseError> {
-    parse(body, format)
+    let cfg = parse(body, format)?;
+    no_nul(body, std::slice::from_ref(&cfg), false)?;
+    Ok(cfg)
+}
+
+/// Refuses a NUL character (U+0000) in any string of `cfgs`, naming where: no store keeps one
+/// (PostgreSQL's jsonb refuses it) and no Envoy name needs one. Scans only when the body could
+/// hold one (a raw zero byte, or an escape that can spell it).
+fn no_nul(body: &[u8], cfgs: &[ProxyConfig], bundle: bool) -> Result<(), ParseError> {
+    let maybe = body.contains(&0)
+        || body.windows(2).any(|w| w[0] == b'\\' && matches!(w[1], b'u' | b'U' | b'x' | b'0'));
+    if !maybe {
+        return Ok(());
+    }
+    fn walk(v: &serde_json::Value, path: &mut String) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Some(path.clone()),
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(x, path);
+                path.truncate(len);
+                found
+            }),
+            serde_json::Value::Object(m) => m.iter().find_map(|(k, x)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = if k.contains('\0') { Some(path.clone()) } else { walk(x, path) };
+                path.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    for (i, cfg) in cfgs.iter().enumerate() {
+        let value = serde_json::to_value(cfg).unwrap_or_default();
+        let mut path = String::new();
+        if let Some(at) = walk(&value, &mut path) {
+            let at = if bundle { format!("[{i}].{at}") } else { at };
+            return Err(ParseError {
+                message: "a string contains a NUL character (U+0000), which is not allowed".into(),
+                path: Some(at),
+                line: None,
+                column: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,6 +239,17 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_character_is_refused_with_its_path() {
+        let doc = br#"{"apiVersion": "v1", "kind": "ProxyConfig", "metadata": {"name": "x", "labels": {"a": "b\u0000c"}}}"#;
+        let err = parse_config(doc, Format::Json).unwrap_err();
+        assert_eq!(err.path.as_deref(), Some("metadata.labels.a"), "{err:?}");
+        let err = parse_bundle(&[b"[".as_slice(), doc, b"]"].concat(), Format::Json).unwrap_err();
+        assert_eq!(err.path.as_deref(), Some("[0].metadata.labels.a"), "{err:?}");
+        let yaml = b"apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: \"x\\0y\"}\n";
+        assert_eq!(parse_config(yaml, Format::Yaml).unwrap_err().path.as_deref(), Some("metadata.name"));
+    }
+
+    #[test]
     fn malformed_json_names_line_and_column() {
         let err = parse_config(b"{\n  \"apiVersion\": \"v1\",\n  oops\n}", Format::Json).unwrap_err();
         assert_eq!(err.line, Some(3), "{err:?}");
@@ -220,11 +281,13 @@ pub fn parse_bundle(body: &[u8], format: Format) -> Result<Vec<ProxyConfig>, Par
     match format {
         Format::Json => {
             let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| body[i]);
-            if trimmed == Some(b'[') {
-                parse::<Vec<ProxyConfig>>(body, Format::Json)
+            let cfgs = if trimmed == Some(b'[') {
+                parse::<Vec<ProxyConfig>>(body, Format::Json)?
             } else {
-                parse::<ProxyConfig>(body, Format::Json).map(|c| vec![c])
-            }
+                vec![parse::<ProxyConfig>(body, Format::Json)?]
+            };
+            no_nul(body, &cfgs, true)?;
+            Ok(cfgs)
         }
         Format::Yaml => {
             let text = utf8(body)?;

@@ -93,6 +93,15 @@ pub struct Cli {
         value_name = "NAME=URL"
     )]
     pub discovery_consul: Vec<String>,
+    /// A `dns` service discovery source: NAME=SERVER, SERVER being IP:PORT of a DNS server or
+    /// `system` (the system's resolvers). Names are looked up as configs ask and again on TTL.
+    #[arg(
+        long = "discovery-dns",
+        env = "FLOTILLA_DISCOVERY_DNS",
+        value_delimiter = ',',
+        value_name = "NAME=SERVER"
+    )]
+    pub discovery_dns: Vec<String>,
     #[command(flatten)]
     pub security: SecurityCli,
 }
@@ -162,6 +171,8 @@ pub struct FileDiscovery {
     pub files: Vec<String>,
     /// `NAME=URL` entries, as `--discovery-consul`.
     pub consul: Vec<String>,
+    /// `NAME=SERVER` entries, as `--discovery-dns`.
+    pub dns: Vec<String>,
 }
 
 /// `NAME=VALUE` specs of discovery sources, each name once.
@@ -258,6 +269,8 @@ pub struct Settings {
     pub discovery_files: Vec<(String, PathBuf)>,
     /// `consul` discovery sources: name → agent URL.
     pub discovery_consul: Vec<(String, String)>,
+    /// `dns` discovery sources: name → server (`IP:PORT` or `system`).
+    pub discovery_dns: Vec<(String, String)>,
 }
 
 /// Resolved security settings; all off by default.
@@ -302,6 +315,7 @@ impl Default for Settings {
             security: Security::default(),
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
+            discovery_dns: Vec::new(),
         }
     }
 }
@@ -339,17 +353,21 @@ impl Settings {
             "NAME=URL",
             cli.discovery_consul.iter().chain(&file.discovery.consul),
         )?;
-        for (name, _) in &consul {
-            if files.iter().any(|(n, _)| n == name) {
+        let dns =
+            named("--discovery-dns", "NAME=SERVER", cli.discovery_dns.iter().chain(&file.discovery.dns))?;
+        let all: Vec<&String> = files.iter().chain(&consul).chain(&dns).map(|(n, _)| n).collect();
+        for (i, name) in all.iter().enumerate() {
+            if all[..i].contains(name) {
                 return Err(SettingsError::Invalid(format!("discovery source {name:?} is declared twice")));
             }
         }
         let discovery_files = files.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect();
-        let discovery_consul = consul;
+        let (discovery_consul, discovery_dns) = (consul, dns);
         Ok(Settings {
             security,
             discovery_files,
             discovery_consul,
+            discovery_dns,
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),

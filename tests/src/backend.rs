@@ -13,7 +13,12 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        Backend::start_on(name, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// A backend on `addr` (e.g. another loopback address with a chosen port).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let body = format!("backend {name}");
         let app = Router::new().fallback(move || {

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod brain;
 pub mod consul;
+pub mod dns;
 pub mod edge;
 pub mod envoy;
 pub mod garbage;

@@ -191,3 +191,65 @@ async fn endpoints_follow_consul_health_and_survive_its_failures() {
     assert_eq!(health, ["unhealthy", "healthy"], "{eps}");
     assert_eq!(eps[0]["endpoints"][0]["region"], "dc1", "{eps}");
 }
+
+/// The `dns` source against a real DNS server on loopback (dnsmasq): an A name with the
+/// cluster's port, re-resolved on TTL when the record changes; an SRV name giving its own port;
+/// the server gone → the source unhealthy and Envoy still routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_dns_records() {
+    use flotilla_tests::dns::Dnsmasq;
+
+    // Two backends on one port, at 127.0.0.1 and 127.0.0.2, so an A record picks one.
+    let b1 = Backend::start("1").await;
+    let port_of_both = b1.addr.port();
+    let _b2 = Backend::start_on("2", SocketAddr::from(([127, 0, 0, 2], port_of_both))).await;
+    let mut dns = Dnsmasq::start(
+        "127.0.0.1 payments.test\n127.0.0.2 srv-target.test\n",
+        &[format!("_http._tcp.api.test,srv-target.test,{port_of_both}")],
+    );
+    let server = dns.addr.to_string();
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_dns = vec![("dns".into(), server)];
+    })
+    .await;
+
+    // An A name needs a port; refused without one, naming the field.
+    let port = free_port();
+    let no_port = config(port, "dns", "payments.test").replace(", selector: {track: stable}", "");
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &no_port).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["path"], "spec.clusters[0].discovery.port", "{body}");
+
+    let cfg = no_port
+        .replace("service: payments.test}", &format!("service: payments.test, port: {port_of_both}}}"))
+        + "    - {name: api, type: EDS, discovery: {source: dns, service: _http._tcp.api.test}}\n";
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &cfg).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "pay-d", "pay", "shop", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to the A record", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+    let (_, eps) = brain.get_json("/api/v1/endpoints/_http._tcp.api.test").await;
+    assert_eq!(eps[0]["endpoints"][0]["address"], "127.0.0.2", "{eps}");
+    assert_eq!(eps[0]["endpoints"][0]["port"], port_of_both, "the SRV record's port: {eps}");
+
+    // The record changes; after its one-second TTL the brain looks again and Envoy follows.
+    dns.set_hosts("127.0.0.2 payments.test\n127.0.0.2 srv-target.test\n");
+    wait_for("Envoy following the DNS change", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
+    })
+    .await;
+
+    // The DNS server goes away: the source turns unhealthy, the last answers stay.
+    dns.kill();
+    wait_for("the dns source reported unhealthy", Duration::from_secs(20), || async {
+        let (_, svc) = brain.get_json("/api/v1/services").await;
+        (svc["sources"][0]["healthy"] == false).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(port, "x", "/").await.as_deref(), Some("backend 2"));
+    let (_, eps) = brain.get_json("/api/v1/endpoints/payments.test").await;
+    assert_eq!(eps[0]["endpoints"][0]["address"], "127.0.0.2", "{eps}");
+}

@@ -4,13 +4,14 @@
 //! change, the configs that use it are published again (the edge sends only what changed).
 //!
 //! Owns: the registry of sources and their last known services, source health, resolution.
-//! Does not own: how a registry is read (`file`, `consul`: one module per kind), compiling or
+//! Does not own: how a registry is read (`file`, `consul`, `dns`: one module per kind), compiling or
 //! publishing.
 //!
 //! A source that fails (unreadable, malformed) keeps its last known services — never a mass
 //! removal — and is marked unhealthy with the reason until it reads again.
 
 pub mod consul;
+pub mod dns;
 pub mod file;
 
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ fn default_namespace() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    /// "file" or "consul".
+    /// "file", "consul" or "dns".
     pub kind: &'static str,
     /// False after a failed read (the last known services are kept and served).
     pub healthy: bool,
@@ -77,6 +78,13 @@ pub struct SourceStatus {
 
 struct SourceState {
     kind: &'static str,
+    /// Resolves names as configs ask for them (DNS): an unknown service is not an error, it is
+    /// wanted, and the source looks it up.
+    on_demand: bool,
+    /// (namespace, service) that configs asked an on-demand source for.
+    wanted: std::collections::BTreeSet<(String, String)>,
+    /// Wakes an on-demand source when a config wants a service it has not looked up.
+    wants: Arc<tokio::sync::Notify>,
     healthy: bool,
     error: Option<String>,
     last_sync: Option<DateTime<Utc>>,
@@ -107,9 +115,21 @@ impl std::fmt::Debug for Discovery {
 impl Discovery {
     /// Declares a source (before its first read: unhealthy, no services).
     pub fn declare(&self, name: &str, kind: &'static str) {
+        self.declare_with(name, kind, false);
+    }
+
+    /// Declares a source that looks services up as configs ask for them.
+    pub fn declare_on_demand(&self, name: &str, kind: &'static str) {
+        self.declare_with(name, kind, true);
+    }
+
+    fn declare_with(&self, name: &str, kind: &'static str, on_demand: bool) {
         if let Ok(mut s) = self.sources.write() {
             s.entry(name.to_string()).or_insert(SourceState {
                 kind,
+                on_demand,
+                wanted: Default::default(),
+                wants: Arc::default(),
                 healthy: false,
                 error: Some("not read yet".into()),
                 last_sync: None,
@@ -124,6 +144,12 @@ impl Discovery {
 
     /// A successful read: `services` replace what the source had; a change wakes subscribers.
     pub fn update(&self, source: &str, services: Vec<Service>) {
+        self.report(source, services, None);
+    }
+
+    /// A read that found `services` (which replace what the source had), and, if part of it
+    /// failed, why (the source is then unhealthy; a failed name keeps its last answer).
+    pub fn report(&self, source: &str, services: Vec<Service>, error: Option<String>) {
         let changed = match self.sources.write() {
             Ok(mut all) => {
                 let Some(s) = all.get_mut(source) else { return };
@@ -131,8 +157,15 @@ impl Discovery {
                     .into_iter()
                     .map(|svc| ((svc.namespace.clone(), svc.name.clone()), svc))
                     .collect();
-                s.healthy = true;
-                s.error = None;
+                if error.is_some() && s.error != error {
+                    tracing::warn!(
+                        message = "discovery source failed in part; keeping what it last knew",
+                        source,
+                        error = error.as_deref().unwrap_or_default()
+                    );
+                }
+                s.healthy = error.is_none();
+                s.error = error;
                 s.last_sync = Some(Utc::now());
                 let changed = s.services != new;
                 s.services = new;
@@ -156,6 +189,20 @@ impl Discovery {
             s.healthy = false;
             s.error = Some(error);
         }
+    }
+
+    /// What configs asked on-demand source `source` for, and a wake-up for new wants.
+    pub fn wanted(&self, source: &str) -> Vec<(String, String)> {
+        self.sources
+            .read()
+            .ok()
+            .and_then(|all| all.get(source).map(|s| s.wanted.iter().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Notified when a config wants a service `source` has not looked up yet.
+    pub fn wants(&self, source: &str) -> Arc<tokio::sync::Notify> {
+        self.sources.read().ok().and_then(|all| all.get(source).map(|s| s.wants.clone())).unwrap_or_default()
     }
 
     /// Wakes when any source's services change.
@@ -192,8 +239,9 @@ impl Discovery {
             return Ok(());
         }
         let ns = cfg.namespace().to_string();
-        let Ok(all) = self.sources.read() else { return Ok(()) };
+        let Ok(mut all) = self.sources.write() else { return Ok(()) };
         let mut errors = Vec::new();
+        let mut woken: Vec<Arc<tokio::sync::Notify>> = Vec::new();
         for (i, c) in cfg.spec.clusters.iter_mut().enumerate() {
             let Some(d) = c.discovery.clone() else { continue };
             if c.cluster_type != crate::model::ClusterType::Eds {
@@ -212,8 +260,8 @@ impl Discovery {
                 });
                 continue;
             }
-            let Some(src) = all.get(&d.source) else {
-                let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
+            let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
+            let Some(src) = all.get_mut(&d.source) else {
                 errors.push(FieldError {
                     path: format!("spec.clusters[{i}].discovery.source"),
                     message: format!(
@@ -225,11 +273,24 @@ impl Discovery {
                 });
                 continue;
             };
+            if src.kind == "dns" && !d.service.starts_with('_') && d.port.is_none() {
+                errors.push(FieldError {
+                    path: format!("spec.clusters[{i}].discovery.port"),
+                    message: format!("DNS name {:?} gives addresses without ports: set discovery.port, or use an SRV name (_service._tcp.…)", d.service),
+                    value: None,
+                });
+                continue;
+            }
             let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
-            let Some(svc) = src.services.get(&(svc_ns.clone(), d.service.clone())) else {
-                // A source that has not read yet (or is failing) may know the service later:
-                // only a healthy source's "no such service" is an error.
-                if src.healthy {
+            let key = (svc_ns.clone(), d.service.clone());
+            if src.on_demand && src.wanted.insert(key.clone()) {
+                woken.push(src.wants.clone());
+            }
+            let Some(svc) = src.services.get(&key) else {
+                // A source that has not read yet (or is failing, or looks names up on demand)
+                // may know the service later: only a healthy source's "no such service" is an
+                // error.
+                if src.healthy && !src.on_demand {
                     errors.push(FieldError {
                         path: format!("spec.clusters[{i}].discovery.service"),
                         message: format!("source {:?} has no service {svc_ns}/{}", d.source, d.service),
@@ -245,14 +306,27 @@ impl Discovery {
                 .filter(|e| d.selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
                 .map(|e| Endpoint {
                     address: e.address.clone(),
-                    port: i64::from(e.port),
+                    port: i64::from(if e.port == 0 { d.port.unwrap_or(0) } else { e.port }),
                     weight: e.weight,
                     health: Some(e.health),
                     zone: e.zone.clone(),
                     region: e.region.clone(),
                 })
                 .collect();
+            let endpoints: Vec<Endpoint> = endpoints;
+            if endpoints.iter().any(|e| e.port == 0) {
+                errors.push(FieldError {
+                    path: format!("spec.clusters[{i}].discovery.port"),
+                    message: format!("{:?} gives addresses without ports (a DNS A/AAAA name): set discovery.port, or use an SRV name", d.service),
+                    value: None,
+                });
+                continue;
+            }
             std::sync::Arc::make_mut(c).endpoints = endpoints;
+        }
+        drop(all);
+        for w in woken {
+            w.notify_one();
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
