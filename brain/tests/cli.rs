@@ -174,3 +174,38 @@ async fn apply_of_several_is_all_or_nothing() {
     assert_eq!(out(&o).trim(), "[]");
     b.shutdown().await;
 }
+
+/// `flotilla get services|endpoints`: what discovery found, as tables and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_services_and_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  - name: payments\n    namespace: shop\n    endpoints:\n      - {address: 10.0.0.7, port: 8080, zone: z1}\n      - {address: 10.0.0.8, port: 8080, health: draining}\n",
+    )
+    .unwrap();
+    let settings = Settings {
+        rest_addr: "127.0.0.1:0".parse().unwrap(),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_api_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        discovery_files: vec![("local".into(), file)],
+        ..Settings::default()
+    };
+    let b = Brain::start(&settings).await.unwrap();
+    let s = format!("http://{}", b.rest_addr);
+    let o = flotilla(&s, &["get", "services"], None).await;
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let table = out(&o);
+    assert!(table.contains("SOURCE") && table.contains("local") && table.contains("payments"), "{table}");
+    let o = flotilla(&s, &["get", "endpoints", "payments"], None).await;
+    let table = out(&o);
+    assert!(table.contains("10.0.0.7") && table.contains("draining") && table.contains("z1"), "{table}");
+    let o = flotilla(&s, &["get", "svc", "payments", "-o", "json"], None).await;
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["services"][0]["healthyEndpoints"], 1, "{v}");
+    let o = flotilla(&s, &["get", "services", "ghost"], None).await;
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    b.shutdown().await;
+}

@@ -121,6 +121,32 @@ const PROXY_COLUMNS: &[(&str, &str)] = &[
     ("CONNECTED", "/connectedAt"),
 ];
 
+const SERVICE_COLUMNS: &[(&str, &str)] = &[
+    ("SOURCE", "/source"),
+    ("NAMESPACE", "/namespace"),
+    ("NAME", "/name"),
+    ("ENDPOINTS", "/endpoints"),
+    ("HEALTHY", "/healthyEndpoints"),
+    ("USED BY", "/usedBy"),
+];
+
+const SOURCE_COLUMNS: &[(&str, &str)] = &[
+    ("SOURCE", "/name"),
+    ("KIND", "/kind"),
+    ("HEALTHY", "/healthy"),
+    ("LAST SYNC", "/lastSync"),
+    ("ERROR", "/error"),
+];
+
+const ENDPOINT_COLUMNS: &[(&str, &str)] = &[
+    ("SERVICE", "/service"),
+    ("ADDRESS", "/address"),
+    ("PORT", "/port"),
+    ("HEALTH", "/health"),
+    ("ZONE", "/zone"),
+    ("WEIGHT", "/weight"),
+];
+
 const AUDIT_COLUMNS: &[(&str, &str)] = &[
     ("AT", "/at"),
     ("SUBJECT", "/subject"),
@@ -171,6 +197,48 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             print(&value, output, PROXY_COLUMNS);
             Ok(0)
         }
+        Command::Get { what: Kind::Services, name, output, .. } => {
+            let path = name.map_or("/api/v1/services".to_string(), |n| format!("/api/v1/services/{n}"));
+            let value = c.get(&path).await?;
+            if output == Output::Table {
+                print(&value["sources"], output, SOURCE_COLUMNS);
+                println!();
+                print(&value["services"], output, SERVICE_COLUMNS);
+            } else {
+                print(&value, output, &[]);
+            }
+            Ok(0)
+        }
+        Command::Get { what: Kind::Endpoints, name, output, .. } => {
+            let path = name.map_or("/api/v1/endpoints".to_string(), |n| format!("/api/v1/endpoints/{n}"));
+            let value = c.get(&path).await?;
+            if output == Output::Table {
+                // One row per endpoint, named by its service.
+                let rows: Vec<Value> = value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|svc| {
+                        let name = svc["service"].clone();
+                        svc["endpoints"].as_array().cloned().unwrap_or_default().into_iter().map(
+                            move |mut e| {
+                                e["service"] = name.clone();
+                                e
+                            },
+                        )
+                    })
+                    .collect();
+                print(&Value::Array(rows), output, ENDPOINT_COLUMNS);
+            } else {
+                print(&value, output, &[]);
+            }
+            Ok(0)
+        }
+        Command::Describe { what: Kind::Services | Kind::Endpoints, .. }
+        | Command::Delete { what: Kind::Services | Kind::Endpoints, .. } => Err(CliError::Usage(
+            "services and endpoints come from discovery sources: `flotilla get services|endpoints [NAME]`"
+                .into(),
+        )),
         Command::Describe { what: Kind::Configs, name, namespace } => {
             let id = c.config_id(&namespace, &name).await?;
             print(&c.get(&format!("/api/v1/configs/{id}")).await?, Output::Yaml, &[]);

@@ -169,6 +169,12 @@ pub enum Kind {
     Configs,
     #[value(alias = "proxy")]
     Proxies,
+    /// Discovered services (with each source's health).
+    #[value(alias = "service", alias = "svc")]
+    Services,
+    /// Discovered endpoints, per service.
+    #[value(alias = "endpoint", alias = "ep")]
+    Endpoints,
 }
 
 #[tokio::main]
