@@ -94,6 +94,13 @@ async fn endpoints_follow_a_watched_services_file() {
     .await;
     let (_, svc) = brain.get_json("/api/v1/services").await;
     assert!(svc["sources"][0]["error"].as_str().unwrap().contains("services.yaml"), "{svc}");
+    let ready = brain.http.get(brain.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "a failing source does not make the brain unready");
+    let ready = ready.text().await.unwrap();
+    assert!(ready.starts_with("ready\ndiscovery source local (file) unhealthy"), "{ready}");
+    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flotilla_discovery_source_healthy{source=\"local\"} 0"), "{metrics}");
+    assert!(metrics.contains("flotilla_discovery_endpoints{source=\"local\"} 2"), "{metrics}");
     assert_eq!(svc["services"][0]["endpoints"], 2, "last known endpoints are kept: {svc}");
     for _ in 0..5 {
         assert_eq!(http_get(port, "x", "/").await.as_deref(), Some("backend 2"));

@@ -12,14 +12,23 @@ pub async fn health() -> &'static str {
     "ok"
 }
 
-/// Ready once every applied config has been loaded and published.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "Every applied config is loaded and published", body = String), (status = 503, description = "Still loading", body = String)))]
+/// Ready once every applied config has been loaded and published. A discovery source that is
+/// failing does not make the brain unready (it serves the last known endpoints); it is named on
+/// a line of its own after `ready`.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "Every applied config is loaded and published; then one line per failing discovery source", body = String), (status = 503, description = "Still loading", body = String)))]
 pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
-    if *st.ready.borrow() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading configs")
+    if !*st.ready.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "loading configs".to_string());
     }
+    let mut body = "ready".to_string();
+    for s in st.manage.service.discovery().statuses().into_iter().filter(|s| !s.healthy) {
+        let why = s.error.unwrap_or_default();
+        body.push_str(&format!(
+            "\ndiscovery source {} ({}) unhealthy, serving its last known endpoints: {why}",
+            s.name, s.kind
+        ));
+    }
+    (StatusCode::OK, body)
 }
 
 /// Prometheus text format. With authentication on, the scraper needs credentials (a token or a

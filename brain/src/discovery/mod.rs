@@ -92,6 +92,24 @@ struct SourceState {
     services: BTreeMap<(String, String), Service>,
 }
 
+/// `flotilla_discovery_source_healthy{source}` (1 or 0), `flotilla_discovery_services{source}` and
+/// `flotilla_discovery_endpoints{source}` (what the source serves now, last known if failing).
+fn gauges(source: &str, healthy: bool, services: &BTreeMap<(String, String), Service>) {
+    let endpoints: usize = services.values().map(|s| s.endpoints.len()).sum();
+    let label = ("source", source.to_string());
+    metrics::gauge!("flotilla_discovery_source_healthy", std::slice::from_ref(&label)).set(if healthy {
+        1.0
+    } else {
+        0.0
+    });
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    {
+        metrics::gauge!("flotilla_discovery_services", std::slice::from_ref(&label))
+            .set(services.len() as f64);
+        metrics::gauge!("flotilla_discovery_endpoints", &[label]).set(endpoints as f64);
+    }
+}
+
 /// Every source's last known services. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Discovery {
@@ -167,6 +185,7 @@ impl Discovery {
                 s.healthy = error.is_none();
                 s.error = error;
                 s.last_sync = Some(Utc::now());
+                gauges(source, s.healthy, &new);
                 let changed = s.services != new;
                 s.services = new;
                 changed
@@ -188,6 +207,7 @@ impl Discovery {
             }
             s.healthy = false;
             s.error = Some(error);
+            gauges(source, false, &s.services);
         }
     }
 
