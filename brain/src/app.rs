@@ -208,7 +208,7 @@ impl Brain {
         }
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
-        let discovery = crate::discovery::Discovery::default();
+        let discovery = crate::discovery::Discovery::with_grace(settings.discovery_grace);
         for (name, path) in &settings.discovery_files {
             discovery.declare(name, "file");
             // Read once before the first publish, so proxies start with the discovered endpoints.
@@ -314,6 +314,7 @@ impl Brain {
 
         let n = service.publish_all().await.context("loading applied configs")?;
         spawn_discovery_publisher(service.clone(), discovery.subscribe(), stopped.clone());
+        spawn_discovery_expiry(discovery.clone(), stopped.clone());
         ready_tx.send_replace(true);
         let storage = match &settings.database_url {
             Some(url) => redact(url),
@@ -354,6 +355,19 @@ fn spawn_discovery_publisher(
                     tracing::info!(message = "discovered endpoints changed; configs published", configs = n)
                 }
                 Err(e) => tracing::error!(message = "publishing discovered endpoints failed", error = %e),
+            }
+        }
+    });
+}
+
+/// Removes vanished services whose grace period has passed, once a second.
+fn spawn_discovery_expiry(discovery: crate::discovery::Discovery, mut stopped: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => discovery.expire(),
+                _ = stopped.changed() => return,
             }
         }
     });

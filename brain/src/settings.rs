@@ -102,6 +102,10 @@ pub struct Cli {
         value_name = "NAME=SERVER"
     )]
     pub discovery_dns: Vec<String>,
+    /// How long a service that vanished from its registry keeps its last endpoints before it is
+    /// removed, e.g. `30s` [default: 30s].
+    #[arg(long, env = "FLOTILLA_DISCOVERY_GRACE", value_parser = humantime::parse_duration)]
+    pub discovery_grace: Option<std::time::Duration>,
     #[command(flatten)]
     pub security: SecurityCli,
 }
@@ -271,6 +275,8 @@ pub struct Settings {
     pub discovery_consul: Vec<(String, String)>,
     /// `dns` discovery sources: name → server (`IP:PORT` or `system`).
     pub discovery_dns: Vec<(String, String)>,
+    /// How long a vanished service is kept.
+    pub discovery_grace: std::time::Duration,
 }
 
 /// Resolved security settings; all off by default.
@@ -316,6 +322,7 @@ impl Default for Settings {
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
             discovery_dns: Vec::new(),
+            discovery_grace: crate::discovery::DEFAULT_GRACE,
         }
     }
 }
@@ -368,6 +375,7 @@ impl Settings {
             discovery_files,
             discovery_consul,
             discovery_dns,
+            discovery_grace: cli.discovery_grace.unwrap_or(d.discovery_grace),
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),

@@ -50,6 +50,7 @@ async fn endpoints_follow_a_watched_services_file() {
     services_file(&file, &[(b1.addr, "healthy")]);
     let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
         s.discovery_files = vec![("local".into(), file.clone())];
+        s.discovery_grace = Duration::from_secs(1);
     })
     .await;
 
@@ -127,6 +128,13 @@ async fn endpoints_follow_a_watched_services_file() {
     let err = grpc.list_services(pb::ListServicesRequest { name: "ghost".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(brain.get_json("/api/v1/services/ghost").await.0, 404);
+
+    // The service leaves the file: removed once its grace period (1 s here) has passed.
+    std::fs::write(&file, "services: []\n").unwrap();
+    wait_for("the vanished service removed", Duration::from_secs(10), || async {
+        (brain.get_json("/api/v1/services/payments").await.0 == 404).then_some(())
+    })
+    .await;
 }
 
 /// The `consul` source against a fake Consul agent (tests/src/consul.rs: no Consul server

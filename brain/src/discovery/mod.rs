@@ -85,6 +85,9 @@ struct SourceState {
     wanted: std::collections::BTreeSet<(String, String)>,
     /// Wakes an on-demand source when a config wants a service it has not looked up.
     wants: Arc<tokio::sync::Notify>,
+    /// Services a good read no longer lists, kept (with their last endpoints) until the grace
+    /// period since they vanished has passed.
+    vanished: BTreeMap<(String, String), std::time::Instant>,
     healthy: bool,
     error: Option<String>,
     last_sync: Option<DateTime<Utc>>,
@@ -114,13 +117,16 @@ fn gauges(source: &str, healthy: bool, services: &BTreeMap<(String, String), Ser
 #[derive(Clone)]
 pub struct Discovery {
     sources: Arc<RwLock<BTreeMap<String, SourceState>>>,
+    /// How long a service that vanished from its registry is kept (a registry that lists a
+    /// service again within it never took it away from the proxies).
+    grace: std::time::Duration,
     /// Bumped on every change of any source's services (not on health-only changes).
     changed: watch::Sender<u64>,
 }
 
 impl Default for Discovery {
     fn default() -> Self {
-        Discovery { sources: Arc::default(), changed: watch::channel(0).0 }
+        Discovery { sources: Arc::default(), grace: DEFAULT_GRACE, changed: watch::channel(0).0 }
     }
 }
 
@@ -130,7 +136,42 @@ impl std::fmt::Debug for Discovery {
     }
 }
 
+/// Default for `--discovery-grace`.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Discovery {
+    /// A registry whose vanished services are kept for `grace` before they are removed.
+    pub fn with_grace(grace: std::time::Duration) -> Discovery {
+        Discovery { grace, ..Discovery::default() }
+    }
+
+    /// Removes the services whose grace period has passed; call it now and then (the brain
+    /// does, every second).
+    pub fn expire(&self) {
+        let now = std::time::Instant::now();
+        let mut changed = false;
+        if let Ok(mut all) = self.sources.write() {
+            for s in all.values_mut() {
+                let gone: Vec<_> = s
+                    .vanished
+                    .iter()
+                    .filter(|(_, t)| now.duration_since(**t) >= self.grace)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in gone {
+                    s.vanished.remove(&k);
+                    if s.services.remove(&k).is_some() {
+                        tracing::info!(message = "discovered service removed after its grace period", namespace = %k.0, service = %k.1);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Declares a source (before its first read: unhealthy, no services).
     pub fn declare(&self, name: &str, kind: &'static str) {
         self.declare_with(name, kind, false);
@@ -148,6 +189,7 @@ impl Discovery {
                 on_demand,
                 wanted: Default::default(),
                 wants: Arc::default(),
+                vanished: BTreeMap::new(),
                 healthy: false,
                 error: Some("not read yet".into()),
                 last_sync: None,
@@ -171,10 +213,18 @@ impl Discovery {
         let changed = match self.sources.write() {
             Ok(mut all) => {
                 let Some(s) = all.get_mut(source) else { return };
-                let new: BTreeMap<_, _> = services
+                let mut new: BTreeMap<_, _> = services
                     .into_iter()
                     .map(|svc| ((svc.namespace.clone(), svc.name.clone()), svc))
                     .collect();
+                // A service this read no longer lists stays until its grace period has passed.
+                s.vanished.retain(|k, _| !new.contains_key(k));
+                for (k, svc) in &s.services {
+                    if !new.contains_key(k) {
+                        s.vanished.entry(k.clone()).or_insert_with(std::time::Instant::now);
+                        new.insert(k.clone(), svc.clone());
+                    }
+                }
                 if error.is_some() && s.error != error {
                     tracing::warn!(
                         message = "discovery source failed in part; keeping what it last knew",
@@ -423,6 +473,25 @@ mod tests {
             let errs = discovery().fill(&mut cfg(cluster)).unwrap_err();
             assert_eq!(errs[0].path, path, "{cluster}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn a_vanished_service_is_kept_for_its_grace_period() {
+        let d = Discovery::with_grace(std::time::Duration::from_millis(50));
+        d.declare("k8s", "file");
+        d.update("k8s", vec![Service { name: "pay".into(), namespace: "shop".into(), endpoints: vec![] }]);
+        d.update("k8s", vec![]);
+        d.expire();
+        assert_eq!(d.services().len(), 1, "kept within the grace period");
+        // Listed again: not removed later.
+        d.update("k8s", vec![Service { name: "pay".into(), namespace: "shop".into(), endpoints: vec![] }]);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        d.expire();
+        assert_eq!(d.services().len(), 1);
+        d.update("k8s", vec![]);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        d.expire();
+        assert!(d.services().is_empty(), "removed once the grace period has passed");
     }
 
     #[test]
