@@ -151,7 +151,7 @@ impl Discovery {
         let now = std::time::Instant::now();
         let mut changed = false;
         if let Ok(mut all) = self.sources.write() {
-            for s in all.values_mut() {
+            for (name, s) in all.iter_mut() {
                 let gone: Vec<_> = s
                     .vanished
                     .iter()
@@ -161,6 +161,7 @@ impl Discovery {
                 for k in gone {
                     s.vanished.remove(&k);
                     if s.services.remove(&k).is_some() {
+                        gauges(name, s.healthy, &s.services);
                         tracing::info!(message = "discovered service removed after its grace period", namespace = %k.0, service = %k.1);
                         changed = true;
                     }
@@ -330,8 +331,8 @@ impl Discovery {
                 });
                 continue;
             }
-            let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
             let Some(src) = all.get_mut(&d.source) else {
+                let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
                 errors.push(FieldError {
                     path: format!("spec.clusters[{i}].discovery.source"),
                     message: format!(

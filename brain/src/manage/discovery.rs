@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{Caller, Manager, OpError};
-use crate::discovery::{DiscoveredEndpoint, SourceStatus};
+use crate::discovery::{DiscoveredEndpoint, Service, SourceStatus};
 use crate::store::ListFilter;
 
 /// A discovered service: where from, how many endpoints, and who uses it.
@@ -53,10 +53,9 @@ impl Manager {
                 }
             }
         }
-        let services: Vec<ServiceView> = discovery
-            .services()
+        let services: Vec<ServiceView> = self
+            .discovered(c, name)?
             .into_iter()
-            .filter(|(_, s)| self.authz.sees(&c.who, &s.namespace) && name.is_none_or(|n| n == s.name))
             .map(|(source, s)| ServiceView {
                 used_by: users
                     .iter()
@@ -74,34 +73,38 @@ impl Manager {
                 name: s.name,
             })
             .collect();
-        if let Some(n) = name
-            && services.is_empty()
-        {
-            return Err(OpError::NotFound(format!("no discovered service named {n:?}")));
-        }
         Ok(ServicesView { sources: discovery.statuses(), services })
     }
 
     /// Endpoints of every service the caller may see (or of those named `service`).
     pub fn endpoints(&self, c: &Caller, service: Option<&str>) -> Result<Vec<EndpointsView>, OpError> {
-        let out: Vec<EndpointsView> = self
-            .service
-            .discovery()
-            .services()
+        Ok(self
+            .discovered(c, service)?
             .into_iter()
-            .filter(|(_, s)| self.authz.sees(&c.who, &s.namespace) && service.is_none_or(|n| n == s.name))
             .map(|(source, s)| EndpointsView {
                 source,
                 namespace: s.namespace,
                 service: s.name,
                 endpoints: s.endpoints,
             })
+            .collect())
+    }
+
+    /// The discovered services (with their sources) in namespaces the caller may see; only those
+    /// named `name` when given, and then "not found" if there are none.
+    fn discovered(&self, c: &Caller, name: Option<&str>) -> Result<Vec<(String, Service)>, OpError> {
+        let found: Vec<(String, Service)> = self
+            .service
+            .discovery()
+            .services()
+            .into_iter()
+            .filter(|(_, s)| self.authz.sees(&c.who, &s.namespace) && name.is_none_or(|n| n == s.name))
             .collect();
-        if let Some(n) = service
-            && out.is_empty()
-        {
-            return Err(OpError::NotFound(format!("no discovered service named {n:?}")));
+        match name {
+            Some(n) if found.is_empty() => {
+                Err(OpError::NotFound(format!("no discovered service named {n:?}")))
+            }
+            _ => Ok(found),
         }
-        Ok(out)
     }
 }
