@@ -224,6 +224,14 @@ impl Brain {
         for (name, server) in &settings.discovery_dns {
             crate::discovery::dns::spawn(discovery.clone(), name.clone(), server.clone(), stopped.clone());
         }
+        for (name, source) in &settings.discovery_kubernetes {
+            crate::discovery::kubernetes::spawn(
+                discovery.clone(),
+                name.clone(),
+                source.clone(),
+                stopped.clone(),
+            );
+        }
         let service =
             Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))).with_discovery(discovery.clone()));
 

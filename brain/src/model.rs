@@ -281,6 +281,10 @@ pub struct DiscoveryRef {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u16")]
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
+    /// Of a service with several named ports (Kubernetes), the one this cluster uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 63)]
+    pub port_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -102,6 +102,16 @@ pub struct Cli {
         value_name = "NAME=SERVER"
     )]
     pub discovery_dns: Vec<String>,
+    /// A `kubernetes` service discovery source: NAME=CONFIG[@NS+NS…], CONFIG being `in-cluster`,
+    /// `default` ($KUBECONFIG or ~/.kube/config) or a kubeconfig path; EndpointSlices and Pods
+    /// are watched in the namespaces listed after `@`, else in all (docs/discovery.md).
+    #[arg(
+        long = "discovery-kubernetes",
+        env = "FLOTILLA_DISCOVERY_KUBERNETES",
+        value_delimiter = ',',
+        value_name = "NAME=CONFIG[@NS+NS]"
+    )]
+    pub discovery_kubernetes: Vec<String>,
     /// How long a service that vanished from its registry keeps its last endpoints before it is
     /// removed, e.g. `30s` [default: 30s].
     #[arg(long, env = "FLOTILLA_DISCOVERY_GRACE", value_parser = humantime::parse_duration)]
@@ -177,6 +187,8 @@ pub struct FileDiscovery {
     pub consul: Vec<String>,
     /// `NAME=SERVER` entries, as `--discovery-dns`.
     pub dns: Vec<String>,
+    /// `NAME=CONFIG[@NS+NS]` entries, as `--discovery-kubernetes`.
+    pub kubernetes: Vec<String>,
 }
 
 /// `NAME=VALUE` specs of discovery sources, each name once.
@@ -275,6 +287,8 @@ pub struct Settings {
     pub discovery_consul: Vec<(String, String)>,
     /// `dns` discovery sources: name → server (`IP:PORT` or `system`).
     pub discovery_dns: Vec<(String, String)>,
+    /// `kubernetes` discovery sources: name → client config and namespaces.
+    pub discovery_kubernetes: Vec<(String, crate::discovery::kubernetes::KubeSource)>,
     /// How long a vanished service is kept.
     pub discovery_grace: std::time::Duration,
 }
@@ -322,6 +336,7 @@ impl Default for Settings {
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
             discovery_dns: Vec::new(),
+            discovery_kubernetes: Vec::new(),
             discovery_grace: crate::discovery::DEFAULT_GRACE,
         }
     }
@@ -362,7 +377,13 @@ impl Settings {
         )?;
         let dns =
             named("--discovery-dns", "NAME=SERVER", cli.discovery_dns.iter().chain(&file.discovery.dns))?;
-        let all: Vec<&String> = files.iter().chain(&consul).chain(&dns).map(|(n, _)| n).collect();
+        let kubernetes = named(
+            "--discovery-kubernetes",
+            "NAME=CONFIG[@NS+NS]",
+            cli.discovery_kubernetes.iter().chain(&file.discovery.kubernetes),
+        )?;
+        let all: Vec<&String> =
+            files.iter().chain(&consul).chain(&dns).chain(&kubernetes).map(|(n, _)| n).collect();
         for (i, name) in all.iter().enumerate() {
             if all[..i].contains(name) {
                 return Err(SettingsError::Invalid(format!("discovery source {name:?} is declared twice")));
@@ -370,11 +391,20 @@ impl Settings {
         }
         let discovery_files = files.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect();
         let (discovery_consul, discovery_dns) = (consul, dns);
+        let discovery_kubernetes = kubernetes
+            .into_iter()
+            .map(|(n, v)| {
+                v.parse()
+                    .map(|k| (n.clone(), k))
+                    .map_err(|e| SettingsError::Invalid(format!("--discovery-kubernetes {n}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Settings {
             security,
             discovery_files,
             discovery_consul,
             discovery_dns,
+            discovery_kubernetes,
             discovery_grace: cli.discovery_grace.unwrap_or(d.discovery_grace),
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod edge;
 pub mod envoy;
 pub mod garbage;
+pub mod kube;
 pub mod nats;
 pub mod pki;
 pub mod xds_client;

@@ -90,6 +90,7 @@ fn endpoint(e: Entry) -> DiscoveredEndpoint {
     DiscoveredEndpoint {
         address,
         port: e.service.port,
+        port_name: None,
         health,
         weight: e.service.weights.map(|w| w.passing).filter(|w| *w > 0),
         zone: e.node.meta.and_then(|m| m.get("zone").cloned()),

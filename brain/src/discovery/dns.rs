@@ -50,6 +50,7 @@ async fn lookup(r: &TokioResolver, name: &str) -> Result<(Vec<DiscoveredEndpoint
     let endpoint = |address: String, port: u16, weight: Option<u32>| DiscoveredEndpoint {
         address,
         port,
+        port_name: None,
         health: EndpointHealth::Healthy,
         weight,
         zone: None,

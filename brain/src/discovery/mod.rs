@@ -13,6 +13,7 @@
 pub mod consul;
 pub mod dns;
 pub mod file;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,10 @@ use crate::validate::FieldError;
 pub struct DiscoveredEndpoint {
     pub address: String,
     pub port: u16,
+    /// The port's name, where a service has several (a Kubernetes EndpointSlice port's name);
+    /// a cluster picks one with `discovery.portName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
     #[serde(default = "healthy")]
     pub health: EndpointHealth,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +71,7 @@ fn default_namespace() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    /// "file", "consul" or "dns".
+    /// "file", "consul", "dns", "kubernetes" or "plugin".
     pub kind: &'static str,
     /// False after a failed read (the last known services are kept and served).
     pub healthy: bool,
@@ -262,6 +267,21 @@ impl Discovery {
         }
     }
 
+    /// The source reads again (its registry answers) but nothing changed: healthy, services as
+    /// they were.
+    pub fn recovered(&self, source: &str) {
+        if let Ok(mut all) = self.sources.write()
+            && let Some(s) = all.get_mut(source)
+            && !s.healthy
+        {
+            tracing::info!(message = "discovery source answers again", source);
+            s.healthy = true;
+            s.error = None;
+            s.last_sync = Some(Utc::now());
+            gauges(source, true, &s.services);
+        }
+    }
+
     /// What configs asked on-demand source `source` for, and a wake-up for new wants.
     pub fn wanted(&self, source: &str) -> Vec<(String, String)> {
         self.sources
@@ -371,9 +391,28 @@ impl Discovery {
                 std::sync::Arc::make_mut(c).endpoints = Vec::new();
                 continue;
             };
+            if d.port_name.is_none() {
+                let mut names: Vec<&str> =
+                    svc.endpoints.iter().filter_map(|e| e.port_name.as_deref()).collect();
+                names.sort_unstable();
+                names.dedup();
+                if names.len() > 1 {
+                    errors.push(FieldError {
+                        path: format!("spec.clusters[{i}].discovery.portName"),
+                        message: format!(
+                            "service {svc_ns}/{} has ports {}: name the one this cluster uses",
+                            d.service,
+                            names.join(", ")
+                        ),
+                        value: None,
+                    });
+                    continue;
+                }
+            }
             let endpoints = svc
                 .endpoints
                 .iter()
+                .filter(|e| d.port_name.is_none() || e.port_name == d.port_name)
                 .filter(|e| d.selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
                 .map(|e| Endpoint {
                     address: e.address.clone(),
@@ -421,6 +460,7 @@ mod tests {
         DiscoveredEndpoint {
             address: "10.0.0.1".into(),
             port,
+            port_name: None,
             health,
             weight: None,
             zone: Some("z1".into()),
