@@ -224,6 +224,9 @@ impl Brain {
         for (name, server) in &settings.discovery_dns {
             crate::discovery::dns::spawn(discovery.clone(), name.clone(), server.clone(), stopped.clone());
         }
+        for (name, url) in &settings.discovery_plugins {
+            crate::discovery::plugin::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
+        }
         for (name, source) in &settings.discovery_kubernetes {
             crate::discovery::kubernetes::spawn(
                 discovery.clone(),

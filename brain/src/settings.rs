@@ -112,6 +112,15 @@ pub struct Cli {
         value_name = "NAME=CONFIG[@NS+NS]"
     )]
     pub discovery_kubernetes: Vec<String>,
+    /// A `plugin` service discovery source: NAME=URL of a program speaking the plugin watch
+    /// protocol (`GET URL/v1/services?index=N&wait=30s`; docs/discovery.md). Repeatable.
+    #[arg(
+        long = "discovery-plugin",
+        env = "FLOTILLA_DISCOVERY_PLUGINS",
+        value_delimiter = ',',
+        value_name = "NAME=URL"
+    )]
+    pub discovery_plugins: Vec<String>,
     /// How long a service that vanished from its registry keeps its last endpoints before it is
     /// removed, e.g. `30s` [default: 30s].
     #[arg(long, env = "FLOTILLA_DISCOVERY_GRACE", value_parser = humantime::parse_duration)]
@@ -189,6 +198,8 @@ pub struct FileDiscovery {
     pub dns: Vec<String>,
     /// `NAME=CONFIG[@NS+NS]` entries, as `--discovery-kubernetes`.
     pub kubernetes: Vec<String>,
+    /// `NAME=URL` entries, as `--discovery-plugin`.
+    pub plugins: Vec<String>,
 }
 
 /// `NAME=VALUE` specs of discovery sources, each name once.
@@ -289,6 +300,8 @@ pub struct Settings {
     pub discovery_dns: Vec<(String, String)>,
     /// `kubernetes` discovery sources: name → client config and namespaces.
     pub discovery_kubernetes: Vec<(String, crate::discovery::kubernetes::KubeSource)>,
+    /// `plugin` discovery sources: name → base URL.
+    pub discovery_plugins: Vec<(String, String)>,
     /// How long a vanished service is kept.
     pub discovery_grace: std::time::Duration,
 }
@@ -337,6 +350,7 @@ impl Default for Settings {
             discovery_consul: Vec::new(),
             discovery_dns: Vec::new(),
             discovery_kubernetes: Vec::new(),
+            discovery_plugins: Vec::new(),
             discovery_grace: crate::discovery::DEFAULT_GRACE,
         }
     }
@@ -382,8 +396,19 @@ impl Settings {
             "NAME=CONFIG[@NS+NS]",
             cli.discovery_kubernetes.iter().chain(&file.discovery.kubernetes),
         )?;
-        let all: Vec<&String> =
-            files.iter().chain(&consul).chain(&dns).chain(&kubernetes).map(|(n, _)| n).collect();
+        let plugins = named(
+            "--discovery-plugin",
+            "NAME=URL",
+            cli.discovery_plugins.iter().chain(&file.discovery.plugins),
+        )?;
+        let all: Vec<&String> = files
+            .iter()
+            .chain(&consul)
+            .chain(&dns)
+            .chain(&kubernetes)
+            .chain(&plugins)
+            .map(|(n, _)| n)
+            .collect();
         for (i, name) in all.iter().enumerate() {
             if all[..i].contains(name) {
                 return Err(SettingsError::Invalid(format!("discovery source {name:?} is declared twice")));
@@ -405,6 +430,7 @@ impl Settings {
             discovery_consul,
             discovery_dns,
             discovery_kubernetes,
+            discovery_plugins: plugins,
             discovery_grace: cli.discovery_grace.unwrap_or(d.discovery_grace),
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),

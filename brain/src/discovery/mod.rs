@@ -14,6 +14,7 @@ pub mod consul;
 pub mod dns;
 pub mod file;
 pub mod kubernetes;
+pub mod plugin;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
