@@ -361,9 +361,14 @@ fn spawn_discovery_publisher(
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             changes.borrow_and_update();
-            match service.publish_discovered().await {
+            let changed = service.discovery().take_changed();
+            match service.publish_discovered(&changed).await {
                 Ok(n) => {
-                    tracing::info!(message = "discovered endpoints changed; configs published", configs = n)
+                    tracing::info!(
+                        message = "discovered endpoints changed; configs published",
+                        services = changed.len(),
+                        configs = n
+                    )
                 }
                 Err(e) => tracing::error!(message = "publishing discovered endpoints failed", error = %e),
             }

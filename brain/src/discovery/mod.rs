@@ -16,7 +16,7 @@ pub mod file;
 pub mod kubernetes;
 pub mod plugin;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -128,11 +128,21 @@ pub struct Discovery {
     grace: std::time::Duration,
     /// Bumped on every change of any source's services (not on health-only changes).
     changed: watch::Sender<u64>,
+    /// (source, namespace, service) changed since the last [`Discovery::take_changed`].
+    dirty: Arc<std::sync::Mutex<BTreeSet<ServiceKey>>>,
 }
+
+/// (source, namespace, service).
+pub type ServiceKey = (String, String, String);
 
 impl Default for Discovery {
     fn default() -> Self {
-        Discovery { sources: Arc::default(), grace: DEFAULT_GRACE, changed: watch::channel(0).0 }
+        Discovery {
+            sources: Arc::default(),
+            grace: DEFAULT_GRACE,
+            changed: watch::channel(0).0,
+            dirty: Arc::default(),
+        }
     }
 }
 
@@ -168,6 +178,7 @@ impl Discovery {
                     s.vanished.remove(&k);
                     if s.services.remove(&k).is_some() {
                         gauges(name, s.healthy, &s.services);
+                        self.mark((name.clone(), k.0.clone(), k.1.clone()));
                         tracing::info!(message = "discovered service removed after its grace period", namespace = %k.0, service = %k.1);
                         changed = true;
                     }
@@ -243,7 +254,17 @@ impl Discovery {
                 s.error = error;
                 s.last_sync = Some(Utc::now());
                 gauges(source, s.healthy, &new);
-                let changed = s.services != new;
+                let mut changed = false;
+                for (k, svc) in &new {
+                    if s.services.get(k) != Some(svc) {
+                        self.mark((source.to_string(), k.0.clone(), k.1.clone()));
+                        changed = true;
+                    }
+                }
+                for k in s.services.keys().filter(|k| !new.contains_key(*k)) {
+                    self.mark((source.to_string(), k.0.clone(), k.1.clone()));
+                    changed = true;
+                }
                 s.services = new;
                 changed
             }
@@ -266,6 +287,17 @@ impl Discovery {
             s.error = Some(error);
             gauges(source, false, &s.services);
         }
+    }
+
+    fn mark(&self, key: ServiceKey) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(key);
+        }
+    }
+
+    /// The services whose endpoints changed since the last call (the publisher takes them).
+    pub fn take_changed(&self) -> BTreeSet<ServiceKey> {
+        self.dirty.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default()
     }
 
     /// The source reads again (its registry answers) but nothing changed: healthy, services as
@@ -534,6 +566,22 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(80));
         d.expire();
         assert!(d.services().is_empty(), "removed once the grace period has passed");
+    }
+
+    #[test]
+    fn only_the_services_that_changed_are_reported_changed() {
+        let d = discovery();
+        let key = |s: &str| ("k8s".to_string(), "shop".to_string(), s.to_string());
+        assert_eq!(d.take_changed(), [key("pay")].into());
+        let pay = d.services()[0].1.clone();
+        let other = Service { name: "other".into(), namespace: "shop".into(), endpoints: vec![] };
+        d.update("k8s", vec![pay.clone(), other.clone()]);
+        assert_eq!(d.take_changed(), [key("other")].into(), "pay is as it was");
+        let mut moved = pay.clone();
+        moved.endpoints.pop();
+        d.update("k8s", vec![moved, other]);
+        assert_eq!(d.take_changed(), [key("pay")].into());
+        assert!(d.take_changed().is_empty());
     }
 
     #[test]

@@ -159,18 +159,30 @@ impl ConfigService {
         Ok(out)
     }
 
-    /// Publishes again every applied config with a discovery cluster (a source changed); the
-    /// edges send proxies only the resources whose content changed.
-    pub async fn publish_discovered(&self) -> Result<usize, ServiceError> {
+    /// Publishes again every applied config with a cluster that takes its endpoints from one of
+    /// the `changed` services (the others are left alone); the edges send proxies only the
+    /// resources whose content changed.
+    pub async fn publish_discovered(
+        &self,
+        changed: &std::collections::BTreeSet<crate::discovery::ServiceKey>,
+    ) -> Result<usize, ServiceError> {
+        if changed.is_empty() {
+            return Ok(0);
+        }
         let _guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
         let mut n = 0;
         for rec in &latest.records {
             let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
-            let uses = |c: &ProxyConfig| c.spec.clusters.iter().any(|cl| cl.discovery.is_some());
-            let uses_discovery = uses(cfg) || render(cfg, templates).is_ok_and(|r| uses(&r));
-            if uses_discovery {
+            let uses = |c: &ProxyConfig| {
+                c.spec.clusters.iter().filter_map(|cl| cl.discovery.as_ref()).any(|d| {
+                    let ns = d.namespace.as_deref().unwrap_or(c.namespace());
+                    changed.contains(&(d.source.clone(), ns.to_string(), d.service.clone()))
+                })
+            };
+            let uses_changed = uses(cfg) || render(cfg, templates).is_ok_and(|r| uses(&r));
+            if uses_changed {
                 n += usize::from(self.publish_config(cfg, templates).await);
             }
         }
