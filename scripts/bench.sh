@@ -19,7 +19,7 @@ if [[ "${1:-}" == "--shape" ]]; then
   shape=$2
   shift 2
 fi
-scenario=${1:?usage: scripts/bench.sh [--shape distributed|embedded] ramp|churn|burst|slow [options]}
+scenario=${1:?usage: scripts/bench.sh [--shape distributed|embedded] ramp|churn|burst|slow|discovery [options]}
 shift
 case "$shape" in distributed|embedded) ;; *) echo "unknown --shape $shape (distributed or embedded)" >&2; exit 2 ;; esac
 
@@ -65,6 +65,14 @@ wait_http() {
   exit 1
 }
 
+# The discovery scenario's registry is the harness itself (the plugin protocol on $plugin_port).
+plugin_port=${BENCH_PLUGIN_PORT:-29501}
+brain_extra=()
+if [[ "$scenario" == discovery ]]; then
+  brain_extra=(--discovery-plugin "loadtest=http://127.0.0.1:$plugin_port")
+  set -- --plugin-addr "127.0.0.1:$plugin_port" "$@"
+fi
+
 watch=()
 if [[ "$shape" == distributed ]]; then
   nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
@@ -74,7 +82,7 @@ if [[ "$shape" == distributed ]]; then
   for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.1; done
   "$bin/flotilla-brain" --log-level warn --data-dir "$data/store" --rest-addr "127.0.0.1:$rest" \
     --grpc-api-addr "127.0.0.1:$grpc" --nats-url "$nats" --nats-bucket "$bucket" --no-embedded-edge \
-    >"$out/brain.log" 2>&1 &
+    "${brain_extra[@]}" >"$out/brain.log" 2>&1 &
   pids+=($!)
   watch+=(--pid "brain=$!")
   wait_http "http://127.0.0.1:$rest/ready"
@@ -84,7 +92,7 @@ if [[ "$shape" == distributed ]]; then
   watch+=(--pid "edge=$!")
 else
   "$bin/flotilla-brain" --log-level warn --data-dir "$data/store" --rest-addr "127.0.0.1:$rest" \
-    --grpc-api-addr "127.0.0.1:$grpc" --xds-addr "127.0.0.1:$xds" >"$out/brain.log" 2>&1 &
+    --grpc-api-addr "127.0.0.1:$grpc" --xds-addr "127.0.0.1:$xds" "${brain_extra[@]}" >"$out/brain.log" 2>&1 &
   pids+=($!)
   watch+=(--pid "brain+edge=$!")
   wait_http "http://127.0.0.1:$rest/ready"

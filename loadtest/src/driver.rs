@@ -26,6 +26,9 @@ pub struct Layout {
     pub clusters: usize,
     pub endpoints_per_cluster: usize,
     pub clusters_per_template: usize,
+    /// Steady clusters take their endpoints from this discovery source (service = cluster name)
+    /// instead of listing them; endpoint changes then go to the registry, not the REST API.
+    pub discovery: Option<Arc<crate::plugin::Registry>>,
 }
 
 impl Layout {
@@ -163,6 +166,9 @@ impl Driver {
     }
 
     fn cluster_doc(&self, name: &str, marker: u32, endpoints: usize) -> Value {
+        if self.layout.discovery.is_some() && markers::cluster_index(name).is_some() {
+            return json!({"name": name, "type": "EDS", "discovery": {"source": crate::plugin::SOURCE, "service": name}});
+        }
         let eps: Vec<Value> = (0..endpoints)
             .map(|e| {
                 let w = if e == 0 { markers::endpoint_weight(marker) } else { 1 };
@@ -273,6 +279,11 @@ impl Driver {
                 let Some(m) = self.templates.get(t) else { return };
                 let mut st = m.lock().await;
                 let id = self.tracker.begin(|_| Res::Cla(k as u32), Kind::Endpoints, expected);
+                if let Some(registry) = &self.layout.discovery {
+                    // The registry changes; the brain hears it and publishes, no API call.
+                    registry.set_marker(k, id);
+                    return;
+                }
                 let i = k - t * self.layout.clusters_per_template;
                 st.markers[i] = id;
                 let doc = self.template_doc(t, &st);

@@ -1,12 +1,13 @@
 //! `flotilla-loadtest`: a fleet of mock Envoys against any xDS server, with changes driven through
 //! Flotilla's REST API, measuring propagation (API call → each proxy received / ACKed, and → the
 //! last proxy), pushes and bytes per second, and the CPU and RSS of the processes under test.
-//! Scenarios: `ramp`, `churn`, `burst`, `slow` (see docs/performance.md).
+//! Scenarios: `ramp`, `churn`, `burst`, `slow`, `discovery` (see docs/performance.md).
 
 mod driver;
 mod fleet;
 mod markers;
 mod plot;
+mod plugin;
 mod sample;
 mod track;
 
@@ -60,6 +61,20 @@ enum Scenario {
         changes: u64,
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         within: Duration,
+    },
+    /// Endpoint changes from a discovery source instead of the REST API: the harness serves the
+    /// plugin protocol on --plugin-addr (start the brain with
+    /// `--discovery-plugin loadtest=http://ADDR`); steady clusters take their endpoints from it.
+    Discovery {
+        #[command(flatten)]
+        common: Common,
+        /// Registry changes per minute; several (comma-separated) run one after the other.
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
+        changes_per_min: Vec<f64>,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "127.0.0.1:29501")]
+        plugin_addr: std::net::SocketAddr,
     },
     /// Churn while a share of the proxies stop reading their streams.
     Slow {
@@ -162,6 +177,24 @@ async fn main() -> anyhow::Result<()> {
             }
             run.finish().await
         }
+        Scenario::Discovery { mut common, changes_per_min, duration, plugin_addr } => {
+            common.mix = "100,0,0".parse().map_err(anyhow::Error::msg)?;
+            let registry = plugin::Registry::start(
+                plugin_addr,
+                &common.namespace,
+                common.clusters,
+                common.endpoints_per_cluster,
+            )
+            .await?;
+            eprintln!("serving the discovery plugin protocol on http://{plugin_addr}");
+            wait_source_read(&common.api, plugin::SOURCE).await?;
+            let mut run = Run::start_with("discovery", common, 0.0, Some(registry)).await?;
+            for rate in changes_per_min {
+                let until = Instant::now() + duration;
+                run.phase(&format!("{rate}/min from the registry"), rate, None, Some(until)).await;
+            }
+            run.finish().await
+        }
         Scenario::Burst { common, changes, within } => {
             let mut run = Run::start("burst", common, 0.0).await?;
             let rate = changes as f64 * 60.0 / within.as_secs_f64().max(0.001);
@@ -186,6 +219,32 @@ async fn main() -> anyhow::Result<()> {
             run.extra.insert("stalledProxies".into(), json!(stalled));
             run.finish().await
         }
+    }
+}
+
+/// Waits (up to a minute) until the brain reports discovery source `source` healthy.
+async fn wait_source_read(api: &str, source: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/services", api.trim_end_matches('/'));
+    let t0 = Instant::now();
+    loop {
+        let body: Option<Value> = match http.get(&url).send().await {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let sources = body.as_ref().and_then(|b| b["sources"].as_array().cloned()).unwrap_or_default();
+        let mine = sources.iter().find(|s| s["name"] == source);
+        if mine.is_some_and(|s| s["healthy"] == true) {
+            eprintln!("the brain reads the registry ({:.1} s)", t0.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "the brain at {api} has no healthy discovery source {source:?} after 60 s (start it with \
+                 --discovery-plugin {source}=http://<--plugin-addr>); its sources: {sources:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -246,7 +305,16 @@ fn dist(h: &Histogram<u64>) -> Value {
 }
 
 impl Run {
-    async fn start(name: &'static str, mut common: Common, slow_share: f64) -> anyhow::Result<Run> {
+    async fn start(name: &'static str, common: Common, slow_share: f64) -> anyhow::Result<Run> {
+        Run::start_with(name, common, slow_share, None).await
+    }
+
+    async fn start_with(
+        name: &'static str,
+        mut common: Common,
+        slow_share: f64,
+        discovery: Option<Arc<plugin::Registry>>,
+    ) -> anyhow::Result<Run> {
         // The harness samples itself too: on one machine it competes for the same cores.
         common.pid.push(Watched { name: "loadtest".into(), pid: std::process::id() });
         anyhow::ensure!(common.proxies > 0, "--proxies must be at least 1");
@@ -263,6 +331,7 @@ impl Run {
             clusters: common.clusters,
             endpoints_per_cluster: common.endpoints_per_cluster,
             clusters_per_template: common.clusters_per_template.max(1),
+            discovery,
         };
         eprintln!(
             "writing {} clusters × {} endpoints ({} templates) to {}",

@@ -68,6 +68,33 @@ async fn churn_over_sotw_with_every_kind_of_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_changes_from_the_registry_reach_every_proxy() {
+    let port = flotilla_tests::free_port();
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_plugins = vec![("loadtest".into(), format!("http://127.0.0.1:{port}"))];
+    })
+    .await;
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "discovery",
+        "--plugin-addr",
+        &addr,
+        "--proxies",
+        "20",
+        "--changes-per-min",
+        "1200",
+        "--duration",
+        "3s",
+    ];
+    let r = run(&brain, &args).await;
+    delivered(&r, 20);
+    assert_eq!(
+        r["phases"][0]["changeKinds"]["endpoints"], r["phases"][0]["changesTracked"],
+        "endpoint changes only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_then_every_change_arrives() {
     let brain = TestBrain::start().await;
     let r = run(&brain, &["burst", "--proxies", "10", "--changes", "20"]).await;
