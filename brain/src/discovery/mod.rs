@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::model::{Endpoint, EndpointHealth, ProxyConfig};
+use crate::model::{Cluster, Endpoint, EndpointHealth, ProxyConfig};
 use crate::validate::FieldError;
 
 /// One endpoint as a registry reports it.
@@ -99,6 +99,8 @@ struct SourceState {
     last_sync: Option<DateTime<Utc>>,
     /// By (namespace, name).
     services: BTreeMap<(String, String), Service>,
+    /// A new number each time a service's endpoints change (see `Discovery::filled`).
+    generation: BTreeMap<(String, String), u64>,
 }
 
 /// `flotilla_discovery_source_healthy{source}` (1 or 0), `flotilla_discovery_services{source}` and
@@ -130,7 +132,17 @@ pub struct Discovery {
     changed: watch::Sender<u64>,
     /// (source, namespace, service) changed since the last [`Discovery::take_changed`].
     dirty: Arc<std::sync::Mutex<BTreeSet<ServiceKey>>>,
+    /// Clusters filled before, by (config namespace, config name, cluster name): the cluster as
+    /// it came in, the generation of the service it was filled from, and the filled cluster. A
+    /// cluster whose input and service are unchanged gets the same `Arc` again, so compiling a
+    /// config after one service changed re-checks only that service's clusters.
+    filled: Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Filled>>>,
+    /// Source of service generations.
+    generations: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// One memo entry of [`Discovery::fill`].
+type Filled = (Arc<Cluster>, u64, Arc<Cluster>);
 
 /// (source, namespace, service).
 pub type ServiceKey = (String, String, String);
@@ -142,6 +154,8 @@ impl Default for Discovery {
             grace: DEFAULT_GRACE,
             changed: watch::channel(0).0,
             dirty: Arc::default(),
+            filled: Arc::default(),
+            generations: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
     }
 }
@@ -178,6 +192,10 @@ impl Discovery {
                     s.vanished.remove(&k);
                     if s.services.remove(&k).is_some() {
                         gauges(name, s.healthy, &s.services);
+                        s.generation.insert(
+                            k.clone(),
+                            self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        );
                         self.mark((name.clone(), k.0.clone(), k.1.clone()));
                         tracing::info!(message = "discovered service removed after its grace period", namespace = %k.0, service = %k.1);
                         changed = true;
@@ -212,6 +230,7 @@ impl Discovery {
                 error: Some("not read yet".into()),
                 last_sync: None,
                 services: BTreeMap::new(),
+                generation: BTreeMap::new(),
             });
         }
     }
@@ -255,14 +274,15 @@ impl Discovery {
                 s.last_sync = Some(Utc::now());
                 gauges(source, s.healthy, &new);
                 let mut changed = false;
-                for (k, svc) in &new {
-                    if s.services.get(k) != Some(svc) {
-                        self.mark((source.to_string(), k.0.clone(), k.1.clone()));
-                        changed = true;
-                    }
-                }
-                for k in s.services.keys().filter(|k| !new.contains_key(*k)) {
-                    self.mark((source.to_string(), k.0.clone(), k.1.clone()));
+                let gone = s.services.keys().filter(|k| !new.contains_key(*k));
+                let differ = new.iter().filter(|(k, svc)| s.services.get(*k) != Some(*svc)).map(|(k, _)| k);
+                let touched: Vec<(String, String)> = differ.chain(gone).cloned().collect();
+                for k in touched {
+                    s.generation.insert(
+                        k.clone(),
+                        self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    );
+                    self.mark((source.to_string(), k.0, k.1));
                     changed = true;
                 }
                 s.services = new;
@@ -363,7 +383,9 @@ impl Discovery {
             return Ok(());
         }
         let ns = cfg.namespace().to_string();
+        let cfg_name = cfg.metadata.name.clone();
         let Ok(mut all) = self.sources.write() else { return Ok(()) };
+        let mut memo = self.filled.lock().ok();
         let mut errors = Vec::new();
         let mut woken: Vec<Arc<tokio::sync::Notify>> = Vec::new();
         for (i, c) in cfg.spec.clusters.iter_mut().enumerate() {
@@ -410,6 +432,17 @@ impl Discovery {
             if src.on_demand && src.wanted.insert(key.clone()) {
                 woken.push(src.wants.clone());
             }
+            let generation = src.generation.get(&key).copied().unwrap_or(0);
+            let memo_key = (ns.clone(), cfg_name.clone(), c.name.clone());
+            if let Some((input, g, out)) = memo.as_ref().and_then(|m| m.get(&memo_key))
+                && Arc::ptr_eq(input, c)
+                && *g == generation
+                && src.services.contains_key(&key)
+            {
+                *c = out.clone();
+                continue;
+            }
+            let input = c.clone();
             let Some(svc) = src.services.get(&key) else {
                 // A source that has not read yet (or is failing, or looks names up on demand)
                 // may know the service later: only a healthy source's "no such service" is an
@@ -466,7 +499,11 @@ impl Discovery {
                 continue;
             }
             std::sync::Arc::make_mut(c).endpoints = endpoints;
+            if let Some(m) = memo.as_mut() {
+                m.insert(memo_key, (input, generation, c.clone()));
+            }
         }
+        drop(memo);
         drop(all);
         for w in woken {
             w.notify_one();
@@ -566,6 +603,23 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(80));
         d.expire();
         assert!(d.services().is_empty(), "removed once the grace period has passed");
+    }
+
+    #[test]
+    fn an_unchanged_service_fills_its_cluster_with_the_same_arc() {
+        let d = discovery();
+        let base = cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}");
+        let (mut one, mut two) = (base.clone(), base.clone());
+        d.fill(&mut one).unwrap();
+        d.fill(&mut two).unwrap();
+        assert!(Arc::ptr_eq(&one.spec.clusters[0], &two.spec.clusters[0]), "reused");
+        let mut pay = d.services()[0].1.clone();
+        pay.endpoints.pop();
+        d.update("k8s", vec![pay]);
+        let mut three = base.clone();
+        d.fill(&mut three).unwrap();
+        assert!(!Arc::ptr_eq(&one.spec.clusters[0], &three.spec.clusters[0]), "filled anew");
+        assert_eq!(three.spec.clusters[0].endpoints.len(), 1);
     }
 
     #[test]
