@@ -136,13 +136,16 @@ pub struct Discovery {
     /// it came in, the generation of the service it was filled from, and the filled cluster. A
     /// cluster whose input and service are unchanged gets the same `Arc` again, so compiling a
     /// config after one service changed re-checks only that service's clusters.
-    filled: Arc<std::sync::Mutex<std::collections::HashMap<(String, String, String), Filled>>>,
+    filled: Arc<std::sync::Mutex<FillMemo>>,
     /// Source of service generations.
     generations: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// One memo entry of [`Discovery::fill`].
+/// One memo entry of [`Discovery::fill`]: input cluster, service generation, filled cluster.
 type Filled = (Arc<Cluster>, u64, Arc<Cluster>);
+
+/// [`Filled`] by (config namespace, config name, cluster name).
+type FillMemo = std::collections::HashMap<(String, String, String), Filled>;
 
 /// (source, namespace, service).
 pub type ServiceKey = (String, String, String);
