@@ -85,7 +85,8 @@ pub struct Cli {
     )]
     pub discovery_files: Vec<String>,
     /// A `consul` service discovery source: NAME=URL of a Consul agent's HTTP API (e.g.
-    /// `consul=http://127.0.0.1:8500`), watched with blocking queries. Repeatable.
+    /// `consul=http://127.0.0.1:8500?dc=dc2&tag=web&token-file=/etc/consul.token`), watched with
+    /// blocking queries. Repeatable.
     #[arg(
         long = "discovery-consul",
         env = "FLOTILLA_DISCOVERY_CONSUL",
@@ -294,8 +295,8 @@ pub struct Settings {
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
-    /// `consul` discovery sources: name → agent URL.
-    pub discovery_consul: Vec<(String, String)>,
+    /// `consul` discovery sources: name → agent (URL, datacenter, tags, token file).
+    pub discovery_consul: Vec<(String, crate::discovery::consul::Target)>,
     /// `dns` discovery sources: name → server (`IP:PORT` or `system`).
     pub discovery_dns: Vec<(String, String)>,
     /// `kubernetes` discovery sources: name → client config and namespaces.
@@ -415,7 +416,15 @@ impl Settings {
             }
         }
         let discovery_files = files.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect();
-        let (discovery_consul, discovery_dns) = (consul, dns);
+        let discovery_dns = dns;
+        let discovery_consul = consul
+            .into_iter()
+            .map(|(n, v)| {
+                v.parse()
+                    .map(|t| (n.clone(), t))
+                    .map_err(|e| SettingsError::Invalid(format!("--discovery-consul {n}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         let discovery_kubernetes = kubernetes
             .into_iter()
             .map(|(n, v)| {

@@ -4,7 +4,9 @@
 //! and `GET /v1/health/state/any`, each a blocking query (`?index=N&wait=Ns` waits until the
 //! state's index passes N or the wait runs out) answering `X-Consul-Index`. Entries use
 //! Consul's PascalCase JSON (`Node`, `Service`, `Checks`, `Weights.Passing`, ...). It can also
-//! fail on purpose: HTTP 500, or a body that is not JSON.
+//! fail on purpose: HTTP 500, or a body that is not JSON. With ACLs on it refuses requests
+//! without the token (403 "ACL not found"); `?dc=` answers for dc1 and dc2 (else 500 "No path to
+//! datacenter"); `?tag=` filters a service's instances.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +42,10 @@ pub struct Instance {
 struct Inner {
     services: BTreeMap<String, Vec<Instance>>,
     mode: Option<Mode>,
+    /// With ACLs on: the token every request must carry in `X-Consul-Token`.
+    token: Option<String>,
+    /// Requests refused for a missing or wrong token.
+    denied: usize,
 }
 
 #[derive(Clone)]
@@ -85,6 +91,18 @@ impl FakeConsul {
         self.fake.index.send_modify(|n| *n += 1);
     }
 
+    /// Turns ACLs on: a request without this token gets 403 "ACL not found", as Consul answers.
+    pub fn require_token(&self, token: &str) {
+        if let Ok(mut i) = self.fake.inner.lock() {
+            i.token = Some(token.to_string());
+        }
+    }
+
+    /// Requests refused for their token so far.
+    pub fn denied(&self) -> usize {
+        self.fake.inner.lock().map(|i| i.denied).unwrap_or(0)
+    }
+
     pub fn mode(&self, mode: Mode) {
         if let Ok(mut i) = self.fake.inner.lock() {
             i.mode = Some(mode);
@@ -108,6 +126,22 @@ async fn block(fake: &Fake, q: &BTreeMap<String, String>) -> u64 {
     *rx.borrow()
 }
 
+/// Consul's refusals before any answer: a missing/wrong ACL token (403), an unknown datacenter
+/// (500 "No path to datacenter"; this agent is in dc1 and knows dc2).
+fn refused(fake: &Fake, h: &HeaderMap, q: &BTreeMap<String, String>) -> Option<Response> {
+    let mut i = fake.inner.lock().ok()?;
+    if let Some(t) = &i.token
+        && h.get("x-consul-token").and_then(|v| v.to_str().ok()) != Some(t.as_str())
+    {
+        i.denied += 1;
+        return Some((StatusCode::FORBIDDEN, "ACL not found").into_response());
+    }
+    match q.get("dc").map(String::as_str) {
+        None | Some("dc1" | "dc2") => None,
+        Some(_) => Some((StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter").into_response()),
+    }
+}
+
 fn answer(fake: &Fake, index: u64, body: Value) -> Response {
     let mode = fake.inner.lock().ok().and_then(|i| i.mode).unwrap_or(Mode::Normal);
     let mut headers = HeaderMap::new();
@@ -121,7 +155,14 @@ fn answer(fake: &Fake, index: u64, body: Value) -> Response {
     }
 }
 
-async fn catalog(State(fake): State<Fake>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+async fn catalog(
+    State(fake): State<Fake>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(r) = refused(&fake, &h, &q) {
+        return r;
+    }
     let index = block(&fake, &q).await;
     let body: Value = fake
         .inner
@@ -142,9 +183,16 @@ async fn catalog(State(fake): State<Fake>, Query(q): Query<BTreeMap<String, Stri
 async fn health(
     State(fake): State<Fake>,
     Path(name): Path<String>,
+    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
+    if let Some(r) = refused(&fake, &h, &q) {
+        return r;
+    }
     let index = block(&fake, &q).await;
+    let dc = q.get("dc").cloned().unwrap_or_else(|| "dc1".into());
+    // `?tag=T` keeps the instances tagged T (one tag; Consul's filter).
+    let tag = q.get("tag").cloned();
     let entries: Vec<Value> = fake
         .inner
         .lock()
@@ -153,10 +201,11 @@ async fn health(
                 .get(&name)
                 .into_iter()
                 .flatten()
+                .filter(|x| tag.as_deref().is_none_or(|t| x.tags.contains(&t)))
                 .enumerate()
                 .map(|(n, x)| {
                     json!({
-                        "Node": {"Node": format!("node-{n}"), "Address": x.addr.ip().to_string(), "Datacenter": "dc1", "Meta": {"zone": "z1"}},
+                        "Node": {"Node": format!("node-{n}"), "Address": x.addr.ip().to_string(), "Datacenter": dc, "Meta": {"zone": "z1"}},
                         "Service": {"ID": format!("{name}-{n}"), "Service": name, "Address": "", "Port": x.addr.port(),
                                     "Tags": x.tags, "Meta": {}, "Weights": {"Passing": 1, "Warning": 1}},
                         "Checks": [{"CheckID": "serfHealth", "Status": "passing"}, {"CheckID": format!("service:{name}-{n}"), "Status": x.status}]
@@ -168,7 +217,14 @@ async fn health(
     answer(&fake, index, Value::Array(entries))
 }
 
-async fn checks(State(fake): State<Fake>, Query(q): Query<BTreeMap<String, String>>) -> Response {
+async fn checks(
+    State(fake): State<Fake>,
+    h: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(r) = refused(&fake, &h, &q) {
+        return r;
+    }
     let index = block(&fake, &q).await;
     answer(&fake, index, json!([]))
 }

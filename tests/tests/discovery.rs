@@ -144,12 +144,22 @@ async fn endpoints_follow_consul_health_and_survive_its_failures() {
     use flotilla_tests::consul::{FakeConsul, Instance, Mode};
 
     let consul = FakeConsul::start().await;
-    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    consul.require_token("s3cret");
+    let (b1, b2, b3) = (Backend::start("1").await, Backend::start("2").await, Backend::start("3").await);
     let stable = vec!["stable"];
-    consul.set("payments", vec![Instance { addr: b1.addr, status: "passing", tags: stable.clone() }]);
-    let url = consul.url.clone();
+    // A canary instance the source's `tag=stable` filter leaves out.
+    let canary = Instance { addr: b3.addr, status: "passing", tags: vec!["canary"] };
+    consul.set(
+        "payments",
+        vec![Instance { addr: b1.addr, status: "passing", tags: stable.clone() }, canary.clone()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    // Another datacenter, a tag filter and an ACL token from a file.
+    let target =
+        format!("{}?dc=dc2&tag=stable&token-file={}", consul.url, dir.path().join("token").display());
     let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
-        s.discovery_consul = vec![("consul".into(), url)];
+        s.discovery_consul = vec![("consul".into(), target.parse().unwrap())];
     })
     .await;
     let port = free_port();
@@ -176,6 +186,7 @@ async fn endpoints_follow_consul_health_and_survive_its_failures() {
         vec![
             Instance { addr: b1.addr, status: "critical", tags: stable.clone() },
             Instance { addr: b2.addr, status: "passing", tags: stable.clone() },
+            canary,
         ],
     );
     wait_for("Envoy following Consul's health", Duration::from_secs(20), || async {
@@ -203,8 +214,9 @@ async fn endpoints_follow_consul_health_and_survive_its_failures() {
     let (_, eps) = brain.get_json("/api/v1/endpoints/payments").await;
     let health: Vec<&str> =
         eps[0]["endpoints"].as_array().unwrap().iter().map(|e| e["health"].as_str().unwrap()).collect();
-    assert_eq!(health, ["unhealthy", "healthy"], "{eps}");
-    assert_eq!(eps[0]["endpoints"][0]["region"], "dc1", "{eps}");
+    assert_eq!(health, ["unhealthy", "healthy"], "only the tagged instances: {eps}");
+    assert_eq!(eps[0]["endpoints"][0]["region"], "dc2", "the datacenter asked for: {eps}");
+    assert_eq!(consul.denied(), 0, "every request carried the token");
 }
 
 /// The `dns` source against a real DNS server on loopback (dnsmasq): an A name with the
