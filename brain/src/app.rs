@@ -326,6 +326,7 @@ impl Brain {
         let n = service.publish_all().await.context("loading applied configs")?;
         spawn_discovery_publisher(service.clone(), discovery.subscribe(), stopped.clone());
         spawn_discovery_expiry(discovery.clone(), stopped.clone());
+        crate::discovery::probe::spawn(discovery.clone(), stopped.clone());
         ready_tx.send_replace(true);
         let storage = match &settings.database_url {
             Some(url) => redact(url),

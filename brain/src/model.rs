@@ -285,6 +285,58 @@ pub struct DiscoveryRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 63)]
     pub port_name: Option<String>,
+    /// Probe the discovered endpoints from the control plane; a failing endpoint is sent to
+    /// Envoy as unhealthy (a draining one stays draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<EndpointProbe>,
+}
+
+/// An active health check of discovered endpoints, run by the control plane (docs/discovery.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointProbe {
+    /// `tcp`: a connection opens; `http`: `GET path` answers 2xx.
+    #[serde(rename = "type")]
+    pub kind: ProbeKind,
+    /// The HTTP path (http only), e.g. `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^/", max_length = 1024)]
+    pub path: Option<String>,
+    /// Between probes of one endpoint [default: 5000].
+    #[serde(default = "default_hc_interval", deserialize_with = "whole::u32")]
+    #[schema(minimum = 100, maximum = 3600000)]
+    pub interval_ms: u32,
+    /// A probe slower than this fails [default: 1000].
+    #[serde(default = "default_hc_timeout", deserialize_with = "whole::u32")]
+    #[schema(minimum = 10, maximum = 60000)]
+    pub timeout_ms: u32,
+    /// Failed probes in a row that make a healthy endpoint unhealthy [default: 2].
+    #[serde(default = "default_hc_threshold", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub unhealthy_threshold: u32,
+    /// Passed probes in a row that make an unhealthy endpoint healthy again [default: 2].
+    #[serde(default = "default_hc_threshold", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Tcp,
+    Http,
+}
+
+fn default_hc_interval() -> u32 {
+    5000
+}
+
+fn default_hc_timeout() -> u32 {
+    1000
+}
+
+fn default_hc_threshold() -> u32 {
+    2
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

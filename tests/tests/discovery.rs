@@ -280,3 +280,58 @@ async fn endpoints_follow_dns_records() {
     let (_, eps) = brain.get_json("/api/v1/endpoints/payments.test").await;
     assert_eq!(eps[0]["endpoints"][0]["address"], "127.0.0.2", "{eps}");
 }
+
+/// Active health checking from the control plane: an endpoint whose HTTP probe fails is sent to
+/// Envoy as unhealthy (no traffic) although the registry still lists it healthy, and gets traffic
+/// again once its probe passes; a probe without what it needs is refused with its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_failing_their_probe_get_no_traffic_until_they_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    let b1 = Backend::start("1").await;
+    let b2 = Backend::start("2").await;
+    let b2_addr = b2.addr;
+    services_file(&file, &[(b1.addr, "healthy"), (b2.addr, "healthy")]);
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_files = vec![("local".into(), file.clone())];
+    })
+    .await;
+    let port = free_port();
+    let no_path = config(port, "local", "payments")
+        .replace("selector: {track: stable}", "selector: {track: stable}, probe: {type: http}");
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &no_path).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["path"], "spec.clusters[0].discovery.probe.path", "{body}");
+
+    let probed = config(port, "local", "payments").replace(
+        "selector: {track: stable}",
+        "selector: {track: stable}, probe: {type: http, path: /health, intervalMs: 200, timeoutMs: 200, unhealthyThreshold: 1, healthyThreshold: 1}",
+    );
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &probed).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "pay-h", "pay", "shop", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to both endpoints", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
+    })
+    .await;
+
+    // b2 stops accepting connections: its probe fails, and Envoy stops sending it traffic.
+    drop(b2);
+    wait_for("only the passing endpoint getting traffic", Duration::from_secs(20), || async {
+        for _ in 0..20 {
+            http_get(port, "x", "/").await.filter(|b| b == "backend 1")?;
+        }
+        Some(())
+    })
+    .await;
+    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flotilla_discovery_endpoints_failing_checks 1"), "{metrics}");
+
+    // Back on the same address: the probe passes and traffic returns.
+    let _b2 = Backend::start_on("2", b2_addr).await;
+    wait_for("the endpoint back in rotation", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
+    })
+    .await;
+}

@@ -306,7 +306,9 @@ mod tests {
                 token_file: Some("/t".into())
             }
         );
-        assert!("http://c:8500?token=x".parse::<Target>().unwrap_err().contains("unknown parameter \"token\""));
+        assert!(
+            "http://c:8500?token=x".parse::<Target>().unwrap_err().contains("unknown parameter \"token\"")
+        );
         assert!("c:8500".parse::<Target>().is_err());
     }
 }

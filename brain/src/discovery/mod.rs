@@ -15,6 +15,7 @@ pub mod dns;
 pub mod file;
 pub mod kubernetes;
 pub mod plugin;
+pub mod probe;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -139,6 +140,8 @@ pub struct Discovery {
     filled: Arc<std::sync::Mutex<FillMemo>>,
     /// Source of service generations.
     generations: Arc<std::sync::atomic::AtomicU64>,
+    /// Active health checks of discovered endpoints.
+    prober: probe::Prober,
 }
 
 /// One memo entry of [`Discovery::fill`]: input cluster, service generation, filled cluster.
@@ -159,6 +162,7 @@ impl Default for Discovery {
             dirty: Arc::default(),
             filled: Arc::default(),
             generations: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            prober: probe::Prober::default(),
         }
     }
 }
@@ -208,6 +212,14 @@ impl Discovery {
         }
         if changed {
             self.changed.send_modify(|n| *n += 1);
+        }
+        // Endpoints that left their services are no longer probed.
+        if let Ok(all) = self.sources.read() {
+            self.prober.retain(|(source, ns, name), address, port| {
+                all.get(source).and_then(|s| s.services.get(&(ns.clone(), name.clone()))).is_some_and(|svc| {
+                    svc.endpoints.iter().any(|e| e.address == address && (e.port == port || e.port == 0))
+                })
+            });
         }
     }
 
@@ -310,6 +322,27 @@ impl Discovery {
             s.error = Some(error);
             gauges(source, false, &s.services);
         }
+    }
+
+    pub fn prober(&self) -> &probe::Prober {
+        &self.prober
+    }
+
+    /// Health checks changed their verdict on endpoints of `services`: they are filled and
+    /// published again.
+    pub fn health_changed(&self, services: BTreeSet<ServiceKey>) {
+        if let Ok(mut all) = self.sources.write() {
+            for (source, ns, name) in &services {
+                if let Some(s) = all.get_mut(source) {
+                    let g = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    s.generation.insert((ns.clone(), name.clone()), g);
+                }
+            }
+        }
+        for k in services {
+            self.mark(k);
+        }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     fn mark(&self, key: ServiceKey) {
@@ -478,18 +511,56 @@ impl Discovery {
                     continue;
                 }
             }
+            if let Some(hc) = &d.probe {
+                let bad = match (hc.kind, hc.path.as_deref()) {
+                    (crate::model::ProbeKind::Http, None) => {
+                        Some(("path", "an http check needs a path, e.g. /healthz"))
+                    }
+                    (crate::model::ProbeKind::Http, Some(p)) if !p.starts_with('/') => {
+                        Some(("path", "the path starts with /"))
+                    }
+                    (crate::model::ProbeKind::Tcp, Some(_)) => Some(("path", "a tcp check has no path")),
+                    _ if hc.interval_ms < 100 => Some(("intervalMs", "at least 100 (ms)")),
+                    _ if hc.timeout_ms < 10 => Some(("timeoutMs", "at least 10 (ms)")),
+                    _ if hc.unhealthy_threshold == 0 => Some(("unhealthyThreshold", "at least 1")),
+                    _ if hc.healthy_threshold == 0 => Some(("healthyThreshold", "at least 1")),
+                    _ => None,
+                };
+                if let Some((field, message)) = bad {
+                    errors.push(FieldError {
+                        path: format!("spec.clusters[{i}].discovery.probe.{field}"),
+                        message: message.into(),
+                        value: None,
+                    });
+                    continue;
+                }
+            }
+            let user: ServiceKey = (d.source.clone(), svc_ns.clone(), d.service.clone());
             let endpoints = svc
                 .endpoints
                 .iter()
                 .filter(|e| d.port_name.is_none() || e.port_name == d.port_name)
                 .filter(|e| d.selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                .map(|e| Endpoint {
-                    address: e.address.clone(),
-                    port: i64::from(if e.port == 0 { d.port.unwrap_or(0) } else { e.port }),
-                    weight: e.weight,
-                    health: Some(e.health),
-                    zone: e.zone.clone(),
-                    region: e.region.clone(),
+                .map(|e| {
+                    let port = if e.port == 0 { d.port.unwrap_or(0) } else { e.port };
+                    let mut health = e.health;
+                    if let Some(hc) = &d.probe
+                        && health == EndpointHealth::Healthy
+                        && port != 0
+                    {
+                        let target = probe::Target { address: e.address.clone(), port, check: hc.clone() };
+                        if !self.prober.verdict(&target, &user) {
+                            health = EndpointHealth::Unhealthy;
+                        }
+                    }
+                    Endpoint {
+                        address: e.address.clone(),
+                        port: i64::from(port),
+                        weight: e.weight,
+                        health: Some(health),
+                        zone: e.zone.clone(),
+                        region: e.region.clone(),
+                    }
                 })
                 .collect();
             let endpoints: Vec<Endpoint> = endpoints;
