@@ -121,10 +121,19 @@ impl FakeKube {
             dropped: watch::channel(0).0,
         };
         let app = Router::new()
-            .route("/apis/discovery.k8s.io/v1/endpointslices", get(slices_all))
-            .route("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", get(slices_in))
-            .route("/api/v1/pods", get(pods_all))
-            .route("/api/v1/namespaces/{ns}/pods", get(pods_in))
+            .route(
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                get(|s, q, h, u| answer(Kind::Slice, None, s, q, h, u)),
+            )
+            .route(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                get(|Path(ns): Path<String>, s, q, h, u| answer(Kind::Slice, Some(ns), s, q, h, u)),
+            )
+            .route("/api/v1/pods", get(|s, q, h, u| answer(Kind::Pod, None, s, q, h, u)))
+            .route(
+                "/api/v1/namespaces/{ns}/pods",
+                get(|Path(ns): Path<String>, s, q, h, u| answer(Kind::Pod, Some(ns), s, q, h, u)),
+            )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Kubernetes");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -287,49 +296,11 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
-async fn slices_all(
-    State(f): State<Fake>,
-    q: Query<BTreeMap<String, String>>,
-    h: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    answer(f, Kind::Slice, None, q.0, h, uri).await
-}
-
-async fn slices_in(
-    State(f): State<Fake>,
-    Path(ns): Path<String>,
-    q: Query<BTreeMap<String, String>>,
-    h: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    answer(f, Kind::Slice, Some(ns), q.0, h, uri).await
-}
-
-async fn pods_all(
-    State(f): State<Fake>,
-    q: Query<BTreeMap<String, String>>,
-    h: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    answer(f, Kind::Pod, None, q.0, h, uri).await
-}
-
-async fn pods_in(
-    State(f): State<Fake>,
-    Path(ns): Path<String>,
-    q: Query<BTreeMap<String, String>>,
-    h: HeaderMap,
-    uri: axum::http::Uri,
-) -> Response {
-    answer(f, Kind::Pod, Some(ns), q.0, h, uri).await
-}
-
 async fn answer(
-    f: Fake,
     kind: Kind,
     ns: Option<String>,
-    q: BTreeMap<String, String>,
+    State(f): State<Fake>,
+    Query(q): Query<BTreeMap<String, String>>,
     h: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {

@@ -274,11 +274,9 @@ pub fn spawn(discovery: Discovery, name: String, target: Target, mut stop: watch
                 Err(e) => {
                     discovery.failed(&name, e);
                     (catalog, checks) = (0, 0);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.changed() => return,
+                    if !super::back_off(&mut backoff, &mut stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
             if *stop.borrow() {

@@ -235,11 +235,9 @@ pub fn spawn(discovery: Discovery, name: String, source: KubeSource, mut stop: w
                 Ok(c) => break c,
                 Err(e) => discovery.failed(&name, e),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if !super::back_off(&mut backoff, &mut stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
         };
         let scopes: Vec<Option<&str>> = if source.namespaces.is_empty() {
             vec![None]

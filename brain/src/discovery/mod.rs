@@ -173,6 +173,17 @@ impl std::fmt::Debug for Discovery {
     }
 }
 
+/// Waits out `backoff` after a failed read (false if `stop` fired meanwhile), then doubles it up
+/// to 30 s: the sources' shared retry policy.
+pub(crate) async fn back_off(backoff: &mut std::time::Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => return false,
+    }
+    *backoff = (*backoff * 2).min(std::time::Duration::from_secs(30));
+    !*stop.borrow()
+}
+
 /// Default for `--discovery-grace`.
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
