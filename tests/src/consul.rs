@@ -74,6 +74,7 @@ impl FakeConsul {
             .route("/v1/catalog/services", get(catalog))
             .route("/v1/health/service/{name}", get(health))
             .route("/v1/health/state/any", get(checks))
+            .layer(axum::middleware::from_fn_with_state(fake.clone(), refused))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -128,17 +129,26 @@ async fn block(fake: &Fake, q: &BTreeMap<String, String>) -> u64 {
 
 /// Consul's refusals before any answer: a missing/wrong ACL token (403), an unknown datacenter
 /// (500 "No path to datacenter"; this agent is in dc1 and knows dc2).
-fn refused(fake: &Fake, h: &HeaderMap, q: &BTreeMap<String, String>) -> Option<Response> {
-    let mut i = fake.inner.lock().ok()?;
-    if let Some(t) = &i.token
-        && h.get("x-consul-token").and_then(|v| v.to_str().ok()) != Some(t.as_str())
+/// Runs before every route.
+async fn refused(
+    State(fake): State<Fake>,
+    Query(q): Query<BTreeMap<String, String>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     {
-        i.denied += 1;
-        return Some((StatusCode::FORBIDDEN, "ACL not found").into_response());
+        let Ok(mut i) = fake.inner.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+        let sent = req.headers().get("x-consul-token").and_then(|v| v.to_str().ok());
+        if let Some(t) = &i.token
+            && sent != Some(t.as_str())
+        {
+            i.denied += 1;
+            return (StatusCode::FORBIDDEN, "ACL not found").into_response();
+        }
     }
     match q.get("dc").map(String::as_str) {
-        None | Some("dc1" | "dc2") => None,
-        Some(_) => Some((StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter").into_response()),
+        None | Some("dc1" | "dc2") => next.run(req).await,
+        Some(_) => (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter").into_response(),
     }
 }
 
@@ -155,14 +165,7 @@ fn answer(fake: &Fake, index: u64, body: Value) -> Response {
     }
 }
 
-async fn catalog(
-    State(fake): State<Fake>,
-    h: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    if let Some(r) = refused(&fake, &h, &q) {
-        return r;
-    }
+async fn catalog(State(fake): State<Fake>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     let index = block(&fake, &q).await;
     let body: Value = fake
         .inner
@@ -183,12 +186,8 @@ async fn catalog(
 async fn health(
     State(fake): State<Fake>,
     Path(name): Path<String>,
-    h: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Some(r) = refused(&fake, &h, &q) {
-        return r;
-    }
     let index = block(&fake, &q).await;
     let dc = q.get("dc").cloned().unwrap_or_else(|| "dc1".into());
     // `?tag=T` keeps the instances tagged T (one tag; Consul's filter).
@@ -217,14 +216,7 @@ async fn health(
     answer(&fake, index, Value::Array(entries))
 }
 
-async fn checks(
-    State(fake): State<Fake>,
-    h: HeaderMap,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
-    if let Some(r) = refused(&fake, &h, &q) {
-        return r;
-    }
+async fn checks(State(fake): State<Fake>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     let index = block(&fake, &q).await;
     answer(&fake, index, json!([]))
 }
