@@ -24,6 +24,17 @@ struct Brain {
 
 impl Brain {
     async fn start(args: &[String]) -> Brain {
+        // Free ports are picked, released, then bound by the child: another test may take one in
+        // between. A child that exits at once (port taken) is started again on other ports.
+        for _ in 0..3 {
+            if let Some(b) = Brain::try_start(args).await {
+                return b;
+            }
+        }
+        panic!("flotilla-brain did not become ready");
+    }
+
+    async fn try_start(args: &[String]) -> Option<Brain> {
         let rest = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-brain"))
             .args(args)
@@ -43,7 +54,10 @@ impl Brain {
         let client = reqwest::Client::new();
         for _ in 0..200 {
             if client.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Brain { child, base };
+                return Some(Brain { child, base });
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
