@@ -19,9 +19,12 @@ use serde_json::{Value, json};
 
 struct NullBus;
 
+const BY: flotilla_brain::service::Origin<'static> =
+    flotilla_brain::service::Origin { author: "bench", request_id: "bench" };
+
 #[async_trait::async_trait]
 impl Bus for NullBus {
-    async fn publish(&self, _: &Target, snapshot: &Snapshot) {
+    async fn publish(&self, _: &Target, snapshot: &Snapshot, _: &flotilla_shared::wire::Change) {
         std::hint::black_box(snapshot);
     }
 }
@@ -71,11 +74,9 @@ fn bench(c: &mut Criterion) {
     let ids: Vec<uuid::Uuid> = rt.block_on(async {
         let mut ids = Vec::new();
         for t in 0..templates {
-            ids.push(
-                service.create(template(t, per, endpoints, 1), true, "bench").await.expect("template").id,
-            );
+            ids.push(service.create(template(t, per, endpoints, 1), true, BY).await.expect("template").id);
         }
-        service.create(fleet(templates), true, "bench").await.expect("fleet");
+        service.create(fleet(templates), true, BY).await.expect("fleet");
         ids
     });
     let docs: Vec<ProxyConfig> = (0..2).map(|w| template(0, per, endpoints, 2 + w)).collect();
@@ -84,7 +85,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let doc = docs[n % 2].clone();
-            rt.block_on(service.update(ids[0], doc, None, true, "bench")).expect("update");
+            rt.block_on(service.update(ids[0], doc, None, true, BY)).expect("update");
         })
     });
 }

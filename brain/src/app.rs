@@ -2,13 +2,12 @@
 //! (xDS server) and REST API in one process. Used by `main` and by the end-to-end tests.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use flotilla_edge::cache::Cache;
 use flotilla_edge::registry::Registry;
 use flotilla_edge::xds::server::{XdsConfig, XdsContext, serve};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -39,19 +38,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// The process-wide Prometheus recorder (installed once; later brains in the same process,
-/// e.g. in tests, share it).
-fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok().map(|()| handle)
-        })
-        .clone()
 }
 
 /// Serves `flotilla.v1.ControlPlaneService` with gRPC health and reflection.
@@ -135,7 +121,11 @@ async fn authz(sec: &Security) -> anyhow::Result<Authz> {
 impl Brain {
     /// Opens the store, binds the ports, loads every applied config, and serves.
     pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
-        let metrics = metrics_handle();
+        let metrics = flotilla_edge::ops::metrics_handle();
+        // Error counters exist from the start at 0, so `increase()` in alert rules sees the
+        // first failure (a series born at 1 has no increase).
+        metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(0);
+        metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(0);
         let sec = &settings.security;
         let tls = match &sec.tls {
             Some(files) => {
@@ -201,10 +191,9 @@ impl Brain {
             let client =
                 flotilla_edge::app::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
             fleet.listen(client.clone());
-            let kv =
-                flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), &settings.nats_bucket)
-                    .await?;
-            buses.push(Box::new(NatsBus::new(kv)));
+            let js = async_nats::jetstream::new(client);
+            let kv = flotilla_edge::app::open_bucket(&js, &settings.nats_bucket).await?;
+            buses.push(Box::new(NatsBus::new(js, kv)));
         }
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);

@@ -1,11 +1,9 @@
 //! `flotilla-brain`: runs the control plane. With no flags: embedded store in ./flotilla-data,
 //! in-process bus and edge, REST on :8080, xDS on :18000.
 
-use anyhow::Context;
 use clap::Parser;
 use flotilla_brain::app::Brain;
 use flotilla_brain::settings::{Cli, LogFormat, Settings};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc, as on `flotilla-edge`: the embedded edge frees per-stream state as Envoys come and
 /// go, and glibc's malloc kept much of it as fragmented heap.
@@ -14,14 +12,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn init_logging(s: &Settings) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_new(&s.log_level).with_context(|| format!("invalid --log-level {:?}", s.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match s.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    Ok(())
+    flotilla_edge::ops::init_logging(&s.log_level, s.log_format == LogFormat::Json)
 }
 
 async fn shutdown_signal() {

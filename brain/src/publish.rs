@@ -8,13 +8,14 @@ use flotilla_edge::cache::Cache;
 use std::sync::Arc;
 
 use flotilla_shared::subject::state_key;
-use flotilla_shared::wire::{GroupIndex, encode_resource, resource_key};
+use flotilla_shared::wire::{Change, GroupIndex, encode_resource, resource_key};
 use flotilla_shared::{Snapshot, Target};
 
-/// Delivers the full current snapshot of a proxy group to the edges.
+/// Delivers the full current snapshot of a proxy group to the edges, with the change that made
+/// it (its correlation id and time travel with it to every edge).
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync + 'static {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot);
+    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change);
 }
 
 /// The in-process bus: writes straight into the embedded edge's cache.
@@ -31,29 +32,64 @@ impl EmbeddedBus {
 
 #[async_trait::async_trait]
 impl Bus for EmbeddedBus {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot) {
-        self.cache.set(target, snapshot);
+    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
+        self.cache.set_with(target, snapshot, Some(change.clone()));
     }
 }
 
 /// Publishes to a JetStream KV bucket, content-addressed: each resource body once under
 /// `r.<type>.<version>` (shared by every group that uses it), then the group's small index under
 /// `g.<namespace>.<name>`. Bodies go first, so an edge never sees an index whose bodies are
-/// missing. An index equal to what the bucket holds is not rewritten, so a brain restart or a
-/// re-apply causes no churn on the edges.
+/// missing. An index with the same resources as what the bucket holds is not rewritten (its
+/// change context aside), so a brain restart or a re-apply causes no churn on the edges. The
+/// index message carries the change as headers too (`Flotilla-Change-Id`, `traceparent`): the
+/// KV watch edges use does not expose headers, so edges read it from the envelope.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     kv: kv::Store,
+    js: async_nats::jetstream::Context,
     /// Body keys known to be in the bucket (this process wrote or saw them).
     published: Arc<dashmap::DashSet<String>>,
 }
 
+/// NATS header naming the change (correlation id) a group index message carries.
+pub const CHANGE_ID_HEADER: &str = "Flotilla-Change-Id";
+
 impl NatsBus {
-    pub fn new(kv: kv::Store) -> NatsBus {
-        NatsBus { kv, published: Arc::new(dashmap::DashSet::new()) }
+    pub fn new(js: async_nats::jetstream::Context, kv: kv::Store) -> NatsBus {
+        NatsBus { kv, js, published: Arc::new(dashmap::DashSet::new()) }
     }
 
-    async fn publish_once(&self, target: &Target, snapshot: &Snapshot) -> Result<(), String> {
+    /// Puts a KV value with headers (the KV API has no headers): a publish to the key's subject,
+    /// as `kv::Store::put` does, acknowledged by the stream.
+    async fn put_with_headers(&self, key: &str, value: Vec<u8>, change: &Change) -> Result<u64, String> {
+        if self.kv.use_jetstream_prefix {
+            // A bucket reached through an imported JetStream API prefix: keep the KV client's
+            // own put (the edges read the change from the envelope either way).
+            return self.kv.put(key, value.into()).await.map_err(|e| e.to_string());
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(CHANGE_ID_HEADER, change.id.as_str());
+        if let Some(tp) = &change.traceparent {
+            headers.insert("traceparent", tp.as_str());
+        }
+        let prefix = self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix);
+        let ack = self
+            .js
+            .publish_with_headers(format!("{prefix}{key}"), headers, value.into())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ack.sequence)
+    }
+
+    async fn publish_once(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        change: &Change,
+    ) -> Result<(), String> {
         for r in snapshot.iter() {
             let key = resource_key(r.kind, &r.version);
             if self.published.contains(&key) {
@@ -67,35 +103,41 @@ impl NatsBus {
             self.published.insert(key);
         }
         let key = state_key(target);
-        let index = GroupIndex::new(target.clone(), snapshot).encode().map_err(|e| e.to_string())?;
+        let index = GroupIndex::new(target.clone(), snapshot, Some(change.clone()));
         if let Some(cur) = self.kv.get(&key).await.map_err(|e| e.to_string())?
-            && cur.as_ref() == index.as_slice()
+            && GroupIndex::decode(&cur).is_ok_and(|cur| cur.same_state(&index))
         {
             return Ok(());
         }
-        let revision = self.kv.put(&key, index.into()).await.map_err(|e| e.to_string())?;
+        let bytes = index.encode().map_err(|e| e.to_string())?;
+        let revision = self.put_with_headers(&key, bytes, change).await?;
         metrics::counter!("flotilla_brain_nats_publishes_total").increment(1);
-        tracing::debug!(message = "published group index", group = %target, revision);
+        tracing::debug!(message = "published group index", group = %target, revision, change_id = %change.id);
         Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot) {
+    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
+        let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=5 {
-            match self.publish_once(target, snapshot).await {
-                Ok(()) => return,
+            match self.publish_once(target, snapshot, change).await {
+                Ok(()) => {
+                    metrics::histogram!("flotilla_brain_nats_publish_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    return;
+                }
                 Err(e) => {
-                    tracing::warn!(message = "publishing to JetStream failed", group = %target, attempt, error = %e);
+                    tracing::warn!(message = "publishing to JetStream failed", group = %target, attempt, error = %e, change_id = %change.id);
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
         metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(1);
-        tracing::error!(message = "group not published; edges keep the previous state until the next change or restart", group = %target);
+        tracing::error!(message = "group not published; edges keep the previous state until the next change or restart", group = %target, change_id = %change.id);
     }
 }
 
@@ -104,9 +146,9 @@ pub struct Fanout(pub Vec<Box<dyn Bus>>);
 
 #[async_trait::async_trait]
 impl Bus for Fanout {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot) {
+    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
         for b in &self.0 {
-            b.publish(target, snapshot).await;
+            b.publish(target, snapshot, change).await;
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct EdgeSettings {
     pub max_new_streams_per_sec: Option<u32>,
     /// How to reach NATS securely.
     pub nats: NatsSecurity,
+    /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (None: not served).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Credentials and TLS for the NATS connection (all optional).
@@ -146,6 +148,10 @@ async fn report_status(client: async_nats::Client, registry: Registry, mut stop:
 /// A running edge.
 pub struct Edge {
     pub xds_addr: SocketAddr,
+    /// Where `/metrics`, `/health` and `/ready` are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Readiness (false from the start of a drain, so load balancers stop sending proxies).
+    ready: watch::Sender<bool>,
     pub registry: Registry,
     pub source: Arc<NatsSource>,
     stop: watch::Sender<bool>,
@@ -155,6 +161,12 @@ pub struct Edge {
 
 impl Edge {
     pub async fn start(s: &EdgeSettings) -> anyhow::Result<Edge> {
+        // Health and metrics answer while NATS is still being reached; ready once it is.
+        let (ready_tx, ops_ready) = watch::channel(false);
+        let metrics_addr = match s.metrics_addr {
+            Some(addr) => Some(crate::ops::serve_ops(addr, ops_ready).await?),
+            None => None,
+        };
         let client = connect_secure(&s.nats_url, &s.name, &s.nats).await?;
         let tls = match &s.tls {
             Some(files) => Some(
@@ -170,7 +182,7 @@ impl Edge {
             .await
             .with_context(|| format!("cannot listen on {} for xDS", s.xds_addr))?;
         let xds_addr = listener.local_addr()?;
-        let (_ready_tx, ready) = watch::channel(true);
+        let (_xds_ready, ready) = watch::channel(true);
         let (drain, drain_rx) = watch::channel(None);
         let config = XdsConfig {
             max_connection_age: s.max_connection_age,
@@ -201,8 +213,9 @@ impl Edge {
                 tracing::error!(message = "xDS server failed", error = %e);
             }
         });
+        ready_tx.send_replace(true);
         tracing::info!(message = "flotilla-edge ready", %xds_addr, nats = %s.nats_url, bucket = %s.bucket, edge = %s.name);
-        Ok(Edge { xds_addr, registry, source, stop, drain, task })
+        Ok(Edge { xds_addr, metrics_addr, registry, source, stop, drain, task, ready: ready_tx })
     }
 
     /// Stops taking connections, closes every stream at a random point within `window` (so
@@ -210,6 +223,7 @@ impl Edge {
     /// A zero window is an abrupt stop.
     pub async fn drain(self, window: std::time::Duration) {
         tracing::info!(message = "draining", window = ?window, streams = self.registry.streams().len());
+        self.ready.send_replace(false);
         self.drain.send_replace(Some(window));
         let deadline = tokio::time::Instant::now() + window + std::time::Duration::from_secs(1);
         while !self.registry.streams().is_empty() && tokio::time::Instant::now() < deadline {

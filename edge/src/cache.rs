@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use flotilla_shared::wire::Change;
 use flotilla_shared::{ResourceType, Snapshot, Target, snapshot::content_version};
 use tokio::sync::watch;
 
@@ -39,6 +40,9 @@ pub struct EdgeSnapshot {
     /// few generations behind — usual under load, when changes arrive faster than one push —
     /// still looks only at what changed instead of its whole subscription.
     window: Arc<Vec<(u64, Changed)>>,
+    /// The change (correlation id, time of the write) that produced this generation, when the
+    /// publisher said: pushes and ACKs are logged with it and timed from it.
+    pub change: Option<Arc<Change>>,
 }
 
 /// Per type, the names that changed in one generation.
@@ -171,19 +175,29 @@ impl Cache {
 
     /// Replaces a group's snapshot. Streams are woken only if something changed.
     pub fn set(&self, target: &Target, snap: &Snapshot) {
+        self.set_with(target, snap, None);
+    }
+
+    /// [`Cache::set`], recording the change that produced `snap`.
+    pub fn set_with(&self, target: &Target, snap: &Snapshot, change: Option<Change>) {
         let tx = self
             .groups
             .entry(target.clone())
             .or_insert_with(|| watch::channel(Arc::new(EdgeSnapshot::default())).0)
             .clone();
         tx.send_if_modified(|cur| {
-            let next = EdgeSnapshot::from_snapshot(snap, cur);
+            let mut next = EdgeSnapshot::from_snapshot(snap, cur);
             let changed = ResourceType::ALL.iter().any(|k| {
                 let (a, b) = (&cur.of_type(*k).items, &next.of_type(*k).items);
                 a.len() != b.len()
                     || a.iter().zip(b.iter()).any(|((n1, r1), (n2, r2))| n1 != n2 || r1.version != r2.version)
             });
             if changed {
+                if let Some(c) = &change {
+                    tracing::debug!(message = "group updated", group = %target, generation = next.generation,
+                        change_id = %c.id);
+                }
+                next.change = change.map(Arc::new);
                 *cur = Arc::new(next);
             }
             changed

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod encode;
 pub mod files;
 pub mod node;
+pub mod ops;
 pub mod registry;
 pub mod source;
 pub mod sync;

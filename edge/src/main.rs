@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::Parser;
 use flotilla_edge::app::{Edge, EdgeSettings};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc: an edge allocates and frees per-stream state as Envoys come and go; with glibc's
 /// malloc a 10,000-proxy mass reconnect left the edge at 1,001 MB, with jemalloc at 816 MB.
@@ -65,6 +64,9 @@ struct Cli {
     nats_tls_cert: Option<std::path::PathBuf>,
     #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
     nats_tls_key: Option<std::path::PathBuf>,
+    /// Where to serve /metrics (Prometheus), /health and /ready over HTTP; `off` to not serve them.
+    #[arg(long, env = "FLOTILLA_METRICS_ADDR", default_value = "0.0.0.0:18002")]
+    metrics_addr: String,
     #[arg(long, env = "FLOTILLA_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -74,14 +76,11 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log_level)
-        .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if cli.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    flotilla_edge::ops::init_logging(&cli.log_level, cli.log_format == "json")?;
+    let metrics_addr = match cli.metrics_addr.as_str() {
+        "off" | "" => None,
+        a => Some(a.parse().with_context(|| format!("invalid --metrics-addr {a:?} (host:port or off)"))?),
+    };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
     let settings = EdgeSettings {
         nats_url: cli.nats_url,
@@ -103,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             tls_cert: cli.nats_tls_cert,
             tls_key: cli.nats_tls_key,
         },
+        metrics_addr,
     };
     if settings.tls.is_none() {
         tracing::warn!(

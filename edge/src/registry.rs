@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use flotilla_shared::wire::Change;
 use flotilla_shared::{ResourceType, Target};
 use serde::{Deserialize, Serialize};
 
@@ -94,8 +95,22 @@ impl Registry {
                 types: BTreeMap::new(),
             },
         );
-        metrics::gauge!("flotilla_edge_streams", "protocol" => protocol).increment(1.0);
-        StreamGuard { registry: self.clone(), id, node_id: node_id.to_string(), protocol }
+        let ns = target.namespace.clone();
+        metrics::gauge!("flotilla_edge_streams", "protocol" => protocol, "namespace" => ns.clone())
+            .increment(1.0);
+        let types = ResourceType::ALL.map(|k| TypeMetrics::new(k, protocol, &ns));
+        let other_requests = metrics::counter!("flotilla_edge_xds_requests_total", "type" => "unknown",
+            "protocol" => protocol, "namespace" => ns.clone());
+        StreamGuard {
+            registry: self.clone(),
+            id,
+            node_id: node_id.to_string(),
+            protocol,
+            namespace: ns,
+            connected_ms: flotilla_shared::wire::unix_ms(),
+            types,
+            other_requests,
+        }
     }
 
     /// Every connected stream.
@@ -139,6 +154,43 @@ pub struct StreamGuard {
     id: u64,
     node_id: String,
     protocol: &'static str,
+    namespace: String,
+    /// When the stream started (Unix ms): changes older than that are not timed.
+    connected_ms: u64,
+    types: [TypeMetrics; ResourceType::COUNT],
+    /// Requests of a type URL this edge does not serve.
+    other_requests: metrics::Counter,
+}
+
+/// One stream's metric handles for one type (looked up once, not per push) and the change its
+/// un-ACKed push carried.
+#[derive(Debug)]
+struct TypeMetrics {
+    requests: metrics::Counter,
+    pushes: metrics::Counter,
+    acks: metrics::Counter,
+    nacks: metrics::Counter,
+    propagation: metrics::Histogram,
+    /// The change of the push waiting for its ACK (one at a time per type, R6).
+    in_flight: Option<Arc<Change>>,
+    /// The last change timed on this stream and type: each is timed once.
+    timed: Option<Arc<Change>>,
+}
+
+impl TypeMetrics {
+    fn new(kind: ResourceType, protocol: &'static str, namespace: &str) -> TypeMetrics {
+        let t = kind.short_name();
+        let ns = namespace.to_string();
+        TypeMetrics {
+            requests: metrics::counter!("flotilla_edge_xds_requests_total", "type" => t, "protocol" => protocol, "namespace" => ns.clone()),
+            pushes: metrics::counter!("flotilla_edge_pushes_total", "type" => t, "protocol" => protocol, "namespace" => ns.clone()),
+            acks: metrics::counter!("flotilla_edge_acks_total", "type" => t, "protocol" => protocol, "namespace" => ns.clone()),
+            nacks: metrics::counter!("flotilla_edge_nacks_total", "type" => t, "protocol" => protocol, "namespace" => ns.clone()),
+            propagation: metrics::histogram!("flotilla_edge_propagation_seconds", "type" => t, "namespace" => ns),
+            in_flight: None,
+            timed: None,
+        }
+    }
 }
 
 impl StreamGuard {
@@ -148,9 +200,19 @@ impl StreamGuard {
         }
     }
 
-    pub fn sent(&self, kind: ResourceType, version: &str) {
-        metrics::counter!("flotilla_edge_pushes_total", "type" => kind.short_name(), "protocol" => self.protocol)
-            .increment(1);
+    /// A request (ACK, NACK or subscription change) for `kind` (`None`: a type not served).
+    pub fn requested(&self, kind: Option<ResourceType>) {
+        match kind {
+            Some(k) => self.types[k.index()].requests.increment(1),
+            None => self.other_requests.increment(1),
+        }
+    }
+
+    /// A push of `kind` at `version` went out, made from the state `change` produced.
+    pub fn sent(&mut self, kind: ResourceType, version: &str, change: Option<&Arc<Change>>) {
+        let m = &mut self.types[kind.index()];
+        m.pushes.increment(1);
+        m.in_flight = change.cloned();
         self.with_type(kind, |t| {
             t.last_sent_version = Some(version.to_string());
             t.last_sent_at = Some(Utc::now());
@@ -158,8 +220,23 @@ impl StreamGuard {
         });
     }
 
-    pub fn acked(&self, kind: ResourceType, version: &str) {
-        metrics::counter!("flotilla_edge_acks_total", "type" => kind.short_name()).increment(1);
+    /// The proxy ACKed `version` of `kind`. The first ACK of each change made while the stream
+    /// was up is timed from the write (API call or discovery event) to now: the propagation
+    /// histogram. With latest-wins, one push may carry several changes; it is timed from the
+    /// newest, so under coalescing the histogram is a lower bound for the older ones.
+    pub fn acked(&mut self, kind: ResourceType, version: &str) {
+        let connected = self.connected_ms;
+        let m = &mut self.types[kind.index()];
+        m.acks.increment(1);
+        if let Some(c) = m.in_flight.take()
+            && c.at_unix_ms >= connected
+            && m.timed.as_ref().is_none_or(|t| !Arc::ptr_eq(t, &c) && t.id != c.id)
+        {
+            let ms = c.age_ms();
+            m.propagation.record(ms as f64 / 1000.0);
+            tracing::debug!(message = "proxy ACKed", type_ = %kind, %version, change_id = %c.id, propagation_ms = ms);
+            m.timed = Some(c);
+        }
         self.registry.inner.nacks.remove(&(self.node_id.clone(), kind));
         self.with_type(kind, |t| {
             t.acked_version = Some(version.to_string());
@@ -167,8 +244,12 @@ impl StreamGuard {
         });
     }
 
-    pub fn nacked(&self, kind: ResourceType, version: &str, error: &str, resources: Vec<String>) {
-        metrics::counter!("flotilla_edge_nacks_total", "type" => kind.short_name()).increment(1);
+    pub fn nacked(&mut self, kind: ResourceType, version: &str, error: &str, resources: Vec<String>) {
+        let m = &mut self.types[kind.index()];
+        m.nacks.increment(1);
+        let change = m.in_flight.take();
+        tracing::warn!(message = "proxy rejected config", type_ = %kind, %version, %error,
+            change_id = change.as_ref().map_or("-", |c| c.id.as_str()));
         let info =
             NackInfo { version: version.to_string(), error: error.to_string(), resources, at: Utc::now() };
         self.registry.inner.nacks.insert((self.node_id.clone(), kind), info.clone());
@@ -179,7 +260,8 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.registry.inner.streams.remove(&self.id);
-        metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol).decrement(1.0);
+        metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol, "namespace" => self.namespace.clone())
+            .decrement(1.0);
     }
 }
 
@@ -190,15 +272,15 @@ mod tests {
     #[test]
     fn s4_stream_released_on_drop_and_nack_outlives_it() {
         let reg = Registry::new("edge-1");
-        let g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
-        g.sent(ResourceType::Cluster, "v1");
+        let mut g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
+        g.sent(ResourceType::Cluster, "v1", None);
         g.nacked(ResourceType::Cluster, "v1", "bad cluster", vec!["c".into()]);
         assert_eq!(reg.streams().len(), 1);
         assert_eq!(reg.streams()[0].types["cds"].last_nack.as_ref().unwrap().error, "bad cluster");
         drop(g);
         assert!(reg.streams().is_empty());
         assert_eq!(reg.nacks_of("n1")["cds"].error, "bad cluster");
-        let g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
+        let mut g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "sotw");
         g.acked(ResourceType::Cluster, "v2");
         assert!(reg.nacks_of("n1").is_empty());
     }

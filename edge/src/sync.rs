@@ -85,7 +85,13 @@ async fn apply(
         fetch_missing(kv, bodies, &index).await;
         match index.snapshot(|e| bodies.get(&resource_key(e.kind, &e.version)).map(|r| r.clone())) {
             Ok(snap) => {
-                cache.set(target, &snap);
+                if let Some(c) = &index.change {
+                    let lag = c.age_ms();
+                    metrics::histogram!("flotilla_edge_bus_lag_seconds").record(lag as f64 / 1000.0);
+                    tracing::info!(message = "group update received", group = %target, change_id = %c.id,
+                        resources = index.entries.len(), lag_ms = lag);
+                }
+                cache.set_with(target, &snap, index.change.clone());
                 return;
             }
             Err(e) => last_err = Some(e),

@@ -9,14 +9,52 @@
 //! is down still gets everything.
 //!
 //! Every envelope starts with one version byte; an edge refuses versions it does not know
-//! instead of misreading them.
+//! instead of misreading them. Resource bodies are version 1; a group index is version 2 (it
+//! carries the [`Change`] that produced it: correlation id, time of the write, trace context) and
+//! version 1 indexes (no change context, written by older brains) are still read.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Resource, ResourceType, Snapshot, SnapshotError, Target};
 
-/// The envelope version this build writes and reads.
+/// The envelope version of resource bodies (and of group indexes before change contexts).
 pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The envelope version of a group index with its change context.
+pub const INDEX_VERSION: u8 = 2;
+
+/// Why a group's state changed: carried from the API call (or discovery event) through the bus
+/// to every edge, so logs, traces and the propagation-time histogram tie a push and its ACK back
+/// to the write that caused it. Also sent as NATS message headers (`Flotilla-Change-Id`,
+/// `traceparent`) for tools that read the bucket's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Correlation id: the API request's id (`X-Request-Id`), or `discovery-…`/`startup-…`.
+    pub id: String,
+    /// When the brain accepted the write, milliseconds since the Unix epoch (wall clock).
+    pub at_unix_ms: u64,
+    /// W3C trace context of the span that made the change, when tracing is on.
+    pub traceparent: Option<String>,
+}
+
+impl Change {
+    /// A change made now.
+    pub fn now(id: impl Into<String>) -> Change {
+        Change { id: id.into(), at_unix_ms: unix_ms(), traceparent: None }
+    }
+
+    /// Milliseconds from this change to now (0 if the clocks disagree the other way).
+    pub fn age_ms(&self) -> u64 {
+        unix_ms().saturating_sub(self.at_unix_ms)
+    }
+}
+
+/// The wall clock, milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// One entry of a group index: which resource, at which content version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,13 +69,24 @@ pub struct IndexEntry {
 pub struct GroupIndex {
     pub target: Target,
     pub entries: Vec<IndexEntry>,
+    /// The change that produced this state (`None` when read from a version 1 envelope).
+    pub change: Option<Change>,
+}
+
+/// The layout of a version 1 index.
+#[derive(Deserialize)]
+struct GroupIndexV1 {
+    target: Target,
+    entries: Vec<IndexEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty envelope")]
     Empty,
-    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    #[error(
+        "envelope version {0} is not supported (this build reads resource bodies of version {ENVELOPE_VERSION} and group indexes of versions {ENVELOPE_VERSION} and {INDEX_VERSION})"
+    )]
     UnknownVersion(u8),
     #[error("malformed envelope: {0}")]
     Malformed(#[from] postcard::Error),
@@ -47,8 +96,8 @@ pub enum WireError {
     Missing { kind: ResourceType, name: String, version: String },
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![ENVELOPE_VERSION];
+fn encode<T: Serialize>(version: u8, v: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![version];
     out.extend(postcard::to_stdvec(v)?);
     Ok(out)
 }
@@ -67,7 +116,7 @@ pub fn resource_key(kind: ResourceType, version: &str) -> String {
 }
 
 pub fn encode_resource(r: &Resource) -> Result<Vec<u8>, WireError> {
-    encode(r)
+    encode(ENVELOPE_VERSION, r)
 }
 
 pub fn decode_resource(bytes: &[u8]) -> Result<Resource, WireError> {
@@ -75,20 +124,33 @@ pub fn decode_resource(bytes: &[u8]) -> Result<Resource, WireError> {
 }
 
 impl GroupIndex {
-    pub fn new(target: Target, snapshot: &Snapshot) -> GroupIndex {
+    pub fn new(target: Target, snapshot: &Snapshot, change: Option<Change>) -> GroupIndex {
         let entries = snapshot
             .iter()
             .map(|r| IndexEntry { kind: r.kind, name: r.name.clone(), version: r.version.clone() })
             .collect();
-        GroupIndex { target, entries }
+        GroupIndex { target, entries, change }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        encode(self)
+        encode(INDEX_VERSION, self)
     }
 
+    /// Reads a version 2 index, or a version 1 one (without a change context).
     pub fn decode(bytes: &[u8]) -> Result<GroupIndex, WireError> {
-        decode(bytes)
+        match bytes.split_first() {
+            Some((&INDEX_VERSION, body)) => Ok(postcard::from_bytes(body)?),
+            _ => {
+                let v1: GroupIndexV1 = decode(bytes)?;
+                Ok(GroupIndex { target: v1.target, entries: v1.entries, change: None })
+            }
+        }
+    }
+
+    /// Same group and resources (the change context aside): publishing it again would change
+    /// nothing an edge serves.
+    pub fn same_state(&self, other: &GroupIndex) -> bool {
+        self.target == other.target && self.entries == other.entries
     }
 
     /// Assembles the snapshot from bodies looked up by (type, version); refuses it if a body is
@@ -139,9 +201,10 @@ mod tests {
     #[test]
     fn index_and_bodies_round_trip() {
         let s = snap();
-        let idx = GroupIndex::new(Target::new("ns", "svc"), &s);
+        let idx = GroupIndex::new(Target::new("ns", "svc"), &s, Some(Change::now("req-1")));
         let back = GroupIndex::decode(&idx.encode().unwrap()).unwrap();
         assert_eq!(back, idx);
+        assert_eq!(back.change.as_ref().map(|c| c.id.as_str()), Some("req-1"));
         let bodies: HashMap<String, Vec<u8>> =
             s.iter().map(|r| (resource_key(r.kind, &r.version), encode_resource(r).unwrap())).collect();
         let rebuilt = back
@@ -151,14 +214,29 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_index_is_still_read_without_a_change() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            target: &'a Target,
+            entries: &'a [IndexEntry],
+        }
+        let idx = GroupIndex::new(Target::new("ns", "svc"), &snap(), Some(Change::now("x")));
+        let old = encode(ENVELOPE_VERSION, &V1 { target: &idx.target, entries: &idx.entries }).unwrap();
+        let back = GroupIndex::decode(&old).unwrap();
+        assert!(back.same_state(&idx));
+        assert_eq!(back.change, None);
+    }
+
+    #[test]
     fn missing_body_unknown_version_and_garbage_are_refused() {
-        let idx = GroupIndex::new(Target::new("ns", "svc"), &snap());
+        let idx = GroupIndex::new(Target::new("ns", "svc"), &snap(), None);
         assert!(matches!(idx.snapshot(|_| None), Err(WireError::Missing { .. })));
         let mut bytes = idx.encode().unwrap();
         bytes[0] = 9;
         assert!(matches!(GroupIndex::decode(&bytes), Err(WireError::UnknownVersion(9))));
         assert!(matches!(GroupIndex::decode(&[]), Err(WireError::Empty)));
         assert!(matches!(GroupIndex::decode(&[ENVELOPE_VERSION, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert!(matches!(GroupIndex::decode(&[INDEX_VERSION, 0xff, 0xff]), Err(WireError::Malformed(_))));
     }
 
     #[test]

@@ -38,6 +38,7 @@ async fn edge(nats: &NatsServer, name: &str) -> Edge {
         trust_domain: None,
         max_new_streams_per_sec: None,
         nats: Default::default(),
+        metrics_addr: None,
     };
     Edge::start(&settings).await.unwrap()
 }
@@ -278,14 +279,15 @@ async fn shared_resources_are_published_once() {
 
     let nats = NatsServer::start().await;
     let client = flotilla_edge::app::connect(&nats.url(), "t").await.unwrap();
-    let kv =
-        flotilla_edge::app::open_bucket(&async_nats::jetstream::new(client), "flotilla_state").await.unwrap();
-    let bus = NatsBus::new(kv.clone());
+    let js = async_nats::jetstream::new(client);
+    let kv = flotilla_edge::app::open_bucket(&js, "flotilla_state").await.unwrap();
+    let bus = NatsBus::new(js, kv.clone());
+    let change = flotilla_shared::wire::Change::now("test");
     let res =
         |name: &str, body: &str| Resource::new(ResourceType::Endpoint, name, body.to_string().into(), vec![]);
     let group = |own: Resource| Snapshot::build([res("common", "shared endpoints"), own]).unwrap();
-    bus.publish(&Target::new("ns", "a"), &group(res("a", "a1"))).await;
-    bus.publish(&Target::new("ns", "b"), &group(res("b", "b1"))).await;
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a1")), &change).await;
+    bus.publish(&Target::new("ns", "b"), &group(res("b", "b1")), &change).await;
     let keys = || async {
         let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
         ks.sort();
@@ -294,6 +296,6 @@ async fn shared_resources_are_published_once() {
     let ks = keys().await;
     assert_eq!(ks.iter().filter(|k| k.starts_with("r.")).count(), 3, "{ks:?}");
     assert_eq!(ks.iter().filter(|k| k.starts_with("g.")).count(), 2, "{ks:?}");
-    bus.publish(&Target::new("ns", "a"), &group(res("a", "a2"))).await;
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a2")), &change).await;
     assert_eq!(keys().await.iter().filter(|k| k.starts_with("r.")).count(), 4, "one new body for one change");
 }

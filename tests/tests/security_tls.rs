@@ -295,6 +295,7 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
         trust_domain: Some(TRUST_DOMAIN.into()),
         max_new_streams_per_sec: None,
         nats: nats_tls,
+        metrics_addr: None,
     })
     .await
     .unwrap();

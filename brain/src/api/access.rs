@@ -36,11 +36,33 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The request id middleware: assigns the id and echoes it in `X-Request-Id`.
+/// The request id middleware: assigns the id, runs the request in a span carrying it (so every
+/// log line of the request names it), logs one access line, and echoes the id in `X-Request-Id`.
 pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
     let id = crate::auth::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(RequestId(id.clone(), Arc::default()));
-    let mut resp = next.run(req).await;
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1000.0;
+    metrics::histogram!("flotilla_brain_api_request_duration_seconds", "method" => method.to_string(),
+        "route" => route, "status" => status.to_string())
+    .record(secs);
+    span.in_scope(|| {
+        if method == axum::http::Method::GET && status < 400 {
+            tracing::debug!(message = "request", %method, %path, status, ms);
+        } else {
+            tracing::info!(message = "request", %method, %path, status, ms);
+        }
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

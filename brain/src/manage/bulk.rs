@@ -56,7 +56,7 @@ impl Manager {
             befores.push(existing.as_ref().map(RevisionRef::of_record));
             checked.push(cfg);
         }
-        let res = self.service.bulk(&checked, apply, dry_run, &c.author).await.map_err(OpError::from);
+        let res = self.service.bulk(&checked, apply, dry_run, c.origin()).await.map_err(OpError::from);
         if !dry_run {
             for (i, (cfg, before)) in checked.iter().zip(befores).enumerate() {
                 let verb = match (apply, before.is_some()) {

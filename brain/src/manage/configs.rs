@@ -127,7 +127,7 @@ impl Manager {
         }
         self.check_quota(&cfg, false).await?;
         let (kind, ns, name) = (kind_of(&cfg), cfg.namespace().to_string(), cfg.metadata.name.clone());
-        let res = self.service.create(cfg, apply, &c.author).await.map_err(OpError::from);
+        let res = self.service.create(cfg, apply, c.origin()).await.map_err(OpError::from);
         self.audited(c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r)))
             .await;
         let rec = res?;
@@ -186,7 +186,7 @@ impl Manager {
         let kind = kind_of(&current.config);
         let res = self
             .service
-            .update(current.id, cfg, expected_version, apply, &c.author)
+            .update(current.id, cfg, expected_version, apply, c.origin())
             .await
             .map_err(OpError::from);
         self.audited(c, Verb::Update, kind, &current.namespace, &current.name, before, &res, |r| {
@@ -204,7 +204,7 @@ impl Manager {
         let current = self.load_for(c, Verb::Delete, id).await?;
         let kind = kind_of(&current.config);
         let before = Some(RevisionRef::of_record(&current));
-        let res = self.service.delete(current.id, apply, &c.author).await.map_err(OpError::from);
+        let res = self.service.delete(current.id, apply, c.origin()).await.map_err(OpError::from);
         self.audited(c, Verb::Delete, kind, &current.namespace, &current.name, before, &res, |r| {
             r.as_ref().map(RevisionRef::of_record)
         })
@@ -242,7 +242,7 @@ impl Manager {
         let kind = kind_of(&current.config);
         let before =
             current.applied_config.as_ref().zip(current.applied_version).map(|(c, v)| RevisionRef::of(v, c));
-        let res = self.service.apply(current.id, &c.author).await.map_err(OpError::from);
+        let res = self.service.apply(current.id, c.origin()).await.map_err(OpError::from);
         self.audited(c, Verb::Apply, kind, &current.namespace, &current.name, before, &res, |r| {
             r.as_ref().map(RevisionRef::of_record)
         })
@@ -275,7 +275,7 @@ impl Manager {
         let current = self.load_for(c, Verb::Rollback, id).await?;
         let kind = kind_of(&current.config);
         let before = Some(RevisionRef::of_record(&current));
-        let res = self.service.rollback(current.id, version, apply, &c.author).await.map_err(OpError::from);
+        let res = self.service.rollback(current.id, version, apply, c.origin()).await.map_err(OpError::from);
         self.audited(c, Verb::Rollback, kind, &current.namespace, &current.name, before, &res, |r| {
             Some(RevisionRef::of_record(r))
         })

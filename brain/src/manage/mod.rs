@@ -54,6 +54,13 @@ pub struct Caller {
     pub charge: Arc<RequestCharge>,
 }
 
+impl Caller {
+    /// The author and correlation id a write carries.
+    pub fn origin(&self) -> crate::service::Origin<'_> {
+        crate::service::Origin { author: &self.author, request_id: &self.request_id }
+    }
+}
+
 /// Why an operation was refused; each transport maps it to its status codes.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {

@@ -15,6 +15,7 @@ pub use plan::{Planned, ResourceChange, resource_changes};
 use std::sync::Arc;
 
 use flotilla_shared::Snapshot;
+use flotilla_shared::wire::Change;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -72,6 +73,14 @@ fn check_using(cfg: &ProxyConfig, memo: &mut Memo) -> Result<Snapshot, ServiceEr
 /// Key of a config's compile memo.
 fn memo_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+/// Who asked for a write, and the request's correlation id (carried to the edges with the
+/// change, logged, audited and echoed to the caller).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub author: &'a str,
+    pub request_id: &'a str,
 }
 
 /// Config operations over a store and a bus.
@@ -172,6 +181,7 @@ impl ConfigService {
         let _guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
+        let change = Change::now(format!("discovery-{}", Uuid::new_v4().simple()));
         let mut n = 0;
         for rec in &latest.records {
             let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
@@ -183,7 +193,7 @@ impl ConfigService {
             };
             let uses_changed = uses(cfg) || render(cfg, templates).is_ok_and(|r| uses(&r));
             if uses_changed {
-                n += usize::from(self.publish_config(cfg, templates).await);
+                n += usize::from(self.publish_config(cfg, templates, &change).await);
             }
         }
         Ok(n)
@@ -198,27 +208,34 @@ impl ConfigService {
         let _guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
+        let change = Change::now(format!("startup-{}", Uuid::new_v4().simple()));
         let mut n = 0;
         for rec in &latest.records {
             if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
-                n += usize::from(self.publish_config(cfg, templates).await);
+                n += usize::from(self.publish_config(cfg, templates, &change).await);
             }
         }
         Ok(n)
     }
 
     /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
-    async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates) -> bool {
+    async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates, change: &Change) -> bool {
         let snap =
             self.resolve(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
         match snap {
             Ok(snap) => {
-                self.bus.publish(&cfg.target(), &snap).await;
+                metrics::gauge!("flotilla_brain_config_resources", "namespace" => cfg.namespace().to_string(),
+                    "config" => cfg.metadata.name.clone())
+                .set(snap.len() as f64);
+                metrics::gauge!("flotilla_brain_config_bytes", "namespace" => cfg.namespace().to_string(),
+                    "config" => cfg.metadata.name.clone())
+                .set(snap.iter().map(|r| r.body.len()).sum::<usize>() as f64);
+                self.bus.publish(&cfg.target(), &snap, change).await;
                 crate::secrets::expiry::record(cfg);
                 true
             }
             Err(e) => {
-                tracing::error!(message = "config does not compile; proxies keep what they have", config = %cfg.target(), error = %e);
+                tracing::error!(message = "config does not compile; proxies keep what they have", config = %cfg.target(), error = %e, change_id = %change.id);
                 false
             }
         }
@@ -313,19 +330,26 @@ impl ConfigService {
         if errors.is_empty() { Ok(Snapshot::default()) } else { Err(ServiceError::Invalid(errors)) }
     }
 
-    async fn write(&self, w: Write, author: &str) -> Result<Written, ServiceError> {
-        let mut out = self.write_many(vec![w], author).await?;
+    async fn write(&self, w: Write, by: Origin<'_>) -> Result<Written, ServiceError> {
+        let mut out = self.write_many(vec![w], by).await?;
         out.pop().ok_or_else(|| StoreError::Backend("write returned nothing".into()).into())
     }
 
     /// Commits the writes atomically, then publishes what became live. Callers have checked
     /// every config they write, so what is published always compiles.
-    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, ServiceError> {
+    async fn write_many(&self, ws: Vec<Write>, by: Origin<'_>) -> Result<Vec<Written>, ServiceError> {
         let _guard = self.writes.lock().await;
         let n = ws.len() as u64;
-        let written = match self.store.write_many(ws, author).await {
+        let change = Change::now(by.request_id);
+        let started = std::time::Instant::now();
+        let result = self.store.write_many(ws, by.author).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("flotilla_brain_store_duration_seconds", "op" => "write", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        let written = match result {
             Ok(w) => w,
             Err(e) => {
+                metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(1);
                 // The store may or may not have committed: read it again next time.
                 self.forget_latest();
                 return Err(e.into());
@@ -353,13 +377,13 @@ impl ConfigService {
                         if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
                             && depends_on(cfg, &key, templates)
                         {
-                            self.publish_config(cfg, templates).await;
+                            self.publish_config(cfg, templates, &change).await;
                         }
                     }
                 }
                 Written::Record(rec) => {
                     if let Some(cfg) = &rec.applied_config {
-                        self.publish_config(cfg, templates).await;
+                        self.publish_config(cfg, templates, &change).await;
                     }
                 }
                 Written::Removed { previous } => {
@@ -369,7 +393,7 @@ impl ConfigService {
                     if previous.applied_config.is_some() {
                         let target =
                             flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
-                        self.bus.publish(&target, &Snapshot::default()).await;
+                        self.bus.publish(&target, &Snapshot::default(), &change).await;
                     }
                 }
             }

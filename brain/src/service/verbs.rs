@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{ConfigService, Planned, ServiceError};
+use super::{ConfigService, Origin, Planned, ServiceError};
 use crate::model::ProxyConfig;
 use crate::render::depends_on;
 use crate::store::{ConfigRecord, ListFilter, Revision, StoreError, Write, Written};
@@ -16,14 +16,14 @@ impl ConfigService {
         cfgs: &[ProxyConfig],
         apply: bool,
         dry_run: bool,
-        author: &str,
+        by: Origin<'_>,
     ) -> Result<Vec<Planned>, ServiceError> {
         let plans = self.plan(cfgs, apply).await?;
         if dry_run {
             return Ok(plans.into_iter().map(|(p, _)| p).collect());
         }
         let (mut planned, writes): (Vec<Planned>, Vec<Option<Write>>) = plans.into_iter().unzip();
-        let written = self.write_many(writes.iter().flatten().cloned().collect(), author).await?;
+        let written = self.write_many(writes.iter().flatten().cloned().collect(), by).await?;
         let mut written = written.into_iter();
         for (p, w) in planned.iter_mut().zip(&writes) {
             if w.is_some()
@@ -48,10 +48,10 @@ impl ConfigService {
         &self,
         cfg: ProxyConfig,
         apply: bool,
-        author: &str,
+        by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
         self.check(&cfg).await?;
-        match self.write(Write::Create { config: cfg, apply }, author).await? {
+        match self.write(Write::Create { config: cfg, apply }, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }
@@ -63,24 +63,24 @@ impl ConfigService {
         cfg: ProxyConfig,
         expected_version: Option<u64>,
         apply: bool,
-        author: &str,
+        by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
         self.check(&cfg).await?;
         let w = Write::Update { id, config: cfg, expected_version, apply, action: "update" };
-        match self.write(w, author).await? {
+        match self.write(w, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }
     }
 
     /// Applies the latest revision (or a pending deletion). `None`: the config is gone.
-    pub async fn apply(&self, id: Uuid, author: &str) -> Result<Option<ConfigRecord>, ServiceError> {
+    pub async fn apply(&self, id: Uuid, by: Origin<'_>) -> Result<Option<ConfigRecord>, ServiceError> {
         if let Some(rec) = self.store.get(id).await?
             && !rec.pending_delete
         {
             self.check(&rec.config).await?;
         }
-        Ok(match self.write(Write::Apply { id }, author).await? {
+        Ok(match self.write(Write::Apply { id }, by).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
         })
@@ -90,7 +90,7 @@ impl ConfigService {
         &self,
         id: Uuid,
         apply: bool,
-        author: &str,
+        by: Origin<'_>,
     ) -> Result<Option<ConfigRecord>, ServiceError> {
         if let Some(rec) = self.store.get(id).await?
             && rec.config.is_template()
@@ -113,7 +113,7 @@ impl ConfigService {
                 }]));
             }
         }
-        Ok(match self.write(Write::Delete { id, apply }, author).await? {
+        Ok(match self.write(Write::Delete { id, apply }, by).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
         })
@@ -125,7 +125,7 @@ impl ConfigService {
         id: Uuid,
         version: u64,
         apply: bool,
-        author: &str,
+        by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
         let history = self.store.history(id).await?;
         if history.is_empty() {
@@ -137,7 +137,7 @@ impl ConfigService {
             .ok_or(ServiceError::NoRevision { id, version })?;
         self.check(&rev.config).await?;
         let w = Write::Update { id, config: rev.config, expected_version: None, apply, action: "rollback" };
-        match self.write(w, author).await? {
+        match self.write(w, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }

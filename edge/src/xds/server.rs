@@ -178,6 +178,7 @@ trait Proto: Send + 'static {
     const NAME: &'static str;
     fn new(kind: Option<ResourceType>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
+    fn type_url(req: &Self::Req) -> &str;
     fn handle(
         &mut self,
         req: &Self::Req,
@@ -196,6 +197,9 @@ impl Proto for SotwStream {
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
     }
     fn handle(
         &mut self,
@@ -222,6 +226,9 @@ impl Proto for DeltaStream {
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
     fn handle(
         &mut self,
         req: &DeltaDiscoveryRequest,
@@ -238,13 +245,10 @@ impl Proto for DeltaStream {
     }
 }
 
-fn record(guard: &StreamGuard, event: Event) {
+fn record(guard: &mut StreamGuard, event: Event) {
     match event {
         Event::Ack { kind, version } => guard.acked(kind, &version),
-        Event::Nack { kind, version, error, resources } => {
-            warn!(message = "proxy rejected config", type_ = %kind, %version, %error);
-            guard.nacked(kind, &version, &error, resources);
-        }
+        Event::Nack { kind, version, error, resources } => guard.nacked(kind, &version, &error, resources),
     }
 }
 
@@ -322,7 +326,8 @@ async fn run<P: Proto>(
             },
             None => None,
         };
-        let guard = ctx.registry.register(&node.id, &target, service, P::NAME);
+        let mut guard = ctx.registry.register(&node.id, &target, service, P::NAME);
+        let push_bytes = metrics::counter!("flotilla_edge_push_bytes_total");
         let mut snapshots = ctx.cache.subscribe(&target);
         let mut snap = snapshots.borrow_and_update().clone();
         let mut state = P::new(kind, ctx.config.limits);
@@ -332,8 +337,9 @@ async fn run<P: Proto>(
         debug!("stream started");
         loop {
             if let Some(req) = next.take() {
+                guard.requested(kind.or_else(|| ResourceType::from_type_url(P::type_url(&req))));
                 match state.handle(&req, &snap, Instant::now()) {
-                    Ok(Some(event)) => record(&guard, event),
+                    Ok(Some(event)) => record(&mut guard, event),
                     Ok(None) => {}
                     Err(err) => {
                         debug!(message = "protocol error, closing stream", %err);
@@ -344,11 +350,12 @@ async fn run<P: Proto>(
             }
             while let Some(push) = state.poll(&snap, Instant::now()) {
                 if let Some(k) = push.kind {
-                    guard.sent(k, &push.version);
+                    guard.sent(k, &push.version, snap.change.as_ref());
                 }
-                metrics::counter!("flotilla_edge_push_bytes_total").increment(push.frame.len() as u64);
+                push_bytes.increment(push.frame.len() as u64);
                 debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
-                    resources = push.resources, removed = push.removed);
+                    resources = push.resources, removed = push.removed,
+                    change_id = snap.change.as_ref().map_or("-", |c| c.id.as_str()));
                 if tx.send(Ok(push.frame)).await.is_err() {
                     return;
                 }
