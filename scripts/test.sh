@@ -6,7 +6,10 @@
 #   - the nats-server binary (Debian package nats-server): distributed tests run private
 #     JetStream servers on free ports;
 #   - schemathesis (PyPI, pinned) into .venv, for the REST API contract check;
-#   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server.
+#   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server;
+#   - Prometheus and promtool (Debian package prometheus): the alert rules are checked and
+#     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
+#     real Prometheus.
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
 # and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
 # document, on the embedded store and on PostgreSQL.
@@ -54,6 +57,18 @@ if [ ! -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ]; then
   fi
 fi
 [ -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ] || { echo "dnsmasq is needed by the DNS discovery test (apt-get install dnsmasq-base)" >&2; exit 1; }
+
+echo "==> Prometheus (alert rules checked with promtool; the observability test scrapes with it)"
+if [ ! -x "${FLOTILLA_PROMETHEUS_BIN:-/usr/bin/prometheus}" ] || ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -qq --no-install-recommends prometheus \
+      || (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)) >/dev/null || true
+  fi
+fi
+command -v promtool >/dev/null 2>&1 || { echo "promtool is needed (apt-get install prometheus)" >&2; exit 1; }
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/alerts_test.yaml
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"], "no panels"' deploy/grafana/flotilla-dashboard.json
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

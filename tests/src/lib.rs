@@ -15,6 +15,7 @@ pub mod garbage;
 pub mod kube;
 pub mod nats;
 pub mod pki;
+pub mod process;
 pub mod xds_client;
 
 use std::future::Future;

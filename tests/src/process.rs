@@ -1,0 +1,64 @@
+//! Flotilla's own binaries (`flotilla-brain`, `flotilla-edge`) and other servers run as child
+//! processes, with their output kept in a file the test can read, killed on `Drop`.
+//!
+//! The binaries are the ones cargo built beside this test (`target/<profile>/`): running the
+//! workspace's tests (`cargo nextest run --workspace`, scripts/test.sh) builds them; a test run
+//! of this package alone may not, and then the test fails naming the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Path of a binary of this workspace, built into the same target directory as this test.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built; run the workspace's tests (cargo nextest run --workspace) or cargo build -p {name}",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process whose stdout and stderr go to one log file.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    pub fn start(program: &Path, args: &[String]) -> Process {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("output.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Process { child, log, _dir: dir }
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
