@@ -2,6 +2,11 @@
 //! reports over NATS (`flotilla.v1.edges.<edge>.status`: each second, or every n seconds from an
 //! edge with up to n × 2,000 streams, at most 10 s). An edge silent for three of its report
 //! intervals is forgotten, so the view never shows proxies of a dead edge as connected.
+//!
+//! Live proxy events come from the embedded edge's hub and, while somebody watches, from every
+//! edge over NATS (`flotilla.v1.events.<namespace>`): the brain heartbeats on
+//! `flotilla.v1.events-watch` every few seconds while it has watchers, and edges publish only
+//! for a while after a heartbeat.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -10,6 +15,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use flotilla_edge::app::{EdgeReport, STATUS_INTERVAL};
+use flotilla_edge::events::{EventHub, Next, ProxyEvent, Watcher};
 use flotilla_edge::registry::{NackInfo, Registry, StreamStatus};
 use futures::StreamExt;
 
@@ -18,11 +24,38 @@ pub struct Fleet {
     local: Registry,
     /// Per edge: until when its last report counts (three of its intervals), and its streams.
     remote: Arc<DashMap<String, (Instant, Vec<StreamStatus>)>>,
+    /// Events relayed from remote edges.
+    remote_events: EventHub,
+}
+
+/// Heartbeat period of a brain with event watchers (edges keep publishing for 15 s after one).
+const EVENTS_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A watcher of every edge's proxy events (the embedded edge's and the remote ones').
+#[derive(Debug)]
+pub struct FleetEvents {
+    local: Watcher,
+    remote: Watcher,
+}
+
+impl FleetEvents {
+    /// The next event from any edge (or how many this watcher lost by falling behind).
+    pub async fn next(&mut self) -> Next {
+        tokio::select! {
+            n = self.local.next() => n,
+            n = self.remote.next() => n,
+        }
+    }
 }
 
 impl Fleet {
     pub fn new(local: Registry) -> Fleet {
-        Fleet { local, remote: Arc::new(DashMap::new()) }
+        Fleet { local, remote: Arc::new(DashMap::new()), remote_events: EventHub::default() }
+    }
+
+    /// Starts watching every edge's proxy events.
+    pub fn events(&self) -> FleetEvents {
+        FleetEvents { local: self.local.events().watch(), remote: self.remote_events.watch() }
     }
 
     /// Every connected stream, on every edge.
@@ -53,8 +86,46 @@ impl Fleet {
         out
     }
 
-    /// Listens to edge reports until the connection closes.
+    /// Relays remote edges' events while somebody watches, heartbeating so edges publish them.
+    fn relay_events(&self, client: async_nats::Client) {
+        let hub = self.remote_events.clone();
+        tokio::spawn(async move {
+            let subject = format!("{}.>", flotilla_shared::subject::EVENTS_PREFIX);
+            let mut sub = match client.subscribe(subject).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(message = "cannot subscribe to proxy events; only the embedded edge's are shown", error = %e);
+                    return;
+                }
+            };
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut last_beat: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let due = last_beat.is_none_or(|t| t.elapsed() >= EVENTS_HEARTBEAT);
+                        if hub.watchers() == 0 {
+                            last_beat = None;
+                        } else if due {
+                            let _ = client.publish(flotilla_shared::subject::EVENTS_WATCH, "".into()).await;
+                            last_beat = Some(Instant::now());
+                        }
+                    }
+                    msg = sub.next() => {
+                        let Some(msg) = msg else { return };
+                        match serde_json::from_slice::<ProxyEvent>(&msg.payload) {
+                            Ok(e) => hub.relay(e),
+                            Err(e) => tracing::debug!(message = "unreadable proxy event", subject = %msg.subject, error = %e),
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Listens to edge reports (and relays their events) until the connection closes.
     pub fn listen(&self, client: async_nats::Client) {
+        self.relay_events(client.clone());
         let remote = self.remote.clone();
         tokio::spawn(async move {
             let subject = format!("{}.*.status", flotilla_shared::subject::EDGE_STATUS_PREFIX);

@@ -229,8 +229,40 @@ fn proxy_msg(v: &ProxyView) -> pb::Proxy {
 
 // === service ===
 
+/// A caller's live event stream as gRPC replies.
+type EventReplies =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ProxyEventReply, Status>> + Send>>;
+
+fn event_replies(events: crate::manage::CallerEvents) -> EventReplies {
+    use crate::manage::EventItem;
+    Box::pin(futures::stream::unfold(events, |mut events| async move {
+        let reply = match events.next().await? {
+            EventItem::Event(e) => {
+                pb::ProxyEventReply { event_json: serde_json::to_string(&*e).unwrap_or_default(), dropped: 0 }
+            }
+            EventItem::Dropped(n) => pb::ProxyEventReply { event_json: String::new(), dropped: n },
+        };
+        Some((Ok(reply), events))
+    }))
+}
+
 #[tonic::async_trait]
 impl ControlPlaneService for GrpcApi {
+    type StreamProxyEventsStream = EventReplies;
+
+    async fn stream_proxy_events(
+        &self,
+        req: Request<pb::StreamProxyEventsRequest>,
+    ) -> Result<Response<EventReplies>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let filter = crate::manage::EventFilter {
+            namespace: Some(r.namespace).filter(|n| !n.is_empty()),
+            node_id: Some(r.node_id).filter(|n| !n.is_empty()),
+        };
+        Ok(Response::new(event_replies(self.manage.proxy_events(&c, filter)?)))
+    }
+
     async fn create_config(
         &self,
         req: Request<pb::CreateConfigRequest>,

@@ -145,6 +145,46 @@ async fn report_status(client: async_nats::Client, registry: Registry, mut stop:
     }
 }
 
+/// Relays this edge's proxy events to NATS while a brain watches (it heartbeats on
+/// [`flotilla_shared::subject::EVENTS_WATCH`]); an unwatched edge publishes nothing.
+async fn forward_events(client: async_nats::Client, registry: Registry, mut stop: watch::Receiver<bool>) {
+    use crate::events::Next;
+    use futures::StreamExt;
+    let hub = registry.events().clone();
+    let mut heartbeats = match client.subscribe(flotilla_shared::subject::EVENTS_WATCH).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(message = "cannot subscribe to event watch requests; no live events from this edge", error = %e);
+            return;
+        }
+    };
+    let mut tap = hub.tap();
+    loop {
+        let next = tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+            Some(_) = heartbeats.next() => {
+                hub.wanted_remotely();
+                continue;
+            }
+            next = tap.next() => next,
+        };
+        match next {
+            Next::Event(e) => {
+                if let Ok(body) = serde_json::to_vec(&*e) {
+                    let _ = client.publish(flotilla_shared::subject::events(&e.namespace), body.into()).await;
+                }
+            }
+            Next::Dropped(n) => metrics::counter!("flotilla_edge_events_dropped_total").increment(n),
+            Next::Closed => return,
+        }
+    }
+}
+
 /// A running edge.
 pub struct Edge {
     pub xds_addr: SocketAddr,
@@ -205,6 +245,7 @@ impl Edge {
             t.spawn_watch(stop.subscribe());
         }
         tokio::spawn(report_status(client.clone(), registry.clone(), stop.subscribe()));
+        tokio::spawn(forward_events(client.clone(), registry.clone(), stop.subscribe()));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cache;
 pub mod encode;
+pub mod events;
 pub mod files;
 pub mod node;
 pub mod ops;

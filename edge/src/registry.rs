@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use flotilla_shared::wire::Change;
+
+use crate::events::{EventHub, EventKind, ProxyEvent};
 use flotilla_shared::{ResourceType, Target};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +61,7 @@ struct Inner {
     streams: DashMap<u64, StreamStatus>,
     nacks: DashMap<(String, ResourceType), NackInfo>,
     edge: String,
+    events: EventHub,
 }
 
 /// Shared registry of connected streams. Cheap to clone.
@@ -96,6 +99,21 @@ impl Registry {
             },
         );
         let ns = target.namespace.clone();
+        self.inner.events.emit(|| ProxyEvent {
+            at: Utc::now(),
+            event: EventKind::Connected,
+            node_id: node_id.to_string(),
+            namespace: ns.clone(),
+            config: target.name.clone(),
+            edge: self.inner.edge.clone(),
+            protocol: protocol.to_string(),
+            kind: None,
+            version: None,
+            change_id: None,
+            error: None,
+            resources: Vec::new(),
+            propagation_ms: None,
+        });
         metrics::gauge!("flotilla_edge_streams", "protocol" => protocol, "namespace" => ns.clone())
             .increment(1.0);
         let types = ResourceType::ALL.map(|k| TypeMetrics::new(k, protocol, &ns));
@@ -107,6 +125,7 @@ impl Registry {
             node_id: node_id.to_string(),
             protocol,
             namespace: ns,
+            config: target.name.clone(),
             connected_ms: flotilla_shared::wire::unix_ms(),
             types,
             other_requests,
@@ -136,6 +155,11 @@ impl Registry {
         &self.inner.edge
     }
 
+    /// The live events of this edge's streams.
+    pub fn events(&self) -> &EventHub {
+        &self.inner.events
+    }
+
     /// The last NACK per type for a node, kept after its streams end.
     pub fn nacks_of(&self, node_id: &str) -> BTreeMap<&'static str, NackInfo> {
         ResourceType::ALL
@@ -155,6 +179,7 @@ pub struct StreamGuard {
     node_id: String,
     protocol: &'static str,
     namespace: String,
+    config: String,
     /// When the stream started (Unix ms): changes older than that are not timed.
     connected_ms: u64,
     types: [TypeMetrics; ResourceType::COUNT],
@@ -200,6 +225,29 @@ impl StreamGuard {
         }
     }
 
+    /// Emits an event of this stream (built only if somebody watches).
+    fn emit(&self, event: EventKind, fill: impl FnOnce(&mut ProxyEvent)) {
+        self.registry.inner.events.emit(|| {
+            let mut e = ProxyEvent {
+                at: Utc::now(),
+                event,
+                node_id: self.node_id.clone(),
+                namespace: self.namespace.clone(),
+                config: self.config.clone(),
+                edge: self.registry.inner.edge.clone(),
+                protocol: self.protocol.to_string(),
+                kind: None,
+                version: None,
+                change_id: None,
+                error: None,
+                resources: Vec::new(),
+                propagation_ms: None,
+            };
+            fill(&mut e);
+            e
+        });
+    }
+
     /// A request (ACK, NACK or subscription change) for `kind` (`None`: a type not served).
     pub fn requested(&self, kind: Option<ResourceType>) {
         match kind {
@@ -213,6 +261,11 @@ impl StreamGuard {
         let m = &mut self.types[kind.index()];
         m.pushes.increment(1);
         m.in_flight = change.cloned();
+        self.emit(EventKind::Pushed, |e| {
+            e.kind = Some(kind.short_name().into());
+            e.version = Some(version.to_string());
+            e.change_id = change.map(|c| c.id.clone());
+        });
         self.with_type(kind, |t| {
             t.last_sent_version = Some(version.to_string());
             t.last_sent_at = Some(Utc::now());
@@ -228,15 +281,24 @@ impl StreamGuard {
         let connected = self.connected_ms;
         let m = &mut self.types[kind.index()];
         m.acks.increment(1);
-        if let Some(c) = m.in_flight.take()
+        let change = m.in_flight.take();
+        let mut timed_ms = None;
+        if let Some(c) = &change
             && c.at_unix_ms >= connected
-            && m.timed.as_ref().is_none_or(|t| !Arc::ptr_eq(t, &c) && t.id != c.id)
+            && m.timed.as_ref().is_none_or(|t| !Arc::ptr_eq(t, c) && t.id != c.id)
         {
             let ms = c.age_ms();
             m.propagation.record(ms as f64 / 1000.0);
             tracing::debug!(message = "proxy ACKed", type_ = %kind, %version, change_id = %c.id, propagation_ms = ms);
-            m.timed = Some(c);
+            m.timed = Some(c.clone());
+            timed_ms = Some(ms);
         }
+        self.emit(EventKind::Acked, |e| {
+            e.kind = Some(kind.short_name().into());
+            e.version = Some(version.to_string());
+            e.change_id = change.map(|c| c.id.clone());
+            e.propagation_ms = timed_ms;
+        });
         self.registry.inner.nacks.remove(&(self.node_id.clone(), kind));
         self.with_type(kind, |t| {
             t.acked_version = Some(version.to_string());
@@ -250,6 +312,13 @@ impl StreamGuard {
         let change = m.in_flight.take();
         tracing::warn!(message = "proxy rejected config", type_ = %kind, %version, %error,
             change_id = change.as_ref().map_or("-", |c| c.id.as_str()));
+        self.emit(EventKind::Nacked, |e| {
+            e.kind = Some(kind.short_name().into());
+            e.version = Some(version.to_string());
+            e.change_id = change.map(|c| c.id.clone());
+            e.error = Some(error.to_string());
+            e.resources = resources.clone();
+        });
         let info =
             NackInfo { version: version.to_string(), error: error.to_string(), resources, at: Utc::now() };
         self.registry.inner.nacks.insert((self.node_id.clone(), kind), info.clone());
@@ -260,6 +329,7 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.registry.inner.streams.remove(&self.id);
+        self.emit(EventKind::Disconnected, |_| {});
         metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol, "namespace" => self.namespace.clone())
             .decrement(1.0);
     }

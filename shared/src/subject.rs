@@ -1,5 +1,5 @@
 //! Names on NATS: the JetStream KV bucket holding each proxy group's current state, its keys,
-//! and the subjects edges report proxy status on.
+//! the subjects edges report proxy status on, and those of live proxy events.
 
 use crate::Target;
 
@@ -24,6 +24,18 @@ fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Subject prefix of live proxy events (`flotilla.v1.events.<namespace>`), published by edges
+/// while a brain watches.
+pub const EVENTS_PREFIX: &str = "flotilla.v1.events";
+
+/// Subject a brain with watchers heartbeats on; an edge publishes events for a while after each.
+pub const EVENTS_WATCH: &str = "flotilla.v1.events-watch";
+
+/// Subject of one namespace's proxy events.
+pub fn events(namespace: &str) -> String {
+    format!("{EVENTS_PREFIX}.{}", escape(namespace))
 }
 
 /// Subject an edge publishes its proxies' status on.

@@ -8,6 +8,7 @@ mod bulk;
 mod configs;
 mod discovery;
 mod error;
+mod events;
 mod openapi;
 mod ops;
 mod proxies;
@@ -75,6 +76,7 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("GET", "/api/v1/proxies", Some("ListProxies")), get(proxies::list)),
         (op("GET", "/api/v1/proxies/{node_id}", Some("GetProxy")), get(proxies::get_one)),
         (op("GET", "/api/v1/proxies/{node_id}/status", Some("GetProxyStatus")), get(proxies::status)),
+        (op("GET", "/api/v1/events", Some("StreamProxyEvents")), get(events::stream)),
         (op("GET", "/api/v1/services", Some("ListServices")), get(discovery::services)),
         (op("GET", "/api/v1/services/{name}", Some("ListServices")), get(discovery::service)),
         (op("GET", "/api/v1/endpoints", Some("ListEndpoints")), get(discovery::endpoints)),

@@ -6,7 +6,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, bulk, configs, discovery, ops, proxies};
+use super::{audit, bulk, configs, discovery, events, ops, proxies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use super::{audit, bulk, configs, discovery, ops, proxies};
         proxies::list,
         proxies::get_one,
         proxies::status,
+        events::stream,
         discovery::services,
         discovery::service,
         discovery::endpoints,

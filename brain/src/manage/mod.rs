@@ -11,6 +11,7 @@ mod audit;
 mod bulk;
 mod configs;
 mod discovery;
+mod events;
 mod proxies;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use audit::WhoAmI;
 pub use bulk::{BulkResult, Validation};
 pub use configs::{ConfigRead, Deletion, NackingProxy, ProxiesStatus, Written};
 pub use discovery::{EndpointsView, ServiceView, ServicesView};
+pub use events::{CallerEvents, EventFilter, EventItem};
 pub use proxies::{ProxyStatus, ProxyView, TypeState};
 
 use crate::audit::Audit;
