@@ -286,7 +286,9 @@ impl Brain {
             authz: authz.clone(),
             audit: audit.clone(),
             quotas: quotas.clone(),
+            rollbacks: Arc::default(),
         });
+        tokio::spawn(crate::rollback::run(manage.clone(), stopped.clone()));
         let app = router(ApiState { manage: manage.clone(), metrics, ready });
         let rest_listener = ConnListener::new(rest_listener, tls.clone())?;
         let rest = tokio::spawn({

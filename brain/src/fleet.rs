@@ -53,6 +53,11 @@ impl Fleet {
         Fleet { local, remote: Arc::new(DashMap::new()), remote_events: EventHub::default() }
     }
 
+    /// Puts an event of the brain's own (an automatic rollback) on every watcher's stream.
+    pub fn announce(&self, event: ProxyEvent) {
+        self.remote_events.relay(event);
+    }
+
     /// Starts watching every edge's proxy events.
     pub fn events(&self) -> FleetEvents {
         FleetEvents { local: self.local.events().watch(), remote: self.remote_events.watch() }

@@ -22,6 +22,7 @@ pub mod model;
 pub mod parse;
 pub mod publish;
 pub mod render;
+pub mod rollback;
 pub mod secrets;
 pub mod service;
 pub mod settings;

@@ -59,6 +59,33 @@ pub struct ProxySpec {
     /// TLS material, served to proxies over SDS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,
+    /// Roll a new revision back by itself when too many of the config's proxies reject it. A
+    /// config's own setting (templates do not pass it on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<AutoRollback>,
+}
+
+/// When more than `nackPercent` % of the proxies connected to a config NACK a revision within
+/// `windowSeconds` of it being applied, Flotilla applies the revision live before it again (a
+/// new revision, action `auto-rollback`), audits it with the NACK reasons, emits a `rolledback`
+/// event and counts `flotilla_brain_auto_rollbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoRollback {
+    /// Roll back when more than this share of the proxies NACK (0: any NACK).
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 99)]
+    pub nack_percent: u32,
+    /// How long after the change NACKs count, in seconds [default 60].
+    #[serde(default = "AutoRollback::default_window", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub window_seconds: u32,
+}
+
+impl AutoRollback {
+    fn default_window() -> u32 {
+        60
+    }
 }
 
 // === TLS ===

@@ -55,6 +55,8 @@ fn merge(specs: &[&ProxySpec]) -> ProxySpec {
         routes: merge_all(&specs.iter().map(|s| s.routes.as_slice()).collect::<Vec<_>>(), |r| &r.name),
         clusters: merge_all(&specs.iter().map(|s| s.clusters.as_slice()).collect::<Vec<_>>(), |c| &c.name),
         secrets: merge_all(&specs.iter().map(|s| s.secrets.as_slice()).collect::<Vec<_>>(), |s| &s.name),
+        // A policy of the config itself (the last spec), not inherited from templates.
+        auto_rollback: specs.last().and_then(|s| s.auto_rollback),
     }
 }
 

@@ -24,6 +24,9 @@ pub enum EventKind {
     Pushed,
     Acked,
     Nacked,
+    /// The brain rolled a config back because its proxies NACKed it (`spec.autoRollback`).
+    #[serde(rename = "rolledback")]
+    RolledBack,
 }
 
 impl EventKind {
@@ -34,6 +37,7 @@ impl EventKind {
             EventKind::Pushed => "pushed",
             EventKind::Acked => "acked",
             EventKind::Nacked => "nacked",
+            EventKind::RolledBack => "rolledback",
         }
     }
 }

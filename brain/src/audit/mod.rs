@@ -30,10 +30,13 @@ pub struct AuditEntry {
     pub namespace: String,
     pub name: String,
     pub request_id: String,
-    /// "rest" or "grpc".
+    /// "rest", "grpc", or "system" (the brain acting by itself, e.g. an automatic rollback).
     pub api: String,
     /// "ok", "denied", or "error: <why>".
     pub result: String,
+    /// Why the brain acted by itself (an automatic rollback: the proxies' NACKs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<RevisionRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +118,18 @@ impl Audit {
         before: Option<RevisionRef>,
         after: Option<RevisionRef>,
     ) {
+        self.record_why(action, result, None, before, after).await;
+    }
+
+    /// [`Audit::record`] with the reason the brain acted by itself.
+    pub async fn record_why(
+        &self,
+        action: Action<'_>,
+        result: String,
+        reason: Option<String>,
+        before: Option<RevisionRef>,
+        after: Option<RevisionRef>,
+    ) {
         let entry = AuditEntry {
             id: Uuid::now_v7(),
             at: Utc::now(),
@@ -127,6 +142,7 @@ impl Audit {
             request_id: action.request_id.to_string(),
             api: action.api.to_string(),
             result,
+            reason,
             before,
             after,
         };

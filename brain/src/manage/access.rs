@@ -12,7 +12,14 @@ use crate::model::ProxyConfig;
 use crate::store::ConfigRecord;
 
 impl Manager {
-    fn action<'a>(&self, c: &'a Caller, verb: Verb, kind: Kind, ns: &'a str, name: &'a str) -> Action<'a> {
+    pub(super) fn action<'a>(
+        &self,
+        c: &'a Caller,
+        verb: Verb,
+        kind: Kind,
+        ns: &'a str,
+        name: &'a str,
+    ) -> Action<'a> {
         Action { who: &c.who, verb, kind, namespace: ns, name, request_id: &c.request_id, api: c.api }
     }
 

@@ -194,6 +194,7 @@ impl Manager {
         })
         .await;
         let rec = res?;
+        self.rollbacks.after_write(current.applied_version, &rec);
         tracing::info!(message = "config updated", id = %rec.id, version = rec.version, applied = apply, api = c.api);
         Ok(Written::Stored(Box::new(shown(rec))))
     }
@@ -248,7 +249,10 @@ impl Manager {
         })
         .await;
         Ok(match res? {
-            Some(rec) => Written::Stored(Box::new(shown(rec))),
+            Some(rec) => {
+                self.rollbacks.after_write(current.applied_version, &rec);
+                Written::Stored(Box::new(shown(rec)))
+            }
             None => Written::Deleted(current.id),
         })
     }
@@ -281,7 +285,70 @@ impl Manager {
         })
         .await;
         let rec = res?;
+        self.rollbacks.after_write(current.applied_version, &rec);
         tracing::info!(message = "config rolled back", id = %rec.id, to = version, version = rec.version, api = c.api);
         Ok(shown(rec))
+    }
+
+    /// Rolls `w`'s config back to the revision live before it, as the brain's own principal:
+    /// a new revision (action `auto-rollback`), an audit entry with the NACK reasons, a
+    /// `rolledback` event and `flotilla_brain_auto_rollbacks_total`.
+    pub async fn auto_rollback(&self, w: &crate::rollback::Watch, v: &crate::rollback::Verdict) {
+        let why = v.describe(w);
+        let c = Caller {
+            who: crate::auth::Principal {
+                subject: "flotilla:auto-rollback".into(),
+                groups: Vec::new(),
+                via: "system",
+            },
+            request_id: format!("auto-rollback-{}", uuid::Uuid::new_v4().simple()),
+            author: "flotilla:auto-rollback".into(),
+            api: "system",
+            charge: std::sync::Arc::default(),
+        };
+        let current = match self.service.store().get(w.id).await {
+            Ok(Some(rec)) if rec.applied_version == Some(w.bad) => rec,
+            Ok(_) => return, // changed again meanwhile: that change stands
+            Err(e) => {
+                tracing::error!(message = "automatic rollback not done: store unavailable", config = %w.id, error = %e);
+                return;
+            }
+        };
+        let before = Some(RevisionRef::of_record(&current));
+        let res = self.service.rollback_as(w.id, w.good, true, c.origin(), "auto-rollback").await;
+        let outcome = match &res {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        let after = res.as_ref().ok().map(RevisionRef::of_record);
+        let action = self.action(&c, Verb::Rollback, kind_of(&current.config), &w.namespace, &w.name);
+        self.audit.record_why(action, outcome, Some(why.clone()), before, after).await;
+        match res {
+            Ok(rec) => {
+                metrics::counter!("flotilla_brain_auto_rollbacks_total", "namespace" => w.namespace.clone(),
+                    "config" => w.name.clone())
+                .increment(1);
+                tracing::warn!(message = "config rolled back automatically", config = %format!("{}/{}", w.namespace, w.name),
+                    from = w.bad, to = w.good, version = rec.version, reason = %why, change_id = %c.request_id);
+                self.registry.announce(flotilla_edge::events::ProxyEvent {
+                    at: chrono::Utc::now(),
+                    event: flotilla_edge::events::EventKind::RolledBack,
+                    node_id: String::new(),
+                    namespace: w.namespace.clone(),
+                    config: w.name.clone(),
+                    edge: String::new(),
+                    protocol: String::new(),
+                    kind: None,
+                    version: Some(rec.version.to_string()),
+                    change_id: Some(c.request_id.clone()),
+                    error: Some(why),
+                    resources: Vec::new(),
+                    propagation_ms: None,
+                });
+            }
+            Err(e) => {
+                tracing::error!(message = "automatic rollback failed", config = %w.id, error = %e, reason = %why);
+            }
+        }
     }
 }

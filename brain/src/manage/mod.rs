@@ -40,6 +40,8 @@ pub struct Manager {
     pub audit: Audit,
     /// Per-namespace quotas.
     pub quotas: Quotas,
+    /// Applied revisions watched for NACKs (`spec.autoRollback`).
+    pub rollbacks: Arc<crate::rollback::Watches>,
 }
 
 /// Who is calling, through which API, and the request's id (echoed to the caller and recorded

@@ -127,6 +127,18 @@ impl ConfigService {
         apply: bool,
         by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
+        self.rollback_as(id, version, apply, by, "rollback").await
+    }
+
+    /// [`ConfigService::rollback`], recorded in history with `action` (e.g. `auto-rollback`).
+    pub async fn rollback_as(
+        &self,
+        id: Uuid,
+        version: u64,
+        apply: bool,
+        by: Origin<'_>,
+        action: &'static str,
+    ) -> Result<ConfigRecord, ServiceError> {
         let history = self.store.history(id).await?;
         if history.is_empty() {
             return Err(StoreError::NotFound(id).into());
@@ -136,7 +148,7 @@ impl ConfigService {
             .find(|r| r.version == version)
             .ok_or(ServiceError::NoRevision { id, version })?;
         self.check(&rev.config).await?;
-        let w = Write::Update { id, config: rev.config, expected_version: None, apply, action: "rollback" };
+        let w = Write::Update { id, config: rev.config, expected_version: None, apply, action };
         match self.write(w, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),

@@ -283,6 +283,7 @@ fn entry(ns: &str, subject: &str, at: chrono::DateTime<chrono::Utc>) -> crate::a
         request_id: "r".into(),
         api: "rest".into(),
         result: "ok".into(),
+        reason: None,
         before: None,
         after: Some(crate::audit::RevisionRef { version: 1, hash: "abc".into() }),
     }

@@ -84,6 +84,18 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
             "resourceVersion must be a version number (digits), as the API returns it",
         );
     }
+    if let Some(r) = &cfg.spec.auto_rollback {
+        if r.nack_percent > 99 {
+            errs.add(
+                "spec.autoRollback.nackPercent",
+                r.nack_percent,
+                "nackPercent must be 0 to 99: roll back when more than this share of proxies NACK",
+            );
+        }
+        if !(1..=3600).contains(&r.window_seconds) {
+            errs.add("spec.autoRollback.windowSeconds", r.window_seconds, "windowSeconds must be 1 to 3600");
+        }
+    }
     if cfg.is_template() {
         // A template is a fragment: its references may resolve in the configs that extend it,
         // which are validated fully once rendered.
