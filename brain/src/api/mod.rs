@@ -108,6 +108,7 @@ pub fn router(state: ApiState) -> Router {
         r = r.route(path, mr);
     }
     r.route_layer(axum::middleware::from_fn(query::only_declared))
+        .merge(crate::console::router())
         .fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

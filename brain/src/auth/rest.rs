@@ -11,10 +11,14 @@ use super::{AuthnError, Authz, Denied};
 use crate::api::ApiError;
 use crate::transport::Peer;
 
-/// Paths served to anyone: probes must not need a token. (`/metrics` needs one when
+/// Paths served to anyone: probes must not need a token, nor the console's static page (its data
+/// calls carry the token the user types). (`/metrics` needs one when
 /// authentication is on: its series name tenants' namespaces.)
 pub(crate) fn is_open(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/api/v1/openapi.json")
+    matches!(
+        path,
+        "/health" | "/ready" | "/api/v1/openapi.json" | "/ui" | "/ui/" | "/ui/app.js" | "/ui/app.css"
+    )
 }
 
 pub async fn authenticate(State(authz): State<Authz>, mut req: Request, next: Next) -> Response {

@@ -120,6 +120,9 @@ struct Plan {
     generation: u64,
     /// Names that did not fit in this push (MAX_PUSH_BYTES); they go in the next one.
     leftover: Vec<Arc<str>>,
+    /// A name was left out because the client rejected its current version: the client does
+    /// not hold what the snapshot has.
+    held_back: bool,
 }
 
 impl DeltaType {
@@ -155,6 +158,8 @@ impl DeltaType {
                 let rejected = self.rejected.get(name) == Some(&res.version);
                 if forced || (!has && !rejected) {
                     plan.adds.push(res.clone());
+                } else if !has {
+                    plan.held_back = true;
                 }
             }
             None => {
@@ -178,6 +183,7 @@ impl DeltaType {
             deferred: false,
             generation: snap.generation,
             leftover: Vec::new(),
+            held_back: false,
         };
         if self.force.is_empty() && self.synced == Some(snap.generation) {
             return None;
@@ -381,6 +387,10 @@ pub struct DeltaStream {
     /// Unknown type URLs with subscriptions to answer (S5): every name comes back as removed.
     unknown_due: BTreeMap<String, Vec<String>>,
     unknown_seen: BTreeSet<String>,
+    /// Types that were NACKed and are now in sync without a push (the config went back to what
+    /// the client kept, e.g. a rollback), with the type version they match: reported so status
+    /// stops saying "nacked" for a proxy that holds exactly what is intended.
+    quiet: Vec<(ResourceType, String)>,
 }
 
 impl DeltaStream {
@@ -392,7 +402,13 @@ impl DeltaStream {
             limits,
             unknown_due: BTreeMap::new(),
             unknown_seen: BTreeSet::new(),
+            quiet: Vec::new(),
         }
+    }
+
+    /// Types now in sync after a NACK without a push (see `quiet`), each reported once.
+    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+        std::mem::take(&mut self.quiet)
     }
 
     pub fn type_state(&self, kind: ResourceType) -> &DeltaType {
@@ -466,7 +482,13 @@ impl DeltaStream {
             };
             let Some(plan) = plan else { continue };
             if plan.adds.is_empty() && plan.removed.is_empty() {
-                self.types[kind.index()].commit(&plan, String::new(), String::new());
+                let t = &mut self.types[kind.index()];
+                t.commit(&plan, String::new(), String::new());
+                if t.nacks > 0 && !plan.deferred && !plan.held_back {
+                    t.nacks = 0;
+                    t.retry_at = None;
+                    self.quiet.push((kind, snap.of_type(kind).version.clone()));
+                }
                 continue;
             }
             let nonce = self.nonces.next_nonce();

@@ -86,6 +86,28 @@ fn d2_nack_keeps_previous_and_no_resend() {
     assert_eq!(sent_names(&st.poll(&s3, t0 + Duration::from_secs(1)).unwrap()), vec!["c1"]);
 }
 
+// After a NACK, when the config goes back to what the client kept (a rollback), nothing is
+// pushed and the type is reported in sync once, with the version it matches.
+#[test]
+fn d2_back_to_what_the_client_kept_is_in_sync_without_a_push() {
+    let t0 = Instant::now();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), t0).unwrap();
+    let p1 = st.poll(&snap(chain("c1", "1")), t0).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), t0).unwrap();
+    let p2 = st.poll(&snap(chain("c1", "2")), t0).unwrap();
+    let bad = snap(chain("c1", "2"));
+    st.on_request(&nack(Cluster, &p2), &EdgeSnapshot::default(), t0).unwrap();
+    let later = t0 + Duration::from_secs(5);
+    assert!(st.poll(&bad, later).is_none(), "the rejected version is not resent");
+    assert!(st.take_quiet_syncs().is_empty(), "still out of sync with the rejected version");
+    let back = snap(chain("c1", "1"));
+    assert!(st.poll(&back, later).is_none(), "the client already holds it");
+    assert_eq!(st.take_quiet_syncs(), vec![(Cluster, back.of_type(Cluster).version.clone())]);
+    assert!(st.poll(&snap(chain("c1", "1")), later).is_none());
+    assert!(st.take_quiet_syncs().is_empty(), "reported once");
+}
+
 // D2/W4: a stale nonce neither ACKs nor NACKs.
 #[test]
 fn d2_stale_nonce_ignored_but_subscription_honoured() {

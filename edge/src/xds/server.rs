@@ -187,6 +187,10 @@ trait Proto: Send + 'static {
     ) -> Result<Option<Event>, ProtocolError>;
     fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push>;
     fn next_wakeup(&self, now: Instant) -> Option<Instant>;
+    /// Types back in sync after a NACK without a push (Delta; SotW always pushes).
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+        Vec::new()
+    }
 }
 
 impl Proto for SotwStream {
@@ -242,6 +246,9 @@ impl Proto for DeltaStream {
     }
     fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         DeltaStream::next_wakeup(self, now)
+    }
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+        DeltaStream::take_quiet_syncs(self)
     }
 }
 
@@ -359,6 +366,9 @@ async fn run<P: Proto>(
                 if tx.send(Ok(push.frame)).await.is_err() {
                     return;
                 }
+            }
+            for (kind, version) in state.take_quiet_syncs() {
+                guard.in_sync(kind, &version);
             }
             let wake = state.next_wakeup(Instant::now());
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
