@@ -26,6 +26,8 @@ pub struct Fleet {
     remote: Arc<DashMap<String, (Instant, Vec<StreamStatus>)>>,
     /// Events relayed from remote edges.
     remote_events: EventHub,
+    /// The NATS connection to edges, once listening (distributed shape).
+    nats: Arc<std::sync::OnceLock<async_nats::Client>>,
 }
 
 /// Heartbeat period of a brain with event watchers (edges keep publishing for 15 s after one).
@@ -50,7 +52,24 @@ impl FleetEvents {
 
 impl Fleet {
     pub fn new(local: Registry) -> Fleet {
-        Fleet { local, remote: Arc::new(DashMap::new()), remote_events: EventHub::default() }
+        Fleet {
+            local,
+            remote: Arc::new(DashMap::new()),
+            remote_events: EventHub::default(),
+            nats: Arc::default(),
+        }
+    }
+
+    /// Makes every stream of `node_id` resend its whole config: on the embedded edge at once,
+    /// and on every `flotilla-edge` through NATS. Returns the embedded edge's stream count and
+    /// whether remote edges were asked.
+    pub async fn reload(&self, node_id: &str) -> (usize, bool) {
+        let local = self.local.reload(node_id);
+        let asked = match self.nats.get() {
+            Some(c) => c.publish(flotilla_shared::subject::RELOAD, node_id.to_string().into()).await.is_ok(),
+            None => false,
+        };
+        (local, asked)
     }
 
     /// Puts an event of the brain's own (an automatic rollback) on every watcher's stream.
@@ -130,6 +149,7 @@ impl Fleet {
 
     /// Listens to edge reports (and relays their events) until the connection closes.
     pub fn listen(&self, client: async_nats::Client) {
+        let _ = self.nats.set(client.clone());
         self.relay_events(client.clone());
         let remote = self.remote.clone();
         tokio::spawn(async move {

@@ -250,6 +250,38 @@ fn event_replies(events: crate::manage::CallerEvents) -> EventReplies {
 impl ControlPlaneService for GrpcApi {
     type StreamProxyEventsStream = EventReplies;
 
+    async fn get_stats(&self, req: Request<pb::GetStatsRequest>) -> Result<Response<pb::DebugReply>, Status> {
+        let c = self.caller(&req).await?;
+        Ok(Response::new(pb::DebugReply { json: json(&self.manage.stats(&c).await?) }))
+    }
+
+    async fn get_config_snapshot(
+        &self,
+        req: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::DebugReply>, Status> {
+        let c = self.caller(&req).await?;
+        let id = req.into_inner().id;
+        Ok(Response::new(pb::DebugReply { json: json(&self.manage.snapshot(&c, &id).await?) }))
+    }
+
+    async fn get_proxy_config_dump(
+        &self,
+        req: Request<pb::GetProxyRequest>,
+    ) -> Result<Response<pb::DebugReply>, Status> {
+        let c = self.caller(&req).await?;
+        let node = req.into_inner().node_id;
+        Ok(Response::new(pb::DebugReply { json: json(&self.manage.config_dump(&c, &node).await?) }))
+    }
+
+    async fn reload_proxy(
+        &self,
+        req: Request<pb::GetProxyRequest>,
+    ) -> Result<Response<pb::DebugReply>, Status> {
+        let c = self.caller(&req).await?;
+        let node = req.into_inner().node_id;
+        Ok(Response::new(pb::DebugReply { json: json(&self.manage.reload_proxy(&c, &node).await?) }))
+    }
+
     async fn stream_proxy_events(
         &self,
         req: Request<pb::StreamProxyEventsRequest>,

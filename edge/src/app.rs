@@ -185,6 +185,37 @@ async fn forward_events(client: async_nats::Client, registry: Registry, mut stop
     }
 }
 
+/// Forced reloads asked by the brain: the body names the node whose streams resend everything.
+async fn listen_reloads(client: async_nats::Client, registry: Registry, mut stop: watch::Receiver<bool>) {
+    use futures::StreamExt;
+    let mut sub = match client.subscribe(flotilla_shared::subject::RELOAD).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(message = "cannot subscribe to reload requests", error = %e);
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+            msg = sub.next() => match msg {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let node = String::from_utf8_lossy(&msg.payload);
+        let n = registry.reload(&node);
+        if n > 0 {
+            tracing::info!(message = "forced reload", node_id = %node, streams = n);
+        }
+    }
+}
+
 /// A running edge.
 pub struct Edge {
     pub xds_addr: SocketAddr,
@@ -246,6 +277,7 @@ impl Edge {
         }
         tokio::spawn(report_status(client.clone(), registry.clone(), stop.subscribe()));
         tokio::spawn(forward_events(client.clone(), registry.clone(), stop.subscribe()));
+        tokio::spawn(listen_reloads(client.clone(), registry.clone(), stop.subscribe()));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;

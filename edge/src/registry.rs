@@ -62,6 +62,8 @@ struct Inner {
     nacks: DashMap<(String, ResourceType), NackInfo>,
     edge: String,
     events: EventHub,
+    /// Per stream: its node and the signal that makes it resend everything (forced reload).
+    reloads: DashMap<u64, (String, Arc<tokio::sync::Notify>)>,
 }
 
 /// Shared registry of connected streams. Cheap to clone.
@@ -117,6 +119,7 @@ impl Registry {
         metrics::gauge!("flotilla_edge_streams", "protocol" => protocol, "namespace" => ns.clone())
             .increment(1.0);
         let types = ResourceType::ALL.map(|k| TypeMetrics::new(k, protocol, &ns));
+        self.inner.reloads.insert(id, (node_id.to_string(), Arc::new(tokio::sync::Notify::new())));
         let other_requests = metrics::counter!("flotilla_edge_xds_requests_total", "type" => "unknown",
             "protocol" => protocol, "namespace" => ns.clone());
         StreamGuard {
@@ -153,6 +156,17 @@ impl Registry {
 
     pub fn edge(&self) -> &str {
         &self.inner.edge
+    }
+
+    /// Makes every stream of `node_id` on this edge resend its whole config (an operator's
+    /// forced reload); returns how many streams were told.
+    pub fn reload(&self, node_id: &str) -> usize {
+        let mut n = 0;
+        for e in self.inner.reloads.iter().filter(|e| e.value().0 == node_id) {
+            e.value().1.notify_one();
+            n += 1;
+        }
+        n
     }
 
     /// The live events of this edge's streams.
@@ -222,6 +236,14 @@ impl StreamGuard {
     fn with_type(&self, kind: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(mut s) = self.registry.inner.streams.get_mut(&self.id) {
             f(s.types.entry(Cow::Borrowed(kind.short_name())).or_default());
+        }
+    }
+
+    /// The signal this stream's loop waits on for a forced reload.
+    pub fn reload_signal(&self) -> Arc<tokio::sync::Notify> {
+        match self.registry.inner.reloads.get(&self.id) {
+            Some(e) => e.value().1.clone(),
+            None => Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -341,6 +363,7 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.registry.inner.streams.remove(&self.id);
+        self.registry.inner.reloads.remove(&self.id);
         self.emit(EventKind::Disconnected, |_| {});
         metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol, "namespace" => self.namespace.clone())
             .decrement(1.0);

@@ -33,6 +33,10 @@ pub const EVENTS_PREFIX: &str = "flotilla.v1.events";
 /// Subject a brain with watchers heartbeats on; an edge publishes events for a while after each.
 pub const EVENTS_WATCH: &str = "flotilla.v1.events-watch";
 
+/// Subject a brain asks every edge on: make the streams of the node id in the body resend
+/// their whole config (`POST /api/v1/proxies/{node_id}/reload`).
+pub const RELOAD: &str = "flotilla.v1.reload";
+
 /// Subject of one namespace's proxy events.
 pub fn events(namespace: &str) -> String {
     format!("{EVENTS_PREFIX}.{}", escape(namespace))

@@ -6,6 +6,7 @@ mod access;
 mod audit;
 mod bulk;
 mod configs;
+mod debug;
 mod discovery;
 mod error;
 mod events;
@@ -77,6 +78,13 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("GET", "/api/v1/proxies/{node_id}", Some("GetProxy")), get(proxies::get_one)),
         (op("GET", "/api/v1/proxies/{node_id}/status", Some("GetProxyStatus")), get(proxies::status)),
         (op("GET", "/api/v1/events", Some("StreamProxyEvents")), get(events::stream)),
+        (
+            op("GET", "/api/v1/proxies/{node_id}/config_dump", Some("GetProxyConfigDump")),
+            get(debug::config_dump),
+        ),
+        (op("POST", "/api/v1/proxies/{node_id}/reload", Some("ReloadProxy")), post(debug::reload)),
+        (op("GET", "/api/v1/configs/{id}/snapshot", Some("GetConfigSnapshot")), get(debug::snapshot)),
+        (op("GET", "/api/v1/stats", Some("GetStats")), get(debug::stats)),
         (op("GET", "/api/v1/services", Some("ListServices")), get(discovery::services)),
         (op("GET", "/api/v1/services/{name}", Some("ListServices")), get(discovery::service)),
         (op("GET", "/api/v1/endpoints", Some("ListEndpoints")), get(discovery::endpoints)),

@@ -6,7 +6,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, bulk, configs, discovery, events, ops, proxies};
+use super::{audit, bulk, configs, debug, discovery, events, ops, proxies};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,10 @@ use super::{audit, bulk, configs, discovery, events, ops, proxies};
         proxies::get_one,
         proxies::status,
         events::stream,
+        debug::stats,
+        debug::snapshot,
+        debug::config_dump,
+        debug::reload,
         discovery::services,
         discovery::service,
         discovery::endpoints,

@@ -532,6 +532,24 @@ impl DeltaStream {
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         self.types.iter().filter_map(|t| t.retry_at).filter(|t| *t > now).min()
     }
+
+    /// Sends every subscribed resource again at the next polls (chunked as a first sync is), even
+    /// what the client holds — an operator's forced reload. Names the client holds that the
+    /// snapshot no longer has are sent as removed.
+    pub fn resend_all(&mut self, snap: &EdgeSnapshot) {
+        for t in self.types.iter_mut().filter(|t| t.started) {
+            let mut names: Vec<Arc<str>> = t.sub.names().iter().cloned().collect();
+            if t.sub.is_wildcard() {
+                names.extend(snap.of_type(t.kind).items.keys().cloned());
+                names.extend(t.client.iter().map(|h| match h {
+                    Held::Sent(r) => r.name.clone(),
+                    Held::Announced(a) => Arc::from(&*a.name),
+                }));
+            }
+            t.force.extend(names);
+            t.synced = None;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,20 @@ fn d2_back_to_what_the_client_kept_is_in_sync_without_a_push() {
     assert!(st.take_quiet_syncs().is_empty(), "reported once");
 }
 
+// A forced reload resends everything the client holds, even unchanged.
+#[test]
+fn resend_all_sends_what_the_client_already_has() {
+    let now = Instant::now();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    let s1 = snap(chain("c1", "1"));
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    let p1 = st.poll(&s1, now).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), now).unwrap();
+    assert!(st.poll(&s1, now).is_none(), "in sync: nothing to send");
+    st.resend_all(&s1);
+    assert_eq!(sent_names(&st.poll(&s1, now).unwrap()), sent_names(&p1));
+}
+
 // D2/W4: a stale nonce neither ACKs nor NACKs.
 #[test]
 fn d2_stale_nonce_ignored_but_subscription_honoured() {

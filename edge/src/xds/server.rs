@@ -187,6 +187,8 @@ trait Proto: Send + 'static {
     ) -> Result<Option<Event>, ProtocolError>;
     fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push>;
     fn next_wakeup(&self, now: Instant) -> Option<Instant>;
+    /// Resends everything subscribed at the next polls (an operator's forced reload).
+    fn resend_all(&mut self, snap: &EdgeSnapshot);
     /// Types back in sync after a NACK without a push (Delta; SotW always pushes).
     fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         Vec::new()
@@ -219,6 +221,9 @@ impl Proto for SotwStream {
     fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         SotwStream::next_wakeup(self, now)
     }
+    fn resend_all(&mut self, _snap: &EdgeSnapshot) {
+        SotwStream::resend_all(self);
+    }
 }
 
 impl Proto for DeltaStream {
@@ -246,6 +251,9 @@ impl Proto for DeltaStream {
     }
     fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         DeltaStream::next_wakeup(self, now)
+    }
+    fn resend_all(&mut self, snap: &EdgeSnapshot) {
+        DeltaStream::resend_all(self, snap);
     }
     fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         DeltaStream::take_quiet_syncs(self)
@@ -335,6 +343,7 @@ async fn run<P: Proto>(
         };
         let mut guard = ctx.registry.register(&node.id, &target, service, P::NAME);
         let push_bytes = metrics::counter!("flotilla_edge_push_bytes_total");
+        let reload = guard.reload_signal();
         let mut snapshots = ctx.cache.subscribe(&target);
         let mut snap = snapshots.borrow_and_update().clone();
         let mut state = P::new(kind, ctx.config.limits);
@@ -394,6 +403,10 @@ async fn run<P: Proto>(
                     snap = snapshots.borrow_and_update().clone();
                 }
                 () = sleep, if wake.is_some() => {}
+                () = reload.notified() => {
+                    debug!("forced reload: resending every subscribed resource");
+                    state.resend_all(&snap);
+                }
                 () = tx.closed() => return,
                 Ok(()) = drain.changed(), if drain_at.is_none() => {
                     if let Some(window) = *drain.borrow_and_update() {

@@ -348,6 +348,14 @@ impl SotwStream {
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         self.types.iter().filter_map(|t| t.retry_at).filter(|t| *t > now).min()
     }
+
+    /// Sends every subscribed type again in full at the next poll, even what the client has
+    /// ACKed (an operator's forced reload); rejected versions stay rejected.
+    pub fn resend_all(&mut self) {
+        for t in self.types.iter_mut().filter(|t| t.started) {
+            t.force = true;
+        }
+    }
 }
 
 #[cfg(test)]
