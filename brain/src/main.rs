@@ -11,8 +11,13 @@ use flotilla_brain::settings::{Cli, LogFormat, Settings};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn init_logging(s: &Settings) -> anyhow::Result<()> {
-    flotilla_edge::ops::init_logging(&s.log_level, s.log_format == LogFormat::Json)
+fn init_logging(s: &Settings) -> anyhow::Result<flotilla_edge::ops::Tracing> {
+    flotilla_edge::ops::init_logging(
+        &s.log_level,
+        s.log_format == LogFormat::Json,
+        s.otlp_endpoint.as_deref(),
+        "flotilla-brain",
+    )
 }
 
 async fn shutdown_signal() {
@@ -38,7 +43,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::resolve(Cli::parse())?;
-    init_logging(&settings)?;
+    let _tracing = init_logging(&settings)?;
     let brain = Brain::start(&settings).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -75,6 +75,10 @@ pub struct Cli {
     /// Log format [default: text].
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Export traces (one per change: API call, validate, compile, store, publish, and on the
+    /// edges receipt, pushes and ACKs) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, env = "FLOTILLA_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// A `file` service discovery source: NAME=PATH of a YAML/JSON file of services, re-read
     /// when it changes (docs/discovery.md). Repeatable; comma-separated in the env var.
     #[arg(
@@ -272,6 +276,7 @@ pub struct FileStorage {
 pub struct FileLogging {
     pub level: Option<String>,
     pub format: Option<LogFormat>,
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Resolved settings.
@@ -292,6 +297,7 @@ pub struct Settings {
     pub max_new_streams_per_sec: Option<u32>,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub otlp_endpoint: Option<String>,
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
@@ -346,6 +352,7 @@ impl Default for Settings {
             max_new_streams_per_sec: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             security: Security::default(),
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
@@ -459,6 +466,7 @@ impl Settings {
             max_new_streams_per_sec: cli.max_new_streams_per_sec.or(file.server.max_new_streams_per_sec),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
+            otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),
         })
     }
 }

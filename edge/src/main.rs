@@ -67,6 +67,9 @@ struct Cli {
     /// Where to serve /metrics (Prometheus), /health and /ready over HTTP; `off` to not serve them.
     #[arg(long, env = "FLOTILLA_METRICS_ADDR", default_value = "0.0.0.0:18002")]
     metrics_addr: String,
+    /// Export traces to this OTLP/gRPC collector (e.g. http://127.0.0.1:4317).
+    #[arg(long, env = "FLOTILLA_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[arg(long, env = "FLOTILLA_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -76,7 +79,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    flotilla_edge::ops::init_logging(&cli.log_level, cli.log_format == "json")?;
+    let _tracing = flotilla_edge::ops::init_logging(
+        &cli.log_level,
+        cli.log_format == "json",
+        cli.otlp_endpoint.as_deref(),
+        "flotilla-edge",
+    )?;
     let metrics_addr = match cli.metrics_addr.as_str() {
         "off" | "" => None,
         a => Some(a.parse().with_context(|| format!("invalid --metrics-addr {a:?} (host:port or off)"))?),

@@ -17,17 +17,118 @@ use tokio::sync::watch;
 
 /// Installs the process's log subscriber: `RUST_LOG` when set (the usual directives), else
 /// `level` (`--log-level`, the same syntax); JSON lines (one object per event, with the
-/// fields of the spans it is in, e.g. `request_id`) or human-readable text.
-pub fn init_logging(level: &str, json: bool) -> anyhow::Result<()> {
+/// fields of the spans it is in, e.g. `request_id`) or human-readable text. With `otlp`
+/// (`--otlp-endpoint`, an OTLP/gRPC collector such as `http://127.0.0.1:4317`), spans are also
+/// exported as OpenTelemetry traces under `service`; keep the returned guard until exit (it
+/// flushes what is buffered). The sampler follows `OTEL_TRACES_SAMPLER` (default: every trace).
+pub fn init_logging(
+    level: &str,
+    json: bool,
+    otlp: Option<&str>,
+    service: &'static str,
+) -> anyhow::Result<Tracing> {
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
-            .map_err(|e| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {e}"))?,
-        _ => EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(d) if !d.is_empty() => d,
+        _ => level.to_string(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let installed = if json { builder.json().try_init() } else { builder.try_init() };
-    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    let filter = || {
+        EnvFilter::try_new(&directives)
+            .map_err(|e| anyhow::anyhow!("invalid log filter {directives:?} (--log-level or RUST_LOG): {e}"))
+    };
+    let fmt = tracing_subscriber::fmt::layer();
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let mut layers: Vec<OtelLayer> = vec![fmt.with_filter(filter()?).boxed()];
+    let mut provider = None;
+    if let Some(endpoint) = otlp {
+        let (layer, p) = otel_layer(endpoint, service)?;
+        layers.push(layer.with_filter(filter()?).boxed());
+        provider = Some(p);
+        TRACING_ON.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(Tracing { provider })
+}
+
+use tracing_subscriber::Layer as _;
+
+/// Keeps the trace exporter alive; flushes and stops it when dropped.
+#[must_use = "dropping it stops trace export"]
+pub struct Tracing {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+type OtelLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+fn otel_layer(
+    endpoint: &str,
+    service: &'static str,
+) -> anyhow::Result<(OtelLayer, opentelemetry_sdk::trace::SdkTracerProvider)> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| anyhow::anyhow!("invalid --otlp-endpoint {endpoint:?}: {e}"))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let tracer = provider.tracer(service);
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    Ok((layer, provider))
+}
+
+static TRACING_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when this process exports traces (per-push spans are made only then).
+pub fn tracing_on() -> bool {
+    TRACING_ON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A span named `name` in the trace `traceparent` names, ended at once: one step of a change
+/// on this process (a push to one proxy, its ACK). Only when this process exports traces.
+pub fn trace_step(name: &'static str, traceparent: Option<&str>, fields: impl FnOnce(&tracing::Span)) {
+    let Some(tp) = traceparent.filter(|_| tracing_on()) else { return };
+    let span = tracing::info_span!(parent: None, "step", otel.name = name, node_id = tracing::field::Empty,
+        r#type = tracing::field::Empty, version = tracing::field::Empty, propagation_ms = tracing::field::Empty);
+    set_parent(&span, tp);
+    fields(&span);
+}
+
+/// The W3C `traceparent` of the current span, when it is being traced (OTLP export on).
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+/// Makes `span` a child of the span `traceparent` names (a span in another process: the brain's
+/// publish, or this edge's receipt of a change).
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let carrier = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
 }
 
 /// Histogram buckets (seconds) of every `*_seconds` histogram: from a millisecond (a push on

@@ -315,6 +315,16 @@ impl StreamGuard {
             m.timed = Some(c.clone());
             timed_ms = Some(ms);
         }
+        if let Some(c) = &change {
+            crate::ops::trace_step("ack", c.traceparent.as_deref(), |s| {
+                s.record("node_id", self.node_id.as_str());
+                s.record("type", kind.short_name());
+                s.record("version", version);
+                if let Some(ms) = timed_ms {
+                    s.record("propagation_ms", ms);
+                }
+            });
+        }
         self.emit(EventKind::Acked, |e| {
             e.kind = Some(kind.short_name().into());
             e.version = Some(version.to_string());

@@ -85,13 +85,24 @@ async fn apply(
         fetch_missing(kv, bodies, &index).await;
         match index.snapshot(|e| bodies.get(&resource_key(e.kind, &e.version)).map(|r| r.clone())) {
             Ok(snap) => {
-                if let Some(c) = &index.change {
+                let mut change = index.change.clone();
+                let span = tracing::info_span!("edge.receive", group = %target,
+                    change_id = change.as_ref().map_or("-", |c| c.id.as_str()));
+                if let Some(c) = &mut change {
+                    if let Some(tp) = &c.traceparent {
+                        crate::ops::set_parent(&span, tp);
+                        // Pushes and ACKs of this change are children of this receipt.
+                        c.traceparent =
+                            span.in_scope(crate::ops::current_traceparent).or(c.traceparent.take());
+                    }
                     let lag = c.age_ms();
                     metrics::histogram!("flotilla_edge_bus_lag_seconds").record(lag as f64 / 1000.0);
-                    tracing::info!(message = "group update received", group = %target, change_id = %c.id,
-                        resources = index.entries.len(), lag_ms = lag);
+                    span.in_scope(|| {
+                        tracing::info!(message = "group update received", group = %target, change_id = %c.id,
+                            resources = index.entries.len(), lag_ms = lag);
+                    });
                 }
-                cache.set_with(target, &snap, index.change.clone());
+                span.in_scope(|| cache.set_with(target, &snap, change));
                 return;
             }
             Err(e) => last_err = Some(e),

@@ -14,6 +14,7 @@ pub mod envoy;
 pub mod garbage;
 pub mod kube;
 pub mod nats;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod xds_client;

@@ -31,12 +31,18 @@ pub struct Process {
 
 impl Process {
     pub fn start(program: &Path, args: &[String]) -> Process {
+        Process::start_with_env(program, args, &[])
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub fn start_with_env(program: &Path, args: &[String], env: &[(&str, &str)]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("output.log");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -43,12 +43,12 @@ pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware:
     let id = crate::auth::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(RequestId(id.clone(), Arc::default()));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let route = req
+    let route: String = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = std::time::Instant::now();
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = tracing::info_span!("request", otel.name = %format!("{method} {route}"), request_id = %id);
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let secs = started.elapsed().as_secs_f64();

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use flotilla_shared::Snapshot;
 use flotilla_shared::wire::Change;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::compile::{ClusterMemo, CompileError, compile_with};
@@ -63,11 +64,14 @@ struct Memo {
 }
 
 fn check_using(cfg: &ProxyConfig, memo: &mut Memo) -> Result<Snapshot, ServiceError> {
-    let errs = validate_with(cfg, &mut memo.valid);
+    let errs = tracing::info_span!("validate", config = %cfg.target())
+        .in_scope(|| validate_with(cfg, &mut memo.valid));
     if !errs.is_empty() {
         return Err(ServiceError::Invalid(errs));
     }
-    compile_with(cfg, &mut memo.compiled).map_err(invalid_compile)
+    tracing::info_span!("compile", config = %cfg.target())
+        .in_scope(|| compile_with(cfg, &mut memo.compiled))
+        .map_err(invalid_compile)
 }
 
 /// Key of a config's compile memo.
@@ -340,9 +344,10 @@ impl ConfigService {
     async fn write_many(&self, ws: Vec<Write>, by: Origin<'_>) -> Result<Vec<Written>, ServiceError> {
         let _guard = self.writes.lock().await;
         let n = ws.len() as u64;
-        let change = Change::now(by.request_id);
+        let mut change = Change::now(by.request_id);
         let started = std::time::Instant::now();
-        let result = self.store.write_many(ws, by.author).await;
+        let result =
+            self.store.write_many(ws, by.author).instrument(tracing::info_span!("store", writes = n)).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("flotilla_brain_store_duration_seconds", "op" => "write", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
@@ -368,36 +373,47 @@ impl ConfigService {
         }
         let templates = &latest.templates;
         let all = &latest.records;
-        for w in &written {
-            match w {
-                Written::Record(rec) if rec.config.is_template() => {
-                    // Re-render and republish every applied config built on this template.
-                    let key = (rec.namespace.clone(), rec.name.clone());
-                    for dep in all {
-                        if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
-                            && depends_on(cfg, &key, templates)
-                        {
-                            self.publish_config(cfg, templates, &change).await;
+        // Every group this write changes is published in one span; the edges continue the trace
+        // from it (its context travels in the change).
+        let span = tracing::info_span!("publish", change_id = %change.id);
+        change.traceparent = span.in_scope(flotilla_edge::ops::current_traceparent);
+        let change = &change;
+        async {
+            for w in &written {
+                match w {
+                    Written::Record(rec) if rec.config.is_template() => {
+                        // Re-render and republish every applied config built on this template.
+                        let key = (rec.namespace.clone(), rec.name.clone());
+                        for dep in all {
+                            if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
+                                && depends_on(cfg, &key, templates)
+                            {
+                                self.publish_config(cfg, templates, change).await;
+                            }
                         }
                     }
-                }
-                Written::Record(rec) => {
-                    if let Some(cfg) = &rec.applied_config {
-                        self.publish_config(cfg, templates, &change).await;
+                    Written::Record(rec) => {
+                        if let Some(cfg) = &rec.applied_config {
+                            self.publish_config(cfg, templates, change).await;
+                        }
                     }
-                }
-                Written::Removed { previous } => {
-                    if let Ok(mut m) = self.memos.lock() {
-                        m.remove(&memo_key(&previous.namespace, &previous.name));
-                    }
-                    if previous.applied_config.is_some() {
-                        let target =
-                            flotilla_shared::Target::new(previous.namespace.clone(), previous.name.clone());
-                        self.bus.publish(&target, &Snapshot::default(), &change).await;
+                    Written::Removed { previous } => {
+                        if let Ok(mut m) = self.memos.lock() {
+                            m.remove(&memo_key(&previous.namespace, &previous.name));
+                        }
+                        if previous.applied_config.is_some() {
+                            let target = flotilla_shared::Target::new(
+                                previous.namespace.clone(),
+                                previous.name.clone(),
+                            );
+                            self.bus.publish(&target, &Snapshot::default(), change).await;
+                        }
                     }
                 }
             }
         }
+        .instrument(span)
+        .await;
         metrics::counter!("flotilla_brain_config_writes_total").increment(n);
         Ok(written)
     }

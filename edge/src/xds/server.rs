@@ -367,6 +367,11 @@ async fn run<P: Proto>(
             while let Some(push) = state.poll(&snap, Instant::now()) {
                 if let Some(k) = push.kind {
                     guard.sent(k, &push.version, snap.change.as_ref());
+                    crate::ops::trace_step("push", snap.change.as_ref().and_then(|c| c.traceparent.as_deref()), |s| {
+                        s.record("node_id", node.id.as_str());
+                        s.record("type", k.short_name());
+                        s.record("version", push.version.as_str());
+                    });
                 }
                 push_bytes.increment(push.frame.len() as u64);
                 debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
