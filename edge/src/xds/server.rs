@@ -189,10 +189,9 @@ trait Proto: Send + 'static {
     fn next_wakeup(&self, now: Instant) -> Option<Instant>;
     /// Resends everything subscribed at the next polls (an operator's forced reload).
     fn resend_all(&mut self, snap: &EdgeSnapshot);
-    /// Types back in sync after a NACK without a push (Delta; SotW always pushes).
-    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
-        Vec::new()
-    }
+    /// Types back in sync after a NACK without a push (the config returned to what the
+    /// client kept).
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)>;
 }
 
 impl Proto for SotwStream {
@@ -223,6 +222,9 @@ impl Proto for SotwStream {
     }
     fn resend_all(&mut self, _snap: &EdgeSnapshot) {
         SotwStream::resend_all(self);
+    }
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+        SotwStream::take_quiet_syncs(self)
     }
 }
 

@@ -218,6 +218,9 @@ pub struct SotwStream {
     /// Unknown type URLs asked for on ADS, answered with an empty response once per ask (S5).
     unknown: BTreeMap<String, Option<String>>,
     unknown_due: BTreeSet<String>,
+    /// Types NACKed and now wanted at the version the client ACKed before (a rollback): in sync
+    /// without a push, reported once.
+    quiet: Vec<(ResourceType, String)>,
 }
 
 impl SotwStream {
@@ -230,6 +233,7 @@ impl SotwStream {
             limits,
             unknown: BTreeMap::new(),
             unknown_due: BTreeSet::new(),
+            quiet: Vec::new(),
         }
     }
 
@@ -298,7 +302,18 @@ impl SotwStream {
                 let views = if self.fixed.is_none() { Some(&views) } else { None };
                 self.types[kind.index()].plan(snap, now, views)
             };
-            let Some(set) = plan else { continue };
+            let Some(set) = plan else {
+                let t = &mut self.types[kind.index()];
+                if t.nacks > 0 && t.started && !t.awaiting && t.retry_at.is_none_or(|r| r <= now) {
+                    let want = t.desired(snap);
+                    if t.acked.as_ref().is_some_and(|a| a.version == want.version) {
+                        t.nacks = 0;
+                        t.retry_at = None;
+                        self.quiet.push((kind, want.version));
+                    }
+                }
+                continue;
+            };
             let nonce = self.nonces.next_nonce();
             let resources: Vec<Arc<Encoded>> = set.items.values().cloned().collect();
             let frame = sotw_frame(kind, &set.version, &nonce, &resources);
@@ -347,6 +362,11 @@ impl SotwStream {
     /// When a back-off ends and `poll` may have something new to send.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         self.types.iter().filter_map(|t| t.retry_at).filter(|t| *t > now).min()
+    }
+
+    /// Types back in sync after a NACK without a push (see `quiet`), each reported once.
+    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+        std::mem::take(&mut self.quiet)
     }
 
     /// Sends every subscribed type again in full at the next poll, even what the client has

@@ -133,6 +133,29 @@ fn w3_nack_no_resend_loop_then_backoff() {
     assert_ne!(p3.version, p2.version);
 }
 
+// After a NACK, a config back at the version the client ACKed (a rollback) is in sync without a
+// push, reported once.
+#[test]
+fn w3_back_to_the_acked_version_is_in_sync_without_a_push() {
+    let s1 = snap(chain("c1", "1"));
+    let mut st = ads();
+    let t0 = Instant::now();
+    st.on_request(&req(Cluster, &[], "", ""), &s1, t0).unwrap();
+    let p1 = st.poll(&s1, t0).unwrap();
+    st.on_request(&ack_of(Cluster, &[], &p1), &s1, t0).unwrap();
+    let s2 = snap(chain("c1", "2"));
+    let p2 = st.poll(&s2, t0).unwrap();
+    st.on_request(&nack(Cluster, &[], &p1.version, &p2.nonce), &s2, t0).unwrap();
+    let later = t0 + Duration::from_secs(60);
+    assert!(st.poll(&s2, later).is_none());
+    assert!(st.take_quiet_syncs().is_empty(), "still rejecting what is wanted");
+    let back = snap(chain("c1", "1"));
+    assert!(st.poll(&back, later).is_none(), "the client has it");
+    assert_eq!(st.take_quiet_syncs(), vec![(Cluster, p1.version.clone())]);
+    assert!(st.poll(&back, later).is_none());
+    assert!(st.take_quiet_syncs().is_empty(), "reported once");
+}
+
 // W4: a stale nonce changes nothing and triggers no response.
 #[test]
 fn w4_stale_nonce_ignored() {
