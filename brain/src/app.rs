@@ -40,6 +40,48 @@ fn redact(url: &str) -> String {
     }
 }
 
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "brain".into())
+}
+
+/// The URL other brains redirect writers to, from the REST address (an unspecified IP becomes
+/// the host name).
+fn advertised(rest: std::net::SocketAddr) -> String {
+    let host = if rest.ip().is_unspecified() { hostname() } else { rest.ip().to_string() };
+    format!("http://{host}:{}", rest.port())
+}
+
+/// On becoming the leader: read the store again (the old leader wrote to it) and publish every
+/// applied config with the new epoch, which also fences the old leader out of every group.
+fn spawn_promotion(
+    service: Arc<ConfigService>,
+    mut role: watch::Receiver<crate::ha::Role>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = role.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            let now = role.borrow_and_update().clone();
+            if let crate::ha::Role::Leader { epoch } = now {
+                service.forget_latest();
+                match service.publish_all().await {
+                    Ok(n) => tracing::warn!(
+                        message = "became the leader; published every applied config",
+                        epoch,
+                        configs = n
+                    ),
+                    Err(e) => {
+                        tracing::error!(message = "became the leader but could not publish", epoch, error = %e)
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Serves `flotilla.v1.ControlPlaneService` with gRPC health and reflection.
 async fn serve_grpc_api(
     api: GrpcApi,
@@ -145,13 +187,16 @@ impl Brain {
                 "authentication is on but no --rbac-policy is given: every authenticated caller is an admin"
             );
         }
+        let mut pg_pool = None;
         let store: Arc<dyn Store> =
             match &settings.database_url {
-                Some(url) => Arc::new(
-                    PostgresStore::connect(url, settings.db_pool_size)
+                Some(url) => {
+                    let pg = PostgresStore::connect(url, settings.db_pool_size)
                         .await
-                        .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?,
-                ),
+                        .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?;
+                    pg_pool = Some(pg.pool().clone());
+                    Arc::new(pg)
+                }
                 None => Arc::new(EmbeddedStore::open(&settings.data_dir).with_context(|| {
                     format!("opening the embedded store in {}", settings.data_dir.display())
                 })?),
@@ -224,8 +269,32 @@ impl Brain {
                 stopped.clone(),
             );
         }
-        let service =
-            Arc::new(ConfigService::new(store, Arc::new(Fanout(buses))).with_discovery(discovery.clone()));
+        let leadership = match (settings.ha, pg_pool) {
+            (false, _) => crate::ha::Leadership::default(),
+            (true, None) => anyhow::bail!(
+                "--ha needs --database-url: the brains elect their leader through PostgreSQL (the embedded store is one brain's)"
+            ),
+            (true, Some(pool)) => {
+                let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));
+                let id = format!(
+                    "{}-{}-{}",
+                    hostname(),
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                let l = crate::ha::join(pool, id.clone(), url.clone(), stopped.clone()).await;
+                tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, role = ?l.role());
+                l
+            }
+        };
+        let service = Arc::new(
+            ConfigService::new(store, Arc::new(Fanout(buses)))
+                .with_discovery(discovery.clone())
+                .with_leadership(leadership.clone()),
+        );
+        if leadership.elected() {
+            spawn_promotion(service.clone(), leadership.watch(), stopped.clone());
+        }
 
         let xds_listener = match settings.embedded_edge {
             true => Some(bind(settings.xds_addr, "xDS").await?),

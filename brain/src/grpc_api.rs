@@ -86,6 +86,7 @@ fn service_status(e: ServiceError) -> Status {
             invalid(format!("config is invalid: {summary}"), violations)
         }
         ServiceError::NoRevision { .. } => Status::not_found(e.to_string()),
+        ServiceError::Ha(h) => Status::unavailable(h.to_string()),
         ServiceError::Store(s) => match s {
             StoreError::NotFound(_) => Status::not_found(s.to_string()),
             StoreError::NameTaken { .. } => Status::already_exists(s.to_string()),

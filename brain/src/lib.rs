@@ -18,6 +18,7 @@ pub mod console;
 pub mod discovery;
 pub mod fleet;
 pub mod grpc_api;
+pub mod ha;
 pub mod manage;
 pub mod model;
 pub mod parse;

@@ -52,6 +52,21 @@ pub struct NatsBus {
     published: Arc<dashmap::DashSet<String>>,
 }
 
+/// Why a publish did not happen.
+#[derive(Debug)]
+enum PublishError {
+    /// The bucket holds a state published by a newer leader: this brain must not overwrite it.
+    Fenced {
+        theirs: u64,
+        ours: u64,
+    },
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> PublishError {
+    PublishError::Other(e.to_string())
+}
+
 /// NATS header naming the change (correlation id) a group index message carries.
 pub const CHANGE_ID_HEADER: &str = "Flotilla-Change-Id";
 
@@ -62,13 +77,22 @@ impl NatsBus {
 
     /// Puts a KV value with headers (the KV API has no headers): a publish to the key's subject,
     /// as `kv::Store::put` does, acknowledged by the stream.
-    async fn put_with_headers(&self, key: &str, value: Vec<u8>, change: &Change) -> Result<u64, String> {
+    /// Writes only if the key is still at `expected` (its last revision, 0: absent), so a
+    /// publisher that read an older state cannot overwrite a newer one written meanwhile.
+    async fn put_with_headers(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        change: &Change,
+        expected: u64,
+    ) -> Result<u64, String> {
         if self.kv.use_jetstream_prefix {
             // A bucket reached through an imported JetStream API prefix: keep the KV client's
-            // own put (the edges read the change from the envelope either way).
-            return self.kv.put(key, value.into()).await.map_err(|e| e.to_string());
+            // own compare-and-set (the edges read the change from the envelope either way).
+            return self.kv.update(key, value.into(), expected).await.map_err(|e| e.to_string());
         }
         let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
         headers.insert(CHANGE_ID_HEADER, change.id.as_str());
         if let Some(tp) = &change.traceparent {
             headers.insert("traceparent", tp.as_str());
@@ -89,28 +113,38 @@ impl NatsBus {
         target: &Target,
         snapshot: &Snapshot,
         change: &Change,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         for r in snapshot.iter() {
             let key = resource_key(r.kind, &r.version);
             if self.published.contains(&key) {
                 continue;
             }
-            if self.kv.get(&key).await.map_err(|e| e.to_string())?.is_none() {
-                let body = encode_resource(r).map_err(|e| e.to_string())?;
-                self.kv.put(&key, body.into()).await.map_err(|e| e.to_string())?;
+            if self.kv.get(&key).await.map_err(other)?.is_none() {
+                let body = encode_resource(r).map_err(other)?;
+                self.kv.put(&key, body.into()).await.map_err(other)?;
                 metrics::counter!("flotilla_brain_nats_resource_bodies_total").increment(1);
             }
             self.published.insert(key);
         }
         let key = state_key(target);
         let index = GroupIndex::new(target.clone(), snapshot, Some(change.clone()));
-        if let Some(cur) = self.kv.get(&key).await.map_err(|e| e.to_string())?
-            && GroupIndex::decode(&cur).is_ok_and(|cur| cur.same_state(&index))
+        let current = self.kv.entry(&key).await.map_err(other)?;
+        if let Some(e) = &current
+            && e.operation == kv::Operation::Put
+            && let Ok(cur) = GroupIndex::decode(&e.value)
         {
-            return Ok(());
+            let theirs = cur.change.as_ref().map_or(0, |c| c.epoch);
+            if theirs > change.epoch {
+                return Err(PublishError::Fenced { theirs, ours: change.epoch });
+            }
+            if cur.same_state(&index) {
+                return Ok(());
+            }
         }
-        let bytes = index.encode().map_err(|e| e.to_string())?;
-        let revision = self.put_with_headers(&key, bytes, change).await?;
+        let expected = current.map_or(0, |e| e.revision);
+        let bytes = index.encode().map_err(other)?;
+        let revision =
+            self.put_with_headers(&key, bytes, change, expected).await.map_err(PublishError::Other)?;
         metrics::counter!("flotilla_brain_nats_publishes_total").increment(1);
         tracing::debug!(message = "published group index", group = %target, revision, change_id = %change.id);
         Ok(())
@@ -129,7 +163,13 @@ impl Bus for NatsBus {
                         .record(started.elapsed().as_secs_f64());
                     return;
                 }
-                Err(e) => {
+                Err(PublishError::Fenced { theirs, ours }) => {
+                    metrics::counter!("flotilla_brain_fenced_publishes_total").increment(1);
+                    tracing::error!(message = "not published: a newer leader has published this group (this brain is no longer the leader)",
+                        group = %target, epoch = ours, newest_epoch = theirs, change_id = %change.id);
+                    return;
+                }
+                Err(PublishError::Other(e)) => {
                     tracing::warn!(message = "publishing to JetStream failed", group = %target, attempt, error = %e, change_id = %change.id);
                     tokio::time::sleep(delay).await;
                     delay *= 2;

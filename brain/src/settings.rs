@@ -69,6 +69,15 @@ pub struct Cli {
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
+    /// Run as one of several brains on the same PostgreSQL (--database-url): one leader, elected
+    /// through a lease in the database, writes and publishes; followers serve reads and redirect
+    /// writes to it (docs/operations.md, "High availability").
+    #[arg(long, env = "FLOTILLA_HA")]
+    pub ha: bool,
+    /// The REST URL other brains send writers to while this one leads [default:
+    /// http://<host>:<rest port>].
+    #[arg(long, env = "FLOTILLA_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
     #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -298,6 +307,9 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub otlp_endpoint: Option<String>,
+    /// Leader election with other brains on the same PostgreSQL.
+    pub ha: bool,
+    pub advertise_url: Option<String>,
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
@@ -353,6 +365,8 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
+            ha: false,
+            advertise_url: None,
             security: Security::default(),
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
@@ -467,6 +481,8 @@ impl Settings {
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
             otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),
+            ha: cli.ha,
+            advertise_url: cli.advertise_url,
         })
     }
 }

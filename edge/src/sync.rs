@@ -65,9 +65,20 @@ async fn apply(
     cache: &Cache,
     target: &Target,
     value: &[u8],
+    fence: &mut u64,
 ) {
     let index = match GroupIndex::decode(value) {
-        Ok(i) if i.target == *target => i,
+        Ok(i) if i.change.as_ref().is_some_and(|c| c.epoch < *fence) => {
+            let epoch = i.change.as_ref().map_or(0, |c| c.epoch);
+            metrics::counter!("flotilla_edge_fenced_updates_total").increment(1);
+            tracing::warn!(message = "refused a group state from a brain that is no longer the leader", group = %target,
+                epoch, newest_epoch = *fence, change_id = i.change.as_ref().map_or("-", |c| c.id.as_str()));
+            return;
+        }
+        Ok(i) if i.target == *target => {
+            *fence = (*fence).max(i.change.as_ref().map_or(0, |c| c.epoch));
+            i
+        }
         Ok(i) => {
             metrics::counter!("flotilla_edge_envelope_errors_total", "reason" => "wrong_target").increment(1);
             tracing::error!(message = "index for another group under this key; ignored", key_group = %target, envelope_group = %i.target);
@@ -147,11 +158,13 @@ async fn watch_group(
     loaded: watch::Sender<bool>,
 ) {
     let key = state_key(&target);
+    // The highest leadership epoch seen for this group: lower ones are refused (fencing).
+    let mut fence = 0u64;
     loop {
         // Resync: the current value (or its absence), then every change after it.
         let revision = match kv.entry(&key).await {
             Ok(Some(e)) if e.operation == Operation::Put => {
-                apply(&kv, &bodies, &cache, &target, &e.value).await;
+                apply(&kv, &bodies, &cache, &target, &e.value, &mut fence).await;
                 e.revision
             }
             Ok(Some(e)) => {
@@ -195,7 +208,7 @@ async fn watch_group(
             }
             match update {
                 Ok(e) if e.operation == Operation::Put => {
-                    apply(&kv, &bodies, &cache, &target, &e.value).await
+                    apply(&kv, &bodies, &cache, &target, &e.value, &mut fence).await
                 }
                 Ok(_) => cache.set(&target, &Snapshot::default()),
                 Err(e) => {

@@ -35,12 +35,17 @@ pub struct Change {
     pub at_unix_ms: u64,
     /// W3C trace context of the span that made the change, when tracing is on.
     pub traceparent: Option<String>,
+    /// The publishing brain's leadership epoch (fencing token): an edge refuses a group state
+    /// published with a lower epoch than one it has already seen, so a brain that lost the
+    /// leadership (paused, partitioned) cannot overwrite newer state. 0: a single brain, no
+    /// election.
+    pub epoch: u64,
 }
 
 impl Change {
     /// A change made now.
     pub fn now(id: impl Into<String>) -> Change {
-        Change { id: id.into(), at_unix_ms: unix_ms(), traceparent: None }
+        Change { id: id.into(), at_unix_ms: unix_ms(), traceparent: None, epoch: 0 }
     }
 
     /// Milliseconds from this change to now (0 if the clocks disagree the other way).

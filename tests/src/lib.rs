@@ -15,6 +15,7 @@ pub mod garbage;
 pub mod kube;
 pub mod nats;
 pub mod otlp;
+pub mod pg;
 pub mod pki;
 pub mod process;
 pub mod xds_client;

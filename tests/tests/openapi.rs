@@ -65,7 +65,10 @@ fn every_rest_operation_has_its_grpc_method_and_back() {
     );
     // What has no gRPC method is transport-level only.
     let rest_only: BTreeSet<&str> = ops.iter().filter(|o| o.grpc.is_none()).map(|o| o.path).collect();
-    assert_eq!(rest_only, BTreeSet::from(["/api/v1/openapi.json", "/health", "/ready", "/metrics"]));
+    assert_eq!(
+        rest_only,
+        BTreeSet::from(["/api/v1/openapi.json", "/health", "/ready", "/ready/leader", "/metrics"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware:
     let id = crate::auth::request_id(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
     req.extensions_mut().insert(RequestId(id.clone(), Arc::default()));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let path_and_query = req.uri().path_and_query().map_or_else(|| path.clone(), |p| p.as_str().to_string());
     let route: String = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -63,6 +64,14 @@ pub async fn request_id(mut req: axum::extract::Request, next: axum::middleware:
             tracing::info!(message = "request", %method, %path, status, ms);
         }
     });
+    // A follower refusing a write names the leader: redirect there, method and body kept (307).
+    if let Some(leader) = resp.headers().get(super::error::LEADER_HEADER).and_then(|v| v.to_str().ok())
+        && let Ok(location) =
+            HeaderValue::from_str(&format!("{}{path_and_query}", leader.trim_end_matches('/')))
+    {
+        *resp.status_mut() = axum::http::StatusCode::TEMPORARY_REDIRECT;
+        resp.headers_mut().insert(axum::http::header::LOCATION, location);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }

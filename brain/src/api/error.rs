@@ -23,10 +23,14 @@ pub struct ApiError {
     /// Where in the body a parse error is (flattened into the JSON).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub location: Option<Box<Location>>,
-    /// Seconds for `Retry-After` (429).
+    /// Seconds for `Retry-After` (429, 503).
     #[serde(skip)]
     #[schema(ignore)]
     pub retry_after: Option<u64>,
+    /// The leader's URL when a follower refuses a write (the access layer turns it into a 307).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub leader: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
@@ -48,6 +52,7 @@ impl ApiError {
             errors: Vec::new(),
             location: None,
             retry_after: None,
+            leader: None,
         }
     }
 
@@ -70,11 +75,17 @@ impl ApiError {
     }
 }
 
+/// Header naming the leader's URL on a follower's refusal of a write.
+pub const LEADER_HEADER: &str = "x-flotilla-leader";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(&self)).into_response();
         if let Some(secs) = self.retry_after {
             r.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        if let Some(v) = self.leader.as_deref().and_then(|l| axum::http::HeaderValue::from_str(l).ok()) {
+            r.headers_mut().insert(LEADER_HEADER, v);
         }
         r
     }
@@ -110,6 +121,17 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NoRevision { .. } => ApiError::not_found(e.to_string()),
             ServiceError::Store(s) => s.into(),
+            ServiceError::Ha(h) => {
+                let leader = match &h {
+                    crate::ha::HaError::NotLeader { leader } => leader.clone(),
+                    crate::ha::HaError::Database(_) => None,
+                };
+                ApiError {
+                    leader,
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", h.to_string())
+                }
+                .with_retry_after(2)
+            }
         }
     }
 }

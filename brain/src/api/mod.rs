@@ -94,6 +94,7 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("GET", "/api/v1/openapi.json", None), get(openapi::openapi_json)),
         (op("GET", "/health", None), get(ops::health)),
         (op("GET", "/ready", None), get(ops::ready)),
+        (op("GET", "/ready/leader", None), get(ops::ready_leader)),
         (op("GET", "/metrics", None), get(ops::metrics)),
     ]
 }

@@ -41,6 +41,7 @@ use super::{audit, bulk, configs, debug, discovery, events, ops, proxies};
         audit::whoami,
         ops::health,
         ops::ready,
+        ops::ready_leader,
         ops::metrics,
         openapi_json,
     ),

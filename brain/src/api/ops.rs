@@ -21,6 +21,16 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, "loading configs".to_string());
     }
     let mut body = "ready".to_string();
+    let leadership = st.manage.service.leadership();
+    if leadership.elected() {
+        match leadership.role() {
+            crate::ha::Role::Leader { epoch } => body.push_str(&format!("\nrole: leader (epoch {epoch})")),
+            crate::ha::Role::Follower { leader } => body.push_str(&format!(
+                "\nrole: follower (writes go to {})",
+                leader.as_deref().unwrap_or("the leader, once elected")
+            )),
+        }
+    }
     for s in st.manage.service.discovery().statuses().into_iter().filter(|s| !s.healthy) {
         let why = s.error.unwrap_or_default();
         body.push_str(&format!(
@@ -29,6 +39,22 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
         ));
     }
     (StatusCode::OK, body)
+}
+
+/// `200` while this brain leads (writes go here), `503` on a follower (it still serves reads):
+/// for a load balancer that sends writes to the leader only.
+#[utoipa::path(get, path = "/ready/leader", tag = "operations", responses((status = 200, description = "This brain is the leader", body = String), (status = 503, description = "A follower, or still loading", body = String)))]
+pub async fn ready_leader(State(st): State<ApiState>) -> impl IntoResponse {
+    if !*st.ready.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "loading configs".to_string());
+    }
+    match st.manage.service.leadership().role() {
+        crate::ha::Role::Leader { epoch } => (StatusCode::OK, format!("leader (epoch {epoch})")),
+        crate::ha::Role::Follower { leader } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("follower; the leader is {}", leader.as_deref().unwrap_or("not elected yet")),
+        ),
+    }
 }
 
 /// Prometheus text format. With authentication on, the scraper needs credentials (a token or a

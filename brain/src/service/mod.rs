@@ -35,6 +35,8 @@ pub enum ServiceError {
     NoRevision { id: Uuid, version: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ha(#[from] crate::ha::HaError),
 }
 
 fn invalid_compile(e: CompileError) -> ServiceError {
@@ -102,6 +104,8 @@ pub struct ConfigService {
     memos: std::sync::Mutex<std::collections::HashMap<String, Memo>>,
     /// Where clusters with `discovery` get their endpoints.
     discovery: crate::discovery::Discovery,
+    /// Whether this brain leads (only the leader writes and publishes) and its fencing epoch.
+    leadership: crate::ha::Leadership,
 }
 
 /// Every record, and the templates among them by (namespace, name).
@@ -152,7 +156,18 @@ impl ConfigService {
             latest: std::sync::Mutex::new(None),
             memos: std::sync::Mutex::new(std::collections::HashMap::new()),
             discovery: crate::discovery::Discovery::default(),
+            leadership: crate::ha::Leadership::default(),
         }
+    }
+
+    /// This service, writing and publishing only while `leadership` says it leads.
+    pub fn with_leadership(mut self, leadership: crate::ha::Leadership) -> ConfigService {
+        self.leadership = leadership;
+        self
+    }
+
+    pub fn leadership(&self) -> &crate::ha::Leadership {
+        &self.leadership
     }
 
     /// This service, filling discovery clusters from `discovery`.
@@ -185,7 +200,8 @@ impl ConfigService {
         let _guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
-        let change = Change::now(format!("discovery-{}", Uuid::new_v4().simple()));
+        let Some(epoch) = self.leadership.epoch() else { return Ok(0) }; // followers do not publish
+        let change = Change { epoch, ..Change::now(format!("discovery-{}", Uuid::new_v4().simple())) };
         let mut n = 0;
         for rec in &latest.records {
             let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
@@ -212,7 +228,8 @@ impl ConfigService {
         let _guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
-        let change = Change::now(format!("startup-{}", Uuid::new_v4().simple()));
+        let Some(epoch) = self.leadership.epoch() else { return Ok(0) }; // followers do not publish
+        let change = Change { epoch, ..Change::now(format!("startup-{}", Uuid::new_v4().simple())) };
         let mut n = 0;
         for rec in &latest.records {
             if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
@@ -251,6 +268,10 @@ impl ConfigService {
     }
 
     async fn latest(&self) -> Result<Arc<Latest>, ServiceError> {
+        if self.leadership.epoch().is_none() {
+            // A follower's cache would miss the leader's writes: always read the store.
+            self.forget_latest();
+        }
         if let Some(l) = self.latest.lock().ok().and_then(|l| l.clone()) {
             return Ok(l);
         }
@@ -279,7 +300,8 @@ impl ConfigService {
         snap
     }
 
-    fn forget_latest(&self) {
+    /// Drops the cached records (another brain may have written): read the store again.
+    pub fn forget_latest(&self) {
         if let Ok(mut slot) = self.latest.lock() {
             *slot = None;
         }
@@ -344,7 +366,10 @@ impl ConfigService {
     async fn write_many(&self, ws: Vec<Write>, by: Origin<'_>) -> Result<Vec<Written>, ServiceError> {
         let _guard = self.writes.lock().await;
         let n = ws.len() as u64;
-        let mut change = Change::now(by.request_id);
+        // Only the leader writes; the lease is confirmed in the database first, so a leader
+        // paused past its lease cannot write (or publish) as if it still led.
+        let epoch = self.leadership.confirm().await?;
+        let mut change = Change { epoch, ..Change::now(by.request_id) };
         let started = std::time::Instant::now();
         let result =
             self.store.write_many(ws, by.author).instrument(tracing::info_span!("store", writes = n)).await;

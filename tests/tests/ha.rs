@@ -1,0 +1,215 @@
+//! High availability with real processes: two `flotilla-brain --ha` on one PostgreSQL database
+//! (a private one per test), a private nats-server, an edge and an xDS client on loopback.
+//!
+//! One brain leads (`/ready/leader` 200), the other follows and redirects writes to it (307 with
+//! the leader's URL); when the leader is killed the follower takes over and accepts writes within
+//! the lease (the time is printed; the bound here is far above it); a leader paused with SIGSTOP
+//! past its lease and resumed cannot write, is a follower, and nothing it holds reaches the proxy.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use flotilla_edge::app::{Edge, EdgeSettings};
+use flotilla_shared::ResourceType;
+use flotilla_tests::brain::example_config;
+use flotilla_tests::nats::NatsServer;
+use flotilla_tests::pg::TempDatabase;
+use flotilla_tests::process::{Process, workspace_bin};
+use flotilla_tests::xds_client::{Delta, Got, Service, delta_names, node};
+use flotilla_tests::{free_port, wait_for};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+struct Brain {
+    process: Process,
+    base: String,
+}
+
+fn brain(db: &TempDatabase, nats: &NatsServer) -> Brain {
+    let rest = free_port();
+    let base = format!("http://127.0.0.1:{rest}");
+    let process = Process::start(
+        &workspace_bin("flotilla-brain"),
+        &[
+            "--ha".into(),
+            "--database-url".into(),
+            db.url.clone(),
+            "--nats-url".into(),
+            nats.url(),
+            "--no-embedded-edge".into(),
+            "--rest-addr".into(),
+            format!("127.0.0.1:{rest}"),
+            "--advertise-url".into(),
+            base.clone(),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--grpc-api-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    Brain { process, base }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn status(url: &str) -> Option<u16> {
+    client().get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+async fn leads(b: &Brain) -> bool {
+    status(&format!("{}/ready/leader", b.base)).await == Some(200)
+}
+
+async fn write(b: &Brain, method: reqwest::Method, path: &str, yaml: String) -> reqwest::Response {
+    client()
+        .request(method, format!("{}{path}", b.base))
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn edge(nats: &NatsServer) -> Edge {
+    Edge::start(&EdgeSettings {
+        nats_url: nats.url(),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
+        name: "edge-ha".into(),
+        max_connection_age: None,
+        tls: None,
+        trust_domain: None,
+        max_new_streams_per_sec: None,
+        nats: Default::default(),
+        metrics_addr: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// An xDS client of the group, subscribed to its endpoints; returns it after the first push.
+async fn proxy(edge: &Edge) -> (Delta, Vec<u8>) {
+    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node("ha-proxy", "example-service", "production")),
+        type_url: ResourceType::Endpoint.type_url().into(),
+        resource_names_subscribe: vec!["api_cluster".into()],
+        ..Default::default()
+    })
+    .await;
+    let first = c.recv().await.msg();
+    assert_eq!(delta_names(&first), vec!["api_cluster"]);
+    c.ack(&first).await;
+    let body = first.resources[0].resource.as_ref().unwrap().value.clone();
+    (c, body)
+}
+
+fn endpoint(n: u8) -> String {
+    example_config(10_000, &[format!("127.0.0.{n}:9").parse().unwrap()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_redirects_writes_and_takes_over_when_the_leader_dies() {
+    let db = TempDatabase::create("flotilla_ha").await;
+    let nats = NatsServer::start().await;
+    let a = brain(&db, &nats);
+    wait_for("brain A to lead", CONVERGE, || async { leads(&a).await.then_some(()) }).await;
+    let b = brain(&db, &nats);
+    wait_for("brain B to be ready", CONVERGE, || async {
+        (status(&format!("{}/ready", b.base)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert!(!leads(&b).await, "only one leader");
+
+    // A write to the follower is redirected to the leader, method and path kept.
+    let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
+    let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // Reads are served by the follower too.
+    let r = client().get(format!("{}/api/v1/configs/{id}", b.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let edge = edge(&nats).await;
+    let (mut c, first) = proxy(&edge).await;
+
+    // The leader dies: the follower accepts the next write within the lease.
+    a.process.signal("KILL");
+    let killed = Instant::now();
+    let path = format!("/api/v1/configs/{id}?apply=true");
+    loop {
+        let r = write(&b, reqwest::Method::PUT, &path, endpoint(2)).await;
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "no failover after {:?}", killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failover = killed.elapsed();
+    eprintln!("failover: kill -9 of the leader to the next accepted write: {failover:?}");
+    assert!(leads(&b).await);
+    let update = tokio::time::timeout(CONVERGE, c.recv()).await.unwrap().msg();
+    assert_ne!(
+        update.resources[0].resource.as_ref().unwrap().value,
+        first,
+        "the new leader's change reached the proxy"
+    );
+    drop(b);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_cannot_write_after_it_resumes() {
+    let db = TempDatabase::create("flotilla_ha").await;
+    let nats = NatsServer::start().await;
+    let a = brain(&db, &nats);
+    wait_for("brain A to lead", CONVERGE, || async { leads(&a).await.then_some(()) }).await;
+    let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let b = brain(&db, &nats);
+    wait_for("brain B to be ready", CONVERGE, || async {
+        (status(&format!("{}/ready", b.base)).await == Some(200)).then_some(())
+    })
+    .await;
+    let edge = edge(&nats).await;
+    let (mut c, _) = proxy(&edge).await;
+
+    // Split brain: A is paused past its lease; B takes over and changes the config.
+    a.process.signal("STOP");
+    wait_for("brain B to take over", CONVERGE, || async { leads(&b).await.then_some(()) }).await;
+    let path = format!("/api/v1/configs/{id}?apply=true");
+    let r = write(&b, reqwest::Method::PUT, &path, endpoint(2)).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let newer = tokio::time::timeout(CONVERGE, c.recv()).await.unwrap().msg();
+    c.ack(&newer).await;
+
+    // A resumes believing it leads; its first write is checked against the lease and refused.
+    a.process.signal("CONT");
+    let r = write(&a, reqwest::Method::PUT, &path, endpoint(3)).await;
+    assert_eq!(r.status().as_u16(), 307, "{}", r.text().await.unwrap_or_default());
+    assert!(!leads(&a).await, "the resumed brain is a follower");
+    assert!(
+        matches!(c.quiet_for(Duration::from_millis(2000)).await, Got::Nothing),
+        "stale state reached the proxy"
+    );
+    let (_, cfg): (u16, Value) = {
+        let r = client().get(format!("{}/api/v1/configs/{id}", b.base)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    };
+    assert_eq!(cfg["version"], 2, "only the new leader's write was stored: {cfg}");
+    drop(a);
+    drop(b);
+    db.drop_now().await;
+}
