@@ -256,6 +256,17 @@ impl ControlPlaneService for GrpcApi {
         Ok(Response::new(pb::DebugReply { json: json(&self.manage.stats(&c).await?) }))
     }
 
+    async fn get_cluster(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::DebugReply>, Status> {
+        let _c = self.caller(&req).await?;
+        let view = crate::api::debug::cluster_view(&self.manage)
+            .await
+            .map_err(|e| Status::unavailable(e.message))?;
+        Ok(Response::new(pb::DebugReply { json: json(&view) }))
+    }
+
     async fn get_config_snapshot(
         &self,
         req: Request<pb::GetConfigRequest>,

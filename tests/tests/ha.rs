@@ -129,6 +129,17 @@ async fn the_follower_redirects_writes_and_takes_over_when_the_leader_dies() {
     })
     .await;
     assert!(!leads(&b).await, "only one leader");
+    // `flotilla status` (asked of the follower) names both brains and the leader.
+    let out = tokio::process::Command::new(workspace_bin("flotilla"))
+        .args(["--server", &b.base, "status"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("brains:    2") && text.contains(&format!("at {}", a.base)), "{text}");
+    assert_eq!(text.matches("  leader").count(), 1, "{text}");
+    assert_eq!(text.matches("  follower").count(), 1, "{text}");
 
     // A write to the follower is redirected to the leader, method and path kept.
     let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;

@@ -9,6 +9,39 @@ use axum::extract::{Path, State};
 use super::{ApiError, ApiState};
 use crate::manage::{Caller, ConfigDump, Reload, SnapshotView, Stats};
 
+/// This brain's part in high availability.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// Elections run (`--ha`): several brains share the database.
+    pub ha: bool,
+    /// "leader" or "follower".
+    pub role: &'static str,
+    /// This brain's epoch while it leads (0 for a single brain).
+    pub epoch: Option<u64>,
+    /// The brains and the leader, with `--ha`.
+    pub cluster: Option<crate::ha::HaCluster>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "debug", responses((status = 200, body = ClusterView), (status = 503, body = ApiError)))]
+pub async fn cluster(State(st): State<ApiState>, _c: Caller) -> Result<Json<ClusterView>, ApiError> {
+    Ok(Json(cluster_view(&st.manage).await?))
+}
+
+pub(crate) async fn cluster_view(m: &crate::manage::Manager) -> Result<ClusterView, ApiError> {
+    let l = m.service.leadership();
+    let cluster = match l.cluster().await {
+        Some(c) => Some(c.map_err(crate::service::ServiceError::from)?),
+        None => None,
+    };
+    Ok(ClusterView {
+        ha: l.elected(),
+        role: if l.epoch().is_some() { "leader" } else { "follower" },
+        epoch: l.epoch(),
+        cluster,
+    })
+}
+
 #[utoipa::path(get, path = "/api/v1/stats", tag = "debug", responses((status = 200, body = Stats)))]
 pub async fn stats(State(st): State<ApiState>, c: Caller) -> Result<Json<Stats>, ApiError> {
     Ok(Json(st.manage.stats(&c).await?))

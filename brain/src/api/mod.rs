@@ -6,7 +6,7 @@ mod access;
 mod audit;
 mod bulk;
 mod configs;
-mod debug;
+pub(crate) mod debug;
 mod discovery;
 mod error;
 mod events;
@@ -85,6 +85,7 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("POST", "/api/v1/proxies/{node_id}/reload", Some("ReloadProxy")), post(debug::reload)),
         (op("GET", "/api/v1/configs/{id}/snapshot", Some("GetConfigSnapshot")), get(debug::snapshot)),
         (op("GET", "/api/v1/stats", Some("GetStats")), get(debug::stats)),
+        (op("GET", "/api/v1/cluster", Some("GetCluster")), get(debug::cluster)),
         (op("GET", "/api/v1/services", Some("ListServices")), get(discovery::services)),
         (op("GET", "/api/v1/services/{name}", Some("ListServices")), get(discovery::service)),
         (op("GET", "/api/v1/endpoints", Some("ListEndpoints")), get(discovery::endpoints)),

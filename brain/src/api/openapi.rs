@@ -30,6 +30,7 @@ use super::{audit, bulk, configs, debug, discovery, events, ops, proxies};
         proxies::status,
         events::stream,
         debug::stats,
+        debug::cluster,
         debug::snapshot,
         debug::config_dump,
         debug::reload,

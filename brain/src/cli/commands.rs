@@ -345,13 +345,32 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Status { output } => {
             let proxies = proxies(&c).await?;
             let configs = c.get("/api/v1/configs").await?;
+            let cluster = c.get("/api/v1/cluster").await?;
             let count = |s: &str| proxies.iter().filter(|p| p["state"] == s).count();
             let summary = json!({
                 "configs": configs.as_array().map_or(0, Vec::len),
                 "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacked": count("nacked")},
+                "cluster": cluster,
             });
             match output {
                 Output::Table => {
+                    if cluster["ha"] == true {
+                        let leader = &cluster["cluster"]["leader"];
+                        println!(
+                            "brains:    {} (leader {} at {}, epoch {})",
+                            cluster["cluster"]["brains"].as_array().map_or(0, Vec::len),
+                            leader["id"].as_str().unwrap_or("none elected"),
+                            leader["url"].as_str().unwrap_or("-"),
+                            leader["epoch"]
+                        );
+                        for b in cluster["cluster"]["brains"].as_array().into_iter().flatten() {
+                            let id = b["id"].as_str().unwrap_or("?");
+                            let role = if leader["id"].as_str() == Some(id) { "leader" } else { "follower" };
+                            println!("  {id}  {}  {role}", b["url"].as_str().unwrap_or("?"));
+                        }
+                    } else {
+                        println!("brains:    1 (no election; --ha runs several on one PostgreSQL)");
+                    }
                     println!("configs:   {}", summary["configs"]);
                     println!(
                         "proxies:   {} connected, {} synced, {} stale, {} NACKing",

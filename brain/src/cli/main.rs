@@ -127,7 +127,7 @@ pub enum Command {
         #[arg(long)]
         no_apply: bool,
     },
-    /// Fleet summary: proxies connected, synced, stale, NACKing.
+    /// Fleet summary: the brains and which leads, configs, proxies connected, synced, stale, NACKing.
     Status {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,

@@ -87,6 +87,47 @@ impl Leadership {
     pub fn elected(&self) -> bool {
         self.elector.is_some()
     }
+
+    /// The brains sharing the database and the leader (None: a single brain).
+    pub async fn cluster(&self) -> Option<Result<HaCluster, HaError>> {
+        let e = self.elector.as_ref()?;
+        Some(
+            members(&e.pool)
+                .await
+                .map(|(brains, leader)| HaCluster {
+                    this: e.id.clone(),
+                    brains: brains.into_iter().map(|(id, url)| HaMember { id, url }).collect(),
+                    leader: leader.map(|(id, url, epoch)| HaLeader { id, url, epoch }),
+                })
+                .map_err(|err| HaError::Database(err.to_string())),
+        )
+    }
+}
+
+/// The brains of one database, for `GET /api/v1/cluster` and `flotilla status`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HaCluster {
+    /// The id of the brain that answered.
+    pub this: String,
+    /// Brains seen in the last 10 s.
+    pub brains: Vec<HaMember>,
+    pub leader: Option<HaLeader>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HaMember {
+    pub id: String,
+    pub url: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HaLeader {
+    pub id: String,
+    pub url: String,
+    pub epoch: u64,
 }
 
 #[derive(Debug)]
@@ -199,8 +240,8 @@ pub async fn join(pool: PgPool, id: String, url: String, mut stop: watch::Receiv
     Leadership { role: rx, elector: Some(elector) }
 }
 
-/// The brains seen in the last few seconds and the current leader, for `/api/v1/cluster`.
-pub async fn members(
+/// The brains seen in the last few seconds and the current leader.
+async fn members(
     pool: &PgPool,
 ) -> Result<(Vec<(String, String)>, Option<(String, String, u64)>), sqlx::Error> {
     let brains: Vec<(String, String)> = sqlx::query_as(
