@@ -94,5 +94,11 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+echo "==> deploy/kubernetes (objects, selectors, probes, and every FLOTILLA_* a binary takes)"
+"$CARGO_TARGET_DIR/debug/flotilla-brain" --help > "${TMPDIR:-/tmp}/flotilla-brain.help"
+"$CARGO_TARGET_DIR/debug/flotilla-edge" --help > "${TMPDIR:-/tmp}/flotilla-edge.help"
+.venv/bin/python deploy/kubernetes/check.py deploy/kubernetes/flotilla.yaml \
+  "${TMPDIR:-/tmp}/flotilla-brain.help" "${TMPDIR:-/tmp}/flotilla-edge.help"
+
 echo "==> REST API contract (schemathesis)"
 ./scripts/api-contract.sh
