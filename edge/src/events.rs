@@ -74,6 +74,34 @@ pub struct ProxyEvent {
     pub propagation_ms: Option<u64>,
 }
 
+impl ProxyEvent {
+    /// An event of `kind` about a proxy's stream, now; the optional fields empty.
+    pub fn new(
+        event: EventKind,
+        node_id: &str,
+        namespace: &str,
+        config: &str,
+        edge: &str,
+        protocol: &str,
+    ) -> ProxyEvent {
+        ProxyEvent {
+            at: Utc::now(),
+            event,
+            node_id: node_id.into(),
+            namespace: namespace.into(),
+            config: config.into(),
+            edge: edge.into(),
+            protocol: protocol.into(),
+            kind: None,
+            version: None,
+            change_id: None,
+            error: None,
+            resources: Vec::new(),
+            propagation_ms: None,
+        }
+    }
+}
+
 /// How long a remote request to watch (the brain's heartbeat over NATS) keeps events flowing.
 pub const REMOTE_WATCH_TTL_MS: u64 = 15_000;
 
@@ -187,21 +215,7 @@ mod tests {
     use super::*;
 
     fn event(node: &str) -> ProxyEvent {
-        ProxyEvent {
-            at: Utc::now(),
-            event: EventKind::Connected,
-            node_id: node.into(),
-            namespace: "ns".into(),
-            config: "c".into(),
-            edge: "e".into(),
-            protocol: "delta".into(),
-            kind: None,
-            version: None,
-            change_id: None,
-            error: None,
-            resources: vec![],
-            propagation_ms: None,
-        }
+        ProxyEvent::new(EventKind::Connected, node, "ns", "c", "e", "delta")
     }
 
     #[tokio::test]

@@ -101,20 +101,8 @@ impl Registry {
             },
         );
         let ns = target.namespace.clone();
-        self.inner.events.emit(|| ProxyEvent {
-            at: Utc::now(),
-            event: EventKind::Connected,
-            node_id: node_id.to_string(),
-            namespace: ns.clone(),
-            config: target.name.clone(),
-            edge: self.inner.edge.clone(),
-            protocol: protocol.to_string(),
-            kind: None,
-            version: None,
-            change_id: None,
-            error: None,
-            resources: Vec::new(),
-            propagation_ms: None,
+        self.inner.events.emit(|| {
+            ProxyEvent::new(EventKind::Connected, node_id, &ns, &target.name, &self.inner.edge, protocol)
         });
         metrics::gauge!("flotilla_edge_streams", "protocol" => protocol, "namespace" => ns.clone())
             .increment(1.0);
@@ -250,21 +238,14 @@ impl StreamGuard {
     /// Emits an event of this stream (built only if somebody watches).
     fn emit(&self, event: EventKind, fill: impl FnOnce(&mut ProxyEvent)) {
         self.registry.inner.events.emit(|| {
-            let mut e = ProxyEvent {
-                at: Utc::now(),
+            let mut e = ProxyEvent::new(
                 event,
-                node_id: self.node_id.clone(),
-                namespace: self.namespace.clone(),
-                config: self.config.clone(),
-                edge: self.registry.inner.edge.clone(),
-                protocol: self.protocol.to_string(),
-                kind: None,
-                version: None,
-                change_id: None,
-                error: None,
-                resources: Vec::new(),
-                propagation_ms: None,
-            };
+                &self.node_id,
+                &self.namespace,
+                &self.config,
+                &self.registry.inner.edge,
+                self.protocol,
+            );
             fill(&mut e);
             e
         });

@@ -71,3 +71,21 @@ pub fn res(kind: ResourceType, name: &str, body: &str, refs: &[(ResourceType, &s
     let refs = refs.iter().map(|(k, n)| ResourceRef { kind: *k, name: n.to_string() }).collect();
     Resource::new(kind, name, bytes::Bytes::from(body.to_string()), refs)
 }
+
+/// A standalone `flotilla-edge` (in process) serving from the JetStream at `nats_url`, on a free
+/// xDS port, named `name`; no metrics listener.
+pub async fn nats_edge(nats_url: &str, name: &str) -> flotilla_edge::app::Edge {
+    let settings = flotilla_edge::app::EdgeSettings {
+        nats_url: nats_url.to_string(),
+        xds_addr: "127.0.0.1:0".parse().expect("addr"),
+        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
+        name: name.into(),
+        max_connection_age: None,
+        tls: None,
+        trust_domain: None,
+        max_new_streams_per_sec: None,
+        nats: Default::default(),
+        metrics_addr: None,
+    };
+    flotilla_edge::app::Edge::start(&settings).await.expect("edge starts")
+}

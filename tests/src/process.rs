@@ -22,6 +22,23 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Arguments of a `flotilla-brain` that publishes to the NATS at `nats_url` and runs no edge of
+/// its own, with REST on 127.0.0.1:`rest` and its xDS and gRPC API ports free; the caller adds
+/// its store (`--data-dir` or `--database-url`) and anything else.
+pub fn distributed_brain_args(nats_url: &str, rest: u16) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        nats_url.into(),
+        "--no-embedded-edge".into(),
+        "--rest-addr".into(),
+        format!("127.0.0.1:{rest}"),
+        "--xds-addr".into(),
+        format!("127.0.0.1:{}", crate::free_port()),
+        "--grpc-api-addr".into(),
+        format!("127.0.0.1:{}", crate::free_port()),
+    ]
+}
+
 /// A child process whose stdout and stderr go to one log file.
 pub struct Process {
     child: Child,

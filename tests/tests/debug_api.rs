@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use flotilla_edge::app::{Edge, EdgeSettings};
 use flotilla_shared::ResourceType;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
@@ -105,20 +104,7 @@ async fn reload_reaches_a_remote_edge_over_nats() {
         .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
         .await;
     assert_eq!(r.status().as_u16(), 201);
-    let edge = Edge::start(&EdgeSettings {
-        nats_url: nats.url(),
-        xds_addr: "127.0.0.1:0".parse().unwrap(),
-        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
-        name: "edge-reload".into(),
-        max_connection_age: None,
-        tls: None,
-        trust_domain: None,
-        max_new_streams_per_sec: None,
-        nats: Default::default(),
-        metrics_addr: None,
-    })
-    .await
-    .unwrap();
+    let edge = flotilla_tests::edge::nats_edge(&nats.url(), "edge-reload").await;
     let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
     c.send(DeltaDiscoveryRequest {
         node: Some(node("remote-dbg", "example-service", "production")),

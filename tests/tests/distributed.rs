@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use flotilla_edge::app::{Edge, EdgeSettings};
+use flotilla_edge::app::Edge;
 use flotilla_shared::ResourceType;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
@@ -28,19 +28,7 @@ async fn brain(nats: &NatsServer, dir: tempfile::TempDir) -> TestBrain {
 }
 
 async fn edge(nats: &NatsServer, name: &str) -> Edge {
-    let settings = EdgeSettings {
-        nats_url: nats.url(),
-        xds_addr: "127.0.0.1:0".parse().unwrap(),
-        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
-        name: name.into(),
-        max_connection_age: None,
-        tls: None,
-        trust_domain: None,
-        max_new_streams_per_sec: None,
-        nats: Default::default(),
-        metrics_addr: None,
-    };
-    Edge::start(&settings).await.unwrap()
+    flotilla_tests::edge::nats_edge(&nats.url(), name).await
 }
 
 async fn serves(port: u16, want: &str) -> Option<()> {

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use flotilla_edge::app::{Edge, EdgeSettings};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::control_plane_service_client::ControlPlaneServiceClient;
 use flotilla_shared::ResourceType;
@@ -158,20 +157,7 @@ async fn a_remote_edges_events_reach_the_brain_over_nats() {
         .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
         .await;
     assert_eq!(r.status().as_u16(), 201);
-    let edge = Edge::start(&EdgeSettings {
-        nats_url: nats.url(),
-        xds_addr: "127.0.0.1:0".parse().unwrap(),
-        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
-        name: "edge-ev".into(),
-        max_connection_age: None,
-        tls: None,
-        trust_domain: None,
-        max_new_streams_per_sec: None,
-        nats: Default::default(),
-        metrics_addr: None,
-    })
-    .await
-    .unwrap();
+    let edge = flotilla_tests::edge::nats_edge(&nats.url(), "edge-ev").await;
     let mut sse = Sse::open(&brain.url("/api/v1/events")).await;
     // The edge publishes once it has heard the brain's heartbeat (within a second of a watcher):
     // connect proxies until one's connect comes through.

@@ -11,12 +11,12 @@
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use flotilla_edge::app::{Edge, EdgeSettings};
+use flotilla_edge::app::Edge;
 use flotilla_shared::ResourceType;
 use flotilla_tests::brain::example_config;
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::pg::TempDatabase;
-use flotilla_tests::process::{Process, workspace_bin};
+use flotilla_tests::process::{Process, distributed_brain_args, workspace_bin};
 use flotilla_tests::xds_client::{Delta, Got, Service, delta_names, node};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
@@ -31,25 +31,15 @@ struct Brain {
 fn brain(db: &TempDatabase, nats: &NatsServer) -> Brain {
     let rest = free_port();
     let base = format!("http://127.0.0.1:{rest}");
-    let process = Process::start(
-        &workspace_bin("flotilla-brain"),
-        &[
-            "--ha".into(),
-            "--database-url".into(),
-            db.url.clone(),
-            "--nats-url".into(),
-            nats.url(),
-            "--no-embedded-edge".into(),
-            "--rest-addr".into(),
-            format!("127.0.0.1:{rest}"),
-            "--advertise-url".into(),
-            base.clone(),
-            "--xds-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--grpc-api-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let mut args = distributed_brain_args(&nats.url(), rest);
+    args.extend([
+        "--ha".into(),
+        "--database-url".into(),
+        db.url.clone(),
+        "--advertise-url".into(),
+        base.clone(),
+    ]);
+    let process = Process::start(&workspace_bin("flotilla-brain"), &args);
     Brain { process, base }
 }
 
@@ -80,20 +70,7 @@ async fn write(b: &Brain, method: reqwest::Method, path: &str, yaml: String) -> 
 }
 
 async fn edge(nats: &NatsServer) -> Edge {
-    Edge::start(&EdgeSettings {
-        nats_url: nats.url(),
-        xds_addr: "127.0.0.1:0".parse().unwrap(),
-        bucket: flotilla_shared::subject::STATE_BUCKET.into(),
-        name: "edge-ha".into(),
-        max_connection_age: None,
-        tls: None,
-        trust_domain: None,
-        max_new_streams_per_sec: None,
-        nats: Default::default(),
-        metrics_addr: None,
-    })
-    .await
-    .unwrap()
+    flotilla_tests::edge::nats_edge(&nats.url(), "edge-ha").await
 }
 
 /// An xDS client of the group, subscribed to its endpoints; returns it after the first push.

@@ -17,7 +17,7 @@ use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::example_config;
 use flotilla_tests::envoy::{ApiType, Envoy, http_get};
 use flotilla_tests::nats::NatsServer;
-use flotilla_tests::process::{Process, workspace_bin};
+use flotilla_tests::process::{Process, distributed_brain_args, workspace_bin};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
@@ -76,24 +76,14 @@ async fn one_change_is_traceable_and_prometheus_scrapes_brain_and_edge() {
     let (rest, edge_xds, edge_metrics, prom, listener) =
         (free_port(), free_port(), free_port(), free_port(), free_port());
     let data = tempfile::tempdir().unwrap();
-    let brain = Process::start(
-        &workspace_bin("flotilla-brain"),
-        &[
-            "--nats-url".into(),
-            nats.url(),
-            "--no-embedded-edge".into(),
-            "--data-dir".into(),
-            data.path().display().to_string(),
-            "--rest-addr".into(),
-            format!("127.0.0.1:{rest}"),
-            "--xds-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--grpc-api-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--log-format".into(),
-            "json".into(),
-        ],
-    );
+    let mut args = distributed_brain_args(&nats.url(), rest);
+    args.extend([
+        "--data-dir".into(),
+        data.path().display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    let brain = Process::start(&workspace_bin("flotilla-brain"), &args);
     let base = format!("http://127.0.0.1:{rest}");
     wait_for("the brain to be ready", CONVERGE, || async {
         get_text(&format!("{base}/ready")).await.filter(|(s, _)| *s == 200)

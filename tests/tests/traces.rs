@@ -14,7 +14,7 @@ use flotilla_shared::ResourceType;
 use flotilla_tests::brain::example_config;
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::otlp::{OtlpReceiver, Received};
-use flotilla_tests::process::{Process, workspace_bin};
+use flotilla_tests::process::{Process, distributed_brain_args, workspace_bin};
 use flotilla_tests::xds_client::{Delta, Service, delta_names, node};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
@@ -37,22 +37,9 @@ async fn one_change_is_one_trace_from_the_api_to_the_proxys_ack() {
         // SAFETY of the test: children inherit this env; the batch exporter flushes every 100 ms.
         Process::start_with_env(&workspace_bin(bin), &all, &[("OTEL_BSP_SCHEDULE_DELAY", "100")])
     };
-    let _brain = start(
-        "flotilla-brain",
-        vec![
-            "--nats-url".into(),
-            nats.url(),
-            "--no-embedded-edge".into(),
-            "--data-dir".into(),
-            data.path().display().to_string(),
-            "--rest-addr".into(),
-            format!("127.0.0.1:{rest}"),
-            "--xds-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--grpc-api-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ],
-    );
+    let mut args = distributed_brain_args(&nats.url(), rest);
+    args.extend(["--data-dir".into(), data.path().display().to_string()]);
+    let _brain = start("flotilla-brain", args);
     let base = format!("http://127.0.0.1:{rest}");
     let http = reqwest::Client::new();
     wait_for("the brain", CONVERGE, || async {

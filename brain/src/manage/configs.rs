@@ -330,21 +330,18 @@ impl Manager {
                 .increment(1);
                 tracing::warn!(message = "config rolled back automatically", config = %format!("{}/{}", w.namespace, w.name),
                     from = w.bad, to = w.good, version = rec.version, reason = %why, change_id = %c.request_id);
-                self.registry.announce(flotilla_edge::events::ProxyEvent {
-                    at: chrono::Utc::now(),
-                    event: flotilla_edge::events::EventKind::RolledBack,
-                    node_id: String::new(),
-                    namespace: w.namespace.clone(),
-                    config: w.name.clone(),
-                    edge: String::new(),
-                    protocol: String::new(),
-                    kind: None,
-                    version: Some(rec.version.to_string()),
-                    change_id: Some(c.request_id.clone()),
-                    error: Some(why),
-                    resources: Vec::new(),
-                    propagation_ms: None,
-                });
+                let mut event = flotilla_edge::events::ProxyEvent::new(
+                    flotilla_edge::events::EventKind::RolledBack,
+                    "",
+                    &w.namespace,
+                    &w.name,
+                    "",
+                    "",
+                );
+                event.version = Some(rec.version.to_string());
+                event.change_id = Some(c.request_id.clone());
+                event.error = Some(why);
+                self.registry.announce(event);
             }
             Err(e) => {
                 tracing::error!(message = "automatic rollback failed", config = %w.id, error = %e, reason = %why);
