@@ -75,9 +75,18 @@ pub fn res(kind: ResourceType, name: &str, body: &str, refs: &[(ResourceType, &s
 /// A standalone `flotilla-edge` (in process) serving from the JetStream at `nats_url`, on a free
 /// xDS port, named `name`; no metrics listener.
 pub async fn nats_edge(nats_url: &str, name: &str) -> flotilla_edge::app::Edge {
+    nats_edge_on(nats_url, name, "127.0.0.1:0".parse().expect("addr")).await
+}
+
+/// [`nats_edge`] on a given xDS address (a replacement for an edge that stopped).
+pub async fn nats_edge_on(
+    nats_url: &str,
+    name: &str,
+    xds_addr: std::net::SocketAddr,
+) -> flotilla_edge::app::Edge {
     let settings = flotilla_edge::app::EdgeSettings {
         nats_url: nats_url.to_string(),
-        xds_addr: "127.0.0.1:0".parse().expect("addr"),
+        xds_addr,
         bucket: flotilla_shared::subject::STATE_BUCKET.into(),
         name: name.into(),
         max_connection_age: None,
