@@ -295,6 +295,10 @@ impl Brain {
         if leadership.elected() {
             spawn_promotion(service.clone(), leadership.watch(), stopped.clone());
         }
+        if let Some(b) = &settings.backup {
+            tracing::info!(message = "scheduled backups", dir = %b.dir.display(), interval = ?b.interval, keep = b.keep);
+            crate::backup::spawn(service.clone(), b.clone(), stopped.clone());
+        }
 
         let xds_listener = match settings.embedded_edge {
             true => Some(bind(settings.xds_addr, "xDS").await?),

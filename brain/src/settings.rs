@@ -69,6 +69,16 @@ pub struct Cli {
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
+    /// Write a backup of every config (a YAML bundle, secrets included, mode 0600) into this
+    /// directory every --backup-interval, keeping the newest --backup-keep (docs/operations.md).
+    #[arg(long, env = "FLOTILLA_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// How often to write a backup [default: 1h].
+    #[arg(long, env = "FLOTILLA_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
+    pub backup_interval: Option<std::time::Duration>,
+    /// Backups kept [default: 24].
+    #[arg(long, env = "FLOTILLA_BACKUP_KEEP")]
+    pub backup_keep: Option<usize>,
     /// Run as one of several brains on the same PostgreSQL (--database-url): one leader, elected
     /// through a lease in the database, writes and publishes; followers serve reads and redirect
     /// writes to it (docs/operations.md, "High availability").
@@ -307,6 +317,8 @@ pub struct Settings {
     pub log_level: String,
     pub log_format: LogFormat,
     pub otlp_endpoint: Option<String>,
+    /// Scheduled backups, when a directory is given.
+    pub backup: Option<crate::backup::BackupSettings>,
     /// Leader election with other brains on the same PostgreSQL.
     pub ha: bool,
     pub advertise_url: Option<String>,
@@ -365,6 +377,7 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
+            backup: None,
             ha: false,
             advertise_url: None,
             security: Security::default(),
@@ -481,6 +494,11 @@ impl Settings {
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
             otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),
+            backup: cli.backup_dir.map(|dir| crate::backup::BackupSettings {
+                dir,
+                interval: cli.backup_interval.unwrap_or(std::time::Duration::from_secs(3600)),
+                keep: cli.backup_keep.unwrap_or(24),
+            }),
             ha: cli.ha,
             advertise_url: cli.advertise_url,
         })
