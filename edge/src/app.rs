@@ -32,6 +32,10 @@ pub struct EdgeSettings {
     pub nats: NatsSecurity,
     /// Where to serve `/metrics`, `/health` and `/ready` over HTTP (None: not served).
     pub metrics_addr: Option<SocketAddr>,
+    /// Federation: the JetStream domain of the region whose brain this edge follows. The bucket
+    /// is then a local mirror of that domain's bucket (created if missing), so the edge keeps
+    /// serving from it while the link between regions is down (docs/deploy.md, federation).
+    pub mirror_domain: Option<String>,
 }
 
 /// Credentials and TLS for the NATS connection (all optional).
@@ -70,6 +74,62 @@ pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Resul
         .await
         .with_context(|| format!("cannot create the JetStream stream of KV bucket {bucket:?}"))?;
     js.get_key_value(bucket).await.with_context(|| format!("cannot open the JetStream KV bucket {bucket:?}"))
+}
+
+/// Opens the group-state bucket as a local mirror of the bucket of the same name in JetStream
+/// domain `domain` (another region, reached through a NATS leaf node), creating the mirror if
+/// missing. A local bucket that exists but is not that mirror is refused: it would silently
+/// serve another region's state, or none.
+pub async fn open_mirror(js: &jetstream::Context, bucket: &str, domain: &str) -> anyhow::Result<kv::Store> {
+    let stream = format!("KV_{bucket}");
+    match js.get_stream(&stream).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.with_context(|| format!("cannot read stream {stream:?}"))?;
+            let mirror = info.config.mirror.as_ref();
+            let api = format!("$JS.{domain}.API");
+            let same = mirror.is_some_and(|m| {
+                m.name == stream && m.external.as_ref().is_some_and(|e| e.api_prefix == api)
+            });
+            if !same {
+                let what = match mirror {
+                    None => "a bucket of its own (written here, not mirrored)".to_string(),
+                    Some(m) => format!(
+                        "a mirror of {:?} via {:?}",
+                        m.name,
+                        m.external.as_ref().map(|e| e.api_prefix.as_str()).unwrap_or("this domain")
+                    ),
+                };
+                anyhow::bail!(
+                    "--mirror-domain {domain}: the local JetStream stream {stream:?} already exists as {what}; \
+                     delete it (nats stream rm {stream}) or run without --mirror-domain"
+                );
+            }
+        }
+        Err(_) => {
+            let config = jetstream::stream::Config {
+                name: stream.clone(),
+                mirror: Some(jetstream::stream::Source {
+                    name: stream.clone(),
+                    domain: Some(domain.to_string()),
+                    ..Default::default()
+                }),
+                max_messages_per_subject: 1,
+                discard: jetstream::stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                mirror_direct: true,
+                num_replicas: 1,
+                ..Default::default()
+            };
+            js.create_stream(config)
+                .await
+                .with_context(|| format!("cannot create {stream:?} as a mirror of domain {domain:?}"))?;
+        }
+    }
+    js.get_key_value(bucket)
+        .await
+        .with_context(|| format!("cannot open the mirrored JetStream KV bucket {bucket:?}"))
 }
 
 /// Connects to NATS, retrying until it answers (the edge must come up even if NATS is late).
@@ -245,7 +305,11 @@ impl Edge {
             ),
             None => None,
         };
-        let kv = open_bucket(&jetstream::new(client.clone()), &s.bucket).await?;
+        let js = jetstream::new(client.clone());
+        let kv = match &s.mirror_domain {
+            Some(domain) => open_mirror(&js, &s.bucket, domain).await?,
+            None => open_bucket(&js, &s.bucket).await?,
+        };
         let cache = Cache::new();
         let registry = Registry::new(s.name.clone());
         let source = Arc::new(NatsSource::new(kv, cache.clone()));
@@ -287,7 +351,8 @@ impl Edge {
             }
         });
         ready_tx.send_replace(true);
-        tracing::info!(message = "flotilla-edge ready", %xds_addr, nats = %s.nats_url, bucket = %s.bucket, edge = %s.name);
+        tracing::info!(message = "flotilla-edge ready", %xds_addr, nats = %s.nats_url, bucket = %s.bucket, edge = %s.name,
+            mirror_domain = s.mirror_domain.as_deref().unwrap_or("-"));
         Ok(Edge { xds_addr, metrics_addr, registry, source, stop, drain, task, ready: ready_tx })
     }
 

@@ -26,6 +26,11 @@ struct Cli {
     /// JetStream KV bucket holding group states (must match the brain's).
     #[arg(long, env = "FLOTILLA_NATS_BUCKET", default_value = flotilla_shared::subject::STATE_BUCKET)]
     nats_bucket: String,
+    /// Federation: follow the brain of another region, whose JetStream domain this is (reached
+    /// through a NATS leaf node). The bucket becomes a local mirror of that domain's bucket, so
+    /// this edge keeps serving while the link is down and catches up when it returns.
+    #[arg(long, env = "FLOTILLA_MIRROR_DOMAIN")]
+    mirror_domain: Option<String>,
     /// Close connections older than this (e.g. 30m; ±10 % jitter) so Envoys rebalance across
     /// edges behind an L4 load balancer.
     #[arg(long, env = "FLOTILLA_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
@@ -94,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         nats_url: cli.nats_url,
         xds_addr: cli.xds_addr,
         bucket: cli.nats_bucket,
+        mirror_domain: cli.mirror_domain,
         name: cli.name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         max_connection_age: cli.max_connection_age,
         tls: match (cli.tls_cert, cli.tls_key) {

@@ -84,6 +84,26 @@ pub async fn nats_edge_on(
     name: &str,
     xds_addr: std::net::SocketAddr,
 ) -> flotilla_edge::app::Edge {
+    start_nats_edge(nats_url, name, xds_addr, None).await.expect("edge starts")
+}
+
+/// A standalone edge of another region: it serves from a local mirror of the bucket of JetStream
+/// domain `domain`, reached through the leaf node of the NATS at `nats_url`.
+pub async fn mirroring_edge_on(
+    nats_url: &str,
+    name: &str,
+    xds_addr: std::net::SocketAddr,
+    domain: &str,
+) -> anyhow::Result<flotilla_edge::app::Edge> {
+    start_nats_edge(nats_url, name, xds_addr, Some(domain.to_string())).await
+}
+
+async fn start_nats_edge(
+    nats_url: &str,
+    name: &str,
+    xds_addr: std::net::SocketAddr,
+    mirror_domain: Option<String>,
+) -> anyhow::Result<flotilla_edge::app::Edge> {
     let settings = flotilla_edge::app::EdgeSettings {
         nats_url: nats_url.to_string(),
         xds_addr,
@@ -95,6 +115,7 @@ pub async fn nats_edge_on(
         max_new_streams_per_sec: None,
         nats: Default::default(),
         metrics_addr: None,
+        mirror_domain,
     };
-    flotilla_edge::app::Edge::start(&settings).await.expect("edge starts")
+    flotilla_edge::app::Edge::start(&settings).await
 }

@@ -45,6 +45,29 @@ impl NatsServer {
         s
     }
 
+    /// A server started with a configuration file (written into its own directory) beside the
+    /// usual flags, e.g. a JetStream domain and leaf node settings; `{dir}` in `conf` is replaced
+    /// by that directory.
+    pub async fn start_with_config(conf: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, conf.replace("{dir}", &dir.path().display().to_string()))
+            .expect("write nats.conf");
+        let mut s = NatsServer {
+            port: crate::free_port(),
+            dir,
+            child: None,
+            args: vec!["-c".into(), path.display().to_string()],
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// This server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

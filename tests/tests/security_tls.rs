@@ -296,6 +296,7 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
         max_new_streams_per_sec: None,
         nats: nats_tls,
         metrics_addr: None,
+        mirror_domain: None,
     })
     .await
     .unwrap();
