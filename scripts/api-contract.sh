@@ -45,8 +45,11 @@ run() { # label, extra brain flags...
   # The validate operations answer 200 with `valid: false` and every problem when a config is
   # wrong (a port of 0, say): such a config is their input, not a request to refuse, so they run
   # without negative_data_rejection; every other check, and every other operation, runs them all.
-  if ! contract "$port" "$id" --exclude-path-regex 'validate$|/events$' \
-     || ! contract "$port" "$id" --include-path-regex 'validate$' --exclude-checks negative_data_rejection; then
+  # Point-in-time restore runs last and alone: a time before the config above was created
+  # deletes it, and the other operations need it.
+  if ! contract "$port" "$id" --exclude-path-regex 'validate$|/events$|/restore$' \
+     || ! contract "$port" "$id" --include-path-regex 'validate$' --exclude-checks negative_data_rejection \
+     || ! contract "$port" "$id" --include-path-regex '/restore$'; then
     echo "--- brain log ($label)"; tail -n 50 "$dir/brain.log"
     return 1
   fi

@@ -68,6 +68,11 @@ impl GrpcApi {
 
 // === errors ===
 
+/// An RFC 3339 time from request field `name`, refused as an invalid argument naming it.
+fn time_field(name: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, Status> {
+    crate::api::parse_time(name, s).map_err(|m| invalid(m.clone(), vec![FieldViolation::new(name, m)]))
+}
+
 fn invalid(message: String, violations: Vec<FieldViolation>) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(violations))
 }
@@ -501,6 +506,19 @@ impl ControlPlaneService for GrpcApi {
         self.bulk_write(req, true).await
     }
 
+    async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<pb::BulkReply>, Status> {
+        let c = self.caller(&req).await?;
+        let r = req.into_inner();
+        let at = time_field("at", &r.at)?;
+        let namespace = Some(r.namespace).filter(|s| !s.is_empty());
+        let res = self.manage.restore(&c, at, namespace, r.dry_run).await?;
+        Ok(Response::new(pb::BulkReply {
+            dry_run: res.dry_run,
+            applied: res.applied,
+            results_json: json(&res.results),
+        }))
+    }
+
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<pb::ExportReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
@@ -517,14 +535,7 @@ impl ControlPlaneService for GrpcApi {
         let r = req.into_inner();
         let since = match r.since.as_str() {
             "" => None,
-            s => Some(
-                DateTime::parse_from_rfc3339(s)
-                    .map_err(|e| {
-                        let m = format!("since={s:?} is not an RFC 3339 time: {e}");
-                        invalid(m.clone(), vec![FieldViolation::new("since", m)])
-                    })?
-                    .with_timezone(&Utc),
-            ),
+            s => Some(time_field("since", s)?),
         };
         let filter = AuditFilter {
             namespace: Some(r.namespace).filter(|s| !s.is_empty()),

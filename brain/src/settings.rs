@@ -200,14 +200,51 @@ pub struct FileConfig {
     pub server: FileServer,
     #[serde(default)]
     pub storage: FileStorage,
-    #[serde(default)]
+    /// Also accepted as `observability:`.
+    #[serde(default, alias = "observability")]
     pub logging: FileLogging,
     #[serde(default)]
     pub nats: FileNats,
     #[serde(default)]
     pub security: FileSecurity,
-    #[serde(default)]
+    /// Also accepted as `serviceDiscovery:` or `service_discovery:`.
+    #[serde(default, alias = "serviceDiscovery", alias = "service_discovery")]
     pub discovery: FileDiscovery,
+    #[serde(default)]
+    pub ha: FileHa,
+    #[serde(default)]
+    pub backup: FileBackup,
+}
+
+/// `ha:` in the config file (as `--ha`, `--advertise-url`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileHa {
+    pub enabled: Option<bool>,
+    pub advertise_url: Option<String>,
+}
+
+/// `backup:` in the config file (as `--backup-dir`, `--backup-interval`, `--backup-keep`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileBackup {
+    pub dir: Option<PathBuf>,
+    /// A duration such as `1h` or `30m`.
+    pub interval: Option<String>,
+    pub keep: Option<usize>,
+}
+
+/// A duration written in the config file at `path` (e.g. `backup.interval`).
+fn file_duration(path: &str, value: Option<&str>) -> Result<Option<std::time::Duration>, SettingsError> {
+    value
+        .map(|v| {
+            humantime::parse_duration(v).map_err(|e| {
+                SettingsError::Invalid(format!(
+                    "config file: {path}: {v:?} is not a duration (e.g. 30s, 1h): {e}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// `discovery:` in the config file.
@@ -224,6 +261,8 @@ pub struct FileDiscovery {
     pub kubernetes: Vec<String>,
     /// `NAME=URL` entries, as `--discovery-plugin`.
     pub plugins: Vec<String>,
+    /// As `--discovery-grace`, e.g. `30s`.
+    pub grace: Option<String>,
 }
 
 /// `NAME=VALUE` specs of discovery sources, each name once.
@@ -474,7 +513,10 @@ impl Settings {
             discovery_dns,
             discovery_kubernetes,
             discovery_plugins: plugins,
-            discovery_grace: cli.discovery_grace.unwrap_or(d.discovery_grace),
+            discovery_grace: cli
+                .discovery_grace
+                .or(file_duration("discovery.grace", file.discovery.grace.as_deref())?)
+                .unwrap_or(d.discovery_grace),
             rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
             xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
             grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),
@@ -494,13 +536,19 @@ impl Settings {
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
             otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),
-            backup: cli.backup_dir.map(|dir| crate::backup::BackupSettings {
-                dir,
-                interval: cli.backup_interval.unwrap_or(std::time::Duration::from_secs(3600)),
-                keep: cli.backup_keep.unwrap_or(24),
-            }),
-            ha: cli.ha,
-            advertise_url: cli.advertise_url,
+            backup: match cli.backup_dir.or(file.backup.dir) {
+                Some(dir) => Some(crate::backup::BackupSettings {
+                    dir,
+                    interval: cli
+                        .backup_interval
+                        .or(file_duration("backup.interval", file.backup.interval.as_deref())?)
+                        .unwrap_or(std::time::Duration::from_secs(3600)),
+                    keep: cli.backup_keep.or(file.backup.keep).unwrap_or(24),
+                }),
+                None => None,
+            },
+            ha: cli.ha || file.ha.enabled.unwrap_or(false),
+            advertise_url: cli.advertise_url.or(file.ha.advertise_url),
         })
     }
 }
@@ -560,6 +608,53 @@ mod tests {
         assert_eq!(s.xds_addr.port(), 1);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.data_dir, PathBuf::from("./flotilla-data"));
+    }
+
+    #[test]
+    fn the_whole_file_shape_with_its_section_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controlplane.yaml");
+        std::fs::write(
+            &path,
+            "server: {restAddr: 127.0.0.1:9090}\n\
+             storage: {databaseUrl: postgres://db/flotilla}\n\
+             service_discovery: {files: [\"web=/etc/flotilla/web.yaml\"], grace: 45s}\n\
+             observability: {level: debug, format: json, otlpEndpoint: http://127.0.0.1:4317}\n\
+             ha: {enabled: true, advertiseUrl: http://brain-1:8080}\n\
+             backup: {dir: /var/backups/flotilla, interval: 15m, keep: 4}\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Cli::parse_from(["flotilla-brain", "--config", path.to_str().unwrap()]))
+            .unwrap();
+        assert_eq!(s.discovery_files, vec![("web".to_string(), PathBuf::from("/etc/flotilla/web.yaml"))]);
+        assert_eq!(s.discovery_grace, std::time::Duration::from_secs(45));
+        assert_eq!((s.log_level.as_str(), s.log_format), ("debug", LogFormat::Json));
+        assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert!(s.ha);
+        assert_eq!(s.advertise_url.as_deref(), Some("http://brain-1:8080"));
+        let b = s.backup.unwrap();
+        assert_eq!(
+            (b.dir, b.interval, b.keep),
+            (PathBuf::from("/var/backups/flotilla"), std::time::Duration::from_secs(900), 4)
+        );
+        // A flag still wins over the file.
+        let s = Settings::resolve(Cli::parse_from([
+            "flotilla-brain",
+            "--config",
+            path.to_str().unwrap(),
+            "--backup-keep",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(s.backup.unwrap().keep, 9);
+        std::fs::write(&path, "backup: {dir: /b, interval: soon}\n").unwrap();
+        let err = Settings::resolve(Cli::parse_from(["flotilla-brain", "--config", path.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backup.interval") && err.contains("soon"), "{err}");
+        std::fs::write(&path, "ha: {enabled: true, advertise: x}\n").unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("advertise") && err.contains("ha"), "{err}");
     }
 
     #[test]

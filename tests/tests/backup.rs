@@ -1,15 +1,19 @@
 //! Scheduled backups and restoring one: a brain with `--backup-dir` writes whole YAML bundles of
 //! every config on its interval, readable only by its owner, keeping the newest N; importing a
 //! backup into an empty brain gives the same compiled resources (same content versions, so an
-//! Envoy is sent exactly the same config).
+//! Envoy is sent exactly the same config). Point-in-time restore from revision history, with
+//! the `flotilla` CLI (plan first, then `--yes`) and a real Envoy that goes back to the old
+//! config.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use std::time::Duration;
 
 use flotilla_brain::backup::BackupSettings;
+use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
-use flotilla_tests::wait_for;
+use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
 fn backups(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -33,21 +37,18 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
     assert_eq!(r.status().as_u16(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
-    let file = wait_for("a backup holding the config", Duration::from_secs(20), || async {
-        backups(&path)
-            .into_iter()
-            .rev()
-            .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("example-service")))
+    // Backups are pruned as new ones come (every 200 ms here): read one before it goes.
+    let (mode, _) = wait_for("a backup holding the config", Duration::from_secs(20), || async {
+        backups(&path).into_iter().rev().find_map(|p| {
+            let text = std::fs::read_to_string(&p).ok().filter(|t| t.contains("example-service"))?;
+            Some((std::fs::metadata(&p).ok()?, text))
+        })
     })
     .await;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600,
-            "only the owner reads it"
-        );
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600, "only the owner reads it");
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let files = backups(&path);
@@ -63,7 +64,10 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
 
     // Restore into an empty brain: the same compiled resources.
     let restored = TestBrain::start().await;
-    let yaml = std::fs::read_to_string(backups(&path).last().unwrap()).unwrap();
+    let yaml = wait_for("the newest backup", Duration::from_secs(20), || async {
+        backups(&path).last().and_then(|p| std::fs::read_to_string(p).ok())
+    })
+    .await;
     let r = restored.post_yaml("/api/v1/import?apply=true", &yaml).await;
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
     let (_, list) = restored.get_json("/api/v1/configs").await;
@@ -71,4 +75,92 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
     let (_, before) = brain.get_json(&format!("/api/v1/configs/{id}/snapshot")).await;
     let (_, after) = restored.get_json(&format!("/api/v1/configs/{new_id}/snapshot")).await;
     assert_eq!(before["types"], after["types"], "the restored config compiles to the same resources");
+}
+
+/// Runs the `flotilla` CLI against `server` (off the runtime's threads); returns exit code,
+/// stdout and stderr.
+async fn flotilla(server: &str, args: &[&str]) -> (i32, String, String) {
+    let bin = flotilla_tests::process::workspace_bin("flotilla");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--server").arg(server).args(args);
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
+}
+
+async fn serves(port: u16, want: &str) -> Option<()> {
+    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_restore_plans_then_brings_the_fleet_back() {
+    let brain = TestBrain::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let port = free_port();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let envoy =
+        Envoy::start(brain.xds_port, "pitr-envoy", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy on the first config", Duration::from_secs(30), || serves(port, "backend 1")).await;
+
+    // The moment to go back to; then the config changes and another config appears.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r =
+        brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b2.addr])).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let later =
+        example_config(free_port(), &[b2.addr]).replace("name: example-service", "name: later-service");
+    assert_eq!(brain.post_yaml("/api/v1/configs?apply=true", &later).await.status().as_u16(), 201);
+    wait_for("Envoy on the second config", Duration::from_secs(30), || serves(port, "backend 2")).await;
+
+    // Without --yes: the plan, and nothing changes.
+    let (code, out, err) = flotilla(&brain.base, &["restore", "--at", &at]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("config production/example-service would be restored"), "{out}");
+    assert!(out.contains("config production/later-service would be deleted"), "{out}");
+    assert!(out.contains("run again with --yes"), "{out}");
+    let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(cfg["version"], 2, "a dry run changed the config");
+    assert_eq!(brain.get_json("/api/v1/configs").await.1.as_array().unwrap().len(), 2);
+
+    let (code, out, err) = flotilla(&brain.base, &["restore", "--at", &at, "--yes"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("config production/example-service restored"), "{out}");
+    assert!(out.contains("config production/later-service deleted"), "{out}");
+    wait_for("Envoy back on the first config", Duration::from_secs(30), || serves(port, "backend 1")).await;
+
+    // History keeps everything: the restore is a new revision holding revision 1's config.
+    let (_, history) = brain.get_json(&format!("/api/v1/configs/{id}/history")).await;
+    let revs = history.as_array().unwrap();
+    assert_eq!(revs.len(), 3, "{history}");
+    assert_eq!(revs[2]["action"], "restore");
+    assert_eq!(revs[2]["config"]["spec"], revs[0]["config"]["spec"]);
+    let names: Vec<String> = brain
+        .get_json("/api/v1/configs")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["example-service".to_string()]);
+    let (_, audit) = brain.get_json("/api/v1/audit?namespace=production").await;
+    let verbs: Vec<&str> = audit.as_array().unwrap().iter().filter_map(|e| e["verb"].as_str()).collect();
+    assert!(verbs.contains(&"rollback") && verbs.contains(&"delete"), "{audit}");
+
+    // Restoring to the same time again changes nothing; bad times are refused with their value.
+    let (code, out, _) = flotilla(&brain.base, &["restore", "--at", &at, "--yes"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to restore"), "{out}");
+    let (code, _, err) = flotilla(&brain.base, &["restore", "--at", "yesterday"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("at=\"yesterday\" is not an RFC 3339 time"), "{err}");
+    let (code, out, _) = flotilla(&brain.base, &["restore", "--at", "2999-01-01T00:00:00Z"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to restore"), "a time in the future is now: {out}");
+    drop(envoy);
 }

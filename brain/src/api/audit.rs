@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::query::ApiQuery;
@@ -28,14 +27,12 @@ pub async fn list(
     c: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let since = match &q.since {
-        Some(s) => Some(
-            DateTime::parse_from_rfc3339(s)
-                .map_err(|e| ApiError::bad_request(format!("since={s:?} is not an RFC 3339 time: {e}")))?
-                .with_timezone(&Utc),
-        ),
-        None => None,
-    };
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| super::parse_time("since", s))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit={limit} is out of range: 1 to 1000")));

@@ -74,6 +74,28 @@ pub async fn import(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestoreQuery {
+    /// RFC 3339, e.g. `2026-12-01T10:00:00Z`.
+    at: String,
+    namespace: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Point-in-time restore: every config (or one namespace's) back to the revision it had at `at`,
+/// in one transaction and applied; configs created since are deleted. `?dryRun=true` first.
+#[utoipa::path(post, path = "/api/v1/restore", tag = "bulk", params(("at" = String, Query, format = DateTime, description = "RFC 3339 time; a time in the future restores nothing"), ("namespace" = Option<String>, Query), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn restore(
+    State(st): State<ApiState>,
+    c: Caller,
+    ApiQuery(q): ApiQuery<RestoreQuery>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let at = super::parse_time("at", &q.at).map_err(ApiError::bad_request)?;
+    Ok(Json(st.manage.restore(&c, at, q.namespace, q.dry_run).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExportQuery {
     namespace: Option<String>,
     /// Include private keys (needs `export` on `secrets`); redacted otherwise.

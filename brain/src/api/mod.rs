@@ -53,6 +53,13 @@ pub struct Operation {
     pub grpc: Option<&'static str>,
 }
 
+/// An RFC 3339 time from query parameter `name`; the refusal names the parameter and the value.
+pub fn parse_time(name: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{name}={s:?} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z): {e}"))
+}
+
 const fn op(method: &'static str, path: &'static str, grpc: Option<&'static str>) -> Operation {
     Operation { method, path, grpc }
 }
@@ -73,6 +80,7 @@ fn operations() -> Vec<(Operation, MethodRouter<ApiState>)> {
         (op("POST", "/api/v1/bulk", Some("Bulk")), post(bulk::bulk)),
         (op("POST", "/api/v1/import", Some("Import")), post(bulk::import)),
         (op("GET", "/api/v1/export", Some("Export")), get(bulk::export)),
+        (op("POST", "/api/v1/restore", Some("Restore")), post(bulk::restore)),
         (op("POST", "/api/v1/validate", Some("ValidateConfig")), post(bulk::validate)),
         (op("GET", "/api/v1/proxies", Some("ListProxies")), get(proxies::list)),
         (op("GET", "/api/v1/proxies/{node_id}", Some("GetProxy")), get(proxies::get_one)),

@@ -24,6 +24,7 @@ use super::{audit, bulk, configs, debug, discovery, events, ops, proxies};
         bulk::bulk,
         bulk::import,
         bulk::export,
+        bulk::restore,
         bulk::validate,
         proxies::list,
         proxies::get_one,

@@ -65,6 +65,10 @@ fn print_results(results: &Value, dry_run: bool) -> bool {
         let verb = match (action, dry_run) {
             ("create", false) => "created",
             ("update", false) => "configured",
+            ("restore", false) => "restored",
+            ("delete", false) => "deleted",
+            ("restore", true) => "would be restored",
+            ("delete", true) => "would be deleted",
             ("unchanged", _) => "unchanged",
             ("create", true) => "would be created",
             (_, true) => "would be configured",
@@ -340,6 +344,23 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             let url = c.url("/api/v1/import", &[("apply", flag(!no_apply))])?;
             let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
             print_results(&res["results"], false);
+            Ok(0)
+        }
+        Command::Restore { at, namespace, yes } => {
+            let mut query = vec![("at", at.as_str()), ("dryRun", flag(!yes))];
+            if let Some(ns) = &namespace {
+                query.push(("namespace", ns.as_str()));
+            }
+            let url = c.url("/api/v1/restore", &query)?;
+            let res = c.call_url(Method::POST, url, None).await?;
+            let changed = print_results(&res["results"], !yes);
+            match (changed, yes) {
+                (false, _) => println!("nothing to restore: every config is as it was at {at}"),
+                (true, false) => {
+                    println!("dry run: nothing changed; run again with --yes to restore to {at}")
+                }
+                (true, true) => println!("restored to {at}"),
+            }
             Ok(0)
         }
         Command::Status { output } => {

@@ -127,6 +127,19 @@ pub enum Command {
         #[arg(long)]
         no_apply: bool,
     },
+    /// Every config (or one namespace's) back to the revision it had at a time, in one
+    /// transaction; configs created since are deleted. Shows the plan and changes nothing
+    /// unless --yes.
+    Restore {
+        /// RFC 3339 time, e.g. 2026-12-01T10:00:00Z.
+        #[arg(long)]
+        at: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Do it (without it, only the plan is shown).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Fleet summary: the brains and which leads, configs, proxies connected, synced, stale, NACKing.
     Status {
         #[arg(short = 'o', long, value_enum, default_value = "table")]

@@ -1,5 +1,6 @@
 //! Many configs at once: an atomic create-or-update of a bundle (bulk and import), the export
-//! of a bundle, and validation of configs without storing them.
+//! of a bundle, point-in-time restore from history, and validation of configs without storing
+//! them.
 
 use serde::Serialize;
 
@@ -78,6 +79,56 @@ impl Manager {
             tracing::info!(message = "bulk write", configs = results.len(), applied = apply, api = c.api);
         }
         Ok(BulkResult { dry_run, applied: apply && !dry_run, results })
+    }
+
+    /// Every config of `namespace` (all when None) back to what it was at `at`, in one
+    /// transaction: `rollback` on each config restored and `delete` on each created since are
+    /// checked for every one of them before anything is written; each is audited. With
+    /// `dry_run`, only the plan.
+    pub async fn restore(
+        &self,
+        c: &Caller,
+        at: chrono::DateTime<chrono::Utc>,
+        namespace: Option<String>,
+        dry_run: bool,
+    ) -> Result<BulkResult, OpError> {
+        let (_, steps) = self.service.restore_at(at, namespace.clone(), true, c.origin()).await?;
+        for step in &steps {
+            let verb = if step.revision.is_some() { Verb::Rollback } else { Verb::Delete };
+            let rec = &step.record;
+            self.authorize(c, verb, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
+        }
+        let res = self.service.restore_at(at, namespace, dry_run, c.origin()).await.map_err(OpError::from);
+        if !dry_run {
+            for step in &steps {
+                let rec = &step.record;
+                let verb = if step.revision.is_some() { Verb::Rollback } else { Verb::Delete };
+                let before = Some(RevisionRef::of_record(rec));
+                self.audited(
+                    c,
+                    verb,
+                    kind_of(&rec.config),
+                    &rec.namespace,
+                    &rec.name,
+                    before,
+                    &res,
+                    |(plans, _)| {
+                        let p = plans.iter().find(|p| p.id == Some(rec.id))?;
+                        let to = step.revision.as_ref().filter(|_| p.action == "restore")?;
+                        Some(RevisionRef::of(rec.version + 1, &to.config))
+                    },
+                )
+                .await;
+            }
+        }
+        let (mut results, _) = res?;
+        for p in &mut results {
+            crate::secrets::redact_diff(&mut p.diff);
+        }
+        if !dry_run {
+            tracing::info!(message = "restored to a point in time", at = %at.to_rfc3339(), configs = results.len(), api = c.api);
+        }
+        Ok(BulkResult { dry_run, applied: !dry_run, results })
     }
 
     /// Every config the caller may export (or one namespace's), as a YAML bundle that `bulk`

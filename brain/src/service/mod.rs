@@ -4,13 +4,16 @@
 //!
 //! Split by verb: this module owns the service's state (latest records, compile memos), checking
 //! and the one write path (commit, then publish); [`plan`] answers what a change would do (dry
-//! runs, diffs); [`verbs`] holds create, update, apply, delete, rollback, bulk, export, history.
+//! runs, diffs); [`verbs`] holds create, update, apply, delete, rollback, bulk, export, history;
+//! [`restore`] is point-in-time restore from history.
 //! It does not authenticate or authorize callers (`auth`) nor audit them (`audit`).
 
 mod plan;
+mod restore;
 mod verbs;
 
 pub use plan::{Planned, ResourceChange, resource_changes};
+pub use restore::{RestoreStep, revision_at};
 
 use std::sync::Arc;
 

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::{ConfigService, ServiceError, check};
 use crate::compile::compile;
 use crate::model::ProxyConfig;
-use crate::store::{DiffEntry, StoreError, Write, diff};
+use crate::render::Templates;
+use crate::store::{ConfigRecord, DiffEntry, StoreError, Write, diff};
 use crate::validate::FieldError;
 
 impl ConfigService {
@@ -57,12 +58,7 @@ impl ConfigService {
         let mut out = Vec::with_capacity(cfgs.len());
         for (cfg, snap) in cfgs.iter().zip(snaps) {
             let existing = self.find(cfg.namespace(), &cfg.metadata.name).await?;
-            let live = match existing.as_ref().and_then(|r| r.applied_config.as_ref()) {
-                Some(c) if !c.is_template() => {
-                    self.resolve(c, &templates).ok().and_then(|r| compile(&r).ok()).unwrap_or_default()
-                }
-                _ => Snapshot::default(),
-            };
+            let live = self.live_snapshot(existing.as_ref(), &templates);
             let to_value = |c: &ProxyConfig| serde_json::to_value(c).unwrap_or_default();
             let (action, config_diff, write) = match &existing {
                 Some(rec) => {
@@ -97,6 +93,17 @@ impl ConfigService {
             out.push((planned, write));
         }
         Ok(out)
+    }
+
+    /// What the proxies of `rec` hold now: its applied config compiled (empty for a template, a
+    /// config never applied, or none).
+    pub(super) fn live_snapshot(&self, rec: Option<&ConfigRecord>, templates: &Templates) -> Snapshot {
+        match rec.and_then(|r| r.applied_config.as_ref()) {
+            Some(c) if !c.is_template() => {
+                self.resolve(c, templates).ok().and_then(|r| compile(&r).ok()).unwrap_or_default()
+            }
+            _ => Snapshot::default(),
+        }
     }
 
     /// What applying the latest revision of `id` (or its pending deletion) would change on proxies.
@@ -152,7 +159,7 @@ pub struct Planned {
     pub id: Option<Uuid>,
     /// Version after the write (before it, in a dry run).
     pub version: Option<u64>,
-    /// "create", "update" or "unchanged".
+    /// "create", "update", "unchanged"; for a restore, "restore" or "delete".
     pub action: &'static str,
     /// Changes to the config document.
     pub diff: Vec<DiffEntry>,
