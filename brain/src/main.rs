@@ -42,7 +42,19 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::resolve(Cli::parse())?;
+    let cli = Cli::parse();
+    let check_only = cli.check_config;
+    let settings = Settings::resolve(cli)?;
+    if check_only {
+        println!(
+            "configuration is valid: REST {}, store {}, NATS {}, HA {}",
+            settings.rest_addr,
+            if settings.database_url.is_some() { "PostgreSQL" } else { "embedded" },
+            settings.nats_url.as_deref().unwrap_or("none (in-process bus)"),
+            if settings.ha { "on" } else { "off" },
+        );
+        return Ok(());
+    }
     let _tracing = init_logging(&settings)?;
     let brain = Brain::start(&settings).await?;
     shutdown_signal().await;

@@ -27,6 +27,10 @@ pub struct Cli {
     /// YAML config file (see docs/operations.md for its shape).
     #[arg(long, env = "FLOTILLA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Read the config file, flags and environment, say whether they are valid, and exit
+    /// without starting (exit 1, naming the problem, if not).
+    #[arg(long)]
+    pub check_config: bool,
     /// REST API listen address [default: 0.0.0.0:8080].
     #[arg(long, env = "FLOTILLA_REST_ADDR")]
     pub rest_addr: Option<SocketAddr>,

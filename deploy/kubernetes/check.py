@@ -1,48 +1,86 @@
-"""Checks deploy/kubernetes/flotilla.yaml without a cluster (no API server, helm or kubeconform is
-available here): parses every object and checks what would otherwise fail only at deploy time —
-kinds and API versions, selectors that match their pods, probes on declared ports, non-root and
-read-only containers, the HPA's target, and that every FLOTILLA_* variable the manifests set is
-one the binaries take (their --help, given as arguments, lists each `[env: ...]`).
+"""Checks rendered Kubernetes manifests (deploy/kubernetes/flotilla.yaml, or `helm template` of
+deploy/helm/flotilla with any values) without a cluster — no API server or kubeconform is
+available here: parses every object and checks what would otherwise fail only at deploy time —
+kinds and API versions, selectors that match their pods, probes on declared ports, mounts of
+declared volumes, non-root and read-only containers, the HPA's target, that every FLOTILLA_*
+variable the manifests set is one the binaries take (their --help, given as arguments, lists
+each `[env: ...]`), and, given the brain binary, that it accepts the brain's config file
+(`flotilla-brain --config FILE --check-config`).
 
-usage: python check.py flotilla.yaml BRAIN_HELP_FILE EDGE_HELP_FILE
+usage: python check.py MANIFESTS.yaml BRAIN_HELP_FILE EDGE_HELP_FILE [FLOTILLA_BRAIN_BIN]
 """
 
+import os
 import re
+import subprocess
 import sys
+import tempfile
 
 import yaml
 
 path, brain_help, edge_help = sys.argv[1:4]
+brain_bin = sys.argv[4] if len(sys.argv) > 4 else None
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
 by_kind = {}
 for d in docs:
     assert "apiVersion" in d and "kind" in d and "metadata" in d, d
     by_kind.setdefault(d["kind"], []).append(d)
 
-want = {"Namespace": 1, "ConfigMap": 1, "Deployment": 2, "Service": 3, "PodDisruptionBudget": 2,
-        "HorizontalPodAutoscaler": 1}
-for kind, n in want.items():
-    assert len(by_kind.get(kind, [])) == n, f"{kind}: want {n}, have {len(by_kind.get(kind, []))}"
+api = {"Namespace": "v1", "ConfigMap": "v1", "Service": "v1", "ServiceAccount": "v1", "Deployment": "apps/v1",
+       "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2",
+       "ClusterRole": "rbac.authorization.k8s.io/v1", "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+       "ServiceMonitor": "monitoring.coreos.com/v1"}
+for d in docs:
+    assert d["kind"] in api, f"unexpected kind {d['kind']}"
+    assert d["apiVersion"] == api[d["kind"]], f"{d['kind']} {d['metadata']['name']}: apiVersion {d['apiVersion']}"
+    if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        assert d["metadata"].get("namespace"), f"{d['kind']} {d['metadata']['name']} has no namespace"
+
+has_brain = any(d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "brain"
+                for d in by_kind.get("Deployment", []))
+want_at_least = ({"ConfigMap": 2, "Deployment": 2, "Service": 3, "PodDisruptionBudget": 2} if has_brain
+                 else {"ConfigMap": 1, "Deployment": 1, "Service": 2, "PodDisruptionBudget": 1})
+for kind, n in want_at_least.items():
+    assert len(by_kind.get(kind, [])) >= n, f"{kind}: want {n}, have {len(by_kind.get(kind, []))}"
+assert len(by_kind.get("HorizontalPodAutoscaler", [])) <= 1
+assert len(by_kind.get("Namespace", [])) <= 1
 
 envs = {"brain": set(re.findall(r"env: (FLOTILLA_[A-Z_]+)", open(brain_help).read())),
         "edge": set(re.findall(r"env: (FLOTILLA_[A-Z_]+)", open(edge_help).read()))}
 assert envs["brain"] and envs["edge"], "no [env: ...] in the --help outputs"
-config = by_kind["ConfigMap"][0]["data"]
-deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
-for name, d in deployments.items():
+config_maps = {c["metadata"]["name"]: c.get("data", {}) for c in by_kind["ConfigMap"]}
+deployments = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: d
+               for d in by_kind["Deployment"]}
+assert set(deployments) == ({"brain", "edge"} if has_brain else {"edge"}), f"deployments: {sorted(deployments)}"
+for component, d in deployments.items():
+    name = d["metadata"]["name"]
     spec = d["spec"]
     labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= labels.items(), f"{name}: selector does not match its pods"
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True, name
-    component = labels["app.kubernetes.io/component"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for v in volumes.values():
+        if "configMap" in v:
+            ref = v["configMap"]["name"]
+            # A ConfigMap the chart does not render (the RBAC policy) is the user's to create.
+            assert ref in config_maps or not ref.startswith(d["metadata"]["name"].rsplit("-", 1)[0]), \
+                f"{name}: volume {v['name']} names a ConfigMap that is not rendered: {ref}"
     for c in pod["containers"]:
         ports = {p["name"] for p in c["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"]["port"] in ports, f"{name}: {probe} on an undeclared port"
         assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
         assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], name
-        set_vars = {e["name"] for e in c.get("env", [])} | set(config)
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, name
+        for m in c.get("volumeMounts", []):
+            assert m["name"] in volumes, f"{name}: mounts undeclared volume {m['name']}"
+        from_maps = set()
+        for ref in c.get("envFrom", []):
+            cm = ref["configMapRef"]["name"]
+            assert cm in config_maps, f"{name}: envFrom names a ConfigMap that is not rendered: {cm}"
+            from_maps |= set(config_maps[cm])
+        set_vars = {e["name"] for e in c.get("env", [])} | from_maps
         unknown = {v for v in set_vars if v.startswith("FLOTILLA_")} - envs[component]
         assert not unknown, f"{name}: flotilla-{component} takes no {sorted(unknown)}"
 
@@ -53,13 +91,37 @@ for s in by_kind["Service"]:
     for p in s["spec"]["ports"]:
         declared = {cp["name"] for d in targets for c in d["spec"]["template"]["spec"]["containers"] for cp in c["ports"]}
         assert p["targetPort"] in declared, f"Service {s['metadata']['name']}: no port {p['targetPort']}"
+assert any(s["spec"].get("type") in ("LoadBalancer", "NodePort") for s in by_kind["Service"]), "xDS is not exposed"
 for pdb in by_kind["PodDisruptionBudget"]:
     sel = pdb["spec"]["selector"]["matchLabels"].items()
     assert any(sel <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments.values()), pdb
-hpa = by_kind["HorizontalPodAutoscaler"][0]["spec"]
-assert hpa["scaleTargetRef"]["name"] in deployments, hpa
-assert deployments["flotilla-brain"]["spec"]["replicas"] >= 2, "HA needs two brains"
-brain_env = {e["name"]: e for e in deployments["flotilla-brain"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-assert brain_env["FLOTILLA_HA"]["value"] == "true"
+names = {d["metadata"]["name"] for d in deployments.values()}
+for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployments["edge"]["metadata"]["name"], hpa
+    assert "replicas" not in deployments["edge"]["spec"], "an autoscaled Deployment must not fix replicas"
+if not has_brain:  # a region following another's brain: edges only
+    assert any(e["name"] == "FLOTILLA_MIRROR_DOMAIN" for e in
+               deployments["edge"]["spec"]["template"]["spec"]["containers"][0]["env"]), "edges only, yet no mirror"
+    print(f"{path}: {len(docs)} objects checked (edges only)")
+    sys.exit(0)
+for sa_ref in [deployments["brain"]["spec"]["template"]["spec"].get("serviceAccountName")]:
+    if sa_ref:
+        assert sa_ref in {s["metadata"]["name"] for s in by_kind.get("ServiceAccount", [])}, sa_ref
+
+brain = deployments["brain"]["spec"]
+brain_env = {e["name"]: e for e in brain["template"]["spec"]["containers"][0]["env"]}
 assert "secretKeyRef" in brain_env["FLOTILLA_DATABASE_URL"]["valueFrom"], "the database URL comes from a Secret"
-print(f"deploy/kubernetes: {len(docs)} objects checked")
+config_file = next((data["controlplane.yaml"] for data in config_maps.values() if "controlplane.yaml" in data), None)
+assert config_file is not None, "no ConfigMap holds the brain's controlplane.yaml"
+config = yaml.safe_load(config_file)
+if brain["replicas"] >= 2:
+    assert config.get("ha", {}).get("enabled") is True, "two brains need ha.enabled"
+if brain_bin:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(config_file)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOTILLA_")}
+    env["FLOTILLA_DATABASE_URL"] = "postgres://flotilla@db/flotilla"  # from the Secret in a cluster
+    r = subprocess.run([brain_bin, "--config", f.name, "--check-config"], env=env, capture_output=True, text=True)
+    os.unlink(f.name)
+    assert r.returncode == 0, f"flotilla-brain refuses the rendered config file:\n{config_file}\n{r.stderr}"
+print(f"{path}: {len(docs)} objects checked")
