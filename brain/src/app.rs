@@ -282,8 +282,17 @@ impl Brain {
                     std::process::id(),
                     &uuid::Uuid::new_v4().simple().to_string()[..8]
                 );
-                let l = crate::ha::join(pool, id.clone(), url.clone(), stopped.clone()).await;
-                tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, role = ?l.role());
+                let store: Box<dyn crate::ha::LeaseStore> = match &settings.ha_lease_kubernetes {
+                    Some(target) => Box::new(
+                        crate::ha::kubernetes::KubeLease::connect(target)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("--ha-lease-kubernetes: {e}"))?,
+                    ),
+                    None => Box::new(crate::ha::postgres::PgLease { pool }),
+                };
+                let lease = store.describe();
+                let l = crate::ha::join(store, id.clone(), url.clone(), stopped.clone()).await;
+                tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, lease, role = ?l.role());
                 l
             }
         };

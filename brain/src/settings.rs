@@ -92,6 +92,11 @@ pub struct Cli {
     /// http://<host>:<rest port>].
     #[arg(long, env = "FLOTILLA_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// With --ha, keep the leader lease in a Kubernetes Lease instead of PostgreSQL:
+    /// CONFIG@NAMESPACE/NAME, CONFIG being `in-cluster`, `default` or a kubeconfig path (e.g.
+    /// in-cluster@flotilla/flotilla-leader). Configs stay in PostgreSQL.
+    #[arg(long, env = "FLOTILLA_HA_LEASE_KUBERNETES")]
+    pub ha_lease_kubernetes: Option<String>,
     /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
     #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -226,6 +231,8 @@ pub struct FileConfig {
 pub struct FileHa {
     pub enabled: Option<bool>,
     pub advertise_url: Option<String>,
+    /// As `--ha-lease-kubernetes`.
+    pub lease_kubernetes: Option<String>,
 }
 
 /// `backup:` in the config file (as `--backup-dir`, `--backup-interval`, `--backup-keep`).
@@ -365,6 +372,8 @@ pub struct Settings {
     /// Leader election with other brains on the same PostgreSQL.
     pub ha: bool,
     pub advertise_url: Option<String>,
+    /// The leader lease as a Kubernetes Lease (None: a row in PostgreSQL).
+    pub ha_lease_kubernetes: Option<crate::ha::kubernetes::LeaseTarget>,
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
@@ -423,6 +432,7 @@ impl Default for Settings {
             backup: None,
             ha: false,
             advertise_url: None,
+            ha_lease_kubernetes: None,
             security: Security::default(),
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
@@ -553,6 +563,11 @@ impl Settings {
             },
             ha: cli.ha || file.ha.enabled.unwrap_or(false),
             advertise_url: cli.advertise_url.or(file.ha.advertise_url),
+            ha_lease_kubernetes: cli
+                .ha_lease_kubernetes
+                .or(file.ha.lease_kubernetes)
+                .map(|s| s.parse().map_err(|e| SettingsError::Invalid(format!("--ha-lease-kubernetes {e}"))))
+                .transpose()?,
         })
     }
 }

@@ -29,6 +29,7 @@ for d in docs:
 api = {"Namespace": "v1", "ConfigMap": "v1", "Service": "v1", "ServiceAccount": "v1", "Deployment": "apps/v1",
        "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2",
        "ClusterRole": "rbac.authorization.k8s.io/v1", "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+       "Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
        "ServiceMonitor": "monitoring.coreos.com/v1"}
 for d in docs:
     assert d["kind"] in api, f"unexpected kind {d['kind']}"
@@ -107,6 +108,11 @@ if not has_brain:  # a region following another's brain: edges only
 for sa_ref in [deployments["brain"]["spec"]["template"]["spec"].get("serviceAccountName")]:
     if sa_ref:
         assert sa_ref in {s["metadata"]["name"] for s in by_kind.get("ServiceAccount", [])}, sa_ref
+for binding in by_kind.get("RoleBinding", []) + by_kind.get("ClusterRoleBinding", []):
+    roles = {r["metadata"]["name"] for r in by_kind.get(binding["roleRef"]["kind"], [])}
+    assert binding["roleRef"]["name"] in roles, f"{binding['metadata']['name']} binds a role that is not rendered"
+    accounts = {s["metadata"]["name"] for s in by_kind.get("ServiceAccount", [])}
+    assert all(s["name"] in accounts for s in binding["subjects"]), f"{binding['metadata']['name']}: no such account"
 
 brain = deployments["brain"]["spec"]
 brain_env = {e["name"]: e for e in brain["template"]["spec"]["containers"][0]["env"]}
@@ -116,6 +122,9 @@ assert config_file is not None, "no ConfigMap holds the brain's controlplane.yam
 config = yaml.safe_load(config_file)
 if brain["replicas"] >= 2:
     assert config.get("ha", {}).get("enabled") is True, "two brains need ha.enabled"
+if config.get("ha", {}).get("leaseKubernetes"):
+    rules = [r for role in by_kind.get("Role", []) for r in role["rules"]]
+    assert any("leases" in r["resources"] and "update" in r["verbs"] for r in rules), "no Role lets brains update Leases"
 if brain_bin:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(config_file)

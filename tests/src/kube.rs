@@ -15,6 +15,8 @@
 //!   compacted history answers an `ERROR` event carrying a `410` `Expired` Status, as the real
 //!   server does, so the client relists.
 //!
+//! - Leases for leader election (`crate::kube_lease`).
+//!
 //! It can also fail on purpose (HTTP 500 Status, or a body that is not JSON), drop every open
 //! watch, compact its history, and records the requests it answered.
 
@@ -94,6 +96,8 @@ struct Fake {
 pub struct FakeKube {
     pub url: String,
     pub kubeconfig: std::path::PathBuf,
+    /// Leases (coordination.k8s.io/v1), for leader election.
+    pub leases: crate::kube_lease::Leases,
     fake: Fake,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -108,6 +112,7 @@ impl Drop for FakeKube {
 
 impl FakeKube {
     pub async fn start() -> FakeKube {
+        let leases = crate::kube_lease::Leases::default();
         let fake = Fake {
             inner: Arc::new(Mutex::new(Inner {
                 rv: 100,
@@ -134,7 +139,8 @@ impl FakeKube {
                 "/api/v1/namespaces/{ns}/pods",
                 get(|Path(ns): Path<String>, s, q, h, u| answer(Kind::Pod, Some(ns), s, q, h, u)),
             )
-            .with_state(fake.clone());
+            .with_state(fake.clone())
+            .merge(leases.router());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Kubernetes");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let task = tokio::spawn(async move {
@@ -149,7 +155,7 @@ impl FakeKube {
             ),
         )
         .expect("write kubeconfig");
-        FakeKube { url, kubeconfig, fake, task, _dir: dir }
+        FakeKube { url, kubeconfig, fake, leases, task, _dir: dir }
     }
 
     /// Makes `service` in `namespace` have exactly `pods` on `port` (named `http`): the pods and

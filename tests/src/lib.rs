@@ -13,6 +13,7 @@ pub mod edge;
 pub mod envoy;
 pub mod garbage;
 pub mod kube;
+pub mod kube_lease;
 pub mod link;
 pub mod nats;
 pub mod otlp;

@@ -1,9 +1,9 @@
 //! Scheduled backups and restoring one: a brain with `--backup-dir` writes whole YAML bundles of
 //! every config on its interval, readable only by its owner, keeping the newest N; importing a
 //! backup into an empty brain gives the same compiled resources (same content versions, so an
-//! Envoy is sent exactly the same config). Point-in-time restore from revision history, with
-//! the `flotilla` CLI (plan first, then `--yes`) and a real Envoy that goes back to the old
-//! config.
+//! Envoy is sent exactly the same config), and a real Envoy on the restored brain routes with it.
+//! Point-in-time restore from revision history, with the `flotilla` CLI (plan first, then
+//! `--yes`) and a real Envoy that goes back to the old config.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -31,9 +31,9 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
     let path = dir.path().join("backups");
     let backup = BackupSettings { dir: path.clone(), interval: Duration::from_millis(200), keep: 2 };
     let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| s.backup = Some(backup)).await;
-    let r = brain
-        .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
-        .await;
+    let backend = Backend::start("1").await;
+    let port = free_port();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[backend.addr])).await;
     assert_eq!(r.status().as_u16(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
@@ -75,6 +75,16 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
     let (_, before) = brain.get_json(&format!("/api/v1/configs/{id}/snapshot")).await;
     let (_, after) = restored.get_json(&format!("/api/v1/configs/{new_id}/snapshot")).await;
     assert_eq!(before["types"], after["types"], "the restored config compiles to the same resources");
+    // And a real Envoy on the restored brain gets it: HTTP through it reaches the backend.
+    let _envoy = Envoy::start(
+        restored.xds_port,
+        "restored-envoy",
+        "example-service",
+        "production",
+        ApiType::DeltaGrpc,
+    );
+    wait_for("Envoy served by the restored brain", Duration::from_secs(30), || serves(port, "backend 1"))
+        .await;
 }
 
 /// Runs the `flotilla` CLI against `server` (off the runtime's threads); returns exit code,

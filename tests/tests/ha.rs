@@ -5,6 +5,8 @@
 //! the leader's URL); when the leader is killed the follower takes over and accepts writes within
 //! the lease (the time is printed; the bound here is far above it); a leader paused with SIGSTOP
 //! past its lease and resumed cannot write, is a follower, and nothing it holds reaches the proxy.
+//! The same election through a Kubernetes Lease (`--ha-lease-kubernetes`), against the fake
+//! Kubernetes API of `flotilla_tests::kube` (no API server here).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -29,6 +31,10 @@ struct Brain {
 }
 
 fn brain(db: &TempDatabase, nats: &NatsServer) -> Brain {
+    brain_with(db, nats, &[])
+}
+
+fn brain_with(db: &TempDatabase, nats: &NatsServer, extra: &[String]) -> Brain {
     let rest = free_port();
     let base = format!("http://127.0.0.1:{rest}");
     let mut args = distributed_brain_args(&nats.url(), rest);
@@ -39,6 +45,7 @@ fn brain(db: &TempDatabase, nats: &NatsServer) -> Brain {
         "--advertise-url".into(),
         base.clone(),
     ]);
+    args.extend(extra.iter().cloned());
     let process = Process::start(&workspace_bin("flotilla-brain"), &args);
     Brain { process, base }
 }
@@ -198,6 +205,64 @@ async fn a_paused_leader_cannot_write_after_it_resumes() {
     };
     assert_eq!(cfg["version"], 2, "only the new leader's write was stored: {cfg}");
     drop(a);
+    drop(b);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_lease_elects_one_leader_and_the_follower_takes_over() {
+    let db = TempDatabase::create("flotilla_ha_kube").await;
+    let nats = NatsServer::start().await;
+    let kube = flotilla_tests::kube::FakeKube::start().await;
+    let lease = vec![
+        "--ha-lease-kubernetes".to_string(),
+        format!("{}@flotilla/flotilla-leader", kube.kubeconfig.display()),
+    ];
+    let a = brain_with(&db, &nats, &lease);
+    wait_for("brain A to lead", CONVERGE, || async { leads(&a).await.then_some(()) }).await;
+    let b = brain_with(&db, &nats, &lease);
+    wait_for("brain B to be ready", CONVERGE, || async {
+        (status(&format!("{}/ready", b.base)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert!(!leads(&b).await, "only one leader");
+    let held = kube.leases.get("flotilla", "flotilla-leader").unwrap();
+    assert_eq!(held["spec"]["leaseTransitions"], 1, "{held}");
+    assert_eq!(held["metadata"]["annotations"]["flotilla.io/leader-url"], a.base.as_str(), "{held}");
+    // The follower redirects writes to the leader the Lease names; both brains are listed.
+    let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
+    let cluster = wait_for("both brains in the cluster view", CONVERGE, || async {
+        let v: Value =
+            client().get(format!("{}/api/v1/cluster", b.base)).send().await.ok()?.json().await.ok()?;
+        (v["cluster"]["brains"].as_array().map(Vec::len) == Some(2)).then_some(v)
+    })
+    .await;
+    assert_eq!(cluster["cluster"]["leader"]["url"], a.base.as_str(), "{cluster}");
+    let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    // The leader dies; the follower takes the Lease (epoch 2) and accepts the next write.
+    a.process.signal("KILL");
+    let killed = Instant::now();
+    let path = format!("/api/v1/configs/{id}?apply=true");
+    loop {
+        let r = write(&b, reqwest::Method::PUT, &path, endpoint(2)).await;
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "no failover after {:?}", killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "failover through a Kubernetes Lease: kill -9 of the leader to the next accepted write: {:?}",
+        killed.elapsed()
+    );
+    let held = kube.leases.get("flotilla", "flotilla-leader").unwrap();
+    assert_eq!(held["spec"]["leaseTransitions"], 2, "{held}");
+    assert_eq!(held["metadata"]["annotations"]["flotilla.io/leader-url"], b.base.as_str(), "{held}");
     drop(b);
     db.drop_now().await;
 }

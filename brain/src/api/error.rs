@@ -124,7 +124,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Ha(h) => {
                 let leader = match &h {
                     crate::ha::HaError::NotLeader { leader } => leader.clone(),
-                    crate::ha::HaError::Database(_) => None,
+                    crate::ha::HaError::Database { .. } => None,
                 };
                 ApiError {
                     leader,

@@ -79,7 +79,7 @@ impl std::str::FromStr for KubeSource {
     }
 }
 
-async fn client(config: &KubeConfig) -> Result<Client, String> {
+pub async fn client(config: &KubeConfig) -> Result<Client, String> {
     let config = match config {
         KubeConfig::InCluster => kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?,
         KubeConfig::Infer => kube::Config::infer().await.map_err(|e| format!("kubeconfig: {e}"))?,

@@ -1,19 +1,21 @@
 //! High availability: several brains on one PostgreSQL, one of them the leader.
 //!
-//! Owns the election and the leader's epoch. The lease is one row (`flotilla_leader`): the
-//! leader renews it every [`RENEW`]; a brain takes it over once it has expired ([`LEASE`]),
-//! bumping the epoch. Times are the database's clock, so brains' clocks need not agree. The
-//! epoch is the fencing token: every publish carries it, the bus refuses to overwrite a state
-//! published with a higher one, and edges refuse lower ones (`flotilla_edge::sync`). A write
-//! confirms the lease in the database first ([`Leadership::confirm`]), so a leader that was
-//! paused past its lease cannot commit and publish as if it still led.
+//! Owns the election and the leader's epoch. The lease lives in a [`LeaseStore`]: by default one
+//! PostgreSQL row ([`postgres`]), or a Kubernetes `Lease` object ([`kubernetes`], for brains
+//! running in a cluster). The leader renews it every [`RENEW`]; a brain takes it over once it
+//! has expired ([`LEASE`]), bumping the epoch. The epoch is the fencing token: every publish
+//! carries it, the bus refuses to overwrite a state published with a higher one, and edges refuse
+//! lower ones (`flotilla_edge::sync`). A write confirms the lease first ([`Leadership::confirm`]),
+//! so a leader that was paused past its lease cannot commit and publish as if it still led.
 //!
 //! It does not decide what followers serve (the API and the service do: reads everywhere,
 //! writes redirected to the leader), nor publish on promotion (`app` does).
 
+pub mod kubernetes;
+pub mod postgres;
+
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::watch;
 
 /// How long a lease lasts without renewal: failover takes at most this plus one [`RENEW`].
@@ -36,8 +38,8 @@ pub enum Role {
 pub enum HaError {
     #[error("this brain is a follower; send writes to the leader{}", .leader.as_ref().map(|u| format!(" at {u}")).unwrap_or_else(|| " (none elected yet; retry in a few seconds)".into()))]
     NotLeader { leader: Option<String> },
-    #[error("cannot confirm the leadership in PostgreSQL: {0}")]
-    Database(String),
+    #[error("cannot confirm the leadership ({store}): {message}")]
+    Database { store: &'static str, message: String },
 }
 
 /// This brain's view of the election. Cheap to clone.
@@ -79,7 +81,7 @@ impl Leadership {
         match e.try_lead().await {
             Ok(Some(epoch)) => Ok(epoch),
             Ok(None) => Err(HaError::NotLeader { leader: e.leader_url().await }),
-            Err(err) => Err(HaError::Database(err.to_string())),
+            Err(message) => Err(HaError::Database { store: e.store.describe(), message }),
         }
     }
 
@@ -92,14 +94,15 @@ impl Leadership {
     pub async fn cluster(&self) -> Option<Result<HaCluster, HaError>> {
         let e = self.elector.as_ref()?;
         Some(
-            members(&e.pool)
+            e.store
+                .members()
                 .await
                 .map(|(brains, leader)| HaCluster {
                     this: e.id.clone(),
                     brains: brains.into_iter().map(|(id, url)| HaMember { id, url }).collect(),
                     leader: leader.map(|(id, url, epoch)| HaLeader { id, url, epoch }),
                 })
-                .map_err(|err| HaError::Database(err.to_string())),
+                .map_err(|message| HaError::Database { store: e.store.describe(), message }),
         )
     }
 }
@@ -130,9 +133,29 @@ pub struct HaLeader {
     pub epoch: u64,
 }
 
+/// The brains seen recently (id, URL) and the current leader (id, URL, epoch).
+pub type Members = (Vec<(String, String)>, Option<(String, String, u64)>);
+
+/// Where the lease is kept. Every call is one round trip to the store; errors are its message.
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Names the store in errors and logs.
+    fn describe(&self) -> &'static str;
+    /// Takes the lease if it is free or expired (epoch + 1) or renews it if `id` holds it;
+    /// `Some(epoch)` when `id` leads after the call.
+    async fn try_lead(&self, id: &str, url: &str) -> Result<Option<u64>, String>;
+    /// The URL of the current leader, if its lease has not expired.
+    async fn leader_url(&self) -> Option<String>;
+    /// Records that `id` (at `url`) is alive, for [`LeaseStore::members`].
+    async fn heartbeat(&self, id: &str, url: &str);
+    /// Gives the lease up if `id` holds it, so another brain takes over at once.
+    async fn release(&self, id: &str);
+    async fn members(&self) -> Result<Members, String>;
+}
+
 #[derive(Debug)]
 struct Elector {
-    pool: PgPool,
+    store: Box<dyn LeaseStore>,
     id: String,
     url: String,
     role: watch::Sender<Role>,
@@ -140,24 +163,8 @@ struct Elector {
 
 impl Elector {
     /// Takes or renews the lease; `Some(epoch)` when this brain leads.
-    async fn try_lead(&self) -> Result<Option<u64>, sqlx::Error> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO flotilla_leader (id, holder, url, epoch, expires_at)
-             VALUES (1, $1, $2, 1, now() + make_interval(secs => $3))
-             ON CONFLICT (id) DO UPDATE SET
-               holder = EXCLUDED.holder, url = EXCLUDED.url,
-               epoch = CASE WHEN flotilla_leader.holder = EXCLUDED.holder
-                            THEN flotilla_leader.epoch ELSE flotilla_leader.epoch + 1 END,
-               expires_at = EXCLUDED.expires_at
-             WHERE flotilla_leader.holder = EXCLUDED.holder OR flotilla_leader.expires_at < now()
-             RETURNING epoch",
-        )
-        .bind(&self.id)
-        .bind(&self.url)
-        .bind(LEASE.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
-        let epoch = row.map(|(e,)| u64::try_from(e).unwrap_or(0));
+    async fn try_lead(&self) -> Result<Option<u64>, String> {
+        let epoch = self.store.try_lead(&self.id, &self.url).await?;
         let next = match epoch {
             Some(epoch) => Role::Leader { epoch },
             None => Role::Follower { leader: self.leader_url().await },
@@ -174,35 +181,25 @@ impl Elector {
     }
 
     async fn leader_url(&self) -> Option<String> {
-        sqlx::query_as::<_, (String,)>("SELECT url FROM flotilla_leader WHERE id = 1 AND expires_at > now()")
-            .fetch_optional(&self.pool)
-            .await
-            .ok()
-            .flatten()
-            .map(|(u,)| u)
-    }
-
-    async fn heartbeat(&self) {
-        let _ = sqlx::query(
-            "INSERT INTO flotilla_brains (id, url, seen_at) VALUES ($1, $2, now())
-             ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, seen_at = now()",
-        )
-        .bind(&self.id)
-        .bind(&self.url)
-        .execute(&self.pool)
-        .await;
+        self.store.leader_url().await
     }
 }
 
-/// Joins the election on `pool` as `id`, advertising `url` (where followers send writers).
+/// Joins the election kept in `store` as `id`, advertising `url` (where followers send writers).
 /// The first round runs before this returns, so the role is known at once.
-pub async fn join(pool: PgPool, id: String, url: String, mut stop: watch::Receiver<bool>) -> Leadership {
+pub async fn join(
+    store: Box<dyn LeaseStore>,
+    id: String,
+    url: String,
+    mut stop: watch::Receiver<bool>,
+) -> Leadership {
     let (tx, rx) = watch::channel(Role::Follower { leader: None });
-    let elector = std::sync::Arc::new(Elector { pool, id, url, role: tx });
+    let elector = std::sync::Arc::new(Elector { store, id, url, role: tx });
     if let Err(e) = elector.try_lead().await {
-        tracing::error!(message = "leader election: database unavailable; following until it answers", error = %e);
+        tracing::error!(message = "leader election: lease store unavailable; following until it answers",
+            store = elector.store.describe(), error = %e);
     }
-    elector.heartbeat().await;
+    elector.store.heartbeat(&elector.id, &elector.url).await;
     let e = elector.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RENEW);
@@ -212,18 +209,15 @@ pub async fn join(pool: PgPool, id: String, url: String, mut stop: watch::Receiv
                 _ = tick.tick() => {}
                 _ = stop.changed() => {
                     // Leaving: give the lease up so another brain takes over at once.
-                    let _ = sqlx::query("UPDATE flotilla_leader SET expires_at = now() WHERE id = 1 AND holder = $1")
-                        .bind(&e.id)
-                        .execute(&e.pool)
-                        .await;
+                    e.store.release(&e.id).await;
                     return;
                 }
             }
             match e.try_lead().await {
                 Ok(_) => last_ok = tokio::time::Instant::now(),
                 Err(err) => {
-                    tracing::warn!(message = "leader election: database unavailable", error = %err);
-                    // Without the database the lease cannot be known to hold: step down once it
+                    tracing::warn!(message = "leader election: lease store unavailable", store = e.store.describe(), error = %err);
+                    // Without the store the lease cannot be known to hold: step down once it
                     // would have expired.
                     if last_ok.elapsed() >= LEASE {
                         e.role.send_if_modified(|r| {
@@ -234,24 +228,8 @@ pub async fn join(pool: PgPool, id: String, url: String, mut stop: watch::Receiv
                     }
                 }
             }
-            e.heartbeat().await;
+            e.store.heartbeat(&e.id, &e.url).await;
         }
     });
     Leadership { role: rx, elector: Some(elector) }
-}
-
-/// The brains seen in the last few seconds and the current leader.
-async fn members(
-    pool: &PgPool,
-) -> Result<(Vec<(String, String)>, Option<(String, String, u64)>), sqlx::Error> {
-    let brains: Vec<(String, String)> = sqlx::query_as(
-        "SELECT id, url FROM flotilla_brains WHERE seen_at > now() - interval '10 seconds' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
-    let leader: Option<(String, String, i64)> =
-        sqlx::query_as("SELECT holder, url, epoch FROM flotilla_leader WHERE id = 1 AND expires_at > now()")
-            .fetch_optional(pool)
-            .await?;
-    Ok((brains, leader.map(|(h, u, e)| (h, u, u64::try_from(e).unwrap_or(0)))))
 }

@@ -22,6 +22,11 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 
+{{/* The brains need a ServiceAccount: Kubernetes discovery or a Lease for the election. */}}
+{{- define "flotilla.brainAccount" -}}
+{{- if or .Values.kubernetesDiscovery.enabled (eq .Values.brain.election "kubernetes") }}true{{ end -}}
+{{- end -}}
+
 {{- define "flotilla.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
@@ -42,6 +47,7 @@ securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
   "observability" (dict "level" .Values.logging.level "format" .Values.logging.format)
   "ha" (dict "enabled" (gt (int .Values.brain.replicas) 1))
 -}}
+{{- if eq .Values.brain.election "kubernetes" }}{{ $_ := set $c.ha "leaseKubernetes" (printf "in-cluster@%s/%s-leader" .Release.Namespace (include "flotilla.fullname" .)) }}{{ end -}}
 {{- if .Values.logging.otlpEndpoint }}{{ $_ := set $c.observability "otlpEndpoint" .Values.logging.otlpEndpoint }}{{ end -}}
 {{- if .Values.nats.credsSecret }}{{ $_ := set $c.nats "creds" "/etc/flotilla/nats/nats.creds" }}{{ end -}}
 {{- $sec := dict -}}
