@@ -219,6 +219,12 @@ pub async fn http_get(port: u16, host: &str, path: &str) -> Option<String> {
     if r.status().is_success() { r.text().await.ok() } else { None }
 }
 
+/// `Some(())` when `GET example.com/api/x` through the Envoy listener on `port` answers `want`
+/// (the body the test backends give: `backend <name>`); for `wait_for`.
+pub async fn serves(port: u16, want: &str) -> Option<()> {
+    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
+}
+
 /// True when nothing accepts connections on the port.
 pub async fn port_closed(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err()

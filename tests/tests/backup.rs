@@ -12,7 +12,7 @@ use std::time::Duration;
 use flotilla_brain::backup::BackupSettings;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
-use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::envoy::{ApiType, Envoy, serves};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
@@ -96,10 +96,6 @@ async fn flotilla(server: &str, args: &[&str]) -> (i32, String, String) {
     let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
     (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
-}
-
-async fn serves(port: u16, want: &str) -> Option<()> {
-    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

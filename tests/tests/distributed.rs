@@ -11,7 +11,7 @@ use flotilla_edge::app::Edge;
 use flotilla_shared::ResourceType;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
-use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::envoy::{ApiType, Envoy, http_get, serves};
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::xds_client::{Delta, Got, Service, node};
 use flotilla_tests::{free_port, wait_for};
@@ -29,10 +29,6 @@ async fn brain(nats: &NatsServer, dir: tempfile::TempDir) -> TestBrain {
 
 async fn edge(nats: &NatsServer, name: &str) -> Edge {
     flotilla_tests::edge::nats_edge(&nats.url(), name).await
-}
-
-async fn serves(port: u16, want: &str) -> Option<()> {
-    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
 }
 
 /// Failure test 2: with the brain down, a newly started edge serves its Envoys from JetStream;

@@ -13,17 +13,13 @@ use flotilla_shared::ResourceType;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::edge::mirroring_edge_on;
-use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+use flotilla_tests::envoy::{ApiType, Envoy, http_get, serves};
 use flotilla_tests::link::Link;
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::xds_client::{Delta, Service, node};
 use flotilla_tests::{free_port, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-async fn serves(port: u16, want: &str) -> Option<()> {
-    http_get(port, "example.com", "/api/x").await.filter(|b| b == want).map(|_| ())
-}
 
 /// Region A's NATS (domain `hub`, accepting leaf nodes), the link to it, and region B's NATS
 /// (domain `region-b`) joined to it through the link. A advertises the link's address as its

@@ -97,6 +97,21 @@ async fn proxy(edge: &Edge) -> (Delta, Vec<u8>) {
     (c, body)
 }
 
+/// Kills leader `a` and writes config `id` through `b` until it is accepted; the time it took.
+async fn kill_and_write(a: &Brain, b: &Brain, id: &str) -> Duration {
+    a.process.signal("KILL");
+    let killed = Instant::now();
+    let path = format!("/api/v1/configs/{id}?apply=true");
+    loop {
+        let r = write(b, reqwest::Method::PUT, &path, endpoint(2)).await;
+        if r.status().as_u16() == 200 {
+            return killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "no failover after {:?}", killed.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn endpoint(n: u8) -> String {
     example_config(10_000, &[format!("127.0.0.{n}:9").parse().unwrap()])
 }
@@ -140,18 +155,7 @@ async fn the_follower_redirects_writes_and_takes_over_when_the_leader_dies() {
     let (mut c, first) = proxy(&edge).await;
 
     // The leader dies: the follower accepts the next write within the lease.
-    a.process.signal("KILL");
-    let killed = Instant::now();
-    let path = format!("/api/v1/configs/{id}?apply=true");
-    loop {
-        let r = write(&b, reqwest::Method::PUT, &path, endpoint(2)).await;
-        if r.status().as_u16() == 200 {
-            break;
-        }
-        assert!(killed.elapsed() < Duration::from_secs(20), "no failover after {:?}", killed.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let failover = killed.elapsed();
+    let failover = kill_and_write(&a, &b, &id).await;
     eprintln!("failover: kill -9 of the leader to the next accepted write: {failover:?}");
     assert!(leads(&b).await);
     let update = tokio::time::timeout(CONVERGE, c.recv()).await.unwrap().msg();
@@ -245,20 +249,9 @@ async fn a_kubernetes_lease_elects_one_leader_and_the_follower_takes_over() {
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
     // The leader dies; the follower takes the Lease (epoch 2) and accepts the next write.
-    a.process.signal("KILL");
-    let killed = Instant::now();
-    let path = format!("/api/v1/configs/{id}?apply=true");
-    loop {
-        let r = write(&b, reqwest::Method::PUT, &path, endpoint(2)).await;
-        if r.status().as_u16() == 200 {
-            break;
-        }
-        assert!(killed.elapsed() < Duration::from_secs(20), "no failover after {:?}", killed.elapsed());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let failover = kill_and_write(&a, &b, &id).await;
     eprintln!(
-        "failover through a Kubernetes Lease: kill -9 of the leader to the next accepted write: {:?}",
-        killed.elapsed()
+        "failover through a Kubernetes Lease: kill -9 of the leader to the next accepted write: {failover:?}"
     );
     let held = kube.leases.get("flotilla", "flotilla-leader").unwrap();
     assert_eq!(held["spec"]["leaseTransitions"], 2, "{held}");

@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
-use flotilla_tests::envoy::{ApiType, Envoy, http_get, port_closed};
+use flotilla_tests::envoy::{ApiType, Envoy, http_get, port_closed, serves};
 use flotilla_tests::{free_port, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(20);
-
-async fn serves(port: u16, expect: &str) -> Option<()> {
-    http_get(port, "example.com", "/api/x").await.filter(|b| b == expect).map(|_| ())
-}
 
 async fn walking_skeleton(api: ApiType) {
     let brain = TestBrain::start().await;
