@@ -82,6 +82,20 @@ impl Encoded {
         })
     }
 
+    /// A version a client says it holds (Delta `initial_resource_versions`): name and version
+    /// only, no body and no references; never sent, only compared. Not an encode.
+    pub fn announced(kind: ResourceType, name: &str, version: &str) -> Arc<Encoded> {
+        Arc::new(Encoded {
+            kind,
+            name: Arc::from(name),
+            version: version.to_string(),
+            refs: Vec::new(),
+            any_field: Bytes::new(),
+            delta_head: Bytes::new(),
+            delta_tail: Bytes::new(),
+        })
+    }
+
     /// Bytes this resource occupies (shared by every stream).
     pub fn size(&self) -> usize {
         self.any_field.len() + self.delta_head.len() + self.delta_tail.len()
