@@ -50,6 +50,21 @@ pub struct NatsSecurity {
     pub tls_key: Option<std::path::PathBuf>,
 }
 
+/// The stream of a KV bucket as JetStream's KV layer makes it: the latest value per key, direct
+/// gets. Its own subjects (a bucket written here) or a mirror (another region's) are the caller's.
+fn kv_stream(bucket: &str) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        max_messages_per_subject: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
 /// Opens the group-state bucket, creating it (latest value per key) if the brain has not yet.
 ///
 /// The bucket's stream is created directly (what `create_key_value` would create) because
@@ -59,17 +74,7 @@ pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Resul
     if let Ok(kv) = js.get_key_value(bucket).await {
         return Ok(kv);
     }
-    let config = jetstream::stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        discard: jetstream::stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        ..Default::default()
-    };
+    let config = jetstream::stream::Config { subjects: vec![format!("$KV.{bucket}.>")], ..kv_stream(bucket) };
     js.get_or_create_stream(config)
         .await
         .with_context(|| format!("cannot create the JetStream stream of KV bucket {bucket:?}"))?;
@@ -107,20 +112,13 @@ pub async fn open_mirror(js: &jetstream::Context, bucket: &str, domain: &str) ->
         }
         Err(_) => {
             let config = jetstream::stream::Config {
-                name: stream.clone(),
                 mirror: Some(jetstream::stream::Source {
                     name: stream.clone(),
                     domain: Some(domain.to_string()),
                     ..Default::default()
                 }),
-                max_messages_per_subject: 1,
-                discard: jetstream::stream::DiscardPolicy::New,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
                 mirror_direct: true,
-                num_replicas: 1,
-                ..Default::default()
+                ..kv_stream(bucket)
             };
             js.create_stream(config)
                 .await
