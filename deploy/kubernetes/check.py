@@ -61,12 +61,11 @@ for component, d in deployments.items():
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True, name
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    for v in volumes.values():
-        if "configMap" in v:
-            ref = v["configMap"]["name"]
-            # A ConfigMap the chart does not render (the RBAC policy) is the user's to create.
-            assert ref in config_maps or not ref.startswith(d["metadata"]["name"].rsplit("-", 1)[0]), \
-                f"{name}: volume {v['name']} names a ConfigMap that is not rendered: {ref}"
+    # The brain's config file comes from a rendered ConfigMap; others (the RBAC policy) and
+    # Secrets are the user's to create.
+    if "config" in volumes:
+        ref = volumes["config"]["configMap"]["name"]
+        assert ref in config_maps, f"{name}: volume config names a ConfigMap that is not rendered: {ref}"
     for c in pod["containers"]:
         ports = {p["name"] for p in c["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):

@@ -47,6 +47,17 @@ impl TestBrain {
         TestBrain { brain: Some(brain), base, xds_port, grpc_api_port, http, data_dir }
     }
 
+    /// The distributed shape in process: a brain publishing to the NATS at `nats_url`, with no
+    /// edge of its own (proxies connect to `flotilla-edge`s).
+    pub async fn publishing_to(nats_url: &str) -> TestBrain {
+        let url = nats_url.to_string();
+        TestBrain::start_custom(tempfile::tempdir().expect("tempdir"), move |s| {
+            s.nats_url = Some(url);
+            s.embedded_edge = false;
+        })
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

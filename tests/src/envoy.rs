@@ -195,6 +195,16 @@ static_resources:
     pub async fn admin(&self, path: &str) -> String {
         admin_get(self.admin_port, path).await
     }
+
+    /// Envoy's counter `name` from its admin stats (0 while it does not exist yet).
+    pub async fn counter(&self, name: &str) -> u64 {
+        let stats = self.admin(&format!("/stats?filter=^{name}$")).await;
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 async fn admin_get(port: u16, path: &str) -> String {

@@ -165,6 +165,23 @@ impl Delta {
         })
         .await;
     }
+
+    /// As proxy `node_id` of the example group (`example-service` in `production`), subscribes
+    /// to the endpoints of `cluster`, checks the first push names exactly it, ACKs it and
+    /// returns it.
+    pub async fn sync_endpoints(&mut self, node_id: &str, cluster: &str) -> DeltaDiscoveryResponse {
+        self.send(DeltaDiscoveryRequest {
+            node: Some(node(node_id, "example-service", "production")),
+            type_url: flotilla_shared::ResourceType::Endpoint.type_url().into(),
+            resource_names_subscribe: vec![cluster.into()],
+            ..Default::default()
+        })
+        .await;
+        let first = self.recv().await.msg();
+        assert_eq!(delta_names(&first), vec![cluster.to_string()]);
+        self.ack(&first).await;
+        first
+    }
 }
 
 /// Names of the resources in a Delta response.

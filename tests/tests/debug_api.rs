@@ -19,16 +19,6 @@ use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-/// Envoy's counter `name` from its admin stats.
-async fn envoy_counter(envoy: &Envoy, name: &str) -> u64 {
-    let stats = envoy.admin(&format!("/stats?filter=^{name}$")).await;
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_snapshot_dump_and_reload_with_a_real_envoy() {
     let brain = TestBrain::start().await;
@@ -68,7 +58,7 @@ async fn stats_snapshot_dump_and_reload_with_a_real_envoy() {
     assert_eq!(stats["streamsByProtocol"]["delta"], 1, "{stats}");
 
     // A forced reload: Envoy is sent its whole config again and accepts it.
-    let before = envoy_counter(&envoy, "cluster_manager.cds.update_attempt").await;
+    let before = envoy.counter("cluster_manager.cds.update_attempt").await;
     assert!(before > 0);
     let r =
         brain.send(reqwest::Method::POST, "/api/v1/proxies/dbg-envoy/reload", "application/json", "").await;
@@ -76,7 +66,7 @@ async fn stats_snapshot_dump_and_reload_with_a_real_envoy() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["localStreams"], 1, "{body}");
     wait_for("Envoy to get its clusters again", CONVERGE, || async {
-        (envoy_counter(&envoy, "cluster_manager.cds.update_attempt").await > before).then_some(())
+        (envoy.counter("cluster_manager.cds.update_attempt").await > before).then_some(())
     })
     .await;
     assert_eq!(http_get(port, "example.com", "/api/x").await.as_deref(), Some("backend 1"));
@@ -94,12 +84,7 @@ async fn stats_snapshot_dump_and_reload_with_a_real_envoy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_reaches_a_remote_edge_over_nats() {
     let nats = NatsServer::start().await;
-    let url = nats.url();
-    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
-        s.nats_url = Some(url);
-        s.embedded_edge = false;
-    })
-    .await;
+    let brain = TestBrain::publishing_to(&nats.url()).await;
     let r = brain
         .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
         .await;

@@ -147,12 +147,7 @@ async fn envoy_connects_acks_and_nacks_on_the_event_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_edges_events_reach_the_brain_over_nats() {
     let nats = NatsServer::start().await;
-    let url = nats.url();
-    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
-        s.nats_url = Some(url);
-        s.embedded_edge = false;
-    })
-    .await;
+    let brain = TestBrain::publishing_to(&nats.url()).await;
     let r = brain
         .post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &["127.0.0.1:9".parse().unwrap()]))
         .await;

@@ -58,12 +58,7 @@ async fn clusters_served(xds_port: u16) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn region_b_follows_region_a_keeps_serving_when_cut_and_catches_up() {
     let (hub, link, spoke) = regions().await;
-    let url = hub.url();
-    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
-        s.nats_url = Some(url);
-        s.embedded_edge = false;
-    })
-    .await;
+    let brain = TestBrain::publishing_to(&hub.url()).await;
     let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
     let port = free_port();
     let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;

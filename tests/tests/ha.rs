@@ -12,14 +12,12 @@
 
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use flotilla_edge::app::Edge;
-use flotilla_shared::ResourceType;
 use flotilla_tests::brain::example_config;
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::pg::TempDatabase;
 use flotilla_tests::process::{Process, distributed_brain_args, workspace_bin};
-use flotilla_tests::xds_client::{Delta, Got, Service, delta_names, node};
+use flotilla_tests::xds_client::{Delta, Got, Service};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
@@ -83,16 +81,7 @@ async fn edge(nats: &NatsServer) -> Edge {
 /// An xDS client of the group, subscribed to its endpoints; returns it after the first push.
 async fn proxy(edge: &Edge) -> (Delta, Vec<u8>) {
     let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
-    c.send(DeltaDiscoveryRequest {
-        node: Some(node("ha-proxy", "example-service", "production")),
-        type_url: ResourceType::Endpoint.type_url().into(),
-        resource_names_subscribe: vec!["api_cluster".into()],
-        ..Default::default()
-    })
-    .await;
-    let first = c.recv().await.msg();
-    assert_eq!(delta_names(&first), vec!["api_cluster"]);
-    c.ack(&first).await;
+    let first = c.sync_endpoints("ha-proxy", "api_cluster").await;
     let body = first.resources[0].resource.as_ref().unwrap().value.clone();
     (c, body)
 }

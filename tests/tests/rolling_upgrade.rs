@@ -61,15 +61,6 @@ async fn exit(p: &mut Process) {
     }
 }
 
-async fn envoy_counter(envoy: &Envoy, name: &str) -> u64 {
-    let stats = envoy.admin(&format!("/stats?filter=^{name}$")).await;
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_restarted_in_turn_under_traffic_loses_no_request() {
     let db = TempDatabase::create("flotilla_roll").await;
@@ -157,11 +148,7 @@ async fn every_process_restarted_in_turn_under_traffic_loses_no_request() {
     assert!(results.len() > 50, "too little traffic to judge: {}", results.len());
     assert_eq!(failed, 0, "{failed} of {} requests failed during the rolling restart", results.len());
     for e in &envoys {
-        assert_eq!(
-            envoy_counter(e, "listener_manager.listener_removed").await,
-            0,
-            "an Envoy removed its listener"
-        );
+        assert_eq!(e.counter("listener_manager.listener_removed").await, 0, "an Envoy removed its listener");
     }
     drop((a, b));
     db.drop_now().await;

@@ -9,13 +9,11 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use flotilla_shared::ResourceType;
 use flotilla_tests::brain::example_config;
 use flotilla_tests::nats::NatsServer;
 use flotilla_tests::otlp::{OtlpReceiver, Received};
 use flotilla_tests::process::{Process, distributed_brain_args, workspace_bin};
-use flotilla_tests::xds_client::{Delta, Service, delta_names, node};
+use flotilla_tests::xds_client::{Delta, Service, delta_names};
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
@@ -75,16 +73,7 @@ async fn one_change_is_one_trace_from_the_api_to_the_proxys_ack() {
         Some(Delta::open(edge_xds, Service::Ads).await)
     })
     .await;
-    c.send(DeltaDiscoveryRequest {
-        node: Some(node("traced", "example-service", "production")),
-        type_url: ResourceType::Endpoint.type_url().into(),
-        resource_names_subscribe: vec!["api_cluster".into()],
-        ..Default::default()
-    })
-    .await;
-    let first = c.recv().await.msg();
-    assert_eq!(delta_names(&first), vec!["api_cluster"]);
-    c.ack(&first).await;
+    c.sync_endpoints("traced", "api_cluster").await;
 
     let other: std::net::SocketAddr = "127.0.0.2:9".parse().unwrap();
     let r = http

@@ -100,7 +100,12 @@ impl Manager {
         }
         let res = self.service.restore_at(at, namespace, dry_run, c.origin()).await.map_err(OpError::from);
         if !dry_run {
-            for step in &steps {
+            // A config whose revision of then equals what it holds now was not written: no entry.
+            let unchanged = |id| {
+                res.as_ref()
+                    .is_ok_and(|(plans, _)| plans.iter().any(|p| p.id == Some(id) && p.action == "unchanged"))
+            };
+            for step in steps.iter().filter(|s| !unchanged(s.record.id)) {
                 let rec = &step.record;
                 let verb = if step.revision.is_some() { Verb::Rollback } else { Verb::Delete };
                 let before = Some(RevisionRef::of_record(rec));

@@ -111,9 +111,9 @@ fn w2_r3_ack_then_silence() {
     assert!(st.poll(&changed, now).is_some());
 }
 
-// W3: a NACK keeps the rejected version from being resent; a newer one is offered after back-off.
-#[test]
-fn w3_nack_no_resend_loop_then_backoff() {
+/// A wildcard CDS stream that ACKed version 1 of `c1` (`p1`) and was pushed version 2 (`p2`, of
+/// snapshot `s2`), not yet answered; at `t0`.
+fn acked_then_pushed() -> (SotwStream, Push, EdgeSnapshot, Push, Instant) {
     let s1 = snap(chain("c1", "1"));
     let mut st = ads();
     let t0 = Instant::now();
@@ -122,6 +122,13 @@ fn w3_nack_no_resend_loop_then_backoff() {
     st.on_request(&ack_of(Cluster, &[], &p1), &s1, t0).unwrap();
     let s2 = snap(chain("c1", "2"));
     let p2 = st.poll(&s2, t0).unwrap();
+    (st, p1, s2, p2, t0)
+}
+
+// W3: a NACK keeps the rejected version from being resent; a newer one is offered after back-off.
+#[test]
+fn w3_nack_no_resend_loop_then_backoff() {
+    let (mut st, p1, s2, p2, t0) = acked_then_pushed();
     let ev = st.on_request(&nack(Cluster, &[], &p1.version, &p2.nonce), &s2, t0).unwrap();
     assert!(matches!(ev, Some(Event::Nack { ref version, .. }) if *version == p2.version));
     assert!(st.poll(&s2, t0 + Duration::from_secs(60)).is_none(), "rejected version resent");
@@ -137,14 +144,7 @@ fn w3_nack_no_resend_loop_then_backoff() {
 // push, reported once.
 #[test]
 fn w3_back_to_the_acked_version_is_in_sync_without_a_push() {
-    let s1 = snap(chain("c1", "1"));
-    let mut st = ads();
-    let t0 = Instant::now();
-    st.on_request(&req(Cluster, &[], "", ""), &s1, t0).unwrap();
-    let p1 = st.poll(&s1, t0).unwrap();
-    st.on_request(&ack_of(Cluster, &[], &p1), &s1, t0).unwrap();
-    let s2 = snap(chain("c1", "2"));
-    let p2 = st.poll(&s2, t0).unwrap();
+    let (mut st, p1, s2, p2, t0) = acked_then_pushed();
     st.on_request(&nack(Cluster, &[], &p1.version, &p2.nonce), &s2, t0).unwrap();
     let later = t0 + Duration::from_secs(60);
     assert!(st.poll(&s2, later).is_none());
