@@ -15,6 +15,7 @@ use flotilla_shared::{ResourceType, Snapshot, Target, snapshot::content_version}
 use tokio::sync::watch;
 
 use crate::encode::Encoded;
+use crate::names::NameTable;
 
 /// The resources of one type in an edge snapshot, with the type-level version (a hash of the
 /// names and versions it holds).
@@ -43,6 +44,9 @@ pub struct EdgeSnapshot {
     /// The change (correlation id, time of the write) that produced this generation, when the
     /// publisher said: pushes and ACKs are logged with it and timed from it.
     pub change: Option<Arc<Change>>,
+    /// Ids of the names of every type, stable across generations (streams index their state by
+    /// them).
+    names: Arc<NameTable>,
 }
 
 /// Per type, the names that changed in one generation.
@@ -62,6 +66,11 @@ impl EdgeSnapshot {
 
     pub fn len(&self) -> usize {
         self.types.iter().map(|t| t.items.len()).sum()
+    }
+
+    /// The group's name table (shared with the neighbouring generations while it only grows).
+    pub fn names(&self) -> &Arc<NameTable> {
+        &self.names
     }
 
     /// Names of `kind` that changed since the previous generation.
@@ -130,6 +139,8 @@ impl EdgeSnapshot {
             out.changed[kind.index()] = Arc::new(changed);
             out.types[kind.index()] = TypeSet { items: Arc::new(items), version };
         }
+        let live = out.types.iter().flat_map(|t| t.items.keys());
+        out.names = NameTable::next(&prev.names, live, out.len());
         let keep = prev.window.len().min(WINDOW - 1);
         let mut window = Vec::with_capacity(keep + 1);
         window.extend(prev.window[prev.window.len() - keep..].iter().cloned());

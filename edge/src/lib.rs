@@ -9,6 +9,7 @@ pub mod cache;
 pub mod encode;
 pub mod events;
 pub mod files;
+pub mod names;
 pub mod node;
 pub mod ops;
 pub mod registry;

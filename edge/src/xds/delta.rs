@@ -5,33 +5,30 @@
 //! rejected versions (never resent) and names the client asked for explicitly (always answered,
 //! D3; answered with `removed_resources` when they do not exist, D5).
 
-use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use flotilla_shared::{ResourceRef, ResourceType};
 
+use super::ids::{IdMap, IdNames, Named};
 use super::order::{self, ClientView, Views};
-use super::subscription::{Intern, Subscription};
+use super::subscription::{Intern, NameSet, Subscription};
 use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
 use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
+use crate::names::NameTable;
 
 /// What a client holds of one resource: the version we sent it (name, version and references
 /// shared with the cache, no copy), or a version it announced on reconnect
-/// (`initial_resource_versions`, kept as an [`Encoded`] with no body). One pointer each, found by
-/// name in a set: a stream holding thousands of resources keeps about 10 bytes per resource.
+/// (`initial_resource_versions`, kept as an [`Encoded`] with no body). One pointer each, in a
+/// slot per name id ([`IdMap`]): a stream holding thousands of resources keeps about 8 bytes per
+/// resource.
 #[derive(Debug, Clone)]
 struct Held(Arc<Encoded>);
 
 impl Held {
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-
     fn version(&self) -> &str {
         &self.0.version
     }
@@ -41,26 +38,11 @@ impl Held {
     }
 }
 
-// Identity is the name: the set is looked up by `&str`.
-impl Borrow<str> for Held {
-    fn borrow(&self) -> &str {
-        self.name()
+impl Named for Held {
+    fn name(&self) -> &str {
+        &self.0.name
     }
 }
-
-impl Hash for Held {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name().hash(state);
-    }
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Held) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for Held {}
 
 #[derive(Debug)]
 struct Pending {
@@ -77,10 +59,10 @@ struct Pending {
 #[derive(Debug)]
 pub struct DeltaType {
     kind: ResourceType,
-    sub: Subscription,
+    sub: Subscription<IdNames>,
     started: bool,
     /// What the client holds, by name.
-    client: HashSet<Held>,
+    client: IdMap<Held>,
     pending: Option<Pending>,
     rejected: BTreeMap<String, String>,
     force: BTreeSet<Arc<str>>,
@@ -113,7 +95,7 @@ impl DeltaType {
             kind,
             sub: Subscription::default(),
             started: false,
-            client: HashSet::new(),
+            client: IdMap::default(),
             pending: None,
             rejected: BTreeMap::new(),
             force: BTreeSet::new(),
@@ -123,21 +105,31 @@ impl DeltaType {
         }
     }
 
+    /// Files this type's per-name state under the snapshot's name ids.
+    fn adopt(&mut self, snap: &EdgeSnapshot) {
+        self.client.adopt(snap.names());
+        self.sub.names_mut().adopt(snap.names());
+    }
+
     /// Version of `name` the client holds, as far as this stream knows.
     pub fn client_version(&self, name: &str) -> Option<&str> {
         self.client.get(name).map(Held::version)
     }
 
-    /// Considers one name; adds it to the plan if the client needs it.
+    /// Considers one name; adds it to the plan if the client needs it. The name is looked up
+    /// once in the group's table; the stream's own state is then indexed by its id.
     fn consider(&self, name: &str, snap: &EdgeSnapshot, views: Option<&Views<'_>>, plan: &mut Plan) {
-        let forced = self.force.contains(name);
-        if !forced && !self.sub.covers(name) {
+        debug_assert!(Arc::ptr_eq(self.client.table(), snap.names()), "state not adopted");
+        let key = snap.names().key(name);
+        let forced = !self.force.is_empty() && self.force.contains(name);
+        if !forced && !self.sub.is_wildcard() && !self.sub.names().contains_key(key) {
             return;
         }
+        let held = self.client.get_key(key);
         match snap.get(self.kind, name) {
             Some(res) => {
-                let has = self.client.get(name).is_some_and(|h| h.version() == res.version);
-                let rejected = self.rejected.get(name) == Some(&res.version);
+                let has = held.is_some_and(|h| h.version() == res.version);
+                let rejected = !self.rejected.is_empty() && self.rejected.get(name) == Some(&res.version);
                 if forced || (!has && !rejected) {
                     plan.adds.push(res.clone());
                 } else if !has {
@@ -145,7 +137,7 @@ impl DeltaType {
                 }
             }
             None => {
-                let held = self.client.contains(name);
+                let held = held.is_some();
                 if held && views.is_some_and(|v| order::must_defer_removal(self.kind, name, v)) {
                     plan.deferred = true;
                 } else if held || forced {
@@ -185,7 +177,7 @@ impl DeltaType {
             let wildcard = self
                 .sub
                 .is_wildcard()
-                .then(|| set.keys().map(|n| &**n).chain(self.client.iter().map(Held::name)))
+                .then(|| set.keys().map(|n| &**n).chain(self.client.iter().map(|h| h.name())))
                 .into_iter()
                 .flatten();
             for name in explicit.chain(wildcard) {
@@ -197,7 +189,9 @@ impl DeltaType {
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return Some(plan); // nothing to send: the caller records the sync
         }
-        plan.removed.sort_unstable(); // held names come from a hash set: keep responses stable
+        // Held and subscribed names come in id order: keep responses stable.
+        plan.adds.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        plan.removed.sort_unstable();
         // Bounded pushes: a first sync of thousands of resources goes out in chunks, one per
         // ACK, so no stream ever buffers (and its HTTP/2 encoder keeps) megabytes.
         let mut budget = MAX_PUSH_BYTES;
@@ -235,11 +229,11 @@ impl DeltaType {
         let mut prev = Vec::with_capacity(plan.adds.len() + plan.removed.len());
         let mut sent = Vec::with_capacity(plan.adds.len());
         for r in &plan.adds {
-            prev.push((r.name.clone(), self.client.replace(Held(r.clone()))));
+            prev.push((r.name.clone(), self.client.insert(Held(r.clone()))));
             sent.push(r.clone());
         }
         for n in &plan.removed {
-            prev.push((Arc::from(n.as_str()), self.client.take(n.as_str())));
+            prev.push((Arc::from(n.as_str()), self.client.remove(n.as_str())));
         }
         // Forced names not in this (possibly partial) push stay forced for the next one.
         for r in &plan.adds {
@@ -263,7 +257,7 @@ impl DeltaType {
             self.started = true;
             // D4: what the client already has is not resent.
             for (name, version) in &req.initial_resource_versions {
-                self.client.replace(Held(Encoded::announced(self.kind, name, version)));
+                self.client.insert(Held(Encoded::announced(self.kind, name, version)));
             }
         }
         // D3: subscription changes count even on a stale nonce.
@@ -306,10 +300,10 @@ impl DeltaType {
                 for (name, held) in pending.prev {
                     match held {
                         Some(h) => {
-                            self.client.replace(h);
+                            self.client.insert(h);
                         }
                         None => {
-                            self.client.remove(&*name);
+                            self.client.remove(&name);
                         }
                     }
                 }
@@ -372,6 +366,8 @@ pub struct DeltaStream {
     /// the client kept, e.g. a rollback), with the type version they match: reported so status
     /// stops saying "nacked" for a proxy that holds exactly what is intended.
     quiet: Vec<(ResourceType, String)>,
+    /// The name table every type's state is filed under (one check per call, not one per type).
+    table: Arc<NameTable>,
 }
 
 impl DeltaStream {
@@ -384,6 +380,17 @@ impl DeltaStream {
             unknown_due: BTreeMap::new(),
             unknown_seen: BTreeSet::new(),
             quiet: Vec::new(),
+            table: NameTable::empty(),
+        }
+    }
+
+    /// Files every type's per-name state under `snap`'s name table, if it is a new one.
+    fn adopt(&mut self, snap: &EdgeSnapshot) {
+        if !Arc::ptr_eq(&self.table, snap.names()) {
+            for t in &mut self.types {
+                t.adopt(snap);
+            }
+            self.table = snap.names().clone();
         }
     }
 
@@ -431,6 +438,7 @@ impl DeltaStream {
                 }
             },
         };
+        self.adopt(snap);
         Ok(self.types[kind.index()].on_request(req, snap, now))
     }
 
@@ -449,6 +457,7 @@ impl DeltaStream {
                 frame,
             });
         }
+        self.adopt(snap);
         for kind in ResourceType::ALL {
             let plan = {
                 let views: Views<'_> = [
@@ -481,7 +490,7 @@ impl DeltaStream {
                 let held = &self.types[kind.index()].client;
                 plan.adds
                     .iter()
-                    .filter(|r| held.contains(&*r.name))
+                    .filter(|r| held.contains(&r.name))
                     .flat_map(|r| {
                         r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).map(|x| x.name.clone())
                     })
@@ -518,6 +527,7 @@ impl DeltaStream {
     /// what the client holds — an operator's forced reload. Names the client holds that the
     /// snapshot no longer has are sent as removed.
     pub fn resend_all(&mut self, snap: &EdgeSnapshot) {
+        self.adopt(snap);
         for t in self.types.iter_mut().filter(|t| t.started) {
             let mut names: Vec<Arc<str>> = t.sub.names().iter().cloned().collect();
             if t.sub.is_wildcard() {

@@ -10,6 +10,7 @@
 pub mod body;
 pub mod codec;
 pub mod delta;
+pub mod ids;
 pub mod order;
 pub mod server;
 pub mod sotw;

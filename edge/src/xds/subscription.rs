@@ -15,12 +15,43 @@ use flotilla_shared::ResourceType;
 pub const WILDCARD: &str = "*";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Subscription {
+pub struct Subscription<S = BTreeSet<Arc<str>>> {
     wildcard: bool,
     /// The client is in legacy wildcard mode: its first request named nothing, and every request
     /// since named nothing either (SotW only).
     legacy: bool,
-    names: BTreeSet<Arc<str>>,
+    names: S,
+}
+
+/// How a subscription keeps its explicit names: an ordered set (SotW), or bits over the group's
+/// name ids (Delta, `ids::IdNames`).
+pub trait NameSet: Default {
+    fn contains(&self, name: &str) -> bool;
+    /// Adds `name` (the shared copy from `intern` when it must be stored as a string).
+    fn insert(&mut self, name: &str, intern: &impl Intern);
+    fn remove(&mut self, name: &str);
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>>;
+    fn is_empty(&self) -> bool;
+}
+
+impl NameSet for BTreeSet<Arc<str>> {
+    fn contains(&self, name: &str) -> bool {
+        BTreeSet::contains(self, name)
+    }
+    fn insert(&mut self, name: &str, intern: &impl Intern) {
+        if !BTreeSet::contains(self, name) {
+            BTreeSet::insert(self, intern.intern(name));
+        }
+    }
+    fn remove(&mut self, name: &str) {
+        BTreeSet::remove(self, name);
+    }
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        BTreeSet::iter(self)
+    }
+    fn is_empty(&self) -> bool {
+        BTreeSet::is_empty(self)
+    }
 }
 
 /// Gives the shared copy of a name (or a new one when nobody has it yet).
@@ -35,49 +66,22 @@ impl Intern for () {
     }
 }
 
-impl Subscription {
+impl<S: NameSet> Subscription<S> {
     pub fn is_wildcard(&self) -> bool {
         self.wildcard
     }
 
-    pub fn names(&self) -> &BTreeSet<Arc<str>> {
+    pub fn names(&self) -> &S {
         &self.names
+    }
+
+    pub fn names_mut(&mut self) -> &mut S {
+        &mut self.names
     }
 
     /// True when `name` is in scope: named explicitly, or covered by the wildcard.
     pub fn covers(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
-    }
-
-    /// Applies a SotW request's full `resource_names`. Returns the names newly in scope (which
-    /// must be answered even if unchanged, W7) and whether anything changed.
-    pub fn set_sotw(
-        &mut self,
-        kind: ResourceType,
-        first: bool,
-        requested: &[String],
-        names: &impl Intern,
-    ) -> SubChange {
-        let mut next = Subscription::default();
-        if requested.is_empty() {
-            if kind.supports_wildcard() && (first || self.legacy) {
-                next.wildcard = true;
-                next.legacy = true;
-            }
-        } else {
-            for n in requested {
-                if n == WILDCARD {
-                    next.wildcard = kind.supports_wildcard();
-                } else if let Some(same) = self.names.get(n.as_str()) {
-                    next.names.insert(same.clone());
-                } else {
-                    next.names.insert(names.intern(n));
-                }
-            }
-        }
-        let change = self.diff(&next);
-        *self = next;
-        change
     }
 
     /// Applies a Delta request's subscribe/unsubscribe lists (D3). Costs what the request
@@ -101,9 +105,7 @@ impl Subscription {
                 self.wildcard = kind.supports_wildcard();
             } else {
                 before.entry(n.as_str()).or_insert_with(|| self.names.contains(n.as_str()));
-                if !self.names.contains(n.as_str()) {
-                    self.names.insert(names.intern(n));
-                }
+                self.names.insert(n, names);
             }
         }
         for n in unsubscribe {
@@ -133,6 +135,39 @@ impl Subscription {
         // Every explicitly subscribed name is answered, even one already in scope (D3, W10).
         change.added.extend(subscribe.iter().filter(|n| *n != WILDCARD).cloned());
         change.wildcard_added |= subscribe.iter().any(|n| n == WILDCARD) && self.wildcard;
+        change
+    }
+}
+
+impl Subscription {
+    /// Applies a SotW request's full `resource_names`. Returns the names newly in scope (which
+    /// must be answered even if unchanged, W7) and whether anything changed.
+    pub fn set_sotw(
+        &mut self,
+        kind: ResourceType,
+        first: bool,
+        requested: &[String],
+        names: &impl Intern,
+    ) -> SubChange {
+        let mut next = Subscription::<BTreeSet<Arc<str>>>::default();
+        if requested.is_empty() {
+            if kind.supports_wildcard() && (first || self.legacy) {
+                next.wildcard = true;
+                next.legacy = true;
+            }
+        } else {
+            for n in requested {
+                if n == WILDCARD {
+                    next.wildcard = kind.supports_wildcard();
+                } else if let Some(same) = self.names.get(n.as_str()) {
+                    next.names.insert(same.clone());
+                } else {
+                    next.names.insert(names.intern(n));
+                }
+            }
+        }
+        let change = self.diff(&next);
+        *self = next;
         change
     }
 
@@ -172,7 +207,7 @@ mod tests {
     // W5: empty first request is wildcard for LDS/CDS, and stays wildcard on later empty requests.
     #[test]
     fn w5_legacy_wildcard() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         s.set_sotw(ResourceType::Cluster, true, &[], &());
         assert!(s.is_wildcard());
         s.set_sotw(ResourceType::Cluster, false, &[], &());
@@ -182,7 +217,7 @@ mod tests {
     // W5: empty after explicit names means nothing, not wildcard.
     #[test]
     fn w5_empty_after_explicit_means_nothing() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         s.set_sotw(ResourceType::Cluster, true, &v(&["a"]), &());
         assert!(!s.is_wildcard());
         s.set_sotw(ResourceType::Cluster, false, &[], &());
@@ -193,7 +228,7 @@ mod tests {
     // W5: `*` beside names; dropping `*` ends the wildcard.
     #[test]
     fn w5_explicit_star_with_names() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         s.set_sotw(ResourceType::Listener, true, &v(&["*", "x"]), &());
         assert!(s.is_wildcard() && s.covers("anything"));
         let c = s.set_sotw(ResourceType::Listener, false, &v(&["x"]), &());
@@ -204,7 +239,7 @@ mod tests {
     // Named types never become wildcard.
     #[test]
     fn named_types_ignore_wildcard() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         s.set_sotw(ResourceType::Endpoint, true, &[], &());
         assert!(!s.is_wildcard());
         s.apply_delta(ResourceType::Route, true, &v(&["*"]), &[], &());
@@ -214,7 +249,7 @@ mod tests {
     // D3: subscribe answers every name; unsubscribe of unknown is ignored; with `*` the name stays covered.
     #[test]
     fn d3_delta_subscribe_unsubscribe() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         let c = s.apply_delta(ResourceType::Cluster, true, &v(&["*", "a"]), &[], &());
         assert!(c.added.contains("a") && s.is_wildcard());
         let c = s.apply_delta(ResourceType::Cluster, false, &v(&["a"]), &v(&["never"]), &());
@@ -227,10 +262,10 @@ mod tests {
 
     #[test]
     fn d3_delta_empty_first_is_wildcard_only_for_lds_cds() {
-        let mut s = Subscription::default();
+        let mut s: Subscription = Subscription::default();
         s.apply_delta(ResourceType::Listener, true, &[], &[], &());
         assert!(s.is_wildcard());
-        let mut e = Subscription::default();
+        let mut e: Subscription = Subscription::default();
         e.apply_delta(ResourceType::Endpoint, true, &[], &[], &());
         assert!(!e.is_wildcard());
     }
