@@ -163,11 +163,18 @@ impl DeltaType {
             return None;
         }
         if let Some(changed) = self.synced.and_then(|g| snap.changed_since(self.kind, g)) {
-            // In sync with a recent generation: only what changed since, plus what is owed.
-            let mut seen = BTreeSet::new();
-            for name in changed.into_iter().chain(self.force.iter().map(|n| &**n)) {
-                if seen.insert(name) {
+            // In sync with a recent generation: only what changed since (each name once), plus
+            // what is owed.
+            if self.force.is_empty() {
+                for name in changed {
                     self.consider(name, snap, views, &mut plan);
+                }
+            } else {
+                let mut seen = BTreeSet::new();
+                for name in changed.into_iter().chain(self.force.iter().map(|n| &**n)) {
+                    if seen.insert(name) {
+                        self.consider(name, snap, views, &mut plan);
+                    }
                 }
             }
         } else {
