@@ -369,3 +369,29 @@ fn a_large_first_sync_is_chunked() {
     got.sort();
     assert_eq!(got, names);
 }
+
+// D1 across the group's name table: through the cache, generations extend one table (ids kept)
+// until removed names outnumber live ones and a new epoch starts; a stream re-files what it holds
+// by name, so each generation still sends exactly the new cluster and removes the old one.
+#[test]
+fn d1_holds_through_name_table_growth_and_compaction() {
+    let now = Instant::now();
+    let cache = crate::cache::Cache::new();
+    let group = flotilla_shared::Target::new("ns", "g");
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    let mut epochs = std::collections::BTreeSet::new();
+    for i in 0..1_500 {
+        let cluster = format!("c{i}");
+        cache.set(&group, &flotilla_shared::Snapshot::build(vec![r(Cluster, &cluster, "x", &[])]).unwrap());
+        let s = cache.get(&group).unwrap();
+        epochs.insert(s.names().epoch());
+        let p = st.poll(&s, now).expect("a push per generation");
+        assert_eq!(sent_names(&p), vec![cluster.clone()]);
+        let removed = decode(&p).removed_resources;
+        assert_eq!(removed, if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, "generation {i}");
+        st.on_request(&ack(Cluster, &p), &s, now).unwrap();
+        assert!(st.poll(&s, now).is_none());
+    }
+    assert!(epochs.len() >= 2, "the table never started a new epoch");
+}
