@@ -171,9 +171,21 @@ impl DeltaType {
                 }
             } else {
                 let mut seen = BTreeSet::new();
-                for name in changed.into_iter().chain(self.force.iter().map(|n| &**n)) {
+                for name in changed {
+                    seen.insert(name);
+                    self.consider(name, snap, views, &mut plan);
+                }
+                // Owed names only until this push is full: the rest stay owed for the next one,
+                // so a first sync sent in chunks costs what each chunk carries, not what is left.
+                let mut size: usize = plan.adds.iter().map(|r| r.size()).sum();
+                for name in self.force.iter().map(|n| &**n) {
+                    if size > MAX_PUSH_BYTES {
+                        break;
+                    }
                     if seen.insert(name) {
+                        let before = plan.adds.len();
                         self.consider(name, snap, views, &mut plan);
+                        size += plan.adds[before..].iter().map(|r| r.size()).sum::<usize>();
                     }
                 }
             }
@@ -196,9 +208,7 @@ impl DeltaType {
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return Some(plan); // nothing to send: the caller records the sync
         }
-        // Held and subscribed names come in id order: keep responses stable.
-        plan.adds.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        plan.removed.sort_unstable();
+        plan.removed.sort_unstable(); // held names come in id order: keep responses by name
         // Bounded pushes: a first sync of thousands of resources goes out in chunks, one per
         // ACK, so no stream ever buffers (and its HTTP/2 encoder keeps) megabytes.
         let mut budget = MAX_PUSH_BYTES;
