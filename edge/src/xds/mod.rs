@@ -4,13 +4,13 @@
 //! - [`order`]: make-before-break across types on ADS (O1, O2).
 //! - [`sotw`], [`delta`]: the two protocol variants as plain structs driven by requests and
 //!   snapshots, answering "what to send now".
-//! - [`codec`], [`body`], [`server`]: gRPC plumbing; requests decoded by tonic, responses sent
-//!   as pre-encoded frames.
+//! - [`inbound`], [`body`], [`server`]: gRPC plumbing; requests read off the HTTP/2 body and
+//!   decoded with prost, responses sent as pre-encoded frames.
 
 pub mod body;
-pub mod codec;
 pub mod delta;
 pub mod ids;
+pub mod inbound;
 pub mod order;
 pub mod server;
 pub mod sotw;

@@ -13,14 +13,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use flotilla_shared::ResourceType;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tonic::Status;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
-use tonic::{Status, Streaming};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::PushBody;
-use super::codec::RequestDecoder;
 use super::delta::DeltaStream;
+use super::inbound::Inbound;
 use super::sotw::SotwStream;
 use super::{Event, Limits, ProtocolError, Push};
 use crate::cache::{Cache, EdgeSnapshot};
@@ -271,13 +271,16 @@ fn record(guard: &mut StreamGuard, event: Event) {
 
 type Tx = mpsc::Sender<Result<Frame, Status>>;
 
-async fn run<P: Proto>(
+async fn run<P: Proto, B>(
     ctx: Arc<XdsContext>,
     kind: Option<ResourceType>,
     peer: Option<PeerInfo>,
-    mut inbound: Streaming<P::Req>,
+    mut inbound: Inbound<P::Req, B>,
     tx: Tx,
-) {
+) where
+    B: tonic::codegen::Body,
+    B::Error: Into<StdError>,
+{
     let first = match inbound.message().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
@@ -454,11 +457,10 @@ where
     }
     let peer = req.extensions().get::<PeerInfo>().cloned();
     let max = ctx.config.max_request_bytes;
-    let inbound =
-        Streaming::new_request(RequestDecoder::<P::Req>::default(), req.into_body(), None, Some(max));
+    let inbound = Inbound::<P::Req, B>::new(req.into_body(), max);
     // Small and bounded: the state machine allows one un-ACKed push per type (R6).
     let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
-    tokio::spawn(run::<P>(ctx, kind, peer, inbound, tx));
+    tokio::spawn(run::<P, B>(ctx, kind, peer, inbound, tx));
     PushBody::new(rx).into_response()
 }
 
