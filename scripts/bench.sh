@@ -11,6 +11,12 @@
 # be on PATH (Debian: apt-get install nats-server). embedded: one flotilla-brain serving xDS itself.
 #
 # Reports (JSON + SVG plots) go to bench-results/<scenario>-<protocol>-<proxies>-<time>/.
+#
+# Profiling the edge: EDGE_BIN runs another flotilla-edge binary, EDGE_WRAP prefixes its command,
+# e.g. a heap profile with the system allocator (heaptrack does not see jemalloc):
+#   cargo build --release -p flotilla-edge --no-default-features --bin flotilla-edge
+#   cp "$CARGO_TARGET_DIR/release/flotilla-edge" /tmp/edge-sys
+#   EDGE_WRAP="heaptrack -o /tmp/edge" EDGE_BIN=/tmp/edge-sys ./scripts/bench.sh ramp --proxies 200
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +56,8 @@ mkdir -p "$out"
 data=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Children first: a wrapped edge (EDGE_WRAP) runs under its wrapper's pid.
+  for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$data"
 }
@@ -86,7 +93,7 @@ if [[ "$shape" == distributed ]]; then
   pids+=($!)
   watch+=(--pid "brain=$!")
   wait_http "http://127.0.0.1:$rest/ready"
-  "$bin/flotilla-edge" --log-level warn --nats-url "$nats" --nats-bucket "$bucket" \
+  ${EDGE_WRAP:-} "${EDGE_BIN:-$bin/flotilla-edge}" --log-level warn --nats-url "$nats" --nats-bucket "$bucket" \
     --xds-addr "127.0.0.1:$xds" --name bench-edge >"$out/edge.log" 2>&1 &
   pids+=($!)
   watch+=(--pid "edge=$!")
