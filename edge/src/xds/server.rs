@@ -281,8 +281,10 @@ async fn run<P: Proto, B>(
     B: tonic::codegen::Body,
     B::Error: Into<StdError>,
 {
+    // Requests are boxed while they wait: held inline, each would widen the stream's task (one
+    // per proxy) by the size of the message for the stream's whole life.
     let first = match inbound.message().await {
-        Ok(Some(req)) => req,
+        Ok(Some(req)) => Box::new(req),
         Ok(None) => return,
         Err(status) => {
             debug!(message = "stream ended before its first request", %status);
@@ -394,7 +396,7 @@ async fn run<P: Proto, B>(
             let drain_sleep = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into());
             tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(req)) => next = Some(req),
+                    Ok(Some(req)) => next = Some(Box::new(req)),
                     Ok(None) => return,
                     Err(status) => {
                         debug!(message = "stream ended", %status);
