@@ -56,11 +56,6 @@ impl NameTable {
         self.names.get(id as usize)
     }
 
-    /// Shared copy of `name`, if the table has it.
-    pub fn get(&self, name: &str) -> Option<&Arc<str>> {
-        self.id(name).and_then(|id| self.name(id))
-    }
-
     pub fn len(&self) -> usize {
         self.names.len()
     }

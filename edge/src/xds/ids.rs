@@ -27,12 +27,11 @@ pub struct IdMap<T> {
     slots: Vec<Option<T>>,
     /// Entries whose names the table does not have.
     extra: HashMap<Arc<str>, T>,
-    len: usize,
 }
 
 impl<T> Default for IdMap<T> {
     fn default() -> Self {
-        IdMap { table: NameTable::empty(), slots: Vec::new(), extra: HashMap::new(), len: 0 }
+        IdMap { table: NameTable::empty(), slots: Vec::new(), extra: HashMap::new() }
     }
 }
 
@@ -53,7 +52,6 @@ impl<T: Named> IdMap<T> {
             let slots = std::mem::take(&mut self.slots);
             slots.into_iter().flatten().chain(std::mem::take(&mut self.extra).into_values()).collect()
         };
-        self.len -= moved.len();
         for item in moved {
             self.insert(item);
         }
@@ -81,52 +79,39 @@ impl<T: Named> IdMap<T> {
 
     /// Stores `item` under its name; returns what was there.
     pub fn insert(&mut self, item: T) -> Option<T> {
-        let prev = match self.table.id(item.name()) {
-            Some(id) => {
-                let slot = self.slot(id as usize);
-                slot.replace(item)
-            }
+        match self.table.id(item.name()) {
+            Some(id) => self.slot(id as usize).replace(item),
             None => self.extra.insert(Arc::from(item.name()), item),
-        };
-        if prev.is_none() {
-            self.len += 1;
         }
-        prev
     }
 
     pub fn remove(&mut self, name: &str) -> Option<T> {
-        let prev = match self.table.id(name) {
+        match self.table.id(name) {
             Some(id) => self.slots.get_mut(id as usize).and_then(Option::take),
             None => self.extra.remove(name),
-        };
-        if prev.is_some() {
-            self.len -= 1;
         }
-        prev
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         for slot in &mut self.slots {
             if slot.as_ref().is_some_and(|t| !keep(t)) {
                 *slot = None;
-                self.len -= 1;
             }
         }
-        let before = self.extra.len();
         self.extra.retain(|_, t| keep(t));
-        self.len -= before - self.extra.len();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().flatten().chain(self.extra.values())
     }
 
+    /// Entries held (counted: only tests and diagnostics ask).
     pub fn len(&self) -> usize {
-        self.len
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.iter().next().is_none()
     }
 
     /// The slot of `id`, growing the array to the table's size (plus an eighth, so a growing
@@ -182,6 +167,10 @@ impl IdNames {
 }
 
 impl IdNames {
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_clear() && self.extra.is_empty()
+    }
+
     /// Membership with the name already looked up in this set's table.
     pub fn contains_key(&self, key: Key<'_>) -> bool {
         match key {
@@ -218,10 +207,6 @@ impl NameSet for IdNames {
 
     fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
         self.bits.ones().filter_map(|id| self.table.name(id as u32)).chain(self.extra.iter())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.bits.is_clear() && self.extra.is_empty()
     }
 }
 

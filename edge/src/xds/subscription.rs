@@ -31,7 +31,6 @@ pub trait NameSet: Default {
     fn insert(&mut self, name: &str, intern: &impl Intern);
     fn remove(&mut self, name: &str);
     fn iter(&self) -> impl Iterator<Item = &Arc<str>>;
-    fn is_empty(&self) -> bool;
 }
 
 impl NameSet for BTreeSet<Arc<str>> {
@@ -48,9 +47,6 @@ impl NameSet for BTreeSet<Arc<str>> {
     }
     fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
         BTreeSet::iter(self)
-    }
-    fn is_empty(&self) -> bool {
-        BTreeSet::is_empty(self)
     }
 }
 
