@@ -57,10 +57,13 @@ async fn a_revision_envoy_rejects_is_rolled_back_by_itself() {
     let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(cfg["appliedVersion"], 3, "{cfg}");
 
-    // Audited as the brain itself, with Envoy's reason.
-    let (_, audit) = brain.get_json("/api/v1/audit").await;
-    let entry =
-        audit.as_array().unwrap().iter().find(|e| e["api"] == "system").expect("a system audit entry");
+    // Audited as the brain itself, with Envoy's reason. The entry follows the revision (as every
+    // verb's does), so it may land just after the history shows the rollback.
+    let entry = wait_for("a system audit entry", CONVERGE, || async {
+        let (_, audit) = brain.get_json("/api/v1/audit").await;
+        audit.as_array()?.iter().find(|e| e["api"] == "system").cloned()
+    })
+    .await;
     assert_eq!(entry["verb"], "rollback", "{entry}");
     assert_eq!(entry["subject"], "flotilla:auto-rollback");
     let reason = entry["reason"].as_str().unwrap();
