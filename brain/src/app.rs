@@ -113,6 +113,11 @@ pub struct Brain {
     pub registry: Registry,
     pub cache: Cache,
     stop: watch::Sender<bool>,
+    /// Ends the embedded edge's streams (shutdown).
+    drain: watch::Sender<Option<std::time::Duration>>,
+    /// Given up first thing on shutdown (HA).
+    leadership: crate::ha::Leadership,
+    drain_window: std::time::Duration,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -124,17 +129,12 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 /// The secrets cipher, from `--secrets-key-file` or `FLOTILLA_SECRETS_KEY`.
 fn secrets_cipher(sec: &Security) -> anyhow::Result<Option<Arc<SecretsCipher>>> {
-    let old = sec.secrets_old_key_file.as_deref();
-    let cipher = match (&sec.secrets_key_file, &sec.secrets_key) {
-        (Some(path), _) => SecretsCipher::from_files(path, old)?,
-        (None, Some(text)) => {
-            let key = crate::secrets::cipher::parse_key(text, "FLOTILLA_SECRETS_KEY")?;
-            let old = old.map(crate::secrets::cipher::read_key_file).transpose()?;
-            SecretsCipher::new(&key, old.as_ref())
-        }
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(Arc::new(cipher)))
+    let cipher = SecretsCipher::load(
+        sec.secrets_key_file.as_deref(),
+        sec.secrets_key.as_deref(),
+        sec.secrets_old_key_file.as_deref(),
+    )?;
+    Ok(cipher.map(Arc::new))
 }
 
 /// Authentication and authorization from the security settings.
@@ -201,7 +201,13 @@ impl Brain {
                     format!("opening the embedded store in {}", settings.data_dir.display())
                 })?),
             };
-        let store: Arc<dyn Store> = match secrets_cipher(sec)? {
+        // Every backend call notes whether the store answered (reads fall back to memory, /ready
+        // and stats say so); the probe notices an outage or a recovery when no request comes.
+        let store_health = crate::store::StoreHealth::default();
+        let health_store = Arc::new(crate::store::HealthStore::new(store, store_health.clone()));
+        let store: Arc<dyn Store> = health_store.clone();
+        let cipher = secrets_cipher(sec)?;
+        let store: Arc<dyn Store> = match cipher.clone() {
             Some(cipher) => {
                 tracing::info!(message = "secret material is encrypted at rest", key = %cipher.key_id());
                 let sealed = Arc::new(EncryptingStore::new(store, cipher));
@@ -238,7 +244,8 @@ impl Brain {
             fleet.listen(client.clone());
             let js = async_nats::jetstream::new(client);
             let kv = flotilla_edge::app::open_bucket(&js, &settings.nats_bucket).await?;
-            buses.push(Box::new(NatsBus::new(js, kv)));
+            let bus = NatsBus::new(js, kv).sealing_secrets(cipher.clone()).await?;
+            buses.push(Box::new(bus));
         }
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
@@ -298,14 +305,23 @@ impl Brain {
         };
         let service = Arc::new(
             ConfigService::new(store, Arc::new(Fanout(buses)))
+                .with_secrets(cipher.clone())
+                .with_store_health(store_health)
                 .with_discovery(discovery.clone())
                 .with_leadership(leadership.clone()),
         );
         if leadership.elected() {
             spawn_promotion(service.clone(), leadership.watch(), stopped.clone());
         }
+        health_store.spawn_probe(stopped.clone());
         if let Some(b) = &settings.backup {
-            tracing::info!(message = "scheduled backups", dir = %b.dir.display(), interval = ?b.interval, keep = b.keep);
+            tracing::info!(message = "scheduled backups", dir = %b.dir.display(), interval = ?b.interval, keep = b.keep,
+                private_keys = if cipher.is_some() { "sealed" } else { "plaintext" });
+            if cipher.is_none() {
+                tracing::warn!(
+                    "backups hold private keys in plaintext (mode 0600): give the brain --secrets-key-file to seal them"
+                );
+            }
             crate::backup::spawn(service.clone(), b.clone(), stopped.clone());
         }
 
@@ -325,6 +341,7 @@ impl Brain {
         let shutdown = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let (drain, _) = watch::channel(None);
         let ctx = XdsContext {
             cache: cache.clone(),
             registry: registry.clone(),
@@ -336,7 +353,7 @@ impl Brain {
             },
             ready: ready.clone(),
             source: None,
-            drain: flotilla_edge::xds::server::no_drain(),
+            drain: drain.subscribe(),
             tls: tls.clone(),
             trust_domain: sec.trust_domain.clone(),
             admission: authz.policy_reloader().map(|p| {
@@ -408,15 +425,33 @@ impl Brain {
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(message = "flotilla-brain ready", %rest_addr, %xds_addr, %grpc_api_addr, configs = n, %storage, %scheme,
             authentication = authz.authenticates(), rbac = authz.policy().is_some());
-        Ok(Brain { rest_addr, xds_addr, grpc_api_addr, registry, cache, stop, tasks: vec![xds, rest, grpc] })
+        Ok(Brain {
+            rest_addr,
+            xds_addr,
+            grpc_api_addr,
+            registry,
+            cache,
+            stop,
+            drain,
+            leadership: leadership.clone(),
+            drain_window: settings.drain_window,
+            tasks: vec![xds, rest, grpc],
+        })
     }
 
-    /// Stops serving and waits for the servers to finish.
+    /// Stops at once what must stop at once — the HA lease is handed over, no new connection
+    /// is taken — then ends the embedded edge's xDS streams within the drain window (Envoys
+    /// reconnect elsewhere), and waits a short grace at most for the servers to close their
+    /// connections: a connected Envoy or an open event stream never holds the stop.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let resign = self.leadership.resign();
+        if tokio::time::timeout(flotilla_edge::shutdown::GRACE, resign).await.is_err() {
+            tracing::warn!("the HA lease could not be given up in time; it expires by itself");
         }
+        flotilla_edge::shutdown::drain_streams(&self.registry, &self.drain, self.drain_window).await;
+        flotilla_edge::shutdown::finish(self.tasks, flotilla_edge::shutdown::GRACE).await;
+        tracing::info!("stopped");
     }
 }
 

@@ -101,7 +101,7 @@ fn service_status(e: ServiceError) -> Status {
             }
             StoreError::Backend(_) => {
                 tracing::error!(message = "storage failure", error = %s);
-                Status::internal(s.to_string())
+                Status::unavailable(s.to_string())
             }
         },
     }

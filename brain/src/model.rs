@@ -289,6 +289,19 @@ pub struct Cluster {
     pub discovery: Option<DiscoveryRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTls>,
+    /// Drop an endpoint from Envoy as soon as it leaves the cluster's endpoints, even while it
+    /// passes `healthChecks` (Envoy's `ignore_health_on_host_removal`; Envoy keeps a removed
+    /// host that is healthy otherwise). Default: true for clusters fed by `discovery`, false
+    /// for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_health_on_host_removal: Option<bool>,
+}
+
+impl Cluster {
+    /// Whether endpoints removed from this cluster leave Envoy whatever their health.
+    pub fn removes_hosts_at_once(&self) -> bool {
+        self.ignore_health_on_host_removal.unwrap_or(self.discovery.is_some())
+    }
 }
 
 /// Which discovered service a cluster's endpoints come from.

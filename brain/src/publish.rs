@@ -7,8 +7,10 @@ use async_nats::jetstream::kv;
 use flotilla_edge::cache::Cache;
 use std::sync::Arc;
 
+use flotilla_shared::ResourceType;
+use flotilla_shared::cipher::SecretsCipher;
 use flotilla_shared::subject::state_key;
-use flotilla_shared::wire::{Change, GroupIndex, encode_resource, resource_key};
+use flotilla_shared::wire::{Change, GroupIndex, SEALED_MARKER_KEY, encode_body, resource_key};
 use flotilla_shared::{Snapshot, Target};
 
 /// Delivers the full current snapshot of a proxy group to the edges, with the change that made
@@ -44,12 +46,17 @@ impl Bus for EmbeddedBus {
 /// change context aside), so a brain restart or a re-apply causes no churn on the edges. The
 /// index message carries the change as headers too (`Flotilla-Change-Id`, `traceparent`): the
 /// KV watch edges use does not expose headers, so edges read it from the envelope.
+///
+/// With a secrets key, secret (SDS) bodies are sealed with it ([`encode_body`]) and the bucket
+/// says so under [`SEALED_MARKER_KEY`] (the key's id), so an edge without the key refuses to
+/// start; a secret body found in plaintext (published before the key was set) is sealed again.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
     /// Body keys known to be in the bucket (this process wrote or saw them).
     published: Arc<dashmap::DashSet<String>>,
+    cipher: Option<Arc<SecretsCipher>>,
 }
 
 /// Why a publish did not happen.
@@ -72,7 +79,31 @@ pub const CHANGE_ID_HEADER: &str = "Flotilla-Change-Id";
 
 impl NatsBus {
     pub fn new(js: async_nats::jetstream::Context, kv: kv::Store) -> NatsBus {
-        NatsBus { kv, js, published: Arc::new(dashmap::DashSet::new()) }
+        NatsBus { kv, js, published: Arc::new(dashmap::DashSet::new()), cipher: None }
+    }
+
+    /// Seals secret bodies with `cipher` (when given) and marks the bucket as holding sealed
+    /// secrets, naming the key.
+    pub async fn sealing_secrets(mut self, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<NatsBus> {
+        if let Some(c) = &cipher {
+            self.kv.put(SEALED_MARKER_KEY, c.key_id().to_string().into()).await.map_err(|e| {
+                anyhow::anyhow!("cannot mark the state bucket as holding sealed secrets: {e}")
+            })?;
+        }
+        self.cipher = cipher;
+        Ok(self)
+    }
+
+    /// Whether a body in the bucket must be written (again): it is missing, or it is a secret
+    /// that is not sealed with the current key while this bus seals secrets.
+    fn stale_body(&self, kind: ResourceType, existing: Option<&[u8]>) -> bool {
+        match (existing, &self.cipher) {
+            (None, _) => true,
+            (Some(b), Some(c)) if kind == ResourceType::Secret => {
+                SecretsCipher::sealed_bytes_key(b) != Some(c.key_id())
+            }
+            _ => false,
+        }
     }
 
     /// Puts a KV value with headers (the KV API has no headers): a publish to the key's subject,
@@ -119,8 +150,9 @@ impl NatsBus {
             if self.published.contains(&key) {
                 continue;
             }
-            if self.kv.get(&key).await.map_err(other)?.is_none() {
-                let body = encode_resource(r).map_err(other)?;
+            let existing = self.kv.get(&key).await.map_err(other)?;
+            if self.stale_body(r.kind, existing.as_deref()) {
+                let body = encode_body(r, self.cipher.as_deref()).map_err(other)?;
                 self.kv.put(&key, body.into()).await.map_err(other)?;
                 metrics::counter!("flotilla_brain_nats_resource_bodies_total").increment(1);
             }

@@ -70,6 +70,10 @@ pub struct Cli {
     /// turn). Unlimited when unset.
     #[arg(long, env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
     pub max_new_streams_per_sec: Option<u32>,
+    /// On SIGTERM / Ctrl-C, end the embedded edge's xDS streams over this window (so Envoys
+    /// reconnect elsewhere gradually), then exit [default: 5s; 0s ends them at once].
+    #[arg(long, env = "FLOTILLA_DRAIN_WINDOW", value_parser = humantime::parse_duration)]
+    pub drain_window: Option<std::time::Duration>,
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
@@ -330,6 +334,7 @@ pub struct FileServer {
     pub xds_addr: Option<SocketAddr>,
     pub grpc_api_addr: Option<SocketAddr>,
     pub max_new_streams_per_sec: Option<u32>,
+    pub drain_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +369,8 @@ pub struct Settings {
     pub embedded_edge: bool,
     /// New xDS streams admitted per second by the embedded edge (None: no limit).
     pub max_new_streams_per_sec: Option<u32>,
+    /// On shutdown, xDS streams end within this window; the process exits shortly after.
+    pub drain_window: std::time::Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub otlp_endpoint: Option<String>,
@@ -426,6 +433,7 @@ impl Default for Settings {
             nats_security: Default::default(),
             embedded_edge: true,
             max_new_streams_per_sec: None,
+            drain_window: std::time::Duration::from_secs(5),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             otlp_endpoint: None,
@@ -547,6 +555,10 @@ impl Settings {
             },
             embedded_edge: !cli.no_embedded_edge && file.nats.embedded_edge.unwrap_or(true),
             max_new_streams_per_sec: cli.max_new_streams_per_sec.or(file.server.max_new_streams_per_sec),
+            drain_window: cli
+                .drain_window
+                .or(file_duration("server.drainWindow", file.server.drain_window.as_deref())?)
+                .unwrap_or(d.drain_window),
             log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
             log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
             otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),

@@ -36,6 +36,9 @@ pub struct EdgeSettings {
     /// is then a local mirror of that domain's bucket (created if missing), so the edge keeps
     /// serving from it while the link between regions is down (docs/deploy.md, federation).
     pub mirror_domain: Option<String>,
+    /// The brain's secrets key (`--secrets-key-file` / `FLOTILLA_SECRETS_KEY`): opens the
+    /// secret bodies the brain seals on the bus. Required when the bucket holds sealed secrets.
+    pub secrets: Option<Arc<flotilla_shared::cipher::SecretsCipher>>,
 }
 
 /// Credentials and TLS for the NATS connection (all optional).
@@ -65,69 +68,133 @@ fn kv_stream(bucket: &str) -> jetstream::stream::Config {
     }
 }
 
+/// Attempts to create a bucket's stream before giving up: another brain or edge starting at the
+/// same moment may create it between our look and our create (a Deployment's replicas do).
+const CREATE_ATTEMPTS: u32 = 5;
+
 /// Opens the group-state bucket, creating it (latest value per key) if the brain has not yet.
+/// Safe to run from many processes at once: when a create conflicts with one made meanwhile,
+/// the bucket that exists is opened and its settings checked.
 ///
 /// The bucket's stream is created directly (what `create_key_value` would create) because
 /// async-nats' `create_key_value` first queries account info in a shape that JetStream servers
 /// before 2.10 (Debian's 2.9) do not answer.
 pub async fn open_bucket(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
-    if let Ok(kv) = js.get_key_value(bucket).await {
-        return Ok(kv);
-    }
-    let config = jetstream::stream::Config { subjects: vec![format!("$KV.{bucket}.>")], ..kv_stream(bucket) };
-    js.get_or_create_stream(config)
-        .await
-        .with_context(|| format!("cannot create the JetStream stream of KV bucket {bucket:?}"))?;
+    let stream = format!("KV_{bucket}");
+    let subject = format!("$KV.{bucket}.>");
+    let config = jetstream::stream::Config { subjects: vec![subject.clone()], ..kv_stream(bucket) };
+    ensure_stream(js, &stream, config, |c| {
+        if c.mirror.is_some() {
+            return Err("a mirror of another region's bucket (run this edge with --mirror-domain, or use another --nats-bucket)".into());
+        }
+        if !c.subjects.contains(&subject) {
+            return Err(format!("a stream on subjects {:?}, not {subject:?}", c.subjects));
+        }
+        Ok(())
+    })
+    .await?;
     js.get_key_value(bucket).await.with_context(|| format!("cannot open the JetStream KV bucket {bucket:?}"))
 }
 
 /// Opens the group-state bucket as a local mirror of the bucket of the same name in JetStream
 /// domain `domain` (another region, reached through a NATS leaf node), creating the mirror if
-/// missing. A local bucket that exists but is not that mirror is refused: it would silently
-/// serve another region's state, or none.
+/// missing (idempotent under concurrent starts, as [`open_bucket`]). A local bucket that exists
+/// but is not that mirror is refused: it would silently serve another region's state, or none.
 pub async fn open_mirror(js: &jetstream::Context, bucket: &str, domain: &str) -> anyhow::Result<kv::Store> {
     let stream = format!("KV_{bucket}");
-    match js.get_stream(&stream).await {
-        Ok(mut existing) => {
-            let info = existing.info().await.with_context(|| format!("cannot read stream {stream:?}"))?;
-            let mirror = info.config.mirror.as_ref();
-            let api = format!("$JS.{domain}.API");
-            let same = mirror.is_some_and(|m| {
-                m.name == stream && m.external.as_ref().is_some_and(|e| e.api_prefix == api)
-            });
-            if !same {
-                let what = match mirror {
-                    None => "a bucket of its own (written here, not mirrored)".to_string(),
-                    Some(m) => format!(
-                        "a mirror of {:?} via {:?}",
-                        m.name,
-                        m.external.as_ref().map(|e| e.api_prefix.as_str()).unwrap_or("this domain")
-                    ),
-                };
-                anyhow::bail!(
-                    "--mirror-domain {domain}: the local JetStream stream {stream:?} already exists as {what}; \
-                     delete it (nats stream rm {stream}) or run without --mirror-domain"
-                );
-            }
+    let config = jetstream::stream::Config {
+        mirror: Some(jetstream::stream::Source {
+            name: stream.clone(),
+            domain: Some(domain.to_string()),
+            ..Default::default()
+        }),
+        mirror_direct: true,
+        ..kv_stream(bucket)
+    };
+    let api = format!("$JS.{domain}.API");
+    ensure_stream(js, &stream, config, |c| {
+        let mirror = c.mirror.as_ref();
+        let same =
+            mirror.is_some_and(|m| m.name == stream && m.external.as_ref().is_some_and(|e| e.api_prefix == api));
+        match (same, mirror) {
+            (true, _) => Ok(()),
+            (false, None) => Err("a bucket of its own (written here, not mirrored)".to_string()),
+            (false, Some(m)) => Err(format!(
+                "a mirror of {:?} via {:?}",
+                m.name,
+                m.external.as_ref().map(|e| e.api_prefix.as_str()).unwrap_or("this domain")
+            )),
         }
-        Err(_) => {
-            let config = jetstream::stream::Config {
-                mirror: Some(jetstream::stream::Source {
-                    name: stream.clone(),
-                    domain: Some(domain.to_string()),
-                    ..Default::default()
-                }),
-                mirror_direct: true,
-                ..kv_stream(bucket)
-            };
-            js.create_stream(config)
-                .await
-                .with_context(|| format!("cannot create {stream:?} as a mirror of domain {domain:?}"))?;
-        }
-    }
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--mirror-domain {domain}: {e:#}; delete it (nats stream rm {stream}) or run without --mirror-domain"
+        )
+    })?;
     js.get_key_value(bucket)
         .await
         .with_context(|| format!("cannot open the mirrored JetStream KV bucket {bucket:?}"))
+}
+
+/// Makes sure stream `name` exists: opens it and checks it with `fits` (an `Err` says what the
+/// existing stream is instead), or creates it from `config`. A create that fails because another
+/// process created the stream meanwhile is followed by opening and checking that one.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    config: jetstream::stream::Config,
+    fits: impl Fn(&jetstream::stream::Config) -> Result<(), String>,
+) -> anyhow::Result<()> {
+    let mut last_error = None;
+    for attempt in 0..CREATE_ATTEMPTS {
+        if let Ok(mut existing) = js.get_stream(name).await {
+            let info =
+                existing.info().await.with_context(|| format!("cannot read JetStream stream {name:?}"))?;
+            return fits(&info.config)
+                .map_err(|what| anyhow::anyhow!("the JetStream stream {name:?} already exists as {what}"));
+        }
+        match js.create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                // Most often: created by another process since our look (JetStream answers
+                // "subjects overlap" or "name already in use"); look again.
+                tracing::debug!(message = "creating a JetStream stream failed; looking again", stream = name, attempt, error = %e);
+                last_error = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+        }
+    }
+    let e = last_error.map_or_else(|| "unknown error".to_string(), |e| e.to_string());
+    anyhow::bail!("cannot create the JetStream stream {name:?} after {CREATE_ATTEMPTS} attempts: {e}")
+}
+
+/// Refuses to start an edge that could not open the secrets the bucket holds: sealed (the
+/// brain has a secrets key) while this edge has no key, or a key that is neither of this edge's.
+async fn check_secrets_key(
+    kv: &kv::Store,
+    cipher: Option<&flotilla_shared::cipher::SecretsCipher>,
+) -> anyhow::Result<()> {
+    let marker = kv
+        .get(flotilla_shared::wire::SEALED_MARKER_KEY)
+        .await
+        .context("cannot read the state bucket's secrets marker")?;
+    let Some(id) = marker.map(|b| String::from_utf8_lossy(&b).into_owned()) else { return Ok(()) };
+    match cipher {
+        None => anyhow::bail!(
+            "the state bucket holds secrets sealed with key {id}: give this edge the brain's secrets key \
+             (--secrets-key-file FILE, or FLOTILLA_SECRETS_KEY)"
+        ),
+        Some(c) if !c.knows(&id) => anyhow::bail!(
+            "the state bucket holds secrets sealed with key {id}, but this edge's secrets key is {} \
+             (give it the brain's key with --secrets-key-file, and the previous one with --secrets-old-key-file while rotating)",
+            c.key_id()
+        ),
+        Some(c) => {
+            tracing::info!(message = "secret bodies on the bus are sealed; this edge opens them", key = %c.key_id());
+            Ok(())
+        }
+    }
 }
 
 /// Connects to NATS, retrying until it answers (the edge must come up even if NATS is late).
@@ -308,9 +375,10 @@ impl Edge {
             Some(domain) => open_mirror(&js, &s.bucket, domain).await?,
             None => open_bucket(&js, &s.bucket).await?,
         };
+        check_secrets_key(&kv, s.secrets.as_deref()).await?;
         let cache = Cache::new();
         let registry = Registry::new(s.name.clone());
-        let source = Arc::new(NatsSource::new(kv, cache.clone()));
+        let source = Arc::new(NatsSource::new(kv, cache.clone()).with_cipher(s.secrets.clone()));
         let listener = tokio::net::TcpListener::bind(s.xds_addr)
             .await
             .with_context(|| format!("cannot listen on {} for xDS", s.xds_addr))?;
@@ -354,23 +422,19 @@ impl Edge {
         Ok(Edge { xds_addr, metrics_addr, registry, source, stop, drain, task, ready: ready_tx })
     }
 
-    /// Stops taking connections, closes every stream at a random point within `window` (so
-    /// Envoys reconnect to other edges gradually, keeping their config meanwhile), then exits.
-    /// A zero window is an abrupt stop.
+    /// Closes every stream at a random point within `window` (so Envoys reconnect to other
+    /// edges gradually, keeping their config meanwhile), then stops taking connections and
+    /// exits, waiting [`crate::shutdown::GRACE`] at most for the server. A zero window is an
+    /// abrupt stop.
     pub async fn drain(self, window: std::time::Duration) {
-        tracing::info!(message = "draining", window = ?window, streams = self.registry.streams().len());
         self.ready.send_replace(false);
-        self.drain.send_replace(Some(window));
-        let deadline = tokio::time::Instant::now() + window + std::time::Duration::from_secs(1);
-        while !self.registry.streams().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        crate::shutdown::drain_streams(&self.registry, &self.drain, window).await;
         self.shutdown().await;
     }
 
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
-        let _ = self.task.await;
+        crate::shutdown::finish(vec![self.task], crate::shutdown::GRACE).await;
     }
 }
 

@@ -13,6 +13,7 @@ pub mod names;
 pub mod node;
 pub mod ops;
 pub mod registry;
+pub mod shutdown;
 pub mod source;
 pub mod sync;
 pub mod tls;

@@ -69,6 +69,14 @@ struct Cli {
     nats_tls_cert: Option<std::path::PathBuf>,
     #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
     nats_tls_key: Option<std::path::PathBuf>,
+    /// The brain's secrets key (32 bytes as 64 hex digits or base64, in a file): opens the secret
+    /// (SDS) bodies the brain seals on the bus. The key may instead come from FLOTILLA_SECRETS_KEY
+    /// (never a flag: flags show in `ps`). Required when the brain seals secrets.
+    #[arg(long, env = "FLOTILLA_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<std::path::PathBuf>,
+    /// The previous secrets key, while rotating (bodies sealed before the rotation).
+    #[arg(long, env = "FLOTILLA_SECRETS_OLD_KEY_FILE")]
+    secrets_old_key_file: Option<std::path::PathBuf>,
     /// Where to serve /metrics (Prometheus), /health and /ready over HTTP; `off` to not serve them.
     #[arg(long, env = "FLOTILLA_METRICS_ADDR", default_value = "0.0.0.0:18002")]
     metrics_addr: String,
@@ -95,6 +103,14 @@ async fn main() -> anyhow::Result<()> {
         a => Some(a.parse().with_context(|| format!("invalid --metrics-addr {a:?} (host:port or off)"))?),
     };
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "edge".into());
+    let key_text = std::env::var("FLOTILLA_SECRETS_KEY").ok().filter(|k| !k.trim().is_empty());
+    let secrets = flotilla_shared::cipher::SecretsCipher::load(
+        cli.secrets_key_file.as_deref(),
+        key_text.as_deref(),
+        cli.secrets_old_key_file.as_deref(),
+    )
+    .context("the secrets key (--secrets-key-file / FLOTILLA_SECRETS_KEY)")?
+    .map(std::sync::Arc::new);
     let settings = EdgeSettings {
         nats_url: cli.nats_url,
         xds_addr: cli.xds_addr,
@@ -117,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             tls_key: cli.nats_tls_key,
         },
         metrics_addr,
+        secrets,
     };
     if settings.tls.is_none() {
         tracing::warn!(

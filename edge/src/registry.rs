@@ -124,6 +124,11 @@ impl Registry {
     }
 
     /// Every connected stream.
+    /// How many streams are open.
+    pub fn stream_count(&self) -> usize {
+        self.inner.streams.len()
+    }
+
     pub fn streams(&self) -> Vec<StreamStatus> {
         let mut v: Vec<StreamStatus> = self.inner.streams.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|s| s.stream_id);
@@ -329,6 +334,30 @@ impl StreamGuard {
             t.acked_version = Some(version.to_string());
             t.acked_at = Some(Utc::now());
         });
+    }
+
+    /// The proxy is wanted at `version` of `kind`, content it rejected before: nothing is sent
+    /// (it would be rejected again) and it stays on what it had. Status shows the type NACKed
+    /// at `version`, with the proxy's last error for it, until something else is sent.
+    pub fn still_rejected(&mut self, kind: ResourceType, version: &str) {
+        let key = (self.node_id.clone(), kind);
+        let known = self.registry.inner.nacks.get(&key).map(|n| n.clone());
+        let mut info = None;
+        self.with_type(kind, |t| {
+            let mut nack = t.last_nack.clone().or(known).unwrap_or_else(|| NackInfo {
+                version: String::new(),
+                error: "rejected before; not sent again".into(),
+                resources: Vec::new(),
+                at: Utc::now(),
+            });
+            nack.version = version.to_string();
+            t.last_sent_version = Some(version.to_string());
+            t.last_nack = Some(nack.clone());
+            info = Some(nack);
+        });
+        if let Some(info) = info {
+            self.registry.inner.nacks.insert(key, info);
+        }
     }
 
     pub fn nacked(&mut self, kind: ResourceType, version: &str, error: &str, resources: Vec<String>) {

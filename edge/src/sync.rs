@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
 use dashmap::DashMap;
+use flotilla_shared::cipher::SecretsCipher;
 use flotilla_shared::subject::state_key;
-use flotilla_shared::wire::{GroupIndex, decode_resource, resource_key};
+use flotilla_shared::wire::{GroupIndex, decode_body, resource_key};
 use flotilla_shared::{Resource, Snapshot, Target};
 use futures::FutureExt;
 use futures::StreamExt;
@@ -34,10 +35,25 @@ pub struct NatsSource {
     kv: kv::Store,
     cache: Cache,
     /// Resource bodies by key, shared by every group on this edge that uses them.
-    bodies: Arc<DashMap<String, Resource>>,
+    bodies: Arc<Bodies>,
     groups: Mutex<HashMap<Target, Group>>,
     /// How long a stream waits for its group's state before giving up (Envoy retries).
     pub load_timeout: Duration,
+}
+
+/// Resource bodies by key, and the key that opens sealed ones.
+#[derive(Debug, Default)]
+struct Bodies {
+    map: DashMap<String, Resource>,
+    /// Opens sealed secret bodies (the brain's secrets key).
+    cipher: Option<Arc<SecretsCipher>>,
+}
+
+impl std::ops::Deref for Bodies {
+    type Target = DashMap<String, Resource>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
 }
 
 impl NatsSource {
@@ -45,10 +61,16 @@ impl NatsSource {
         NatsSource {
             kv,
             cache,
-            bodies: Arc::new(DashMap::new()),
+            bodies: Arc::new(Bodies::default()),
             groups: Mutex::new(HashMap::new()),
             load_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// This source, opening sealed secret bodies with `cipher`.
+    pub fn with_cipher(mut self, cipher: Option<Arc<SecretsCipher>>) -> NatsSource {
+        self.bodies = Arc::new(Bodies { map: DashMap::new(), cipher });
+        self
     }
 
     /// Groups this edge currently watches.
@@ -61,7 +83,7 @@ impl NatsSource {
 /// sets the group in the cache. A bad envelope is refused and the last good state kept.
 async fn apply(
     kv: &kv::Store,
-    bodies: &DashMap<String, Resource>,
+    bodies: &Bodies,
     cache: &Cache,
     target: &Target,
     value: &[u8],
@@ -125,14 +147,14 @@ async fn apply(
     }
 }
 
-async fn fetch_missing(kv: &kv::Store, bodies: &DashMap<String, Resource>, index: &GroupIndex) {
+async fn fetch_missing(kv: &kv::Store, bodies: &Bodies, index: &GroupIndex) {
     for e in &index.entries {
         let key = resource_key(e.kind, &e.version);
         if bodies.contains_key(&key) {
             continue;
         }
         match kv.get(&key).await {
-            Ok(Some(bytes)) => match decode_resource(&bytes) {
+            Ok(Some(bytes)) => match decode_body(&bytes, bodies.cipher.as_deref()) {
                 Ok(r) => {
                     metrics::counter!("flotilla_edge_resource_fetches_total").increment(1);
                     bodies.insert(key, r);
@@ -152,7 +174,7 @@ async fn fetch_missing(kv: &kv::Store, bodies: &DashMap<String, Resource>, index
 /// Keeps one group's cache entry equal to its KV value, forever (until aborted).
 async fn watch_group(
     kv: kv::Store,
-    bodies: Arc<DashMap<String, Resource>>,
+    bodies: Arc<Bodies>,
     cache: Cache,
     target: Target,
     loaded: watch::Sender<bool>,

@@ -4,8 +4,10 @@
 //! their make-before-break order ([`resource`]), compiled resources with content-derived versions
 //! and the snapshot consistency check ([`snapshot`]), how a proxy is mapped to the config that
 //! selects it ([`target`]), the versioned envelope on NATS ([`wire`]) and NATS names
-//! ([`subject`]). It does no I/O and knows nothing of gRPC, HTTP or storage.
+//! ([`subject`]), and the sealing of secret material both sides share a key for ([`cipher`]). It
+//! does no I/O and knows nothing of gRPC, HTTP or storage.
 
+pub mod cipher;
 pub mod resource;
 pub mod snapshot;
 pub mod subject;

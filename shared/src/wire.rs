@@ -12,6 +12,12 @@
 //! instead of misreading them. Resource bodies are version 1; a group index is version 2 (it
 //! carries the [`Change`] that produced it: correlation id, time of the write, trace context) and
 //! version 1 indexes (no change context, written by older brains) are still read.
+//!
+//! Secret (SDS) bodies carry private keys: when the brain has a secrets key they are sealed whole
+//! ([`encode_body`], `FLS1 ‖ key id ‖ nonce ‖ AES-256-GCM ciphertext` of the plain envelope), so
+//! the bus and the nats-server's store files hold no key material; edges open them with the same
+//! key ([`decode_body`]). A marker key ([`SEALED_MARKER_KEY`]) tells edges the bucket holds sealed
+//! secrets, so an edge without the key refuses to start instead of serving proxies half a config.
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +103,8 @@ pub enum WireError {
     Malformed(#[from] postcard::Error),
     #[error("envelope holds an inconsistent snapshot: {0}")]
     Inconsistent(#[from] SnapshotError),
+    #[error("sealed resource body: {0}")]
+    Sealed(#[from] crate::cipher::CipherError),
     #[error("resource {kind} {name:?} at version {version} is missing from the bus")]
     Missing { kind: ResourceType, name: String, version: String },
 }
@@ -126,6 +134,33 @@ pub fn encode_resource(r: &Resource) -> Result<Vec<u8>, WireError> {
 
 pub fn decode_resource(bytes: &[u8]) -> Result<Resource, WireError> {
     decode(bytes)
+}
+
+/// KV key whose value is the id of the key secret bodies are sealed with (absent: not sealed).
+pub const SEALED_MARKER_KEY: &str = "meta.sealed-secrets";
+
+/// A resource body as the bus carries it: a secret sealed with `cipher` when one is given,
+/// everything else as [`encode_resource`].
+pub fn encode_body(
+    r: &Resource,
+    cipher: Option<&crate::cipher::SecretsCipher>,
+) -> Result<Vec<u8>, WireError> {
+    let plain = encode_resource(r)?;
+    Ok(match cipher {
+        Some(c) if r.kind == ResourceType::Secret => c.seal_bytes(&plain),
+        _ => plain,
+    })
+}
+
+/// A resource body from the bus: sealed bodies are opened with `cipher` (an error naming the
+/// key without one), plain ones decoded as [`decode_resource`].
+pub fn decode_body(
+    bytes: &[u8],
+    cipher: Option<&crate::cipher::SecretsCipher>,
+) -> Result<Resource, WireError> {
+    let Some(id) = crate::cipher::SecretsCipher::sealed_bytes_key(bytes) else { return decode(bytes) };
+    let c = cipher.ok_or_else(|| crate::cipher::CipherError::NoKeyFor(id.to_string()))?;
+    decode(&c.open_bytes(bytes)?)
 }
 
 impl GroupIndex {
@@ -216,6 +251,22 @@ mod tests {
             .snapshot(|e| bodies.get(&resource_key(e.kind, &e.version)).and_then(|b| decode_resource(b).ok()))
             .unwrap();
         assert_eq!(rebuilt, s);
+    }
+
+    #[test]
+    fn secret_bodies_are_sealed_on_the_bus_and_open_only_with_the_key() {
+        let cipher = crate::cipher::SecretsCipher::new(&[9u8; 32], None);
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQ";
+        let secret = Resource::new(ResourceType::Secret, "tls", Bytes::from_static(pem), vec![]);
+        let sealed = encode_body(&secret, Some(&cipher)).unwrap();
+        assert!(!sealed.windows(pem.len()).any(|w| w == pem), "the key material is not readable");
+        assert_eq!(decode_body(&sealed, Some(&cipher)).unwrap(), secret);
+        let err = decode_body(&sealed, None).unwrap_err().to_string();
+        assert!(err.contains("--secrets-key-file") && err.contains(cipher.key_id()), "{err}");
+        // Other types stay plain (every edge reads them, with or without a key).
+        let cluster = Resource::new(ResourceType::Cluster, "c", Bytes::from_static(b"c"), vec![]);
+        assert_eq!(encode_body(&cluster, Some(&cipher)).unwrap(), encode_resource(&cluster).unwrap());
+        assert_eq!(decode_body(&encode_resource(&secret).unwrap(), None).unwrap(), secret);
     }
 
     #[test]

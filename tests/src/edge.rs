@@ -116,6 +116,7 @@ async fn start_nats_edge(
         nats: Default::default(),
         metrics_addr: None,
         mirror_domain,
+        secrets: None,
     };
     flotilla_edge::app::Edge::start(&settings).await
 }

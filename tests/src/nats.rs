@@ -68,6 +68,11 @@ impl NatsServer {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
+    /// The server's JetStream store directory (its raw files, for tests that read them).
+    pub fn store_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("js")
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

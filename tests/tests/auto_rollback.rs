@@ -111,3 +111,67 @@ async fn the_policy_is_validated_with_its_path() {
     assert!(r.status().is_client_error(), "{}", r.status());
     assert!(r.text().await.unwrap().contains("nackPercnt"));
 }
+
+/// Issue 26, item 8: the watch starts on every path that applies a revision, not only a PUT:
+/// `flotilla apply -f` (REST bulk), `/import`, gRPC `UpdateConfig` and gRPC `Bulk`. Each path
+/// applies a revision whose listener port is held (a new port each time: content Envoy already
+/// rejected is not resent), Envoy NACKs it, and the brain rolls it back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_that_applies_a_revision_is_rolled_back_when_envoy_rejects_it() {
+    use flotilla_proto::v1 as pb;
+    use flotilla_proto::v1::control_plane_service_client::ControlPlaneServiceClient;
+
+    let brain = TestBrain::start().await;
+    let backend = Backend::start("1").await;
+    let port = free_port();
+    let good = with_policy(&example_config(port, &[backend.addr]));
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &good).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let _envoy =
+        Envoy::start(brain.xds_port, "rb-paths", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy to route", CONVERGE, || http_get(port, "example.com", "/api/x")).await;
+    let mut grpc =
+        ControlPlaneServiceClient::new(flotilla_tests::xds_client::channel(brain.grpc_api_port).await);
+
+    let mut held = Vec::new();
+    for path in ["rest bulk", "rest import", "grpc update", "grpc bulk"] {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bad = with_policy(&example_config(socket.local_addr().unwrap().port(), &[backend.addr]));
+        held.push(socket);
+        let (_, before) = brain.get_json(&format!("/api/v1/configs/{id}/history")).await;
+        let revisions = before.as_array().unwrap().len();
+        match path {
+            "rest bulk" => {
+                let r = brain.post_yaml("/api/v1/bulk?apply=true", &bad).await;
+                assert_eq!(r.status().as_u16(), 200, "{path}: {}", r.text().await.unwrap());
+            }
+            "rest import" => {
+                let r = brain.post_yaml("/api/v1/import", &bad).await;
+                assert_eq!(r.status().as_u16(), 200, "{path}: {}", r.text().await.unwrap());
+            }
+            "grpc update" => {
+                let req = pb::UpdateConfigRequest {
+                    id: id.clone(),
+                    document: bad,
+                    apply: true,
+                    ..Default::default()
+                };
+                grpc.update_config(req).await.unwrap();
+            }
+            _ => {
+                let req = pb::BulkRequest { document: bad, apply: Some(true), ..Default::default() };
+                grpc.bulk(req).await.unwrap();
+            }
+        }
+        let history = wait_for(&format!("the automatic rollback after a {path}"), CONVERGE, || async {
+            let (_, h) = brain.get_json(&format!("/api/v1/configs/{id}/history")).await;
+            (h.as_array()?.len() == revisions + 2).then_some(h)
+        })
+        .await;
+        let rev = &history[revisions + 1];
+        assert_eq!(rev["action"], "auto-rollback", "{path}: {rev}");
+        assert_eq!(rev["config"]["spec"]["listeners"][0]["port"], port, "{path}: back to the good listener");
+    }
+    assert_eq!(http_get(port, "example.com", "/api/x").await.as_deref(), Some("backend 1"));
+}

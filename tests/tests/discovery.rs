@@ -137,6 +137,47 @@ async fn endpoints_follow_a_watched_services_file() {
     .await;
 }
 
+/// Issue 26, item 9: a discovery-fed cluster with Envoy health checks. Envoy keeps a host that
+/// left EDS while it passes its checks, unless the cluster says `ignore_health_on_host_removal`
+/// (on by default for discovery-fed clusters): the registry moving the service from one
+/// endpoint to another must move all the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_the_registry_removed_leaves_envoy_though_it_passes_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    services_file(&file, &[(b1.addr, "healthy")]);
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
+        s.discovery_files = vec![("local".into(), file.clone())];
+    })
+    .await;
+    let port = free_port();
+    let yaml = config(port, "local", "payments").replace(
+        "selector: {track: stable}}}",
+        "selector: {track: stable}}, healthChecks: [{timeout: 1s, interval: 1s, httpHealthCheck: {path: /health}}]}",
+    );
+    assert!(yaml.contains("healthChecks"), "{yaml}");
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &yaml).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "pay-hc", "pay", "shop", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to the discovered endpoint", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+
+    // The registry moves the service to b2; b1 keeps running and keeps passing /health.
+    services_file(&file, &[(b2.addr, "healthy")]);
+    wait_for("all traffic on the new endpoint", Duration::from_secs(15), || async {
+        for _ in 0..20 {
+            if http_get(port, "x", "/").await.as_deref() != Some("backend 2") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// The `consul` source against a fake Consul agent (tests/src/consul.rs: no Consul server
 /// exists here; the fake follows Consul's documented HTTP API, blocking queries included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,3 +248,27 @@ async fn a_kubernetes_lease_elects_one_leader_and_the_follower_takes_over() {
     drop(b);
     db.drop_now().await;
 }
+
+/// Issue 26, item 5: a leader stopped cleanly (SIGTERM) hands its lease over at once: the
+/// follower leads well before the lease (3 s) could have expired, and the old leader exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_with_sigterm_hands_the_lease_over_at_once() {
+    let db = TempDatabase::create("flotilla_ha").await;
+    let nats = NatsServer::start().await;
+    let mut a = brain(&db, &nats);
+    wait_for("brain A to lead", CONVERGE, || async { leads(&a).await.then_some(()) }).await;
+    let b = brain(&db, &nats);
+    wait_for("brain B to be ready", CONVERGE, || async {
+        (status(&format!("{}/ready", b.base)).await == Some(200)).then_some(())
+    })
+    .await;
+    let start = std::time::Instant::now();
+    a.process.signal("TERM");
+    wait_for("brain B to lead", CONVERGE, || async { leads(&b).await.then_some(()) }).await;
+    let handover = start.elapsed();
+    println!("clean stop → the follower leads: {handover:?}");
+    assert!(handover < Duration::from_millis(2500), "waited for the lease to expire: {handover:?}");
+    let status = a.process.wait_exit(Duration::from_secs(15)).await.expect("the old leader exits");
+    assert!(status.success(), "{}", a.process.output());
+    db.drop_now().await;
+}

@@ -83,3 +83,74 @@ async fn reapplying_the_same_config_pushes_nothing() {
     let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(cfg["version"], 4, "{cfg}");
 }
+
+/// Issue 26, item 6, with a real Envoy: a listener Envoy rejects (its port is held), rolled
+/// back, then applied again. The second time nothing is sent (Envoy would reject it again), and
+/// every status view says NACKed with Envoy's error, as the config dump does; a proxy whose
+/// config is deleted is shown without a config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_a_proxy_rejected_applied_again_shows_as_nacked_everywhere() {
+    use flotilla_tests::backend::Backend;
+    use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+    use flotilla_tests::{free_port, wait_for};
+    use serde_json::Value;
+
+    let brain = TestBrain::start().await;
+    let backend = Backend::start("1").await;
+    let port = free_port();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[backend.addr])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let _envoy = Envoy::start(brain.xds_port, "twice", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy to route", Duration::from_secs(30), || http_get(port, "example.com", "/api/x")).await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let state = || async {
+        let (_, p) = brain.get_json("/api/v1/proxies/twice").await;
+        p["state"].as_str().unwrap_or_default().to_string()
+    };
+    let put = |listener: u16| {
+        let yaml = example_config(listener, &[backend.addr]);
+        let path = format!("/api/v1/configs/{id}?apply=true");
+        let brain = &brain;
+        async move { assert_eq!(brain.put_yaml(&path, &yaml).await.status().as_u16(), 200) }
+    };
+
+    for round in ["first", "second"] {
+        put(taken).await;
+        wait_for(&format!("the {round} rejection shown"), Duration::from_secs(30), || async {
+            (state().await == "nacked").then_some(())
+        })
+        .await;
+        let (_, status) = brain.get_json("/api/v1/proxies/twice/status").await;
+        assert_eq!(status["types"]["lds"]["state"], "nacked", "{round}: {status}");
+        let error = status["types"]["lds"]["lastNack"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&taken.to_string()), "{round}: Envoy's error names the port: {status}");
+        let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+        assert_eq!(
+            (cfg["proxies"]["synced"].as_u64(), cfg["proxies"]["nacking"].as_array().map(Vec::len)),
+            (Some(0), Some(1)),
+            "{round}: {cfg}"
+        );
+        let (_, dump) = brain.get_json("/api/v1/proxies/twice/config_dump").await;
+        assert_eq!(dump["types"]["lds"]["state"], "nacked", "{round}: {dump}");
+        assert_eq!(dump["inSync"], false, "{round}: {dump}");
+
+        // Rolled back to what Envoy kept: synced again, in every view.
+        put(port).await;
+        wait_for(&format!("synced after the {round} rollback"), Duration::from_secs(30), || async {
+            (state().await == "synced").then_some(())
+        })
+        .await;
+        let (_, dump) = brain.get_json("/api/v1/proxies/twice/config_dump").await;
+        assert_eq!(dump["inSync"], true, "{round}: {dump}");
+    }
+
+    // Deleted: the proxy has no config any more, and says so.
+    assert_eq!(brain.delete(&format!("/api/v1/configs/{id}?apply=true")).await.0, 200);
+    wait_for("the proxy shown without a config", Duration::from_secs(10), || async {
+        (state().await == "no-config").then_some(())
+    })
+    .await;
+    drop(held);
+}

@@ -34,6 +34,8 @@ bindings:
 quotas:
   team-a: {configs: 2}
   team-q: {requestsPerSecond: 1}
+crossNamespace:
+  - {from: team-c, to: team-b}
 "#;
 
 struct Keys {
@@ -260,8 +262,21 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     let export = export.as_str().unwrap();
     assert!(export.contains("a1") && !export.contains("team-b"), "{export}");
     assert_eq!(api.call(Some(&alice), Method::GET, "/api/v1/export?namespace=team-b", None).await.0, 403);
-    let (s, _) = api.call(Some(&alice), Method::POST, "/api/v1/bulk", Some(&cfg("team-b", "b1", ""))).await;
-    assert_eq!(s, 403);
+    // No existence oracle (issue 26, item 2): bulk, its dry run (`flotilla diff`) and import on
+    // a team-b name answer the same whether team-b/b1 exists or team-b/b-none does not.
+    for path in ["/api/v1/bulk", "/api/v1/bulk?dryRun=true", "/api/v1/bulk?apply=true", "/api/v1/import"] {
+        let existing = api.call(Some(&alice), Method::POST, path, Some(&cfg("team-b", "b1", ""))).await;
+        let missing = api.call(Some(&alice), Method::POST, path, Some(&cfg("team-b", "b-none", ""))).await;
+        assert_eq!(existing.0, 403, "{path}: {existing:?}");
+        assert_eq!(existing, missing, "{path}: team-b's contents show through");
+    }
+    // Restore without a namespace covers only what alice may see: team-b is neither touched nor
+    // named in the answer.
+    let (s, v) = api
+        .call(Some(&alice), Method::POST, "/api/v1/restore?at=2000-01-01T00:00:00Z&dryRun=true", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains("team-b"), "{v}");
     let (s, _) =
         api.call(Some(&alice), Method::POST, "/api/v1/validate", Some(&cfg("team-b", "b9", ""))).await;
     assert_eq!(s, 403);
@@ -310,6 +325,25 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["code"], "cross_namespace_reference");
     assert_eq!(v["errors"][0]["path"], "spec.extends[0]");
+    // Discovering another tenant's service is such a reference too (issue 26, item 1): refused
+    // with its path, as a write and as a dry run; granted (team-c → team-b), it goes on to
+    // validation (no discovery source here: 422, not 403). The grant is between namespaces,
+    // whoever writes: an admin's write into team-c is granted, into team-a it is not.
+    let discovering = |ns: &str| {
+        format!(
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: steal, namespace: {ns}}}\nspec:\n  clusters:\n    - {{name: ok, type: STATIC, endpoints: [{{address: 127.0.0.1, port: 9001}}]}}\n    - {{name: pay, type: EDS, discovery: {{source: local, service: payments-b, namespace: team-b}}}}\n"
+        )
+    };
+    for path in ["/api/v1/configs", "/api/v1/configs?dryRun=true", "/api/v1/bulk?apply=true"] {
+        let (s, v) = api.call(Some(&alice), Method::POST, path, Some(&discovering("team-a"))).await;
+        assert_eq!(s, 403, "{path}: {v}");
+        assert_eq!(v["code"], "cross_namespace_reference", "{path}: {v}");
+        assert_eq!(v["errors"][0]["path"], "spec.clusters[1].discovery.namespace", "{path}: {v}");
+    }
+    let (s, v) = api.call(Some(&root), Method::POST, "/api/v1/configs", Some(&discovering("team-a"))).await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("cross_namespace_reference")), "{v}");
+    let (s, v) = api.call(Some(&root), Method::POST, "/api/v1/configs", Some(&discovering("team-c"))).await;
+    assert_eq!(s, 422, "a granted reference is not refused as one: {v}");
 
     // --- Quotas: configs (team-a allows 2) and requests per second (team-q allows 1).
     assert_eq!(

@@ -297,6 +297,7 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
         nats: nats_tls,
         metrics_addr: None,
         mirror_domain: None,
+        secrets: None,
     })
     .await
     .unwrap();

@@ -491,3 +491,47 @@ async fn health_and_reflection_on_the_xds_port() {
         "{resp:?}"
     );
 }
+
+// S2 against a real brain's compiled config (listener → route → EDS cluster with endpoints): an
+// LDS-only SotW ADS stream is answered; with CDS and EDS subscribed too, an LDS NACK is not
+// answered and does not hold back a cluster change.
+#[tokio::test]
+async fn sotw_types_are_independent_on_a_compiled_config() {
+    use flotilla_tests::brain::{TestBrain, example_config};
+    let brain = TestBrain::start().await;
+    let a: std::net::SocketAddr = "127.0.0.1:9001".parse().unwrap();
+    let b: std::net::SocketAddr = "127.0.0.1:9002".parse().unwrap();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(10_000, &[a])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let n = |id: &str| node(id, "example-service", "production");
+
+    let mut lds_only = Sotw::open(brain.xds_port, Service::Ads).await;
+    lds_only.send(DiscoveryRequest { node: Some(n("lds-only")), ..sotw_req(Listener, &[], false) }).await;
+    let r = lds_only.recv().await.msg();
+    assert_eq!((r.type_url.as_str(), r.resources.len()), (Listener.type_url(), 1), "LDS without CDS");
+
+    let mut c = Sotw::open(brain.xds_port, Service::Ads).await;
+    c.send(DiscoveryRequest { node: Some(n("all")), ..sotw_req(Cluster, &[], false) }).await;
+    let cds = c.recv().await.msg();
+    c.ack(&cds, &[]).await;
+    c.send(sotw_req(Endpoint, &["api_cluster"], false)).await;
+    let eds = c.recv().await.msg();
+    c.ack(&eds, &["api_cluster"]).await;
+    c.send(sotw_req(Listener, &[], false)).await;
+    let lds = c.recv().await.msg();
+    assert_eq!(lds.type_url, Listener.type_url());
+    c.send(DiscoveryRequest {
+        type_url: Listener.type_url().into(),
+        response_nonce: lds.nonce.clone(),
+        error_detail: nack_status("listener rejected"),
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(c.quiet_for(QUIET).await, Got::Nothing), "the LDS NACK triggered a push");
+    // An endpoint moves: EDS is pushed while LDS backs off.
+    let r = brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(10_000, &[b])).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let next = c.recv().await.msg();
+    assert_eq!(next.type_url, Endpoint.type_url(), "EDS held back by the LDS NACK");
+}

@@ -75,6 +75,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a refusal because the store is unreachable.
+pub const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 /// Header naming the leader's URL on a follower's refusal of a write.
 pub const LEADER_HEADER: &str = "x-flotilla-leader";
 
@@ -143,10 +146,12 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken { .. } => (StatusCode::CONFLICT, "already_exists"),
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
             StoreError::Rename { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "immutable_field"),
-            StoreError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_failure"),
+            // The store is unreachable (or failing): nothing was written; try again shortly.
+            StoreError::Backend(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_failure"),
         };
         if status.is_server_error() {
             tracing::error!(message = "storage failure", error = %e);
+            return ApiError::new(status, code, e.to_string()).with_retry_after(STORE_RETRY_AFTER_SECS);
         }
         ApiError::new(status, code, e.to_string())
     }

@@ -129,6 +129,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::console::router())
         .fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
+        .layer(axum::middleware::map_response_with_state(
+            state.manage.service.store_health().clone(),
+            served_from_memory,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.manage.authz.clone(),
@@ -136,6 +140,21 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
+}
+
+/// Header on a successful read answered while the store is unreachable: `memory` (the brain's
+/// own records of what it last wrote or read).
+pub const SERVED_FROM_HEADER: &str = "x-flotilla-served-from";
+
+/// Marks reads answered while the store is down, so a caller knows they may lag the store.
+async fn served_from_memory(
+    axum::extract::State(health): axum::extract::State<crate::store::StoreHealth>,
+    mut response: Response,
+) -> Response {
+    if response.status().is_success() && !health.is_healthy() {
+        response.headers_mut().insert(SERVED_FROM_HEADER, HeaderValue::from_static("memory"));
+    }
+    response
 }
 
 /// A 413 is refused before the body is read, so the rest of the body is still on the wire: the

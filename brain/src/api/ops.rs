@@ -14,8 +14,9 @@ pub async fn health() -> &'static str {
 
 /// Ready once every applied config has been loaded and published. A discovery source that is
 /// failing does not make the brain unready (it serves the last known endpoints); it is named on
-/// a line of its own after `ready`.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "Every applied config is loaded and published; then one line per failing discovery source", body = String), (status = 503, description = "Still loading", body = String)))]
+/// a line of its own after `ready`. So is an unreachable store: proxies keep their config and
+/// reads are served from memory, but writes are refused until it answers again.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "Every applied config is loaded and published; then a line if the store is unreachable and one per failing discovery source", body = String), (status = 503, description = "Still loading", body = String)))]
 pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
     if !*st.ready.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "loading configs".to_string());
@@ -30,6 +31,14 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
                 leader.as_deref().unwrap_or("the leader, once elected")
             )),
         }
+    }
+    let store = st.manage.service.store_health().status();
+    if !store.healthy {
+        body.push_str(&format!(
+            "\nstore unavailable since {}: writes are refused, reads are served from memory: {}",
+            store.since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            store.error.unwrap_or_default()
+        ));
     }
     for s in st.manage.service.discovery().statuses().into_iter().filter(|s| !s.healthy) {
         let why = s.error.unwrap_or_default();

@@ -224,22 +224,31 @@ impl Authz {
         }
     }
 
-    /// The first cross-namespace reference of `cfg` (an `extends` of another namespace's
-    /// template) that the policy does not grant; `shared` is always allowed.
+    /// The first cross-namespace reference of `cfg` that the policy does not grant: an
+    /// `extends` of another namespace's template, or a cluster discovering the endpoints of a
+    /// service in another namespace (`discovery.namespace`). `shared` is always allowed.
     pub fn forbidden_reference(
         &self,
         cfg: &crate::model::ProxyConfig,
     ) -> Option<crate::validate::FieldError> {
         let policy = self.policy()?;
         let from = cfg.namespace();
-        cfg.spec.extends.iter().enumerate().find_map(|(i, e)| {
+        let refusal = |path: String, to: &str, value: &str| crate::validate::FieldError {
+            path,
+            message: format!(
+                "namespace {from:?} may not reference namespace {to:?} (no crossNamespace grant in the RBAC policy)"
+            ),
+            value: Some(value.to_string().into()),
+        };
+        let extends = cfg.spec.extends.iter().enumerate().find_map(|(i, e)| {
             let (to, _) = e.split_once('/')?;
-            (!policy.may_reference(from, to)).then(|| crate::validate::FieldError {
-                path: format!("spec.extends[{i}]"),
-                message: format!(
-                    "namespace {from:?} may not reference namespace {to:?} (no crossNamespace grant in the RBAC policy)"
-                ),
-                value: Some(e.clone().into()),
+            (!policy.may_reference(from, to)).then(|| refusal(format!("spec.extends[{i}]"), to, e))
+        });
+        extends.or_else(|| {
+            cfg.spec.clusters.iter().enumerate().find_map(|(i, c)| {
+                let to = c.discovery.as_ref()?.namespace.as_deref()?;
+                (!policy.may_reference(from, to))
+                    .then(|| refusal(format!("spec.clusters[{i}].discovery.namespace"), to, to))
             })
         })
     }

@@ -1,6 +1,6 @@
 //! Scheduled backups (`--backup-dir`, `--backup-interval`, `--backup-keep`): every interval the
-//! leader writes every config (latest revisions, secrets included, as the store holds them) as one
-//! YAML bundle, `flotilla-backup-<UTC time>.yaml`, readable only by its owner, written to a
+//! leader writes every config (latest revisions, secrets included: private keys sealed with the
+//! secrets key when the brain has one, `enc:v1:…`, which import opens) as one YAML bundle, `flotilla-backup-<UTC time>.yaml`, readable only by its owner, written to a
 //! temporary name, synced and renamed (a backup is whole or absent), and keeps the newest
 //! `keep`. Restoring is importing that bundle (`flotilla import -f FILE`, or
 //! `POST /api/v1/import`) into a brain. Followers do not write backups.
@@ -66,7 +66,7 @@ pub fn spawn(service: Arc<ConfigService>, s: BackupSettings, mut stop: watch::Re
 
 /// Writes one backup now and prunes the old ones; returns its path.
 pub async fn backup_once(service: &ConfigService, s: &BackupSettings) -> Result<PathBuf, BackupError> {
-    let yaml = service.export(None).await?;
+    let yaml = service.export_for_backup().await?;
     let name = format!("{PREFIX}{}.yaml", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     let path = s.dir.join(&name);
     let (dir, tmp_path, final_path, keep) =

@@ -370,7 +370,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             let count = |s: &str| proxies.iter().filter(|p| p["state"] == s).count();
             let summary = json!({
                 "configs": configs.as_array().map_or(0, Vec::len),
-                "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacked": count("nacked")},
+                "proxies": {"connected": proxies.len(), "synced": count("synced"), "stale": count("stale"), "nacked": count("nacked"), "noConfig": count("no-config")},
                 "cluster": cluster,
             });
             match output {
@@ -394,11 +394,12 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                     }
                     println!("configs:   {}", summary["configs"]);
                     println!(
-                        "proxies:   {} connected, {} synced, {} stale, {} NACKing",
+                        "proxies:   {} connected, {} synced, {} stale, {} NACKing, {} without a config",
                         proxies.len(),
                         count("synced"),
                         count("stale"),
-                        count("nacked")
+                        count("nacked"),
+                        count("no-config")
                     );
                     for p in proxies.iter().filter(|p| p["state"] == "nacked") {
                         for (t, n) in p["lastNacks"].as_object().into_iter().flatten() {

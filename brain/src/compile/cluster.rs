@@ -71,6 +71,7 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
         lb_policy: lb_policy as i32,
         connect_timeout: Some(connect_timeout),
         health_checks,
+        ignore_health_on_host_removal: c.removes_hosts_at_once(),
         ..Default::default()
     };
     if c.cluster_type == ClusterType::Eds {

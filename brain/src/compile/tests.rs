@@ -146,3 +146,16 @@ fn endpoint_health_and_locality_reach_envoy() {
     assert_eq!(cla.endpoints[0].lb_endpoints[0].health_status, HealthStatus::Draining as i32);
     assert_eq!(cla.endpoints[1].lb_endpoints[0].health_status, HealthStatus::Unknown as i32);
 }
+
+#[test]
+fn removed_hosts_leave_at_once_for_discovery_fed_clusters_and_where_asked() {
+    let doc = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: c}\nspec:\n  clusters:\n    - {name: fed, type: EDS, discovery: {source: s, service: svc}}\n    - {name: plain, type: EDS, endpoints: [{address: 10.0.0.1, port: 80}]}\n    - {name: asked, type: EDS, ignoreHealthOnHostRemoval: true, endpoints: [{address: 10.0.0.1, port: 80}]}\n    - {name: kept, type: EDS, ignoreHealthOnHostRemoval: false, discovery: {source: s, service: svc}}\n";
+    let cfg = crate::parse::parse_config(doc.as_bytes(), crate::parse::Format::Yaml).unwrap();
+    let snap = compile(&cfg).unwrap();
+    let flag = |name: &str| {
+        Cluster::decode(snap.get(ResourceType::Cluster, name).unwrap().body.as_ref())
+            .unwrap()
+            .ignore_health_on_host_removal
+    };
+    assert_eq!([flag("fed"), flag("plain"), flag("asked"), flag("kept")], [true, false, true, false]);
+}

@@ -69,6 +69,17 @@ impl Leadership {
         }
     }
 
+    /// Gives the lease up now and stops leading (a clean stop): another brain takes over at
+    /// its next renewal instead of waiting for the lease to expire. Waits for the store to
+    /// record it, so the process may exit right after.
+    pub async fn resign(&self) {
+        if let Some(e) = &self.elector {
+            e.role.send_replace(Role::Follower { leader: None });
+            e.store.release(&e.id).await;
+            tracing::info!(message = "leader election: lease given up", brain = %e.id);
+        }
+    }
+
     /// Role changes, to act on promotion.
     pub fn watch(&self) -> watch::Receiver<Role> {
         self.role.clone()

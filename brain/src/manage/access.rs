@@ -72,7 +72,7 @@ impl Manager {
     pub(super) async fn load(&self, c: &Caller, id: &str) -> Result<ConfigRecord, OpError> {
         let uuid = Uuid::parse_str(id)
             .map_err(|_| OpError::NotFound(format!("no config with id {id:?} (ids are UUIDs)")))?;
-        let rec = self.service.store().get(uuid).await?;
+        let rec = self.service.get_record(uuid).await?;
         rec.filter(|r| self.authz.sees(&c.who, &r.namespace)).ok_or_else(|| OpError::no_config(uuid))
     }
 

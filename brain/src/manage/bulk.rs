@@ -42,7 +42,15 @@ impl Manager {
         }
         let mut checked = Vec::with_capacity(cfgs.len());
         let mut befores = Vec::with_capacity(cfgs.len());
-        for cfg in cfgs {
+        let mut live_before = Vec::with_capacity(cfgs.len());
+        for mut cfg in cfgs {
+            // A backup's private keys are sealed: opened here, before anything looks at them.
+            self.service.open_sealed(&mut cfg)?;
+            // A namespace the caller cannot see answers the same whatever it holds: refused as
+            // a create, before its contents are looked at.
+            if !self.authz.sees(&c.who, cfg.namespace()) {
+                self.authorize_config(c, Verb::Create, &cfg).await?;
+            }
             let existing = self.service.find(cfg.namespace(), &cfg.metadata.name).await?;
             let verb = if existing.is_some() { Verb::Update } else { Verb::Create };
             self.authorize_config(c, verb, &cfg).await?;
@@ -55,6 +63,7 @@ impl Manager {
             };
             self.check_quota(&cfg, existing.is_some()).await?;
             befores.push(existing.as_ref().map(RevisionRef::of_record));
+            live_before.push(existing.as_ref().and_then(|r| r.applied_version));
             checked.push(cfg);
         }
         let res = self.service.bulk(&checked, apply, dry_run, c.origin()).await.map_err(OpError::from);
@@ -75,10 +84,30 @@ impl Manager {
         for p in &mut results {
             crate::secrets::redact_diff(&mut p.diff);
         }
+        if apply && !dry_run {
+            self.watch_applied(&checked, &live_before).await;
+        }
         if !dry_run {
             tracing::info!(message = "bulk write", configs = results.len(), applied = apply, api = c.api);
         }
         Ok(BulkResult { dry_run, applied: apply && !dry_run, results })
+    }
+
+    /// Starts an automatic-rollback watch for each config of a bundle just applied that has
+    /// `spec.autoRollback` (`live_before`: the revision each had live before), as a single
+    /// config's write does.
+    async fn watch_applied(&self, cfgs: &[ProxyConfig], live_before: &[Option<u64>]) {
+        for (cfg, before) in cfgs.iter().zip(live_before) {
+            if cfg.spec.auto_rollback.is_none() {
+                continue;
+            }
+            match self.service.find(cfg.namespace(), &cfg.metadata.name).await {
+                Ok(Some(rec)) => self.rollbacks.after_write(*before, &rec),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(message = "cannot watch an applied config for automatic rollback",
+                    namespace = cfg.namespace(), name = %cfg.metadata.name, error = %e),
+            }
+        }
     }
 
     /// Every config of `namespace` (all when None) back to what it was at `at`, in one
@@ -92,13 +121,20 @@ impl Manager {
         namespace: Option<String>,
         dry_run: bool,
     ) -> Result<BulkResult, OpError> {
-        let (_, steps) = self.service.restore_at(at, namespace.clone(), true, c.origin()).await?;
+        // Without a namespace: every namespace the caller may see, and only those (one it
+        // cannot see must neither be touched nor show up in a refusal).
+        let visible = |ns: &str| namespace.is_some() || self.authz.sees(&c.who, ns);
+        let (_, steps) = self.service.restore_at(at, namespace.clone(), &visible, true, c.origin()).await?;
         for step in &steps {
             let verb = if step.revision.is_some() { Verb::Rollback } else { Verb::Delete };
             let rec = &step.record;
             self.authorize(c, verb, kind_of(&rec.config), &rec.namespace, &rec.name).await?;
         }
-        let res = self.service.restore_at(at, namespace, dry_run, c.origin()).await.map_err(OpError::from);
+        let res = self
+            .service
+            .restore_at(at, namespace.clone(), &visible, dry_run, c.origin())
+            .await
+            .map_err(OpError::from);
         if !dry_run {
             // A config whose revision of then equals what it holds now was not written: no entry.
             let unchanged = |id| {

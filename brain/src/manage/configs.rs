@@ -150,7 +150,7 @@ impl Manager {
 
     /// The configs the caller may list: other tenants' are not counted, named or hinted at.
     pub async fn list(&self, c: &Caller, filter: &ListFilter) -> Result<Vec<ConfigRecord>, OpError> {
-        let recs = self.service.store().list(filter).await?;
+        let recs = self.service.list_records(filter).await?;
         Ok(recs
             .into_iter()
             .filter(|r| self.authz.allows(&c.who, Verb::List, kind_of(&r.config), &r.namespace))

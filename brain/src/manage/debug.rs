@@ -41,6 +41,8 @@ pub struct Stats {
     pub edges: BTreeMap<String, usize>,
     pub discovery_sources: usize,
     pub discovery_sources_unhealthy: usize,
+    /// Whether the store answers (while it does not, these counts come from memory).
+    pub store: crate::store::StoreStatus,
 }
 
 /// One compiled resource.
@@ -139,12 +141,7 @@ impl Manager {
 
     /// Counts over what the caller may list.
     pub async fn stats(&self, c: &Caller) -> Result<Stats, OpError> {
-        let recs = self
-            .service
-            .store()
-            .list(&ListFilter::default())
-            .await
-            .map_err(crate::service::ServiceError::from)?;
+        let recs = self.service.list_records(&ListFilter::default()).await?;
         let recs: Vec<_> = recs
             .into_iter()
             .filter(|r| self.authz.allows(&c.who, Verb::List, Kind::Configs, &r.namespace))
@@ -179,6 +176,7 @@ impl Manager {
             edges,
             discovery_sources: sources.len(),
             discovery_sources_unhealthy: sources.iter().filter(|s| !s.healthy).count(),
+            store: self.service.store_health().status(),
         })
     }
 

@@ -18,8 +18,9 @@ pub struct ProxyView {
     pub namespace: String,
     pub edges: Vec<String>,
     pub connected_at: Option<DateTime<Utc>>,
-    /// "synced" (every type's last push ACKed), "nacked" (one was rejected), "stale", or
-    /// "disconnected" (only its last NACKs are known).
+    /// "synced" (every type's last push ACKed), "nacked" (one was rejected), "stale",
+    /// "no-config" (no config is live for its cluster and namespace: never applied, or
+    /// deleted), or "disconnected" (only its last NACKs are known).
     pub state: &'static str,
     /// Per stream: service, protocol, edge, and per type last sent / ACKed version, pushes, last NACK.
     #[schema(value_type = Vec<Object>)]
@@ -36,7 +37,8 @@ pub struct ProxyView {
 pub struct ProxyStatus {
     pub node_id: String,
     pub edges: Vec<String>,
-    /// "synced" when every type is, else "nacked" if any type is, else "stale".
+    /// "no-config" when no config is live for the proxy, else "synced" when every type is,
+    /// else "nacked" if any type is, else "stale".
     pub state: &'static str,
     #[schema(value_type = Object)]
     pub types: BTreeMap<String, TypeState>,
@@ -96,7 +98,10 @@ impl Manager {
             v.streams.push(s);
         }
         for v in out.values_mut() {
-            v.state = overall(v.streams.iter().flat_map(|s| s.types.values()).map(type_state));
+            v.state = match self.service.is_live(&v.namespace, &v.cluster) {
+                Some(false) => "no-config",
+                _ => overall(v.streams.iter().flat_map(|s| s.types.values()).map(type_state)),
+            };
         }
         out
     }

@@ -4,8 +4,8 @@
 //!
 //! Owns the watches and the verdict (who NACKed what, from the fleet's stream reports). It does
 //! not write, audit or emit events itself: [`crate::manage::Manager::auto_rollback`] does, as
-//! the brain's own principal. Only single-config writes (create, update, apply, rollback) start
-//! a watch; a bulk write does not.
+//! the brain's own principal. Every write that applies a revision starts a watch: update,
+//! apply and rollback of one config (REST and gRPC), and bulk writes and imports with `apply`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -3,11 +3,12 @@
 //! `--secrets-key-file` key: [`cipher`], [`EncryptingStore`]). It does not validate certificates
 //! (`validate::tls`) or send them to proxies (SDS compiles the decrypted config).
 
-pub mod cipher;
 pub mod expiry;
 mod store;
 
 pub use cipher::{CipherError, SecretsCipher};
+/// The cipher is shared with the edges (they open sealed SDS bodies): it lives in `shared`.
+pub use flotilla_shared::cipher;
 pub use store::EncryptingStore;
 
 use crate::model::ProxyConfig;

@@ -109,6 +109,13 @@ pub struct ConfigService {
     discovery: crate::discovery::Discovery,
     /// Whether this brain leads (only the leader writes and publishes) and its fencing epoch.
     leadership: crate::ha::Leadership,
+    /// The secrets key: backups are sealed with it, and sealed bundles (backups) opened.
+    secrets: Option<Arc<flotilla_shared::cipher::SecretsCipher>>,
+    /// Whether the store answers (reads fall back to `latest` while it does not).
+    health: crate::store::StoreHealth,
+    /// The records last kept in `latest` before it was dropped (a failed write may or may not
+    /// have committed): what reads fall back to while the store is unreachable.
+    last_known: std::sync::Mutex<Option<Arc<Latest>>>,
 }
 
 /// Every record, and the templates among them by (namespace, name).
@@ -160,7 +167,85 @@ impl ConfigService {
             memos: std::sync::Mutex::new(std::collections::HashMap::new()),
             discovery: crate::discovery::Discovery::default(),
             leadership: crate::ha::Leadership::default(),
+            secrets: None,
+            health: crate::store::StoreHealth::default(),
+            last_known: std::sync::Mutex::new(None),
         }
+    }
+
+    /// This service, reporting the store's health as `health` sees it (the store must be
+    /// wrapped in a [`crate::store::HealthStore`] feeding the same handle).
+    pub fn with_store_health(mut self, health: crate::store::StoreHealth) -> ConfigService {
+        self.health = health;
+        self
+    }
+
+    pub fn store_health(&self) -> &crate::store::StoreHealth {
+        &self.health
+    }
+
+    /// The records kept in memory, if loaded: the current ones, else the last known.
+    fn cached(&self) -> Option<Arc<Latest>> {
+        let current = self.latest.lock().ok().and_then(|l| l.clone());
+        current.or_else(|| self.last_known.lock().ok().and_then(|l| l.clone()))
+    }
+
+    /// Config `id`: from the store, or — while the store is unreachable — from the records this
+    /// brain keeps in memory (they are what it last wrote or read; the API says so).
+    pub async fn get_record(&self, id: Uuid) -> Result<Option<ConfigRecord>, ServiceError> {
+        match self.store.get(id).await {
+            Err(StoreError::Backend(e)) => match self.cached() {
+                Some(l) => Ok(l.records.iter().find(|r| r.id == id).map(|r| (**r).clone())),
+                None => Err(StoreError::Backend(e).into()),
+            },
+            r => Ok(r?),
+        }
+    }
+
+    /// The configs matching `filter`, as [`get_record`](Self::get_record): from memory while
+    /// the store is unreachable.
+    pub async fn list_records(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, ServiceError> {
+        match self.store.list(filter).await {
+            Err(StoreError::Backend(e)) => match self.cached() {
+                Some(l) => {
+                    Ok(l.records.iter().filter(|r| filter.matches(r)).map(|r| (**r).clone()).collect())
+                }
+                None => Err(StoreError::Backend(e).into()),
+            },
+            r => Ok(r?),
+        }
+    }
+
+    /// This service, sealing backups with `cipher` and opening sealed bundles with it.
+    pub fn with_secrets(
+        mut self,
+        cipher: Option<Arc<flotilla_shared::cipher::SecretsCipher>>,
+    ) -> ConfigService {
+        self.secrets = cipher;
+        self
+    }
+
+    /// Opens the sealed private keys of `cfg` (a bundle written by a backup); a refusal names the
+    /// secret's path: sealed without a key here, or with a key this brain does not have.
+    pub fn open_sealed(&self, cfg: &mut ProxyConfig) -> Result<(), ServiceError> {
+        use flotilla_shared::cipher::SecretsCipher;
+        let mut errors = Vec::new();
+        for (i, s) in cfg.spec.secrets.iter_mut().enumerate() {
+            let Some(k) = s.private_key.as_deref().filter(|k| SecretsCipher::is_sealed(k)) else { continue };
+            let opened = match &self.secrets {
+                Some(c) => c.open(k).map_err(|e| e.to_string()),
+                None => Err("sealed (a backup's key), but this brain has no secrets key: start it with the key the backup was sealed with (--secrets-key-file or FLOTILLA_SECRETS_KEY)".to_string()),
+            };
+            match opened {
+                Ok(pt) => s.private_key = Some(pt),
+                Err(message) => errors.push(FieldError {
+                    path: format!("spec.secrets[{i}].privateKey"),
+                    message,
+                    value: None,
+                }),
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ServiceError::Invalid(errors)) }
     }
 
     /// This service, writing and publishing only while `leadership` says it leads.
@@ -181,6 +266,18 @@ impl ConfigService {
 
     pub fn discovery(&self) -> &crate::discovery::Discovery {
         &self.discovery
+    }
+
+    /// Whether proxy group `namespace/name` has a config live on proxies (applied, a ProxyConfig
+    /// rather than a template), from the records kept in memory; None before they are loaded.
+    pub fn is_live(&self, namespace: &str, name: &str) -> Option<bool> {
+        let latest = self.cached()?;
+        Some(latest.records.iter().any(|r| {
+            r.namespace == namespace
+                && r.name == name
+                && r.applied_version.is_some()
+                && !r.config.is_template()
+        }))
     }
 
     /// `cfg` as its proxies get it: templates merged in, discovered endpoints filled.
@@ -305,8 +402,9 @@ impl ConfigService {
 
     /// Drops the cached records (another brain may have written): read the store again.
     pub fn forget_latest(&self) {
-        if let Ok(mut slot) = self.latest.lock() {
-            *slot = None;
+        let dropped = self.latest.lock().ok().and_then(|mut slot| slot.take());
+        if let (Some(l), Ok(mut known)) = (dropped, self.last_known.lock()) {
+            *known = Some(l);
         }
     }
 

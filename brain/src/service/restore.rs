@@ -27,7 +27,8 @@ pub fn revision_at(history: &[Revision], at: DateTime<Utc>) -> Option<&Revision>
 }
 
 impl ConfigService {
-    /// What restoring to `at` does to each config of `namespace` (all when None), without
+    /// What restoring to `at` does to each config of `namespace` (all when None) whose
+    /// namespace `in_scope` admits (the namespaces the caller may see), without
     /// writing; with `dry_run` false, does it in one transaction (all configs or none). Returns a
     /// plan per config touched (configs unchanged since `at` are left out), and the steps for
     /// the caller's authorization and audit.
@@ -35,10 +36,12 @@ impl ConfigService {
         &self,
         at: DateTime<Utc>,
         namespace: Option<String>,
+        in_scope: &(dyn Fn(&str) -> bool + Sync),
         dry_run: bool,
         by: Origin<'_>,
     ) -> Result<(Vec<Planned>, Vec<RestoreStep>), ServiceError> {
-        let recs = self.store.list(&ListFilter { namespace, name: None }).await?;
+        let mut recs = self.store.list(&ListFilter { namespace, name: None }).await?;
+        recs.retain(|r| in_scope(&r.namespace));
         let mut restored = Vec::new();
         let mut steps = Vec::new();
         let mut deletions = Vec::new();

@@ -44,6 +44,20 @@ impl ConfigService {
             .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
     }
 
+    /// Every config as a bundle for a backup: private keys sealed with the secrets key when
+    /// there is one (import opens them with the same key), plaintext otherwise.
+    pub async fn export_for_backup(&self) -> Result<String, ServiceError> {
+        let recs = self.store.list(&ListFilter::default()).await?;
+        let mut cfgs: Vec<ProxyConfig> = recs.into_iter().map(|r| r.config).collect();
+        if let Some(c) = &self.secrets {
+            for cfg in &mut cfgs {
+                crate::store::map_secrets(cfg, &|k| Some(c.seal(k)));
+            }
+        }
+        crate::parse::render_bundle(&cfgs)
+            .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
+    }
+
     pub async fn create(
         &self,
         cfg: ProxyConfig,

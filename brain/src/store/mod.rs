@@ -6,6 +6,7 @@
 //! proxies is the record's `applied` revision, which may lag the head until it is applied.
 
 mod embedded;
+mod health;
 mod logic;
 mod postgres;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use embedded::EmbeddedStore;
+pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 
 pub use postgres::PostgresStore;

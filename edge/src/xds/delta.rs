@@ -71,6 +71,9 @@ pub struct DeltaType {
     /// The snapshot generation the client is known to match (apart from rejected versions):
     /// the next generation only needs its changed names checked.
     synced: Option<u64>,
+    /// Reported as still rejecting what is wanted (no NACK came: nothing was sent); the next
+    /// plan that needs nothing reports it in sync again.
+    reported_rejected: bool,
 }
 
 /// Resource bytes in one Delta response at most (a single larger resource still goes alone).
@@ -102,6 +105,7 @@ impl DeltaType {
             nacks: 0,
             retry_at: None,
             synced: None,
+            reported_rejected: false,
         }
     }
 
@@ -383,6 +387,10 @@ pub struct DeltaStream {
     /// the client kept, e.g. a rollback), with the type version they match: reported so status
     /// stops saying "nacked" for a proxy that holds exactly what is intended.
     quiet: Vec<(ResourceType, String)>,
+    /// Types whose wanted version is one the client rejected before, so nothing was sent (D2):
+    /// reported so status says "nacked" (not "synced") for a proxy that does not hold what is
+    /// intended.
+    still_rejected: Vec<(ResourceType, String)>,
     /// The name table every type's state is filed under (one check per call, not one per type).
     table: Arc<NameTable>,
 }
@@ -397,6 +405,7 @@ impl DeltaStream {
             unknown_due: BTreeMap::new(),
             unknown_seen: BTreeSet::new(),
             quiet: Vec::new(),
+            still_rejected: Vec::new(),
             table: NameTable::empty(),
         }
     }
@@ -414,6 +423,11 @@ impl DeltaStream {
     /// Types now in sync after a NACK without a push (see `quiet`), each reported once.
     pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         std::mem::take(&mut self.quiet)
+    }
+
+    /// Types wanted at a version the client rejected before (see `still_rejected`).
+    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+        std::mem::take(&mut self.still_rejected)
     }
 
     pub fn type_state(&self, kind: ResourceType) -> &DeltaType {
@@ -491,10 +505,14 @@ impl DeltaStream {
             if plan.adds.is_empty() && plan.removed.is_empty() {
                 let t = &mut self.types[kind.index()];
                 t.commit(&plan, String::new(), String::new());
-                if t.nacks > 0 && !plan.deferred && !plan.held_back {
+                if (t.nacks > 0 || t.reported_rejected) && !plan.deferred && !plan.held_back {
                     t.nacks = 0;
                     t.retry_at = None;
+                    t.reported_rejected = false;
                     self.quiet.push((kind, snap.of_type(kind).version.clone()));
+                } else if plan.held_back && !plan.deferred {
+                    t.reported_rejected = true;
+                    self.still_rejected.push((kind, snap.of_type(kind).version.clone()));
                 }
                 continue;
             }

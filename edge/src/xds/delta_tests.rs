@@ -395,3 +395,27 @@ fn d1_holds_through_name_table_growth_and_compaction() {
     }
     assert!(epochs.len() >= 2, "the table never started a new epoch");
 }
+
+// Issue 26, item 6: NACKed, rolled back, then the rejected content applied again: nothing is
+// sent (D2), and the type is reported as still rejecting what is wanted (not in sync).
+#[test]
+fn d2_the_rejected_version_wanted_again_is_reported_not_resent() {
+    let t0 = Instant::now();
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), t0).unwrap();
+    let p1 = st.poll(&snap(chain("c1", "1")), t0).unwrap();
+    st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), t0).unwrap();
+    let p2 = st.poll(&snap(chain("c1", "2")), t0).unwrap();
+    st.on_request(&nack(Cluster, &p2), &EdgeSnapshot::default(), t0).unwrap();
+    let later = t0 + Duration::from_secs(5);
+    assert!(st.poll(&snap(chain("c1", "1")), later).is_none());
+    assert_eq!(st.take_quiet_syncs().len(), 1, "rolled back: in sync");
+    let again = snap(chain("c1", "2"));
+    assert!(st.poll(&again, later).is_none(), "the rejected version is not resent");
+    assert!(st.take_quiet_syncs().is_empty());
+    assert_eq!(st.take_still_rejected(), vec![(Cluster, again.of_type(Cluster).version.clone())]);
+    // Rolled back once more: in sync again, though no NACK came this time.
+    let back = snap(chain("c1", "1"));
+    assert!(st.poll(&back, later).is_none());
+    assert_eq!(st.take_quiet_syncs(), vec![(Cluster, back.of_type(Cluster).version.clone())]);
+}

@@ -192,6 +192,9 @@ trait Proto: Send + 'static {
     /// Types back in sync after a NACK without a push (the config returned to what the
     /// client kept).
     fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)>;
+    /// Types wanted at a version the client rejected before: nothing is sent, and the client
+    /// stays on what it had.
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)>;
 }
 
 impl Proto for SotwStream {
@@ -226,6 +229,9 @@ impl Proto for SotwStream {
     fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         SotwStream::take_quiet_syncs(self)
     }
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+        SotwStream::take_still_rejected(self)
+    }
 }
 
 impl Proto for DeltaStream {
@@ -259,6 +265,9 @@ impl Proto for DeltaStream {
     }
     fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         DeltaStream::take_quiet_syncs(self)
+    }
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+        DeltaStream::take_still_rejected(self)
     }
 }
 
@@ -390,6 +399,9 @@ async fn run<P: Proto, B>(
             }
             for (kind, version) in state.take_quiet_syncs() {
                 guard.in_sync(kind, &version);
+            }
+            for (kind, version) in state.take_still_rejected() {
+                guard.still_rejected(kind, &version);
             }
             let wake = state.next_wakeup(Instant::now());
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());

@@ -41,6 +41,8 @@ pub struct SotwType {
     retry_at: Option<Instant>,
     /// The client asked (again) and must be answered even with content it already has.
     force: bool,
+    /// The rejected version last reported as still wanted (reported once).
+    reported_rejected: Option<String>,
 }
 
 impl SotwType {
@@ -57,6 +59,7 @@ impl SotwType {
             nacks: 0,
             retry_at: None,
             force: false,
+            reported_rejected: None,
         }
     }
 
@@ -221,6 +224,9 @@ pub struct SotwStream {
     /// Types NACKed and now wanted at the version the client ACKed before (a rollback): in sync
     /// without a push, reported once.
     quiet: Vec<(ResourceType, String)>,
+    /// Types wanted at the version the client rejected before, so nothing is sent (W3): reported
+    /// once so status says "nacked" (not "synced") for a proxy without what is intended.
+    still_rejected: Vec<(ResourceType, String)>,
 }
 
 impl SotwStream {
@@ -234,6 +240,7 @@ impl SotwStream {
             unknown: BTreeMap::new(),
             unknown_due: BTreeSet::new(),
             quiet: Vec::new(),
+            still_rejected: Vec::new(),
         }
     }
 
@@ -304,12 +311,21 @@ impl SotwStream {
             };
             let Some(set) = plan else {
                 let t = &mut self.types[kind.index()];
-                if t.nacks > 0 && t.started && !t.awaiting && t.retry_at.is_none_or(|r| r <= now) {
+                let settled = t.started && !t.awaiting && t.retry_at.is_none_or(|r| r <= now);
+                if settled && (t.nacks > 0 || t.rejected.is_some()) {
                     let want = t.desired(snap);
-                    if t.acked.as_ref().is_some_and(|a| a.version == want.version) {
+                    let holds = t.acked.as_ref().is_some_and(|a| a.version == want.version);
+                    if holds && (t.nacks > 0 || t.reported_rejected.is_some()) {
                         t.nacks = 0;
                         t.retry_at = None;
+                        t.reported_rejected = None;
                         self.quiet.push((kind, want.version));
+                    } else if !holds
+                        && t.rejected.as_deref() == Some(want.version.as_str())
+                        && t.reported_rejected.as_deref() != Some(want.version.as_str())
+                    {
+                        t.reported_rejected = Some(want.version.clone());
+                        self.still_rejected.push((kind, want.version));
                     }
                 }
                 continue;
@@ -321,6 +337,7 @@ impl SotwStream {
             st.nonce = Some(nonce.clone());
             st.awaiting = true;
             st.force = false;
+            st.reported_rejected = None;
             let removed = st
                 .acked
                 .as_ref()
@@ -367,6 +384,11 @@ impl SotwStream {
     /// Types back in sync after a NACK without a push (see `quiet`), each reported once.
     pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
         std::mem::take(&mut self.quiet)
+    }
+
+    /// Types wanted at a version the client rejected before (see `still_rejected`).
+    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+        std::mem::take(&mut self.still_rejected)
     }
 
     /// Sends every subscribed type again in full at the next poll, even what the client has

@@ -418,3 +418,60 @@ fn an_lds_nack_neither_triggers_nor_blocks_cds() {
     let p = st.poll(&s3, now).expect("CDS is not blocked by the LDS NACK");
     assert_eq!(p.kind, Some(Cluster));
 }
+
+// S2: on ADS, a type is answered on its own: LDS (wildcard) with no CDS subscription at all.
+#[test]
+fn s2_lds_alone_on_ads_is_answered() {
+    let s = snap(chain("c1", "1"));
+    let mut st = ads();
+    let now = Instant::now();
+    st.on_request(&req(Listener, &[], "", ""), &s, now).unwrap();
+    let p = st.poll(&s, now).expect("an LDS answer without any CDS subscription");
+    assert_eq!(p.kind, Some(Listener));
+    assert_eq!(p.resources, 1);
+    st.on_request(&ack_of(Listener, &[], &p), &s, now).unwrap();
+    assert!(st.poll(&s, now).is_none());
+}
+
+// S2 + W3: a NACK of LDS is not answered, and CDS keeps being pushed while LDS backs off.
+#[test]
+fn s2_an_lds_nack_neither_answers_nor_blocks_cds() {
+    let s1 = snap(chain("c1", "1"));
+    let mut st = ads();
+    let now = Instant::now();
+    st.on_request(&req(Listener, &[], "", ""), &s1, now).unwrap();
+    st.on_request(&req(Cluster, &[], "", ""), &s1, now).unwrap();
+    let cds = st.poll(&s1, now).unwrap();
+    assert_eq!(cds.kind, Some(Cluster), "clusters first (O1)");
+    st.on_request(&ack_of(Cluster, &[], &cds), &s1, now).unwrap();
+    let lds = st.poll(&s1, now).unwrap();
+    assert_eq!(lds.kind, Some(Listener));
+    let ev = st.on_request(&nack(Listener, &[], "", &lds.nonce), &s1, now).unwrap();
+    assert!(matches!(ev, Some(Event::Nack { kind: Listener, .. })));
+    assert!(st.poll(&s1, now).is_none(), "a NACK is not answered");
+    // A cluster change arrives while LDS is backing off: CDS is pushed at once.
+    let s2 = snap(chain("c1", "2"));
+    let p = st.poll(&s2, now).expect("CDS pushed while LDS backs off");
+    assert_eq!(p.kind, Some(Cluster));
+    st.on_request(&ack_of(Cluster, &[], &p), &s2, now).unwrap();
+    assert!(st.poll(&s2, now).is_none(), "the rejected listener is not resent");
+}
+
+// Issue 26, item 6: NACKed, rolled back, then the rejected content applied again: nothing is
+// sent (W3), and the type is reported (once) as still rejecting what is wanted.
+#[test]
+fn w3_the_rejected_version_wanted_again_is_reported_not_resent() {
+    let (mut st, p1, s2, p2, t0) = acked_then_pushed();
+    st.on_request(&nack(Cluster, &[], &p1.version, &p2.nonce), &s2, t0).unwrap();
+    let later = t0 + Duration::from_secs(60);
+    assert!(st.poll(&snap(chain("c1", "1")), later).is_none());
+    assert_eq!(st.take_quiet_syncs().len(), 1, "rolled back: in sync");
+    let again = snap(chain("c1", "2"));
+    assert!(st.poll(&again, later).is_none(), "the rejected version is not resent");
+    assert_eq!(st.take_still_rejected(), vec![(Cluster, p2.version.clone())]);
+    assert!(st.poll(&again, later).is_none());
+    assert!(st.take_still_rejected().is_empty(), "reported once");
+    // Rolled back once more: in sync again, though no NACK came this time.
+    assert!(st.poll(&snap(chain("c1", "1")), later).is_none());
+    assert_eq!(st.take_quiet_syncs(), vec![(Cluster, p1.version.clone())]);
+}
