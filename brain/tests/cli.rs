@@ -209,3 +209,43 @@ async fn get_services_and_endpoints() {
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
     b.shutdown().await;
 }
+
+/// Issue 26 (the CLI a user follows first): a malformed file is named with its line and column;
+/// `validate` and `apply --dry-run` agree on the same bundle (a config extending a template the
+/// bundle brings, then a name given twice); an unreachable server is named with the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_their_place_and_validate_agrees_with_a_dry_run() {
+    let (b, dir) = brain().await;
+    let s = format!("http://{}", b.rest_addr);
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x\nspec: {}\n").unwrap();
+    let f = file.display().to_string();
+    for cmd in ["apply", "validate", "diff"] {
+        let o = flotilla(&s, &[cmd, "-f", &f], None).await;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", err(&o));
+        assert!(err(&o).contains(&format!("{f}:4:")), "{cmd} names file:line:column: {}", err(&o));
+    }
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, EXAMPLE.replace("loadBalancingPolicy", "loadBalancingPolicyy")).unwrap();
+    let o = flotilla(&s, &["apply", "-f", &typo.display().to_string()], None).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("typo.yaml:") && err(&o).contains("loadBalancingPolicyy"), "{}", err(&o));
+
+    let template = "apiVersion: v1\nkind: ProxyTemplate\nmetadata: {name: base, namespace: default}\nspec:\n  clusters:\n    - {name: shared, type: STATIC, endpoints: [{address: 127.0.0.1, port: 9001}]}\n";
+    let user = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: user, namespace: default}\nspec:\n  extends: [default/base]\n";
+    for (bundle, valid) in [(format!("{template}---\n{user}"), true), (format!("{user}---\n{user}"), false)] {
+        let v = flotilla(&s, &["validate", "-f", "-"], Some(&bundle)).await;
+        let d = flotilla(&s, &["apply", "--dry-run", "-f", "-"], Some(&bundle)).await;
+        assert_eq!(v.status.code(), Some(if valid { 0 } else { 1 }), "validate: {}{}", out(&v), err(&v));
+        assert_eq!(d.status.code(), v.status.code(), "dry run disagrees: {}{}", out(&d), err(&d));
+    }
+
+    let closed = format!("http://127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let o = flotilla(&closed, &["get", "configs"], None).await;
+    assert_eq!(o.status.code(), Some(3));
+    assert!(err(&o).contains("connection refused"), "{}", err(&o));
+    b.shutdown().await;
+}

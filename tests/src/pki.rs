@@ -42,6 +42,13 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A server certificate naming only `names` (DNS names).
+    pub fn server_for(&self, names: &[&str]) -> Pair {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        self.sign(params)
+    }
+
     /// An expired server certificate.
     pub fn expired_server(&self) -> Pair {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");

@@ -154,3 +154,54 @@ async fn content_a_proxy_rejected_applied_again_shows_as_nacked_everywhere() {
     .await;
     drop(held);
 }
+
+/// Issue 26: `flotilla apply` exits 1 when proxies NACK what it applied, naming the proxy, the
+/// type and Envoy's error; `--wait` follows the rollout until every proxy has ACKed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reports_a_rollout_proxies_reject_and_waits_for_one_they_take() {
+    use flotilla_tests::backend::Backend;
+    use flotilla_tests::envoy::{ApiType, Envoy, http_get};
+    use flotilla_tests::{free_port, wait_for};
+
+    let brain = TestBrain::start().await;
+    let backend = Backend::start("1").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    let apply = |extra: &'static [&'static str]| {
+        let (server, file) = (brain.url(""), file.clone());
+        async move {
+            let mut cmd = std::process::Command::new(flotilla_tests::process::workspace_bin("flotilla"));
+            cmd.arg("--server")
+                .arg(server.trim_end_matches('/'))
+                .args(["apply", "-f"])
+                .arg(&file)
+                .args(extra);
+            let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            (o.status.code(), text)
+        }
+    };
+    std::fs::write(&file, example_config(port, &[backend.addr])).unwrap();
+    let (code, text) = apply(&[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    let _envoy =
+        Envoy::start(brain.xds_port, "cli-envoy", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy to route", Duration::from_secs(30), || http_get(port, "example.com", "/api/x")).await;
+
+    // A listener on a port another socket holds: Envoy rejects it; apply says so and exits 1.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    std::fs::write(&file, example_config(taken, &[backend.addr])).unwrap();
+    let (code, text) = apply(&[]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cli-envoy: NACKed lds") && text.contains(&taken.to_string()), "{text}");
+
+    // Back to a config Envoy takes, following the rollout to the end.
+    std::fs::write(&file, example_config(port, &[backend.addr])).unwrap();
+    let (code, text) = apply(&["--wait=30s"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("rollout: 1 proxies, 1 synced, 0 NACKed, 0 pending"), "{text}");
+    drop(held);
+}

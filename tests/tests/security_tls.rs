@@ -329,3 +329,39 @@ async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
     drop(stream);
     edge.shutdown().await;
 }
+
+/// Issue 26: the CLI names why it cannot reach an https:// server: a CA it does not trust
+/// (pointing at --ca-cert), and a certificate that does not name the host it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_names_tls_failures() {
+    let ca = Ca::new();
+    let pem = PemDir::new();
+    let server = ca.server_for(&["other.example"]);
+    let files = TlsFiles {
+        cert: pem.write("tls.crt", &server.cert),
+        key: pem.write("tls.key", &server.key),
+        client_ca: None,
+    };
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s: &mut Settings| {
+        s.security.tls = Some(files)
+    })
+    .await;
+    let url = format!("https://localhost:{}", brain.brain.as_ref().unwrap().rest_addr.port());
+    let ca_path = pem.write("ca.pem", &ca.pem);
+    let run = |extra: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let mut cmd = std::process::Command::new(flotilla_tests::process::workspace_bin("flotilla"));
+            cmd.arg("--server").arg(&url).args(extra).args(["get", "configs"]);
+            let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+            (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+        }
+    };
+    let (code, err) = run(vec![]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("CA this client does not trust") && err.contains("--ca-cert"), "{err}");
+    let (code, err) = run(vec!["--ca-cert".into(), ca_path.display().to_string()]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("does not name the host") && err.contains("localhost"), "{err}");
+    println!("{err}");
+}

@@ -54,6 +54,42 @@ fn describe_refusal(status: StatusCode, body: &Value) -> String {
     msg
 }
 
+/// The cause of a failed request, in words: the deepest error of the chain (where the cause
+/// is: connection refused, DNS, TLS), with a hint for the common ones.
+fn why(e: &reqwest::Error) -> String {
+    let mut chain = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        chain.push(err.to_string());
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return "connection refused (is flotilla-brain running, and listening on that address?)"
+                        .into();
+                }
+                std::io::ErrorKind::TimedOut => return "connection timed out".into(),
+                _ => {}
+            }
+        }
+        cur = err.source();
+    }
+    let all = chain.join(": ");
+    let deepest = chain.last().cloned().unwrap_or_default();
+    if all.contains("UnknownIssuer") || all.contains("unknown issuer") {
+        format!(
+            "TLS: the server's certificate is signed by a CA this client does not trust; give that CA with --ca-cert ({deepest})"
+        )
+    } else if all.contains("NotValidForName") || all.contains("not valid for name") {
+        format!("TLS: the server's certificate does not name the host in --server ({deepest})")
+    } else if all.contains("dns error") || all.contains("failed to lookup address") {
+        format!("cannot resolve the host name ({deepest})")
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else {
+        all
+    }
+}
+
 impl Client {
     /// A client of `base`, trusting `ca_cert` (PEM) for https:// servers when given.
     pub fn new(
@@ -115,7 +151,7 @@ impl Client {
             req = req.header("content-type", ct).body(b);
         }
         let resp = req.send().await.map_err(|e| {
-            CliError::Unavailable(format!("cannot reach the Flotilla server at {}: {e}", self.base))
+            CliError::Unavailable(format!("cannot reach the Flotilla server at {}: {}", self.base, why(&e)))
         })?;
         let status = resp.status();
         let is_json = resp

@@ -12,7 +12,12 @@ use crate::{AuthCommand, Cli, Command, Kind, Output};
 
 const YAML: &str = "application/yaml";
 
+/// How long `apply` waits without `--wait` for the proxies' first answers.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reads FILE, every *.yaml/*.yml/*.json in DIR (sorted), or stdin for `-`, as one YAML bundle.
+/// Each file is parsed here first, so a malformed one is named with its line and column
+/// (`file:line:column: …`) instead of a position in the joined bundle.
 fn read_bundle(paths: &[String]) -> Result<String, CliError> {
     let mut docs = Vec::new();
     for p in paths {
@@ -21,11 +26,12 @@ fn read_bundle(paths: &[String]) -> Result<String, CliError> {
             std::io::stdin()
                 .read_to_string(&mut s)
                 .map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
+            check_parses("<stdin>", &s)?;
             docs.push(s);
             continue;
         }
         let path = Path::new(p);
-        if path.is_dir() {
+        let files = if path.is_dir() {
             let mut files: Vec<_> = std::fs::read_dir(path)
                 .map_err(|e| CliError::Usage(format!("reading directory {p}: {e}")))?
                 .filter_map(Result::ok)
@@ -33,16 +39,15 @@ fn read_bundle(paths: &[String]) -> Result<String, CliError> {
                 .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
                 .collect();
             files.sort();
-            for f in files {
-                docs.push(
-                    std::fs::read_to_string(&f)
-                        .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?,
-                );
-            }
+            files
         } else {
-            docs.push(
-                std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("reading {p}: {e}")))?,
-            );
+            vec![path.to_path_buf()]
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| CliError::Usage(format!("reading {}: {e}", f.display())))?;
+            check_parses(&f.display().to_string(), &text)?;
+            docs.push(text);
         }
     }
     if docs.iter().all(|d| d.trim().is_empty()) {
@@ -50,6 +55,26 @@ fn read_bundle(paths: &[String]) -> Result<String, CliError> {
     }
     // JSON is YAML, so documents of either kind join into one YAML stream.
     Ok(docs.iter().map(|d| format!("---\n{}\n", d.trim_start_matches("---").trim())).collect())
+}
+
+/// Parses one file's documents as the server will; a failure names `file:line:column`.
+fn check_parses(file: &str, text: &str) -> Result<(), CliError> {
+    let format = if text.trim_start().starts_with(['{', '[']) {
+        flotilla_brain::parse::Format::Json
+    } else {
+        flotilla_brain::parse::Format::Yaml
+    };
+    match flotilla_brain::parse::parse_bundle(text.as_bytes(), format) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let at = match (e.line, e.column) {
+                (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
+                _ => file.to_string(),
+            };
+            let path = e.path.map(|p| format!("{p}: ")).unwrap_or_default();
+            Err(CliError::Usage(format!("{at}: {path}{}", e.message)))
+        }
+    }
 }
 
 fn flag(b: bool) -> &'static str {
@@ -165,11 +190,40 @@ const AUDIT_COLUMNS: &[(&str, &str)] = &[
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
     let c = Client::new(&cli.server, cli.user, cli.token, cli.ca_cert.as_deref())?;
     match cli.command {
-        Command::Apply { files, dry_run, no_apply } => {
+        Command::Apply { files, dry_run, no_apply, wait } => {
             let bundle = read_bundle(&files)?;
             let url = c.url("/api/v1/bulk", &[("apply", flag(!no_apply)), ("dryRun", flag(dry_run))])?;
             let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
             print_results(&res["results"], dry_run);
+            if dry_run || no_apply {
+                return Ok(0);
+            }
+            let configs = res["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some((r["namespace"].as_str()?.to_string(), r["name"].as_str()?.to_string())))
+                .collect();
+            let outcome = crate::rollout::follow(&c, &configs, wait.unwrap_or(SETTLE)).await?;
+            if wait.is_some() || outcome.nacked() > 0 {
+                outcome.report();
+            } else if outcome.pending() > 0 {
+                println!(
+                    "{} proxies have not answered yet; follow them with --wait or `flotilla get proxies`",
+                    outcome.pending()
+                );
+            }
+            if outcome.nacked() > 0 {
+                eprintln!(
+                    "error: {} proxies rejected what was applied (they keep their previous config)",
+                    outcome.nacked()
+                );
+                return Ok(1);
+            }
+            if wait.is_some() && outcome.timed_out {
+                eprintln!("error: the rollout did not finish in time: {} proxies pending", outcome.pending());
+                return Ok(1);
+            }
             Ok(0)
         }
         Command::Diff { files } => {
@@ -414,6 +468,10 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
                 o => print(&summary, o, &[]),
             }
             Ok(0)
+        }
+        Command::Auth { command: AuthCommand::DevKeys { dir } } => crate::devtoken::keys(&dir),
+        Command::Auth { command: AuthCommand::DevToken { subject, key, groups, issuer, audience, ttl } } => {
+            crate::devtoken::token(&subject, &key, &groups, &issuer, &audience, ttl)
         }
         Command::Auth { command: AuthCommand::Whoami { output } } => {
             let me = c.get("/api/v1/auth/whoami").await?;

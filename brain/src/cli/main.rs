@@ -1,12 +1,15 @@
 //! `flotilla`: the kubectl-like command line of Flotilla. It talks to the brain's REST API
 //! (`--server` / `FLOTILLA_SERVER`, default http://localhost:8080).
 //!
-//! Exit codes: 0 success; 1 the server refused (invalid config, conflict, not found) or `diff`
-//! found differences; 2 bad usage; 3 the server could not be reached or failed.
+//! Exit codes: 0 success; 1 the server refused (invalid config, conflict, not found), proxies
+//! NACKed what `apply` applied (or `--wait` timed out), or `diff` found differences; 2 bad usage
+//! or a file that does not parse; 3 the server could not be reached or failed.
 
 mod client;
 mod commands;
+mod devtoken;
 mod output;
+mod rollout;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -49,6 +52,12 @@ pub enum Command {
         /// Store without pushing to proxies.
         #[arg(long)]
         no_apply: bool,
+        /// Follow the rollout until every connected proxy of the applied configs has ACKed it
+        /// (or one NACKs), at most TIMEOUT [default: 5m]. Without it, apply still waits up to 3 s
+        /// for the proxies' first answers and exits 1 if one rejected the config.
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "5m",
+              value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
     },
     /// List configs or proxies, or show one.
     Get {
@@ -173,6 +182,31 @@ pub enum AuthCommand {
     Whoami {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// For trying authentication on one machine (not for production): writes a new ES256
+    /// signing key (DIR/signing.pem) and the JWKS a brain verifies tokens with (DIR/jwks.json,
+    /// for --auth-jwks).
+    DevKeys {
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// For trying authentication on one machine (not for production): prints a token for
+    /// SUBJECT signed with a key from `dev-keys`.
+    DevToken {
+        subject: String,
+        /// The signing key `dev-keys` wrote.
+        #[arg(long, default_value = "signing.pem")]
+        key: std::path::PathBuf,
+        /// Groups claim (repeatable), e.g. --group platform.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, default_value = devtoken::DEV_ISSUER)]
+        issuer: String,
+        #[arg(long, default_value = "flotilla")]
+        audience: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
     },
 }
 

@@ -201,28 +201,25 @@ impl Manager {
             .map_err(|e| OpError::Internal(format!("rendering the export: {e}")))
     }
 
-    /// Validates each of `cfgs` (one config or a bundle) without storing anything; with more
-    /// than one, each problem's path starts with the document's index (`[1].spec...`).
+    /// Validates each of `cfgs` (one config or a bundle) without storing anything, exactly as
+    /// a dry run of `bulk` checks them (templates in the bundle count, a name twice is an
+    /// error), so `flotilla validate` and `flotilla apply --dry-run` agree; with more than one
+    /// config, each problem's path starts with the document's index (`[1].spec...`).
     pub async fn validate_bundle(&self, c: &Caller, cfgs: &[ProxyConfig]) -> Result<Validation, OpError> {
         if cfgs.is_empty() {
             return Err(OpError::BadRequest("the bundle holds no config".into()));
         }
+        let mut opened = Vec::with_capacity(cfgs.len());
         for cfg in cfgs {
             self.authorize(c, Verb::Get, kind_of(cfg), cfg.namespace(), &cfg.metadata.name).await?;
+            let mut cfg = cfg.clone();
+            self.service.open_sealed(&mut cfg)?;
+            opened.push(cfg);
         }
-        let mut errors = Vec::new();
-        for (i, cfg) in cfgs.iter().enumerate() {
-            match self.service.check(cfg).await {
-                Ok(_) => {}
-                Err(ServiceError::Invalid(errs)) => errors.extend(errs.into_iter().map(|mut e| {
-                    if cfgs.len() > 1 {
-                        e.path = format!("[{i}].{}", e.path);
-                    }
-                    e
-                })),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Validation { valid: errors.is_empty(), errors })
+        Ok(match self.service.plan(&opened, true).await {
+            Ok(_) => Validation { valid: true, errors: Vec::new() },
+            Err(ServiceError::Invalid(errors)) => Validation { valid: false, errors },
+            Err(e) => return Err(e.into()),
+        })
     }
 }
