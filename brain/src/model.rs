@@ -7,6 +7,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod resilience;
+mod routing;
+
+pub use resilience::{
+    CircuitBreakers, LoadBalancer, OutlierDetection, RetryBudget, RingHash, UpstreamProtocol,
+};
+pub use routing::{
+    BackOff, CookieHash, HashPolicy, HeaderMatch, HeaderOps, HeaderRules, HeaderValue, QueryParameterMatch,
+    RetryPolicy,
+};
+
 pub const API_VERSION: &str = "v1";
 pub const KIND_PROXY_CONFIG: &str = "ProxyConfig";
 pub const KIND_PROXY_TEMPLATE: &str = "ProxyTemplate";
@@ -192,6 +203,9 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Header changes for every route of this route configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -201,6 +215,12 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Retries for every route of this virtual host that has no policy of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Header changes for every route of this virtual host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -209,15 +229,39 @@ pub struct Route {
     #[serde(rename = "match")]
     pub match_: RouteMatch,
     pub route: RouteAction,
+    /// Header changes of this route's requests and responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteMatch {
+    /// Exactly one of `prefix`, `path` (exact), `regex` (RE2, the whole path) and
+    /// `pathSeparatedPrefix` (`/api` matches `/api` and `/api/x`, not `/apix`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_separated_prefix: Option<String>,
+    /// Path matching with case [default true].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_sensitive: Option<bool>,
+    /// Every one of these must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// Every one of these must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_parameters: Vec<QueryParameterMatch>,
+    /// HTTP method, e.g. `GET` (matched on `:method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Only gRPC requests (`content-type: application/grpc…`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -232,6 +276,20 @@ pub struct RouteAction {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    /// A stream with no activity for this long is reset, e.g. "30s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
+    /// For `RING_HASH` and `MAGLEV` clusters: what a request is hashed on, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hash_policy: Vec<HashPolicy>,
+    /// Replace the Host header with this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+    /// Replace the Host header with the upstream host's name (DNS clusters).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_host_rewrite: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -241,6 +299,9 @@ pub struct WeightedCluster {
     #[serde(deserialize_with = "whole::u32")]
     #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub weight: u32,
+    /// Header changes of the requests and responses that go to this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderRules>,
 }
 
 // === clusters ===
@@ -295,6 +356,16 @@ pub struct Cluster {
     /// for others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_health_on_host_removal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<CircuitBreakers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Settings of `loadBalancingPolicy` (ring sizes, choice count, locality weighting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// HTTP/1.1 (default), HTTP2 (gRPC and h2c backends) or AUTO (ALPN, with `tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_protocol: Option<UpstreamProtocol>,
 }
 
 impl Cluster {
@@ -415,6 +486,23 @@ pub struct HealthCheck {
     pub http_health_check: Option<HttpHealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_health_check: Option<Empty>,
+    /// The gRPC health checking protocol (`grpc.health.v1.Health/Check`); needs
+    /// `upstreamProtocol: HTTP2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_health_check: Option<GrpcHealthCheck>,
+    /// Check interval while the cluster has no traffic, e.g. "60s" (Envoy's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_traffic_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The service asked about (empty: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -527,6 +615,17 @@ pub(crate) mod whole {
     }
 
     pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        match Option::<Whole>::deserialize(d)? {
+            Some(w) => ranged(w.0).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn vec_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+        Vec::<Whole>::deserialize(d)?.into_iter().map(|w| ranged(w.0)).collect()
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         match Option::<Whole>::deserialize(d)? {
             Some(w) => ranged(w.0).map(Some),
             None => Ok(None),

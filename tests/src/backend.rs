@@ -1,4 +1,5 @@
-//! A tiny HTTP backend that answers every path (including `/health`) with 200 and its name.
+//! A tiny HTTP backend that answers every path (including `/health`) with 200 and its name, or
+//! behaves as a traffic test needs (any axum router: failing, slow, echoing headers).
 
 use std::net::SocketAddr;
 
@@ -25,6 +26,18 @@ impl Backend {
             let body = body.clone();
             async move { body }
         });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Backend { addr, name: name.to_string(), task }
+    }
+}
+
+impl Backend {
+    /// A backend serving `app` on 127.0.0.1 (a free port).
+    pub async fn with_router(name: &str, app: Router) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -41,16 +41,23 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
     let mut health_checks = Vec::new();
     for (i, hc) in c.health_checks.iter().enumerate() {
         let hp = format!("{path}.healthChecks[{i}]");
-        let checker = match (&hc.http_health_check, &hc.tcp_health_check) {
-            (Some(h), _) => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
+        let checker = match (&hc.http_health_check, &hc.tcp_health_check, &hc.grpc_health_check) {
+            (Some(h), _, _) => health_check::HealthChecker::HttpHealthCheck(health_check::HttpHealthCheck {
                 path: h.path.clone(),
                 host: h.host.clone().unwrap_or_default(),
                 ..Default::default()
             }),
-            (None, Some(_)) => {
+            (None, Some(_), _) => {
                 health_check::HealthChecker::TcpHealthCheck(health_check::TcpHealthCheck::default())
             }
-            (None, None) => {
+            (None, None, Some(g)) => {
+                health_check::HealthChecker::GrpcHealthCheck(health_check::GrpcHealthCheck {
+                    service_name: g.service_name.clone().unwrap_or_default(),
+                    authority: g.authority.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+            }
+            (None, None, None) => {
                 return Err(CompileError::Invalid { path: hp, message: "no health checker".into() });
             }
         };
@@ -60,6 +67,11 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
             unhealthy_threshold: Some(UInt32Value { value: hc.unhealthy_threshold.unwrap_or(3) }),
             healthy_threshold: Some(UInt32Value { value: hc.healthy_threshold.unwrap_or(1) }),
             health_checker: Some(checker),
+            no_traffic_interval: hc
+                .no_traffic_interval
+                .as_deref()
+                .map(|t| duration(&format!("{hp}.noTrafficInterval"), t))
+                .transpose()?,
             ..Default::default()
         });
     }
@@ -74,6 +86,7 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
         ignore_health_on_host_removal: c.removes_hosts_at_once(),
         ..Default::default()
     };
+    super::resilience::apply(c, &mut cl, path)?;
     if c.cluster_type == ClusterType::Eds {
         let service_name =
             c.eds_cluster_config.as_ref().and_then(|e| e.service_name.clone()).unwrap_or_default();

@@ -6,7 +6,9 @@
 
 mod cluster;
 mod listener;
+mod resilience;
 mod route;
+mod routing;
 mod tls;
 
 use bytes::Bytes;

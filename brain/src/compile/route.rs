@@ -1,12 +1,15 @@
-//! ProxyConfig route configs → `envoy.config.route.v3.RouteConfiguration`.
+//! ProxyConfig route configs → `envoy.config.route.v3.RouteConfiguration`: virtual hosts,
+//! routes and the clusters they choose; what a route matches and its retry, hash and header
+//! policies are compiled by `compile::routing`.
 
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route, route_action,
-    route_match, weighted_cluster,
+    Route, RouteAction, RouteConfiguration, VirtualHost, WeightedCluster, route, route_action,
+    weighted_cluster,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use flotilla_shared::{Resource, ResourceType};
 
+use super::routing::{self, header_lists};
 use super::{CompileError, duration, reference, resource};
 use crate::model;
 
@@ -14,69 +17,111 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
     let mut refs = Vec::new();
     let mut vhosts = Vec::new();
     for (j, vh) in rc.virtual_hosts.iter().enumerate() {
+        let vpath = format!("{path}.virtualHosts[{j}]");
         let mut routes = Vec::new();
         for (k, r) in vh.routes.iter().enumerate() {
-            let rpath = format!("{path}.virtualHosts[{j}].routes[{k}]");
-            let path_specifier = match (&r.match_.prefix, &r.match_.path) {
-                (Some(p), _) => route_match::PathSpecifier::Prefix(p.clone()),
-                (None, Some(p)) => route_match::PathSpecifier::Path(p.clone()),
-                (None, None) => {
-                    return Err(CompileError::Invalid {
-                        path: format!("{rpath}.match"),
-                        message: "no prefix or path".into(),
-                    });
-                }
-            };
-            let a = &r.route;
-            let cluster_specifier = match (&a.cluster, &a.weighted_clusters) {
-                (Some(c), _) => {
-                    refs.push(reference(ResourceType::Cluster, c));
-                    route_action::ClusterSpecifier::Cluster(c.clone())
-                }
-                (None, Some(wcs)) => {
-                    let clusters = wcs
-                        .iter()
-                        .map(|w| {
-                            refs.push(reference(ResourceType::Cluster, &w.name));
-                            weighted_cluster::ClusterWeight {
-                                name: w.name.clone(),
-                                weight: Some(UInt32Value { value: w.weight }),
-                                ..Default::default()
-                            }
-                        })
-                        .collect();
-                    route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                        clusters,
-                        ..Default::default()
-                    })
-                }
-                (None, None) => {
-                    return Err(CompileError::Invalid {
-                        path: format!("{rpath}.route"),
-                        message: "no cluster".into(),
-                    });
-                }
-            };
-            let timeout =
-                a.timeout.as_deref().map(|t| duration(&format!("{rpath}.route.timeout"), t)).transpose()?;
-            routes.push(Route {
-                r#match: Some(RouteMatch { path_specifier: Some(path_specifier), ..Default::default() }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(cluster_specifier),
-                    timeout,
-                    prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            });
+            let rpath = format!("{vpath}.routes[{k}]");
+            routes.push(compile_route(r, &rpath, &mut refs)?);
         }
+        let h = header_lists(vh.headers.as_ref());
         vhosts.push(VirtualHost {
             name: vh.name.clone(),
             domains: vh.domains.clone(),
             routes,
+            retry_policy: vh
+                .retry_policy
+                .as_ref()
+                .map(|p| routing::retry_policy(p, &format!("{vpath}.retryPolicy")))
+                .transpose()?,
+            request_headers_to_add: h.request_add,
+            request_headers_to_remove: h.request_remove,
+            response_headers_to_add: h.response_add,
+            response_headers_to_remove: h.response_remove,
             ..Default::default()
         });
     }
-    let cfg = RouteConfiguration { name: rc.name.clone(), virtual_hosts: vhosts, ..Default::default() };
+    let h = header_lists(rc.headers.as_ref());
+    let cfg = RouteConfiguration {
+        name: rc.name.clone(),
+        virtual_hosts: vhosts,
+        request_headers_to_add: h.request_add,
+        request_headers_to_remove: h.request_remove,
+        response_headers_to_add: h.response_add,
+        response_headers_to_remove: h.response_remove,
+        ..Default::default()
+    };
     Ok(resource(ResourceType::Route, &rc.name, &cfg, refs))
+}
+
+fn compile_route(
+    r: &model::Route,
+    rpath: &str,
+    refs: &mut Vec<flotilla_shared::ResourceRef>,
+) -> Result<Route, CompileError> {
+    let a = &r.route;
+    let cluster_specifier = match (&a.cluster, &a.weighted_clusters) {
+        (Some(c), _) => {
+            refs.push(reference(ResourceType::Cluster, c));
+            route_action::ClusterSpecifier::Cluster(c.clone())
+        }
+        (None, Some(wcs)) => {
+            let clusters = wcs
+                .iter()
+                .map(|w| {
+                    refs.push(reference(ResourceType::Cluster, &w.name));
+                    let h = header_lists(w.headers.as_ref());
+                    weighted_cluster::ClusterWeight {
+                        name: w.name.clone(),
+                        weight: Some(UInt32Value { value: w.weight }),
+                        request_headers_to_add: h.request_add,
+                        request_headers_to_remove: h.request_remove,
+                        response_headers_to_add: h.response_add,
+                        response_headers_to_remove: h.response_remove,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..Default::default()
+            })
+        }
+        (None, None) => {
+            return Err(CompileError::Invalid {
+                path: format!("{rpath}.route"),
+                message: "no cluster".into(),
+            });
+        }
+    };
+    let timeout = a.timeout.as_deref().map(|t| duration(&format!("{rpath}.route.timeout"), t)).transpose()?;
+    let idle_timeout =
+        a.idle_timeout.as_deref().map(|t| duration(&format!("{rpath}.route.idleTimeout"), t)).transpose()?;
+    let host_rewrite_specifier = match (&a.host_rewrite, a.auto_host_rewrite) {
+        (Some(h), _) => Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h.clone())),
+        (None, true) => Some(route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true })),
+        (None, false) => None,
+    };
+    let h = header_lists(r.headers.as_ref());
+    Ok(Route {
+        r#match: Some(routing::route_match(&r.match_, &format!("{rpath}.match"))?),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier),
+            timeout,
+            idle_timeout,
+            prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+            retry_policy: a
+                .retry_policy
+                .as_ref()
+                .map(|p| routing::retry_policy(p, &format!("{rpath}.route.retryPolicy")))
+                .transpose()?,
+            hash_policy: routing::hash_policy(&a.hash_policy, &format!("{rpath}.route.hashPolicy"))?,
+            host_rewrite_specifier,
+            ..Default::default()
+        })),
+        request_headers_to_add: h.request_add,
+        request_headers_to_remove: h.request_remove,
+        response_headers_to_add: h.response_add,
+        response_headers_to_remove: h.response_remove,
+        ..Default::default()
+    })
 }

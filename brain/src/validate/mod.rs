@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::model::*;
 
 mod tls;
+mod traffic;
 
 /// One validation problem.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -184,8 +185,14 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
             for (k, r) in vh.routes.iter().enumerate() {
                 check_route(&mut errs, &format!("{vp}.routes[{k}]"), r, &clusters);
             }
+            if let Some(rp) = &vh.retry_policy {
+                traffic::check_retry(&mut errs, &format!("{vp}.retryPolicy"), rp);
+            }
+            traffic::check_header_rules(&mut errs, &format!("{vp}.headers"), vh.headers.as_ref());
         }
+        traffic::check_header_rules(&mut errs, &format!("{p}.headers"), rc.headers.as_ref());
     }
+    traffic::check_hash_policies(&mut errs, spec);
 
     let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
@@ -298,13 +305,8 @@ fn check_filter(
 }
 
 fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String>) {
-    match (&r.match_.prefix, &r.match_.path) {
-        (Some(_), Some(_)) => {
-            errs.add(format!("{p}.match"), Value::Null, "set either prefix or path, not both")
-        }
-        (None, None) => errs.add(format!("{p}.match"), Value::Null, "a match needs a prefix or a path"),
-        _ => {}
-    }
+    traffic::check_match(errs, p, &r.match_);
+    traffic::check_route(errs, p, r);
     let a = &r.route;
     match (&a.cluster, &a.weighted_clusters) {
         (Some(c), None) => {
@@ -357,6 +359,7 @@ fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String
 }
 
 fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
+    traffic::check_cluster(errs, p, c);
     if let Some(t) = &c.connect_timeout
         && let Err(e) = parse_duration(t)
     {
@@ -402,12 +405,19 @@ fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
                 Err(e) => errs.add(format!("{hp}.{field}"), v.clone(), e),
             }
         }
-        match (&hc.http_health_check, &hc.tcp_health_check) {
-            (Some(h), None) if !h.path.starts_with('/') => {
-                errs.add(format!("{hp}.httpHealthCheck.path"), h.path.clone(), "path must start with '/'")
-            }
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => errs.add(hp.clone(), Value::Null, "set exactly one of httpHealthCheck or tcpHealthCheck"),
+        let checkers =
+            [hc.http_health_check.is_some(), hc.tcp_health_check.is_some(), hc.grpc_health_check.is_some()];
+        if checkers.iter().filter(|c| **c).count() != 1 {
+            errs.add(
+                hp.clone(),
+                Value::Null,
+                "set exactly one of httpHealthCheck, tcpHealthCheck or grpcHealthCheck",
+            );
+        }
+        if let Some(h) = &hc.http_health_check
+            && !h.path.starts_with('/')
+        {
+            errs.add(format!("{hp}.httpHealthCheck.path"), h.path.clone(), "path must start with '/'")
         }
     }
     for (i, e) in c.endpoints.iter().enumerate() {
@@ -488,8 +498,8 @@ mod tests {
             .push(std::sync::Arc::new(Cluster { name: "canary".into(), ..(*c.spec.clusters[0]).clone() }));
         c.spec.routes[0].virtual_hosts[0].routes[0].route = RouteAction {
             weighted_clusters: Some(vec![
-                WeightedCluster { name: "api_cluster".into(), weight: 90 },
-                WeightedCluster { name: "canary".into(), weight: 5 },
+                WeightedCluster { name: "api_cluster".into(), weight: 90, headers: None },
+                WeightedCluster { name: "canary".into(), weight: 5, headers: None },
             ]),
             ..Default::default()
         };

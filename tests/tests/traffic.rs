@@ -1,0 +1,316 @@
+//! Traffic management with a real Envoy and real requests: what each setting does to traffic,
+//! not only that Envoy accepts it. Header and query matches and header changes, retries turning
+//! a 503 into a 200, timeouts giving 504, a circuit breaker overflowing, outlier detection
+//! ejecting a failing host, ring hash keeping a key on one host, and gRPC through an HTTP/2
+//! upstream (a real tonic gRPC health server). The configs are docs/traffic.md's recipes.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use flotilla_tests::backend::Backend;
+use flotilla_tests::brain::TestBrain;
+use flotilla_tests::envoy::{ApiType, Envoy};
+use flotilla_tests::{free_port, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A config `traffic/web` with one listener on `port` routing through `routes` (YAML list items
+/// at 12 spaces) to `clusters` (list items at 4 spaces).
+fn config(port: u16, routes: &str, clusters: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - {{name: http, address: 127.0.0.1, port: {port}, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: web}}}}]}}]}}\n  routes:\n    - name: web\n      virtualHosts:\n        - name: all\n          domains: [\"*\"]\n          routes:\n{routes}  clusters:\n{clusters}"
+    )
+}
+
+/// A STATIC cluster `name` of `backends`, with `extra` fields (`key: value, …`).
+fn cluster(name: &str, backends: &[&Backend], extra: &str) -> String {
+    let eps: Vec<String> =
+        backends.iter().map(|b| format!("{{address: {}, port: {}}}", b.addr.ip(), b.addr.port())).collect();
+    let sep = if extra.is_empty() { "" } else { ", " };
+    format!("    - {{name: {name}, type: STATIC, endpoints: [{}]{sep}{extra}}}\n", eps.join(", "))
+}
+
+struct Setup {
+    brain: TestBrain,
+    envoy: Envoy,
+    port: u16,
+    http: reqwest::Client,
+}
+
+/// A brain with `yaml` applied and a real Envoy routing it on `port`, ready once `ready_path`
+/// answers through Envoy.
+async fn setup(port: u16, yaml: &str, ready_path: &str) -> Setup {
+    let brain = TestBrain::start().await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", yaml).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let envoy = Envoy::start(brain.xds_port, "traffic-envoy", "web", "traffic", ApiType::DeltaGrpc);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let url = format!("http://127.0.0.1:{port}{ready_path}");
+    wait_for("Envoy to serve the config", CONVERGE, || async {
+        http.get(&url).send().await.ok().filter(|r| r.status() != StatusCode::NOT_FOUND).map(|_| ())
+    })
+    .await;
+    Setup { brain, envoy, port, http }
+}
+
+impl Setup {
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, HeaderMap) {
+        let mut req = self.http.get(format!("http://127.0.0.1:{}{path}", self.port));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        (status, r.text().await.unwrap(), headers)
+    }
+}
+
+/// A backend answering its name and the request headers it got, one `name: value` per line.
+async fn echo(name: &'static str) -> Backend {
+    let app = Router::new().fallback(move |headers: HeaderMap| async move {
+        let mut body = format!("backend {name}\n");
+        for (k, v) in &headers {
+            body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+        }
+        body
+    });
+    Backend::with_router(name, app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_query_matches_pick_the_backend_and_header_changes_are_seen() {
+    let (stable, canary, v2) = (echo("stable").await, echo("canary").await, echo("v2").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /, headers: [{name: x-canary, exact: \"true\"}]}, route: {cluster: canary}}\n            - {match: {prefix: /, queryParameters: [{name: v, exact: \"2\"}]}, route: {cluster: v2}}\n            - match: {prefix: /}\n              route: {cluster: stable}\n              headers:\n                request: {set: [{name: x-env, value: prod}], remove: [x-debug]}\n                response: {add: [{name: x-served-by, value: flotilla}]}\n";
+    let clusters = format!(
+        "{}{}{}",
+        cluster("stable", &[&stable], ""),
+        cluster("canary", &[&canary], ""),
+        cluster("v2", &[&v2], "")
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let (_, body, _) = s.get("/x", &[("x-canary", "true")]).await;
+    assert!(body.starts_with("backend canary"), "{body}");
+    let (_, body, _) = s.get("/x", &[("x-canary", "false")]).await;
+    assert!(body.starts_with("backend stable"), "a non-matching header value falls through: {body}");
+    let (_, body, _) = s.get("/x?v=2", &[]).await;
+    assert!(body.starts_with("backend v2"), "{body}");
+    let (_, body, _) = s.get("/x?v=3", &[]).await;
+    assert!(body.starts_with("backend stable"), "{body}");
+    // Header changes: the backend sees the set header and not the removed one; the client sees
+    // the added response header.
+    let (_, body, headers) = s.get("/x", &[("x-debug", "1")]).await;
+    assert!(body.contains("x-env: prod") && !body.contains("x-debug"), "{body}");
+    assert_eq!(headers["x-served-by"], "flotilla");
+    drop(s.envoy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_turns_a_first_attempt_503_into_a_200() {
+    // Every other request fails with 503.
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = n.clone();
+    let flaky = Backend::with_router(
+        "flaky",
+        Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                match counter.fetch_add(1, Ordering::SeqCst) % 2 {
+                    0 => (StatusCode::SERVICE_UNAVAILABLE, "try again"),
+                    _ => (StatusCode::OK, "backend flaky"),
+                }
+            }
+        }),
+    )
+    .await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /retried}, route: {cluster: flaky, retryPolicy: {retryOn: [5xx], numRetries: 2, perTryTimeout: 2s}}}\n            - {match: {prefix: /}, route: {cluster: flaky}}\n";
+    let s = setup(port, &config(port, routes, &cluster("flaky", &[&flaky], "")), "/").await;
+    let mut plain = BTreeMap::new();
+    for _ in 0..20 {
+        *plain.entry(s.get("/plain", &[]).await.0).or_insert(0) += 1;
+    }
+    assert!(plain.get(&503).copied().unwrap_or(0) >= 5, "without a policy the client sees 503s: {plain:?}");
+    let before = n.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let (status, body, _) = s.get("/retried", &[]).await;
+        assert_eq!((status, body.as_str()), (200, "backend flaky"), "request {i}");
+    }
+    assert!(n.load(Ordering::SeqCst) - before > 20, "some requests were retried");
+    let retries = s.envoy.counter("cluster.flaky.upstream_rq_retry").await;
+    assert!(retries >= 5, "Envoy counted {retries} retries");
+    drop(s.brain);
+}
+
+async fn slow(name: &'static str, delay: Duration) -> Backend {
+    Backend::with_router(
+        name,
+        Router::new().fallback(move || async move {
+            tokio::time::sleep(delay).await;
+            format!("backend {name}")
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_and_per_try_timeouts_give_504_at_the_configured_time() {
+    let backend = slow("slow", Duration::from_secs(2)).await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /route}, route: {cluster: slow, timeout: 300ms}}\n            - {match: {prefix: /try}, route: {cluster: slow, timeout: 5s, retryPolicy: {retryOn: [5xx], numRetries: 1, perTryTimeout: 200ms}}}\n            - {match: {prefix: /}, route: {cluster: slow, timeout: 10s}}\n";
+    let s = setup(port, &config(port, routes, &cluster("slow", &[&backend], "")), "/").await;
+    let t = Instant::now();
+    let (status, _, _) = s.get("/route", &[]).await;
+    let took = t.elapsed();
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "route timeout took {took:?}"
+    );
+    let t = Instant::now();
+    let (status, _, _) = s.get("/try", &[]).await;
+    let took = t.elapsed();
+    assert_eq!(status, 504);
+    // Two attempts of 200 ms each (and the back-off between), well before the backend's 2 s.
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(1800),
+        "per-try timeouts took {took:?}"
+    );
+    let (status, body, _) = s.get("/", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "backend slow"), "without a short timeout the answer comes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_overflows_concurrent_requests_with_503() {
+    let backend = slow("guarded", Duration::from_millis(700)).await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: guarded}}\n";
+    let breaker = "circuitBreakers: {maxConnections: 1, maxPendingRequests: 1, maxRequests: 1}";
+    let s =
+        Arc::new(setup(port, &config(port, routes, &cluster("guarded", &[&backend], breaker)), "/").await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.get("/", &[]).await }));
+    }
+    let mut statuses = BTreeMap::new();
+    let mut overloaded = 0;
+    for t in tasks {
+        let (status, _, headers) = t.await.unwrap();
+        *statuses.entry(status).or_insert(0) += 1;
+        overloaded += usize::from(headers.contains_key("x-envoy-overloaded"));
+    }
+    assert!(statuses.get(&200).is_some_and(|n| *n >= 1), "{statuses:?}");
+    assert!(statuses.get(&503).is_some_and(|n| *n >= 3), "the breaker refuses the overflow: {statuses:?}");
+    assert!(overloaded >= 3, "refused as overloaded by Envoy, not by the backend");
+    let overflow = s.envoy.counter("cluster.guarded.upstream_rq_pending_overflow").await;
+    assert!(overflow >= 3, "Envoy's overflow counter: {overflow}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_backend() {
+    let bad = Backend::with_router(
+        "bad",
+        Router::new().fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "backend bad") }),
+    )
+    .await;
+    let good = echo("good").await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: pool}}\n";
+    let od =
+        "outlierDetection: {consecutive5xx: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}";
+    let s = setup(port, &config(port, routes, &cluster("pool", &[&bad, &good], od)), "/").await;
+    // Requests alternate at first; after 3 consecutive 5xx from `bad`, it is ejected.
+    wait_for("the failing backend ejected", CONVERGE, || async {
+        for _ in 0..20 {
+            let (status, body, _) = s.get("/", &[]).await;
+            if status != 200 || !body.starts_with("backend good") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let ejected = s.envoy.counter("cluster.pool.outlier_detection.ejections_enforced_consecutive_5xx").await;
+    assert!(ejected >= 1, "Envoy counted {ejected} ejections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_hash_keeps_a_key_on_one_backend_and_spreads_keys() {
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    let port = free_port();
+    let routes =
+        "            - {match: {prefix: /}, route: {cluster: sticky, hashPolicy: [{header: x-user}]}}\n";
+    let lb = "loadBalancingPolicy: RING_HASH, loadBalancer: {ringHash: {minimumRingSize: 1024}}";
+    let s = setup(port, &config(port, routes, &cluster("sticky", &[&a, &b, &c], lb)), "/").await;
+    let backend = |body: String| body.lines().next().unwrap_or_default().to_string();
+    let first = backend(s.get("/", &[("x-user", "alice")]).await.1);
+    for i in 0..100 {
+        assert_eq!(backend(s.get("/", &[("x-user", "alice")]).await.1), first, "request {i} of alice moved");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for u in 0..30 {
+        seen.insert(backend(s.get("/", &[("x-user", &format!("user-{u}"))]).await.1));
+    }
+    assert!(seen.len() >= 2, "30 keys all on one backend: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_goes_through_an_http2_upstream_with_grpc_health_checks() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_server::HealthServer};
+
+    // A real gRPC server (tonic) speaking h2c: the standard health service.
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("payments", tonic_health::ServingStatus::Serving).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service::<HealthServer<_>>(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    let port = free_port();
+    let routes = "            - {match: {prefix: /, grpc: true}, route: {cluster: grpc, timeout: 5s}}\n";
+    let clusters = format!(
+        "    - {{name: grpc, type: STATIC, upstreamProtocol: HTTP2, endpoints: [{{address: {}, port: {}}}], healthChecks: [{{timeout: 1s, interval: 1s, grpcHealthCheck: {{serviceName: payments}}}}]}}\n",
+        grpc_addr.ip(),
+        grpc_addr.port()
+    );
+    let brain = TestBrain::start().await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &config(port, routes, &clusters)).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let envoy = Envoy::start(brain.xds_port, "grpc-envoy", "web", "traffic", ApiType::Grpc);
+    let status = wait_for("a gRPC call through Envoy", CONVERGE, || async {
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let reply = HealthClient::new(ch)
+            .check(HealthCheckRequest { service: "payments".into() })
+            .await
+            .ok()?
+            .into_inner();
+        Some(reply.status)
+    })
+    .await;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // Envoy's own gRPC health checks of the upstream succeed.
+    let ok = wait_for("Envoy's gRPC health checks", CONVERGE, || async {
+        let n = envoy.counter("cluster.grpc.health_check.success").await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(ok > 0);
+    server.abort();
+}
