@@ -14,8 +14,8 @@ pub use resilience::{
     CircuitBreakers, LoadBalancer, OutlierDetection, RetryBudget, RingHash, UpstreamProtocol,
 };
 pub use routing::{
-    BackOff, CookieHash, HashPolicy, HeaderMatch, HeaderOps, HeaderRules, HeaderValue, QueryParameterMatch,
-    RetryPolicy,
+    BackOff, CookieHash, DirectResponse, HashPolicy, HeaderMatch, HeaderOps, HeaderRules, HeaderValue,
+    Mirror, QueryParameterMatch, Redirect, RetryPolicy,
 };
 
 pub const API_VERSION: &str = "v1";
@@ -228,7 +228,13 @@ pub struct VirtualHost {
 pub struct Route {
     #[serde(rename = "match")]
     pub match_: RouteMatch,
+    /// Forward to a cluster — or, instead, `redirect` or `directResponse` (exactly one).
+    #[serde(default, skip_serializing_if = "RouteAction::is_empty")]
     pub route: RouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
     /// Header changes of this route's requests and responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderRules>,
@@ -290,6 +296,16 @@ pub struct RouteAction {
     /// Replace the Host header with the upstream host's name (DNS clusters).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_host_rewrite: bool,
+    /// Copies of the requests to other clusters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+impl RouteAction {
+    /// Nothing set: the route redirects or answers directly instead.
+    pub fn is_empty(&self) -> bool {
+        *self == RouteAction::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -531,6 +547,16 @@ pub struct Endpoint {
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Failover tier: Envoy sends traffic to priority 0 while enough of it is healthy, then to
+    /// 1, and so on (default 0; the priorities used must be 0, 1, … without gaps).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 127)]
+    pub priority: Option<u32>,
+    /// Weight of this endpoint's locality (region, zone) against the others, with
+    /// `loadBalancer.localityWeighted`; every endpoint of a locality gives the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub locality_weight: Option<u32>,
 }
 
 /// An endpoint's health as its registry reports it (Envoy's HealthStatus).

@@ -314,3 +314,132 @@ async fn grpc_goes_through_an_http2_upstream_with_grpc_health_checks() {
     assert!(ok > 0);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_80_20_split_holds_over_a_thousand_requests() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {weightedClusters: [{name: a, weight: 80}, {name: b, weight: 20}]}}\n";
+    let clusters = format!("{}{}", cluster("a", &[&a], ""), cluster("b", &[&b], ""));
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let mut to_a = 0;
+    for _ in 0..1000 {
+        let (_, body, _) = s.get("/", &[]).await;
+        to_a += usize::from(body.starts_with("backend a"));
+    }
+    println!("80/20 split: {to_a} of 1000 requests to a");
+    assert!((750..=850).contains(&to_a), "{to_a} of 1000 requests to the 80 % cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_direct_responses_and_mirrors_are_observed() {
+    let main = echo("main").await;
+    let copies = Arc::new(AtomicUsize::new(0));
+    let seen = copies.clone();
+    let shadow = Backend::with_router(
+        "shadow",
+        Router::new().fallback(move || {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                "backend shadow"
+            }
+        }),
+    )
+    .await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /old}, redirect: {prefix: /new, code: 308}}\n            - {match: {path: /teapot}, directResponse: {status: 418, body: short and stout}}\n            - {match: {prefix: /}, route: {cluster: main, mirrors: [{cluster: shadow}]}}\n";
+    let clusters = format!("{}{}", cluster("main", &[&main], ""), cluster("shadow", &[&shadow], ""));
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(format!("http://127.0.0.1:{port}/old/page?x=1")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.ends_with("/new/page?x=1"), "{location}");
+    let (status, body, _) = s.get("/teapot", &[]).await;
+    assert_eq!((status, body.as_str()), (418, "short and stout"));
+    let before = copies.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let (status, body, _) = s.get("/api", &[]).await;
+        assert!(status == 200 && body.starts_with("backend main"), "{status} {body}");
+    }
+    wait_for("the mirror to get a copy of every request", CONVERGE, || async {
+        (copies.load(Ordering::SeqCst) - before >= 20).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_failover_moves_traffic_and_back_with_health_checks() {
+    use std::sync::atomic::AtomicBool;
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    let primary = Backend::with_router(
+        "primary",
+        Router::new()
+            .route(
+                "/health",
+                axum::routing::get(move || {
+                    let flag = flag.clone();
+                    async move {
+                        if flag.load(Ordering::SeqCst) {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }),
+            )
+            .fallback(|| async { "backend primary" }),
+    )
+    .await;
+    let standby = echo("standby").await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: tiers}}\n";
+    let clusters = format!(
+        "    - {{name: tiers, type: STATIC, healthChecks: [{{timeout: 1s, interval: 500ms, noTrafficInterval: 500ms, unhealthyThreshold: 1, healthyThreshold: 1, httpHealthCheck: {{path: /health}}}}], endpoints: [{{address: {}, port: {}, priority: 0}}, {{address: {}, port: {}, priority: 1}}]}}\n",
+        primary.addr.ip(),
+        primary.addr.port(),
+        standby.addr.ip(),
+        standby.addr.port()
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let all_to = |name: &'static str| {
+        let s = &s;
+        move || async move {
+            for _ in 0..10 {
+                if !s.get("/x", &[]).await.1.starts_with(&format!("backend {name}")) {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    wait_for("traffic on priority 0", CONVERGE, all_to("primary")).await;
+    up.store(false, Ordering::SeqCst);
+    wait_for("failover to priority 1", CONVERGE, all_to("standby")).await;
+    up.store(true, Ordering::SeqCst);
+    wait_for("back on priority 0", CONVERGE, all_to("primary")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_weights_three_to_one_give_about_three_quarters() {
+    let (near, far) = (echo("near").await, echo("far").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: zones}}\n";
+    let clusters = format!(
+        "    - {{name: zones, type: STATIC, loadBalancer: {{localityWeighted: true}}, endpoints: [{{address: {}, port: {}, zone: z1, localityWeight: 3}}, {{address: {}, port: {}, zone: z2, localityWeight: 1}}]}}\n",
+        near.addr.ip(),
+        near.addr.port(),
+        far.addr.ip(),
+        far.addr.port()
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let mut to_near = 0;
+    for _ in 0..400 {
+        to_near += usize::from(s.get("/", &[]).await.1.starts_with("backend near"));
+    }
+    println!("locality weights 3:1: {to_near} of 400 requests to the weight-3 locality");
+    assert!((268..=332).contains(&to_near), "{to_near} of 400 (expected ~300)");
+}

@@ -104,8 +104,8 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
 }
 
 fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignment, CompileError> {
-    // One LocalityLbEndpoints per (region, zone), in order of first appearance; most clusters
-    // have one (no locality).
+    // One LocalityLbEndpoints per (region, zone, priority), in order of first appearance; most
+    // clusters have one (no locality, priority 0).
     let mut groups: Vec<LocalityLbEndpoints> = Vec::new();
     for (i, e) in c.endpoints.iter().enumerate() {
         let lb = LbEndpoint {
@@ -136,11 +136,16 @@ fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignme
             zone: e.zone.clone().unwrap_or_default(),
             ..Default::default()
         });
-        match groups.iter_mut().find(|g| g.locality == locality) {
+        let priority = e.priority.unwrap_or(0);
+        match groups.iter_mut().find(|g| g.locality == locality && g.priority == priority) {
             Some(g) => g.lb_endpoints.push(lb),
-            None => {
-                groups.push(LocalityLbEndpoints { locality, lb_endpoints: vec![lb], ..Default::default() })
-            }
+            None => groups.push(LocalityLbEndpoints {
+                locality,
+                lb_endpoints: vec![lb],
+                priority,
+                load_balancing_weight: e.locality_weight.map(|value| UInt32Value { value }),
+                ..Default::default()
+            }),
         }
     }
     if groups.is_empty() {

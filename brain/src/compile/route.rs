@@ -58,7 +58,36 @@ fn compile_route(
     rpath: &str,
     refs: &mut Vec<flotilla_shared::ResourceRef>,
 ) -> Result<Route, CompileError> {
-    let a = &r.route;
+    let h = header_lists(r.headers.as_ref());
+    let action = match (&r.redirect, &r.direct_response) {
+        (Some(redirect), None) => {
+            route::Action::Redirect(routing::redirect(redirect, &format!("{rpath}.redirect"))?)
+        }
+        (None, Some(d)) => route::Action::DirectResponse(routing::direct_response(d)),
+        (None, None) => route::Action::Route(route_action(&r.route, rpath, refs)?),
+        (Some(_), Some(_)) => {
+            return Err(CompileError::Invalid {
+                path: rpath.to_string(),
+                message: "set one of route, redirect, directResponse".into(),
+            });
+        }
+    };
+    Ok(Route {
+        r#match: Some(routing::route_match(&r.match_, &format!("{rpath}.match"))?),
+        action: Some(action),
+        request_headers_to_add: h.request_add,
+        request_headers_to_remove: h.request_remove,
+        response_headers_to_add: h.response_add,
+        response_headers_to_remove: h.response_remove,
+        ..Default::default()
+    })
+}
+
+fn route_action(
+    a: &model::RouteAction,
+    rpath: &str,
+    refs: &mut Vec<flotilla_shared::ResourceRef>,
+) -> Result<RouteAction, CompileError> {
     let cluster_specifier = match (&a.cluster, &a.weighted_clusters) {
         (Some(c), _) => {
             refs.push(reference(ResourceType::Cluster, c));
@@ -101,27 +130,27 @@ fn compile_route(
         (None, true) => Some(route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true })),
         (None, false) => None,
     };
-    let h = header_lists(r.headers.as_ref());
-    Ok(Route {
-        r#match: Some(routing::route_match(&r.match_, &format!("{rpath}.match"))?),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier),
-            timeout,
-            idle_timeout,
-            prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
-            retry_policy: a
-                .retry_policy
-                .as_ref()
-                .map(|p| routing::retry_policy(p, &format!("{rpath}.route.retryPolicy")))
-                .transpose()?,
-            hash_policy: routing::hash_policy(&a.hash_policy, &format!("{rpath}.route.hashPolicy"))?,
-            host_rewrite_specifier,
-            ..Default::default()
-        })),
-        request_headers_to_add: h.request_add,
-        request_headers_to_remove: h.request_remove,
-        response_headers_to_add: h.response_add,
-        response_headers_to_remove: h.response_remove,
+    let request_mirror_policies = a
+        .mirrors
+        .iter()
+        .map(|m| {
+            refs.push(reference(ResourceType::Cluster, &m.cluster));
+            routing::mirror(m)
+        })
+        .collect();
+    Ok(RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        timeout,
+        idle_timeout,
+        prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        retry_policy: a
+            .retry_policy
+            .as_ref()
+            .map(|p| routing::retry_policy(p, &format!("{rpath}.route.retryPolicy")))
+            .transpose()?,
+        hash_policy: routing::hash_policy(&a.hash_policy, &format!("{rpath}.route.hashPolicy"))?,
+        host_rewrite_specifier,
+        request_mirror_policies,
         ..Default::default()
     })
 }

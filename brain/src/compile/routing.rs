@@ -2,13 +2,16 @@
 //! headers, query parameters, method, gRPC), retry policies, hash policies and header changes.
 //! The route configuration's shape (virtual hosts, clusters, timeouts) is `compile::route`'s.
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption, header_value_option};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, HeaderValue, HeaderValueOption, RuntimeFractionalPercent, data_source, header_value_option,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RetryPolicy, RouteMatch, header_matcher, query_parameter_matcher,
-    retry_policy, route_action, route_match,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, RouteMatch,
+    header_matcher, query_parameter_matcher, redirect_action, retry_policy, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::{CompileError, any, duration};
@@ -222,4 +225,53 @@ fn ops(o: Option<&model::HeaderOps>) -> (Vec<HeaderValueOption>, Vec<String>) {
         .chain(o.add_if_absent.iter().map(|h| option(h, A::AddIfAbsent)))
         .collect();
     (add, o.remove.clone())
+}
+
+/// A route's `redirect`.
+pub(super) fn redirect(r: &model::Redirect, path: &str) -> Result<RedirectAction, CompileError> {
+    use redirect_action::{PathRewriteSpecifier, RedirectResponseCode as Code, SchemeRewriteSpecifier};
+    let response_code = match r.code.unwrap_or(301) {
+        301 => Code::MovedPermanently,
+        302 => Code::Found,
+        303 => Code::SeeOther,
+        307 => Code::TemporaryRedirect,
+        308 => Code::PermanentRedirect,
+        _ => return Err(invalid(format!("{path}.code"), "a redirect code is 301, 302, 303, 307 or 308")),
+    };
+    Ok(RedirectAction {
+        scheme_rewrite_specifier: r.scheme.clone().map(SchemeRewriteSpecifier::SchemeRedirect),
+        host_redirect: r.host.clone().unwrap_or_default(),
+        port_redirect: r.port.unwrap_or(0),
+        path_rewrite_specifier: match (&r.path, &r.prefix) {
+            (Some(p), _) => Some(PathRewriteSpecifier::PathRedirect(p.clone())),
+            (None, Some(p)) => Some(PathRewriteSpecifier::PrefixRewrite(p.clone())),
+            (None, None) => None,
+        },
+        response_code: response_code as i32,
+        strip_query: r.strip_query,
+    })
+}
+
+/// A route's `directResponse`.
+pub(super) fn direct_response(d: &model::DirectResponse) -> DirectResponseAction {
+    DirectResponseAction {
+        status: d.status,
+        body: d.body.as_ref().map(|b| DataSource {
+            specifier: Some(data_source::Specifier::InlineString(b.clone())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One of a route's `mirrors`: the share is sent as parts per million.
+pub(super) fn mirror(m: &model::Mirror) -> route_action::RequestMirrorPolicy {
+    let runtime_fraction = m.percent.filter(|p| *p < 100.0).map(|p| RuntimeFractionalPercent {
+        default_value: Some(FractionalPercent {
+            numerator: (p.clamp(0.0, 100.0) * 10_000.0).round() as u32,
+            denominator: fractional_percent::DenominatorType::Million as i32,
+        }),
+        ..Default::default()
+    });
+    route_action::RequestMirrorPolicy { cluster: m.cluster.clone(), runtime_fraction, ..Default::default() }
 }

@@ -571,6 +571,8 @@ impl Discovery {
                         health: Some(health),
                         zone: e.zone.clone(),
                         region: e.region.clone(),
+                        priority: None,
+                        locality_weight: None,
                     }
                 })
                 .collect();

@@ -152,3 +152,53 @@ pub struct HeaderValue {
     /// Envoy's header formatters work here, e.g. `%DOWNSTREAM_REMOTE_ADDRESS%`.
     pub value: String,
 }
+
+/// Send the client elsewhere instead of forwarding (Envoy `RedirectAction`). Unset parts keep
+/// the request's own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// e.g. `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 65535)]
+    pub port: Option<u32>,
+    /// Replace the whole path (one of `path`, `prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Replace the matched prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 301, maximum = 308)]
+    pub code: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_query: bool,
+}
+
+/// Answer from Envoy itself (Envoy `DirectResponseAction`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectResponse {
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(value_type = u64, minimum = 200, maximum = 599)]
+    pub status: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Copies of a route's requests sent to another cluster, answers ignored (Envoy
+/// `RequestMirrorPolicy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests copied, in percent [default 100].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub percent: Option<f64>,
+}

@@ -306,7 +306,14 @@ fn check_filter(
 
 fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String>) {
     traffic::check_match(errs, p, &r.match_);
-    traffic::check_route(errs, p, r);
+    traffic::check_route(errs, p, r, clusters);
+    let actions = [!r.route.is_empty(), r.redirect.is_some(), r.direct_response.is_some()];
+    if actions.iter().filter(|a| **a).count() > 1 {
+        errs.add(p.to_string(), Value::Null, "a route does one of route, redirect, directResponse");
+    }
+    if r.redirect.is_some() || r.direct_response.is_some() {
+        return;
+    }
     let a = &r.route;
     match (&a.cluster, &a.weighted_clusters) {
         (Some(c), None) => {

@@ -120,8 +120,53 @@ pub(super) fn check_match(errs: &mut Errors, p: &str, m: &RouteMatch) {
     }
 }
 
-/// A route's action fields besides its clusters, and its header changes.
-pub(super) fn check_route(errs: &mut Errors, p: &str, r: &Route) {
+/// A route's action fields besides its clusters, its redirect or direct response, and its
+/// header changes.
+pub(super) fn check_route(
+    errs: &mut Errors,
+    p: &str,
+    r: &Route,
+    clusters: &std::collections::BTreeSet<String>,
+) {
+    if let Some(rd) = &r.redirect {
+        let rp = format!("{p}.redirect");
+        if rd.code.is_some_and(|c| ![301, 302, 303, 307, 308].contains(&c)) {
+            errs.add(format!("{rp}.code"), rd.code, "a redirect code is 301, 302, 303, 307 or 308");
+        }
+        if rd.path.is_some() && rd.prefix.is_some() {
+            errs.add(rp.clone(), Value::Null, "set either path or prefix, not both");
+        }
+        if rd.port.is_some_and(|port| !(1..=65535).contains(&port)) {
+            errs.add(format!("{rp}.port"), rd.port, "a port, 1-65535");
+        }
+        if let Some(scheme) = &rd.scheme
+            && !matches!(scheme.as_str(), "http" | "https")
+        {
+            errs.add(format!("{rp}.scheme"), scheme.clone(), "http or https");
+        }
+    }
+    if let Some(d) = &r.direct_response {
+        if !(200..=599).contains(&d.status) {
+            errs.add(format!("{p}.directResponse.status"), d.status, "an HTTP status, 200-599");
+        }
+        // Envoy's default limit for a direct response body.
+        if d.body.as_ref().is_some_and(|b| b.len() > 4096) {
+            errs.add(format!("{p}.directResponse.body"), Value::Null, "at most 4096 bytes");
+        }
+    }
+    for (i, m) in r.route.mirrors.iter().enumerate() {
+        let mp = format!("{p}.route.mirrors[{i}]");
+        if !clusters.contains(&m.cluster) {
+            errs.add(
+                format!("{mp}.cluster"),
+                m.cluster.clone(),
+                format!("cluster {:?} does not exist in spec.clusters", m.cluster),
+            );
+        }
+        if m.percent.is_some_and(|pct| !(0.0..=100.0).contains(&pct)) {
+            errs.add(format!("{mp}.percent"), m.percent, "a percentage, 0-100");
+        }
+    }
     let a = &r.route;
     check_duration(errs, format!("{p}.route.idleTimeout"), &a.idle_timeout);
     if let Some(rp) = &a.retry_policy {
@@ -301,6 +346,7 @@ pub(super) fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
             }
         }
     }
+    check_tiers(errs, p, c);
     if c.upstream_protocol == Some(UpstreamProtocol::Auto) && c.tls.is_none() {
         errs.add(
             format!("{p}.upstreamProtocol"),
@@ -318,6 +364,54 @@ pub(super) fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
                 "gRPC health checks need upstreamProtocol: HTTP2",
             );
         }
+    }
+}
+
+/// Endpoint priorities without gaps from 0, and one locality weight per locality, used only
+/// with locality-weighted balancing.
+fn check_tiers(errs: &mut Errors, p: &str, c: &Cluster) {
+    let mut priorities = std::collections::BTreeSet::new();
+    // (region, zone) → the first endpoint of that locality and the weight it gives.
+    type Locality<'a> = (Option<&'a str>, Option<&'a str>);
+    let mut weights: BTreeMap<Locality<'_>, (usize, Option<u32>)> = BTreeMap::new();
+    for (i, e) in c.endpoints.iter().enumerate() {
+        let priority = e.priority.unwrap_or(0);
+        if priority > 127 {
+            errs.add(format!("{p}.endpoints[{i}].priority"), priority, "priorities run from 0 to 127");
+        }
+        priorities.insert(priority);
+        let locality = (e.region.as_deref(), e.zone.as_deref());
+        match weights.get(&locality) {
+            Some((first, w)) if *w != e.locality_weight => errs.add(
+                format!("{p}.endpoints[{i}].localityWeight"),
+                e.locality_weight,
+                format!("endpoints[{first}] of the same locality gives {w:?}: one weight per locality"),
+            ),
+            Some(_) => {}
+            None => {
+                weights.insert(locality, (i, e.locality_weight));
+            }
+        }
+        if e.locality_weight == Some(0) {
+            errs.add(format!("{p}.endpoints[{i}].localityWeight"), 0, "at least 1");
+        }
+    }
+    if let Some(max) = priorities.last()
+        && priorities.len() as u64 != u64::from(*max) + 1
+    {
+        errs.add(
+            format!("{p}.endpoints"),
+            Value::Null,
+            format!("priorities must run 0, 1, … without gaps (Envoy's rule); these are {priorities:?}"),
+        );
+    }
+    let weighted = c.load_balancer.as_ref().is_some_and(|lb| lb.locality_weighted);
+    if !weighted && let Some(i) = c.endpoints.iter().position(|e| e.locality_weight.is_some()) {
+        errs.add(
+            format!("{p}.endpoints[{i}].localityWeight"),
+            c.endpoints[i].locality_weight,
+            "only used with loadBalancer.localityWeighted: true",
+        );
     }
 }
 
@@ -439,6 +533,23 @@ mod tests {
         assert!(has("circuitBreakers.maxConnections", "at least 1"), "{errs:?}");
         assert!(has("outlierDetection.maxEjectionPercent", "0-100"), "{errs:?}");
         assert!(has("loadBalancer.ringHash", "RING_HASH"), "{errs:?}");
+    }
+
+    #[test]
+    fn actions_tiers_and_mirrors_are_checked() {
+        let errs = errors(&with_route(
+            "{match: {prefix: /}, route: {cluster: c, mirrors: [{cluster: ghost, percent: 150}]}, redirect: {code: 305, path: /a, prefix: /b}}",
+            "{name: c, type: STATIC, endpoints: [{address: 127.0.0.1, port: 80, priority: 0, zone: z1, localityWeight: 2}, {address: 127.0.0.2, port: 80, priority: 2, zone: z1, localityWeight: 3}]}",
+        ));
+        let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p.ends_with(path) && m.contains(text));
+        assert!(has("routes[0]", "one of route, redirect, directResponse"), "{errs:?}");
+        assert!(has("redirect.code", "301, 302"), "{errs:?}");
+        assert!(has("redirect", "path or prefix"), "{errs:?}");
+        assert!(has("mirrors[0].cluster", "does not exist"), "{errs:?}");
+        assert!(has("mirrors[0].percent", "0-100"), "{errs:?}");
+        assert!(has("clusters[0].endpoints", "without gaps"), "{errs:?}");
+        assert!(has("endpoints[1].localityWeight", "one weight per locality"), "{errs:?}");
+        assert!(has("endpoints[0].localityWeight", "localityWeighted"), "{errs:?}");
     }
 
     #[test]
