@@ -11,7 +11,8 @@ mod resilience;
 mod routing;
 
 pub use resilience::{
-    CircuitBreakers, LoadBalancer, OutlierDetection, RetryBudget, RingHash, UpstreamProtocol,
+    CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, TcpKeepalive,
+    UpstreamProtocol,
 };
 pub use routing::{
     BackOff, CookieHash, DirectResponse, HashPolicy, HeaderMatch, HeaderOps, HeaderRules, HeaderValue,
@@ -382,6 +383,9 @@ pub struct Cluster {
     /// HTTP/1.1 (default), HTTP2 (gRPC and h2c backends) or AUTO (ALPN, with `tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_protocol: Option<UpstreamProtocol>,
+    /// Connection reuse, idle timeout, buffer limit and TCP keepalive to the hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Connections>,
 }
 
 impl Cluster {

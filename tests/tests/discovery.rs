@@ -42,17 +42,35 @@ fn config(port: u16, source: &str, service: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_follow_a_watched_services_file() {
+/// A `file` source `local` whose services file lists backend 1 (healthy), a brain watching it
+/// (vanished services kept for `grace`), and a second backend to move the service to.
+struct FileSource {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    b1: Backend,
+    b2: Backend,
+    brain: TestBrain,
+}
+
+async fn file_source(grace: Option<Duration>) -> FileSource {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("services.yaml");
     let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
     services_file(&file, &[(b1.addr, "healthy")]);
-    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
-        s.discovery_files = vec![("local".into(), file.clone())];
-        s.discovery_grace = Duration::from_secs(1);
+    let watched = file.clone();
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
+        s.discovery_files = vec![("local".into(), watched)];
+        if let Some(g) = grace {
+            s.discovery_grace = g;
+        }
     })
     .await;
+    FileSource { _dir: dir, file, b1, b2, brain }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_a_watched_services_file() {
+    let FileSource { _dir, file, b1, b2, brain } = file_source(Some(Duration::from_secs(1))).await;
 
     // Unknown source, unknown service: refused, naming the field.
     let port = free_port();
@@ -143,14 +161,7 @@ async fn endpoints_follow_a_watched_services_file() {
 /// endpoint to another must move all the traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_the_registry_removed_leaves_envoy_though_it_passes_health_checks() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("services.yaml");
-    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
-    services_file(&file, &[(b1.addr, "healthy")]);
-    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| {
-        s.discovery_files = vec![("local".into(), file.clone())];
-    })
-    .await;
+    let FileSource { _dir, file, b1: _b1, b2, brain } = file_source(None).await;
     let port = free_port();
     let yaml = config(port, "local", "payments").replace(
         "selector: {track: stable}}}",

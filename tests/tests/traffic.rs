@@ -443,3 +443,115 @@ async fn locality_weights_three_to_one_give_about_three_quarters() {
     println!("locality weights 3:1: {to_near} of 400 requests to the weight-3 locality");
     assert!((268..=332).contains(&to_near), "{to_near} of 400 (expected ~300)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_of_one_opens_a_connection_per_request() {
+    let backend = echo("b").await;
+    let port = free_port();
+    let routes = "            - {match: {prefix: /reuse}, route: {cluster: reuse}}\n            - {match: {prefix: /}, route: {cluster: once}}\n";
+    let clusters = format!(
+        "{}{}",
+        cluster("reuse", &[&backend], ""),
+        cluster(
+            "once",
+            &[&backend],
+            "connections: {maxRequestsPerConnection: 1, idleTimeout: 30s, bufferLimitBytes: 65536, tcpKeepalive: {probes: 3, time: 60s, interval: 10s}}"
+        )
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/reuse").await;
+    for _ in 0..10 {
+        assert_eq!(s.get("/reuse", &[]).await.0, 200);
+        assert_eq!(s.get("/once", &[]).await.0, 200);
+    }
+    let reused = s.envoy.counter("cluster.reuse.upstream_cx_total").await;
+    let once = s.envoy.counter("cluster.once.upstream_cx_total").await;
+    println!("upstream connections for 10 requests: {reused} reused, {once} with maxRequestsPerConnection 1");
+    assert!(reused <= 2, "{reused} connections for sequential requests to a reusing cluster");
+    assert!(once >= 10, "{once} connections for 10 requests at one request per connection");
+}
+
+/// An HTTPS backend that requires a client certificate signed by `ca` and answers, over
+/// HTTP/1.1, the SNI it was asked for and whether the client presented a certificate.
+async fn tls_backend(
+    ca: &flotilla_tests::pki::Ca,
+    server: &flotilla_tests::pki::Pair,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+    let certs = vec![CertificateDer::from_pem_slice(server.cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(server.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let (_, conn) = tls.get_ref();
+                let body = format!(
+                    "backend tls sni={} client-cert={}",
+                    conn.server_name().unwrap_or("-"),
+                    conn.peer_certificates().is_some_and(|c| !c.is_empty())
+                );
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_sends_sni_and_a_client_certificate() {
+    let ca = flotilla_tests::pki::Ca::new();
+    let server = ca.server_for(&["backend.internal"]);
+    let client = ca.client("spiffe://flotilla.test/ns/traffic/sa/envoy");
+    let (addr, task) = tls_backend(&ca, &server).await;
+    let block = |pem: &str| -> String { pem.lines().map(|l| format!("          {l}\n")).collect() };
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: secure}}\n";
+    let clusters = format!(
+        "    - {{name: secure, type: STATIC, endpoints: [{{address: {}, port: {}}}], tls: {{sni: backend.internal, validation: upstream-ca, clientCertificate: envoy-client}}}}\n  secrets:\n    - name: upstream-ca\n      trustedCa: |\n{}    - name: envoy-client\n      certificateChain: |\n{}      privateKey: |\n{}",
+        addr.ip(),
+        addr.port(),
+        block(&ca.pem),
+        block(&client.cert),
+        block(&client.key)
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    // The cluster warms until its secrets arrive over SDS.
+    let body = wait_for("an answer over upstream mTLS", CONVERGE, || async {
+        let (status, body, _) = s.get("/", &[]).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(body, "backend tls sni=backend.internal client-cert=true");
+    task.abort();
+}

@@ -225,6 +225,21 @@ async fn sotw_o1_clusters_first() {
     assert!(pos(Cluster) < pos(Route), "route before its cluster: {seen:?}");
 }
 
+/// Subscribes `c` to LDS (wildcard), NACKs the answer, and checks the NACK is not answered.
+async fn subscribe_lds_and_nack_it(c: &mut Sotw) {
+    c.send(sotw_req(Listener, &[], false)).await;
+    let lds = c.recv().await.msg();
+    assert_eq!(lds.type_url, Listener.type_url());
+    c.send(DiscoveryRequest {
+        type_url: Listener.type_url().into(),
+        response_nonce: lds.nonce.clone(),
+        error_detail: nack_status("listener rejected"),
+        ..Default::default()
+    })
+    .await;
+    assert!(matches!(c.quiet_for(QUIET).await, Got::Nothing), "the LDS NACK triggered a push");
+}
+
 // Type independence over the wire (issue 11): an LDS-only stream is answered; a NACK of LDS
 // neither triggers a push nor holds back CDS.
 #[tokio::test]
@@ -247,17 +262,7 @@ async fn sotw_types_are_independent() {
     c.send(sotw_req(Cluster, &[], true)).await;
     let cds = c.recv().await.msg();
     c.ack(&cds, &[]).await;
-    c.send(sotw_req(Listener, &[], false)).await;
-    let lds = c.recv().await.msg();
-    assert_eq!(lds.type_url, Listener.type_url());
-    c.send(DiscoveryRequest {
-        type_url: Listener.type_url().into(),
-        response_nonce: lds.nonce.clone(),
-        error_detail: nack_status("listener rejected"),
-        ..Default::default()
-    })
-    .await;
-    assert!(matches!(c.quiet_for(QUIET).await, Got::Nothing), "the LDS NACK triggered a push");
+    subscribe_lds_and_nack_it(&mut c).await;
     edge.set("ns", "svc", group("2"));
     let next = c.recv().await.msg();
     assert_eq!(next.type_url, Cluster.type_url(), "CDS held back by the LDS NACK");
@@ -518,17 +523,7 @@ async fn sotw_types_are_independent_on_a_compiled_config() {
     c.send(sotw_req(Endpoint, &["api_cluster"], false)).await;
     let eds = c.recv().await.msg();
     c.ack(&eds, &["api_cluster"]).await;
-    c.send(sotw_req(Listener, &[], false)).await;
-    let lds = c.recv().await.msg();
-    assert_eq!(lds.type_url, Listener.type_url());
-    c.send(DiscoveryRequest {
-        type_url: Listener.type_url().into(),
-        response_nonce: lds.nonce.clone(),
-        error_detail: nack_status("listener rejected"),
-        ..Default::default()
-    })
-    .await;
-    assert!(matches!(c.quiet_for(QUIET).await, Got::Nothing), "the LDS NACK triggered a push");
+    subscribe_lds_and_nack_it(&mut c).await;
     // An endpoint moves: EDS is pushed while LDS backs off.
     let r = brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(10_000, &[b])).await;
     assert_eq!(r.status().as_u16(), 200);

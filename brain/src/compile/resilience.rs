@@ -1,11 +1,14 @@
 //! A cluster's resilience settings (`model::resilience`) → its Envoy fields: circuit breakers,
-//! outlier detection, load balancer settings and the upstream HTTP protocol. The rest of the
+//! outlier detection, load balancer settings, the upstream HTTP protocol and connection settings. The rest of the
 //! cluster (discovery type, endpoints, health checks, TLS) is `compile::cluster`'s.
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, OutlierDetection, circuit_breakers, cluster,
+    CircuitBreakers, Cluster, OutlierDetection, UpstreamConnectionOptions, circuit_breakers, cluster,
 };
-use envoy_types::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions, RoutingPriority};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CoreHttpProtocolOptions,
+    RoutingPriority, TcpKeepalive,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
@@ -35,25 +38,68 @@ pub(super) fn apply(c: &model::Cluster, cl: &mut Cluster, path: &str) -> Result<
     if let Some(lb) = &c.load_balancer {
         load_balancer(lb, cl);
     }
-    if let Some(p) = c.upstream_protocol
-        && p != UpstreamProtocol::Http1
-    {
+    let protocol = c.upstream_protocol.unwrap_or_default();
+    if protocol != UpstreamProtocol::Http1 || c.connections.is_some() {
         use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config};
-        let options = match p {
-            UpstreamProtocol::Http2 => UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            }),
-            _ => UpstreamProtocolOptions::AutoConfig(http_protocol_options::AutoHttpConfig {
-                http_protocol_options: Some(Http1ProtocolOptions::default()),
-                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+        let explicit = |config| {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig { protocol_config: Some(config) })
+        };
+        let options = match protocol {
+            UpstreamProtocol::Http1 => explicit(explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            )),
+            UpstreamProtocol::Http2 => explicit(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )),
+            UpstreamProtocol::Auto => {
+                UpstreamProtocolOptions::AutoConfig(http_protocol_options::AutoHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..Default::default()
+                })
+            }
+        };
+        let common = match &c.connections {
+            Some(conn) => Some(CoreHttpProtocolOptions {
+                max_requests_per_connection: u32v(conn.max_requests_per_connection),
+                idle_timeout: conn
+                    .idle_timeout
+                    .as_deref()
+                    .map(|t| duration(&format!("{path}.connections.idleTimeout"), t))
+                    .transpose()?,
                 ..Default::default()
             }),
+            None => None,
         };
-        let opts = HttpProtocolOptions { upstream_protocol_options: Some(options), ..Default::default() };
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options: Some(options),
+            common_http_protocol_options: common,
+            ..Default::default()
+        };
         // One entry: the map's (unordered) encoding is still deterministic.
         cl.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), any(&opts));
+    }
+    if let Some(conn) = &c.connections {
+        cl.per_connection_buffer_limit_bytes = u32v(conn.buffer_limit_bytes);
+        if let Some(k) = &conn.tcp_keepalive {
+            let secs = |field: &str, v: &Option<String>| -> Result<Option<UInt32Value>, CompileError> {
+                match v {
+                    Some(t) => {
+                        let d = duration(&format!("{path}.connections.tcpKeepalive.{field}"), t)?;
+                        Ok(Some(UInt32Value { value: u32::try_from(d.seconds).unwrap_or(u32::MAX) }))
+                    }
+                    None => Ok(None),
+                }
+            };
+            cl.upstream_connection_options = Some(UpstreamConnectionOptions {
+                tcp_keepalive: Some(TcpKeepalive {
+                    keepalive_probes: u32v(k.probes),
+                    keepalive_time: secs("time", &k.time)?,
+                    keepalive_interval: secs("interval", &k.interval)?,
+                }),
+                ..Default::default()
+            });
+        }
     }
     Ok(())
 }

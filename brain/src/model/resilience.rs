@@ -133,3 +133,38 @@ pub struct RingHash {
     #[schema(minimum = 1, maximum = 8388608)]
     pub maximum_ring_size: Option<u64>,
 }
+
+/// How Envoy uses its connections to the cluster's hosts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Connections {
+    /// Requests over one connection before Envoy closes it (1: a connection per request).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub max_requests_per_connection: Option<u32>,
+    /// An idle upstream connection is closed after this long, e.g. "60s" [Envoy: 1h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Read/write buffer per connection, in bytes [Envoy: 1 MiB].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub buffer_limit_bytes: Option<u32>,
+    /// TCP keepalive on upstream connections (the kernel's defaults for unset fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub probes: Option<u32>,
+    /// Idle time before the first probe, e.g. "60s" (whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Between probes, e.g. "10s" (whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}

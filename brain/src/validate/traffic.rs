@@ -347,6 +347,32 @@ pub(super) fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
         }
     }
     check_tiers(errs, p, c);
+    if let Some(conn) = &c.connections {
+        let cp = format!("{p}.connections");
+        for (field, v) in [
+            ("maxRequestsPerConnection", conn.max_requests_per_connection),
+            ("bufferLimitBytes", conn.buffer_limit_bytes),
+        ] {
+            if v == Some(0) {
+                errs.add(format!("{cp}.{field}"), 0, "at least 1");
+            }
+        }
+        check_duration(errs, format!("{cp}.idleTimeout"), &conn.idle_timeout);
+        if let Some(k) = &conn.tcp_keepalive {
+            for (field, v) in [("time", &k.time), ("interval", &k.interval)] {
+                check_duration(errs, format!("{cp}.tcpKeepalive.{field}"), v);
+                if let Some(Ok(d)) = v.as_deref().map(parse_duration)
+                    && d.subsec_nanos() != 0
+                {
+                    errs.add(
+                        format!("{cp}.tcpKeepalive.{field}"),
+                        v.clone(),
+                        "whole seconds (the kernel counts seconds)",
+                    );
+                }
+            }
+        }
+    }
     if c.upstream_protocol == Some(UpstreamProtocol::Auto) && c.tls.is_none() {
         errs.add(
             format!("{p}.upstreamProtocol"),
@@ -539,7 +565,7 @@ mod tests {
     fn actions_tiers_and_mirrors_are_checked() {
         let errs = errors(&with_route(
             "{match: {prefix: /}, route: {cluster: c, mirrors: [{cluster: ghost, percent: 150}]}, redirect: {code: 305, path: /a, prefix: /b}}",
-            "{name: c, type: STATIC, endpoints: [{address: 127.0.0.1, port: 80, priority: 0, zone: z1, localityWeight: 2}, {address: 127.0.0.2, port: 80, priority: 2, zone: z1, localityWeight: 3}]}",
+            "{name: c, type: STATIC, endpoints: [{address: 127.0.0.1, port: 80, priority: 0, zone: z1, localityWeight: 2}, {address: 127.0.0.2, port: 80, priority: 2, zone: z1, localityWeight: 3}], connections: {maxRequestsPerConnection: 0, tcpKeepalive: {time: 1500ms}}}",
         ));
         let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p.ends_with(path) && m.contains(text));
         assert!(has("routes[0]", "one of route, redirect, directResponse"), "{errs:?}");
@@ -550,6 +576,8 @@ mod tests {
         assert!(has("clusters[0].endpoints", "without gaps"), "{errs:?}");
         assert!(has("endpoints[1].localityWeight", "one weight per locality"), "{errs:?}");
         assert!(has("endpoints[0].localityWeight", "localityWeighted"), "{errs:?}");
+        assert!(has("connections.maxRequestsPerConnection", "at least 1"), "{errs:?}");
+        assert!(has("connections.tcpKeepalive.time", "whole seconds"), "{errs:?}");
     }
 
     #[test]
