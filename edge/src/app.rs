@@ -114,24 +114,21 @@ pub async fn open_mirror(js: &jetstream::Context, bucket: &str, domain: &str) ->
     let api = format!("$JS.{domain}.API");
     ensure_stream(js, &stream, config, |c| {
         let mirror = c.mirror.as_ref();
-        let same =
-            mirror.is_some_and(|m| m.name == stream && m.external.as_ref().is_some_and(|e| e.api_prefix == api));
-        match (same, mirror) {
-            (true, _) => Ok(()),
-            (false, None) => Err("a bucket of its own (written here, not mirrored)".to_string()),
-            (false, Some(m)) => Err(format!(
+        let same = mirror
+            .is_some_and(|m| m.name == stream && m.external.as_ref().is_some_and(|e| e.api_prefix == api));
+        let what = match (same, mirror) {
+            (true, _) => return Ok(()),
+            (false, None) => "a bucket of its own (written here, not mirrored)".to_string(),
+            (false, Some(m)) => format!(
                 "a mirror of {:?} via {:?}",
                 m.name,
                 m.external.as_ref().map(|e| e.api_prefix.as_str()).unwrap_or("this domain")
-            )),
-        }
+            ),
+        };
+        Err(format!("{what}; delete it (nats stream rm {stream}) or run without --mirror-domain"))
     })
     .await
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "--mirror-domain {domain}: {e:#}; delete it (nats stream rm {stream}) or run without --mirror-domain"
-        )
-    })?;
+    .map_err(|e| anyhow::anyhow!("--mirror-domain {domain}: {e:#}"))?;
     js.get_key_value(bucket)
         .await
         .with_context(|| format!("cannot open the mirrored JetStream KV bucket {bucket:?}"))

@@ -97,10 +97,14 @@ impl Manager {
             v.connected_at = Some(v.connected_at.map_or(s.connected_at, |t| t.min(s.connected_at)));
             v.streams.push(s);
         }
+        // Once per call, not per proxy: thousands of proxies, as many configs.
+        let live = self.service.live_groups();
         for v in out.values_mut() {
-            v.state = match self.service.is_live(&v.namespace, &v.cluster) {
-                Some(false) => "no-config",
-                _ => overall(v.streams.iter().flat_map(|s| s.types.values()).map(type_state)),
+            let has_config =
+                live.as_ref().is_none_or(|l| l.contains(&(v.namespace.clone(), v.cluster.clone())));
+            v.state = match has_config {
+                false => "no-config",
+                true => overall(v.streams.iter().flat_map(|s| s.types.values()).map(type_state)),
             };
         }
         out

@@ -268,16 +268,19 @@ impl ConfigService {
         &self.discovery
     }
 
-    /// Whether proxy group `namespace/name` has a config live on proxies (applied, a ProxyConfig
-    /// rather than a template), from the records kept in memory; None before they are loaded.
-    pub fn is_live(&self, namespace: &str, name: &str) -> Option<bool> {
+    /// The proxy groups (`namespace`, `name`) with a config live on proxies (applied, a
+    /// ProxyConfig rather than a template), from the records kept in memory; None before they
+    /// are loaded.
+    pub fn live_groups(&self) -> Option<std::collections::HashSet<(String, String)>> {
         let latest = self.cached()?;
-        Some(latest.records.iter().any(|r| {
-            r.namespace == namespace
-                && r.name == name
-                && r.applied_version.is_some()
-                && !r.config.is_template()
-        }))
+        Some(
+            latest
+                .records
+                .iter()
+                .filter(|r| r.applied_version.is_some() && !r.config.is_template())
+                .map(|r| (r.namespace.clone(), r.name.clone()))
+                .collect(),
+        )
     }
 
     /// `cfg` as its proxies get it: templates merged in, discovered endpoints filled.

@@ -38,18 +38,21 @@ impl ConfigService {
 
     /// Every config (or one namespace's) as a YAML bundle.
     pub async fn export(&self, namespace: Option<String>) -> Result<String, ServiceError> {
-        let recs = self.store.list(&ListFilter { namespace, name: None }).await?;
-        let cfgs: Vec<ProxyConfig> = recs.into_iter().map(|r| r.config).collect();
-        crate::parse::render_bundle(&cfgs)
-            .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
+        self.bundle(namespace, false).await
     }
 
     /// Every config as a bundle for a backup: private keys sealed with the secrets key when
     /// there is one (import opens them with the same key), plaintext otherwise.
     pub async fn export_for_backup(&self) -> Result<String, ServiceError> {
-        let recs = self.store.list(&ListFilter::default()).await?;
+        self.bundle(None, true).await
+    }
+
+    /// The configs of `namespace` (all when None) as one YAML bundle, private keys sealed when
+    /// `seal` and the service has a secrets key.
+    async fn bundle(&self, namespace: Option<String>, seal: bool) -> Result<String, ServiceError> {
+        let recs = self.store.list(&ListFilter { namespace, name: None }).await?;
         let mut cfgs: Vec<ProxyConfig> = recs.into_iter().map(|r| r.config).collect();
-        if let Some(c) = &self.secrets {
+        if let Some(c) = self.secrets.as_ref().filter(|_| seal) {
             for cfg in &mut cfgs {
                 crate::store::map_secrets(cfg, &|k| Some(c.seal(k)));
             }
