@@ -11,12 +11,12 @@ mod resilience;
 mod routing;
 
 pub use resilience::{
-    CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, TcpKeepalive,
-    UpstreamProtocol,
+    CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, SubsetFallback,
+    Subsets, TcpKeepalive, UpstreamProtocol,
 };
 pub use routing::{
     BackOff, CookieHash, DirectResponse, HashPolicy, HeaderMatch, HeaderOps, HeaderRules, HeaderValue,
-    Mirror, QueryParameterMatch, Redirect, RetryPolicy,
+    Mirror, QueryParameterMatch, Redirect, RegexRewrite, RetryPolicy,
 };
 
 pub const API_VERSION: &str = "v1";
@@ -283,6 +283,12 @@ pub struct RouteAction {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
+    /// Rewrite the path with a regex (instead of `prefixRewrite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// Only endpoints whose `metadata` has these values (a subset of the cluster's `subsets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata_match: BTreeMap<String, String>,
     /// A stream with no activity for this long is reset, e.g. "30s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
@@ -319,6 +325,9 @@ pub struct WeightedCluster {
     /// Header changes of the requests and responses that go to this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderRules>,
+    /// Only this cluster's endpoints whose `metadata` has these values (its `subsets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata_match: BTreeMap<String, String>,
 }
 
 // === clusters ===
@@ -386,6 +395,9 @@ pub struct Cluster {
     /// Connection reuse, idle timeout, buffer limit and TCP keepalive to the hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<Connections>,
+    /// Groups of endpoints by `metadata` that routes pick with `metadataMatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsets: Option<Subsets>,
 }
 
 impl Cluster {
@@ -561,6 +573,10 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     pub locality_weight: Option<u32>,
+    /// Labels for the cluster's `subsets` (Envoy's `envoy.lb` metadata), e.g. `{version: v2}`.
+    /// Endpoints from `discovery` take them from their registry labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// An endpoint's health as its registry reports it (Envoy's HealthStatus).

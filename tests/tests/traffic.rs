@@ -41,22 +41,30 @@ struct Setup {
     envoy: Envoy,
     port: u16,
     http: reqwest::Client,
+    /// The config's id, for updates.
+    id: String,
 }
 
-/// A brain with `yaml` applied and a real Envoy routing it on `port`, ready once `ready_path`
-/// answers through Envoy.
+/// A brain with `yaml` applied and a real Envoy (Delta xDS) routing it on `port`, ready once
+/// `ready_path` answers through Envoy.
 async fn setup(port: u16, yaml: &str, ready_path: &str) -> Setup {
+    setup_over(ApiType::DeltaGrpc, port, yaml, ready_path).await
+}
+
+/// `setup` with the Envoy speaking `api` (SotW or Delta).
+async fn setup_over(api: ApiType, port: u16, yaml: &str, ready_path: &str) -> Setup {
     let brain = TestBrain::start().await;
     let r = brain.post_yaml("/api/v1/configs?apply=true", yaml).await;
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let envoy = Envoy::start(brain.xds_port, "traffic-envoy", "web", "traffic", ApiType::DeltaGrpc);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let envoy = Envoy::start(brain.xds_port, "traffic-envoy", "web", "traffic", api);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let url = format!("http://127.0.0.1:{port}{ready_path}");
     wait_for("Envoy to serve the config", CONVERGE, || async {
         http.get(&url).send().await.ok().filter(|r| r.status() != StatusCode::NOT_FOUND).map(|_| ())
     })
     .await;
-    Setup { brain, envoy, port, http }
+    Setup { brain, envoy, port, http, id }
 }
 
 impl Setup {
@@ -71,10 +79,11 @@ impl Setup {
     }
 }
 
-/// A backend answering its name and the request headers it got, one `name: value` per line.
+/// A backend answering its name, the path it was asked for (`path: /x`) and the request
+/// headers it got, one `name: value` per line.
 async fn echo(name: &'static str) -> Backend {
-    let app = Router::new().fallback(move |headers: HeaderMap| async move {
-        let mut body = format!("backend {name}\n");
+    let app = Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| async move {
+        let mut body = format!("backend {name}\npath: {uri}\n");
         for (k, v) in &headers {
             body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
         }
@@ -85,6 +94,15 @@ async fn echo(name: &'static str) -> Backend {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_and_query_matches_pick_the_backend_and_header_changes_are_seen() {
+    header_and_query_matches(ApiType::DeltaGrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_query_matches_over_sotw() {
+    header_and_query_matches(ApiType::Grpc).await;
+}
+
+async fn header_and_query_matches(api: ApiType) {
     let (stable, canary, v2) = (echo("stable").await, echo("canary").await, echo("v2").await);
     let port = free_port();
     let routes = "            - {match: {prefix: /, headers: [{name: x-canary, exact: \"true\"}]}, route: {cluster: canary}}\n            - {match: {prefix: /, queryParameters: [{name: v, exact: \"2\"}]}, route: {cluster: v2}}\n            - match: {prefix: /}\n              route: {cluster: stable}\n              headers:\n                request: {set: [{name: x-env, value: prod}], remove: [x-debug]}\n                response: {add: [{name: x-served-by, value: flotilla}]}\n";
@@ -94,7 +112,7 @@ async fn header_and_query_matches_pick_the_backend_and_header_changes_are_seen()
         cluster("canary", &[&canary], ""),
         cluster("v2", &[&v2], "")
     );
-    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    let s = setup_over(api, port, &config(port, routes, &clusters), "/").await;
     let (_, body, _) = s.get("/x", &[("x-canary", "true")]).await;
     assert!(body.starts_with("backend canary"), "{body}");
     let (_, body, _) = s.get("/x", &[("x-canary", "false")]).await;
@@ -113,6 +131,15 @@ async fn header_and_query_matches_pick_the_backend_and_header_changes_are_seen()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_turns_a_first_attempt_503_into_a_200() {
+    retry_turns_a_503_into_a_200(ApiType::DeltaGrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_turns_a_first_attempt_503_into_a_200_over_sotw() {
+    retry_turns_a_503_into_a_200(ApiType::Grpc).await;
+}
+
+async fn retry_turns_a_503_into_a_200(api: ApiType) {
     // Every other request fails with 503.
     let n = Arc::new(AtomicUsize::new(0));
     let counter = n.clone();
@@ -131,7 +158,7 @@ async fn a_retry_turns_a_first_attempt_503_into_a_200() {
     .await;
     let port = free_port();
     let routes = "            - {match: {prefix: /retried}, route: {cluster: flaky, retryPolicy: {retryOn: [5xx], numRetries: 2, perTryTimeout: 2s}}}\n            - {match: {prefix: /}, route: {cluster: flaky}}\n";
-    let s = setup(port, &config(port, routes, &cluster("flaky", &[&flaky], "")), "/").await;
+    let s = setup_over(api, port, &config(port, routes, &cluster("flaky", &[&flaky], "")), "/").await;
     let mut plain = BTreeMap::new();
     for _ in 0..20 {
         *plain.entry(s.get("/plain", &[]).await.0).or_insert(0) += 1;
@@ -554,4 +581,260 @@ async fn upstream_tls_sends_sni_and_a_client_certificate() {
     .await;
     assert_eq!(body, "backend tls sni=backend.internal client-cert=true");
     task.abort();
+}
+
+/// The first line of an `echo` answer: which backend answered.
+fn who(body: &str) -> String {
+    body.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subsets_pick_endpoints_by_metadata_and_regex_rewrites_the_path() {
+    let (v1, v2, api) = (echo("v1").await, echo("v2").await, echo("api").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /, headers: [{name: x-version, exact: v2}]}, route: {cluster: versions, metadataMatch: {version: v2}}}\n            - {match: {prefix: /service/}, route: {cluster: api, regexRewrite: {pattern: \"^/service/([^/]+)(/.*)$\", substitution: \"\\\\2/instance/\\\\1\"}}}\n            - {match: {prefix: /}, route: {cluster: versions}}\n";
+    let clusters = format!(
+        "    - {{name: versions, type: STATIC, subsets: {{selectors: [[version]]}}, endpoints: [{{address: {}, port: {}, metadata: {{version: v1}}}}, {{address: {}, port: {}, metadata: {{version: v2}}}}]}}\n{}",
+        v1.addr.ip(),
+        v1.addr.port(),
+        v2.addr.ip(),
+        v2.addr.port(),
+        cluster("api", &[&api], "")
+    );
+    let s = setup(port, &config(port, routes, &clusters), "/").await;
+    for i in 0..20 {
+        assert_eq!(who(&s.get("/x", &[("x-version", "v2")]).await.1), "backend v2", "request {i}");
+    }
+    // Without a metadataMatch the subset load balancer falls back to any endpoint.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(who(&s.get("/x", &[]).await.1));
+    }
+    assert_eq!(seen.len(), 2, "both versions serve unmatched requests: {seen:?}");
+    let (status, body, _) = s.get("/service/foo/v1/api?x=1", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("path: /v1/api/instance/foo?x=1"), "the backend sees the rewritten path: {body}");
+    let (_, body, _) = s.get("/service/foo", &[]).await;
+    assert!(body.contains("path: /service/foo\n"), "a path the pattern does not match is kept: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_query_and_source_ip_hash_policies_keep_clients_on_one_backend() {
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /cookie}, route: {cluster: sticky, hashPolicy: [{cookie: {name: session, ttl: 3600s, path: /}}]}}\n            - {match: {prefix: /query}, route: {cluster: sticky, hashPolicy: [{queryParameter: user}]}}\n            - {match: {prefix: /ip}, route: {cluster: sticky, hashPolicy: [{sourceIp: true}]}}\n            - {match: {prefix: /}, route: {cluster: sticky}}\n";
+    let s = setup(
+        port,
+        &config(port, routes, &cluster("sticky", &[&a, &b, &c], "loadBalancingPolicy: RING_HASH")),
+        "/",
+    )
+    .await;
+    // Cookie with a TTL: Envoy sets the cookie on the first answer; with it, a client stays put.
+    let (_, first, headers) = s.get("/cookie", &[]).await;
+    let set_cookie = headers.get("set-cookie").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    assert!(set_cookie.starts_with("session="), "Envoy sets the hash cookie: {headers:?}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    for i in 0..30 {
+        let (_, body, _) = s.get("/cookie", &[("cookie", &cookie)]).await;
+        assert_eq!(who(&body), who(&first), "request {i} with {cookie} moved");
+    }
+    // Query parameter: one user stays, many users spread.
+    let alice = who(&s.get("/query?user=alice", &[]).await.1);
+    for i in 0..30 {
+        assert_eq!(who(&s.get("/query?user=alice", &[]).await.1), alice, "request {i} of alice moved");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for u in 0..30 {
+        seen.insert(who(&s.get(&format!("/query?user=u{u}"), &[]).await.1));
+    }
+    assert!(seen.len() >= 2, "30 users all on one backend: {seen:?}");
+    // Source IP: every request from 127.0.0.1 lands on the same backend; the same cluster
+    // without a hash policy spreads (ring hash with no hash picks at random).
+    let mine = who(&s.get("/ip", &[]).await.1);
+    for i in 0..30 {
+        assert_eq!(who(&s.get("/ip", &[]).await.1), mine, "request {i} from the same address moved");
+    }
+    let mut unhashed = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        unhashed.insert(who(&s.get("/other", &[]).await.1));
+    }
+    assert!(unhashed.len() >= 2, "without a hash policy requests spread: {unhashed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_budget_caps_concurrent_retries() {
+    // Always fails, slowly: every request wants its retries at about the same time.
+    let failing = Backend::with_router(
+        "failing",
+        Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "backend failing")
+        }),
+    )
+    .await;
+    let port = free_port();
+    let retry = "retryPolicy: {retryOn: [5xx], numRetries: 2, backOff: {baseInterval: 10ms}}";
+    let routes = format!(
+        "            - {{match: {{prefix: /budget}}, route: {{cluster: budgeted, {retry}}}}}\n            - {{match: {{prefix: /}}, route: {{cluster: roomy, {retry}}}}}\n"
+    );
+    let clusters = format!(
+        "{}{}",
+        cluster(
+            "budgeted",
+            &[&failing],
+            "circuitBreakers: {retryBudget: {budgetPercent: 10, minRetryConcurrency: 1}}"
+        ),
+        cluster("roomy", &[&failing], "circuitBreakers: {maxRetries: 100}")
+    );
+    let s = Arc::new(setup(port, &config(port, &routes, &clusters), "/").await);
+    for path in ["/budget", "/roomy"] {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.get(path, &[]).await.0 })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 503);
+        }
+    }
+    let capped = s.envoy.counter("cluster.budgeted.upstream_rq_retry_overflow").await;
+    let roomy = s.envoy.counter("cluster.roomy.upstream_rq_retry_overflow").await;
+    println!(
+        "retry overflows for 8 concurrent failing requests: {capped} with a budget of 1, {roomy} without"
+    );
+    assert!(capped >= 4, "the budget (10 % of 8 active, at least 1) refused retries: {capped}");
+    assert_eq!(roomy, 0, "100 retries in flight are allowed: no overflow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_rate_outlier_detection_ejects_the_outlier() {
+    let bad = Backend::with_router(
+        "bad",
+        Router::new().fallback(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "backend bad") }),
+    )
+    .await;
+    let (good1, good2) = (echo("good1").await, echo("good2").await);
+    let port = free_port();
+    let routes = "            - {match: {prefix: /}, route: {cluster: pool}}\n";
+    // Consecutive-5xx ejection is out of reach (1000 in a row), so only the success rate can
+    // eject: mean 66.7 %, stdev 47.1 → threshold 66.7 − 1.0 × 47.1 = 19.6 %, and bad is at 0 %.
+    let od = "outlierDetection: {consecutive5xx: 1000, consecutiveGatewayFailure: 1000, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100, successRateMinimumHosts: 3, successRateRequestVolume: 10, successRateStdevFactor: 1000}";
+    let s = setup(port, &config(port, routes, &cluster("pool", &[&bad, &good1, &good2], od)), "/").await;
+    wait_for("the outlier ejected by success rate", CONVERGE, || async {
+        for _ in 0..30 {
+            let (status, body, _) = s.get("/", &[]).await;
+            if status != 200 || !body.starts_with("backend good") {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let by_rate = s.envoy.counter("cluster.pool.outlier_detection.ejections_enforced_success_rate").await;
+    let by_5xx = s.envoy.counter("cluster.pool.outlier_detection.ejections_enforced_consecutive_5xx").await;
+    assert!(by_rate >= 1, "Envoy counted {by_rate} success-rate ejections");
+    assert_eq!(by_5xx, 0, "not ejected for consecutive 5xx");
+}
+
+/// Revision `rev` of the live-change test: a route to `a`/`b` weighted `wa`/`wb` whose answers
+/// carry `x-rev: rev`, with `route_extra` on the route and `cluster_extra` on both clusters.
+fn live_revision(
+    port: u16,
+    rev: u32,
+    (a, b): (&Backend, &Backend),
+    (wa, wb): (u32, u32),
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
+    let routes = format!(
+        "            - match: {{prefix: /}}\n              route: {{weightedClusters: [{{name: a, weight: {wa}}}, {{name: b, weight: {wb}}}]{route_extra}}}\n              headers: {{response: {{set: [{{name: x-rev, value: \"{rev}\"}}]}}}}\n"
+    );
+    let clusters = format!("{}{}", cluster("a", &[a], cluster_extra), cluster("b", &[b], cluster_extra));
+    config(port, &routes, &clusters)
+}
+
+/// Clients keep sending while the traffic settings change five times: every change is seen
+/// (by its `x-rev`) and not one request fails.
+async fn live_changes_drop_nothing(api: ApiType) {
+    use std::sync::atomic::AtomicBool;
+    let (a, b) = (echo("a").await, echo("b").await);
+    let port = free_port();
+    let s = Arc::new(setup_over(api, port, &live_revision(port, 0, (&a, &b), (100, 0), "", ""), "/").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let latest = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (s, stop, latest) = (s.clone(), stop.clone(), latest.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match s.http.get(format!("http://127.0.0.1:{}/", s.port)).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let rev = r.headers().get("x-rev").and_then(|v| v.to_str().ok()?.parse().ok());
+                        latest.fetch_max(rev.unwrap_or(0), Ordering::SeqCst);
+                        ok += 1;
+                    }
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(format!("{e}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let revisions: [((u32, u32), &str, &str); 5] = [
+        ((50, 50), ", retryPolicy: {retryOn: [5xx, reset], numRetries: 2}", ""),
+        (
+            (50, 50),
+            ", timeout: 5s",
+            "circuitBreakers: {maxConnections: 100, maxPendingRequests: 100, maxRequests: 100}",
+        ),
+        (
+            (20, 80),
+            ", timeout: 5s",
+            "outlierDetection: {consecutive5xx: 5, interval: 1s}, connections: {idleTimeout: 30s}",
+        ),
+        ((20, 80), ", hashPolicy: [{header: x-user}]", "loadBalancingPolicy: RING_HASH"),
+        ((0, 100), "", "loadBalancingPolicy: LEAST_REQUEST, loadBalancer: {leastRequestChoiceCount: 3}"),
+    ];
+    for (i, (weights, route_extra, cluster_extra)) in revisions.into_iter().enumerate() {
+        let rev = i as u32 + 1;
+        let yaml = live_revision(port, rev, (&a, &b), weights, route_extra, cluster_extra);
+        let r = s.brain.put_yaml(&format!("/api/v1/configs/{}?apply=true", s.id), &yaml).await;
+        assert_eq!(r.status().as_u16(), 200, "revision {rev}: {}", r.text().await.unwrap());
+        wait_for(&format!("revision {rev} served"), CONVERGE, || async {
+            (latest.load(Ordering::SeqCst) >= rev as usize).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The last revision sends everything to b.
+    for _ in 0..10 {
+        assert_eq!(who(&s.get("/", &[]).await.1), "backend b");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (n, f) = w.await.unwrap();
+        ok += n;
+        failed.extend(f);
+    }
+    println!("live changes over {api:?}: {ok} requests answered 200, {} failed", failed.len());
+    assert!(ok > 100, "only {ok} requests made");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the changes: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes_of_traffic_settings_drop_no_request_over_delta() {
+    live_changes_drop_nothing(ApiType::DeltaGrpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes_of_traffic_settings_drop_no_request_over_sotw() {
+    live_changes_drop_nothing(ApiType::Grpc).await;
 }

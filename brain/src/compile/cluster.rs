@@ -12,8 +12,8 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use flotilla_shared::{Resource, ResourceType};
 
 use super::{
-    CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, pb_duration, port_lazy, reference,
-    resource,
+    CompileError, DEFAULT_CONNECT_TIMEOUT, ads_config_source, duration, lb_metadata, pb_duration, port_lazy,
+    reference, resource,
 };
 use crate::model::{self, ClusterType, LbPolicy};
 
@@ -123,13 +123,13 @@ fn load_assignment(c: &model::Cluster, path: &str) -> Result<ClusterLoadAssignme
                 ..Default::default()
             })),
             load_balancing_weight: e.weight.map(|value| UInt32Value { value }),
+            metadata: lb_metadata(&e.metadata),
             health_status: match e.health {
                 None => HealthStatus::Unknown,
                 Some(model::EndpointHealth::Healthy) => HealthStatus::Healthy,
                 Some(model::EndpointHealth::Unhealthy) => HealthStatus::Unhealthy,
                 Some(model::EndpointHealth::Draining) => HealthStatus::Draining,
             } as i32,
-            ..Default::default()
         };
         let locality = (e.region.is_some() || e.zone.is_some()).then(|| Locality {
             region: e.region.clone().unwrap_or_default(),

@@ -111,6 +111,23 @@ fn port_lazy(path: impl FnOnce() -> String, p: i64) -> Result<u32, CompileError>
         .ok_or_else(|| CompileError::Invalid { path: path(), message: format!("port {p} out of range") })
 }
 
+/// `labels` as Envoy's load-balancer metadata (`filter_metadata["envoy.lb"]`), what subset
+/// selection compares; `None` when there are none.
+fn lb_metadata(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<envoy_types::pb::envoy::config::core::v3::Metadata> {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    if labels.is_empty() {
+        return None;
+    }
+    let fields =
+        labels.iter().map(|(k, v)| (k.clone(), Value { kind: Some(Kind::StringValue(v.clone())) })).collect();
+    Some(envoy_types::pb::envoy::config::core::v3::Metadata {
+        filter_metadata: [("envoy.lb".to_string(), Struct { fields })].into(),
+        ..Default::default()
+    })
+}
+
 fn any(msg: &impl prost::Name) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::pb::google::protobuf::Any { type_url: msg_type_url(msg), value: msg.encode_to_vec() }
 }

@@ -23,6 +23,23 @@ fn u32v(v: Option<u32>) -> Option<UInt32Value> {
     v.map(|value| UInt32Value { value })
 }
 
+fn subsets(s: &model::Subsets) -> cluster::LbSubsetConfig {
+    use cluster::lb_subset_config::{LbSubsetFallbackPolicy as Fallback, LbSubsetSelector};
+    let fallback = match s.fallback.unwrap_or_default() {
+        model::SubsetFallback::AnyEndpoint => Fallback::AnyEndpoint,
+        model::SubsetFallback::NoFallback => Fallback::NoFallback,
+    };
+    cluster::LbSubsetConfig {
+        fallback_policy: fallback as i32,
+        subset_selectors: s
+            .selectors
+            .iter()
+            .map(|keys| LbSubsetSelector { keys: keys.clone(), ..Default::default() })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// Sets `cl`'s resilience fields from `c` (`path`: the cluster's path, for errors).
 pub(super) fn apply(c: &model::Cluster, cl: &mut Cluster, path: &str) -> Result<(), CompileError> {
     if let Some(cb) = &c.circuit_breakers {
@@ -37,6 +54,9 @@ pub(super) fn apply(c: &model::Cluster, cl: &mut Cluster, path: &str) -> Result<
     }
     if let Some(lb) = &c.load_balancer {
         load_balancer(lb, cl);
+    }
+    if let Some(s) = &c.subsets {
+        cl.lb_subset_config = Some(subsets(s));
     }
     let protocol = c.upstream_protocol.unwrap_or_default();
     if protocol != UpstreamProtocol::Http1 || c.connections.is_some() {

@@ -10,7 +10,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use flotilla_shared::{Resource, ResourceType};
 
 use super::routing::{self, header_lists};
-use super::{CompileError, duration, reference, resource};
+use super::{CompileError, duration, lb_metadata, reference, resource};
 use crate::model;
 
 pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, CompileError> {
@@ -106,6 +106,7 @@ fn route_action(
                         request_headers_to_remove: h.request_remove,
                         response_headers_to_add: h.response_add,
                         response_headers_to_remove: h.response_remove,
+                        metadata_match: lb_metadata(&w.metadata_match),
                         ..Default::default()
                     }
                 })
@@ -143,6 +144,8 @@ fn route_action(
         timeout,
         idle_timeout,
         prefix_rewrite: a.prefix_rewrite.clone().unwrap_or_default(),
+        regex_rewrite: a.regex_rewrite.as_ref().map(routing::regex_rewrite),
+        metadata_match: lb_metadata(&a.metadata_match),
         retry_policy: a
             .retry_policy
             .as_ref()

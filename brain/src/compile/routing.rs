@@ -10,7 +10,9 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher, query_parameter_matcher, redirect_action, retry_policy, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
+};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
@@ -225,6 +227,11 @@ fn ops(o: Option<&model::HeaderOps>) -> (Vec<HeaderValueOption>, Vec<String>) {
         .chain(o.add_if_absent.iter().map(|h| option(h, A::AddIfAbsent)))
         .collect();
     (add, o.remove.clone())
+}
+
+/// A route's `regexRewrite`.
+pub(super) fn regex_rewrite(r: &model::RegexRewrite) -> RegexMatchAndSubstitute {
+    RegexMatchAndSubstitute { pattern: Some(regex(&r.pattern)), substitution: r.substitution.clone() }
 }
 
 /// A route's `redirect`.

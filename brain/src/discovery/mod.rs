@@ -547,6 +547,9 @@ impl Discovery {
                 }
             }
             let user: ServiceKey = (d.source.clone(), svc_ns.clone(), d.service.clone());
+            // Registry labels become endpoint metadata only where the cluster's subsets look.
+            let subset_keys: std::collections::BTreeSet<&str> =
+                c.subsets.iter().flat_map(|s| s.selectors.iter().flatten()).map(String::as_str).collect();
             let endpoints = svc
                 .endpoints
                 .iter()
@@ -573,6 +576,12 @@ impl Discovery {
                         region: e.region.clone(),
                         priority: None,
                         locality_weight: None,
+                        metadata: e
+                            .labels
+                            .iter()
+                            .filter(|(k, _)| subset_keys.contains(k.as_str()))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
                     }
                 })
                 .collect();
@@ -649,6 +658,23 @@ mod tests {
         let mut all = cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}");
         discovery().fill(&mut all).unwrap();
         assert_eq!(all.spec.clusters[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn registry_labels_become_metadata_only_for_subset_keys() {
+        let mut c = cfg(
+            "{name: a, type: EDS, discovery: {source: k8s, service: pay}, subsets: {selectors: [[track]]}}",
+        );
+        discovery().fill(&mut c).unwrap();
+        let tracks: Vec<_> =
+            c.spec.clusters[0].endpoints.iter().map(|e| e.metadata.get("track").cloned()).collect();
+        assert_eq!(tracks, [Some("stable".to_string()), Some("canary".to_string())]);
+        let mut plain = cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}");
+        discovery().fill(&mut plain).unwrap();
+        assert!(
+            plain.spec.clusters[0].endpoints.iter().all(|e| e.metadata.is_empty()),
+            "labels stay out of EDS"
+        );
     }
 
     #[test]

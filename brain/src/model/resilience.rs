@@ -168,3 +168,28 @@ pub struct TcpKeepalive {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
 }
+
+/// Load balancer subsets (Envoy `lb_subset_config`): endpoints are grouped by the values of
+/// their `metadata` for each selector's keys, and a route's `metadataMatch` picks one group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subsets {
+    /// Each a set of metadata keys, e.g. `[[version], [version, zone]]`; a route's
+    /// `metadataMatch` must name exactly the keys of one of them.
+    pub selectors: Vec<Vec<String>>,
+    /// Where requests go that ask for no subset, or for one no endpoint is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<SubsetFallback>,
+}
+
+/// Where a request goes when no subset answers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SubsetFallback {
+    /// Any endpoint of the cluster (Flotilla's default: routes without `metadataMatch` keep
+    /// working when a cluster gains subsets).
+    #[default]
+    AnyEndpoint,
+    /// Nowhere: the request fails as if the cluster had no endpoints (Envoy's default).
+    NoFallback,
+}

@@ -202,3 +202,14 @@ pub struct Mirror {
     #[schema(minimum = 0, maximum = 100)]
     pub percent: Option<f64>,
 }
+
+/// Rewrite the path with a regex before forwarding (Envoy `regex_rewrite`): every match of
+/// `pattern` (RE2) is replaced by `substitution`, where `\1`… are the pattern's groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// e.g. `^/v1/(.*)$`.
+    pub pattern: String,
+    /// e.g. `/api/\1`.
+    pub substitution: String,
+}

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::model::*;
 
+mod subsets;
 mod tls;
 mod traffic;
 
@@ -193,6 +194,7 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
         traffic::check_header_rules(&mut errs, &format!("{p}.headers"), rc.headers.as_ref());
     }
     traffic::check_hash_policies(&mut errs, spec);
+    subsets::check_matches(&mut errs, spec);
 
     let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
@@ -367,6 +369,7 @@ fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String
 
 fn check_cluster(errs: &mut Errors, p: &str, c: &Cluster) {
     traffic::check_cluster(errs, p, c);
+    subsets::check_cluster(errs, p, c);
     if let Some(t) = &c.connect_timeout
         && let Err(e) = parse_duration(t)
     {
@@ -505,8 +508,18 @@ mod tests {
             .push(std::sync::Arc::new(Cluster { name: "canary".into(), ..(*c.spec.clusters[0]).clone() }));
         c.spec.routes[0].virtual_hosts[0].routes[0].route = RouteAction {
             weighted_clusters: Some(vec![
-                WeightedCluster { name: "api_cluster".into(), weight: 90, headers: None },
-                WeightedCluster { name: "canary".into(), weight: 5, headers: None },
+                WeightedCluster {
+                    name: "api_cluster".into(),
+                    weight: 90,
+                    headers: None,
+                    metadata_match: Default::default(),
+                },
+                WeightedCluster {
+                    name: "canary".into(),
+                    weight: 5,
+                    headers: None,
+                    metadata_match: Default::default(),
+                },
             ]),
             ..Default::default()
         };

@@ -193,6 +193,16 @@ pub(super) fn check_route(
             }
         }
     }
+    if let Some(rr) = &a.regex_rewrite {
+        check_regex(errs, format!("{p}.route.regexRewrite.pattern"), &rr.pattern);
+        if a.prefix_rewrite.is_some() {
+            errs.add(
+                format!("{p}.route.regexRewrite"),
+                Value::Null,
+                "set either prefixRewrite or regexRewrite, not both",
+            );
+        }
+    }
     if a.host_rewrite.is_some() && a.auto_host_rewrite {
         errs.add(
             format!("{p}.route.hostRewrite"),
