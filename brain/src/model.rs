@@ -7,9 +7,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod http_filters;
 mod resilience;
 mod routing;
 
+pub use http_filters::{
+    AccessLog, CorsPolicy, Fault, FaultAbort, FaultDelay, FilterOverrides, HttpFilter, HttpFilterKind,
+    LocalRateLimit, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal,
+};
 pub use resilience::{
     CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, SubsetFallback,
     Subsets, TcpKeepalive, UpstreamProtocol,
@@ -194,6 +199,36 @@ pub struct FilterConfig {
     /// TCP proxy: the upstream cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// HTTP connection manager: its HTTP filters, in order (Envoy's router is added last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_filters: Vec<HttpFilter>,
+    /// HTTP connection manager: access logs, one line per request each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_log: Vec<AccessLog>,
+    /// Trust the connection's peer address as the client's (and append it to
+    /// X-Forwarded-For); Envoy's default is false (an edge proxy wants true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_remote_address: Option<bool>,
+    /// Proxies in front of Envoy whose X-Forwarded-For entries are trusted [default 0].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 64)]
+    pub xff_num_trusted_hops: Option<u32>,
+    /// The whole request (headers and body) must arrive within this, e.g. "30s" [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<String>,
+    /// A stream with no activity for this long is reset, e.g. "5m" [Envoy: 5m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout: Option<String>,
+    /// Largest request headers accepted, in KiB (1-8192) [Envoy: 60].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 8192)]
+    pub max_request_headers_kb: Option<u32>,
+    /// Protocol upgrades allowed through, e.g. `[websocket]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrades: Vec<String>,
+    /// Set `x-request-id` on requests that lack one [Envoy: true].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_request_id: Option<bool>,
 }
 
 // === routes ===
@@ -222,6 +257,9 @@ pub struct VirtualHost {
     /// Header changes for every route of this virtual host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderRules>,
+    /// HTTP filter settings for this virtual host's routes (CORS policy, own rate limit, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FilterOverrides>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -239,6 +277,9 @@ pub struct Route {
     /// Header changes of this route's requests and responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderRules>,
+    /// HTTP filter settings for this route (e.g. no rate limit on `/health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FilterOverrides>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

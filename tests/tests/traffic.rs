@@ -12,85 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::TestBrain;
 use flotilla_tests::envoy::{ApiType, Envoy};
+use flotilla_tests::traffic::{CONVERGE, cluster, config, echo, setup, setup_over, who};
 use flotilla_tests::{free_port, wait_for};
-
-const CONVERGE: Duration = Duration::from_secs(30);
-
-/// A config `traffic/web` with one listener on `port` routing through `routes` (YAML list items
-/// at 12 spaces) to `clusters` (list items at 4 spaces).
-fn config(port: u16, routes: &str, clusters: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - {{name: http, address: 127.0.0.1, port: {port}, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: web}}}}]}}]}}\n  routes:\n    - name: web\n      virtualHosts:\n        - name: all\n          domains: [\"*\"]\n          routes:\n{routes}  clusters:\n{clusters}"
-    )
-}
-
-/// A STATIC cluster `name` of `backends`, with `extra` fields (`key: value, …`).
-fn cluster(name: &str, backends: &[&Backend], extra: &str) -> String {
-    let eps: Vec<String> =
-        backends.iter().map(|b| format!("{{address: {}, port: {}}}", b.addr.ip(), b.addr.port())).collect();
-    let sep = if extra.is_empty() { "" } else { ", " };
-    format!("    - {{name: {name}, type: STATIC, endpoints: [{}]{sep}{extra}}}\n", eps.join(", "))
-}
-
-struct Setup {
-    brain: TestBrain,
-    envoy: Envoy,
-    port: u16,
-    http: reqwest::Client,
-    /// The config's id, for updates.
-    id: String,
-}
-
-/// A brain with `yaml` applied and a real Envoy (Delta xDS) routing it on `port`, ready once
-/// `ready_path` answers through Envoy.
-async fn setup(port: u16, yaml: &str, ready_path: &str) -> Setup {
-    setup_over(ApiType::DeltaGrpc, port, yaml, ready_path).await
-}
-
-/// `setup` with the Envoy speaking `api` (SotW or Delta).
-async fn setup_over(api: ApiType, port: u16, yaml: &str, ready_path: &str) -> Setup {
-    let brain = TestBrain::start().await;
-    let r = brain.post_yaml("/api/v1/configs?apply=true", yaml).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let envoy = Envoy::start(brain.xds_port, "traffic-envoy", "web", "traffic", api);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let url = format!("http://127.0.0.1:{port}{ready_path}");
-    wait_for("Envoy to serve the config", CONVERGE, || async {
-        http.get(&url).send().await.ok().filter(|r| r.status() != StatusCode::NOT_FOUND).map(|_| ())
-    })
-    .await;
-    Setup { brain, envoy, port, http, id }
-}
-
-impl Setup {
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, HeaderMap) {
-        let mut req = self.http.get(format!("http://127.0.0.1:{}{path}", self.port));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send().await.unwrap();
-        let (status, headers) = (r.status().as_u16(), r.headers().clone());
-        (status, r.text().await.unwrap(), headers)
-    }
-}
-
-/// A backend answering its name, the path it was asked for (`path: /x`) and the request
-/// headers it got, one `name: value` per line.
-async fn echo(name: &'static str) -> Backend {
-    let app = Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| async move {
-        let mut body = format!("backend {name}\npath: {uri}\n");
-        for (k, v) in &headers {
-            body.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
-        }
-        body
-    });
-    Backend::with_router(name, app).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_and_query_matches_pick_the_backend_and_header_changes_are_seen() {
@@ -581,11 +508,6 @@ async fn upstream_tls_sends_sni_and_a_client_certificate() {
     .await;
     assert_eq!(body, "backend tls sni=backend.internal client-cert=true");
     task.abort();
-}
-
-/// The first line of an `echo` answer: which backend answered.
-fn who(body: &str) -> String {
-    body.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,10 @@
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
-};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use flotilla_shared::{Resource, ResourceType};
 
-use super::{CompileError, ads_config_source, any, port, reference, resource};
+use super::{CompileError, any, port, reference, resource};
 use crate::model::{self, HTTP_CONNECTION_MANAGER, TCP_PROXY};
 
 pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, CompileError> {
@@ -25,7 +21,7 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
                     let rc =
                         f.config.route_config.clone().ok_or_else(|| missing(&fpath, "config.routeConfig"))?;
                     refs.push(reference(ResourceType::Route, &rc));
-                    any(&http_connection_manager(stat_prefix, rc))
+                    any(&super::connection_manager::compile(&f.config, stat_prefix, rc, &fpath)?)
                 }
                 TCP_PROXY => {
                     let cluster =
@@ -72,20 +68,4 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
 
 fn missing(path: &str, field: &str) -> CompileError {
     CompileError::Invalid { path: format!("{path}.{field}"), message: "missing".into() }
-}
-
-fn http_connection_manager(stat_prefix: String, route_config_name: String) -> HttpConnectionManager {
-    HttpConnectionManager {
-        stat_prefix,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads_config_source()),
-            route_config_name,
-        })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
 }

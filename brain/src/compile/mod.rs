@@ -5,7 +5,10 @@
 //! become a ClusterLoadAssignment of the cluster's name (or `serviceName`).
 
 mod cluster;
+mod connection_manager;
+mod http_filters;
 mod listener;
+mod rbac;
 mod resilience;
 mod route;
 mod routing;

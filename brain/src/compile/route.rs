@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use flotilla_shared::{Resource, ResourceType};
 
+use super::http_filters;
 use super::routing::{self, header_lists};
 use super::{CompileError, duration, lb_metadata, reference, resource};
 use crate::model;
@@ -37,6 +38,10 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
             request_headers_to_remove: h.request_remove,
             response_headers_to_add: h.response_add,
             response_headers_to_remove: h.response_remove,
+            typed_per_filter_config: http_filters::per_route(
+                vh.filters.as_ref(),
+                &format!("{vpath}.filters"),
+            )?,
             ..Default::default()
         });
     }
@@ -79,6 +84,7 @@ fn compile_route(
         request_headers_to_remove: h.request_remove,
         response_headers_to_add: h.response_add,
         response_headers_to_remove: h.response_remove,
+        typed_per_filter_config: http_filters::per_route(r.filters.as_ref(), &format!("{rpath}.filters"))?,
         ..Default::default()
     })
 }

@@ -94,7 +94,7 @@ pub(super) fn route_match(m: &model::RouteMatch, path: &str) -> Result<RouteMatc
     })
 }
 
-fn header_matcher(h: &model::HeaderMatch, path: &str) -> Result<HeaderMatcher, CompileError> {
+pub(super) fn header_matcher(h: &model::HeaderMatch, path: &str) -> Result<HeaderMatcher, CompileError> {
     use string_matcher::MatchPattern;
     let pattern = match (&h.exact, &h.prefix, &h.suffix, &h.contains, &h.regex, h.present) {
         (Some(v), None, None, None, None, None) => Some(MatchPattern::Exact(v.clone())),

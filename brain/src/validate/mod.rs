@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::model::*;
 
+mod http_filters;
 mod subsets;
 mod tls;
 mod traffic;
@@ -190,11 +191,13 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
                 traffic::check_retry(&mut errs, &format!("{vp}.retryPolicy"), rp);
             }
             traffic::check_header_rules(&mut errs, &format!("{vp}.headers"), vh.headers.as_ref());
+            http_filters::check_overrides(&mut errs, &format!("{vp}.filters"), vh.filters.as_ref());
         }
         traffic::check_header_rules(&mut errs, &format!("{p}.headers"), rc.headers.as_ref());
     }
     traffic::check_hash_policies(&mut errs, spec);
     subsets::check_matches(&mut errs, spec);
+    http_filters::check_filters_present(&mut errs, spec);
 
     let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
@@ -276,28 +279,14 @@ fn check_filter(
     clusters: &BTreeSet<String>,
 ) {
     match f.name.as_str() {
-        HTTP_CONNECTION_MANAGER => match &f.config.route_config {
-            None => errs.add(
-                format!("{p}.config.routeConfig"),
-                Value::Null,
-                "the HTTP connection manager needs routeConfig",
-            ),
-            Some(rc) if !routes.contains(rc) => errs.add(
-                format!("{p}.config.routeConfig"),
-                rc.clone(),
-                format!("route config {rc:?} does not exist in spec.routes"),
-            ),
-            Some(_) => {}
-        },
-        TCP_PROXY => match &f.config.cluster {
-            None => errs.add(format!("{p}.config.cluster"), Value::Null, "tcp_proxy needs a cluster"),
-            Some(c) if !clusters.contains(c) => errs.add(
-                format!("{p}.config.cluster"),
-                c.clone(),
-                format!("cluster {c:?} does not exist in spec.clusters"),
-            ),
-            Some(_) => {}
-        },
+        HTTP_CONNECTION_MANAGER => {
+            http_filters::check_connection_manager(errs, p, &f.config);
+            check_route_config_ref(errs, p, &f.config, routes);
+        }
+        TCP_PROXY => {
+            http_filters::check_not_http(errs, p, &f.config);
+            check_tcp_cluster(errs, p, &f.config, clusters);
+        }
         other => errs.add(
             format!("{p}.name"),
             other,
@@ -306,9 +295,38 @@ fn check_filter(
     }
 }
 
+fn check_route_config_ref(errs: &mut Errors, p: &str, c: &FilterConfig, routes: &BTreeSet<String>) {
+    match &c.route_config {
+        None => errs.add(
+            format!("{p}.config.routeConfig"),
+            Value::Null,
+            "the HTTP connection manager needs routeConfig",
+        ),
+        Some(rc) if !routes.contains(rc) => errs.add(
+            format!("{p}.config.routeConfig"),
+            rc.clone(),
+            format!("route config {rc:?} does not exist in spec.routes"),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn check_tcp_cluster(errs: &mut Errors, p: &str, c: &FilterConfig, clusters: &BTreeSet<String>) {
+    match &c.cluster {
+        None => errs.add(format!("{p}.config.cluster"), Value::Null, "tcp_proxy needs a cluster"),
+        Some(c) if !clusters.contains(c) => errs.add(
+            format!("{p}.config.cluster"),
+            c.clone(),
+            format!("cluster {c:?} does not exist in spec.clusters"),
+        ),
+        Some(_) => {}
+    }
+}
+
 fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String>) {
     traffic::check_match(errs, p, &r.match_);
     traffic::check_route(errs, p, r, clusters);
+    http_filters::check_overrides(errs, &format!("{p}.filters"), r.filters.as_ref());
     let actions = [!r.route.is_empty(), r.redirect.is_some(), r.direct_response.is_some()];
     if actions.iter().filter(|a| **a).count() > 1 {
         errs.add(p.to_string(), Value::Null, "a route does one of route, redirect, directResponse");

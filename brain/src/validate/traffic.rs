@@ -61,6 +61,24 @@ fn check_header_name(errs: &mut Errors, path: String, name: &str) {
     }
 }
 
+/// One header condition (of a route's match, or an RBAC rule).
+pub(super) fn check_header_match(errs: &mut Errors, hp: &str, h: &HeaderMatch) {
+    check_header_name(errs, format!("{hp}.name"), &h.name);
+    let tests =
+        [&h.exact, &h.prefix, &h.suffix, &h.contains, &h.regex].iter().filter(|t| t.is_some()).count()
+            + usize::from(h.present.is_some());
+    if tests != 1 {
+        errs.add(
+            hp.to_string(),
+            Value::Null,
+            "set exactly one of exact, prefix, suffix, contains, regex, present",
+        );
+    }
+    if let Some(r) = &h.regex {
+        check_regex(errs, format!("{hp}.regex"), r);
+    }
+}
+
 /// A route's `match`.
 pub(super) fn check_match(errs: &mut Errors, p: &str, m: &RouteMatch) {
     let kinds =
@@ -85,21 +103,7 @@ pub(super) fn check_match(errs: &mut Errors, p: &str, m: &RouteMatch) {
         );
     }
     for (i, h) in m.headers.iter().enumerate() {
-        let hp = format!("{p}.match.headers[{i}]");
-        check_header_name(errs, format!("{hp}.name"), &h.name);
-        let tests =
-            [&h.exact, &h.prefix, &h.suffix, &h.contains, &h.regex].iter().filter(|t| t.is_some()).count()
-                + usize::from(h.present.is_some());
-        if tests != 1 {
-            errs.add(
-                hp.clone(),
-                Value::Null,
-                "set exactly one of exact, prefix, suffix, contains, regex, present",
-            );
-        }
-        if let Some(r) = &h.regex {
-            check_regex(errs, format!("{hp}.regex"), r);
-        }
+        check_header_match(errs, &format!("{p}.match.headers[{i}]"), h);
     }
     for (i, q) in m.query_parameters.iter().enumerate() {
         let qp = format!("{p}.match.queryParameters[{i}]");

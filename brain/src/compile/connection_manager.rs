@@ -1,0 +1,91 @@
+//! A listener's HTTP connection manager (`FilterConfig` of an
+//! `envoy.filters.network.http_connection_manager` filter) → Envoy's `HttpConnectionManager`:
+//! RDS over ADS, the HTTP filter chain (from `compile::http_filters`), access logs, client
+//! address handling, timeouts, header limits and upgrades.
+
+use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, SubstitutionFormatString, data_source, substitution_format_string,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{FileAccessLog, file_access_log};
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{StdoutAccessLog, stdout_access_log};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, Rds, http_connection_manager,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value};
+
+use super::{CompileError, ads_config_source, any, duration};
+use crate::model;
+
+/// The path that means "Envoy's standard output" in `accessLog[].path`.
+pub const STDOUT: &str = "/dev/stdout";
+
+pub(super) fn compile(
+    f: &model::FilterConfig,
+    stat_prefix: String,
+    route_config_name: String,
+    path: &str,
+) -> Result<HttpConnectionManager, CompileError> {
+    let c = format!("{path}.config");
+    let opt_duration = |field: &str, v: &Option<String>| {
+        v.as_deref().map(|t| duration(&format!("{c}.{field}"), t)).transpose()
+    };
+    let access_log = f.access_log.iter().map(access_log_of).collect();
+    Ok(HttpConnectionManager {
+        stat_prefix,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name,
+        })),
+        http_filters: super::http_filters::chain(&f.http_filters, &format!("{c}.httpFilters"))?,
+        access_log,
+        use_remote_address: f.use_remote_address.map(|value| BoolValue { value }),
+        xff_num_trusted_hops: f.xff_num_trusted_hops.unwrap_or(0),
+        request_timeout: opt_duration("requestTimeout", &f.request_timeout)?,
+        stream_idle_timeout: opt_duration("streamIdleTimeout", &f.stream_idle_timeout)?,
+        max_request_headers_kb: f.max_request_headers_kb.map(|value| UInt32Value { value }),
+        upgrade_configs: f
+            .upgrades
+            .iter()
+            .map(|u| http_connection_manager::UpgradeConfig { upgrade_type: u.clone(), ..Default::default() })
+            .collect(),
+        generate_request_id: f.generate_request_id.map(|value| BoolValue { value }),
+        ..Default::default()
+    })
+}
+
+fn access_log_of(l: &model::AccessLog) -> AccessLog {
+    let format = if !l.json.is_empty() {
+        let fields = l
+            .json
+            .iter()
+            .map(|(k, v)| (k.clone(), Value { kind: Some(value::Kind::StringValue(v.clone())) }))
+            .collect();
+        Some(substitution_format_string::Format::JsonFormat(Struct { fields }))
+    } else {
+        l.format.as_ref().map(|text| {
+            substitution_format_string::Format::TextFormatSource(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(text.clone())),
+                ..Default::default()
+            })
+        })
+    };
+    let log_format = format.map(|f| SubstitutionFormatString { format: Some(f), ..Default::default() });
+    let (name, typed) = if l.path == STDOUT {
+        let cfg = StdoutAccessLog {
+            access_log_format: log_format.map(stdout_access_log::AccessLogFormat::LogFormat),
+        };
+        ("envoy.access_loggers.stdout", any(&cfg))
+    } else {
+        let cfg = FileAccessLog {
+            path: l.path.clone(),
+            access_log_format: log_format.map(file_access_log::AccessLogFormat::LogFormat),
+        };
+        ("envoy.access_loggers.file", any(&cfg))
+    };
+    AccessLog {
+        name: name.into(),
+        config_type: Some(access_log::ConfigType::TypedConfig(typed)),
+        ..Default::default()
+    }
+}

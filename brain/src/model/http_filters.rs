@@ -1,0 +1,301 @@
+//! The HTTP filters of an HTTP connection manager (`httpFilters`, in order; Envoy's router is
+//! implicit and last) and their per-route and per-virtual-host overrides (`filters`). Each
+//! filter kind says its Envoy counterpart; unset fields keep Envoy's defaults. Plain data:
+//! `validate::http_filters` checks it, `compile::http_filters` turns it into Envoy messages.
+//! The connection manager's own settings (timeouts, addresses) are fields of `FilterConfig`;
+//! its access log is here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::whole;
+
+/// One HTTP filter: exactly one of its kinds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpFilter {
+    /// Token-bucket rate limiting inside each Envoy (`envoy.filters.http.local_ratelimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_rate_limit: Option<LocalRateLimit>,
+    /// Injected delays and aborts (`envoy.filters.http.fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// CORS (`envoy.filters.http.cors`); the policies are set on virtual hosts and routes with
+    /// `filters.cors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<super::Empty>,
+    /// Allow or deny requests by path, method, header or source (`envoy.filters.http.rbac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac: Option<Rbac>,
+}
+
+/// The kinds of `HttpFilter`, as named in `filters.disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HttpFilterKind {
+    LocalRateLimit,
+    Fault,
+    Cors,
+    Rbac,
+}
+
+impl HttpFilterKind {
+    /// The filter's name in Envoy (also the key of its per-route configuration).
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            HttpFilterKind::LocalRateLimit => "envoy.filters.http.local_ratelimit",
+            HttpFilterKind::Fault => "envoy.filters.http.fault",
+            HttpFilterKind::Cors => "envoy.filters.http.cors",
+            HttpFilterKind::Rbac => "envoy.filters.http.rbac",
+        }
+    }
+
+    /// The name users write (`localRateLimit`, …).
+    pub fn field(self) -> &'static str {
+        match self {
+            HttpFilterKind::LocalRateLimit => "localRateLimit",
+            HttpFilterKind::Fault => "fault",
+            HttpFilterKind::Cors => "cors",
+            HttpFilterKind::Rbac => "rbac",
+        }
+    }
+}
+
+impl HttpFilter {
+    /// The kinds set on this filter (exactly one when valid).
+    pub fn kinds(&self) -> Vec<HttpFilterKind> {
+        let mut out = Vec::with_capacity(1);
+        if self.local_rate_limit.is_some() {
+            out.push(HttpFilterKind::LocalRateLimit);
+        }
+        if self.fault.is_some() {
+            out.push(HttpFilterKind::Fault);
+        }
+        if self.cors.is_some() {
+            out.push(HttpFilterKind::Cors);
+        }
+        if self.rbac.is_some() {
+            out.push(HttpFilterKind::Rbac);
+        }
+        out
+    }
+}
+
+/// A token bucket per Envoy (not shared between Envoys): a request takes a token or is refused
+/// with `statusCode` (Envoy `LocalRateLimit`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalRateLimit {
+    /// The bucket's size: the burst allowed.
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(value_type = u64, minimum = 1, maximum = 4294967295_u64)]
+    pub max_tokens: u32,
+    /// Tokens added each `fillInterval` [default: maxTokens].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub tokens_per_fill: Option<u32>,
+    /// e.g. "1s" (at least 50ms).
+    pub fill_interval: String,
+    /// The refusal's status [default 429].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 400, maximum = 599)]
+    pub status_code: Option<u32>,
+    /// Send `x-ratelimit-limit`, `-remaining` and `-reset` on answers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_limit_headers: bool,
+}
+
+/// Faults injected into a share of the requests (Envoy `HTTPFault`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+    /// Faults active at once, at most [default: unlimited].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
+    pub max_active_faults: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultDelay {
+    /// e.g. "500ms".
+    pub fixed_delay: String,
+    /// Share of requests delayed, in percent.
+    #[schema(minimum = 0, maximum = 100)]
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultAbort {
+    /// The status answered instead of forwarding, e.g. 503.
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(value_type = u64, minimum = 200, maximum = 599)]
+    pub http_status: u32,
+    /// Share of requests aborted, in percent.
+    #[schema(minimum = 0, maximum = 100)]
+    pub percent: f64,
+}
+
+/// A CORS policy of a virtual host or route (Envoy `CorsPolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsPolicy {
+    /// Origins allowed, exactly (`*` for any); `allowOriginRegex` for patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    /// RE2 patterns of origins allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origin_regex: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// How long a preflight answer may be cached, e.g. "1h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+}
+
+/// Role-based access control (Envoy `RBAC`): with `ALLOW`, a request passes only when a policy
+/// matches it; with `DENY`, it is refused (403) when one does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rbac {
+    pub action: RbacAction,
+    /// A policy matches when one of its permissions and one of its principals match.
+    #[serde(default)]
+    pub policies: Vec<RbacPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RbacAction {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RbacPolicy {
+    pub name: String,
+    /// What is asked for; one must match.
+    pub permissions: Vec<RbacPermission>,
+    /// Who asks; one must match.
+    pub principals: Vec<RbacPrincipal>,
+}
+
+/// One condition on the request: exactly one of its fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RbacPermission {
+    /// Any request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<bool>,
+    /// The path starts with this (query excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// The path is exactly this (query excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The method is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// A request header condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<super::HeaderMatch>,
+    /// The listener port the request came in on.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 65535)]
+    pub destination_port: Option<u32>,
+}
+
+/// One condition on the client: exactly one of its fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RbacPrincipal {
+    /// Anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<bool>,
+    /// The connection's peer address is in this CIDR range, e.g. `10.0.0.0/8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The client address as Envoy decided it (X-Forwarded-For with `useRemoteAddress` and
+    /// `xffNumTrustedHops`) is in this CIDR range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+    /// A request header condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<super::HeaderMatch>,
+    /// The client certificate's URI SAN (or subject) is exactly this, e.g. a SPIFFE ID (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated: Option<String>,
+}
+
+/// A virtual host's or route's changes to the connection manager's filters (Envoy
+/// `typed_per_filter_config`); a route's win over its virtual host's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterOverrides {
+    /// Filters skipped here, e.g. `[localRateLimit, rbac]` on a `/health` route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled: Vec<HttpFilterKind>,
+    /// A bucket of its own here instead of the listener's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_rate_limit: Option<LocalRateLimit>,
+    /// Other faults here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// The CORS policy here (needs a `cors` filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+    /// Other policies here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac: Option<Rbac>,
+}
+
+impl FilterOverrides {
+    /// The kinds this overrides or disables, for the check that the filter exists.
+    pub fn kinds(&self) -> Vec<HttpFilterKind> {
+        let mut out = self.disabled.clone();
+        for (set, kind) in [
+            (self.local_rate_limit.is_some(), HttpFilterKind::LocalRateLimit),
+            (self.fault.is_some(), HttpFilterKind::Fault),
+            (self.cors.is_some(), HttpFilterKind::Cors),
+            (self.rbac.is_some(), HttpFilterKind::Rbac),
+        ] {
+            if set {
+                out.push(kind);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Access log of a connection manager: one line per request to a file or stdout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLog {
+    /// A file path, or `/dev/stdout` (Envoy's stdout logger).
+    pub path: String,
+    /// A text line with Envoy's command operators, e.g.
+    /// `"%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\n"` (default: Envoy's format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// A JSON object per line instead: each key's value a command operator, e.g.
+    /// `{status: "%RESPONSE_CODE%"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub json: BTreeMap<String, String>,
+}

@@ -1,0 +1,413 @@
+//! Validation of HTTP connection managers and their filters (`model::http_filters`): one kind
+//! per filter and one filter per kind, token buckets Envoy accepts, fault percentages, CORS
+//! origins and RBAC rules that compile, access logs, connection-manager limits; and, across the
+//! spec, that a virtual host's or route's `filters` only touch filters that every connection
+//! manager serving its route config has. Every problem with its path and value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Errors, parse_duration};
+use crate::model::*;
+
+fn check_duration(errs: &mut Errors, path: String, v: &str) -> Option<Duration> {
+    match parse_duration(v) {
+        Ok(d) if d.is_zero() => {
+            errs.add(path, v, "must be greater than zero");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.add(path, v, e);
+            None
+        }
+    }
+}
+
+fn check_percent(errs: &mut Errors, path: String, pct: f64) {
+    if !(0.0..=100.0).contains(&pct) {
+        errs.add(path, pct, "a percentage, 0-100");
+    }
+}
+
+/// The HTTP-only fields of a `FilterConfig`, by name, where set.
+fn http_fields(c: &FilterConfig) -> Vec<&'static str> {
+    [
+        ("httpFilters", !c.http_filters.is_empty()),
+        ("accessLog", !c.access_log.is_empty()),
+        ("useRemoteAddress", c.use_remote_address.is_some()),
+        ("xffNumTrustedHops", c.xff_num_trusted_hops.is_some()),
+        ("requestTimeout", c.request_timeout.is_some()),
+        ("streamIdleTimeout", c.stream_idle_timeout.is_some()),
+        ("maxRequestHeadersKb", c.max_request_headers_kb.is_some()),
+        ("upgrades", !c.upgrades.is_empty()),
+        ("generateRequestId", c.generate_request_id.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+/// A filter that is not an HTTP connection manager carries none of its settings.
+pub(super) fn check_not_http(errs: &mut Errors, p: &str, c: &FilterConfig) {
+    for field in http_fields(c) {
+        errs.add(format!("{p}.config.{field}"), Value::Null, "only an HTTP connection manager has this");
+    }
+}
+
+/// An HTTP connection manager's filters and settings.
+pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterConfig) {
+    let cp = format!("{p}.config");
+    let mut seen: BTreeMap<HttpFilterKind, usize> = BTreeMap::new();
+    for (i, f) in c.http_filters.iter().enumerate() {
+        let fp = format!("{cp}.httpFilters[{i}]");
+        let kinds = f.kinds();
+        if kinds.len() != 1 {
+            errs.add(fp.clone(), Value::Null, "set exactly one of localRateLimit, fault, cors, rbac");
+        }
+        for kind in kinds {
+            if let Some(prev) = seen.insert(kind, i) {
+                errs.add(
+                    format!("{fp}.{}", kind.field()),
+                    Value::Null,
+                    format!(
+                        "a second {} filter (also {cp}.httpFilters[{prev}]): one of each kind",
+                        kind.field()
+                    ),
+                );
+            }
+        }
+        if let Some(l) = &f.local_rate_limit {
+            check_local_rate_limit(errs, &format!("{fp}.localRateLimit"), l);
+        }
+        if let Some(fl) = &f.fault {
+            check_fault(errs, &format!("{fp}.fault"), fl);
+        }
+        if let Some(r) = &f.rbac {
+            check_rbac(errs, &format!("{fp}.rbac"), r);
+        }
+    }
+    for (i, l) in c.access_log.iter().enumerate() {
+        let lp = format!("{cp}.accessLog[{i}]");
+        if !l.path.starts_with('/') {
+            errs.add(format!("{lp}.path"), l.path.clone(), "an absolute file path, or /dev/stdout");
+        }
+        if l.format.is_some() && !l.json.is_empty() {
+            errs.add(lp.clone(), Value::Null, "set either format (a text line) or json, not both");
+        }
+        if l.json.keys().any(String::is_empty) {
+            errs.add(format!("{lp}.json"), "", "a JSON key is not empty");
+        }
+    }
+    if let Some(hops) = c.xff_num_trusted_hops
+        && hops > 64
+    {
+        errs.add(format!("{cp}.xffNumTrustedHops"), hops, "at most 64");
+    }
+    for (field, v) in [("requestTimeout", &c.request_timeout), ("streamIdleTimeout", &c.stream_idle_timeout)]
+    {
+        if let Some(t) = v {
+            check_duration(errs, format!("{cp}.{field}"), t);
+        }
+    }
+    if let Some(kb) = c.max_request_headers_kb
+        && !(1..=8192).contains(&kb)
+    {
+        errs.add(format!("{cp}.maxRequestHeadersKb"), kb, "1-8192 (KiB)");
+    }
+    for (i, u) in c.upgrades.iter().enumerate() {
+        if u.is_empty() || !u.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
+            errs.add(format!("{cp}.upgrades[{i}]"), u.clone(), "an upgrade protocol name, e.g. websocket");
+        }
+    }
+}
+
+fn check_local_rate_limit(errs: &mut Errors, p: &str, l: &LocalRateLimit) {
+    if l.max_tokens == 0 {
+        errs.add(format!("{p}.maxTokens"), 0, "at least 1");
+    }
+    if l.tokens_per_fill == Some(0) {
+        errs.add(format!("{p}.tokensPerFill"), 0, "at least 1");
+    }
+    if let Some(d) = check_duration(errs, format!("{p}.fillInterval"), &l.fill_interval)
+        && d < Duration::from_millis(50)
+    {
+        errs.add(format!("{p}.fillInterval"), l.fill_interval.clone(), "at least 50ms (Envoy's minimum)");
+    }
+    if let Some(code) = l.status_code
+        && !(400..=599).contains(&code)
+    {
+        errs.add(format!("{p}.statusCode"), code, "an error status, 400-599");
+    }
+}
+
+fn check_fault(errs: &mut Errors, p: &str, f: &Fault) {
+    if f.delay.is_none() && f.abort.is_none() {
+        errs.add(p.to_string(), Value::Null, "a fault needs a delay, an abort, or both");
+    }
+    if let Some(d) = &f.delay {
+        check_duration(errs, format!("{p}.delay.fixedDelay"), &d.fixed_delay);
+        check_percent(errs, format!("{p}.delay.percent"), d.percent);
+    }
+    if let Some(a) = &f.abort {
+        if !(200..=599).contains(&a.http_status) {
+            errs.add(format!("{p}.abort.httpStatus"), a.http_status, "an HTTP status, 200-599");
+        }
+        check_percent(errs, format!("{p}.abort.percent"), a.percent);
+    }
+}
+
+fn check_cidr(errs: &mut Errors, p: String, s: &str) {
+    let ok = match s.split_once('/') {
+        Some((a, l)) => a
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .zip(l.parse::<u32>().ok())
+            .is_some_and(|(ip, len)| len <= if ip.is_ipv4() { 32 } else { 128 }),
+        None => s.parse::<std::net::IpAddr>().is_ok(),
+    };
+    if !ok {
+        errs.add(p, s, "an address or range such as 10.0.0.0/8");
+    }
+}
+
+fn check_rbac(errs: &mut Errors, p: &str, r: &Rbac) {
+    let mut names = BTreeSet::new();
+    for (i, pol) in r.policies.iter().enumerate() {
+        let pp = format!("{p}.policies[{i}]");
+        if pol.name.is_empty() {
+            errs.add(format!("{pp}.name"), "", "a policy needs a name");
+        } else if !names.insert(pol.name.as_str()) {
+            errs.add(format!("{pp}.name"), pol.name.clone(), "two policies of this name");
+        }
+        if pol.permissions.is_empty() {
+            errs.add(format!("{pp}.permissions"), Value::Array(vec![]), "at least one ({any: true} for any)");
+        }
+        if pol.principals.is_empty() {
+            errs.add(
+                format!("{pp}.principals"),
+                Value::Array(vec![]),
+                "at least one ({any: true} for anyone)",
+            );
+        }
+        for (j, x) in pol.permissions.iter().enumerate() {
+            let xp = format!("{pp}.permissions[{j}]");
+            let set = [
+                x.any.is_some(),
+                x.path_prefix.is_some(),
+                x.path.is_some(),
+                !x.methods.is_empty(),
+                x.header.is_some(),
+                x.destination_port.is_some(),
+            ];
+            if set.iter().filter(|s| **s).count() != 1 {
+                errs.add(
+                    xp.clone(),
+                    Value::Null,
+                    "set exactly one of any, pathPrefix, path, methods, header, destinationPort",
+                );
+            }
+            if let Some(h) = &x.header {
+                super::traffic::check_header_match(errs, &format!("{xp}.header"), h);
+            }
+            if x.destination_port.is_some_and(|port| !(1..=65535).contains(&port)) {
+                errs.add(format!("{xp}.destinationPort"), x.destination_port, "a port, 1-65535");
+            }
+        }
+        for (j, x) in pol.principals.iter().enumerate() {
+            let xp = format!("{pp}.principals[{j}]");
+            let set = [
+                x.any.is_some(),
+                x.source_ip.is_some(),
+                x.remote_ip.is_some(),
+                x.header.is_some(),
+                x.authenticated.is_some(),
+            ];
+            if set.iter().filter(|s| **s).count() != 1 {
+                errs.add(
+                    xp.clone(),
+                    Value::Null,
+                    "set exactly one of any, sourceIp, remoteIp, header, authenticated",
+                );
+            }
+            if let Some(c) = &x.source_ip {
+                check_cidr(errs, format!("{xp}.sourceIp"), c);
+            }
+            if let Some(c) = &x.remote_ip {
+                check_cidr(errs, format!("{xp}.remoteIp"), c);
+            }
+            if let Some(h) = &x.header {
+                super::traffic::check_header_match(errs, &format!("{xp}.header"), h);
+            }
+        }
+    }
+}
+
+fn check_cors(errs: &mut Errors, p: &str, c: &CorsPolicy) {
+    if c.allow_origins.is_empty() && c.allow_origin_regex.is_empty() {
+        errs.add(
+            format!("{p}.allowOrigins"),
+            Value::Array(vec![]),
+            "name the origins allowed (allowOrigins, or allowOriginRegex; \"*\" for any)",
+        );
+    }
+    for (i, r) in c.allow_origin_regex.iter().enumerate() {
+        if let Err(e) = regex::Regex::new(r) {
+            errs.add(
+                format!("{p}.allowOriginRegex[{i}]"),
+                r.clone(),
+                format!("not a valid regular expression (RE2): {e}"),
+            );
+        }
+    }
+    if let Some(a) = &c.max_age {
+        check_duration(errs, format!("{p}.maxAge"), a);
+    }
+}
+
+/// A virtual host's or route's `filters`.
+pub(super) fn check_overrides(errs: &mut Errors, p: &str, o: Option<&FilterOverrides>) {
+    let Some(o) = o else { return };
+    for kind in &o.disabled {
+        let configured = match kind {
+            HttpFilterKind::LocalRateLimit => o.local_rate_limit.is_some(),
+            HttpFilterKind::Fault => o.fault.is_some(),
+            HttpFilterKind::Cors => o.cors.is_some(),
+            HttpFilterKind::Rbac => o.rbac.is_some(),
+        };
+        if configured {
+            errs.add(
+                format!("{p}.{}", kind.field()),
+                Value::Null,
+                format!("{} is also in disabled: configure it or disable it", kind.field()),
+            );
+        }
+    }
+    if let Some(l) = &o.local_rate_limit {
+        check_local_rate_limit(errs, &format!("{p}.localRateLimit"), l);
+    }
+    if let Some(f) = &o.fault {
+        check_fault(errs, &format!("{p}.fault"), f);
+    }
+    if let Some(c) = &o.cors {
+        check_cors(errs, &format!("{p}.cors"), c);
+    }
+    if let Some(r) = &o.rbac {
+        check_rbac(errs, &format!("{p}.rbac"), r);
+    }
+}
+
+/// A `filters` setting for a filter kind that a connection manager serving the route config
+/// lacks would do nothing there: refused, naming the connection manager.
+pub(super) fn check_filters_present(errs: &mut Errors, spec: &ProxySpec) {
+    // Route config → (path of each connection manager using it, the filter kinds it has).
+    let mut users: BTreeMap<&str, Vec<(String, BTreeSet<HttpFilterKind>)>> = BTreeMap::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        for (j, fc) in l.filter_chains.iter().enumerate() {
+            for (k, f) in fc.filters.iter().enumerate() {
+                if f.name != HTTP_CONNECTION_MANAGER {
+                    continue;
+                }
+                if let Some(rc) = &f.config.route_config {
+                    let kinds = f.config.http_filters.iter().flat_map(HttpFilter::kinds).collect();
+                    users
+                        .entry(rc.as_str())
+                        .or_default()
+                        .push((format!("spec.listeners[{i}].filterChains[{j}].filters[{k}]"), kinds));
+                }
+            }
+        }
+    }
+    for (i, rc) in spec.routes.iter().enumerate() {
+        let Some(hcms) = users.get(rc.name.as_str()) else { continue };
+        let mut places = Vec::new();
+        for (j, vh) in rc.virtual_hosts.iter().enumerate() {
+            let vp = format!("spec.routes[{i}].virtualHosts[{j}]");
+            places.push((format!("{vp}.filters"), vh.filters.as_ref()));
+            for (k, r) in vh.routes.iter().enumerate() {
+                places.push((format!("{vp}.routes[{k}].filters"), r.filters.as_ref()));
+            }
+        }
+        for (path, o) in places {
+            let Some(o) = o else { continue };
+            for kind in o.kinds() {
+                if let Some((hcm, _)) = hcms.iter().find(|(_, kinds)| !kinds.contains(&kind)) {
+                    errs.add(
+                        path.clone(),
+                        Value::Null,
+                        format!(
+                            "{hcm} serves route config {:?} without a {} filter: add it to its config.httpFilters",
+                            rc.name,
+                            kind.field()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse::{Format, parse_config};
+    use crate::validate::validate;
+
+    fn errors(hcm: &str, vhost: &str, route: &str) -> Vec<(String, String)> {
+        let doc = format!(
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: t}}\nspec:\n  listeners:\n    - {{name: l, port: 8080, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: r, {hcm}}}}}]}}]}}\n  routes:\n    - name: r\n      virtualHosts:\n        - name: v\n          domains: [\"*\"]\n{vhost}          routes:\n            - {route}\n  clusters:\n    - {{name: c, type: STATIC, endpoints: [{{address: 127.0.0.1, port: 80}}]}}\n"
+        );
+        let cfg = parse_config(doc.as_bytes(), Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
+        validate(&cfg).into_iter().map(|e| (e.path, e.message)).collect()
+    }
+
+    const HCM: &str = "spec.listeners[0].filterChains[0].filters[0].config";
+
+    #[test]
+    fn a_full_filter_chain_is_valid() {
+        let errs = errors(
+            "httpFilters: [{localRateLimit: {maxTokens: 10, fillInterval: 1s}}, {fault: {abort: {httpStatus: 503, percent: 1.5}}}, {cors: {}}, {rbac: {action: DENY, policies: [{name: p, permissions: [{pathPrefix: /admin}, {methods: [POST]}], principals: [{sourceIp: 10.0.0.0/8}, {remoteIp: \"::1\"}, {authenticated: spiffe://x/y}]}]}}], accessLog: [{path: /dev/stdout, json: {s: \"%RESPONSE_CODE%\"}}], useRemoteAddress: true, xffNumTrustedHops: 1, requestTimeout: 30s, maxRequestHeadersKb: 96, upgrades: [websocket]",
+            "          filters: {cors: {allowOrigins: [\"*\"], maxAge: 1h}}\n",
+            "{match: {prefix: /health}, route: {cluster: c}, filters: {disabled: [localRateLimit, rbac], fault: {delay: {fixedDelay: 1s, percent: 100}}}}",
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn filter_problems_are_named_with_their_path() {
+        let errs = errors(
+            "httpFilters: [{localRateLimit: {maxTokens: 0, fillInterval: 10ms, statusCode: 200}}, {localRateLimit: {maxTokens: 1, fillInterval: 1s}, fault: {}}, {rbac: {action: ALLOW, policies: [{name: p, permissions: [{path: /a, pathPrefix: /b}], principals: [{sourceIp: 10.0.0.0/40}]}]}}], accessLog: [{path: relative.log, format: x, json: {a: b}}], maxRequestHeadersKb: 9000",
+            "          filters: {cors: {maxAge: soon}}\n",
+            "{match: {prefix: /}, route: {cluster: c}, filters: {disabled: [fault], fault: {abort: {httpStatus: 503, percent: 120}}}}",
+        );
+        let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p == path && m.contains(text));
+        let f = format!("{HCM}.httpFilters");
+        assert!(has(&format!("{f}[0].localRateLimit.maxTokens"), "at least 1"), "{errs:?}");
+        assert!(has(&format!("{f}[0].localRateLimit.fillInterval"), "50ms"), "{errs:?}");
+        assert!(has(&format!("{f}[0].localRateLimit.statusCode"), "400-599"), "{errs:?}");
+        assert!(has(&format!("{f}[1]"), "exactly one of"), "{errs:?}");
+        assert!(has(&format!("{f}[1].localRateLimit"), "one of each kind"), "{errs:?}");
+        assert!(has(&format!("{f}[1].fault"), "a delay, an abort"), "{errs:?}");
+        assert!(has(&format!("{f}[2].rbac.policies[0].permissions[0]"), "exactly one of"), "{errs:?}");
+        assert!(has(&format!("{f}[2].rbac.policies[0].principals[0].sourceIp"), "10.0.0.0/8"), "{errs:?}");
+        assert!(has(&format!("{HCM}.accessLog[0].path"), "absolute"), "{errs:?}");
+        assert!(has(&format!("{HCM}.accessLog[0]"), "not both"), "{errs:?}");
+        assert!(has(&format!("{HCM}.maxRequestHeadersKb"), "1-8192"), "{errs:?}");
+        let v = "spec.routes[0].virtualHosts[0]";
+        assert!(has(&format!("{v}.filters.cors.allowOrigins"), "origins allowed"), "{errs:?}");
+        assert!(has(&format!("{v}.filters.cors.maxAge"), "not a duration"), "{errs:?}");
+        assert!(has(&format!("{v}.filters"), "without a cors filter"), "{errs:?}");
+        assert!(has(&format!("{v}.routes[0].filters.fault"), "also in disabled"), "{errs:?}");
+        assert!(has(&format!("{v}.routes[0].filters.fault.abort.percent"), "0-100"), "{errs:?}");
+    }
+
+    #[test]
+    fn http_settings_on_a_tcp_proxy_are_refused() {
+        let doc = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: t}\nspec:\n  listeners:\n    - {name: l, port: 8080, filterChains: [{filters: [{name: envoy.filters.network.tcp_proxy, config: {cluster: c, httpFilters: [{cors: {}}], useRemoteAddress: true}}]}]}\n  clusters:\n    - {name: c, type: STATIC, endpoints: [{address: 127.0.0.1, port: 80}]}\n";
+        let cfg = parse_config(doc.as_bytes(), Format::Yaml).unwrap();
+        let paths: Vec<String> = validate(&cfg).into_iter().map(|e| e.path).collect();
+        let base = "spec.listeners[0].filterChains[0].filters[0].config";
+        assert_eq!(paths, [format!("{base}.httpFilters"), format!("{base}.useRemoteAddress")]);
+    }
+}
