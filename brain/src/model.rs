@@ -8,13 +8,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod http_filters;
+mod listeners;
 mod resilience;
 mod routing;
 
 pub use http_filters::{
-    AccessLog, CorsPolicy, Fault, FaultAbort, FaultDelay, FilterOverrides, HttpFilter, HttpFilterKind,
-    LocalRateLimit, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal,
+    AccessLog, CorsPolicy, ExtAuthz, ExtAuthzHttp, Fault, FaultAbort, FaultDelay, FilterOverrides,
+    GenericKey, GlobalRateLimit, HeaderDescriptor, HttpFilter, HttpFilterKind, LocalRateLimit,
+    RateLimitAction, RateLimitDescriptor, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal,
+    ServiceRef,
 };
+pub use listeners::{FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
 pub use resilience::{
     CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, SubsetFallback,
     Subsets, TcpKeepalive, UpstreamProtocol,
@@ -160,8 +164,13 @@ pub struct Listener {
     #[schema(minimum = 1, maximum = 65535)]
     #[serde(deserialize_with = "whole::i64")]
     pub port: i64,
+    /// Run on each new connection before a filter chain is chosen (TLS inspector, PROXY
+    /// protocol, …), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listener_filters: Vec<ListenerFilter>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filter_chains: Vec<FilterChain>,
+    /// TLS for every filter chain that has no `tls` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
 }
@@ -173,8 +182,15 @@ fn default_listen_address() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterChain {
+    /// Which connections this chain takes (absent: any; at most one chain per match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_chain_match: Option<FilterChainMatch>,
     #[serde(default)]
     pub filters: Vec<NetworkFilter>,
+    /// TLS of this chain (its own certificate, e.g. per server name), instead of the
+    /// listener's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
@@ -196,9 +212,15 @@ pub struct FilterConfig {
     pub route_config: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat_prefix: Option<String>,
-    /// TCP proxy: the upstream cluster.
+    /// TCP proxy: the upstream cluster (or `weightedClusters`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// TCP proxy: connections split over clusters by weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weighted_clusters: Vec<TcpWeightedCluster>,
+    /// TCP proxy: a connection idle this long is closed, e.g. "1h" [Envoy: 1h].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
     /// HTTP connection manager: its HTTP filters, in order (Envoy's router is added last).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_filters: Vec<HttpFilter>,
@@ -260,6 +282,9 @@ pub struct VirtualHost {
     /// HTTP filter settings for this virtual host's routes (CORS policy, own rate limit, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<FilterOverrides>,
+    /// Descriptors sent to the global rate limit service for this virtual host's requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitDescriptor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -347,6 +372,9 @@ pub struct RouteAction {
     /// Copies of the requests to other clusters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// Descriptors sent to the global rate limit service for this route's requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitDescriptor>,
 }
 
 impl RouteAction {

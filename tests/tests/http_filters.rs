@@ -1,15 +1,22 @@
-//! HTTP filters and connection-manager settings with a real Envoy and real requests: a local
-//! rate limit answering 429 and refilling (and skipped on a route that disables it), injected
-//! aborts at the configured rate and delays, CORS preflights, RBAC refusing by path, source and
-//! header, access log lines in the configured format, and the client address with
-//! `useRemoteAddress`. The configs are docs/traffic.md's recipes.
+//! HTTP filters, connection-manager settings and listener features with a real Envoy and real
+//! requests: a local rate limit answering 429 and refilling (and skipped on a route that
+//! disables it), injected aborts at the configured rate and delays, CORS preflights, RBAC
+//! refusing by path, source and header, access log lines in the configured format, the client
+//! address with `useRemoteAddress`; two host names on one port with their own certificates and
+//! routes (SNI), the PROXY protocol carrying the client's address, and a TCP proxy's weighted
+//! clusters and idle timeout. The configs are docs/traffic.md's recipes.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_tests::brain::TestBrain;
+use flotilla_tests::envoy::{ApiType, Envoy};
+use flotilla_tests::pki::Ca;
 use flotilla_tests::traffic::{CONVERGE, cluster, echo, proxy_config, setup, who};
 use flotilla_tests::{free_port, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_rate_limit_answers_429_refills_and_is_skipped_where_disabled() {
@@ -166,4 +173,330 @@ async fn access_logs_are_written_in_the_configured_formats_and_the_client_addres
     })
     .await;
     assert!(text.lines().any(|l| l == "GET /logged/0 200"), "{text}");
+}
+
+/// Sends `request` on a fresh connection to `port` (after `preamble`, e.g. a PROXY header) and
+/// reads until the server closes: the raw answer, or `None` when the connection fails.
+async fn raw_exchange(port: u16, preamble: &str, request: &str) -> Option<String> {
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    tcp.write_all(format!("{preamble}{request}").as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await.ok()?.ok()?;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// GET / over TLS to `port` with SNI `name`, verifying the server's certificate for `name`
+/// against `ca`: the raw answer, or `None` when no certificate for `name` is served.
+async fn tls_get(port: u16, name: &str, ca: &Ca) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).ok()?).ok()?;
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let server = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, tcp).await.ok()?;
+    let request = format!("GET / HTTP/1.1\r\nhost: {name}\r\nconnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A brain with `yaml` applied and a real Envoy serving it.
+async fn apply(yaml: &str) -> (TestBrain, Envoy) {
+    let brain = TestBrain::start().await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", yaml).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let envoy = Envoy::start(brain.xds_port, "listener-envoy", "web", "traffic", ApiType::DeltaGrpc);
+    (brain, envoy)
+}
+
+fn pem_block(pem: &str) -> String {
+    pem.lines().map(|l| format!("          {l}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_names_on_one_port_get_their_own_certificates_and_routes() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let ca = Ca::new();
+    let (cert_a, cert_b) = (ca.server_for(&["a.example"]), ca.server_for(&["b.example"]));
+    let port = free_port();
+    let hcm = |rc: &str| {
+        format!("[{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: {rc}}}}}]")
+    };
+    let route = |rc: &str, c: &str| {
+        format!(
+            "    - {{name: {rc}, virtualHosts: [{{name: all, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: {c}}}}}]}}]}}\n"
+        )
+    };
+    let secret = |name: &str, pair: &flotilla_tests::pki::Pair| {
+        format!(
+            "    - name: {name}\n      certificateChain: |\n{}      privateKey: |\n{}",
+            pem_block(&pair.cert),
+            pem_block(&pair.key)
+        )
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - name: https\n      address: 127.0.0.1\n      port: {port}\n      listenerFilters: [{{tlsInspector: {{}}}}]\n      filterChains:\n        - {{filterChainMatch: {{serverNames: [a.example]}}, tls: {{secret: cert-a}}, filters: {}}}\n        - {{filterChainMatch: {{serverNames: [b.example]}}, tls: {{secret: cert-b}}, filters: {}}}\n  routes:\n{}{}  clusters:\n{}{}  secrets:\n{}{}",
+        hcm("ra"),
+        hcm("rb"),
+        route("ra", "a"),
+        route("rb", "b"),
+        cluster("a", &[&a], ""),
+        cluster("b", &[&b], ""),
+        secret("cert-a", &cert_a),
+        secret("cert-b", &cert_b)
+    );
+    let (_brain, _envoy) = apply(&yaml).await;
+    let answer = wait_for("a.example served over TLS", CONVERGE, || tls_get(port, "a.example", &ca)).await;
+    assert!(answer.contains("backend a"), "{answer}");
+    let answer = wait_for("b.example served over TLS", CONVERGE, || tls_get(port, "b.example", &ca)).await;
+    assert!(answer.contains("backend b"), "b.example gets its own certificate and routes: {answer}");
+    assert!(tls_get(port, "c.example", &ca).await.is_none(), "no chain takes another name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_carries_the_client_address() {
+    let b = echo("b").await;
+    let port = free_port();
+    let yaml = format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - {{name: http, address: 127.0.0.1, port: {port}, listenerFilters: [{{proxyProtocol: {{}}}}], filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: web, useRemoteAddress: true}}}}]}}]}}\n  routes:\n    - {{name: web, virtualHosts: [{{name: all, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: b}}}}]}}]}}\n  clusters:\n{}",
+        cluster("b", &[&b], "")
+    );
+    let (_brain, _envoy) = apply(&yaml).await;
+    let request = "GET /who HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n";
+    let header = format!("PROXY TCP4 203.0.113.7 127.0.0.1 40000 {port}\r\n");
+    let answer =
+        wait_for("an answer behind a PROXY header", CONVERGE, || raw_exchange(port, &header, request)).await;
+    assert!(answer.contains("backend b"), "{answer}");
+    assert!(
+        answer.contains("x-envoy-external-address: 203.0.113.7"),
+        "the client is the PROXY header's: {answer}"
+    );
+    let bare = raw_exchange(port, "", request).await.unwrap_or_default();
+    assert!(!bare.contains("backend b"), "a connection without the header is refused: {bare}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_proxy_splits_connections_by_weight_and_closes_idle_ones() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let port = free_port();
+    let yaml = format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - {{name: tcp, address: 127.0.0.1, port: {port}, filterChains: [{{filters: [{{name: envoy.filters.network.tcp_proxy, config: {{weightedClusters: [{{name: a, weight: 1}}, {{name: b, weight: 1}}], idleTimeout: 1s}}}}]}}]}}\n  clusters:\n{}{}",
+        cluster("a", &[&a], ""),
+        cluster("b", &[&b], "")
+    );
+    let (_brain, _envoy) = apply(&yaml).await;
+    let request = "GET / HTTP/1.1\r\nhost: tcp\r\nconnection: close\r\n\r\n";
+    wait_for("the TCP proxy", CONVERGE, || raw_exchange(port, "", request)).await;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let answer = raw_exchange(port, "", request).await.unwrap();
+        let name = if answer.contains("backend a") {
+            "a"
+        } else if answer.contains("backend b") {
+            "b"
+        } else {
+            "?"
+        };
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert!(seen.get("a").is_some_and(|n| *n >= 8) && seen.get("b").is_some_and(|n| *n >= 8), "{seen:?}");
+    // An idle connection is closed by Envoy after 1 s.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await.expect("closed in time");
+    assert_eq!(n.unwrap_or(0), 0, "closed, nothing read");
+    assert!(t.elapsed() >= Duration::from_millis(900), "closed after {:?}", t.elapsed());
+}
+
+/// Serves `routes` (tonic services) over h2c on a free port until the sender is used or
+/// dropped: then the server shuts down, closing its connections (GOAWAY).
+async fn grpc_server(
+    routes: tonic::service::Routes,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (addr, stop)
+}
+
+/// An HTTP/2 STATIC cluster `name` at `addr` (a gRPC service).
+fn grpc_cluster(name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "    - {{name: {name}, type: STATIC, upstreamProtocol: HTTP2, endpoints: [{{address: {}, port: {}}}]}}\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_authorizer_allows_and_denies_and_adds_headers() {
+    use axum::http::{HeaderMap, StatusCode};
+    let b = echo("b").await;
+    // Allows requests carrying `x-token: good` (and names the user), refuses the rest.
+    let authz = flotilla_tests::backend::Backend::with_router(
+        "authz",
+        axum::Router::new().fallback(|uri: axum::http::Uri, headers: HeaderMap| async move {
+            let good = headers.get("x-token").is_some_and(|v| v == "good");
+            let on_prefix = uri.path().starts_with("/authz/");
+            match (good, on_prefix) {
+                (true, true) => (StatusCode::OK, [("x-user", "alice")], "ok"),
+                _ => (StatusCode::FORBIDDEN, [("x-user", "nobody")], "denied by the authorizer"),
+            }
+        }),
+    )
+    .await;
+    let port = free_port();
+    let hcm = "httpFilters: [{extAuthz: {http: {cluster: authz, pathPrefix: /authz, timeout: 1s, upstreamHeaders: [x-user]}, sendHeaders: [x-token]}}]";
+    let routes = "            - {match: {prefix: /health}, route: {cluster: b}, filters: {disabled: [extAuthz]}}\n            - {match: {prefix: /}, route: {cluster: b}}\n";
+    let clusters = format!("{}{}", cluster("b", &[&b], ""), cluster("authz", &[&authz], ""));
+    let s = setup(port, &proxy_config(port, hcm, "", routes, &clusters), "/health").await;
+    let (status, body, _) = s.get("/api", &[("x-token", "good")]).await;
+    assert_eq!((status, who(&body).as_str()), (200, "backend b"), "{body}");
+    assert!(body.contains("x-user: alice"), "the authorizer's header reaches the backend: {body}");
+    let (status, body, _) = s.get("/api", &[("x-token", "bad")]).await;
+    assert_eq!((status, body.as_str()), (403, "denied by the authorizer"));
+    assert_eq!(s.get("/api", &[]).await.0, 403);
+    assert_eq!(s.get("/health", &[]).await.0, 200, "authorization disabled on /health");
+}
+
+#[derive(Clone)]
+struct TokenAuthz;
+
+#[tonic::async_trait]
+impl envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization for TokenAuthz {
+    async fn check(
+        &self,
+        request: tonic::Request<envoy_types::pb::envoy::service::auth::v3::CheckRequest>,
+    ) -> Result<tonic::Response<envoy_types::pb::envoy::service::auth::v3::CheckResponse>, tonic::Status>
+    {
+        let good = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .is_some_and(|h| h.headers.get("x-token").is_some_and(|v| v == "good"));
+        // google.rpc.Code: 0 OK, 7 PERMISSION_DENIED.
+        let code = if good { 0 } else { 7 };
+        Ok(tonic::Response::new(envoy_types::pb::envoy::service::auth::v3::CheckResponse {
+            status: Some(envoy_types::pb::google::rpc::Status { code, ..Default::default() }),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_authorizer_decides_and_failure_mode_allow_lets_traffic_through_when_it_is_down() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+    let b = echo("b").await;
+    let (addr, server) = grpc_server(tonic::service::Routes::new(AuthorizationServer::new(TokenAuthz))).await;
+    let port = free_port();
+    let hcm = "httpFilters: [{extAuthz: {grpc: {cluster: authz, timeout: 1s}, failureModeAllow: true}}]";
+    let routes = "            - {match: {prefix: /}, route: {cluster: b}}\n";
+    let clusters = format!("{}{}", cluster("b", &[&b], ""), grpc_cluster("authz", addr));
+    let s = setup(port, &proxy_config(port, hcm, "", routes, &clusters), "/").await;
+    wait_for("the gRPC authorizer answering", CONVERGE, || async {
+        (s.get("/x", &[("x-token", "good")]).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(s.get("/x", &[("x-token", "bad")]).await.0, 403, "denied by the gRPC authorizer");
+    drop(server);
+    // The authorizer is gone: failure-mode-allow lets even a bad token through.
+    wait_for("requests let through with the authorizer down", CONVERGE, || async {
+        (s.get("/x", &[("x-token", "bad")]).await.0 == 200).then_some(())
+    })
+    .await;
+    let failed = s.envoy.counter("http.http.ext_authz.failure_mode_allowed").await;
+    assert!(failed >= 1, "Envoy counted {failed} requests allowed on failure");
+}
+
+/// A rate limit service: three requests per `client` descriptor value, then OVER_LIMIT.
+#[derive(Clone, Default)]
+struct ThreePerClient {
+    seen: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+    domains: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService
+    for ThreePerClient
+{
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest>,
+    ) -> Result<
+        tonic::Response<envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse>,
+        tonic::Status,
+    > {
+        use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+        let req = request.into_inner();
+        self.domains.lock().unwrap().push(req.domain.clone());
+        let mut over = false;
+        for d in &req.descriptors {
+            for e in d.entries.iter().filter(|e| e.key == "client") {
+                let mut seen = self.seen.lock().unwrap();
+                let n = seen.entry(e.value.clone()).or_insert(0);
+                *n += 1;
+                over |= *n > 3;
+            }
+        }
+        let code = if over { Code::OverLimit } else { Code::Ok };
+        Ok(tonic::Response::new(envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse {
+            overall_code: code as i32,
+            ..Default::default()
+        }))
+    }
+}
+
+/// There is no rate limit service to install here (Envoy's reference `ratelimit` is a Go
+/// server): this one is written from `envoy.service.ratelimit.v3.RateLimitService`, and counts
+/// three requests per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_rate_limit_refuses_a_client_over_its_limit_by_descriptor() {
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+    let b = echo("b").await;
+    let rls = ThreePerClient::default();
+    let (addr, _server) =
+        grpc_server(tonic::service::Routes::new(RateLimitServiceServer::new(rls.clone()))).await;
+    let port = free_port();
+    let hcm = "httpFilters: [{rateLimit: {domain: web, service: {cluster: rls, timeout: 1s}, failureModeDeny: true}}]";
+    let routes = "            - {match: {prefix: /}, route: {cluster: b, rateLimits: [{actions: [{requestHeader: {header: x-client, descriptorKey: client}}]}]}}\n";
+    let clusters = format!("{}{}", cluster("b", &[&b], ""), grpc_cluster("rls", addr));
+    let s = setup(port, &proxy_config(port, hcm, "", routes, &clusters), "/").await;
+    let statuses = |client: &'static str, n: usize| {
+        let s = &s;
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                out.push(s.get("/x", &[("x-client", client)]).await.0);
+            }
+            out
+        }
+    };
+    assert_eq!(statuses("a", 5).await, [200, 200, 200, 429, 429], "client a over its three");
+    assert_eq!(statuses("b", 1).await, [200], "client b has its own count");
+    // No x-client header: no descriptor, the service is not asked.
+    let asked = rls.domains.lock().unwrap().len();
+    assert_eq!(s.get("/x", &[]).await.0, 200);
+    assert_eq!(rls.domains.lock().unwrap().len(), asked, "no descriptor, no call");
+    assert!(rls.domains.lock().unwrap().iter().all(|d| d == "web"), "the configured domain is sent");
+    let over = s.envoy.counter("cluster.b.ratelimit.over_limit").await;
+    assert_eq!(over, 2, "Envoy counted the refusals");
 }

@@ -14,7 +14,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, UInt32Value, Value, value};
 
-use super::{CompileError, ads_config_source, any, duration};
+use flotilla_shared::{ResourceRef, ResourceType};
+
+use super::{CompileError, ads_config_source, any, duration, reference};
 use crate::model;
 
 /// The path that means "Envoy's standard output" in `accessLog[].path`.
@@ -25,7 +27,15 @@ pub(super) fn compile(
     stat_prefix: String,
     route_config_name: String,
     path: &str,
+    refs: &mut Vec<ResourceRef>,
 ) -> Result<HttpConnectionManager, CompileError> {
+    // The clusters of the services its filters call: Envoy must know them first.
+    for hf in &f.http_filters {
+        let http = hf.ext_authz.as_ref().and_then(|e| e.http.as_ref()).map(|h| &h.cluster);
+        let grpc = hf.ext_authz.as_ref().and_then(|e| e.grpc.as_ref()).map(|g| &g.cluster);
+        let rls = hf.rate_limit.as_ref().map(|r| &r.service.cluster);
+        refs.extend(http.into_iter().chain(grpc).chain(rls).map(|c| reference(ResourceType::Cluster, c)));
+    }
     let c = format!("{path}.config");
     let opt_duration = |field: &str, v: &Option<String>| {
         v.as_deref().map(|t| duration(&format!("{c}.{field}"), t)).transpose()

@@ -1,7 +1,8 @@
 //! HTTP filters (`model::http_filters`) → Envoy's: the connection manager's filter list (local
-//! rate limit, fault, CORS, RBAC, then the router) and the per-virtual-host and per-route
+//! rate limit, fault, CORS, RBAC, external authorization, global rate limit, then the router) and the per-virtual-host and per-route
 //! `typed_per_filter_config` that overrides or disables them. RBAC's permission and principal
-//! rules are `compile::rbac`'s; the connection manager itself is `compile::listener`'s.
+//! rules are `compile::rbac`'s, the calls to other services `compile::auth_services`'; the
+//! connection manager itself is `compile::connection_manager`'s.
 
 use std::collections::HashMap;
 
@@ -41,20 +42,34 @@ pub(super) fn chain(filters: &[model::HttpFilter], path: &str) -> Result<Vec<Htt
     let mut out = Vec::with_capacity(filters.len() + 1);
     for (i, f) in filters.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let (kind, typed) = match (&f.local_rate_limit, &f.fault, &f.cors, &f.rbac) {
-            (Some(l), None, None, None) => {
-                (HttpFilterKind::LocalRateLimit, any(&local_rate_limit(l, &format!("{p}.localRateLimit"))?))
+        let kinds = f.kinds();
+        let typed = match kinds.as_slice() {
+            [HttpFilterKind::LocalRateLimit] => f
+                .local_rate_limit
+                .as_ref()
+                .map(|l| local_rate_limit(l, &format!("{p}.localRateLimit")).map(|m| any(&m))),
+            [HttpFilterKind::Fault] => {
+                f.fault.as_ref().map(|fl| fault(fl, &format!("{p}.fault")).map(|m| any(&m)))
             }
-            (None, Some(fl), None, None) => (HttpFilterKind::Fault, any(&fault(fl, &format!("{p}.fault"))?)),
-            (None, None, Some(_), None) => (HttpFilterKind::Cors, any(&Cors::default())),
-            (None, None, None, Some(r)) => (HttpFilterKind::Rbac, any(&rbac(r, &format!("{p}.rbac"))?)),
-            _ => {
-                return Err(CompileError::Invalid {
-                    path: p,
-                    message: "set exactly one of localRateLimit, fault, cors, rbac".into(),
-                });
-            }
+            [HttpFilterKind::Cors] => Some(Ok(any(&Cors::default()))),
+            [HttpFilterKind::Rbac] => f.rbac.as_ref().map(|r| rbac(r, &format!("{p}.rbac")).map(|m| any(&m))),
+            [HttpFilterKind::ExtAuthz] => f
+                .ext_authz
+                .as_ref()
+                .map(|e| super::auth_services::ext_authz(e, &format!("{p}.extAuthz")).map(|m| any(&m))),
+            [HttpFilterKind::RateLimit] => f
+                .rate_limit
+                .as_ref()
+                .map(|r| super::auth_services::rate_limit(r, &format!("{p}.rateLimit")).map(|m| any(&m))),
+            _ => None,
         };
+        let (Some(typed), [kind]) = (typed, kinds.as_slice()) else {
+            return Err(CompileError::Invalid {
+                path: p,
+                message: "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit".into(),
+            });
+        };
+        let (kind, typed) = (*kind, typed?);
         out.push(HttpFilter {
             name: kind.envoy_name().into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(typed)),

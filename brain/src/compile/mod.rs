@@ -4,6 +4,7 @@
 //! Listeners use RDS over ADS, EDS clusters use EDS over ADS, and every cluster's endpoints
 //! become a ClusterLoadAssignment of the cluster's name (or `serviceName`).
 
+mod auth_services;
 mod cluster;
 mod connection_manager;
 mod http_filters;

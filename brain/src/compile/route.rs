@@ -42,6 +42,7 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
                 vh.filters.as_ref(),
                 &format!("{vpath}.filters"),
             )?,
+            rate_limits: super::auth_services::descriptors(&vh.rate_limits, &format!("{vpath}.rateLimits"))?,
             ..Default::default()
         });
     }
@@ -160,6 +161,7 @@ fn route_action(
         hash_policy: routing::hash_policy(&a.hash_policy, &format!("{rpath}.route.hashPolicy"))?,
         host_rewrite_specifier,
         request_mirror_policies,
+        rate_limits: super::auth_services::descriptors(&a.rate_limits, &format!("{rpath}.route.rateLimits"))?,
         ..Default::default()
     })
 }

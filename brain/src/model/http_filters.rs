@@ -29,6 +29,13 @@ pub struct HttpFilter {
     /// Allow or deny requests by path, method, header or source (`envoy.filters.http.rbac`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbac: Option<Rbac>,
+    /// Ask an authorization service about each request (`envoy.filters.http.ext_authz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<ExtAuthz>,
+    /// Ask a rate limit service about each request's descriptors, a limit shared by every
+    /// Envoy (`envoy.filters.http.ratelimit`); the descriptors are the routes' `rateLimits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<GlobalRateLimit>,
 }
 
 /// The kinds of `HttpFilter`, as named in `filters.disabled`.
@@ -39,6 +46,8 @@ pub enum HttpFilterKind {
     Fault,
     Cors,
     Rbac,
+    ExtAuthz,
+    RateLimit,
 }
 
 impl HttpFilterKind {
@@ -49,6 +58,8 @@ impl HttpFilterKind {
             HttpFilterKind::Fault => "envoy.filters.http.fault",
             HttpFilterKind::Cors => "envoy.filters.http.cors",
             HttpFilterKind::Rbac => "envoy.filters.http.rbac",
+            HttpFilterKind::ExtAuthz => "envoy.filters.http.ext_authz",
+            HttpFilterKind::RateLimit => "envoy.filters.http.ratelimit",
         }
     }
 
@@ -59,6 +70,8 @@ impl HttpFilterKind {
             HttpFilterKind::Fault => "fault",
             HttpFilterKind::Cors => "cors",
             HttpFilterKind::Rbac => "rbac",
+            HttpFilterKind::ExtAuthz => "extAuthz",
+            HttpFilterKind::RateLimit => "rateLimit",
         }
     }
 }
@@ -78,6 +91,12 @@ impl HttpFilter {
         }
         if self.rbac.is_some() {
             out.push(HttpFilterKind::Rbac);
+        }
+        if self.ext_authz.is_some() {
+            out.push(HttpFilterKind::ExtAuthz);
+        }
+        if self.rate_limit.is_some() {
+            out.push(HttpFilterKind::RateLimit);
         }
         out
     }
@@ -298,4 +317,110 @@ pub struct AccessLog {
     /// `{status: "%RESPONSE_CODE%"}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub json: BTreeMap<String, String>,
+}
+
+/// External authorization (Envoy `ExtAuthz`): each request is sent to an authorization service
+/// first — over HTTP (its answer's status decides: 2xx lets the request through, anything else
+/// goes back to the client) or over gRPC (`envoy.service.auth.v3.Authorization/Check`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthz {
+    /// An HTTP authorization service (one of `http`, `grpc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<ExtAuthzHttp>,
+    /// A gRPC authorization service: the cluster serving it (HTTP/2, `upstreamProtocol: HTTP2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<ServiceRef>,
+    /// Let requests through when the service cannot be reached or fails [default false:
+    /// refuse them with `statusOnError`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failure_mode_allow: bool,
+    /// The status when the service fails and requests are not let through [Envoy: 403].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 400, maximum = 599)]
+    pub status_on_error: Option<u32>,
+    /// Request headers sent to the service besides Envoy's defaults (method, path, host,
+    /// authorization, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub send_headers: Vec<String>,
+}
+
+/// A service Envoy calls: its cluster and a timeout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRef {
+    /// A cluster of this config.
+    pub cluster: String,
+    /// e.g. "200ms" [default 200ms for ext_authz, 20ms for rate limits: Envoy's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthzHttp {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Prepended to the request's path in the call to the service, e.g. `/authz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Headers of the service's answer copied onto the request that goes upstream (e.g.
+    /// `x-user`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_headers: Vec<String>,
+}
+
+/// The global rate limit filter (Envoy `RateLimit`): the routes' `rateLimits` descriptors are
+/// sent to a rate limit service (`envoy.service.ratelimit.v3.RateLimitService`), which answers
+/// OK or OVER_LIMIT (429).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GlobalRateLimit {
+    /// The domain the service's limits are configured under.
+    pub domain: String,
+    /// The rate limit service (gRPC; its cluster needs `upstreamProtocol: HTTP2`).
+    pub service: ServiceRef,
+    /// Refuse requests when the service cannot be reached [default false: let them through].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failure_mode_deny: bool,
+}
+
+/// One descriptor sent to the rate limit service for a request: its entries, from `actions` in
+/// order (Envoy `RateLimit`). A request whose actions cannot all produce an entry (a missing
+/// header) sends no descriptor for this item.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitDescriptor {
+    pub actions: Vec<RateLimitAction>,
+}
+
+/// One entry of a descriptor: exactly one of its fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitAction {
+    /// `(descriptorKey, the header's value)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header: Option<HeaderDescriptor>,
+    /// `("remote_address", the client's address)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_address: Option<bool>,
+    /// `(key or "generic_key", value)`: a fixed entry, e.g. to name the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_key: Option<GenericKey>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderDescriptor {
+    pub header: String,
+    pub descriptor_key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenericKey {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }

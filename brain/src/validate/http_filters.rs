@@ -65,7 +65,11 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
         let fp = format!("{cp}.httpFilters[{i}]");
         let kinds = f.kinds();
         if kinds.len() != 1 {
-            errs.add(fp.clone(), Value::Null, "set exactly one of localRateLimit, fault, cors, rbac");
+            errs.add(
+                fp.clone(),
+                Value::Null,
+                "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit",
+            );
         }
         for kind in kinds {
             if let Some(prev) = seen.insert(kind, i) {
@@ -87,6 +91,16 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
         }
         if let Some(r) = &f.rbac {
             check_rbac(errs, &format!("{fp}.rbac"), r);
+        }
+        if let Some(e) = &f.ext_authz {
+            check_ext_authz(errs, &format!("{fp}.extAuthz"), e);
+        }
+        if let Some(r) = &f.rate_limit {
+            let rp = format!("{fp}.rateLimit");
+            if r.domain.is_empty() {
+                errs.add(format!("{rp}.domain"), "", "the domain the rate limit service's limits are under");
+            }
+            check_timeout(errs, &format!("{rp}.service.timeout"), &r.service.timeout);
         }
     }
     for (i, l) in c.access_log.iter().enumerate() {
@@ -159,7 +173,125 @@ fn check_fault(errs: &mut Errors, p: &str, f: &Fault) {
     }
 }
 
-fn check_cidr(errs: &mut Errors, p: String, s: &str) {
+pub(super) fn check_timeout(errs: &mut Errors, p: &str, t: &Option<String>) {
+    if let Some(t) = t {
+        check_duration(errs, p.to_string(), t);
+    }
+}
+
+fn check_ext_authz(errs: &mut Errors, p: &str, e: &ExtAuthz) {
+    if e.http.is_some() == e.grpc.is_some() {
+        errs.add(p.to_string(), Value::Null, "set exactly one of http, grpc (the authorization service)");
+    }
+    if let Some(h) = &e.http {
+        check_timeout(errs, &format!("{p}.http.timeout"), &h.timeout);
+        if let Some(prefix) = &h.path_prefix
+            && (!prefix.starts_with('/') || prefix.ends_with('/'))
+        {
+            errs.add(format!("{p}.http.pathPrefix"), prefix.clone(), "starts with / and does not end with /");
+        }
+        for (i, name) in h.upstream_headers.iter().enumerate() {
+            super::traffic::check_header_name(errs, format!("{p}.http.upstreamHeaders[{i}]"), name);
+        }
+    }
+    if let Some(g) = &e.grpc {
+        check_timeout(errs, &format!("{p}.grpc.timeout"), &g.timeout);
+    }
+    if let Some(code) = e.status_on_error
+        && !(400..=599).contains(&code)
+    {
+        errs.add(format!("{p}.statusOnError"), code, "an error status, 400-599");
+    }
+    for (i, name) in e.send_headers.iter().enumerate() {
+        super::traffic::check_header_name(errs, format!("{p}.sendHeaders[{i}]"), name);
+    }
+}
+
+/// A route's or virtual host's `rateLimits`.
+pub(super) fn check_descriptors(errs: &mut Errors, p: &str, d: &[RateLimitDescriptor]) {
+    for (i, desc) in d.iter().enumerate() {
+        let dp = format!("{p}[{i}]");
+        if desc.actions.is_empty() {
+            errs.add(format!("{dp}.actions"), Value::Array(vec![]), "a descriptor needs at least one action");
+        }
+        for (j, a) in desc.actions.iter().enumerate() {
+            let ap = format!("{dp}.actions[{j}]");
+            let set = [a.request_header.is_some(), a.remote_address == Some(true), a.generic_key.is_some()];
+            if set.iter().filter(|s| **s).count() != 1 || a.remote_address == Some(false) {
+                errs.add(
+                    ap.clone(),
+                    Value::Null,
+                    "set exactly one of requestHeader, remoteAddress: true, genericKey",
+                );
+            }
+            if let Some(h) = &a.request_header {
+                super::traffic::check_header_name(errs, format!("{ap}.requestHeader.header"), &h.header);
+                if h.descriptor_key.is_empty() {
+                    errs.add(
+                        format!("{ap}.requestHeader.descriptorKey"),
+                        "",
+                        "the key the service sees the value under",
+                    );
+                }
+            }
+            if let Some(g) = &a.generic_key
+                && g.value.is_empty()
+            {
+                errs.add(format!("{ap}.genericKey.value"), "", "a value is needed");
+            }
+        }
+    }
+}
+
+/// The services the filters call: clusters of this config, gRPC ones speaking HTTP/2.
+pub(super) fn check_service_clusters(errs: &mut Errors, spec: &ProxySpec) {
+    let clusters: BTreeMap<&str, &Cluster> =
+        spec.clusters.iter().map(|c| (c.name.as_str(), c.as_ref())).collect();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        for (j, fc) in l.filter_chains.iter().enumerate() {
+            for (k, f) in fc.filters.iter().enumerate() {
+                for (n, hf) in f.config.http_filters.iter().enumerate() {
+                    let fp =
+                        format!("spec.listeners[{i}].filterChains[{j}].filters[{k}].config.httpFilters[{n}]");
+                    let mut calls = Vec::new();
+                    if let Some(e) = &hf.ext_authz {
+                        calls.extend(
+                            e.http
+                                .as_ref()
+                                .map(|h| (format!("{fp}.extAuthz.http.cluster"), &h.cluster, false)),
+                        );
+                        calls.extend(
+                            e.grpc
+                                .as_ref()
+                                .map(|g| (format!("{fp}.extAuthz.grpc.cluster"), &g.cluster, true)),
+                        );
+                    }
+                    if let Some(r) = &hf.rate_limit {
+                        calls.push((format!("{fp}.rateLimit.service.cluster"), &r.service.cluster, true));
+                    }
+                    for (path, name, grpc) in calls {
+                        match clusters.get(name.as_str()) {
+                            None => errs.add(
+                                path,
+                                name.clone(),
+                                format!("cluster {name:?} does not exist in spec.clusters"),
+                            ),
+                            Some(c) if grpc && c.upstream_protocol != Some(UpstreamProtocol::Http2) => errs
+                                .add(
+                                    path,
+                                    name.clone(),
+                                    format!("a gRPC service: cluster {name:?} needs upstreamProtocol: HTTP2"),
+                                ),
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn check_cidr(errs: &mut Errors, p: String, s: &str) {
     let ok = match s.split_once('/') {
         Some((a, l)) => a
             .parse::<std::net::IpAddr>()
@@ -276,6 +408,7 @@ pub(super) fn check_overrides(errs: &mut Errors, p: &str, o: Option<&FilterOverr
             HttpFilterKind::Fault => o.fault.is_some(),
             HttpFilterKind::Cors => o.cors.is_some(),
             HttpFilterKind::Rbac => o.rbac.is_some(),
+            HttpFilterKind::ExtAuthz | HttpFilterKind::RateLimit => false,
         };
         if configured {
             errs.add(
@@ -322,28 +455,41 @@ pub(super) fn check_filters_present(errs: &mut Errors, spec: &ProxySpec) {
     }
     for (i, rc) in spec.routes.iter().enumerate() {
         let Some(hcms) = users.get(rc.name.as_str()) else { continue };
-        let mut places = Vec::new();
+        // (where it is said, a filter kind a virtual host or route relies on)
+        let mut needs: Vec<(String, HttpFilterKind)> = Vec::new();
+        let mut add =
+            |at: String, o: Option<&FilterOverrides>, limits_at: String, limits: &[RateLimitDescriptor]| {
+                needs.extend(
+                    o.map(FilterOverrides::kinds).unwrap_or_default().into_iter().map(|k| (at.clone(), k)),
+                );
+                if !limits.is_empty() {
+                    needs.push((limits_at, HttpFilterKind::RateLimit));
+                }
+            };
         for (j, vh) in rc.virtual_hosts.iter().enumerate() {
             let vp = format!("spec.routes[{i}].virtualHosts[{j}]");
-            places.push((format!("{vp}.filters"), vh.filters.as_ref()));
+            add(format!("{vp}.filters"), vh.filters.as_ref(), format!("{vp}.rateLimits"), &vh.rate_limits);
             for (k, r) in vh.routes.iter().enumerate() {
-                places.push((format!("{vp}.routes[{k}].filters"), r.filters.as_ref()));
+                let rp = format!("{vp}.routes[{k}]");
+                add(
+                    format!("{rp}.filters"),
+                    r.filters.as_ref(),
+                    format!("{rp}.route.rateLimits"),
+                    &r.route.rate_limits,
+                );
             }
         }
-        for (path, o) in places {
-            let Some(o) = o else { continue };
-            for kind in o.kinds() {
-                if let Some((hcm, _)) = hcms.iter().find(|(_, kinds)| !kinds.contains(&kind)) {
-                    errs.add(
-                        path.clone(),
-                        Value::Null,
-                        format!(
-                            "{hcm} serves route config {:?} without a {} filter: add it to its config.httpFilters",
-                            rc.name,
-                            kind.field()
-                        ),
-                    );
-                }
+        for (path, kind) in needs {
+            if let Some((hcm, _)) = hcms.iter().find(|(_, kinds)| !kinds.contains(&kind)) {
+                errs.add(
+                    path,
+                    Value::Null,
+                    format!(
+                        "{hcm} serves route config {:?} without a {} filter: add it to its config.httpFilters",
+                        rc.name,
+                        kind.field()
+                    ),
+                );
             }
         }
     }
@@ -355,8 +501,9 @@ mod tests {
     use crate::validate::validate;
 
     fn errors(hcm: &str, vhost: &str, route: &str) -> Vec<(String, String)> {
+        let sep = if hcm.is_empty() { "" } else { ", " };
         let doc = format!(
-            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: t}}\nspec:\n  listeners:\n    - {{name: l, port: 8080, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: r, {hcm}}}}}]}}]}}\n  routes:\n    - name: r\n      virtualHosts:\n        - name: v\n          domains: [\"*\"]\n{vhost}          routes:\n            - {route}\n  clusters:\n    - {{name: c, type: STATIC, endpoints: [{{address: 127.0.0.1, port: 80}}]}}\n"
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: t}}\nspec:\n  listeners:\n    - {{name: l, port: 8080, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: r{sep}{hcm}}}}}]}}]}}\n  routes:\n    - name: r\n      virtualHosts:\n        - name: v\n          domains: [\"*\"]\n{vhost}          routes:\n            - {route}\n  clusters:\n    - {{name: c, type: STATIC, endpoints: [{{address: 127.0.0.1, port: 80}}]}}\n"
         );
         let cfg = parse_config(doc.as_bytes(), Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
         validate(&cfg).into_iter().map(|e| (e.path, e.message)).collect()
@@ -400,6 +547,36 @@ mod tests {
         assert!(has(&format!("{v}.filters"), "without a cors filter"), "{errs:?}");
         assert!(has(&format!("{v}.routes[0].filters.fault"), "also in disabled"), "{errs:?}");
         assert!(has(&format!("{v}.routes[0].filters.fault.abort.percent"), "0-100"), "{errs:?}");
+    }
+
+    #[test]
+    fn service_filters_and_descriptors_are_checked() {
+        let errs = errors(
+            "httpFilters: [{extAuthz: {http: {cluster: c, pathPrefix: authz/}, grpc: {cluster: c}, statusOnError: 200}}, {rateLimit: {domain: \"\", service: {cluster: ghost}}}]",
+            "",
+            "{match: {prefix: /}, route: {cluster: c, rateLimits: [{actions: [{remoteAddress: true, genericKey: {value: x}}, {requestHeader: {header: x-client, descriptorKey: \"\"}}]}]}}",
+        );
+        let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p == path && m.contains(text));
+        let f = format!("{HCM}.httpFilters");
+        assert!(has(&format!("{f}[0].extAuthz"), "exactly one of http, grpc"), "{errs:?}");
+        assert!(has(&format!("{f}[0].extAuthz.http.pathPrefix"), "starts with /"), "{errs:?}");
+        assert!(has(&format!("{f}[0].extAuthz.statusOnError"), "400-599"), "{errs:?}");
+        assert!(has(&format!("{f}[0].extAuthz.grpc.cluster"), "needs upstreamProtocol: HTTP2"), "{errs:?}");
+        assert!(has(&format!("{f}[1].rateLimit.domain"), "domain"), "{errs:?}");
+        assert!(has(&format!("{f}[1].rateLimit.service.cluster"), "does not exist"), "{errs:?}");
+        let r = "spec.routes[0].virtualHosts[0].routes[0].route.rateLimits[0]";
+        assert!(has(&format!("{r}.actions[0]"), "exactly one of"), "{errs:?}");
+        assert!(has(&format!("{r}.actions[1].requestHeader.descriptorKey"), "key"), "{errs:?}");
+        let errs = errors(
+            "",
+            "",
+            "{match: {prefix: /}, route: {cluster: c, rateLimits: [{actions: [{remoteAddress: true}]}]}}",
+        );
+        assert!(
+            errs.iter().any(|(p, m)| p.ends_with("routes[0].route.rateLimits")
+                && m.contains("without a rateLimit filter")),
+            "{errs:?}"
+        );
     }
 
     #[test]

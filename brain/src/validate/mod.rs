@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::model::*;
 
 mod http_filters;
+mod listeners;
 mod subsets;
 mod tls;
 mod traffic;
@@ -143,6 +144,7 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
                 "a listener needs at least one filter chain",
             );
         }
+        listeners::check_listener(&mut errs, &p, l);
         for (j, fc) in l.filter_chains.iter().enumerate() {
             if fc.filters.is_empty() {
                 errs.add(
@@ -192,12 +194,14 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
             }
             traffic::check_header_rules(&mut errs, &format!("{vp}.headers"), vh.headers.as_ref());
             http_filters::check_overrides(&mut errs, &format!("{vp}.filters"), vh.filters.as_ref());
+            http_filters::check_descriptors(&mut errs, &format!("{vp}.rateLimits"), &vh.rate_limits);
         }
         traffic::check_header_rules(&mut errs, &format!("{p}.headers"), rc.headers.as_ref());
     }
     traffic::check_hash_policies(&mut errs, spec);
     subsets::check_matches(&mut errs, spec);
     http_filters::check_filters_present(&mut errs, spec);
+    http_filters::check_service_clusters(&mut errs, spec);
 
     let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
@@ -240,10 +244,14 @@ fn check_tls(errs: &mut Errors, cfg: &ProxyConfig) {
         Some(_) => {}
     };
     for (i, l) in spec.listeners.iter().enumerate() {
-        if let Some(t) = &l.tls {
-            need(format!("spec.listeners[{i}].tls.secret"), &t.secret, true);
-            if let Some(v) = &t.client_validation {
-                need(format!("spec.listeners[{i}].tls.clientValidation"), v, false);
+        let chains =
+            l.filter_chains.iter().enumerate().map(|(j, fc)| (format!(".filterChains[{j}]"), &fc.tls));
+        for (at, tls) in std::iter::once((String::new(), &l.tls)).chain(chains) {
+            if let Some(t) = tls {
+                need(format!("spec.listeners[{i}]{at}.tls.secret"), &t.secret, true);
+                if let Some(v) = &t.client_validation {
+                    need(format!("spec.listeners[{i}]{at}.tls.clientValidation"), v, false);
+                }
             }
         }
     }
@@ -281,11 +289,12 @@ fn check_filter(
     match f.name.as_str() {
         HTTP_CONNECTION_MANAGER => {
             http_filters::check_connection_manager(errs, p, &f.config);
+            listeners::check_not_tcp(errs, p, &f.config);
             check_route_config_ref(errs, p, &f.config, routes);
         }
         TCP_PROXY => {
             http_filters::check_not_http(errs, p, &f.config);
-            check_tcp_cluster(errs, p, &f.config, clusters);
+            listeners::check_tcp_proxy(errs, p, &f.config, clusters);
         }
         other => errs.add(
             format!("{p}.name"),
@@ -311,22 +320,11 @@ fn check_route_config_ref(errs: &mut Errors, p: &str, c: &FilterConfig, routes: 
     }
 }
 
-fn check_tcp_cluster(errs: &mut Errors, p: &str, c: &FilterConfig, clusters: &BTreeSet<String>) {
-    match &c.cluster {
-        None => errs.add(format!("{p}.config.cluster"), Value::Null, "tcp_proxy needs a cluster"),
-        Some(c) if !clusters.contains(c) => errs.add(
-            format!("{p}.config.cluster"),
-            c.clone(),
-            format!("cluster {c:?} does not exist in spec.clusters"),
-        ),
-        Some(_) => {}
-    }
-}
-
 fn check_route(errs: &mut Errors, p: &str, r: &Route, clusters: &BTreeSet<String>) {
     traffic::check_match(errs, p, &r.match_);
     traffic::check_route(errs, p, r, clusters);
     http_filters::check_overrides(errs, &format!("{p}.filters"), r.filters.as_ref());
+    http_filters::check_descriptors(errs, &format!("{p}.route.rateLimits"), &r.route.rate_limits);
     let actions = [!r.route.is_empty(), r.redirect.is_some(), r.direct_response.is_some()];
     if actions.iter().filter(|a| **a).count() > 1 {
         errs.add(p.to_string(), Value::Null, "a route does one of route, redirect, directResponse");

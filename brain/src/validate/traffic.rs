@@ -50,7 +50,7 @@ fn check_duration(errs: &mut Errors, path: String, v: &Option<String>) {
 }
 
 /// A valid header name: an HTTP token in lower or upper case, not a pseudo-header.
-fn check_header_name(errs: &mut Errors, path: String, name: &str) {
+pub(super) fn check_header_name(errs: &mut Errors, path: String, name: &str) {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         errs.add(
