@@ -13,10 +13,10 @@ mod resilience;
 mod routing;
 
 pub use http_filters::{
-    AccessLog, CorsPolicy, ExtAuthz, ExtAuthzHttp, Fault, FaultAbort, FaultDelay, FilterOverrides,
-    GenericKey, GlobalRateLimit, HeaderDescriptor, HttpFilter, HttpFilterKind, LocalRateLimit,
-    RateLimitAction, RateLimitDescriptor, Rbac, RbacAction, RbacPermission, RbacPolicy, RbacPrincipal,
-    ServiceRef,
+    AccessLog, ClaimToHeader, Compressor, CorsPolicy, ExtAuthz, ExtAuthzHttp, Fault, FaultAbort, FaultDelay,
+    FilterOverrides, GenericKey, GlobalRateLimit, HeaderDescriptor, HttpFilter, HttpFilterKind, JwtAuthn,
+    JwtProvider, JwtRule, LocalRateLimit, RateLimitAction, RateLimitDescriptor, Rbac, RbacAction,
+    RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceRef,
 };
 pub use listeners::{FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
 pub use resilience::{

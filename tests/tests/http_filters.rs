@@ -500,3 +500,49 @@ async fn a_global_rate_limit_refuses_a_client_over_its_limit_by_descriptor() {
     let over = s.envoy.counter("cluster.b.ratelimit.over_limit").await;
     assert_eq!(over, 2, "Envoy counted the refusals");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_authn_needs_a_valid_token_where_the_rules_say_and_responses_are_gzipped() {
+    use base64::Engine;
+    let b = echo("b").await;
+    let secret = b"flotilla-test-secret-0123456789abcdef";
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let jwks = format!("{{\"keys\":[{{\"kty\":\"oct\",\"alg\":\"HS256\",\"kid\":\"k1\",\"k\":\"{k}\"}}]}}");
+    let port = free_port();
+    let hcm = format!(
+        "httpFilters: [{{jwtAuthn: {{providers: [{{name: test, issuer: \"https://issuer.test\", audiences: [api], localJwks: '{jwks}', claimToHeaders: [{{claim: sub, header: x-user}}]}}], rules: [{{prefix: /public}}, {{prefix: /, providers: [test]}}]}}}}, {{compressor: {{minContentLength: 10}}}}]"
+    );
+    let routes = "            - {match: {prefix: /}, route: {cluster: b}}\n";
+    let s = setup(port, &proxy_config(port, &hcm, "", routes, &cluster("b", &[&b], "")), "/public").await;
+    let token = |key: &[u8], aud: &str| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+        let claims =
+            serde_json::json!({"iss": "https://issuer.test", "aud": aud, "sub": "alice", "exp": exp});
+        let header = jsonwebtoken::Header {
+            kid: Some("k1".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        };
+        let jwt =
+            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key).unwrap())
+                .unwrap();
+        format!("Bearer {jwt}")
+    };
+    assert_eq!(s.get("/api", &[]).await.0, 401, "no token");
+    assert_eq!(
+        s.get("/api", &[("authorization", &token(b"another-secret-0123456789abcdefgh", "api"))]).await.0,
+        401,
+        "a token signed with another key"
+    );
+    let wrong_aud = s.get("/api", &[("authorization", &token(secret, "other"))]).await.0;
+    assert!(wrong_aud == 401 || wrong_aud == 403, "a token for another audience: {wrong_aud}");
+    let (status, body, _) = s.get("/api", &[("authorization", &token(secret, "api"))]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("x-user: alice"), "the sub claim reaches the backend: {body}");
+    assert!(!body.contains("authorization:"), "the token is not forwarded: {body}");
+    assert_eq!(s.get("/public/x", &[]).await.0, 200, "no token needed under /public");
+    // Compression: gzip for clients that accept it, plain for the others.
+    let (_, _, headers) = s.get("/public/x", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(headers.get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"), "{headers:?}");
+    let (_, body, headers) = s.get("/public/x", &[]).await;
+    assert!(!headers.contains_key("content-encoding") && body.starts_with("backend b"), "{headers:?}");
+}

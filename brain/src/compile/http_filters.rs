@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 
-use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::core::v3::{RuntimeFractionalPercent, TypedExtensionConfig};
 use envoy_types::pb::envoy::config::route::v3::FilterConfig;
+use envoy_types::pb::envoy::extensions::compression::gzip::compressor::v3::Gzip;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
+use envoy_types::pb::envoy::extensions::filters::http::compressor::v3::Compressor;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort, HttpFault, fault_abort};
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
@@ -57,6 +59,10 @@ pub(super) fn chain(filters: &[model::HttpFilter], path: &str) -> Result<Vec<Htt
                 .ext_authz
                 .as_ref()
                 .map(|e| super::auth_services::ext_authz(e, &format!("{p}.extAuthz")).map(|m| any(&m))),
+            [HttpFilterKind::JwtAuthn] => {
+                f.jwt_authn.as_ref().map(|j| super::jwt::authn(j, &format!("{p}.jwtAuthn")).map(|m| any(&m)))
+            }
+            [HttpFilterKind::Compressor] => f.compressor.as_ref().map(|c| Ok(any(&compressor(c)))),
             [HttpFilterKind::RateLimit] => f
                 .rate_limit
                 .as_ref()
@@ -66,7 +72,8 @@ pub(super) fn chain(filters: &[model::HttpFilter], path: &str) -> Result<Vec<Htt
         let (Some(typed), [kind]) = (typed, kinds.as_slice()) else {
             return Err(CompileError::Invalid {
                 path: p,
-                message: "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit".into(),
+                message: "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, compressor"
+                    .into(),
             });
         };
         let (kind, typed) = (*kind, typed?);
@@ -196,4 +203,24 @@ fn cors_policy(c: &model::CorsPolicy) -> CorsPolicy {
 
 fn rbac(r: &model::Rbac, path: &str) -> Result<Rbac, CompileError> {
     Ok(Rbac { rules: Some(super::rbac::rules(r, path)?), ..Default::default() })
+}
+
+fn compressor(c: &model::Compressor) -> Compressor {
+    use envoy_types::pb::envoy::extensions::filters::http::compressor::v3::compressor::{
+        CommonDirectionConfig, ResponseDirectionConfig,
+    };
+    Compressor {
+        compressor_library: Some(TypedExtensionConfig {
+            name: "envoy.compression.gzip.compressor".into(),
+            typed_config: Some(any(&Gzip::default())),
+        }),
+        response_direction_config: Some(ResponseDirectionConfig {
+            common_config: Some(CommonDirectionConfig {
+                min_content_length: c.min_content_length.map(|value| UInt32Value { value }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

@@ -8,6 +8,7 @@ mod auth_services;
 mod cluster;
 mod connection_manager;
 mod http_filters;
+mod jwt;
 mod listener;
 mod rbac;
 mod resilience;

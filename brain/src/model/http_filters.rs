@@ -36,6 +36,13 @@ pub struct HttpFilter {
     /// Envoy (`envoy.filters.http.ratelimit`); the descriptors are the routes' `rateLimits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<GlobalRateLimit>,
+    /// Verify JSON Web Tokens: requests on the `rules`' paths need a valid token of one of their
+    /// providers, or get 401 (`envoy.filters.http.jwt_authn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_authn: Option<JwtAuthn>,
+    /// Gzip responses for clients that accept it (`envoy.filters.http.compressor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressor: Option<Compressor>,
 }
 
 /// The kinds of `HttpFilter`, as named in `filters.disabled`.
@@ -48,6 +55,8 @@ pub enum HttpFilterKind {
     Rbac,
     ExtAuthz,
     RateLimit,
+    JwtAuthn,
+    Compressor,
 }
 
 impl HttpFilterKind {
@@ -60,6 +69,8 @@ impl HttpFilterKind {
             HttpFilterKind::Rbac => "envoy.filters.http.rbac",
             HttpFilterKind::ExtAuthz => "envoy.filters.http.ext_authz",
             HttpFilterKind::RateLimit => "envoy.filters.http.ratelimit",
+            HttpFilterKind::JwtAuthn => "envoy.filters.http.jwt_authn",
+            HttpFilterKind::Compressor => "envoy.filters.http.compressor",
         }
     }
 
@@ -72,6 +83,8 @@ impl HttpFilterKind {
             HttpFilterKind::Rbac => "rbac",
             HttpFilterKind::ExtAuthz => "extAuthz",
             HttpFilterKind::RateLimit => "rateLimit",
+            HttpFilterKind::JwtAuthn => "jwtAuthn",
+            HttpFilterKind::Compressor => "compressor",
         }
     }
 }
@@ -97,6 +110,12 @@ impl HttpFilter {
         }
         if self.rate_limit.is_some() {
             out.push(HttpFilterKind::RateLimit);
+        }
+        if self.jwt_authn.is_some() {
+            out.push(HttpFilterKind::JwtAuthn);
+        }
+        if self.compressor.is_some() {
+            out.push(HttpFilterKind::Compressor);
         }
         out
     }
@@ -423,4 +442,90 @@ pub struct GenericKey {
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+/// JWT authentication (Envoy `JwtAuthentication`): the providers that issue tokens, and which
+/// paths need a token of which provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtAuthn {
+    pub providers: Vec<JwtProvider>,
+    /// In order; the first whose path matches decides. A path no rule matches needs no token.
+    pub rules: Vec<JwtRule>,
+}
+
+/// Who issues tokens and where their keys are (Envoy `JwtProvider`). Tokens are read from
+/// `Authorization: Bearer …`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtProvider {
+    /// Named by `rules[].providers`.
+    pub name: String,
+    /// The `iss` a token must carry (empty: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// One of these must be in the token's `aud` (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The keys, inline, as a JWKS JSON document (one of `localJwks`, `remoteJwks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_jwks: Option<String>,
+    /// The keys, fetched from a JWKS URL through a cluster of this config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_jwks: Option<RemoteJwks>,
+    /// Keep the `Authorization` header on the request that goes upstream [default: removed].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
+    /// Send the verified payload upstream, base64url-encoded, in this header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_payload_header: Option<String>,
+    /// Copy claims of a verified token into request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteJwks {
+    /// e.g. `https://issuer.example/.well-known/jwks.json`.
+    pub uri: String,
+    pub cluster: String,
+    /// How long fetched keys are kept, e.g. "5m" [Envoy: 10m].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_duration: Option<String>,
+    /// [default 1s]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// e.g. `sub`, or a nested `claims.user`.
+    pub claim: String,
+    pub header: String,
+}
+
+/// Which paths need which tokens (Envoy `RequirementRule`): exactly one of `prefix`, `path`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A valid token of any of these providers is needed (empty: no token is needed here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<String>,
+}
+
+/// Gzip compression of responses (Envoy `Compressor` with the gzip library), of Envoy's
+/// default content types (text/html, text/plain, text/css, application/json, …).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Compressor {
+    /// Smaller responses are sent as they are [Envoy: 30 bytes].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
+    pub min_content_length: Option<u32>,
 }

@@ -68,7 +68,7 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
             errs.add(
                 fp.clone(),
                 Value::Null,
-                "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit",
+                "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, compressor",
             );
         }
         for kind in kinds {
@@ -94,6 +94,9 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
         }
         if let Some(e) = &f.ext_authz {
             check_ext_authz(errs, &format!("{fp}.extAuthz"), e);
+        }
+        if let Some(j) = &f.jwt_authn {
+            check_jwt(errs, &format!("{fp}.jwtAuthn"), j);
         }
         if let Some(r) = &f.rate_limit {
             let rp = format!("{fp}.rateLimit");
@@ -207,6 +210,62 @@ fn check_ext_authz(errs: &mut Errors, p: &str, e: &ExtAuthz) {
     }
 }
 
+fn check_jwt(errs: &mut Errors, p: &str, j: &JwtAuthn) {
+    let mut names = BTreeSet::new();
+    for (i, pr) in j.providers.iter().enumerate() {
+        let pp = format!("{p}.providers[{i}]");
+        if pr.name.is_empty() {
+            errs.add(format!("{pp}.name"), "", "a provider needs a name");
+        } else if !names.insert(pr.name.as_str()) {
+            errs.add(format!("{pp}.name"), pr.name.clone(), "two providers of this name");
+        }
+        match (&pr.local_jwks, &pr.remote_jwks) {
+            (Some(json), None) => {
+                let keys = serde_json::from_str::<Value>(json).ok().and_then(|v| v.get("keys").cloned());
+                if !keys.as_ref().is_some_and(Value::is_array) {
+                    errs.add(
+                        format!("{pp}.localJwks"),
+                        Value::Null,
+                        "a JWKS JSON document: {\"keys\": [...]}",
+                    );
+                }
+            }
+            (None, Some(r)) => {
+                if !(r.uri.starts_with("https://") || r.uri.starts_with("http://")) {
+                    errs.add(format!("{pp}.remoteJwks.uri"), r.uri.clone(), "an http(s):// URL");
+                }
+                check_timeout(errs, &format!("{pp}.remoteJwks.timeout"), &r.timeout);
+                check_timeout(errs, &format!("{pp}.remoteJwks.cacheDuration"), &r.cache_duration);
+            }
+            _ => errs.add(pp.clone(), Value::Null, "set exactly one of localJwks, remoteJwks"),
+        }
+        for (k, c) in pr.claim_to_headers.iter().enumerate() {
+            super::traffic::check_header_name(errs, format!("{pp}.claimToHeaders[{k}].header"), &c.header);
+            if c.claim.is_empty() {
+                errs.add(format!("{pp}.claimToHeaders[{k}].claim"), "", "a claim name");
+            }
+        }
+        if let Some(h) = &pr.forward_payload_header {
+            super::traffic::check_header_name(errs, format!("{pp}.forwardPayloadHeader"), h);
+        }
+    }
+    for (i, r) in j.rules.iter().enumerate() {
+        let rp = format!("{p}.rules[{i}]");
+        if r.prefix.is_some() == r.path.is_some() {
+            errs.add(rp.clone(), Value::Null, "set exactly one of prefix, path");
+        }
+        for (k, name) in r.providers.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                errs.add(
+                    format!("{rp}.providers[{k}]"),
+                    name.clone(),
+                    "no provider of this name in providers",
+                );
+            }
+        }
+    }
+}
+
 /// A route's or virtual host's `rateLimits`.
 pub(super) fn check_descriptors(errs: &mut Errors, p: &str, d: &[RateLimitDescriptor]) {
     for (i, desc) in d.iter().enumerate() {
@@ -268,6 +327,15 @@ pub(super) fn check_service_clusters(errs: &mut Errors, spec: &ProxySpec) {
                     }
                     if let Some(r) = &hf.rate_limit {
                         calls.push((format!("{fp}.rateLimit.service.cluster"), &r.service.cluster, true));
+                    }
+                    for (n, pr) in hf.jwt_authn.iter().flat_map(|j| j.providers.iter().enumerate()) {
+                        if let Some(r) = &pr.remote_jwks {
+                            calls.push((
+                                format!("{fp}.jwtAuthn.providers[{n}].remoteJwks.cluster"),
+                                &r.cluster,
+                                false,
+                            ));
+                        }
                     }
                     for (path, name, grpc) in calls {
                         match clusters.get(name.as_str()) {
@@ -408,7 +476,10 @@ pub(super) fn check_overrides(errs: &mut Errors, p: &str, o: Option<&FilterOverr
             HttpFilterKind::Fault => o.fault.is_some(),
             HttpFilterKind::Cors => o.cors.is_some(),
             HttpFilterKind::Rbac => o.rbac.is_some(),
-            HttpFilterKind::ExtAuthz | HttpFilterKind::RateLimit => false,
+            HttpFilterKind::ExtAuthz
+            | HttpFilterKind::RateLimit
+            | HttpFilterKind::JwtAuthn
+            | HttpFilterKind::Compressor => false,
         };
         if configured {
             errs.add(
@@ -577,6 +648,26 @@ mod tests {
                 && m.contains("without a rateLimit filter")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn jwt_problems_are_named() {
+        let errs = errors(
+            "httpFilters: [{jwtAuthn: {providers: [{name: a, localJwks: \"not json\"}, {name: a, remoteJwks: {uri: ftp://x, cluster: ghost}, claimToHeaders: [{claim: \"\", header: \"bad header\"}]}, {name: b}], rules: [{prefix: /, path: /x, providers: [nobody]}]}}, {compressor: {}}]",
+            "",
+            "{match: {prefix: /}, route: {cluster: c}}",
+        );
+        let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p == path && m.contains(text));
+        let j = format!("{HCM}.httpFilters[0].jwtAuthn");
+        assert!(has(&format!("{j}.providers[0].localJwks"), "JWKS"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[1].name"), "two providers"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[1].remoteJwks.uri"), "http(s)://"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[1].remoteJwks.cluster"), "does not exist"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[1].claimToHeaders[0].claim"), "claim"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[1].claimToHeaders[0].header"), "header name"), "{errs:?}");
+        assert!(has(&format!("{j}.providers[2]"), "localJwks, remoteJwks"), "{errs:?}");
+        assert!(has(&format!("{j}.rules[0]"), "prefix, path"), "{errs:?}");
+        assert!(has(&format!("{j}.rules[0].providers[0]"), "no provider"), "{errs:?}");
     }
 
     #[test]
