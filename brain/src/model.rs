@@ -18,7 +18,7 @@ pub use http_filters::{
     JwtProvider, JwtRule, LocalRateLimit, RateLimitAction, RateLimitDescriptor, Rbac, RbacAction,
     RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceRef,
 };
-pub use listeners::{FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
+pub use listeners::{DownstreamHttp2, FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
 pub use resilience::{
     CircuitBreakers, Connections, LoadBalancer, OutlierDetection, RetryBudget, RingHash, SubsetFallback,
     Subsets, TcpKeepalive, UpstreamProtocol,
@@ -173,6 +173,11 @@ pub struct Listener {
     /// TLS for every filter chain that has no `tls` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// Connections open at once, per filter chain; more are closed as they arrive (Envoy's
+    /// `connection_limit` filter) [default: no limit].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
+    pub max_connections: Option<u32>,
 }
 
 fn default_listen_address() -> String {
@@ -251,6 +256,9 @@ pub struct FilterConfig {
     /// Set `x-request-id` on requests that lack one [Envoy: true].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate_request_id: Option<bool>,
+    /// HTTP/2 settings for clients that speak it (h2 over TLS, or h2c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<DownstreamHttp2>,
 }
 
 // === routes ===

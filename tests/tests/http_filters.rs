@@ -546,3 +546,33 @@ async fn jwt_authn_needs_a_valid_token_where_the_rules_say_and_responses_are_gzi
     let (_, body, headers) = s.get("/public/x", &[]).await;
     assert!(!headers.contains_key("content-encoding") && body.starts_with("backend b"), "{headers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_connection_limit_closes_connections_over_it() {
+    let b = echo("b").await;
+    let port = free_port();
+    let yaml = format!(
+        "apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: web, namespace: traffic}}\nspec:\n  listeners:\n    - {{name: http, address: 127.0.0.1, port: {port}, maxConnections: 2, filterChains: [{{filters: [{{name: envoy.filters.network.http_connection_manager, config: {{routeConfig: web, http2: {{maxConcurrentStreams: 10, initialStreamWindowSize: 65535}}}}}}]}}]}}\n  routes:\n    - {{name: web, virtualHosts: [{{name: all, domains: [\"*\"], routes: [{{match: {{prefix: /}}, route: {{cluster: b}}}}]}}]}}\n  clusters:\n{}",
+        cluster("b", &[&b], "")
+    );
+    let (_brain, envoy) = apply(&yaml).await;
+    let request = "GET / HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n";
+    wait_for("the listener", CONVERGE, || raw_exchange(port, "", request)).await;
+    // Two connections held open use up the limit: a third is closed without an answer.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    let over = wait_for("a connection over the limit refused", CONVERGE, || async {
+        let answer = raw_exchange(port, "", request).await.unwrap_or_default();
+        (!answer.contains("backend b")).then_some(answer)
+    })
+    .await;
+    assert!(over.is_empty(), "{over}");
+    let limited = envoy.counter("connection_limit.http_0.limited_connections").await;
+    assert!(limited >= 1, "Envoy counted {limited} limited connections");
+    drop(held);
+    let answer =
+        wait_for("a connection once the others closed", CONVERGE, || raw_exchange(port, "", request)).await;
+    assert!(answer.contains("backend b"), "{answer}");
+}

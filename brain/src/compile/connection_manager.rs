@@ -5,7 +5,7 @@
 
 use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
 use envoy_types::pb::envoy::config::core::v3::{
-    DataSource, SubstitutionFormatString, data_source, substitution_format_string,
+    DataSource, Http2ProtocolOptions, SubstitutionFormatString, data_source, substitution_format_string,
 };
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{FileAccessLog, file_access_log};
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{StdoutAccessLog, stdout_access_log};
@@ -68,6 +68,14 @@ pub(super) fn compile(
             .map(|u| http_connection_manager::UpgradeConfig { upgrade_type: u.clone(), ..Default::default() })
             .collect(),
         generate_request_id: f.generate_request_id.map(|value| BoolValue { value }),
+        http2_protocol_options: f.http2.as_ref().map(|h| Http2ProtocolOptions {
+            max_concurrent_streams: h.max_concurrent_streams.map(|value| UInt32Value { value }),
+            initial_stream_window_size: h.initial_stream_window_size.map(|value| UInt32Value { value }),
+            initial_connection_window_size: h
+                .initial_connection_window_size
+                .map(|value| UInt32Value { value }),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }

@@ -10,8 +10,9 @@ use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::H
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use flotilla_shared::{Resource, ResourceType};
 
 use super::{CompileError, any, duration, port, reference, resource};
@@ -44,6 +45,20 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
                 name: f.name.clone(),
                 config_type: Some(filter::ConfigType::TypedConfig(typed)),
             });
+        }
+        if let Some(max) = l.max_connections {
+            let limit = ConnectionLimit {
+                stat_prefix: format!("{}_{j}", l.name),
+                max_connections: Some(UInt64Value { value: u64::from(max) }),
+                ..Default::default()
+            };
+            filters.insert(
+                0,
+                Filter {
+                    name: "envoy.filters.network.connection_limit".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any(&limit))),
+                },
+            );
         }
         let tls = fc.tls.as_ref().or(l.tls.as_ref());
         let transport_socket = tls.map(|t| super::tls::downstream(t, &mut refs));

@@ -2,7 +2,7 @@
 //! and HTTP inspectors, PROXY protocol, original destination) and each chain's
 //! `filterChainMatch` (SNI server names, transport and application protocols, destination port,
 //! source ranges), so one port serves several hostnames with their own certificates and routes;
-//! and the TCP proxy's weighted clusters. Plain data: `validate::listeners` checks it,
+//! the TCP proxy's weighted clusters, and downstream HTTP/2 settings. Plain data: `validate::listeners` checks it,
 //! `compile::listener` turns it into Envoy's messages.
 
 use serde::{Deserialize, Serialize};
@@ -88,4 +88,23 @@ pub struct TcpWeightedCluster {
     #[serde(deserialize_with = "whole::u32")]
     #[schema(value_type = u64, minimum = 1, maximum = 4294967295_u64)]
     pub weight: u32,
+}
+
+/// HTTP/2 settings of a connection manager's downstream connections (Envoy
+/// `Http2ProtocolOptions`); unset fields keep Envoy's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DownstreamHttp2 {
+    /// Streams a client may have open on one connection [Envoy: 2147483647].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 2147483647)]
+    pub max_concurrent_streams: Option<u32>,
+    /// Flow-control window per stream, in bytes [Envoy: 256 MiB].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 65535, maximum = 2147483647)]
+    pub initial_stream_window_size: Option<u32>,
+    /// Flow-control window per connection, in bytes [Envoy: 256 MiB].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
+    #[schema(value_type = Option<u64>, minimum = 65535, maximum = 2147483647)]
+    pub initial_connection_window_size: Option<u32>,
 }

@@ -44,6 +44,7 @@ fn http_fields(c: &FilterConfig) -> Vec<&'static str> {
         ("maxRequestHeadersKb", c.max_request_headers_kb.is_some()),
         ("upgrades", !c.upgrades.is_empty()),
         ("generateRequestId", c.generate_request_id.is_some()),
+        ("http2", c.http2.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))

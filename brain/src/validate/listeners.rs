@@ -13,6 +13,9 @@ use crate::model::*;
 
 /// A listener's filters and its chains' matches.
 pub(super) fn check_listener(errs: &mut Errors, p: &str, l: &Listener) {
+    if l.max_connections == Some(0) {
+        errs.add(format!("{p}.maxConnections"), 0, "at least 1 (leave it out for no limit)");
+    }
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, f) in l.listener_filters.iter().enumerate() {
         let fp = format!("{p}.listenerFilters[{i}]");
@@ -191,6 +194,23 @@ pub(super) fn check_tcp_proxy(errs: &mut Errors, p: &str, c: &FilterConfig, clus
     }
 }
 
+/// An HTTP connection manager's downstream HTTP/2 settings, within Envoy's ranges.
+pub(super) fn check_http2(errs: &mut Errors, p: &str, c: &FilterConfig) {
+    let Some(h) = &c.http2 else { return };
+    const MAX: u32 = 2_147_483_647;
+    for (field, v, min) in [
+        ("maxConcurrentStreams", h.max_concurrent_streams, 1),
+        ("initialStreamWindowSize", h.initial_stream_window_size, 65_535),
+        ("initialConnectionWindowSize", h.initial_connection_window_size, 65_535),
+    ] {
+        if let Some(v) = v
+            && !(min..=MAX).contains(&v)
+        {
+            errs.add(format!("{p}.config.http2.{field}"), v, format!("{min}-{MAX}"));
+        }
+    }
+}
+
 /// An HTTP connection manager carries none of the TCP proxy's fields.
 pub(super) fn check_not_tcp(errs: &mut Errors, p: &str, c: &FilterConfig) {
     for (field, set) in [
@@ -269,6 +289,21 @@ mod tests {
         ));
         assert!(errs.iter().any(|(_, m)| m.contains("needs a tlsInspector in listenerFilters")), "{errs:?}");
         assert!(errs.iter().any(|(_, m)| m.contains("tlsInspector or httpInspector")), "{errs:?}");
+    }
+
+    #[test]
+    fn connection_limits_and_http2_settings_are_checked() {
+        let errs = errors(
+            "{name: l, port: 8080, maxConnections: 0, filterChains: [{filters: [{name: envoy.filters.network.http_connection_manager, config: {routeConfig: r, http2: {maxConcurrentStreams: 0, initialStreamWindowSize: 1024}}}]}]}",
+        );
+        let has = |path: &str, text: &str| errs.iter().any(|(p, m)| p.ends_with(path) && m.contains(text));
+        assert!(has("listeners[0].maxConnections", "at least 1"), "{errs:?}");
+        assert!(has("config.http2.maxConcurrentStreams", "1-2147483647"), "{errs:?}");
+        assert!(has("config.http2.initialStreamWindowSize", "65535-2147483647"), "{errs:?}");
+        let ok = errors(
+            "{name: l, port: 8080, maxConnections: 100, filterChains: [{filters: [{name: envoy.filters.network.http_connection_manager, config: {routeConfig: r, http2: {maxConcurrentStreams: 100, initialStreamWindowSize: 65535, initialConnectionWindowSize: 1048576}}}]}]}",
+        );
+        assert!(ok.is_empty(), "{ok:?}");
     }
 
     #[test]

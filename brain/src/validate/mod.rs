@@ -290,6 +290,7 @@ fn check_filter(
         HTTP_CONNECTION_MANAGER => {
             http_filters::check_connection_manager(errs, p, &f.config);
             listeners::check_not_tcp(errs, p, &f.config);
+            listeners::check_http2(errs, p, &f.config);
             check_route_config_ref(errs, p, &f.config, routes);
         }
         TCP_PROXY => {
