@@ -16,7 +16,7 @@ pub use http_filters::{
     AccessLog, ClaimToHeader, Compressor, CorsPolicy, ExtAuthz, ExtAuthzHttp, Fault, FaultAbort, FaultDelay,
     FilterOverrides, GenericKey, GlobalRateLimit, HeaderDescriptor, HttpFilter, HttpFilterKind, JwtAuthn,
     JwtProvider, JwtRule, LocalRateLimit, RateLimitAction, RateLimitDescriptor, Rbac, RbacAction,
-    RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceRef,
+    RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceCall, ServiceRef,
 };
 pub use listeners::{DownstreamHttp2, FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
 pub use resilience::{
@@ -389,6 +389,15 @@ impl RouteAction {
     /// Nothing set: the route redirects or answers directly instead.
     pub fn is_empty(&self) -> bool {
         *self == RouteAction::default()
+    }
+
+    /// The clusters the route sends to: `cluster`, or those of `weightedClusters`.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        match (&self.cluster, &self.weighted_clusters) {
+            (Some(c), _) => vec![c.as_str()],
+            (None, Some(w)) => w.iter().map(|w| w.name.as_str()).collect(),
+            (None, None) => Vec::new(),
+        }
     }
 }
 

@@ -35,6 +35,27 @@ impl Ca {
         Pair { cert: cert.pem(), key: key.serialize_pem() }
     }
 
+    /// A TLS connection to 127.0.0.1:`port` asking for server name `name`, the server's
+    /// certificate verified against this CA for that name; `None` when it cannot be made.
+    pub async fn tls_connect(
+        &self,
+        port: u16,
+        name: &str,
+    ) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(self.pem.as_bytes()).ok()?).ok()?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let server = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(server, tcp).await.ok()
+    }
+
     /// A server certificate for `localhost` and 127.0.0.1.
     pub fn server(&self) -> Pair {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");

@@ -188,18 +188,7 @@ async fn raw_exchange(port: u16, preamble: &str, request: &str) -> Option<String
 /// GET / over TLS to `port` with SNI `name`, verifying the server's certificate for `name`
 /// against `ca`: the raw answer, or `None` when no certificate for `name` is served.
 async fn tls_get(port: u16, name: &str, ca: &Ca) -> Option<String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).ok()?).ok()?;
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let server = rustls::pki_types::ServerName::try_from(name.to_string()).ok()?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, tcp).await.ok()?;
+    let mut tls = ca.tls_connect(port, name).await?;
     let request = format!("GET / HTTP/1.1\r\nhost: {name}\r\nconnection: close\r\n\r\n");
     tls.write_all(request.as_bytes()).await.ok()?;
     let mut out = Vec::new();

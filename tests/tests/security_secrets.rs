@@ -35,18 +35,7 @@ fn config(port: u16, backend: std::net::SocketAddr, ca: &Ca, pair: &Pair) -> Str
 
 /// The server certificate (DER) Envoy presents on `port`.
 async fn served_cert(port: u16, ca: &Ca) -> Option<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).ok()?).ok()?;
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .ok()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
-    let s = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+    let s = ca.tls_connect(port, "localhost").await?;
     Some(s.get_ref().1.peer_certificates()?.first()?.as_ref().to_vec())
 }
 

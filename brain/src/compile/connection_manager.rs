@@ -30,19 +30,8 @@ pub(super) fn compile(
     refs: &mut Vec<ResourceRef>,
 ) -> Result<HttpConnectionManager, CompileError> {
     // The clusters of the services its filters call: Envoy must know them first.
-    for hf in &f.http_filters {
-        let http = hf.ext_authz.as_ref().and_then(|e| e.http.as_ref()).map(|h| &h.cluster);
-        let grpc = hf.ext_authz.as_ref().and_then(|e| e.grpc.as_ref()).map(|g| &g.cluster);
-        let rls = hf.rate_limit.as_ref().map(|r| &r.service.cluster);
-        let jwks = hf
-            .jwt_authn
-            .iter()
-            .flat_map(|j| &j.providers)
-            .filter_map(|p| p.remote_jwks.as_ref())
-            .map(|r| &r.cluster);
-        refs.extend(
-            http.into_iter().chain(grpc).chain(rls).chain(jwks).map(|c| reference(ResourceType::Cluster, c)),
-        );
+    for call in f.http_filters.iter().flat_map(model::HttpFilter::service_calls) {
+        refs.push(reference(ResourceType::Cluster, call.cluster));
     }
     let c = format!("{path}.config");
     let opt_duration = |field: &str, v: &Option<String>| {

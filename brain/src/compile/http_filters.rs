@@ -21,19 +21,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
-use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket, fractional_percent};
+use envoy_types::pb::envoy::r#type::v3::TokenBucket;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 
-use super::{CompileError, any, duration};
+use super::{CompileError, any, duration, per_million};
 use crate::model::{self, HttpFilterKind};
-
-/// A percentage as Envoy's fraction per million.
-pub(super) fn per_million(percent: f64) -> FractionalPercent {
-    FractionalPercent {
-        numerator: (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32,
-        denominator: fractional_percent::DenominatorType::Million as i32,
-    }
-}
 
 fn always() -> Option<RuntimeFractionalPercent> {
     Some(RuntimeFractionalPercent { default_value: Some(per_million(100.0)), ..Default::default() })

@@ -116,6 +116,15 @@ fn port_lazy(path: impl FnOnce() -> String, p: i64) -> Result<u32, CompileError>
         .ok_or_else(|| CompileError::Invalid { path: path(), message: format!("port {p} out of range") })
 }
 
+/// A percentage (clamped to 0-100) as Envoy's fraction per million.
+fn per_million(percent: f64) -> envoy_types::pb::envoy::r#type::v3::FractionalPercent {
+    use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
+    FractionalPercent {
+        numerator: (percent.clamp(0.0, 100.0) * 10_000.0).round() as u32,
+        denominator: fractional_percent::DenominatorType::Million as i32,
+    }
+}
+
 /// `labels` as Envoy's load-balancer metadata (`filter_metadata["envoy.lb"]`), what subset
 /// selection compares; `None` when there are none.
 fn lb_metadata(

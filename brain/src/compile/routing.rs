@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::Previou
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
-use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 use super::{CompileError, any, duration};
@@ -274,10 +273,7 @@ pub(super) fn direct_response(d: &model::DirectResponse) -> DirectResponseAction
 /// One of a route's `mirrors`: the share is sent as parts per million.
 pub(super) fn mirror(m: &model::Mirror) -> route_action::RequestMirrorPolicy {
     let runtime_fraction = m.percent.filter(|p| *p < 100.0).map(|p| RuntimeFractionalPercent {
-        default_value: Some(FractionalPercent {
-            numerator: (p.clamp(0.0, 100.0) * 10_000.0).round() as u32,
-            denominator: fractional_percent::DenominatorType::Million as i32,
-        }),
+        default_value: Some(super::per_million(p)),
         ..Default::default()
     });
     route_action::RequestMirrorPolicy { cluster: m.cluster.clone(), runtime_fraction, ..Default::default() }

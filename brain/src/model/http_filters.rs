@@ -89,7 +89,38 @@ impl HttpFilterKind {
     }
 }
 
+/// A cluster an HTTP filter calls a service through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCall<'a> {
+    /// Where it is named, relative to the filter, e.g. `extAuthz.grpc.cluster`.
+    pub field: String,
+    pub cluster: &'a str,
+    /// Spoken to over gRPC (the cluster needs HTTP/2).
+    pub grpc: bool,
+}
+
 impl HttpFilter {
+    /// The clusters this filter calls services through (authorizer, rate limit service, JWKS).
+    pub fn service_calls(&self) -> Vec<ServiceCall<'_>> {
+        fn call(field: String, cluster: &str, grpc: bool) -> ServiceCall<'_> {
+            ServiceCall { field, cluster, grpc }
+        }
+        let mut out = Vec::new();
+        if let Some(e) = &self.ext_authz {
+            out.extend(e.http.as_ref().map(|h| call("extAuthz.http.cluster".into(), &h.cluster, false)));
+            out.extend(e.grpc.as_ref().map(|g| call("extAuthz.grpc.cluster".into(), &g.cluster, true)));
+        }
+        if let Some(r) = &self.rate_limit {
+            out.push(call("rateLimit.service.cluster".into(), &r.service.cluster, true));
+        }
+        for (n, p) in self.jwt_authn.iter().flat_map(|j| j.providers.iter().enumerate()) {
+            if let Some(r) = &p.remote_jwks {
+                out.push(call(format!("jwtAuthn.providers[{n}].remoteJwks.cluster"), &r.cluster, false));
+            }
+        }
+        out
+    }
+
     /// The kinds set on this filter (exactly one when valid).
     pub fn kinds(&self) -> Vec<HttpFilterKind> {
         let mut out = Vec::with_capacity(1);

@@ -9,22 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Errors, parse_duration};
+use super::{Errors, check_positive_duration as check_duration};
 use crate::model::*;
-
-fn check_duration(errs: &mut Errors, path: String, v: &str) -> Option<Duration> {
-    match parse_duration(v) {
-        Ok(d) if d.is_zero() => {
-            errs.add(path, v, "must be greater than zero");
-            None
-        }
-        Ok(d) => Some(d),
-        Err(e) => {
-            errs.add(path, v, e);
-            None
-        }
-    }
-}
 
 fn check_percent(errs: &mut Errors, path: String, pct: f64) {
     if !(0.0..=100.0).contains(&pct) {
@@ -303,57 +289,36 @@ pub(super) fn check_descriptors(errs: &mut Errors, p: &str, d: &[RateLimitDescri
     }
 }
 
+/// Every HTTP connection manager of the spec, with its path.
+fn connection_managers(spec: &ProxySpec) -> impl Iterator<Item = (String, &FilterConfig)> {
+    spec.listeners.iter().enumerate().flat_map(|(i, l)| {
+        l.filter_chains.iter().enumerate().flat_map(move |(j, fc)| {
+            fc.filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.name == HTTP_CONNECTION_MANAGER)
+                .map(move |(k, f)| (format!("spec.listeners[{i}].filterChains[{j}].filters[{k}]"), &f.config))
+        })
+    })
+}
+
 /// The services the filters call: clusters of this config, gRPC ones speaking HTTP/2.
 pub(super) fn check_service_clusters(errs: &mut Errors, spec: &ProxySpec) {
     let clusters: BTreeMap<&str, &Cluster> =
         spec.clusters.iter().map(|c| (c.name.as_str(), c.as_ref())).collect();
-    for (i, l) in spec.listeners.iter().enumerate() {
-        for (j, fc) in l.filter_chains.iter().enumerate() {
-            for (k, f) in fc.filters.iter().enumerate() {
-                for (n, hf) in f.config.http_filters.iter().enumerate() {
-                    let fp =
-                        format!("spec.listeners[{i}].filterChains[{j}].filters[{k}].config.httpFilters[{n}]");
-                    let mut calls = Vec::new();
-                    if let Some(e) = &hf.ext_authz {
-                        calls.extend(
-                            e.http
-                                .as_ref()
-                                .map(|h| (format!("{fp}.extAuthz.http.cluster"), &h.cluster, false)),
-                        );
-                        calls.extend(
-                            e.grpc
-                                .as_ref()
-                                .map(|g| (format!("{fp}.extAuthz.grpc.cluster"), &g.cluster, true)),
-                        );
-                    }
-                    if let Some(r) = &hf.rate_limit {
-                        calls.push((format!("{fp}.rateLimit.service.cluster"), &r.service.cluster, true));
-                    }
-                    for (n, pr) in hf.jwt_authn.iter().flat_map(|j| j.providers.iter().enumerate()) {
-                        if let Some(r) = &pr.remote_jwks {
-                            calls.push((
-                                format!("{fp}.jwtAuthn.providers[{n}].remoteJwks.cluster"),
-                                &r.cluster,
-                                false,
-                            ));
-                        }
-                    }
-                    for (path, name, grpc) in calls {
-                        match clusters.get(name.as_str()) {
-                            None => errs.add(
-                                path,
-                                name.clone(),
-                                format!("cluster {name:?} does not exist in spec.clusters"),
-                            ),
-                            Some(c) if grpc && c.upstream_protocol != Some(UpstreamProtocol::Http2) => errs
-                                .add(
-                                    path,
-                                    name.clone(),
-                                    format!("a gRPC service: cluster {name:?} needs upstreamProtocol: HTTP2"),
-                                ),
-                            Some(_) => {}
-                        }
-                    }
+    for (hcm, c) in connection_managers(spec) {
+        for (n, hf) in c.http_filters.iter().enumerate() {
+            for call in hf.service_calls() {
+                let path = format!("{hcm}.config.httpFilters[{n}].{}", call.field);
+                let name = call.cluster;
+                match clusters.get(name) {
+                    None => errs.add(path, name, format!("cluster {name:?} does not exist in spec.clusters")),
+                    Some(c) if call.grpc && c.upstream_protocol != Some(UpstreamProtocol::Http2) => errs.add(
+                        path,
+                        name,
+                        format!("a gRPC service: cluster {name:?} needs upstreamProtocol: HTTP2"),
+                    ),
+                    Some(_) => {}
                 }
             }
         }
@@ -509,20 +474,10 @@ pub(super) fn check_overrides(errs: &mut Errors, p: &str, o: Option<&FilterOverr
 pub(super) fn check_filters_present(errs: &mut Errors, spec: &ProxySpec) {
     // Route config → (path of each connection manager using it, the filter kinds it has).
     let mut users: BTreeMap<&str, Vec<(String, BTreeSet<HttpFilterKind>)>> = BTreeMap::new();
-    for (i, l) in spec.listeners.iter().enumerate() {
-        for (j, fc) in l.filter_chains.iter().enumerate() {
-            for (k, f) in fc.filters.iter().enumerate() {
-                if f.name != HTTP_CONNECTION_MANAGER {
-                    continue;
-                }
-                if let Some(rc) = &f.config.route_config {
-                    let kinds = f.config.http_filters.iter().flat_map(HttpFilter::kinds).collect();
-                    users
-                        .entry(rc.as_str())
-                        .or_default()
-                        .push((format!("spec.listeners[{i}].filterChains[{j}].filters[{k}]"), kinds));
-                }
-            }
+    for (hcm, c) in connection_managers(spec) {
+        if let Some(rc) = &c.route_config {
+            let kinds = c.http_filters.iter().flat_map(HttpFilter::kinds).collect();
+            users.entry(rc.as_str()).or_default().push((hcm, kinds));
         }
     }
     for (i, rc) in spec.routes.iter().enumerate() {

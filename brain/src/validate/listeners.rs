@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{Errors, parse_duration};
+use super::Errors;
 use crate::model::*;
 
 /// A listener's filters and its chains' matches.
@@ -34,8 +34,10 @@ pub(super) fn check_listener(errs: &mut Errors, p: &str, l: &Listener) {
         }
     }
     let has = |k: &str| kinds.contains_key(k);
-    // Each chain's match expanded into the single combinations Envoy indexes it by.
+    // Each chain's match expanded into the single combinations Envoy indexes it by, up to
+    // MAX_COMBINATIONS for the listener: the expansion is the product of the lists' lengths.
     let mut taken: BTreeMap<Combination, usize> = BTreeMap::new();
+    let mut expanded = 0usize;
     for (j, fc) in l.filter_chains.iter().enumerate() {
         let mp = format!("{p}.filterChains[{j}].filterChainMatch");
         let m = fc.filter_chain_match.clone().unwrap_or_default();
@@ -55,6 +57,17 @@ pub(super) fn check_listener(errs: &mut Errors, p: &str, l: &Listener) {
                 Value::Null,
                 "matching on applicationProtocols needs a tlsInspector or httpInspector in listenerFilters",
             );
+        }
+        expanded = expanded.saturating_add(combination_count(&m));
+        if expanded > MAX_COMBINATIONS {
+            errs.add(
+                mp.clone(),
+                Value::Null,
+                format!(
+                    "the filter chain matches of this listener combine into more than {MAX_COMBINATIONS} (server names × application protocols × source ranges, summed over chains): split it into several listeners or use wildcard server names"
+                ),
+            );
+            break;
         }
         for combo in combinations(&m) {
             if let Some(prev) = taken.get(&combo) {
@@ -93,6 +106,15 @@ impl Combination {
         }
         if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
     }
+}
+
+/// How many single combinations a listener's chain matches may expand into, at most.
+const MAX_COMBINATIONS: usize = 100_000;
+
+fn combination_count(m: &FilterChainMatch) -> usize {
+    [&m.server_names, &m.application_protocols, &m.source_prefix_ranges]
+        .iter()
+        .fold(1usize, |n, list| n.saturating_mul(list.len().max(1)))
 }
 
 fn combinations(m: &FilterChainMatch) -> Vec<Combination> {
@@ -184,13 +206,7 @@ pub(super) fn check_tcp_proxy(errs: &mut Errors, p: &str, c: &FilterConfig, clus
         }
     }
     if let Some(t) = &c.idle_timeout {
-        match parse_duration(t) {
-            Ok(d) if d.is_zero() => {
-                errs.add(format!("{cp}.idleTimeout"), t.clone(), "must be greater than zero")
-            }
-            Ok(_) => {}
-            Err(e) => errs.add(format!("{cp}.idleTimeout"), t.clone(), e),
-        }
+        super::check_positive_duration(errs, format!("{cp}.idleTimeout"), t);
     }
 }
 
@@ -266,6 +282,22 @@ mod tests {
         ));
         assert!(
             errs.iter().any(|(p, m)| p.ends_with("filterChains[1]") && m.contains("server name b.example")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_match_that_expands_past_the_limit_is_refused_not_expanded() {
+        let names: Vec<String> = (0..400).map(|i| format!("h{i}.example")).collect();
+        let protocols: Vec<String> = (0..400).map(|i| format!("p{i}")).collect();
+        let errs = errors(&format!(
+            "{{name: l, port: 443, listenerFilters: [{{tlsInspector: {{}}}}], filterChains: [{{filterChainMatch: {{serverNames: [{}], applicationProtocols: [{}]}}, filters: {HCM}}}]}}",
+            names.join(", "),
+            protocols.join(", ")
+        ));
+        assert!(
+            errs.iter().any(|(p, m)| p == "spec.listeners[0].filterChains[0].filterChainMatch"
+                && m.contains("more than 100000")),
             "{errs:?}"
         );
     }

@@ -41,6 +41,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration such as \"5s\" or \"250ms\": {e}"))
 }
 
+/// A duration above zero, or an error at `path` naming `v`; the duration when it is one.
+fn check_positive_duration(errs: &mut Errors, path: String, v: &str) -> Option<Duration> {
+    match parse_duration(v) {
+        Ok(d) if d.is_zero() => {
+            errs.add(path, v, "must be greater than zero");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.add(path, v, e);
+            None
+        }
+    }
+}
+
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253

@@ -77,12 +77,7 @@ fn targets<'a>(r: &'a Route, rp: &str) -> Vec<(String, &'a str, BTreeSet<&'a str
     let a = &r.route;
     let mut out = Vec::new();
     if !a.metadata_match.is_empty() {
-        let names: Vec<&str> = match (&a.cluster, &a.weighted_clusters) {
-            (Some(c), _) => vec![c.as_str()],
-            (None, Some(w)) => w.iter().map(|w| w.name.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        for name in names {
+        for name in a.cluster_names() {
             out.push((format!("{rp}.metadataMatch"), name, keys(&a.metadata_match)));
         }
     }

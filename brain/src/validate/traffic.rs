@@ -41,11 +41,7 @@ fn check_regex(errs: &mut Errors, path: String, r: &str) {
 
 fn check_duration(errs: &mut Errors, path: String, v: &Option<String>) {
     if let Some(t) = v {
-        match parse_duration(t) {
-            Ok(d) if d.is_zero() => errs.add(path, t.clone(), "must be greater than zero"),
-            Ok(_) => {}
-            Err(e) => errs.add(path, t.clone(), e),
-        }
+        super::check_positive_duration(errs, path, t);
     }
 }
 
@@ -497,12 +493,7 @@ pub(super) fn check_hash_policies(errs: &mut Errors, spec: &ProxySpec) {
                 if r.route.hash_policy.is_empty() {
                     continue;
                 }
-                let names: Vec<&str> = match (&r.route.cluster, &r.route.weighted_clusters) {
-                    (Some(c), _) => vec![c.as_str()],
-                    (None, Some(w)) => w.iter().map(|w| w.name.as_str()).collect(),
-                    _ => Vec::new(),
-                };
-                for name in names {
+                for name in r.route.cluster_names() {
                     if let Some(policy) = policies.get(name)
                         && !matches!(policy, LbPolicy::RingHash | LbPolicy::Maglev)
                     {
