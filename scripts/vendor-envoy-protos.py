@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Copies the .proto files that describe Envoy's discovery services and the resources Flotilla
 serves from the `envoy-types` crate (the version in Cargo.lock) into edge/proto/vendor/, so that
-edge/build.rs can compile them with protox into the descriptor set gRPC reflection serves.
+edge/build.rs can compile them with protox into the descriptor set gRPC reflection serves; and
+copies the crate's whole descriptor set (every Envoy v3 message, extensions included), gzipped,
+to brain/src/raw_envoy/envoy-descriptors.bin.gz for the escape hatch (`envoy` blocks).
 
 Run it after bumping envoy-types:  python3 scripts/vendor-envoy-protos.py
 Only the import closure of ROOTS is copied; google/protobuf/* comes with protox itself.
 """
+import gzip
 import json
 import os
 import re
@@ -35,6 +38,7 @@ SEARCH = ["data-plane-api", "xds", "protoc-gen-validate", "googleapis", "cel-spe
           "client_model", "opentelemetry-proto"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEST = os.path.join(HERE, "..", "edge", "proto", "vendor")
+DESCRIPTORS = os.path.join(HERE, "..", "brain", "src", "raw_envoy", "envoy-descriptors.bin.gz")
 
 
 def envoy_types_dir():
@@ -59,13 +63,22 @@ def main():
         found[name] = path
         text = open(path, encoding="utf-8").read()
         todo += re.findall(r'^import\s+(?:public\s+|weak\s+)?"([^"]+)"', text, re.M)
+    readme = open(os.path.join(DEST, "README.md"), encoding="utf-8").read()
     shutil.rmtree(DEST, ignore_errors=True)
+    os.makedirs(DEST)
+    with open(os.path.join(DEST, "README.md"), "w", encoding="utf-8") as f:
+        f.write(readme)
     for name, path in sorted(found.items()):
         os.makedirs(os.path.join(DEST, os.path.dirname(name)), exist_ok=True)
         shutil.copyfile(path, os.path.join(DEST, name))
     with open(os.path.join(DEST, "VERSION"), "w", encoding="utf-8") as f:
         f.write(f"envoy-types {version}\n")
     print(f"copied {len(found)} files from envoy-types {version} into {os.path.relpath(DEST)}")
+    with open(os.path.join(src, "src", "generated", "types.bin"), "rb") as f:
+        packed = gzip.compress(f.read(), compresslevel=9, mtime=0)
+    with open(DESCRIPTORS, "wb") as f:
+        f.write(packed)
+    print(f"wrote the descriptor set of envoy-types {version} to {os.path.relpath(DESCRIPTORS)}")
 
 
 if __name__ == "__main__":

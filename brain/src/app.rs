@@ -386,6 +386,13 @@ impl Brain {
             audit: audit.clone(),
             quotas: quotas.clone(),
             rollbacks: Arc::default(),
+            envoy: settings.envoy_validate_bin.clone().map(|bin| {
+                let validator = crate::envoy_check::EnvoyValidator::new(bin);
+                Arc::new(crate::envoy_check::EnvoyGate::new(
+                    validator,
+                    settings.envoy_validate_namespaces.clone(),
+                ))
+            }),
         });
         tokio::spawn(crate::rollback::run(manage.clone(), stopped.clone()));
         let app = router(ApiState { manage: manage.clone(), metrics, ready });

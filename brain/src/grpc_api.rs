@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::audit::AuditFilter;
-use crate::manage::{Caller, ConfigRead, Deletion, Manager, OpError, ProxyView, Written};
+use crate::manage::{Caller, ConfigRead, Deletion, Manager, OpError, ProxyView, WriteOptions, Written};
 use crate::model::ProxyConfig;
 use crate::parse::{Format, ParseError, parse_bundle, parse_config};
 use crate::service::ServiceError;
@@ -57,7 +57,18 @@ impl GrpcApi {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfgs = bundle(&r.document, r.format)?;
-        let res = self.manage.bulk(&c, cfgs, r.apply.unwrap_or(default_apply), r.dry_run).await?;
+        let res = self
+            .manage
+            .bulk(
+                &c,
+                cfgs,
+                WriteOptions {
+                    apply: r.apply.unwrap_or(default_apply),
+                    dry_run: r.dry_run,
+                    validate_envoy: r.validate_envoy,
+                },
+            )
+            .await?;
         Ok(Response::new(pb::BulkReply {
             dry_run: res.dry_run,
             applied: res.applied,
@@ -118,6 +129,7 @@ impl From<OpError> for Status {
             OpError::NotFound(m) => Status::not_found(m),
             OpError::BadRequest(m) => invalid(m.clone(), vec![FieldViolation::new("document", m)]),
             OpError::Internal(m) => Status::internal(m),
+            OpError::Unavailable(m) => Status::unavailable(m),
         }
     }
 }
@@ -319,7 +331,15 @@ impl ControlPlaneService for GrpcApi {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
-        Ok(written(self.manage.create(&c, cfg, r.apply, r.dry_run).await?))
+        Ok(written(
+            self.manage
+                .create(
+                    &c,
+                    cfg,
+                    WriteOptions { apply: r.apply, dry_run: r.dry_run, validate_envoy: r.validate_envoy },
+                )
+                .await?,
+        ))
     }
 
     async fn get_config(
@@ -357,7 +377,17 @@ impl ControlPlaneService for GrpcApi {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
         let cfg = document(&r.document, r.format)?;
-        Ok(written(self.manage.update(&c, &r.id, cfg, r.expected_version, r.apply, r.dry_run).await?))
+        Ok(written(
+            self.manage
+                .update(
+                    &c,
+                    &r.id,
+                    cfg,
+                    r.expected_version,
+                    WriteOptions { apply: r.apply, dry_run: r.dry_run, validate_envoy: r.validate_envoy },
+                )
+                .await?,
+        ))
     }
 
     async fn delete_config(
@@ -388,7 +418,7 @@ impl ControlPlaneService for GrpcApi {
     ) -> Result<Response<pb::ConfigReply>, Status> {
         let c = self.caller(&req).await?;
         let r = req.into_inner();
-        Ok(written(self.manage.apply(&c, &r.id, r.dry_run).await?))
+        Ok(written(self.manage.apply(&c, &r.id, r.dry_run, r.validate_envoy).await?))
     }
 
     async fn validate_config(

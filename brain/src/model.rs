@@ -7,16 +7,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod envoy;
 mod http_filters;
 mod listeners;
 mod resilience;
 mod routing;
 
+pub use envoy::{EnvoyBlock, EnvoyJson};
 pub use http_filters::{
     AccessLog, ClaimToHeader, Compressor, CorsPolicy, ExtAuthz, ExtAuthzHttp, Fault, FaultAbort, FaultDelay,
     FilterOverrides, GenericKey, GlobalRateLimit, HeaderDescriptor, HttpFilter, HttpFilterKind, JwtAuthn,
     JwtProvider, JwtRule, LocalRateLimit, RateLimitAction, RateLimitDescriptor, Rbac, RbacAction,
-    RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceCall, ServiceRef,
+    RbacPermission, RbacPolicy, RbacPrincipal, RemoteJwks, ServiceCall, ServiceRef, Tracing,
 };
 pub use listeners::{DownstreamHttp2, FilterChainMatch, ListenerFilter, ProxyProtocol, TcpWeightedCluster};
 pub use resilience::{
@@ -178,6 +180,9 @@ pub struct Listener {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 4294967295_u64)]
     pub max_connections: Option<u32>,
+    /// Envoy `Listener` fields merged over the compiled listener (docs/traffic.md, "Escape hatch").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyJson>,
 }
 
 fn default_listen_address() -> String {
@@ -207,6 +212,23 @@ pub struct NetworkFilter {
     pub name: String,
     #[serde(default)]
     pub config: FilterConfig,
+    /// Envoy fields merged over the compiled `HttpConnectionManager` or `TcpProxy` (e.g.
+    /// `tracing`, `serverName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyJson>,
+}
+
+impl NetworkFilter {
+    /// The full name of the Envoy message this filter's config compiles to.
+    pub fn envoy_type(&self) -> Option<&'static str> {
+        match self.name.as_str() {
+            HTTP_CONNECTION_MANAGER => {
+                Some("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+            }
+            TCP_PROXY => Some("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -259,6 +281,9 @@ pub struct FilterConfig {
     /// HTTP/2 settings for clients that speak it (h2 over TLS, or h2c).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2: Option<DownstreamHttp2>,
+    /// HTTP connection manager: trace requests to an OpenTelemetry collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
 }
 
 // === routes ===
@@ -293,6 +318,9 @@ pub struct VirtualHost {
     /// Descriptors sent to the global rate limit service for this virtual host's requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitDescriptor>,
+    /// Envoy `VirtualHost` fields merged over the compiled virtual host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyJson>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -313,6 +341,10 @@ pub struct Route {
     /// HTTP filter settings for this route (e.g. no rate limit on `/health`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<FilterOverrides>,
+    /// Envoy `Route` fields merged over the compiled route (e.g. a raw filter's per-route config
+    /// in `typedPerFilterConfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyJson>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -484,6 +516,10 @@ pub struct Cluster {
     /// Groups of endpoints by `metadata` that routes pick with `metadataMatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subsets: Option<Subsets>,
+    /// Envoy `Cluster` fields merged over the compiled cluster (its endpoints are not in it:
+    /// they are served by EDS or set by `endpoints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<EnvoyJson>,
 }
 
 impl Cluster {

@@ -107,6 +107,15 @@ pub struct Cli {
     /// Log format [default: text].
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// An Envoy binary that validates configs before any proxy sees them (`envoy --mode
+    /// validate`), on writes with `?validate=envoy` and on every write to the namespaces of
+    /// `--envoy-validate-namespaces`.
+    #[arg(long, env = "FLOTILLA_ENVOY_VALIDATE_BIN", value_name = "PATH")]
+    pub envoy_validate_bin: Option<PathBuf>,
+    /// Namespaces whose writes are always validated by Envoy (`*`: all); needs
+    /// `--envoy-validate-bin`. Comma-separated.
+    #[arg(long, env = "FLOTILLA_ENVOY_VALIDATE_NAMESPACES", value_delimiter = ',', value_name = "NS")]
+    pub envoy_validate_namespaces: Vec<String>,
     /// Export traces (one per change: API call, validate, compile, store, publish, and on the
     /// edges receipt, pushes and ACKs) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317.
     #[arg(long, env = "FLOTILLA_OTLP_ENDPOINT")]
@@ -227,6 +236,16 @@ pub struct FileConfig {
     pub ha: FileHa,
     #[serde(default)]
     pub backup: FileBackup,
+    #[serde(default)]
+    pub validation: FileValidation,
+}
+
+/// `validation:` in the config file (as `--envoy-validate-bin`, `--envoy-validate-namespaces`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileValidation {
+    pub envoy_bin: Option<PathBuf>,
+    pub envoy_namespaces: Vec<String>,
 }
 
 /// `ha:` in the config file (as `--ha`, `--advertise-url`).
@@ -394,6 +413,10 @@ pub struct Settings {
     pub discovery_plugins: Vec<(String, String)>,
     /// How long a vanished service is kept.
     pub discovery_grace: std::time::Duration,
+    /// The Envoy that validates writes (`envoy_check`), if any.
+    pub envoy_validate_bin: Option<PathBuf>,
+    /// Namespaces whose writes Envoy always validates (`*`: all).
+    pub envoy_validate_namespaces: Vec<String>,
 }
 
 /// Resolved security settings; all off by default.
@@ -448,6 +471,8 @@ impl Default for Settings {
             discovery_kubernetes: Vec::new(),
             discovery_plugins: Vec::new(),
             discovery_grace: crate::discovery::DEFAULT_GRACE,
+            envoy_validate_bin: None,
+            envoy_validate_namespaces: Vec::new(),
         }
     }
 }
@@ -528,7 +553,25 @@ impl Settings {
                     .map_err(|e| SettingsError::Invalid(format!("--discovery-kubernetes {n}: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        let envoy_validate_bin = cli.envoy_validate_bin.or(file.validation.envoy_bin);
+        let mut envoy_validate_namespaces = cli.envoy_validate_namespaces;
+        envoy_validate_namespaces.extend(file.validation.envoy_namespaces);
+        if envoy_validate_bin.is_none() && !envoy_validate_namespaces.is_empty() {
+            return Err(SettingsError::Invalid(
+                "--envoy-validate-namespaces needs --envoy-validate-bin (the Envoy that validates)".into(),
+            ));
+        }
+        if let Some(bin) = &envoy_validate_bin
+            && !bin.is_file()
+        {
+            return Err(SettingsError::Invalid(format!(
+                "--envoy-validate-bin {}: no such file",
+                bin.display()
+            )));
+        }
         Ok(Settings {
+            envoy_validate_bin,
+            envoy_validate_namespaces,
             security,
             discovery_files,
             discovery_consul,

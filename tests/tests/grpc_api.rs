@@ -26,6 +26,7 @@ async fn crud_validate_history_rollback_over_grpc() {
             format: pb::Format::Yaml as i32,
             apply: true,
             dry_run: false,
+            validate_envoy: false,
         })
         .await
         .unwrap()
@@ -219,12 +220,18 @@ async fn grpc_and_rest_answer_the_same() {
     assert_eq!((d.pending, d.status.as_str(), d.id.as_str()), (true, "pending-delete", id.as_str()));
     let (_, rec) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(rec["status"], "pending-delete");
-    let plan =
-        c.apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: true }).await.unwrap().into_inner();
+    let plan = c
+        .apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: true, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let plan: Value = serde_json::from_str(&plan.plan_json).unwrap();
     assert_eq!(plan["action"], "delete", "{plan}");
-    let done =
-        c.apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: false }).await.unwrap().into_inner();
+    let done = c
+        .apply_config(pb::ApplyConfigRequest { id: id.clone(), dry_run: false, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(done.deleted && done.config.is_none(), "{done:?}");
     let (s, _) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(s, 404);

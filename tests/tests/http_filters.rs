@@ -4,7 +4,9 @@
 //! refusing by path, source and header, access log lines in the configured format, the client
 //! address with `useRemoteAddress`; two host names on one port with their own certificates and
 //! routes (SNI), the PROXY protocol carrying the client's address, and a TCP proxy's weighted
-//! clusters and idle timeout. The configs are docs/traffic.md's recipes.
+//! clusters and idle timeout; requests traced to an OpenTelemetry collector; the escape hatch
+//! (a raw filter and `envoy` blocks taking effect, typos refused with their path) and validation
+//! by Envoy itself before a write is stored. The configs are docs/traffic.md's recipes.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -564,4 +566,192 @@ async fn a_listener_connection_limit_closes_connections_over_it() {
     let answer =
         wait_for("a connection once the others closed", CONVERGE, || raw_exchange(port, "", request)).await;
     assert!(answer.contains("backend b"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_blocks_and_raw_filters_take_effect_and_a_typo_is_refused_with_its_path() {
+    let b = echo("b").await;
+    let port = free_port();
+    // A filter Flotilla does not model, by name and typed config; `envoy` blocks on the virtual
+    // host, the route and the cluster.
+    let hcm = r#"httpFilters: [{name: envoy.filters.http.header_mutation, typedConfig: {"@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation, mutations: {requestMutations: [{append: {header: {key: x-raw-request, value: added}}}], responseMutations: [{append: {header: {key: x-raw-filter, value: "on"}}}]}}}]"#;
+    let vhost = "          envoy: {responseHeadersToAdd: [{header: {key: x-raw-vhost, value: v}}]}\n";
+    let routes = "            - {match: {prefix: /}, route: {cluster: b}, envoy: {requestHeadersToAdd: [{header: {key: x-raw-route, value: r}}]}}\n";
+    let clusters = cluster("b", &[&b], "envoy: {perConnectionBufferLimitBytes: 32768}");
+    let yaml = proxy_config(port, hcm, vhost, routes, &clusters);
+    let s = setup(port, &yaml, "/").await;
+    let (status, body, headers) = s.get("/x", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers.get("x-raw-filter").map(|v| v.to_str().unwrap()), Some("on"), "{headers:?}");
+    assert_eq!(headers.get("x-raw-vhost").map(|v| v.to_str().unwrap()), Some("v"), "{headers:?}");
+    assert!(body.contains("x-raw-request: added"), "the raw filter changed the request: {body}");
+    assert!(body.contains("x-raw-route: r"), "the route's envoy block added a header: {body}");
+    let dump = s.envoy.admin("/config_dump?resource=dynamic_active_clusters").await;
+    assert!(
+        dump.contains("\"per_connection_buffer_limit_bytes\": 32768"),
+        "the cluster's envoy block: {dump}"
+    );
+
+    // A typo inside a block is refused with its path, and the proxies keep the last config.
+    let typo = yaml.replace("responseMutations", "responseMutation");
+    let r = s.brain.put_yaml(&format!("/api/v1/configs/{}?apply=true", s.id), &typo).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(
+            "spec.listeners[0].filterChains[0].filters[0].config.httpFilters[0].typedConfig.mutations.responseMutation"
+        ),
+        "{body}"
+    );
+    let bad_type =
+        yaml.replace("perConnectionBufferLimitBytes: 32768", "perConnectionBufferLimitBytes: lots");
+    let r = s.brain.put_yaml(&format!("/api/v1/configs/{}?apply=true", s.id), &bad_type).await;
+    assert_eq!(r.status().as_u16(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("spec.clusters[0].envoy.perConnectionBufferLimitBytes"), "{body}");
+    assert_eq!(s.envoy.counter("cluster_manager.cds.update_rejected").await, 0, "nothing reached Envoy");
+    let (_, _, headers) = s.get("/x", &[]).await;
+    assert!(headers.contains_key("x-raw-filter"), "the last good config still serves");
+}
+
+/// A brain whose writes Envoy validates (`--envoy-validate-bin`), always in `namespaces`.
+async fn validating_brain(namespaces: &[&str]) -> TestBrain {
+    let namespaces: Vec<String> = namespaces.iter().map(|n| n.to_string()).collect();
+    TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
+        s.envoy_validate_bin = Some(flotilla_tests::envoy::envoy_bin());
+        s.envoy_validate_namespaces = namespaces;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_validates_writes_and_refuses_what_only_envoy_knows_naming_the_path() {
+    let b = echo("b").await;
+    let port = free_port();
+    let clusters =
+        format!("{}{}", cluster("b", &[&b], ""), cluster("c", &[&b], "envoy: {dnsRefreshRate: 0.0001s}"));
+    let routes = "            - {match: {prefix: /}, route: {cluster: b}}\n";
+    // Valid to Flotilla (a well-formed duration) but not to Envoy (dns_refresh_rate > 1ms).
+    let only_envoy_refuses = proxy_config(port, "", "", routes, &clusters);
+    let good = only_envoy_refuses.replace("envoy: {dnsRefreshRate: 0.0001s}", "envoy: {dnsRefreshRate: 5s}");
+    // An HTTP filter whose typed config is no HTTP filter (a listener filter's message).
+    let wrong_extension = proxy_config(
+        port,
+        r#"httpFilters: [{name: envoy.filters.http.mystery, typedConfig: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]"#,
+        "",
+        routes,
+        &cluster("b", &[&b], ""),
+    );
+
+    let brain = validating_brain(&[]).await;
+    let envoy = Envoy::start(brain.xds_port, "validated-envoy", "web", "traffic", ApiType::DeltaGrpc);
+    let r = brain.post_yaml("/api/v1/configs?apply=true&validate=envoy", &good).await;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let serves = || async move {
+        flotilla_tests::envoy::http_get(port, "example.com", "/").await.filter(|b| b.starts_with("backend b"))
+    };
+    wait_for("Envoy to serve the config", CONVERGE, serves).await;
+
+    for (yaml, path, says) in [
+        (&only_envoy_refuses, "spec.clusters[1]", "DnsRefreshRate"),
+        (&wrong_extension, "spec.listeners[0]", "envoy.filters.http.mystery"),
+    ] {
+        for query in ["?apply=true&validate=envoy", "?dryRun=true&validate=envoy"] {
+            let r = brain.put_yaml(&format!("/api/v1/configs/{id}{query}"), yaml).await;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(status, 422, "{query}: {body}");
+            let errors =
+                body["details"].as_array().or(body["errors"].as_array()).cloned().unwrap_or_default();
+            let text = body.to_string();
+            assert!(
+                errors.iter().any(|e| e["path"] == path) || text.contains(&format!("\"{path}\"")),
+                "{path}: {body}"
+            );
+            assert!(text.contains(says), "Envoy's own message ({says}): {body}");
+        }
+    }
+    // A bundle (`flotilla apply --validate-envoy`): the refused document is named by its index.
+    let other = good.replace("{name: web, namespace: traffic}", "{name: web2, namespace: traffic}");
+    let bundle = format!("{other}\n---\n{only_envoy_refuses}");
+    let r = brain.post_yaml("/api/v1/bulk?apply=true&validate=envoy", &bundle).await;
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("\"[1].spec.clusters[1]\""), "{body}");
+    let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(cfg["version"], 1, "nothing stored: {cfg}");
+    assert_eq!(envoy.counter("cluster_manager.cds.update_rejected").await, 0, "no proxy NACKed");
+    assert_eq!(envoy.counter("listener_manager.lds.update_rejected").await, 0, "no proxy NACKed");
+    assert!(serves().await.is_some(), "the last good config still serves");
+
+    // Without the check the same write is stored and pushed, and the proxy NACKs it: what the
+    // check spares.
+    let r = brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &only_envoy_refuses).await;
+    assert_eq!(r.status().as_u16(), 200);
+    wait_for("Envoy to NACK the cluster", CONVERGE, || async {
+        (envoy.counter("cluster_manager.cds.update_rejected").await > 0).then_some(())
+    })
+    .await;
+
+    // In a namespace validated by default, a plain write is checked too; a brain without the
+    // binary says so when asked.
+    let strict = validating_brain(&["traffic"]).await;
+    let r = strict.post_yaml("/api/v1/configs?apply=true", &only_envoy_refuses).await;
+    assert_eq!(r.status().as_u16(), 422, "{}", r.text().await.unwrap());
+    let plain = TestBrain::start().await;
+    let r = plain.post_yaml("/api/v1/configs?validate=envoy", &good).await;
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("--envoy-validate-bin"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_traced_to_an_opentelemetry_collector() {
+    let b = echo("b").await;
+    let collector = flotilla_tests::otlp::OtlpReceiver::start().await;
+    let port = free_port();
+    let hcm = "tracing: {collector: {cluster: otel, timeout: 1s}, serviceName: web-edge, samplingPercent: 100, tags: {team: payments}}";
+    let routes = "            - {match: {prefix: /}, route: {cluster: b}}\n";
+    let clusters = format!(
+        "{}    - {{name: otel, type: STATIC, upstreamProtocol: HTTP2, endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
+        cluster("b", &[&b], ""),
+        collector.port
+    );
+    let s = setup(port, &proxy_config(port, hcm, "", routes, &clusters), "/").await;
+    // A request that carries a trace: Envoy continues it, and passes the context on.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let (status, body, _) = s.get("/traced", &[("traceparent", &parent)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("traceparent: 00-{trace_id}-")), "the backend sees the trace: {body}");
+    // Envoy exports in batches (5 spans, or every 5 s).
+    for i in 0..5 {
+        assert_eq!(s.get(&format!("/x/{i}"), &[]).await.0, 200);
+    }
+    let spans = wait_for("spans at the collector", CONVERGE, || async {
+        let spans = collector.spans();
+        (spans.len() >= 6).then_some(spans)
+    })
+    .await;
+    assert!(
+        spans.iter().all(|r| r.service == "web-edge"),
+        "{:?}",
+        spans.iter().map(|r| &r.service).collect::<Vec<_>>()
+    );
+    assert!(spans.iter().all(|r| r.attr("team").as_deref() == Some("payments")), "the tag is on every span");
+    let continued: Vec<_> = spans.iter().filter(|r| hex(&r.span.trace_id) == trace_id).collect();
+    assert_eq!(continued.len(), 1, "the carried trace was continued");
+    assert!(
+        spans.iter().any(|r| r.attr("http.url").is_some_and(|u| u.contains("/traced"))),
+        "spans name the request"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -457,6 +457,7 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
         format: pb::Format::Yaml as i32,
         apply: false,
         dry_run: false,
+        validate_envoy: false,
     });
     with(&alice, req.metadata_mut());
     let err = grpc.create_config(req).await.unwrap_err();
@@ -469,10 +470,15 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
         apply: true,
         expected_version: None,
         dry_run: false,
+        validate_envoy: false,
     });
     with(&alice, req.metadata_mut());
     assert_eq!(grpc.update_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
-    let mut req = tonic::Request::new(pb::ApplyConfigRequest { id: b_id.clone(), dry_run: false });
+    let mut req = tonic::Request::new(pb::ApplyConfigRequest {
+        id: b_id.clone(),
+        dry_run: false,
+        ..Default::default()
+    });
     with(&alice, req.metadata_mut());
     assert_eq!(grpc.apply_config(req).await.unwrap_err().code(), tonic::Code::NotFound);
     let mut req =
@@ -493,6 +499,7 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
             format: pb::Format::Yaml as i32,
             apply: false,
             dry_run: false,
+            validate_envoy: false,
         });
         with(&alice, req.metadata_mut());
         let res = grpc.create_config(req).await;

@@ -22,6 +22,18 @@ pub struct BulkQuery {
     apply: Option<bool>,
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    validate: Option<super::configs::ValidateWith>,
+}
+
+impl BulkQuery {
+    fn options(&self, default_apply: bool) -> crate::manage::WriteOptions {
+        crate::manage::WriteOptions {
+            apply: self.apply.unwrap_or(default_apply),
+            dry_run: self.dry_run,
+            validate_envoy: self.validate.is_some(),
+        }
+    }
 }
 
 /// The body of bulk, import and validate: one or more configs (a YAML stream or sequence, or a
@@ -47,7 +59,7 @@ fn bundle(headers: &HeaderMap, body: &Bytes) -> Result<Vec<ProxyConfig>, ApiErro
 }
 
 /// Atomic create-or-update of every config in the body; not applied unless `?apply=true`.
-#[utoipa::path(post, path = "/api/v1/bulk", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/bulk", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("validate" = Option<super::configs::ValidateWith>, Query, description = "`envoy`: also have Envoy validate each compiled config first")), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 415, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn bulk(
     State(st): State<ApiState>,
     c: Caller,
@@ -56,11 +68,11 @@ pub async fn bulk(
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
     let cfgs = bundle(&headers, &body)?;
-    Ok(Json(st.manage.bulk(&c, cfgs, q.apply.unwrap_or(false), q.dry_run).await?))
+    Ok(Json(st.manage.bulk(&c, cfgs, q.options(false)).await?))
 }
 
 /// Like bulk, but applied unless `?apply=false`: restoring a backup makes it live.
-#[utoipa::path(post, path = "/api/v1/import", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query, description = "Default true"), ("dryRun" = Option<bool>, Query)), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/import", tag = "bulk", request_body(description = "A YAML stream (---) or a JSON array of configs", content((Bundle = "application/yaml"), (Bundle = "application/json"))), params(("apply" = Option<bool>, Query, description = "Default true"), ("dryRun" = Option<bool>, Query), ("validate" = Option<super::configs::ValidateWith>, Query, description = "`envoy`: also have Envoy validate each compiled config first")), responses((status = 200, body = BulkResult), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
 pub async fn import(
     State(st): State<ApiState>,
     c: Caller,
@@ -69,7 +81,7 @@ pub async fn import(
     body: Bytes,
 ) -> Result<Json<BulkResult>, ApiError> {
     let cfgs = bundle(&headers, &body)?;
-    Ok(Json(st.manage.bulk(&c, cfgs, q.apply.unwrap_or(true), q.dry_run).await?))
+    Ok(Json(st.manage.bulk(&c, cfgs, q.options(true)).await?))
 }
 
 #[derive(Debug, Deserialize)]

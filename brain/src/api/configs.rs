@@ -92,6 +92,26 @@ pub struct WriteQuery {
     /// Validate and show what would change; store nothing.
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    validate: Option<ValidateWith>,
+}
+
+impl WriteQuery {
+    fn options(&self) -> crate::manage::WriteOptions {
+        crate::manage::WriteOptions {
+            apply: self.apply,
+            dry_run: self.dry_run,
+            validate_envoy: self.validate.is_some(),
+        }
+    }
+}
+
+/// Who else validates a write (`?validate=envoy`).
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidateWith {
+    /// The Envoy of `--envoy-validate-bin`, in validate mode.
+    Envoy,
 }
 
 /// A dry run's answer: what the write would change; nothing stored.
@@ -132,6 +152,8 @@ fn dry_run(planned: Planned) -> Response {
 pub struct ApplyQuery {
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    validate: Option<ValidateWith>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,7 +225,7 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     })
 }
 
-#[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = DryRun), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing"), ("validate" = Option<ValidateWith>, Query, description = "`envoy`: also have Envoy validate the compiled config before it is stored (needs --envoy-validate-bin; 503 when it cannot run)")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = DryRun), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError), (status = 503, description = "validate=envoy: Envoy could not be run", body = ApiError)))]
 pub async fn create(
     State(st): State<ApiState>,
     c: Caller,
@@ -212,7 +234,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
-    written(StatusCode::CREATED, st.manage.create(&c, cfg, q.apply, q.dry_run).await?)
+    written(StatusCode::CREATED, st.manage.create(&c, cfg, q.options()).await?)
 }
 
 /// A write's answer: the record (with its ETag), the dry run's plan, or a carried-out deletion.
@@ -249,7 +271,7 @@ pub async fn get_one(
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
-#[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("If-Match" = Option<String>, Header, pattern = r#"^((W/)?"?[0-9]+"?|\*)?$"#, description = "Expected version, e.g. \"3\" (empty or `*`: any)")), responses((status = 200, description = "Updated, or with dryRun what would change", body = WriteAnswer), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError)))]
+#[utoipa::path(put, path = "/api/v1/configs/{id}", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("id" = String, Path), ("apply" = Option<bool>, Query), ("dryRun" = Option<bool>, Query), ("validate" = Option<ValidateWith>, Query, description = "`envoy`: also have Envoy validate the compiled config before it is stored (needs --envoy-validate-bin; 503 when it cannot run)"), ("If-Match" = Option<String>, Header, pattern = r#"^((W/)?"?[0-9]+"?|\*)?$"#, description = "Expected version, e.g. \"3\" (empty or `*`: any)")), responses((status = 200, description = "Updated, or with dryRun what would change", body = WriteAnswer), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError), (status = 503, description = "validate=envoy: Envoy could not be run", body = ApiError)))]
 pub async fn update(
     State(st): State<ApiState>,
     c: Caller,
@@ -260,7 +282,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let cfg = body_config(&headers, &body)?;
     let expected = expected_version(&headers, &cfg)?;
-    written(StatusCode::OK, st.manage.update(&c, &id, cfg, expected, q.apply, q.dry_run).await?)
+    written(StatusCode::OK, st.manage.update(&c, &id, cfg, expected, q.options()).await?)
 }
 
 /// The answer to a delete.
@@ -329,14 +351,14 @@ pub async fn validate(
     Ok(Json(st.manage.validate(&c, &id, candidate).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change")), responses((status = 200, description = "Applied, the pending deletion carried out, or with dryRun what would change", body = ApplyAnswer), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+#[utoipa::path(post, path = "/api/v1/configs/{id}/apply", tag = "configs", params(("id" = String, Path), ("dryRun" = Option<bool>, Query, description = "Show what applying would change"), ("validate" = Option<ValidateWith>, Query, description = "`envoy`: also have Envoy validate the compiled config before it is stored (needs --envoy-validate-bin; 503 when it cannot run)")), responses((status = 200, description = "Applied, the pending deletion carried out, or with dryRun what would change", body = ApplyAnswer), (status = 400, description = "validate=envoy on a brain without --envoy-validate-bin", body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError), (status = 503, body = ApiError)))]
 pub async fn apply(
     State(st): State<ApiState>,
     c: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ApplyQuery>,
 ) -> Result<Response, ApiError> {
-    written(StatusCode::OK, st.manage.apply(&c, &id, q.dry_run).await?)
+    written(StatusCode::OK, st.manage.apply(&c, &id, q.dry_run, q.validate.is_some()).await?)
 }
 
 #[utoipa::path(get, path = "/api/v1/configs/{id}/history", tag = "configs", params(("id" = String, Path)), responses((status = 200, body = Vec<Revision>), (status = 404, body = ApiError)))]

@@ -190,9 +190,13 @@ const AUDIT_COLUMNS: &[(&str, &str)] = &[
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
     let c = Client::new(&cli.server, cli.user, cli.token, cli.ca_cert.as_deref())?;
     match cli.command {
-        Command::Apply { files, dry_run, no_apply, wait } => {
+        Command::Apply { files, dry_run, no_apply, validate_envoy, wait } => {
             let bundle = read_bundle(&files)?;
-            let url = c.url("/api/v1/bulk", &[("apply", flag(!no_apply)), ("dryRun", flag(dry_run))])?;
+            let mut query = vec![("apply", flag(!no_apply)), ("dryRun", flag(dry_run))];
+            if validate_envoy {
+                query.push(("validate", "envoy"));
+            }
+            let url = c.url("/api/v1/bulk", &query)?;
             let res = c.call_url(Method::POST, url, Some((YAML, bundle))).await?;
             print_results(&res["results"], dry_run);
             if dry_run || no_apply {

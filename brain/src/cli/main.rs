@@ -52,6 +52,9 @@ pub enum Command {
         /// Store without pushing to proxies.
         #[arg(long)]
         no_apply: bool,
+        /// Have Envoy validate each config first (the brain needs --envoy-validate-bin).
+        #[arg(long)]
+        validate_envoy: bool,
         /// Follow the rollout until every connected proxy of the applied configs has ACKed it
         /// (or one NACKs), at most TIMEOUT [default: 5m]. Without it, apply still waits up to 3 s
         /// for the proxies' first answers and exits 1 if one rejected the config.

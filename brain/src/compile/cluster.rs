@@ -99,6 +99,7 @@ pub(super) fn compile(c: &model::Cluster, path: &str) -> Result<Vec<Resource>, C
     } else {
         cl.load_assignment = Some(cla);
     }
+    let cl = super::with_envoy(cl, c.envoy.as_ref(), path)?;
     out.insert(0, resource(ResourceType::Cluster, &c.name, &cl, refs));
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! A listener's HTTP connection manager (`FilterConfig` of an
 //! `envoy.filters.network.http_connection_manager` filter) → Envoy's `HttpConnectionManager`:
 //! RDS over ADS, the HTTP filter chain (from `compile::http_filters`), access logs, client
-//! address handling, timeouts, header limits and upgrades.
+//! address handling, timeouts, header limits, upgrades and tracing (OpenTelemetry).
 
 use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -30,7 +30,7 @@ pub(super) fn compile(
     refs: &mut Vec<ResourceRef>,
 ) -> Result<HttpConnectionManager, CompileError> {
     // The clusters of the services its filters call: Envoy must know them first.
-    for call in f.http_filters.iter().flat_map(model::HttpFilter::service_calls) {
+    for call in f.service_calls() {
         refs.push(reference(ResourceType::Cluster, call.cluster));
     }
     let c = format!("{path}.config");
@@ -38,6 +38,8 @@ pub(super) fn compile(
         v.as_deref().map(|t| duration(&format!("{c}.{field}"), t)).transpose()
     };
     let access_log = f.access_log.iter().map(access_log_of).collect();
+    let tracing =
+        f.tracing.as_ref().map(|t| tracing(t, &stat_prefix, &format!("{c}.tracing"))).transpose()?;
     Ok(HttpConnectionManager {
         stat_prefix,
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -64,6 +66,53 @@ pub(super) fn compile(
                 .initial_connection_window_size
                 .map(|value| UInt32Value { value }),
             ..Default::default()
+        }),
+        tracing,
+        ..Default::default()
+    })
+}
+
+fn tracing(
+    t: &model::Tracing,
+    stat_prefix: &str,
+    path: &str,
+) -> Result<http_connection_manager::Tracing, CompileError> {
+    use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+    use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, tracing};
+    use envoy_types::pb::envoy::r#type::tracing::v3::{CustomTag, custom_tag};
+    use envoy_types::pb::envoy::r#type::v3::Percent;
+    let timeout = t
+        .collector
+        .timeout
+        .as_deref()
+        .map(|d| duration(&format!("{path}.collector.timeout"), d))
+        .transpose()?;
+    let otel = OpenTelemetryConfig {
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(grpc_service::EnvoyGrpc {
+                cluster_name: t.collector.cluster.clone(),
+                ..Default::default()
+            })),
+            timeout,
+            ..Default::default()
+        }),
+        service_name: t.service_name.clone().unwrap_or_else(|| stat_prefix.to_string()),
+        ..Default::default()
+    };
+    Ok(http_connection_manager::Tracing {
+        random_sampling: t.sampling_percent.map(|value| Percent { value: value.clamp(0.0, 100.0) }),
+        spawn_upstream_span: t.upstream_spans.then_some(BoolValue { value: true }),
+        custom_tags: t
+            .tags
+            .iter()
+            .map(|(tag, value)| CustomTag {
+                tag: tag.clone(),
+                r#type: Some(custom_tag::Type::Literal(custom_tag::Literal { value: value.clone() })),
+            })
+            .collect(),
+        provider: Some(tracing::Http {
+            name: "envoy.tracers.opentelemetry".into(),
+            config_type: Some(tracing::http::ConfigType::TypedConfig(any(&otel))),
         }),
         ..Default::default()
     })

@@ -36,6 +36,16 @@ pub(super) fn chain(filters: &[model::HttpFilter], path: &str) -> Result<Vec<Htt
     let mut out = Vec::with_capacity(filters.len() + 1);
     for (i, f) in filters.iter().enumerate() {
         let p = format!("{path}[{i}]");
+        if let (Some(name), Some(config)) = (&f.name, &f.typed_config) {
+            let typed = crate::raw_envoy::to_any(&config.0)
+                .map_err(|e| super::raw_error(e, &format!("{p}.typedConfig")))?;
+            out.push(HttpFilter {
+                name: name.clone(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(typed)),
+                ..Default::default()
+            });
+            continue;
+        }
         let kinds = f.kinds();
         let typed = match kinds.as_slice() {
             [HttpFilterKind::LocalRateLimit] => f
@@ -64,11 +74,17 @@ pub(super) fn chain(filters: &[model::HttpFilter], path: &str) -> Result<Vec<Htt
         let (Some(typed), [kind]) = (typed, kinds.as_slice()) else {
             return Err(CompileError::Invalid {
                 path: p,
-                message: "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, compressor"
-                    .into(),
+                message:
+                    "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, \
+                          compressor, or name with typedConfig"
+                        .into(),
             });
         };
-        let (kind, typed) = (*kind, typed?);
+        let (kind, mut typed) = (*kind, typed?);
+        if let Some(envoy) = &f.envoy {
+            typed = crate::raw_envoy::merge_any(&typed, &envoy.0)
+                .map_err(|e| super::raw_error(e, &format!("{p}.envoy")))?;
+        }
         out.push(HttpFilter {
             name: kind.envoy_name().into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(typed)),

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpPro
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use flotilla_shared::{Resource, ResourceType};
 
-use super::{CompileError, any, duration, port, reference, resource};
+use super::{CompileError, any, duration, port, reference, resource, with_envoy};
 use crate::model::{self, HTTP_CONNECTION_MANAGER, TCP_PROXY};
 
 pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, CompileError> {
@@ -40,6 +40,11 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
                         message: format!("unsupported network filter {other:?}"),
                     });
                 }
+            };
+            let typed = match &f.envoy {
+                Some(envoy) => crate::raw_envoy::merge_any(&typed, &envoy.0)
+                    .map_err(|e| super::raw_error(e, &format!("{fpath}.envoy")))?,
+                None => typed,
             };
             filters.push(Filter {
                 name: f.name.clone(),
@@ -91,6 +96,7 @@ pub(super) fn compile(l: &model::Listener, path: &str) -> Result<Resource, Compi
         listener_filters,
         ..Default::default()
     };
+    let listener = with_envoy(listener, l.envoy.as_ref(), path)?;
     Ok(resource(ResourceType::Listener, &l.name, &listener, refs))
 }
 

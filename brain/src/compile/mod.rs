@@ -142,6 +142,25 @@ fn lb_metadata(
     })
 }
 
+/// `msg` with the `envoy` block of the model at `path` merged over it (`raw_envoy::merge`).
+fn with_envoy<M: Message + prost::Name + Default>(
+    msg: M,
+    envoy: Option<&crate::model::EnvoyJson>,
+    path: &str,
+) -> Result<M, CompileError> {
+    match envoy {
+        None => Ok(msg),
+        Some(json) => {
+            crate::raw_envoy::merge(&msg, &json.0).map_err(|e| raw_error(e, &format!("{path}.envoy")))
+        }
+    }
+}
+
+/// A refused `envoy` block or typed config at `block`.
+fn raw_error(e: crate::raw_envoy::RawError, block: &str) -> CompileError {
+    CompileError::Invalid { path: e.path_under(block), message: e.message }
+}
+
 fn any(msg: &impl prost::Name) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::pb::google::protobuf::Any { type_url: msg_type_url(msg), value: msg.encode_to_vec() }
 }

@@ -22,10 +22,11 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
         let mut routes = Vec::new();
         for (k, r) in vh.routes.iter().enumerate() {
             let rpath = format!("{vpath}.routes[{k}]");
-            routes.push(compile_route(r, &rpath, &mut refs)?);
+            let route = compile_route(r, &rpath, &mut refs)?;
+            routes.push(super::with_envoy(route, r.envoy.as_ref(), &rpath)?);
         }
         let h = header_lists(vh.headers.as_ref());
-        vhosts.push(VirtualHost {
+        let vhost = VirtualHost {
             name: vh.name.clone(),
             domains: vh.domains.clone(),
             routes,
@@ -44,7 +45,8 @@ pub(super) fn compile(rc: &model::RouteConfig, path: &str) -> Result<Resource, C
             )?,
             rate_limits: super::auth_services::descriptors(&vh.rate_limits, &format!("{vpath}.rateLimits"))?,
             ..Default::default()
-        });
+        };
+        vhosts.push(super::with_envoy(vhost, vh.envoy.as_ref(), &vpath)?);
     }
     let h = header_lists(rc.headers.as_ref());
     let cfg = RouteConfiguration {

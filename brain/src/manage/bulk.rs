@@ -34,9 +34,9 @@ impl Manager {
         &self,
         c: &Caller,
         cfgs: Vec<ProxyConfig>,
-        apply: bool,
-        dry_run: bool,
+        opts: super::WriteOptions,
     ) -> Result<BulkResult, OpError> {
+        let super::WriteOptions { apply, dry_run, validate_envoy } = opts;
         if cfgs.is_empty() {
             return Err(OpError::BadRequest("the bundle holds no config".into()));
         }
@@ -65,6 +65,16 @@ impl Manager {
             befores.push(existing.as_ref().map(RevisionRef::of_record));
             live_before.push(existing.as_ref().and_then(|r| r.applied_version));
             checked.push(cfg);
+        }
+        for (i, cfg) in checked.iter().enumerate() {
+            match self.check_with_envoy(cfg, validate_envoy).await {
+                Err(OpError::Service(ServiceError::Invalid(errs))) if checked.len() > 1 => {
+                    let errs =
+                        errs.into_iter().map(|e| FieldError { path: format!("[{i}].{}", e.path), ..e });
+                    return Err(ServiceError::Invalid(errs.collect()).into());
+                }
+                other => other?,
+            }
         }
         let res = self.service.bulk(&checked, apply, dry_run, c.origin()).await.map_err(OpError::from);
         if !dry_run {

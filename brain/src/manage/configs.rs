@@ -12,6 +12,7 @@ use crate::auth::{Verb, kind_of};
 use crate::model::ProxyConfig;
 use crate::service::{Planned, ServiceError};
 use crate::store::{ConfigRecord, ListFilter, Revision, StoreError};
+use crate::validate::FieldError;
 
 /// What a write did, or would do.
 #[derive(Debug)]
@@ -73,6 +74,17 @@ fn shown(mut rec: ConfigRecord) -> ConfigRecord {
     rec
 }
 
+/// How a create or update is carried out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Push to proxies.
+    pub apply: bool,
+    /// Check and plan only; store nothing.
+    pub dry_run: bool,
+    /// Have Envoy validate the compiled config first (`envoy_check`).
+    pub validate_envoy: bool,
+}
+
 impl Manager {
     fn proxies_status(&self, namespace: &str, name: &str) -> ProxiesStatus {
         let streams: Vec<_> = self
@@ -110,14 +122,10 @@ impl Manager {
         ProxiesStatus { connected: nodes.len(), synced, nacking }
     }
 
-    pub async fn create(
-        &self,
-        c: &Caller,
-        cfg: ProxyConfig,
-        apply: bool,
-        dry_run: bool,
-    ) -> Result<Written, OpError> {
+    pub async fn create(&self, c: &Caller, cfg: ProxyConfig, opts: WriteOptions) -> Result<Written, OpError> {
+        let WriteOptions { apply, dry_run, validate_envoy } = opts;
         self.authorize_config(c, Verb::Create, &cfg).await?;
+        self.check_with_envoy(&cfg, validate_envoy).await?;
         if dry_run {
             let p = self.service.plan_one(&cfg, apply).await?;
             if let Some(id) = p.id {
@@ -165,9 +173,9 @@ impl Manager {
         id: &str,
         cfg: ProxyConfig,
         expected_version: Option<u64>,
-        apply: bool,
-        dry_run: bool,
+        opts: WriteOptions,
     ) -> Result<Written, OpError> {
+        let WriteOptions { apply, dry_run, validate_envoy } = opts;
         let current = self.load_for(c, Verb::Update, id).await?;
         self.authorize_config(c, Verb::Update, &cfg).await?;
         let cfg = crate::secrets::keep_redacted(cfg, &current.config);
@@ -178,6 +186,7 @@ impl Manager {
             }
             .into());
         }
+        self.check_with_envoy(&cfg, validate_envoy).await?;
         if dry_run {
             return Ok(Written::Planned(self.service.plan_one(&cfg, apply).await?));
         }
@@ -218,6 +227,30 @@ impl Manager {
         })
     }
 
+    /// With Envoy validation asked for (or on by default in `cfg`'s namespace): `cfg` checked by
+    /// Flotilla, then by Envoy (`envoy_check`), Envoy's refusal named by the config path of the
+    /// resource it is about. Templates are checked where they are used.
+    pub(super) async fn check_with_envoy(&self, cfg: &ProxyConfig, asked: bool) -> Result<(), OpError> {
+        let by_default = self.envoy.as_ref().is_some_and(|g| g.by_default(cfg.namespace()));
+        if !(asked || by_default) || cfg.is_template() {
+            return Ok(());
+        }
+        let Some(gate) = &self.envoy else {
+            return Err(OpError::BadRequest(
+                "validate=envoy: this brain has no Envoy to validate with (start it with --envoy-validate-bin PATH)"
+                    .into(),
+            ));
+        };
+        let snap = self.service.check(cfg).await?;
+        match gate.validator.check(&snap).await {
+            Ok(_) => Ok(()),
+            Err(crate::envoy_check::EnvoyCheckError::Refused { unit, message }) => {
+                Err(ServiceError::Invalid(vec![envoy_refusal(cfg, unit.as_ref(), &message)]).into())
+            }
+            Err(e) => Err(OpError::Unavailable(e.to_string())),
+        }
+    }
+
     /// Validates `candidate` (a proposed new version) if given, else the stored latest revision.
     pub async fn validate(
         &self,
@@ -235,8 +268,17 @@ impl Manager {
     }
 
     /// Makes the latest revision live (or carries out a pending deletion).
-    pub async fn apply(&self, c: &Caller, id: &str, dry_run: bool) -> Result<Written, OpError> {
+    pub async fn apply(
+        &self,
+        c: &Caller,
+        id: &str,
+        dry_run: bool,
+        validate_envoy: bool,
+    ) -> Result<Written, OpError> {
         let current = self.load_for(c, Verb::Apply, id).await?;
+        if !current.pending_delete {
+            self.check_with_envoy(&current.config, validate_envoy).await?;
+        }
         if dry_run {
             return Ok(Written::Planned(self.service.plan_apply(current.id).await?));
         }
@@ -347,5 +389,28 @@ impl Manager {
                 tracing::error!(message = "automatic rollback failed", config = %w.id, error = %e, reason = %why);
             }
         }
+    }
+}
+
+/// Envoy's refusal as a validation error at the config path of the resource it is about.
+fn envoy_refusal(cfg: &ProxyConfig, unit: Option<&crate::envoy_check::Unit>, message: &str) -> FieldError {
+    use crate::envoy_check::UnitKind;
+    let spec = &cfg.spec;
+    let found = unit.and_then(|u| {
+        let (list, index) = match u.kind {
+            UnitKind::Listener => ("listeners", spec.listeners.iter().position(|l| l.name == u.name)),
+            UnitKind::Route => {
+                ("routes", spec.routes.iter().position(|r| u.name.split(", ").any(|n| n == r.name)))
+            }
+            UnitKind::Cluster => ("clusters", spec.clusters.iter().position(|c| c.name == u.name)),
+            UnitKind::Secret => ("secrets", spec.secrets.iter().position(|s| s.name == u.name)),
+        };
+        index.map(|i| format!("spec.{list}[{i}]"))
+    });
+    let what = unit.map(|u| format!(" ({:?} {})", u.kind, u.name).to_lowercase()).unwrap_or_default();
+    FieldError {
+        path: found.unwrap_or_else(|| "spec".to_string()),
+        message: format!("Envoy refuses it{what}: {message}"),
+        value: unit.map(|u| u.name.clone().into()),
     }
 }

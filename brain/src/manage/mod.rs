@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use audit::WhoAmI;
 pub use bulk::{BulkResult, Validation};
-pub use configs::{ConfigRead, Deletion, NackingProxy, ProxiesStatus, Written};
+pub use configs::{ConfigRead, Deletion, NackingProxy, ProxiesStatus, WriteOptions, Written};
 pub use debug::{ConfigDump, DumpType, Reload, SnapshotResource, SnapshotType, SnapshotView, Stats};
 pub use discovery::{EndpointsView, ServiceView, ServicesView};
 pub use events::{CallerEvents, EventFilter, EventItem};
@@ -44,6 +44,8 @@ pub struct Manager {
     pub quotas: Quotas,
     /// Applied revisions watched for NACKs (`spec.autoRollback`).
     pub rollbacks: Arc<crate::rollback::Watches>,
+    /// Validation by Envoy before writes (`--envoy-validate-bin`), when configured.
+    pub envoy: Option<Arc<crate::envoy_check::EnvoyGate>>,
 }
 
 /// Who is calling, through which API, and the request's id (echoed to the caller and recorded
@@ -88,6 +90,9 @@ pub enum OpError {
     /// A failure of the server's own (not the request's), e.g. rendering a response.
     #[error("{0}")]
     Internal(String),
+    /// Something the request needs is not there now (e.g. the Envoy that validates); retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for OpError {

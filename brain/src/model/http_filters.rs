@@ -3,7 +3,7 @@
 //! filter kind says its Envoy counterpart; unset fields keep Envoy's defaults. Plain data:
 //! `validate::http_filters` checks it, `compile::http_filters` turns it into Envoy messages.
 //! The connection manager's own settings (timeouts, addresses) are fields of `FilterConfig`;
-//! its access log is here.
+//! its access log and tracing are here.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +43,42 @@ pub struct HttpFilter {
     /// Gzip responses for clients that accept it (`envoy.filters.http.compressor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compressor: Option<Compressor>,
+    /// Any other Envoy HTTP filter: its Envoy name (e.g. `envoy.filters.http.header_mutation`),
+    /// with `typedConfig` and none of the kinds above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The configuration of the filter `name` names: an Envoy message in canonical JSON with its
+    /// `@type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typed_config: Option<super::EnvoyJson>,
+    /// Envoy fields merged over the configuration of this filter's kind (its `@type` may be left
+    /// out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy: Option<super::EnvoyJson>,
+}
+
+impl super::FilterConfig {
+    /// The clusters this connection manager calls services through: its filters' (fields
+    /// relative to `config`, e.g. `httpFilters[0].extAuthz.http.cluster`) and its tracing
+    /// collector's.
+    pub fn service_calls(&self) -> Vec<ServiceCall<'_>> {
+        let mut out = Vec::new();
+        for (n, f) in self.http_filters.iter().enumerate() {
+            out.extend(
+                f.service_calls()
+                    .into_iter()
+                    .map(|c| ServiceCall { field: format!("httpFilters[{n}].{}", c.field), ..c }),
+            );
+        }
+        if let Some(t) = &self.tracing {
+            out.push(ServiceCall {
+                field: "tracing.collector.cluster".into(),
+                cluster: &t.collector.cluster,
+                grpc: true,
+            });
+        }
+        out
+    }
 }
 
 /// The kinds of `HttpFilter`, as named in `filters.disabled`.
@@ -71,6 +107,22 @@ impl HttpFilterKind {
             HttpFilterKind::RateLimit => "envoy.filters.http.ratelimit",
             HttpFilterKind::JwtAuthn => "envoy.filters.http.jwt_authn",
             HttpFilterKind::Compressor => "envoy.filters.http.compressor",
+        }
+    }
+
+    /// The full name of the filter's configuration message (what its `envoy` block merges over).
+    pub fn envoy_type(self) -> &'static str {
+        match self {
+            HttpFilterKind::LocalRateLimit => {
+                "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+            }
+            HttpFilterKind::Fault => "envoy.extensions.filters.http.fault.v3.HTTPFault",
+            HttpFilterKind::Cors => "envoy.extensions.filters.http.cors.v3.Cors",
+            HttpFilterKind::Rbac => "envoy.extensions.filters.http.rbac.v3.RBAC",
+            HttpFilterKind::ExtAuthz => "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            HttpFilterKind::RateLimit => "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            HttpFilterKind::JwtAuthn => "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            HttpFilterKind::Compressor => "envoy.extensions.filters.http.compressor.v3.Compressor",
         }
     }
 
@@ -559,4 +611,28 @@ pub struct Compressor {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole::opt_u32")]
     #[schema(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub min_content_length: Option<u32>,
+}
+
+/// Traces of the requests through a connection manager, sent over OTLP/gRPC to a collector
+/// (Envoy `HttpConnectionManager.tracing` with the `envoy.tracers.opentelemetry` provider).
+/// Envoy continues a trace the request carries (`traceparent`) and starts one otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    /// The collector: a cluster of this config with `upstreamProtocol: HTTP2`, and the export
+    /// timeout.
+    pub collector: ServiceRef,
+    /// The `service.name` of the spans [default: the connection manager's stat prefix].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Share of requests traced that carry no sampling decision, in percent [default 100].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
+    pub sampling_percent: Option<f64>,
+    /// A span of its own for each upstream request, besides the request's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upstream_spans: bool,
+    /// Attributes set on every span: name → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }

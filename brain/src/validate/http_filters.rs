@@ -31,6 +31,7 @@ fn http_fields(c: &FilterConfig) -> Vec<&'static str> {
         ("upgrades", !c.upgrades.is_empty()),
         ("generateRequestId", c.generate_request_id.is_some()),
         ("http2", c.http2.is_some()),
+        ("tracing", c.tracing.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
@@ -51,11 +52,16 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
     for (i, f) in c.http_filters.iter().enumerate() {
         let fp = format!("{cp}.httpFilters[{i}]");
         let kinds = f.kinds();
+        if f.name.is_some() || f.typed_config.is_some() {
+            super::raw::check_raw_filter(errs, &fp, f);
+            continue;
+        }
         if kinds.len() != 1 {
             errs.add(
                 fp.clone(),
                 Value::Null,
-                "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, compressor",
+                "set exactly one of localRateLimit, fault, cors, rbac, extAuthz, rateLimit, jwtAuthn, compressor \
+                 (or name with typedConfig, for any other Envoy HTTP filter)",
             );
         }
         for kind in kinds {
@@ -93,6 +99,9 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
             check_timeout(errs, &format!("{rp}.service.timeout"), &r.service.timeout);
         }
     }
+    if let Some(t) = &c.tracing {
+        check_tracing(errs, &format!("{cp}.tracing"), t);
+    }
     for (i, l) in c.access_log.iter().enumerate() {
         let lp = format!("{cp}.accessLog[{i}]");
         if !l.path.starts_with('/') {
@@ -125,6 +134,19 @@ pub(super) fn check_connection_manager(errs: &mut Errors, p: &str, c: &FilterCon
         if u.is_empty() || !u.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
             errs.add(format!("{cp}.upgrades[{i}]"), u.clone(), "an upgrade protocol name, e.g. websocket");
         }
+    }
+}
+
+fn check_tracing(errs: &mut Errors, p: &str, t: &Tracing) {
+    check_timeout(errs, &format!("{p}.collector.timeout"), &t.collector.timeout);
+    if let Some(pct) = t.sampling_percent {
+        check_percent(errs, format!("{p}.samplingPercent"), pct);
+    }
+    if t.service_name.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        errs.add(format!("{p}.serviceName"), "", "a service name, or leave it out");
+    }
+    if t.tags.keys().any(|k| k.trim().is_empty()) {
+        errs.add(format!("{p}.tags"), "", "a tag name is not empty");
     }
 }
 
@@ -307,19 +329,17 @@ pub(super) fn check_service_clusters(errs: &mut Errors, spec: &ProxySpec) {
     let clusters: BTreeMap<&str, &Cluster> =
         spec.clusters.iter().map(|c| (c.name.as_str(), c.as_ref())).collect();
     for (hcm, c) in connection_managers(spec) {
-        for (n, hf) in c.http_filters.iter().enumerate() {
-            for call in hf.service_calls() {
-                let path = format!("{hcm}.config.httpFilters[{n}].{}", call.field);
-                let name = call.cluster;
-                match clusters.get(name) {
-                    None => errs.add(path, name, format!("cluster {name:?} does not exist in spec.clusters")),
-                    Some(c) if call.grpc && c.upstream_protocol != Some(UpstreamProtocol::Http2) => errs.add(
-                        path,
-                        name,
-                        format!("a gRPC service: cluster {name:?} needs upstreamProtocol: HTTP2"),
-                    ),
-                    Some(_) => {}
-                }
+        for call in c.service_calls() {
+            let path = format!("{hcm}.config.{}", call.field);
+            let name = call.cluster;
+            match clusters.get(name) {
+                None => errs.add(path, name, format!("cluster {name:?} does not exist in spec.clusters")),
+                Some(c) if call.grpc && c.upstream_protocol != Some(UpstreamProtocol::Http2) => errs.add(
+                    path,
+                    name,
+                    format!("a gRPC service: cluster {name:?} needs upstreamProtocol: HTTP2"),
+                ),
+                Some(_) => {}
             }
         }
     }
@@ -633,5 +653,28 @@ mod tests {
         let paths: Vec<String> = validate(&cfg).into_iter().map(|e| e.path).collect();
         let base = "spec.listeners[0].filterChains[0].filters[0].config";
         assert_eq!(paths, [format!("{base}.httpFilters"), format!("{base}.useRemoteAddress")]);
+    }
+
+    #[test]
+    fn tracing_needs_an_http2_collector_of_the_config_and_sane_settings() {
+        let route = "{match: {prefix: /}, route: {cluster: c}}";
+        let errs = errors(
+            "tracing: {collector: {cluster: c, timeout: never}, samplingPercent: 120, serviceName: \" \", tags: {\"\": x}}",
+            "",
+            route,
+        );
+        let has = |p: &str, m: &str| errs.iter().any(|(path, msg)| path == p && msg.contains(m));
+        assert!(has(&format!("{HCM}.tracing.collector.cluster"), "HTTP2"), "{errs:?}");
+        assert!(has(&format!("{HCM}.tracing.collector.timeout"), "duration"), "{errs:?}");
+        assert!(errs.iter().any(|(p, _)| p == &format!("{HCM}.tracing.samplingPercent")), "{errs:?}");
+        assert!(errs.iter().any(|(p, _)| p == &format!("{HCM}.tracing.serviceName")), "{errs:?}");
+        assert!(errs.iter().any(|(p, _)| p == &format!("{HCM}.tracing.tags")), "{errs:?}");
+        let errs = errors("tracing: {collector: {cluster: ghost}}", "", route);
+        assert!(
+            errs.iter().any(
+                |(p, m)| p == &format!("{HCM}.tracing.collector.cluster") && m.contains("does not exist")
+            ),
+            "{errs:?}"
+        );
     }
 }

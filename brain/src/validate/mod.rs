@@ -11,6 +11,7 @@ use crate::model::*;
 
 mod http_filters;
 mod listeners;
+mod raw;
 mod subsets;
 mod tls;
 mod traffic;
@@ -217,6 +218,7 @@ pub fn validate_with(cfg: &ProxyConfig, valid: &mut ValidClusters) -> Vec<FieldE
     subsets::check_matches(&mut errs, spec);
     http_filters::check_filters_present(&mut errs, spec);
     http_filters::check_service_clusters(&mut errs, spec);
+    raw::check_blocks(&mut errs, spec);
 
     let mut fresh = std::collections::HashMap::with_capacity(spec.clusters.len());
     for (i, c) in spec.clusters.iter().enumerate() {
