@@ -13,6 +13,9 @@ brain="${FLOTILLA_BRAIN_BIN:-$CARGO_TARGET_DIR/debug/flotilla-brain}"
 st=.venv/bin/schemathesis
 examples="${FLOTILLA_CONTRACT_EXAMPLES:-40}"
 [ -x "$brain" ] || cargo build --quiet --bin flotilla-brain
+# The brain validates with the real Envoy when asked (`?validate=envoy`), so that path is fuzzed
+# too; scripts/test.sh exports the binary's path.
+envoy="${FLOTILLA_ENVOY_BIN:-$(ls "$(pwd)"/.venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)}"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -36,7 +39,8 @@ run() { # label, extra brain flags...
   dir="$(mktemp -d)"
   port="$(free_port)"
   "$brain" --data-dir "$dir/data" --rest-addr "127.0.0.1:$port" --xds-addr "127.0.0.1:$(free_port)" \
-    --grpc-api-addr "127.0.0.1:$(free_port)" --log-level warn "$@" >"$dir/brain.log" 2>&1 &
+    --grpc-api-addr "127.0.0.1:$(free_port)" --envoy-validate-bin "$envoy" --log-level warn "$@" \
+    >"$dir/brain.log" 2>&1 &
   pid=$!
   trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -220,9 +220,12 @@ fn expected_version(headers: &HeaderMap, cfg: &ProxyConfig) -> Result<Option<u64
     if trimmed == "*" || trimmed.is_empty() {
         return Ok(None);
     }
-    trimmed.parse().map(Some).map_err(|_| {
-        ApiError::bad_request(format!("If-Match / metadata.resourceVersion {raw:?} is not a version number"))
-    })
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        // A version beyond any a config can reach is a conflict with the current one, not a
+        // malformed request.
+        return Ok(Some(trimmed.parse().unwrap_or(u64::MAX)));
+    }
+    Err(ApiError::bad_request(format!("If-Match / metadata.resourceVersion {raw:?} is not a version number")))
 }
 
 #[utoipa::path(post, path = "/api/v1/configs", tag = "configs", request_body(description = "A ProxyConfig or ProxyTemplate", content((ProxyConfig = "application/yaml"), (ProxyConfig = "application/json"))), params(("apply" = Option<bool>, Query, description = "Push to proxies"), ("dryRun" = Option<bool>, Query, description = "Show what would change; store nothing"), ("validate" = Option<ValidateWith>, Query, description = "`envoy`: also have Envoy validate the compiled config before it is stored (needs --envoy-validate-bin; 503 when it cannot run)")), responses((status = 201, description = "Created", body = ConfigView), (status = 200, description = "Dry run: what would change", body = DryRun), (status = 400, description = "Malformed body or unknown field (with line, column, path)", body = ApiError), (status = 404, description = "Unknown id", body = ApiError), (status = 409, description = "Name taken or version conflict", body = ApiError), (status = 415, description = "Content-Type is not JSON or YAML", body = ApiError), (status = 422, description = "Invalid config: every problem with its path", body = ApiError), (status = 503, description = "validate=envoy: Envoy could not be run", body = ApiError)))]

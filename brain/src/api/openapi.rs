@@ -47,6 +47,7 @@ use super::{audit, bulk, configs, debug, discovery, events, ops, proxies};
         ops::metrics,
         openapi_json,
     ),
+    components(schemas(configs::ValidateWith)),
     modifiers(&CommonRefusals)
 )]
 pub struct ApiDoc;

@@ -14,10 +14,107 @@ use super::ProxySpec;
 /// singular fields replace, lists append, messages merge field by field; its `@type` may be left
 /// out there. Checked against Envoy's descriptors at every write: an unknown field, a wrong type
 /// or an unknown `@type` is refused with its path.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 #[serde(transparent)]
 #[schema(value_type = Object)]
 pub struct EnvoyJson(pub serde_json::Map<String, serde_json::Value>);
+
+/// Any object of any format (YAML or JSON), integers beyond 64 bits included: those become
+/// floating-point numbers here, and the Envoy field they are given to refuses them with its path
+/// (`validate::raw`) instead of the whole body being refused as malformed.
+impl<'de> Deserialize<'de> for EnvoyJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(Loose)? {
+            serde_json::Value::Object(m) => Ok(EnvoyJson(m)),
+            other => Err(serde::de::Error::invalid_type(unexpected(&other), &"an object (an Envoy message)")),
+        }
+    }
+}
+
+fn unexpected(v: &serde_json::Value) -> serde::de::Unexpected<'_> {
+    use serde::de::Unexpected;
+    match v {
+        serde_json::Value::Null => Unexpected::Unit,
+        serde_json::Value::Bool(b) => Unexpected::Bool(*b),
+        serde_json::Value::Number(_) => Unexpected::Other("a number"),
+        serde_json::Value::String(s) => Unexpected::Str(s),
+        serde_json::Value::Array(_) => Unexpected::Seq,
+        serde_json::Value::Object(_) => Unexpected::Map,
+    }
+}
+
+/// Builds a `serde_json::Value` from any self-describing format.
+struct Loose;
+
+impl<'de> serde::de::Visitor<'de> for Loose {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or_else(|_| float(v as f64), Into::into))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+        Ok(u64::try_from(v).map_or_else(|_| float(v as f64), Into::into))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Loose)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(LooseSeed)? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(LooseSeed)?;
+            out.insert(k, v);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+struct LooseSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for LooseSeed {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Loose)
+    }
+}
+
+/// A finite float as a JSON number (NaN and infinities, which JSON cannot hold, as null).
+fn float(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
 
 /// One `envoy` block or raw typed config of a spec: where it is, and what it must decode as.
 #[derive(Debug, Clone, Copy)]

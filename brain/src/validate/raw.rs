@@ -133,6 +133,16 @@ spec:
     }
 
     #[test]
+    fn a_number_too_big_for_any_integer_is_a_validation_error_not_a_malformed_body() {
+        let errs =
+            errors(&config("[]", "{}", "{perConnectionBufferLimitBytes: -42211515520721847162081640448}"));
+        assert!(
+            errs.iter().any(|e| e.path == "spec.clusters[0].envoy.perConnectionBufferLimitBytes"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn wrong_types_and_names_are_refused() {
         let errs = errors(&config(
             "[]",

@@ -6,8 +6,10 @@
 //!   snapshots, answering "what to send now".
 //! - [`inbound`], [`body`], [`server`]: gRPC plumbing; requests read off the HTTP/2 body and
 //!   decoded with prost, responses sent as pre-encoded frames.
+//! - [`coalesce`]: when a stream pushes after a change (at once when quiet, later under load).
 
 pub mod body;
+pub mod coalesce;
 pub mod delta;
 pub mod ids;
 pub mod inbound;

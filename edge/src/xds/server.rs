@@ -37,8 +37,9 @@ pub struct XdsConfig {
     pub max_request_bytes: usize,
     /// Longest accepted node id.
     pub max_node_id_len: usize,
-    /// After a snapshot change, wait this long for more before pushing: a burst of changes
-    /// becomes one push per proxy. Zero pushes at once.
+    /// The first coalescing window of a burst of snapshot changes (`xds::coalesce`): a change
+    /// after quiet is pushed at once, one that follows closely waits this long for more, and the
+    /// window doubles while changes keep coming (up to 25×). Zero pushes every change at once.
     pub debounce: Duration,
     /// Close connections older than this (±10 % jitter, drawn once per edge), so Envoys behind an
     /// L4 load balancer spread over new edges. None: connections live as long as they last.
@@ -359,6 +360,10 @@ async fn run<P: Proto, B>(
         };
         let mut guard = ctx.registry.register(&node.id, &target, service, P::NAME);
         let push_bytes = metrics::counter!("flotilla_edge_push_bytes_total");
+        let push_resources = metrics::histogram!("flotilla_edge_push_resources");
+        let leading_edge = metrics::counter!("flotilla_edge_leading_edge_pushes_total");
+        let windows = metrics::histogram!("flotilla_edge_coalesce_window_seconds");
+        let mut coalesce = super::coalesce::Coalescer::new(ctx.config.debounce);
         let reload = guard.reload_signal();
         let mut snapshots = ctx.cache.subscribe(&target);
         let mut snap = snapshots.borrow_and_update().clone();
@@ -390,6 +395,7 @@ async fn run<P: Proto, B>(
                     });
                 }
                 push_bytes.increment(push.frame.len() as u64);
+                push_resources.record((push.resources + push.removed) as f64);
                 debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
                     resources = push.resources, removed = push.removed,
                     change_id = snap.change.as_ref().map_or("-", |c| c.id.as_str()));
@@ -421,10 +427,15 @@ async fn run<P: Proto, B>(
                     if changed.is_err() {
                         return;
                     }
-                    if !ctx.config.debounce.is_zero() {
-                        tokio::time::sleep(ctx.config.debounce).await;
+                    let wait = coalesce.on_change(Instant::now());
+                    if wait.is_zero() {
+                        leading_edge.increment(1);
+                    } else {
+                        windows.record(wait.as_secs_f64());
+                        tokio::time::sleep(wait).await;
                     }
                     snap = snapshots.borrow_and_update().clone();
+                    coalesce.pushed(Instant::now());
                 }
                 () = sleep, if wake.is_some() => {}
                 () = reload.notified() => {
