@@ -66,6 +66,18 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_yaml", |b| {
         b.iter(|| parse_config(bodies[n % 2].as_bytes(), Format::Yaml).expect("config"))
     });
+    group.bench_function("yaml_value_only", |b| {
+        b.iter(|| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&bodies[0]).expect("yaml"))
+    });
+    group.bench_function("yaml_streaming_typed_only", |b| {
+        b.iter(|| serde_yaml_ng::from_str::<flotilla_brain::model::ProxyConfig>(&bodies[0]).expect("yaml"))
+    });
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&bodies[0]).expect("yaml");
+    group.bench_function("typed_from_value_only", |b| {
+        b.iter(|| {
+            serde_yaml_ng::from_value::<flotilla_brain::model::ProxyConfig>(value.clone()).expect("typed")
+        })
+    });
     let docs: Vec<_> =
         bodies.iter().map(|b| parse_config(b.as_bytes(), Format::Yaml).expect("config")).collect();
     group.bench_function("check", |b| {
@@ -89,6 +101,19 @@ fn bench(c: &mut Criterion) {
     });
     let rec = rt.block_on(store.get(id)).expect("get").expect("record");
     group.bench_function("answer_json", |b| b.iter(|| serde_json::to_vec(&rec.config).expect("json")));
+    let rec_bytes = serde_json::to_vec(&rec).expect("json");
+    println!("stored record: {} bytes of JSON", rec_bytes.len());
+    group.bench_function("record_to_json", |b| b.iter(|| serde_json::to_vec(&rec).expect("json")));
+    group.bench_function("record_from_json", |b| {
+        b.iter(|| serde_json::from_slice::<flotilla_brain::store::ConfigRecord>(&rec_bytes).expect("json"))
+    });
+    group.bench_function("history_diff", |b| {
+        b.iter(|| {
+            let a = serde_json::to_value(&docs[0]).expect("value");
+            let z = serde_json::to_value(&docs[1]).expect("value");
+            flotilla_brain::store::diff(&a, &z)
+        })
+    });
     group.bench_function("service_update", |b| {
         b.iter(|| {
             n += 1;

@@ -83,6 +83,15 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
         }
         Format::Yaml => {
             let text = utf8(body)?;
+            // The usual case in one pass: the text into YAML's typed values, the document from
+            // them (plain scalars keep their YAML types there, so `namespace: false` is refused
+            // for a string field as JSON would refuse it). Only a document that fails is read
+            // again, streaming, for the line, column and path of its problem.
+            if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+                && let Ok(typed) = T::deserialize(value)
+            {
+                return Ok(typed);
+            }
             let de = serde_yaml_ng::Deserializer::from_str(text);
             let typed = serde_path_to_error::deserialize(de).map_err(|e| {
                 let path = clean_path(e.path().to_string());

@@ -29,7 +29,7 @@ fn revision(
     prev: Option<&ProxyConfig>,
 ) -> Revision {
     let diff = match prev {
-        Some(p) => diff(&to_value(p), &to_value(config)),
+        Some(p) => config_diff(p, config),
         None => Vec::new(),
     };
     Revision {
@@ -44,6 +44,27 @@ fn revision(
 
 fn to_value(c: &ProxyConfig) -> Value {
     serde_json::to_value(c).unwrap_or(Value::Null)
+}
+
+/// [`diff`] of two configs, costing what changed: clusters equal in both (the usual case, one
+/// of many changed) are replaced in both by the same small placeholder before the documents are
+/// turned into JSON, so they are neither serialised nor walked, and the entries (and their order)
+/// are those of the whole documents' diff.
+pub fn config_diff(prev: &ProxyConfig, next: &ProxyConfig) -> Vec<DiffEntry> {
+    static PLACEHOLDER: std::sync::OnceLock<Option<std::sync::Arc<crate::model::Cluster>>> =
+        std::sync::OnceLock::new();
+    let placeholder = PLACEHOLDER.get_or_init(|| {
+        serde_json::from_value(serde_json::json!({"name": ""})).ok().map(std::sync::Arc::new)
+    });
+    let Some(placeholder) = placeholder else { return diff(&to_value(prev), &to_value(next)) };
+    let (mut a, mut b) = (prev.clone(), next.clone());
+    for (x, y) in a.spec.clusters.iter_mut().zip(b.spec.clusters.iter_mut()) {
+        if std::sync::Arc::ptr_eq(x, y) || x == y {
+            *x = placeholder.clone();
+            *y = placeholder.clone();
+        }
+    }
+    diff(&to_value(&a), &to_value(&b))
 }
 
 /// A create; `taken` is the id already holding the name, if any.
@@ -180,6 +201,7 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<DiffEntry>) {
         (Value::Object(x), Value::Object(y)) => {
             for (k, va) in x {
                 match y.get(k) {
+                    Some(vb) if va == vb => {}
                     Some(vb) => walk(&join(path, k), va, vb, out),
                     None => out.push(DiffEntry { path: join(path, k), from: Some(va.clone()), to: None }),
                 }
@@ -192,11 +214,12 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<DiffEntry>) {
         }
         (Value::Array(x), Value::Array(y)) => {
             for i in 0..x.len().max(y.len()) {
-                let p = format!("{path}[{i}]");
+                let p = || format!("{path}[{i}]");
                 match (x.get(i), y.get(i)) {
-                    (Some(va), Some(vb)) => walk(&p, va, vb, out),
-                    (Some(va), None) => out.push(DiffEntry { path: p, from: Some(va.clone()), to: None }),
-                    (None, Some(vb)) => out.push(DiffEntry { path: p, from: None, to: Some(vb.clone()) }),
+                    (Some(va), Some(vb)) if va == vb => {}
+                    (Some(va), Some(vb)) => walk(&p(), va, vb, out),
+                    (Some(va), None) => out.push(DiffEntry { path: p(), from: Some(va.clone()), to: None }),
+                    (None, Some(vb)) => out.push(DiffEntry { path: p(), from: None, to: Some(vb.clone()) }),
                     (None, None) => {}
                 }
             }
@@ -221,5 +244,38 @@ mod tests {
         let paths: Vec<&str> = d.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["spec.clusters[0].port", "spec.clusters[1]", "spec.x", "spec.y"]);
         assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_config_diff_is_the_whole_documents_diff() {
+        let cfg = |clusters: &[(&str, u16)], port: u16| -> ProxyConfig {
+            let clusters: Vec<_> = clusters
+                .iter()
+                .map(|(n, p)| json!({"name": n, "endpoints": [{"address": "10.0.0.1", "port": p}, {"address": "10.0.0.2", "port": 80}]}))
+                .collect();
+            serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "ProxyConfig", "metadata": {"name": "d"},
+                "spec": {"listeners": [{"name": "l", "port": port}], "clusters": clusters}}),
+            )
+            .unwrap()
+        };
+        let base = cfg(&[("a", 1), ("b", 2), ("c", 3)], 80);
+        for next in [
+            cfg(&[("a", 1), ("b", 9), ("c", 3)], 80),
+            cfg(&[("a", 1), ("b", 2)], 80),
+            cfg(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)], 81),
+            cfg(&[("c", 3), ("b", 2), ("a", 1)], 80),
+            base.clone(),
+        ] {
+            let whole = diff(&to_value(&base), &to_value(&next));
+            assert_eq!(config_diff(&base, &next), whole);
+        }
+        assert_eq!(
+            config_diff(&base, &cfg(&[("a", 1), ("b", 9), ("c", 3)], 80))
+                .iter()
+                .map(|e| e.path.as_str())
+                .collect::<Vec<_>>(),
+            ["spec.clusters[1].endpoints[0].port"]
+        );
     }
 }

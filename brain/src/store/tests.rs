@@ -419,3 +419,42 @@ async fn postgres_store_audit_and_sealed_secrets() {
     assert!(rows.len() >= 3);
     assert!(rows.iter().all(|(t,)| !t.contains(KEY_BODY)), "a row holds the key in plaintext");
 }
+
+#[test]
+fn a_record_keeps_its_applied_config_once_when_it_is_the_latest() {
+    let now = chrono::Utc::now();
+    let rec = ConfigRecord {
+        id: Uuid::now_v7(),
+        namespace: "production".into(),
+        name: "web".into(),
+        version: 2,
+        config: example(),
+        applied_version: Some(2),
+        applied_config: Some(example()),
+        pending_delete: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = serde_json::to_value(&rec).unwrap();
+    assert!(stored.get("appliedConfig").is_none(), "written once: {stored}");
+    assert_eq!(serde_json::from_value::<ConfigRecord>(stored).unwrap(), rec);
+    // An older revision applied: both kept.
+    let mut older = rec.clone();
+    older.version = 3;
+    older.config.metadata.labels.insert("v".into(), "3".into());
+    let stored = serde_json::to_value(&older).unwrap();
+    assert!(stored.get("appliedConfig").is_some());
+    assert_eq!(serde_json::from_value::<ConfigRecord>(stored).unwrap(), older);
+    // Records written before (appliedConfig always present) read the same.
+    let mut legacy = serde_json::to_value(&older).unwrap();
+    legacy["version"] = 2.into();
+    legacy["config"] = serde_json::to_value(example()).unwrap();
+    let read: ConfigRecord = serde_json::from_value(legacy).unwrap();
+    assert_eq!(read, rec);
+    // Nothing applied.
+    let mut unapplied = rec.clone();
+    unapplied.applied_version = None;
+    unapplied.applied_config = None;
+    let stored = serde_json::to_value(&unapplied).unwrap();
+    assert_eq!(serde_json::from_value::<ConfigRecord>(stored).unwrap(), unapplied);
+}
