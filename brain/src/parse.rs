@@ -87,7 +87,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
             // them (plain scalars keep their YAML types there, so `namespace: false` is refused
             // for a string field as JSON would refuse it). Only a document that fails is read
             // again, streaming, for the line, column and path of its problem.
+            // YAML's values read a null as an empty list or object where one is expected (the
+            // streaming parse refuses it, as the schema does): a document with a null takes the
+            // streaming path.
             if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
+                && !has_null(&value)
                 && let Ok(typed) = T::deserialize(value)
             {
                 return Ok(typed);
@@ -107,6 +111,18 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
             strict_scalars::<T>(text)?;
             Ok(typed)
         }
+    }
+}
+
+/// Whether a YAML value holds a null anywhere.
+fn has_null(v: &serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value as V;
+    match v {
+        V::Null => true,
+        V::Sequence(items) => items.iter().any(has_null),
+        V::Mapping(m) => m.iter().any(|(k, v)| has_null(k) || has_null(v)),
+        V::Tagged(t) => has_null(&t.value),
+        V::Bool(_) | V::Number(_) | V::String(_) => false,
     }
 }
 
@@ -226,6 +242,22 @@ mod tests {
         assert!(err.message.contains("quote it"), "{err:?}");
         let quoted = b"apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x, namespace: \"false\"}\n";
         assert!(parse_config(quoted, Format::Yaml).is_ok());
+    }
+
+    #[test]
+    fn a_yaml_null_where_a_list_or_object_belongs_is_refused_as_json_would_be() {
+        for doc in [
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x}\nspec: {secrets: null}\n",
+            "apiVersion: v1\nkind: ProxyConfig\nmetadata: ~\n",
+        ] {
+            let yaml = parse_config(doc.as_bytes(), Format::Yaml);
+            assert!(yaml.is_err(), "{doc}: {yaml:?}");
+        }
+        let json = br#"{"apiVersion": "v1", "kind": "ProxyConfig", "metadata": {"name": "x"}, "spec": {"secrets": null}}"#;
+        assert!(parse_config(json, Format::Json).is_err());
+        let bundle =
+            "- apiVersion: v1\n  kind: ProxyConfig\n  metadata: {name: x}\n  spec: {secrets: null}\n";
+        assert!(parse_bundle(bundle.as_bytes(), Format::Yaml).is_err());
     }
 
     #[test]
