@@ -82,7 +82,8 @@ impl Watches {
                         name: after.name.clone(),
                         bad,
                         good,
-                        since: Utc::now(),
+                        // From the commit, before the push: a proxy may NACK before this runs.
+                        since: after.updated_at,
                         until: Instant::now() + window,
                         policy,
                     },
