@@ -407,7 +407,9 @@ fn envoy_refusal(cfg: &ProxyConfig, unit: Option<&crate::envoy_check::Unit>, mes
         };
         index.map(|i| format!("spec.{list}[{i}]"))
     });
-    let what = unit.map(|u| format!(" ({:?} {})", u.kind, u.name).to_lowercase()).unwrap_or_default();
+    // The kind in lower case; the name as the config spells it.
+    let what =
+        unit.map(|u| format!(" ({} {})", format!("{:?}", u.kind).to_lowercase(), u.name)).unwrap_or_default();
     FieldError {
         path: found.unwrap_or_else(|| "spec".to_string()),
         message: format!("Envoy refuses it{what}: {message}"),
