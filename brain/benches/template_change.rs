@@ -11,23 +11,13 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_brain::model::ProxyConfig;
-use flotilla_brain::publish::Bus;
+use flotilla_brain::publish::DiscardBus;
 use flotilla_brain::service::ConfigService;
 use flotilla_brain::store::{EmbeddedStore, Store};
-use flotilla_shared::{Snapshot, Target};
 use serde_json::{Value, json};
-
-struct NullBus;
 
 const BY: flotilla_brain::service::Origin<'static> =
     flotilla_brain::service::Origin { author: "bench", request_id: "bench" };
-
-#[async_trait::async_trait]
-impl Bus for NullBus {
-    async fn publish(&self, _: &Target, snapshot: &Snapshot, _: &flotilla_shared::wire::Change) {
-        std::hint::black_box(snapshot);
-    }
-}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -70,7 +60,7 @@ fn bench(c: &mut Criterion) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let service = ConfigService::new(store, Arc::new(NullBus));
+    let service = ConfigService::new(store, Arc::new(DiscardBus));
     let ids: Vec<uuid::Uuid> = rt.block_on(async {
         let mut ids = Vec::new();
         for t in 0..templates {

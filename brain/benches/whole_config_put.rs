@@ -12,22 +12,12 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_brain::parse::{Format, parse_config};
-use flotilla_brain::publish::Bus;
+use flotilla_brain::publish::DiscardBus;
 use flotilla_brain::service::ConfigService;
 use flotilla_brain::store::{EmbeddedStore, Store, Write};
-use flotilla_shared::{Snapshot, Target};
-
-struct NullBus;
 
 const BY: flotilla_brain::service::Origin<'static> =
     flotilla_brain::service::Origin { author: "bench", request_id: "bench" };
-
-#[async_trait::async_trait]
-impl Bus for NullBus {
-    async fn publish(&self, _: &Target, snapshot: &Snapshot, _: &flotilla_shared::wire::Change) {
-        std::hint::black_box(snapshot);
-    }
-}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -55,7 +45,7 @@ fn bench(c: &mut Criterion) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let service = ConfigService::new(store.clone(), Arc::new(NullBus));
+    let service = ConfigService::new(store.clone(), Arc::new(DiscardBus));
     let bodies: Vec<String> = (0..2).map(|i| yaml(clusters, endpoints, 9000 + i)).collect();
     println!("body: {} bytes of YAML", bodies[0].len());
     let first = parse_config(bodies[0].as_bytes(), Format::Yaml).expect("config");

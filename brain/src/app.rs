@@ -168,6 +168,9 @@ impl Brain {
         // first failure (a series born at 1 has no increase).
         metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(0);
         metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(0);
+        for outcome in ["ok", "failed", "fenced"] {
+            metrics::counter!("flotilla_brain_publishes_total", "outcome" => outcome).increment(0);
+        }
         let sec = &settings.security;
         let tls = match &sec.tls {
             Some(files) => {
@@ -394,7 +397,12 @@ impl Brain {
                 ))
             }),
         });
-        tokio::spawn(crate::rollback::run(manage.clone(), stopped.clone()));
+        tokio::spawn(crate::rollback::run(
+            manage.rollbacks.clone(),
+            manage.registry.clone(),
+            manage.clone(),
+            stopped.clone(),
+        ));
         let app = router(ApiState { manage: manage.clone(), metrics, ready });
         let rest_listener = ConnListener::new(rest_listener, tls.clone())?;
         let rest = tokio::spawn({

@@ -81,7 +81,7 @@ impl GrpcApi {
 
 /// An RFC 3339 time from request field `name`, refused as an invalid argument naming it.
 fn time_field(name: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, Status> {
-    crate::api::parse_time(name, s).map_err(|m| invalid(m.clone(), vec![FieldViolation::new(name, m)]))
+    crate::parse::parse_time(name, s).map_err(|m| invalid(m.clone(), vec![FieldViolation::new(name, m)]))
 }
 
 fn invalid(message: String, violations: Vec<FieldViolation>) -> Status {
@@ -277,11 +277,8 @@ impl ControlPlaneService for GrpcApi {
         &self,
         req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::DebugReply>, Status> {
-        let _c = self.caller(&req).await?;
-        let view = crate::api::debug::cluster_view(&self.manage)
-            .await
-            .map_err(|e| Status::unavailable(e.message))?;
-        Ok(Response::new(pb::DebugReply { json: json(&view) }))
+        let c = self.caller(&req).await?;
+        Ok(Response::new(pb::DebugReply { json: json(&self.manage.cluster(&c).await?) }))
     }
 
     async fn get_config_snapshot(

@@ -217,6 +217,13 @@ fn no_nul(body: &[u8], cfgs: &[ProxyConfig], bundle: bool) -> Result<(), ParseEr
     Ok(())
 }
 
+/// An RFC 3339 time from query parameter `name`; the refusal names the parameter and the value.
+pub fn parse_time(name: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{name}={s:?} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z): {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,40 @@ use flotilla_shared::wire::{Change, GroupIndex, SEALED_MARKER_KEY, encode_body, 
 use flotilla_shared::{Snapshot, Target};
 
 /// Delivers the full current snapshot of a proxy group to the edges, with the change that made
-/// it (its correlation id and time travel with it to every edge).
+/// it (its correlation id and time travel with it to every edge). A bus retries what it can
+/// itself; an error is final for this change (the edges keep the group's previous state until
+/// the next change of it).
 #[async_trait::async_trait]
 pub trait Bus: Send + Sync + 'static {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change);
+    async fn publish(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        change: &Change,
+    ) -> Result<(), PublishError>;
+}
+
+/// Why a group was not published.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The bucket holds a state published by a newer leader: this brain must not overwrite it.
+    #[error("fenced: a newer leader (epoch {theirs}) has published this group; this brain's epoch is {ours}")]
+    Fenced { theirs: u64, ours: u64 },
+    /// The bus could not deliver it (after its own retries).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A bus that drops every snapshot (benchmarks, and tests that only look at the store).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardBus;
+
+#[async_trait::async_trait]
+impl Bus for DiscardBus {
+    async fn publish(&self, _: &Target, snapshot: &Snapshot, _: &Change) -> Result<(), PublishError> {
+        std::hint::black_box(snapshot);
+        Ok(())
+    }
 }
 
 /// The in-process bus: writes straight into the embedded edge's cache.
@@ -34,8 +64,14 @@ impl EmbeddedBus {
 
 #[async_trait::async_trait]
 impl Bus for EmbeddedBus {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
+    async fn publish(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        change: &Change,
+    ) -> Result<(), PublishError> {
         self.cache.set_with(target, snapshot, Some(change.clone()));
+        Ok(())
     }
 }
 
@@ -59,19 +95,8 @@ pub struct NatsBus {
     cipher: Option<Arc<SecretsCipher>>,
 }
 
-/// Why a publish did not happen.
-#[derive(Debug)]
-enum PublishError {
-    /// The bucket holds a state published by a newer leader: this brain must not overwrite it.
-    Fenced {
-        theirs: u64,
-        ours: u64,
-    },
-    Other(String),
-}
-
 fn other(e: impl std::fmt::Display) -> PublishError {
-    PublishError::Other(e.to_string())
+    PublishError::Failed(e.to_string())
 }
 
 /// NATS header naming the change (correlation id) a group index message carries.
@@ -176,7 +201,7 @@ impl NatsBus {
         let expected = current.map_or(0, |e| e.revision);
         let bytes = index.encode().map_err(other)?;
         let revision =
-            self.put_with_headers(&key, bytes, change, expected).await.map_err(PublishError::Other)?;
+            self.put_with_headers(&key, bytes, change, expected).await.map_err(PublishError::Failed)?;
         metrics::counter!("flotilla_brain_nats_publishes_total").increment(1);
         tracing::debug!(message = "published group index", group = %target, revision, change_id = %change.id);
         Ok(())
@@ -185,31 +210,41 @@ impl NatsBus {
 
 #[async_trait::async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
+    async fn publish(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        change: &Change,
+    ) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
         for attempt in 1..=5 {
             match self.publish_once(target, snapshot, change).await {
                 Ok(()) => {
                     metrics::histogram!("flotilla_brain_nats_publish_duration_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    return;
+                    return Ok(());
                 }
-                Err(PublishError::Fenced { theirs, ours }) => {
+                Err(e @ PublishError::Fenced { theirs, ours }) => {
                     metrics::counter!("flotilla_brain_fenced_publishes_total").increment(1);
                     tracing::error!(message = "not published: a newer leader has published this group (this brain is no longer the leader)",
                         group = %target, epoch = ours, newest_epoch = theirs, change_id = %change.id);
-                    return;
+                    return Err(e);
                 }
-                Err(PublishError::Other(e)) => {
+                Err(PublishError::Failed(e)) => {
                     tracing::warn!(message = "publishing to JetStream failed", group = %target, attempt, error = %e, change_id = %change.id);
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    last = e;
+                    if attempt < 5 {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
                 }
             }
         }
         metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(1);
         tracing::error!(message = "group not published; edges keep the previous state until the next change or restart", group = %target, change_id = %change.id);
+        Err(PublishError::Failed(format!("JetStream refused 5 attempts; last: {last}")))
     }
 }
 
@@ -218,9 +253,20 @@ pub struct Fanout(pub Vec<Box<dyn Bus>>);
 
 #[async_trait::async_trait]
 impl Bus for Fanout {
-    async fn publish(&self, target: &Target, snapshot: &Snapshot, change: &Change) {
+    /// Every bus gets it, whatever the others answer; the first error is returned.
+    async fn publish(
+        &self,
+        target: &Target,
+        snapshot: &Snapshot,
+        change: &Change,
+    ) -> Result<(), PublishError> {
+        let mut first = Ok(());
         for b in &self.0 {
-            b.publish(target, snapshot, change).await;
+            let r = b.publish(target, snapshot, change).await;
+            if first.is_ok() {
+                first = r;
+            }
         }
+        first
     }
 }

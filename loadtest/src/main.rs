@@ -1,7 +1,8 @@
 //! `flotilla-loadtest`: a fleet of mock Envoys against any xDS server, with changes driven through
 //! Flotilla's REST API, measuring propagation (API call → each proxy received / ACKed, and → the
 //! last proxy), pushes and bytes per second, and the CPU and RSS of the processes under test.
-//! Scenarios: `ramp`, `churn`, `burst`, `slow`, `discovery` (see docs/performance.md).
+//! Scenarios: `ramp`, `churn`, `burst`, `slow`, `discovery`, and `writes` (the brain's write path
+//! alone, no fleet) (see docs/performance.md).
 
 mod driver;
 mod fleet;
@@ -10,6 +11,7 @@ mod plot;
 mod plugin;
 mod sample;
 mod track;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +78,9 @@ enum Scenario {
         #[arg(long, default_value = "127.0.0.1:29501")]
         plugin_addr: std::net::SocketAddr,
     },
+    /// Whole-config PUTs as fast as the brain answers, from one or more concurrent clients each
+    /// writing its own config (no fleet): changes per minute and PUT latency.
+    Writes(writes::WritesOpts),
     /// Churn while a share of the proxies stop reading their streams.
     Slow {
         #[command(flatten)]
@@ -201,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             run.phase(&format!("{changes} in {within:?}"), rate, Some(changes), None).await;
             run.finish().await
         }
+        Scenario::Writes(opts) => writes::run(opts).await,
         Scenario::Slow { common, slow_share, changes_per_min, duration } => {
             anyhow::ensure!(
                 slow_share > 0.0 && slow_share < 1.0,

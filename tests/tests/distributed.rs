@@ -270,8 +270,8 @@ async fn shared_resources_are_published_once() {
     let res =
         |name: &str, body: &str| Resource::new(ResourceType::Endpoint, name, body.to_string().into(), vec![]);
     let group = |own: Resource| Snapshot::build([res("common", "shared endpoints"), own]).unwrap();
-    bus.publish(&Target::new("ns", "a"), &group(res("a", "a1")), &change).await;
-    bus.publish(&Target::new("ns", "b"), &group(res("b", "b1")), &change).await;
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a1")), &change).await.unwrap();
+    bus.publish(&Target::new("ns", "b"), &group(res("b", "b1")), &change).await.unwrap();
     let keys = || async {
         let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
         ks.sort();
@@ -280,7 +280,7 @@ async fn shared_resources_are_published_once() {
     let ks = keys().await;
     assert_eq!(ks.iter().filter(|k| k.starts_with("r.")).count(), 3, "{ks:?}");
     assert_eq!(ks.iter().filter(|k| k.starts_with("g.")).count(), 2, "{ks:?}");
-    bus.publish(&Target::new("ns", "a"), &group(res("a", "a2")), &change).await;
+    bus.publish(&Target::new("ns", "a"), &group(res("a", "a2")), &change).await.unwrap();
     assert_eq!(keys().await.iter().filter(|k| k.starts_with("r.")).count(), 4, "one new body for one change");
 }
 
@@ -309,8 +309,12 @@ async fn a_lower_epoch_cannot_overwrite_newer_state() {
         .unwrap()
     };
     let at = |epoch: u64| Change { epoch, ..Change::now(format!("epoch-{epoch}")) };
-    bus.publish(&target, &cluster("new leader"), &at(2)).await;
-    bus.publish(&target, &cluster("old leader"), &at(1)).await;
+    bus.publish(&target, &cluster("new leader"), &at(2)).await.unwrap();
+    let refused = bus.publish(&target, &cluster("old leader"), &at(1)).await;
+    assert!(
+        matches!(refused, Err(flotilla_brain::publish::PublishError::Fenced { theirs: 2, ours: 1 })),
+        "the publisher is told it was fenced off: {refused:?}"
+    );
     let key = flotilla_shared::subject::state_key(&target);
     let held = GroupIndex::decode(&kv.get(&key).await.unwrap().unwrap()).unwrap();
     assert_eq!(held.change.unwrap().epoch, 2, "the bus kept the newer leader's state");

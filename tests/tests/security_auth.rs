@@ -220,6 +220,16 @@ async fn tokens_roles_tenants_quotas_and_the_audit_log() {
     assert_eq!(s, 403, "{v}");
     assert!(v["message"].as_str().unwrap().contains("carol may not update configs"), "{v}");
 
+    // --- The control plane's own topology (brains, leader) is for fleet-wide readers only.
+    let (s, v) = api.call(Some(&alice), Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(s, 403, "a tenant editor does not see the brains: {v}");
+    assert_eq!(v["message"], "forbidden: alice may not get proxies in namespace \"*\"");
+    let (s, v) = api.call(None, Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = api.call(Some(&root), Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["role"], "leader", "{v}");
+
     // --- Tenant A against tenant B objects, on every endpoint: nothing is revealed.
     let b_paths: Vec<(Method, String, Option<String>)> = vec![
         (Method::GET, format!("/api/v1/configs/{b_id}"), None),

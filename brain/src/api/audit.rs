@@ -30,7 +30,7 @@ pub async fn list(
     let since = q
         .since
         .as_deref()
-        .map(|s| super::parse_time("since", s))
+        .map(|s| crate::parse::parse_time("since", s))
         .transpose()
         .map_err(ApiError::bad_request)?;
     let limit = q.limit.unwrap_or(100);

@@ -102,7 +102,7 @@ pub async fn restore(
     c: Caller,
     ApiQuery(q): ApiQuery<RestoreQuery>,
 ) -> Result<Json<BulkResult>, ApiError> {
-    let at = super::parse_time("at", &q.at).map_err(ApiError::bad_request)?;
+    let at = crate::parse::parse_time("at", &q.at).map_err(ApiError::bad_request)?;
     Ok(Json(st.manage.restore(&c, at, q.namespace, q.dry_run).await?))
 }
 

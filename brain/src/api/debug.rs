@@ -1,4 +1,4 @@
-//! Debug endpoints: `GET /api/v1/stats`, `GET /api/v1/configs/{id}/snapshot` (the compiled
+//! Debug endpoints: `GET /api/v1/stats`, `GET /api/v1/cluster` (this brain's part in HA), `GET /api/v1/configs/{id}/snapshot` (the compiled
 //! resources of the applied revision), `GET /api/v1/proxies/{node_id}/config_dump` (sent, ACKed
 //! and intended per type, and drift) and `POST /api/v1/proxies/{node_id}/reload` (force a full
 //! resend to that proxy).
@@ -7,39 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::{ApiError, ApiState};
-use crate::manage::{Caller, ConfigDump, Reload, SnapshotView, Stats};
+use crate::manage::{Caller, ClusterView, ConfigDump, Reload, SnapshotView, Stats};
 
-/// This brain's part in high availability.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterView {
-    /// Elections run (`--ha`): several brains share the database.
-    pub ha: bool,
-    /// "leader" or "follower".
-    pub role: &'static str,
-    /// This brain's epoch while it leads (0 for a single brain).
-    pub epoch: Option<u64>,
-    /// The brains and the leader, with `--ha`.
-    pub cluster: Option<crate::ha::HaCluster>,
-}
-
-#[utoipa::path(get, path = "/api/v1/cluster", tag = "debug", responses((status = 200, body = ClusterView), (status = 503, body = ApiError)))]
-pub async fn cluster(State(st): State<ApiState>, _c: Caller) -> Result<Json<ClusterView>, ApiError> {
-    Ok(Json(cluster_view(&st.manage).await?))
-}
-
-pub(crate) async fn cluster_view(m: &crate::manage::Manager) -> Result<ClusterView, ApiError> {
-    let l = m.service.leadership();
-    let cluster = match l.cluster().await {
-        Some(c) => Some(c.map_err(crate::service::ServiceError::from)?),
-        None => None,
-    };
-    Ok(ClusterView {
-        ha: l.elected(),
-        role: if l.epoch().is_some() { "leader" } else { "follower" },
-        epoch: l.epoch(),
-        cluster,
-    })
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "debug", responses((status = 200, body = ClusterView), (status = 403, body = ApiError), (status = 503, body = ApiError)))]
+pub async fn cluster(State(st): State<ApiState>, c: Caller) -> Result<Json<ClusterView>, ApiError> {
+    Ok(Json(st.manage.cluster(&c).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "debug", responses((status = 200, body = Stats)))]

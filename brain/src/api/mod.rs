@@ -4,9 +4,10 @@
 
 mod access;
 mod audit;
+mod authn;
 mod bulk;
 mod configs;
-pub(crate) mod debug;
+mod debug;
 mod discovery;
 mod error;
 mod events;
@@ -51,13 +52,6 @@ pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
     pub grpc: Option<&'static str>,
-}
-
-/// An RFC 3339 time from query parameter `name`; the refusal names the parameter and the value.
-pub fn parse_time(name: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{name}={s:?} is not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z): {e}"))
 }
 
 const fn op(method: &'static str, path: &'static str, grpc: Option<&'static str>) -> Operation {
@@ -134,10 +128,7 @@ pub fn router(state: ApiState) -> Router {
             served_from_memory,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.manage.authz.clone(),
-            crate::auth::rest::authenticate,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.manage.authz.clone(), authn::authenticate))
         .layer(axum::middleware::from_fn(access::request_id))
         .with_state(state)
 }

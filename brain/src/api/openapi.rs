@@ -97,7 +97,7 @@ impl Modify for CommonRefusals {
             body.required = Some(utoipa::openapi::Required::False);
         }
         for (path, item) in doc.paths.paths.iter_mut() {
-            let open = crate::auth::rest::is_open(path);
+            let open = super::authn::is_open(path);
             let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for op in ops.into_iter().flatten() {
                 for p in op.parameters.iter_mut().flatten() {

@@ -4,8 +4,8 @@
 //! from the TLS layer as the other identity), authorization ([`policy`]: RBAC roles bound to
 //! subjects, groups and SPIFFE ids, per namespace; quotas; cross-namespace grants), and the
 //! [`Authz`] handle both APIs ask. It does not serve TLS (`flotilla_edge::tls`), store the audit
-//! log (`audit`), or know the REST or gRPC shapes beyond turning a refusal into a status
-//! ([`rest`], [`grpc`]).
+//! log (`audit`), or know the REST or gRPC shapes beyond turning a refusal into a gRPC status
+//! ([`grpc`]); the REST middleware is the API's own (`api::authn`).
 //!
 //! With no `--auth-jwks`, no `--client-ca` and no `--rbac-policy`, every caller is
 //! `anonymous` and may do everything: the embedded, first-use default (the brain warns at start).
@@ -15,7 +15,6 @@ pub mod jwt;
 pub mod policy;
 mod proxy_quota;
 pub mod quota;
-pub mod rest;
 
 pub use proxy_quota::ProxyQuota;
 

@@ -9,7 +9,6 @@ use dashmap::DashMap;
 
 use super::Authz;
 use crate::model::ProxyConfig;
-use crate::store::{ListFilter, Store, StoreError};
 
 /// A refusal naming the quota and its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,15 +16,6 @@ use crate::store::{ListFilter, Store, StoreError};
 pub struct OverQuota {
     pub message: String,
     pub retry_after_secs: u64,
-}
-
-/// Why a quota check did not pass.
-#[derive(Debug, thiserror::Error)]
-pub enum QuotaError {
-    #[error(transparent)]
-    Over(#[from] OverQuota),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Listeners, routes, clusters, endpoints and secrets in a config (what `resources` counts).
@@ -87,23 +77,32 @@ impl Quotas {
         })
     }
 
-    /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored (`replacing`
-    /// the stored config of the same name, if any).
-    pub async fn write(
+    /// Whether namespace `ns` has a `configs` or `resources` quota (a write there needs
+    /// [`write`](Self::write)'s check, and the namespace's stored configs for it).
+    pub fn limits_writes(&self, authz: &Authz, ns: &str) -> bool {
+        authz
+            .policy()
+            .and_then(|p| p.quota(ns).cloned())
+            .is_some_and(|q| q.configs.is_some() || q.resources.is_some())
+    }
+
+    /// The `configs` and `resources` quotas of `cfg`'s namespace, were `cfg` stored beside
+    /// `stored` (the namespace's configs now; the one of `cfg`'s name is left out, `replacing`
+    /// says whether there is one).
+    pub fn write<'a>(
         &self,
         authz: &Authz,
-        store: &dyn Store,
         cfg: &ProxyConfig,
         replacing: bool,
-    ) -> Result<(), QuotaError> {
+        stored: impl Iterator<Item = &'a ProxyConfig> + Clone,
+    ) -> Result<(), OverQuota> {
         let ns = cfg.namespace();
         let Some(quota) = authz.policy().and_then(|p| p.quota(ns).cloned()) else { return Ok(()) };
-        let recs = store.list(&ListFilter { namespace: Some(ns.to_string()), name: None }).await?;
-        let others = recs.iter().filter(|r| r.name != cfg.metadata.name);
+        let others = stored.filter(|c| c.metadata.name != cfg.metadata.name);
         let over = |quota: &str, message: String| {
             metrics::counter!("flotilla_brain_quota_refusals_total", "quota" => quota.to_string())
                 .increment(1);
-            QuotaError::Over(OverQuota { message, retry_after_secs: 60 })
+            OverQuota { message, retry_after_secs: 60 }
         };
         if let Some(max) = quota.configs {
             let n = others.clone().count() as u64 + 1;
@@ -114,7 +113,7 @@ impl Quotas {
             }
         }
         if let Some(max) = quota.resources {
-            let n: u64 = others.map(|r| resource_count(&r.config)).sum::<u64>() + resource_count(cfg);
+            let n: u64 = others.map(resource_count).sum::<u64>() + resource_count(cfg);
             if n > max {
                 let msg =
                     format!("namespace {ns:?} is over its quota resources = {max} (this write makes {n})");

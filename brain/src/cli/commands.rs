@@ -424,7 +424,13 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Status { output } => {
             let proxies = proxies(&c).await?;
             let configs = c.get("/api/v1/configs").await?;
-            let cluster = c.get("/api/v1/cluster").await?;
+            // The brains' topology needs `get` on proxies in every namespace; without it the
+            // rest of the status still shows.
+            let cluster = match c.get("/api/v1/cluster").await {
+                Ok(v) => v,
+                Err(CliError::Refused(why)) => json!({ "notShown": why }),
+                Err(e) => return Err(e),
+            };
             let count = |s: &str| proxies.iter().filter(|p| p["state"] == s).count();
             let summary = json!({
                 "configs": configs.as_array().map_or(0, Vec::len),
@@ -433,7 +439,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             });
             match output {
                 Output::Table => {
-                    if cluster["ha"] == true {
+                    if let Some(why) = cluster["notShown"].as_str() {
+                        println!("brains:    not shown ({why})");
+                    } else if cluster["ha"] == true {
                         let leader = &cluster["cluster"]["leader"];
                         println!(
                             "brains:    {} (leader {} at {}, epoch {})",

@@ -396,6 +396,12 @@ impl Discovery {
         self.sources.read().ok().and_then(|all| all.get(source).map(|s| s.wants.clone())).unwrap_or_default()
     }
 
+    /// A number that grows with every change of any discovered service (endpoints or health):
+    /// equal readings mean every fill in between saw the same services.
+    pub fn generation(&self) -> u64 {
+        self.generations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Wakes when any source's services change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

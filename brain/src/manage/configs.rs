@@ -10,6 +10,7 @@ use super::{Caller, Manager, OpError};
 use crate::audit::RevisionRef;
 use crate::auth::{Verb, kind_of};
 use crate::model::ProxyConfig;
+use crate::rollback::{RollBack, Verdict, Watch};
 use crate::service::{Planned, ServiceError};
 use crate::store::{ConfigRecord, ListFilter, Revision, StoreError};
 use crate::validate::FieldError;
@@ -335,7 +336,7 @@ impl Manager {
     /// Rolls `w`'s config back to the revision live before it, as the brain's own principal:
     /// a new revision (action `auto-rollback`), an audit entry with the NACK reasons, a
     /// `rolledback` event and `flotilla_brain_auto_rollbacks_total`.
-    pub async fn auto_rollback(&self, w: &crate::rollback::Watch, v: &crate::rollback::Verdict) {
+    pub async fn auto_rollback(&self, w: &Watch, v: &Verdict) {
         let why = v.describe(w);
         let c = Caller {
             who: crate::auth::Principal {
@@ -414,5 +415,12 @@ fn envoy_refusal(cfg: &ProxyConfig, unit: Option<&crate::envoy_check::Unit>, mes
         path: found.unwrap_or_else(|| "spec".to_string()),
         message: format!("Envoy refuses it{what}: {message}"),
         value: unit.map(|u| u.name.clone().into()),
+    }
+}
+
+#[async_trait::async_trait]
+impl RollBack for Manager {
+    async fn roll_back(&self, w: &Watch, v: &Verdict) {
+        self.auto_rollback(w, v).await;
     }
 }

@@ -1,4 +1,4 @@
-//! Debug views: fleet-wide counts (`/api/v1/stats`), a config's compiled snapshot (what the
+//! Debug views: fleet-wide counts (`/api/v1/stats`), this brain's part in HA (`/api/v1/cluster`), a config's compiled snapshot (what the
 //! brain publishes for it, resource by resource), and a proxy's config dump — what the brain
 //! intends for it per type, what its edge last sent and what it ACKed, and whether they agree
 //! (drift). Read-only; the forced resend of a proxy's config is [`Manager::reload_proxy`].
@@ -43,6 +43,22 @@ pub struct Stats {
     pub discovery_sources_unhealthy: usize,
     /// Whether the store answers (while it does not, these counts come from memory).
     pub store: crate::store::StoreStatus,
+    /// What this brain's publishes to the edges came to since it started.
+    pub publish: crate::service::PublishStatus,
+}
+
+/// This brain's part in high availability.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// Elections run (`--ha`): several brains share the database.
+    pub ha: bool,
+    /// "leader" or "follower".
+    pub role: &'static str,
+    /// This brain's epoch while it leads (0 for a single brain).
+    pub epoch: Option<u64>,
+    /// The brains and the leader, with `--ha`.
+    pub cluster: Option<crate::ha::HaCluster>,
 }
 
 /// One compiled resource.
@@ -139,6 +155,23 @@ impl Manager {
         Ok(Reload { node_id: node_id.to_string(), local_streams, remote_edges_asked })
     }
 
+    /// This brain's role and epoch, and with `--ha` every brain and the leader: the control
+    /// plane's own topology, for callers who may read proxies in every namespace.
+    pub async fn cluster(&self, c: &Caller) -> Result<ClusterView, OpError> {
+        self.authorize(c, Verb::Get, Kind::Proxies, "*", "cluster").await?;
+        let l = self.service.leadership();
+        let cluster = match l.cluster().await {
+            Some(c) => Some(c.map_err(crate::service::ServiceError::from)?),
+            None => None,
+        };
+        Ok(ClusterView {
+            ha: l.elected(),
+            role: if l.epoch().is_some() { "leader" } else { "follower" },
+            epoch: l.epoch(),
+            cluster,
+        })
+    }
+
     /// Counts over what the caller may list.
     pub async fn stats(&self, c: &Caller) -> Result<Stats, OpError> {
         let recs = self.service.list_records(&ListFilter::default()).await?;
@@ -177,6 +210,7 @@ impl Manager {
             discovery_sources: sources.len(),
             discovery_sources_unhealthy: sources.iter().filter(|s| !s.healthy).count(),
             store: self.service.store_health().status(),
+            publish: self.service.publish_status(),
         })
     }
 

@@ -20,7 +20,9 @@ use std::sync::Arc;
 pub use audit::WhoAmI;
 pub use bulk::{BulkResult, Validation};
 pub use configs::{ConfigRead, Deletion, NackingProxy, ProxiesStatus, WriteOptions, Written};
-pub use debug::{ConfigDump, DumpType, Reload, SnapshotResource, SnapshotType, SnapshotView, Stats};
+pub use debug::{
+    ClusterView, ConfigDump, DumpType, Reload, SnapshotResource, SnapshotType, SnapshotView, Stats,
+};
 pub use discovery::{EndpointsView, ServiceView, ServicesView};
 pub use events::{CallerEvents, EventFilter, EventItem};
 pub use proxies::{ProxyStatus, ProxyView, TypeState};

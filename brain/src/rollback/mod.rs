@@ -3,8 +3,8 @@
 //! them reject the new revision, the revision that was live before it is applied again.
 //!
 //! Owns the watches and the verdict (who NACKed what, from the fleet's stream reports). It does
-//! not write, audit or emit events itself: [`crate::manage::Manager::auto_rollback`] does, as
-//! the brain's own principal. Every write that applies a revision starts a watch: update,
+//! not write, audit or emit events itself: the [`RollBack`] it is given does (the brain passes
+//! its `manage::Manager`, which acts as the brain's own principal). Every write that applies a revision starts a watch: update,
 //! apply and rollback of one config (REST and gRPC), and bulk writes and imports with `apply`.
 
 use std::collections::{BTreeSet, HashMap};
@@ -137,24 +137,35 @@ pub fn verdict(w: &Watch, streams: &[StreamStatus]) -> Option<Verdict> {
     })
 }
 
-/// Checks the open watches every half second until `stop`, rolling back what the proxies
-/// reject.
-pub async fn run(manage: Arc<crate::manage::Manager>, mut stop: watch::Receiver<bool>) {
+/// What a verdict sets off: the rollback of the watched config to the revision live before it.
+#[async_trait::async_trait]
+pub trait RollBack: Send + Sync {
+    async fn roll_back(&self, w: &Watch, v: &Verdict);
+}
+
+/// Checks the open `watches` every half second against the streams `fleet` reports, until
+/// `stop`; a watched revision the proxies reject is handed to `act`.
+pub async fn run(
+    watches: Arc<Watches>,
+    fleet: crate::fleet::Fleet,
+    act: Arc<dyn RollBack>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let open = manage.rollbacks.open();
+        let open = watches.open();
         if open.is_empty() {
             continue;
         }
-        let streams = manage.registry.streams();
+        let streams = fleet.streams();
         for w in open {
             if let Some(v) = verdict(&w, &streams) {
-                manage.rollbacks.close(w.id);
-                manage.auto_rollback(&w, &v).await;
+                watches.close(w.id);
+                act.roll_back(&w, &v).await;
             }
         }
     }

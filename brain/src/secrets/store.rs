@@ -6,9 +6,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::SecretsCipher;
-use crate::audit::{AuditEntry, AuditFilter};
 use crate::model::ProxyConfig;
-use crate::store::{ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written};
+use crate::store::{
+    AuditEntry, AuditFilter, ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written,
+};
 
 pub struct EncryptingStore {
     inner: Arc<dyn Store>,

@@ -5,20 +5,27 @@
 //! Split by verb: this module owns the service's state (latest records, compile memos), checking
 //! and the one write path (commit, then publish); [`plan`] answers what a change would do (dry
 //! runs, diffs); [`verbs`] holds create, update, apply, delete, rollback, bulk, export, history;
-//! [`restore`] is point-in-time restore from history.
+//! [`restore`] is point-in-time restore from history; [`publisher`] publishes what a write made
+//! live outside the write lock, in commit order per config.
+//!
+//! A config is validated and compiled once per write: the verbs check it before the write lock
+//! ([`Prepared`]), and the commit publishes that snapshot unless the records or the discovered
+//! services changed in between (then it compiles again, against what is current).
 //! It does not authenticate or authorize callers (`auth`) nor audit them (`audit`).
 
 mod plan;
+mod publisher;
 mod restore;
 mod verbs;
 
 pub use plan::{Planned, ResourceChange, resource_changes};
+pub use publisher::{PublishFailure, PublishStatus};
 pub use restore::{RestoreStep, revision_at};
 
 use std::sync::Arc;
 
-use flotilla_shared::Snapshot;
 use flotilla_shared::wire::Change;
+use flotilla_shared::{Snapshot, Target};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -92,13 +99,28 @@ pub struct Origin<'a> {
     pub request_id: &'a str,
 }
 
+/// A config checked before its write: the snapshot its proxies get, and what it was checked
+/// against (published as is when that is still current at the commit).
+pub(super) struct Prepared {
+    target: Target,
+    snapshot: Snapshot,
+    basis: Basis,
+}
+
+/// What a check saw: the records (their templates) and the discovered services' generation.
+#[derive(Clone)]
+struct Basis {
+    latest: Arc<Latest>,
+    discovery: u64,
+}
+
 /// Config operations over a store and a bus.
 pub struct ConfigService {
     store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
-    /// Serialises write + publish so proxies see applies in commit order. Writes are rare and
-    /// never on the xDS push path.
+    /// Serialises commits, and the order of publishes per config with them (the publishing
+    /// itself runs after the lock is released). Writes are never on the xDS push path.
     writes: Mutex<()>,
+    publisher: publisher::Publisher,
     /// The latest record of every config and template, read from the store once and then kept
     /// up to date from each write's results (this service is the store's only writer), so a
     /// write does not re-read and re-parse the whole store.
@@ -161,8 +183,8 @@ impl ConfigService {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> ConfigService {
         ConfigService {
             store,
-            bus,
             writes: Mutex::new(()),
+            publisher: publisher::Publisher::new(bus),
             latest: std::sync::Mutex::new(None),
             memos: std::sync::Mutex::new(std::collections::HashMap::new()),
             discovery: crate::discovery::Discovery::default(),
@@ -182,6 +204,11 @@ impl ConfigService {
 
     pub fn store_health(&self) -> &crate::store::StoreHealth {
         &self.health
+    }
+
+    /// What the publishes since start came to.
+    pub fn publish_status(&self) -> PublishStatus {
+        self.publisher.status()
     }
 
     /// The records kept in memory, if loaded: the current ones, else the last known.
@@ -300,12 +327,12 @@ impl ConfigService {
         if changed.is_empty() {
             return Ok(0);
         }
-        let _guard = self.writes.lock().await;
+        let guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
         let Some(epoch) = self.leadership.epoch() else { return Ok(0) }; // followers do not publish
         let change = Change { epoch, ..Change::now(format!("discovery-{}", Uuid::new_v4().simple())) };
-        let mut n = 0;
+        let mut jobs = Vec::new();
         for rec in &latest.records {
             let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) else { continue };
             let uses = |c: &ProxyConfig| {
@@ -316,9 +343,13 @@ impl ConfigService {
             };
             let uses_changed = uses(cfg) || render(cfg, templates).is_ok_and(|r| uses(&r));
             if uses_changed {
-                n += usize::from(self.publish_config(cfg, templates, &change).await);
+                jobs.extend(self.compiled(cfg, templates, &change));
             }
         }
+        let n = jobs.len();
+        let published = self.publisher.enqueue(jobs, change, tracing::Span::current());
+        drop(guard);
+        let _ = published.await;
         Ok(n)
     }
 
@@ -328,41 +359,53 @@ impl ConfigService {
 
     /// Publishes every applied config; called once at start-up before the edge is ready.
     pub async fn publish_all(&self) -> Result<usize, ServiceError> {
-        let _guard = self.writes.lock().await;
+        let guard = self.writes.lock().await;
         let latest = self.latest().await?;
         let templates = &latest.templates;
         let Some(epoch) = self.leadership.epoch() else { return Ok(0) }; // followers do not publish
         let change = Change { epoch, ..Change::now(format!("startup-{}", Uuid::new_v4().simple())) };
-        let mut n = 0;
+        let mut jobs = Vec::new();
         for rec in &latest.records {
             if let Some(cfg) = rec.applied_config.as_ref().filter(|c| !c.is_template()) {
-                n += usize::from(self.publish_config(cfg, templates, &change).await);
+                jobs.extend(self.compiled(cfg, templates, &change));
             }
         }
+        let n = jobs.len();
+        let published = self.publisher.enqueue(jobs, change, tracing::Span::current());
+        drop(guard);
+        let _ = published.await;
         Ok(n)
     }
 
-    /// Renders, compiles and publishes one applied config; false (and logged) if it fails.
-    async fn publish_config(&self, cfg: &ProxyConfig, templates: &Templates, change: &Change) -> bool {
+    /// Renders and compiles one applied config for publishing; None (and logged) if it fails.
+    fn compiled(
+        &self,
+        cfg: &ProxyConfig,
+        templates: &Templates,
+        change: &Change,
+    ) -> Option<(Target, Snapshot)> {
         let snap =
             self.resolve(cfg, templates).map_err(ServiceError::Invalid).and_then(|r| self.check_memo(&r));
         match snap {
-            Ok(snap) => {
-                metrics::gauge!("flotilla_brain_config_resources", "namespace" => cfg.namespace().to_string(),
-                    "config" => cfg.metadata.name.clone())
-                .set(snap.len() as f64);
-                metrics::gauge!("flotilla_brain_config_bytes", "namespace" => cfg.namespace().to_string(),
-                    "config" => cfg.metadata.name.clone())
-                .set(snap.iter().map(|r| r.body.len()).sum::<usize>() as f64);
-                self.bus.publish(&cfg.target(), &snap, change).await;
-                crate::secrets::expiry::record(cfg);
-                true
-            }
+            Ok(snap) => Some(self.to_publish(cfg, snap)),
             Err(e) => {
                 tracing::error!(message = "config does not compile; proxies keep what they have", config = %cfg.target(), error = %e, change_id = %change.id);
-                false
+                None
             }
         }
+    }
+
+    /// `snap`, compiled from applied config `cfg`, as a publish job (its size and its
+    /// certificates' expiry recorded).
+    fn to_publish(&self, cfg: &ProxyConfig, snap: Snapshot) -> (Target, Snapshot) {
+        metrics::gauge!("flotilla_brain_config_resources", "namespace" => cfg.namespace().to_string(),
+            "config" => cfg.metadata.name.clone())
+        .set(snap.len() as f64);
+        metrics::gauge!("flotilla_brain_config_bytes", "namespace" => cfg.namespace().to_string(),
+            "config" => cfg.metadata.name.clone())
+        .set(snap.iter().map(|r| r.body.len()).sum::<usize>() as f64);
+        crate::secrets::expiry::record(cfg);
+        (cfg.target(), snap)
     }
 
     /// Every template (latest revision), by namespace and name.
@@ -423,6 +466,21 @@ impl ConfigService {
         self.check_with(cfg, templates).await
     }
 
+    /// What the records and the discovered services are now. The discovery generation is read
+    /// first: a change while checking makes the basis look older, never newer.
+    async fn basis(&self) -> Result<Basis, ServiceError> {
+        let discovery = self.discovery.generation();
+        Ok(Basis { latest: self.latest().await?, discovery })
+    }
+
+    /// [`check`](Self::check) before a write that makes `cfg` live: its snapshot, kept for the
+    /// publish (None for a template, whose users are compiled at the commit).
+    async fn prepare(&self, cfg: &ProxyConfig) -> Result<Option<Prepared>, ServiceError> {
+        let basis = self.basis().await?;
+        let snapshot = self.check_with(cfg, basis.latest.templates.clone()).await?;
+        Ok((!cfg.is_template()).then(|| Prepared { target: cfg.target(), snapshot, basis }))
+    }
+
     async fn check_with(
         &self,
         cfg: &ProxyConfig,
@@ -460,15 +518,28 @@ impl ConfigService {
         if errors.is_empty() { Ok(Snapshot::default()) } else { Err(ServiceError::Invalid(errors)) }
     }
 
-    async fn write(&self, w: Write, by: Origin<'_>) -> Result<Written, ServiceError> {
-        let mut out = self.write_many(vec![w], by).await?;
+    async fn write(
+        &self,
+        w: Write,
+        prepared: Option<Prepared>,
+        by: Origin<'_>,
+    ) -> Result<Written, ServiceError> {
+        let mut out = self.write_many(vec![w], prepared.into_iter().collect(), by).await?;
         out.pop().ok_or_else(|| StoreError::Backend("write returned nothing".into()).into())
     }
 
-    /// Commits the writes atomically, then publishes what became live. Callers have checked
-    /// every config they write, so what is published always compiles.
-    async fn write_many(&self, ws: Vec<Write>, by: Origin<'_>) -> Result<Vec<Written>, ServiceError> {
-        let _guard = self.writes.lock().await;
+    /// Commits the writes atomically, then publishes what became live: the `prepared`
+    /// snapshots where they are still current, else compiled again now. Callers have checked
+    /// every config they write, so what is published always compiles. The publishing runs
+    /// after the write lock is released, in commit order per config; this returns when it is
+    /// done (its outcome is in [`publish_status`](Self::publish_status) and the metrics).
+    async fn write_many(
+        &self,
+        ws: Vec<Write>,
+        prepared: Vec<Prepared>,
+        by: Origin<'_>,
+    ) -> Result<Vec<Written>, ServiceError> {
+        let guard = self.writes.lock().await;
         let n = ws.len() as u64;
         // Only the leader writes; the lease is confirmed in the database first, so a leader
         // paused past its lease cannot write (or publish) as if it still led.
@@ -491,7 +562,8 @@ impl ConfigService {
         };
         // Writers are serialised (and the only ones), so a cached state plus this write is
         // current; without one, a list taken now, after the commit, is.
-        let latest = match self.latest.lock().ok().and_then(|l| l.clone()) {
+        let before = self.latest.lock().ok().and_then(|l| l.clone());
+        let latest = match &before {
             Some(l) => Arc::new(l.with(&written)),
             None => Arc::new(Latest::new(
                 self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect(),
@@ -500,50 +572,72 @@ impl ConfigService {
         if let Ok(mut slot) = self.latest.lock() {
             *slot = Some(latest.clone());
         }
+        // A prepared snapshot is current if nothing was written and no discovered service
+        // changed since it was checked.
+        let discovery = self.discovery.generation();
+        let mut prepared: std::collections::HashMap<Target, Snapshot> = prepared
+            .into_iter()
+            .filter(|p| {
+                before.as_ref().is_some_and(|b| Arc::ptr_eq(b, &p.basis.latest))
+                    && p.basis.discovery == discovery
+            })
+            .map(|p| (p.target, p.snapshot))
+            .collect();
         let templates = &latest.templates;
         let all = &latest.records;
         // Every group this write changes is published in one span; the edges continue the trace
         // from it (its context travels in the change).
         let span = tracing::info_span!("publish", change_id = %change.id);
         change.traceparent = span.in_scope(flotilla_edge::ops::current_traceparent);
-        let change = &change;
-        async {
-            for w in &written {
-                match w {
-                    Written::Record(rec) if rec.config.is_template() => {
-                        // Re-render and republish every applied config built on this template.
-                        let key = (rec.namespace.clone(), rec.name.clone());
-                        for dep in all {
-                            if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
-                                && depends_on(cfg, &key, templates)
-                            {
-                                self.publish_config(cfg, templates, change).await;
-                            }
+        let mut jobs = Vec::new();
+        for w in &written {
+            match w {
+                Written::Record(rec) if rec.config.is_template() => {
+                    // Re-render and republish every applied config built on this template.
+                    let key = (rec.namespace.clone(), rec.name.clone());
+                    for dep in all {
+                        if let Some(cfg) = dep.applied_config.as_ref().filter(|c| !c.is_template())
+                            && depends_on(cfg, &key, templates)
+                        {
+                            jobs.extend(self.compiled(cfg, templates, &change));
                         }
                     }
-                    Written::Record(rec) => {
-                        if let Some(cfg) = &rec.applied_config {
-                            self.publish_config(cfg, templates, change).await;
+                }
+                Written::Record(rec) => {
+                    let Some(cfg) = &rec.applied_config else { continue };
+                    // The prepared snapshot is of the latest revision: only when that is live.
+                    let ready = (rec.applied_version == Some(rec.version))
+                        .then(|| prepared.remove(&cfg.target()))
+                        .flatten();
+                    match ready {
+                        Some(snap) => {
+                            metrics::counter!("flotilla_brain_publish_compiles_total", "reused" => "yes")
+                                .increment(1);
+                            jobs.push(self.to_publish(cfg, snap));
+                        }
+                        None => {
+                            metrics::counter!("flotilla_brain_publish_compiles_total", "reused" => "no")
+                                .increment(1);
+                            jobs.extend(self.compiled(cfg, templates, &change));
                         }
                     }
-                    Written::Removed { previous } => {
-                        if let Ok(mut m) = self.memos.lock() {
-                            m.remove(&memo_key(&previous.namespace, &previous.name));
-                        }
-                        if previous.applied_config.is_some() {
-                            let target = flotilla_shared::Target::new(
-                                previous.namespace.clone(),
-                                previous.name.clone(),
-                            );
-                            self.bus.publish(&target, &Snapshot::default(), change).await;
-                        }
+                }
+                Written::Removed { previous } => {
+                    if let Ok(mut m) = self.memos.lock() {
+                        m.remove(&memo_key(&previous.namespace, &previous.name));
+                    }
+                    if previous.applied_config.is_some() {
+                        let target = Target::new(previous.namespace.clone(), previous.name.clone());
+                        jobs.push((target, Snapshot::default()));
                     }
                 }
             }
         }
-        .instrument(span)
-        .await;
+        let published = self.publisher.enqueue(jobs, change, span);
+        drop(guard);
         metrics::counter!("flotilla_brain_config_writes_total").increment(n);
+        // The publish goes on if this caller goes away; the answer waits for it.
+        let _ = published.await;
         Ok(written)
     }
 
@@ -553,3 +647,6 @@ impl ConfigService {
         Ok(self.store.list(&filter).await?.into_iter().next())
     }
 }
+
+#[cfg(test)]
+mod tests;

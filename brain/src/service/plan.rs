@@ -7,7 +7,7 @@ use flotilla_shared::{ResourceType, Snapshot};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{ConfigService, ServiceError, check};
+use super::{ConfigService, Prepared, ServiceError, check};
 use crate::compile::compile;
 use crate::model::ProxyConfig;
 use crate::render::Templates;
@@ -22,11 +22,22 @@ impl ConfigService {
         cfgs: &[ProxyConfig],
         apply: bool,
     ) -> Result<Vec<(Planned, Option<Write>)>, ServiceError> {
+        Ok(self.plan_prepared(cfgs, apply).await?.0)
+    }
+
+    /// [`plan`](Self::plan), and the snapshots of the configs it makes live, for the publish
+    /// (none when the request brings templates: its configs are compiled again at the commit).
+    pub(super) async fn plan_prepared(
+        &self,
+        cfgs: &[ProxyConfig],
+        apply: bool,
+    ) -> Result<(Vec<(Planned, Option<Write>)>, Vec<Prepared>), ServiceError> {
         let mut errors = Vec::new();
         let mut snaps = Vec::with_capacity(cfgs.len());
         let mut seen = std::collections::BTreeMap::new();
+        let basis = self.basis().await?;
         // Templates in the same request count, so a bundle can bring its templates along.
-        let mut templates = self.templates().await?;
+        let mut templates = basis.latest.templates.clone();
         for t in cfgs.iter().filter(|c| c.is_template()) {
             templates.insert((t.namespace().to_string(), t.metadata.name.clone()), Arc::new(t.clone()));
         }
@@ -56,6 +67,8 @@ impl ConfigService {
             return Err(ServiceError::Invalid(errors));
         }
         let mut out = Vec::with_capacity(cfgs.len());
+        let mut prepared = Vec::new();
+        let bring_templates = cfgs.iter().any(|c| c.is_template());
         for (cfg, snap) in cfgs.iter().zip(snaps) {
             let existing = self.find(cfg.namespace(), &cfg.metadata.name).await?;
             let live = self.live_snapshot(existing.as_ref(), &templates);
@@ -90,9 +103,12 @@ impl ConfigService {
                 diff: config_diff,
                 changes: resource_changes(&live, &snap),
             };
+            if write.is_some() && !bring_templates && !cfg.is_template() {
+                prepared.push(Prepared { target: cfg.target(), snapshot: snap, basis: basis.clone() });
+            }
             out.push((planned, write));
         }
-        Ok(out)
+        Ok((out, prepared))
     }
 
     /// What the proxies of `rec` hold now: its applied config compiled (empty for a template, a

@@ -92,7 +92,7 @@ impl ConfigService {
         if dry_run || writes.is_empty() {
             return Ok((plans, steps));
         }
-        self.write_many(writes, by).await?;
+        self.write_many(writes, Vec::new(), by).await?;
         Ok((plans, steps))
     }
 }

@@ -18,12 +18,12 @@ impl ConfigService {
         dry_run: bool,
         by: Origin<'_>,
     ) -> Result<Vec<Planned>, ServiceError> {
-        let plans = self.plan(cfgs, apply).await?;
+        let (plans, prepared) = self.plan_prepared(cfgs, apply).await?;
         if dry_run {
             return Ok(plans.into_iter().map(|(p, _)| p).collect());
         }
         let (mut planned, writes): (Vec<Planned>, Vec<Option<Write>>) = plans.into_iter().unzip();
-        let written = self.write_many(writes.iter().flatten().cloned().collect(), by).await?;
+        let written = self.write_many(writes.iter().flatten().cloned().collect(), prepared, by).await?;
         let mut written = written.into_iter();
         for (p, w) in planned.iter_mut().zip(&writes) {
             if w.is_some()
@@ -67,8 +67,8 @@ impl ConfigService {
         apply: bool,
         by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
-        self.check(&cfg).await?;
-        match self.write(Write::Create { config: cfg, apply }, by).await? {
+        let prepared = self.prepare(&cfg).await?;
+        match self.write(Write::Create { config: cfg, apply }, prepared, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }
@@ -82,9 +82,9 @@ impl ConfigService {
         apply: bool,
         by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
-        self.check(&cfg).await?;
+        let prepared = self.prepare(&cfg).await?;
         let w = Write::Update { id, config: cfg, expected_version, apply, action: "update" };
-        match self.write(w, by).await? {
+        match self.write(w, prepared, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }
@@ -92,12 +92,13 @@ impl ConfigService {
 
     /// Applies the latest revision (or a pending deletion). `None`: the config is gone.
     pub async fn apply(&self, id: Uuid, by: Origin<'_>) -> Result<Option<ConfigRecord>, ServiceError> {
+        let mut prepared = None;
         if let Some(rec) = self.store.get(id).await?
             && !rec.pending_delete
         {
-            self.check(&rec.config).await?;
+            prepared = self.prepare(&rec.config).await?;
         }
-        Ok(match self.write(Write::Apply { id }, by).await? {
+        Ok(match self.write(Write::Apply { id }, prepared, by).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
         })
@@ -130,7 +131,7 @@ impl ConfigService {
                 }]));
             }
         }
-        Ok(match self.write(Write::Delete { id, apply }, by).await? {
+        Ok(match self.write(Write::Delete { id, apply }, None, by).await? {
             Written::Record(r) => Some(r),
             Written::Removed { .. } => None,
         })
@@ -164,9 +165,9 @@ impl ConfigService {
             .into_iter()
             .find(|r| r.version == version)
             .ok_or(ServiceError::NoRevision { id, version })?;
-        self.check(&rev.config).await?;
+        let prepared = self.prepare(&rev.config).await?;
         let w = Write::Update { id, config: rev.config, expected_version: None, apply, action };
-        match self.write(w, by).await? {
+        match self.write(w, prepared, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
         }

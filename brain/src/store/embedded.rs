@@ -10,11 +10,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
 use super::logic::{self, Change};
+use super::{AuditEntry, AuditFilter};
 use super::{
     ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
     map_secrets,
 };
-use crate::audit::{AuditEntry, AuditFilter};
 
 /// id → ConfigRecord (JSON)
 const CONFIGS: TableDefinition<&str, &[u8]> = TableDefinition::new("configs");

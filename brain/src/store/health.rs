@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::{AuditEntry, AuditFilter};
 use super::{ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written};
-use crate::audit::{AuditEntry, AuditFilter};
 
 /// How often the store is probed (a read of a config that does not exist).
 const PROBE_EVERY: Duration = Duration::from_secs(2);

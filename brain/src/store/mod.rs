@@ -5,6 +5,7 @@
 //! Every change is an immutable [`Revision`]; the [`ConfigRecord`] is the head. What is live on
 //! proxies is the record's `applied` revision, which may lag the head until it is applied.
 
+mod audit_log;
 mod embedded;
 mod health;
 mod logic;
@@ -14,13 +15,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use audit_log::{AuditEntry, AuditFilter, RevisionRef};
 pub use embedded::EmbeddedStore;
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 
 pub use postgres::PostgresStore;
 
-use crate::audit::{AuditEntry, AuditFilter};
 use crate::model::ProxyConfig;
 
 /// The head of a config: its latest revision and what is applied. Stored (`StoredRecord`) with

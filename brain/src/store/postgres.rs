@@ -9,11 +9,11 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::logic::{self, Change};
+use super::{AuditEntry, AuditFilter};
 use super::{
     ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
     map_secrets,
 };
-use crate::audit::{AuditEntry, AuditFilter};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -270,8 +270,8 @@ fn with_secret() -> ProxyConfig {
     cfg
 }
 
-fn entry(ns: &str, subject: &str, at: chrono::DateTime<chrono::Utc>) -> crate::audit::AuditEntry {
-    crate::audit::AuditEntry {
+fn entry(ns: &str, subject: &str, at: chrono::DateTime<chrono::Utc>) -> super::AuditEntry {
+    super::AuditEntry {
         id: Uuid::now_v7(),
         at,
         subject: subject.into(),
@@ -285,7 +285,7 @@ fn entry(ns: &str, subject: &str, at: chrono::DateTime<chrono::Utc>) -> crate::a
         result: "ok".into(),
         reason: None,
         before: None,
-        after: Some(crate::audit::RevisionRef { version: 1, hash: "abc".into() }),
+        after: Some(super::RevisionRef { version: 1, hash: "abc".into() }),
     }
 }
 
@@ -294,18 +294,18 @@ async fn audit_log(store: &dyn Store) {
     for (i, (ns, who)) in [("a", "alice"), ("b", "bob"), ("a", "bob")].into_iter().enumerate() {
         store.append_audit(&entry(ns, who, t0 + chrono::Duration::seconds(i as i64))).await.unwrap();
     }
-    let all = store.audit(&crate::audit::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let all = store.audit(&super::AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>(),
         ["bob", "bob", "alice"],
         "newest first"
     );
     assert_eq!(all[0].after.as_ref().map(|r| r.version), Some(1));
-    let a = crate::audit::AuditFilter { namespace: Some("a".into()), limit: 10, ..Default::default() };
+    let a = super::AuditFilter { namespace: Some("a".into()), limit: 10, ..Default::default() };
     assert_eq!(store.audit(&a).await.unwrap().len(), 2);
-    let bob = crate::audit::AuditFilter { subject: Some("bob".into()), limit: 1, ..Default::default() };
+    let bob = super::AuditFilter { subject: Some("bob".into()), limit: 1, ..Default::default() };
     assert_eq!(store.audit(&bob).await.unwrap().len(), 1, "limit");
-    let since = crate::audit::AuditFilter {
+    let since = super::AuditFilter {
         since: Some(t0 + chrono::Duration::milliseconds(1500)),
         limit: 10,
         ..Default::default()

@@ -1,14 +1,16 @@
 //! Authentication of REST requests: a middleware that turns the `Authorization` header and the
 //! connection's client certificate into a [`Principal`] in the request's extensions, or answers
 //! 401 with a JSON error naming why. Health, readiness and the OpenAPI document stay open.
+//! Owns only the REST side: who a token or certificate names, and what they may do, is
+//! `crate::auth`'s.
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{AuthnError, Authz, Denied};
-use crate::api::ApiError;
+use super::ApiError;
+use crate::auth::{AuthnError, Authz, Denied};
 use crate::transport::Peer;
 
 /// Paths served to anyone: probes must not need a token, nor the console's static page (its data

@@ -1,0 +1,152 @@
+//! The write path's promises: one check per write whose snapshot is published only while it is
+//! current, and publishing outside the write lock in commit order per config.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::publish::PublishError;
+use crate::store::EmbeddedStore;
+
+/// Records every publish; publishes of the group named `hold` wait until `release` fires.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(Target, Snapshot)>>,
+    hold: Option<String>,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Bus for Recorder {
+    async fn publish(&self, target: &Target, snapshot: &Snapshot, _: &Change) -> Result<(), PublishError> {
+        if self.hold.as_deref() == Some(target.name.as_str()) {
+            self.release.notified().await;
+        }
+        self.seen.lock().expect("seen").push((target.clone(), snapshot.clone()));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn last_of(&self, name: &str) -> Option<Snapshot> {
+        let seen = self.seen.lock().expect("seen");
+        seen.iter().rev().find(|(t, _)| t.name == name).map(|(_, s)| s.clone())
+    }
+}
+
+const BY: Origin<'static> = Origin { author: "test", request_id: "test" };
+
+fn doc(v: serde_json::Value) -> ProxyConfig {
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// A config of one STATIC cluster `c` with one endpoint on `port`.
+fn config(name: &str, port: u16) -> ProxyConfig {
+    doc(serde_json::json!({
+        "apiVersion": "v1", "kind": "ProxyConfig",
+        "metadata": {"name": name, "namespace": "t"},
+        "spec": {"clusters": [{"name": "c", "type": "STATIC", "endpoints": [{"address": "10.0.0.1", "port": port}]}]}
+    }))
+}
+
+fn service(bus: Arc<Recorder>) -> (ConfigService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("store");
+    (ConfigService::new(Arc::new(store), bus), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_publish_of_one_config_holds_up_neither_writes_to_others_nor_its_own_order() {
+    let bus = Arc::new(Recorder { hold: Some("slow".into()), ..Recorder::default() });
+    let (svc, _dir) = service(bus.clone());
+    let svc = Arc::new(svc);
+    let first = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.create(config("slow", 1), true, BY).await })
+    };
+    // Wait until the slow group's publish has started (its commit is done).
+    for _ in 0..200 {
+        if svc.publish_status().in_flight > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(svc.publish_status().in_flight, 1, "the slow publish is under way");
+    let fast = tokio::time::timeout(Duration::from_secs(5), svc.create(config("fast", 2), true, BY)).await;
+    let fast = fast.expect("a write to another config commits and publishes while one publish hangs");
+    assert_eq!(fast.expect("write").version, 1);
+    assert!(bus.last_of("fast").is_some());
+    assert!(!first.is_finished(), "the slow write answers only once its publish is done");
+
+    // A second revision of the slow config commits, and is published after the first.
+    let id = svc.find("t", "slow").await.expect("find").expect("stored").id;
+    let second = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.update(id, config("slow", 3), None, true, BY).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bus.release.notify_one();
+    first.await.expect("task").expect("first write");
+    // The second publish waits for its turn, then for its own release.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bus.release.notify_one();
+    second.await.expect("task").expect("second write");
+    let slow: Vec<Snapshot> = bus
+        .seen
+        .lock()
+        .expect("seen")
+        .iter()
+        .filter(|(t, _)| t.name == "slow")
+        .map(|(_, s)| s.clone())
+        .collect();
+    assert_eq!(slow.len(), 2);
+    assert_eq!(slow[0], check(&config("slow", 1)).expect("check"), "revision 1 first");
+    assert_eq!(slow[1], check(&config("slow", 3)).expect("check"), "revision 2 last");
+    let status = svc.publish_status();
+    assert_eq!((status.published, status.failed, status.in_flight), (3, 0, 0));
+}
+
+#[tokio::test]
+async fn a_snapshot_checked_before_a_template_changed_is_compiled_again_at_the_commit() {
+    let bus = Arc::new(Recorder::default());
+    let (svc, _dir) = service(bus.clone());
+    let template = |port: u16| {
+        doc(serde_json::json!({
+            "apiVersion": "v1", "kind": "ProxyTemplate",
+            "metadata": {"name": "base", "namespace": "t"},
+            "spec": {"clusters": [{"name": "shared", "type": "STATIC", "endpoints": [{"address": "10.0.0.9", "port": port}]}]}
+        }))
+    };
+    let mut app = config("app", 1);
+    app.spec.extends = vec!["base".into()];
+    let base = svc.create(template(80), true, BY).await.expect("template");
+    let rec = svc.create(app.clone(), false, BY).await.expect("config");
+
+    // Checked against template revision 1 …
+    let prepared = svc.prepare(&app).await.expect("check").expect("a config is prepared");
+    // … which changes before the commit.
+    svc.update(base.id, template(81), None, true, BY).await.expect("template update");
+    svc.write(Write::Apply { id: rec.id }, Some(prepared), BY).await.expect("apply");
+
+    let published = bus.last_of("app").expect("published");
+    let current = svc.check(&app).await.expect("check against the current template");
+    assert_eq!(published, current, "what is published is compiled from the template now stored");
+    let stale = {
+        let mut t = Templates::new();
+        t.insert(("t".into(), "base".into()), Arc::new(template(80)));
+        check(&render(&app, &t).expect("render")).expect("check")
+    };
+    assert_ne!(published, stale, "the snapshot checked against the old template is not used");
+}
+
+#[tokio::test]
+async fn a_write_publishes_the_snapshot_it_checked() {
+    let bus = Arc::new(Recorder::default());
+    let (svc, _dir) = service(bus.clone());
+    let rec = svc.create(config("app", 1), true, BY).await.expect("create");
+    svc.update(rec.id, config("app", 2), Some(1), true, BY).await.expect("update");
+    assert_eq!(bus.last_of("app"), Some(check(&config("app", 2)).expect("check")));
+    // Stored but not applied: the live revision is published as it was.
+    svc.update(rec.id, config("app", 3), Some(2), false, BY).await.expect("update");
+    assert_eq!(bus.last_of("app"), Some(check(&config("app", 2)).expect("check")));
+}
