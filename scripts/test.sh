@@ -16,6 +16,7 @@
 #     rendered and its objects checked (scripts/check-deploy.sh);
 #   - cargo-deny 0.20.2 (crates.io): the dependency audit (scripts/audit.sh: advisories against
 #     the offline RustSec snapshot in ../shared/advisory-db.tar.gz, licenses, bans, sources).
+# It checks that the brain's modules import each other without circles (scripts/module-graph.py).
 # Then it runs the whole workspace with cargo-nextest (or `cargo test` where nextest is missing),
 # and scripts/api-contract.sh: schemathesis --checks all against a running brain's OpenAPI
 # document, on the embedded store and on PostgreSQL.
@@ -94,6 +95,9 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"],
 
 echo "==> dependency audit (cargo-deny; RustSec snapshot from ../shared)"
 ./scripts/audit.sh
+
+echo "==> brain module graph (no import circles: scripts/module-graph.py)"
+python3 scripts/module-graph.py
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

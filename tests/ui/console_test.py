@@ -1,5 +1,5 @@
 """The web console in a real headless Chromium (Debian's chromium, driven by Playwright for Python
-with the system browser). Run by tests/tests/console.rs, which starts a brain, a backend and a
+with the system browser). Run by tests/tests/e2e/console.rs, which starts a brain, a backend and a
 real Envoy and passes what this script needs in the environment:
 
   FLOTILLA_UI_BASE      the brain's REST base URL

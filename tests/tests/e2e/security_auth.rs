@@ -55,7 +55,7 @@ impl Keys {
         let raw = ec.public_key_raw(); // 0x04 ‖ x ‖ y
         let jwk_ec = json!({"kty": "EC", "crv": "P-256", "kid": "ec-1", "alg": "ES256", "use": "sig",
             "x": B64URL.encode(&raw[1..33]), "y": B64URL.encode(&raw[33..65])});
-        let rsa_jwk: Value = serde_json::from_str(include_str!("../fixtures/jwt-rsa.jwk.json")).unwrap();
+        let rsa_jwk: Value = serde_json::from_str(include_str!("../../fixtures/jwt-rsa.jwk.json")).unwrap();
         let path = pem.write("jwks.json", &json!({"keys": [jwk_ec, rsa_jwk]}).to_string());
         let keys = Keys {
             ec: EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).unwrap(),
@@ -63,7 +63,7 @@ impl Keys {
                 rcgen::KeyPair::generate().unwrap().serialize_pem().as_bytes(),
             )
             .unwrap(),
-            rsa: EncodingKey::from_rsa_pem(include_bytes!("../fixtures/jwt-rsa.pem")).unwrap(),
+            rsa: EncodingKey::from_rsa_pem(include_bytes!("../../fixtures/jwt-rsa.pem")).unwrap(),
         };
         (keys, path)
     }
