@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use flotilla_edge::tls::{ClientAuth, TlsReloader, incoming};
+use flotilla_common::tls::{ClientAuth, TlsReloader, incoming};
 
 use crate::api::{ApiState, router};
 use crate::audit::Audit;
@@ -163,7 +163,7 @@ async fn authz(sec: &Security) -> anyhow::Result<Authz> {
 impl Brain {
     /// Opens the store, binds the ports, loads every applied config, and serves.
     pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
-        let metrics = flotilla_edge::ops::metrics_handle();
+        let metrics = flotilla_common::ops::metrics_handle();
         // Error counters exist from the start at 0, so `increase()` in alert rules sees the
         // first failure (a series born at 1 has no increase).
         metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(0);
@@ -243,10 +243,10 @@ impl Brain {
         }
         if let Some(url) = &settings.nats_url {
             let client =
-                flotilla_edge::app::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
+                flotilla_common::nats::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
             fleet.listen(client.clone());
             let js = async_nats::jetstream::new(client);
-            let kv = flotilla_edge::app::open_bucket(&js, &settings.nats_bucket).await?;
+            let kv = flotilla_common::nats::open_bucket(&js, &settings.nats_bucket).await?;
             let bus = NatsBus::new(js, kv).sealing_secrets(cipher.clone()).await?;
             buses.push(Box::new(bus));
         }

@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
-use flotilla_edge::app::{EdgeReport, STATUS_INTERVAL};
-use flotilla_edge::events::{EventHub, Next, ProxyEvent, Watcher};
-use flotilla_edge::registry::{NackInfo, Registry, StreamStatus};
+use flotilla_edge::events::{EventHub, Next, Watcher};
+use flotilla_edge::registry::Registry;
+use flotilla_shared::fleet::{
+    EVENTS_WATCH, EdgeReport, MessageKind, NackInfo, PROXY_EVENT, ProxyEvent, RELOAD_REQUEST, ReloadRequest,
+    STATUS_INTERVAL, STATUS_REPORT, StreamStatus, WIRE_HEADER,
+};
 use futures::StreamExt;
 
 #[derive(Debug, Clone)]
@@ -28,6 +31,33 @@ pub struct Fleet {
     remote_events: EventHub,
     /// The NATS connection to edges, once listening (distributed shape).
     nats: Arc<std::sync::OnceLock<async_nats::Client>>,
+}
+
+/// Headers naming `kind`'s wire version as this build writes it.
+fn wire(kind: &MessageKind) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(WIRE_HEADER, kind.header().as_str());
+    h
+}
+
+/// The wire version header of `msg`, if it has one.
+fn wire_of(msg: &async_nats::Message) -> Option<&str> {
+    msg.headers.as_ref().and_then(|h| h.get(WIRE_HEADER)).map(|v| v.as_str())
+}
+
+/// A report or event this brain does not read (malformed, or another release's wire version):
+/// counted by reason, and said once per subject (an edge reports every second).
+fn unread(msg: &async_nats::Message, e: &flotilla_shared::fleet::MessageError) {
+    static SAID: std::sync::LazyLock<DashMap<String, ()>> = std::sync::LazyLock::new(DashMap::new);
+    metrics::counter!("flotilla_brain_edge_report_errors_total", "reason" => e.reason()).increment(1);
+    if SAID.len() > 1024 {
+        SAID.clear(); // edges come and go by name: say it again rather than remember them all
+    }
+    if SAID.insert(msg.subject.to_string(), ()).is_none() {
+        tracing::warn!(message = "message from an edge not read", subject = %msg.subject, error = %e);
+    } else {
+        tracing::debug!(message = "message from an edge not read", subject = %msg.subject, error = %e);
+    }
 }
 
 /// Heartbeat period of a brain with event watchers (edges keep publishing for 15 s after one).
@@ -66,7 +96,12 @@ impl Fleet {
     pub async fn reload(&self, node_id: &str) -> (usize, bool) {
         let local = self.local.reload(node_id);
         let asked = match self.nats.get() {
-            Some(c) => c.publish(flotilla_shared::subject::RELOAD, node_id.to_string().into()).await.is_ok(),
+            Some(c) => {
+                let body = ReloadRequest { node_id: node_id.to_string() }.encode();
+                c.publish_with_headers(flotilla_shared::subject::RELOAD, wire(&RELOAD_REQUEST), body.into())
+                    .await
+                    .is_ok()
+            }
             None => false,
         };
         (local, asked)
@@ -131,15 +166,16 @@ impl Fleet {
                         if hub.watchers() == 0 {
                             last_beat = None;
                         } else if due {
-                            let _ = client.publish(flotilla_shared::subject::EVENTS_WATCH, "".into()).await;
+                            let beat = flotilla_shared::subject::EVENTS_WATCH;
+                            let _ = client.publish_with_headers(beat, wire(&EVENTS_WATCH), "".into()).await;
                             last_beat = Some(Instant::now());
                         }
                     }
                     msg = sub.next() => {
                         let Some(msg) = msg else { return };
-                        match serde_json::from_slice::<ProxyEvent>(&msg.payload) {
+                        match PROXY_EVENT.decode::<ProxyEvent>(wire_of(&msg), &msg.payload) {
                             Ok(e) => hub.relay(e),
-                            Err(e) => tracing::debug!(message = "unreadable proxy event", subject = %msg.subject, error = %e),
+                            Err(e) => unread(&msg, &e),
                         }
                     }
                 }
@@ -162,7 +198,7 @@ impl Fleet {
                 }
             };
             while let Some(msg) = sub.next().await {
-                match serde_json::from_slice::<EdgeReport>(&msg.payload) {
+                match STATUS_REPORT.decode::<EdgeReport>(wire_of(&msg), &msg.payload) {
                     Ok(r) if r.streams.is_empty() => {
                         remote.remove(&r.edge);
                     }
@@ -174,10 +210,7 @@ impl Fleet {
                         };
                         remote.insert(r.edge, (Instant::now() + interval * 3, r.streams));
                     }
-                    Err(e) => {
-                        metrics::counter!("flotilla_brain_edge_report_errors_total").increment(1);
-                        tracing::warn!(message = "unreadable edge report", subject = %msg.subject, error = %e);
-                    }
+                    Err(e) => unread(&msg, &e),
                 }
             }
         });

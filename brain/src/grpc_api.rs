@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flotilla_edge::registry::NackInfo;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::control_plane_service_server::ControlPlaneService;
+use flotilla_shared::fleet::NackInfo;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 

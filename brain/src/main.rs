@@ -11,8 +11,8 @@ use flotilla_brain::settings::{Cli, LogFormat, Settings};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn init_logging(s: &Settings) -> anyhow::Result<flotilla_edge::ops::Tracing> {
-    flotilla_edge::ops::init_logging(
+fn init_logging(s: &Settings) -> anyhow::Result<flotilla_common::ops::Tracing> {
+    flotilla_common::ops::init_logging(
         &s.log_level,
         s.log_format == LogFormat::Json,
         s.otlp_endpoint.as_deref(),

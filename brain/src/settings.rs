@@ -384,7 +384,7 @@ pub struct Settings {
     pub nats_url: Option<String>,
     pub nats_bucket: String,
     /// Credentials and TLS of the NATS connection.
-    pub nats_security: flotilla_edge::app::NatsSecurity,
+    pub nats_security: flotilla_common::nats::NatsSecurity,
     pub embedded_edge: bool,
     /// New xDS streams admitted per second by the embedded edge (None: no limit).
     pub max_new_streams_per_sec: Option<u32>,
@@ -422,7 +422,7 @@ pub struct Settings {
 /// Resolved security settings; all off by default.
 #[derive(Debug, Clone, Default)]
 pub struct Security {
-    pub tls: Option<flotilla_edge::tls::TlsFiles>,
+    pub tls: Option<flotilla_common::tls::TlsFiles>,
     pub trust_domain: Option<String>,
     pub auth_jwks: Option<String>,
     pub auth_issuer: Option<String>,
@@ -590,7 +590,7 @@ impl Settings {
             db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),
             nats_url: cli.nats_url.or(file.nats.url),
             nats_bucket: cli.nats_bucket.or(file.nats.bucket).unwrap_or(d.nats_bucket),
-            nats_security: flotilla_edge::app::NatsSecurity {
+            nats_security: flotilla_common::nats::NatsSecurity {
                 creds: cli.nats_creds.or(file.nats.creds),
                 tls_ca: cli.nats_tls_ca.or(file.nats.tls_ca),
                 tls_cert: cli.nats_tls_cert.or(file.nats.tls_cert),
@@ -632,7 +632,7 @@ fn resolve_security(cli: SecurityCli, file: FileSecurity) -> Result<Security, Se
     let key = cli.tls_key.or(file.tls_key);
     let client_ca = cli.client_ca.or(file.client_ca);
     let tls = match (cert, key) {
-        (Some(cert), Some(key)) => Some(flotilla_edge::tls::TlsFiles { cert, key, client_ca }),
+        (Some(cert), Some(key)) => Some(flotilla_common::tls::TlsFiles { cert, key, client_ca }),
         (None, None) if client_ca.is_some() => {
             return Err(SettingsError::Invalid("--client-ca needs --tls-cert and --tls-key".into()));
         }

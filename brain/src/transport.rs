@@ -1,5 +1,5 @@
 //! Where the management APIs' connections come from: plain TCP, or TLS 1.3 through
-//! [`flotilla_edge::tls`] (the same acceptor the xDS port uses), with the client certificate
+//! [`flotilla_common::tls`] (the same acceptor the xDS port uses), with the client certificate
 //! of each connection made available to handlers as [`Peer`]. It does not authenticate anyone;
 //! `auth` turns a peer and its headers into an identity.
 
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::IncomingStream;
-use flotilla_edge::tls::{ClientAuth, Conn, PeerInfo, TlsReloader, incoming};
+use flotilla_common::tls::{ClientAuth, Conn, PeerInfo, TlsReloader, incoming};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;

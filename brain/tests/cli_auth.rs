@@ -47,7 +47,7 @@ async fn setup() -> Setup {
         data_dir: dir.path().join("data"),
         ..Settings::default()
     };
-    settings.security.tls = Some(flotilla_edge::tls::TlsFiles {
+    settings.security.tls = Some(flotilla_common::tls::TlsFiles {
         cert: write(dir.path(), "tls.crt", &cert.pem()),
         key: write(dir.path(), "tls.key", &key.serialize_pem()),
         client_ca: None,

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use flotilla_shared::fleet::set_version;
 use flotilla_shared::wire::Change;
-use flotilla_shared::{ResourceType, Snapshot, Target, snapshot::content_version};
+use flotilla_shared::{ResourceType, Snapshot, Target};
 use tokio::sync::watch;
 
 use crate::encode::Encoded;
@@ -150,18 +151,6 @@ impl EdgeSnapshot {
     }
 }
 
-/// A version string for a set of (name, version) pairs; a pure function of content (V1).
-pub fn set_version<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut buf = Vec::with_capacity(256);
-    for (name, version) in items {
-        buf.extend_from_slice(name.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(version.as_bytes());
-        buf.push(0);
-    }
-    content_version(&buf)
-}
-
 /// Latest snapshot per proxy group. Cloning is cheap; all clones share state.
 #[derive(Debug, Clone, Default)]
 pub struct Cache {
@@ -262,13 +251,5 @@ mod tests {
         // Same content again: no wake-up.
         cache.set(&t, &snap(&[("a", b"1"), ("b", b"3")]));
         assert!(!rx.has_changed().unwrap());
-    }
-
-    #[test]
-    fn set_version_depends_on_names_and_versions() {
-        assert_eq!(set_version([("a", "1")]), set_version([("a", "1")]));
-        assert_ne!(set_version([("a", "1")]), set_version([("a", "2")]));
-        assert_ne!(set_version([("a", "1")]), set_version([("b", "1")]));
-        assert!(!set_version([]).is_empty());
     }
 }

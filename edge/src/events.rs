@@ -1,7 +1,8 @@
 //! Live proxy events: connects, disconnects, pushes, ACKs and NACKs (with Envoy's error), as they
 //! happen, for the brain's event stream (SSE on REST, `StreamProxyEvents` on gRPC).
 //!
-//! Owns the event type and the hub streams emit into. Events are built only while somebody
+//! Owns the hub streams emit into (the event type is `flotilla_shared::fleet::ProxyEvent`, what
+//! travels to the brain). Events are built only while somebody
 //! watches (a local subscriber, or the brain asking over NATS within the last
 //! [`REMOTE_WATCH_TTL_MS`]), so an unwatched fleet pays one atomic load per push. The hub is a
 //! bounded broadcast: a watcher that falls behind loses the oldest events and is told how many.
@@ -11,96 +12,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use flotilla_shared::fleet::ProxyEvent;
 use tokio::sync::broadcast;
-
-/// What happened to a proxy's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Connected,
-    Disconnected,
-    Pushed,
-    Acked,
-    Nacked,
-    /// The brain rolled a config back because its proxies NACKed it (`spec.autoRollback`).
-    #[serde(rename = "rolledback")]
-    RolledBack,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Connected => "connected",
-            EventKind::Disconnected => "disconnected",
-            EventKind::Pushed => "pushed",
-            EventKind::Acked => "acked",
-            EventKind::Nacked => "nacked",
-            EventKind::RolledBack => "rolledback",
-        }
-    }
-}
-
-/// One event of one proxy stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyEvent {
-    pub at: DateTime<Utc>,
-    pub event: EventKind,
-    pub node_id: String,
-    pub namespace: String,
-    /// The config (proxy group) the proxy belongs to.
-    pub config: String,
-    pub edge: String,
-    /// "sotw" or "delta".
-    pub protocol: String,
-    /// Resource type ("cds", "eds", "lds", "rds", "sds") of pushes, ACKs and NACKs.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The change (API request id, or discovery/startup id) the pushed state came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_id: Option<String>,
-    /// Envoy's error message, on a NACK.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Resources of a push (count) or named by a NACK.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<String>,
-    /// On the first ACK of a change: milliseconds from the write to this ACK.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub propagation_ms: Option<u64>,
-}
-
-impl ProxyEvent {
-    /// An event of `kind` about a proxy's stream, now; the optional fields empty.
-    pub fn new(
-        event: EventKind,
-        node_id: &str,
-        namespace: &str,
-        config: &str,
-        edge: &str,
-        protocol: &str,
-    ) -> ProxyEvent {
-        ProxyEvent {
-            at: Utc::now(),
-            event,
-            node_id: node_id.into(),
-            namespace: namespace.into(),
-            config: config.into(),
-            edge: edge.into(),
-            protocol: protocol.into(),
-            kind: None,
-            version: None,
-            change_id: None,
-            error: None,
-            resources: Vec::new(),
-            propagation_ms: None,
-        }
-    }
-}
 
 /// How long a remote request to watch (the brain's heartbeat over NATS) keeps events flowing.
 pub const REMOTE_WATCH_TTL_MS: u64 = 15_000;
@@ -213,6 +126,7 @@ impl Drop for Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_shared::fleet::EventKind;
 
     fn event(node: &str) -> ProxyEvent {
         ProxyEvent::new(EventKind::Connected, node, "ns", "c", "e", "delta")

@@ -8,13 +8,14 @@ pub mod app;
 pub mod cache;
 pub mod encode;
 pub mod events;
-pub mod files;
 pub mod names;
 pub mod node;
-pub mod ops;
 pub mod registry;
 pub mod shutdown;
 pub mod source;
 pub mod sync;
-pub mod tls;
 pub mod xds;
+
+// What the brain shares with the edge (TLS, ops, the NATS connection) lives in `flotilla-common`;
+// these paths keep the edge's own modules reading `crate::tls` and `crate::ops`.
+pub(crate) use flotilla_common::{ops, tls};

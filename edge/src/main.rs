@@ -92,7 +92,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _tracing = flotilla_edge::ops::init_logging(
+    let _tracing = flotilla_common::ops::init_logging(
         &cli.log_level,
         cli.log_format == "json",
         cli.otlp_endpoint.as_deref(),
@@ -120,13 +120,13 @@ async fn main() -> anyhow::Result<()> {
         max_connection_age: cli.max_connection_age,
         tls: match (cli.tls_cert, cli.tls_key) {
             (Some(cert), Some(key)) => {
-                Some(flotilla_edge::tls::TlsFiles { cert, key, client_ca: cli.client_ca })
+                Some(flotilla_common::tls::TlsFiles { cert, key, client_ca: cli.client_ca })
             }
             _ => None,
         },
         trust_domain: cli.trust_domain,
         max_new_streams_per_sec: cli.max_new_streams_per_sec,
-        nats: flotilla_edge::app::NatsSecurity {
+        nats: flotilla_common::nats::NatsSecurity {
             creds: cli.nats_creds,
             tls_ca: cli.nats_tls_ca,
             tls_cert: cli.nats_tls_cert,

@@ -8,52 +8,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use dashmap::DashMap;
 use flotilla_shared::wire::Change;
 
-use crate::events::{EventHub, EventKind, ProxyEvent};
+use crate::events::EventHub;
+use flotilla_shared::fleet::{EventKind, NackInfo, ProxyEvent, StreamStatus, TypeStatus};
 use flotilla_shared::{ResourceType, Target};
-use serde::{Deserialize, Serialize};
-
-/// A rejected push, as the proxy reported it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct NackInfo {
-    pub version: String,
-    pub error: String,
-    pub resources: Vec<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// Per-type state of one stream.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TypeStatus {
-    pub last_sent_version: Option<String>,
-    pub last_sent_at: Option<DateTime<Utc>>,
-    pub acked_version: Option<String>,
-    pub acked_at: Option<DateTime<Utc>>,
-    pub last_nack: Option<NackInfo>,
-    pub pushes: u64,
-}
-
-/// One connected xDS stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamStatus {
-    pub stream_id: u64,
-    pub node_id: String,
-    pub cluster: String,
-    pub namespace: String,
-    /// "ads" or the per-type service ("cds", "lds", ...).
-    pub service: String,
-    /// "sotw" or "delta".
-    pub protocol: Cow<'static, str>,
-    pub edge: String,
-    pub connected_at: DateTime<Utc>,
-    pub types: BTreeMap<Cow<'static, str>, TypeStatus>,
-}
 
 #[derive(Debug, Default)]
 struct Inner {

@@ -1,7 +1,7 @@
 //! Authentication of gRPC API calls: the `authorization` metadata and the connection's client
 //! certificate become a [`Principal`], or the call is answered UNAUTHENTICATED naming why.
 
-use flotilla_edge::tls::PeerInfo;
+use flotilla_common::tls::PeerInfo;
 use tonic::{Request, Status};
 
 use super::{AuthnError, Authz, Denied, Principal};

@@ -3,7 +3,7 @@
 //! It owns authentication ([`jwt`]: bearer tokens checked against a JWKS; client certificates
 //! from the TLS layer as the other identity), authorization ([`policy`]: RBAC roles bound to
 //! subjects, groups and SPIFFE ids, per namespace; quotas; cross-namespace grants), and the
-//! [`Authz`] handle both APIs ask. It does not serve TLS (`flotilla_edge::tls`), store the audit
+//! [`Authz`] handle both APIs ask. It does not serve TLS (`flotilla_common::tls`), store the audit
 //! log (`audit`), or know the REST or gRPC shapes beyond turning a refusal into a gRPC status
 //! ([`grpc`]); the REST middleware is the API's own (`api::authn`).
 //!
@@ -181,7 +181,7 @@ impl Authz {
         if self.certificates
             && let Some(cert) = client_cert
         {
-            let id = flotilla_edge::tls::spiffe::of_certificate(cert)
+            let id = flotilla_common::tls::spiffe::of_certificate(cert)
                 .map_err(|e| AuthnError::Certificate(e.to_string()))?;
             return Ok(Principal { subject: id.to_string(), groups: Vec::new(), via: "certificate" });
         }

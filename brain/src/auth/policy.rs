@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use flotilla_edge::files::FileStamp;
+use flotilla_common::files::FileStamp;
 
 use serde::{Deserialize, Serialize};
 

@@ -49,9 +49,9 @@ pub fn read(path: &Path) -> Result<Vec<Service>, String> {
 pub fn spawn(discovery: Discovery, name: String, path: PathBuf, mut stop: watch::Receiver<bool>) {
     discovery.declare(&name, "file");
     tokio::spawn(async move {
-        let mut seen: Option<flotilla_edge::files::FileStamp> = None;
+        let mut seen: Option<flotilla_common::files::FileStamp> = None;
         loop {
-            let stamp = flotilla_edge::files::FileStamp::of([path.as_path()]);
+            let stamp = flotilla_common::files::FileStamp::of([path.as_path()]);
             if seen.as_ref() != Some(&stamp) {
                 match read(&path) {
                     Ok(services) => {

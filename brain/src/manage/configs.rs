@@ -373,8 +373,8 @@ impl Manager {
                 .increment(1);
                 tracing::warn!(message = "config rolled back automatically", config = %format!("{}/{}", w.namespace, w.name),
                     from = w.bad, to = w.good, version = rec.version, reason = %why, change_id = %c.request_id);
-                let mut event = flotilla_edge::events::ProxyEvent::new(
-                    flotilla_edge::events::EventKind::RolledBack,
+                let mut event = flotilla_shared::fleet::ProxyEvent::new(
+                    flotilla_shared::fleet::EventKind::RolledBack,
                     "",
                     &w.namespace,
                     &w.name,

@@ -12,9 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_edge::cache::set_version;
-use flotilla_edge::registry::NackInfo;
 use flotilla_shared::ResourceType;
+use flotilla_shared::fleet::{NackInfo, set_version};
 use serde::Serialize;
 
 use super::{Caller, Manager, OpError};

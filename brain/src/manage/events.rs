@@ -1,12 +1,13 @@
 //! The live proxy event stream as a caller sees it: every edge's connects, disconnects,
 //! pushes, ACKs and NACKs, narrowed to a namespace and/or a proxy if asked, and always to the
 //! namespaces the caller may list proxies in (RBAC). Shared by REST (SSE) and gRPC
-//! (`StreamProxyEvents`). It does not produce events (edges do, `flotilla_edge::events`) nor
+//! (`StreamProxyEvents`). It does not produce events (edges do, `flotilla_shared::fleet::ProxyEvent`) nor
 //! carry them over NATS (`fleet`).
 
 use std::sync::Arc;
 
-use flotilla_edge::events::{Next, ProxyEvent};
+use flotilla_edge::events::Next;
+use flotilla_shared::fleet::ProxyEvent;
 
 use super::{Caller, Manager, OpError};
 use crate::auth::{Authz, Kind, Principal, Verb};

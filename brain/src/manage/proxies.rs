@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use flotilla_edge::registry::{NackInfo, StreamStatus, TypeStatus};
+use flotilla_shared::fleet::{NackInfo, StreamStatus, TypeStatus};
 use serde::Serialize;
 
 use super::{Caller, Manager, OpError};

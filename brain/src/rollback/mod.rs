@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use flotilla_edge::registry::StreamStatus;
+use flotilla_shared::fleet::StreamStatus;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -176,7 +176,7 @@ mod tests {
     use std::borrow::Cow;
     use std::collections::BTreeMap;
 
-    use flotilla_edge::registry::{NackInfo, TypeStatus};
+    use flotilla_shared::fleet::{NackInfo, TypeStatus};
 
     use super::*;
 

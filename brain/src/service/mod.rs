@@ -588,7 +588,7 @@ impl ConfigService {
         // Every group this write changes is published in one span; the edges continue the trace
         // from it (its context travels in the change).
         let span = tracing::info_span!("publish", change_id = %change.id);
-        change.traceparent = span.in_scope(flotilla_edge::ops::current_traceparent);
+        change.traceparent = span.in_scope(flotilla_common::ops::current_traceparent);
         let mut jobs = Vec::new();
         for w in &written {
             match w {

@@ -15,8 +15,9 @@ use flotilla_shared::{ResourceRef, ResourceType};
 use super::order::{self, ClientView, Views};
 use super::subscription::Subscription;
 use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
-use crate::cache::{EdgeSnapshot, set_version};
+use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, sotw_empty_frame, sotw_frame};
+use flotilla_shared::fleet::set_version;
 
 /// A set of resources sent (or ACKed) as one SotW version.
 #[derive(Debug, Clone, Default)]

@@ -262,9 +262,9 @@ async fn shared_resources_are_published_once() {
     use futures::StreamExt;
 
     let nats = NatsServer::start().await;
-    let client = flotilla_edge::app::connect(&nats.url(), "t").await.unwrap();
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let kv = flotilla_edge::app::open_bucket(&js, "flotilla_state").await.unwrap();
+    let kv = flotilla_common::nats::open_bucket(&js, "flotilla_state").await.unwrap();
     let bus = NatsBus::new(js, kv.clone());
     let change = flotilla_shared::wire::Change::now("test");
     let res =
@@ -294,9 +294,9 @@ async fn a_lower_epoch_cannot_overwrite_newer_state() {
     use flotilla_shared::{Resource, Snapshot, Target};
 
     let nats = NatsServer::start().await;
-    let client = flotilla_edge::app::connect(&nats.url(), "t").await.unwrap();
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let kv = flotilla_edge::app::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
     let bus = NatsBus::new(js, kv.clone());
     let target = Target::new("production", "example-service");
     let cluster = |body: &str| {
@@ -350,4 +350,48 @@ async fn a_lower_epoch_cannot_overwrite_newer_state() {
         matches!(c.quiet_for(Duration::from_millis(1500)).await, Got::Nothing),
         "a stale leader's state reached the proxy"
     );
+}
+
+/// Brain ↔ edge messages across releases (docs/architecture.md, "Messages between brain and
+/// edges"): the status report of an edge one release older (no wire header, no `interval_ms`)
+/// is read and its proxy listed; one of a newer wire version is refused — not misread, its
+/// proxy not listed — and counted by reason on the brain's /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_reports_of_another_release_are_read_or_refused_clearly() {
+    use flotilla_shared::fleet::WIRE_HEADER;
+    use serde_json::json;
+
+    let nats = NatsServer::start().await;
+    let brain = brain(&nats, tempfile::tempdir().unwrap()).await;
+    let client = flotilla_common::nats::connect(&nats.url(), "edges-of-other-releases").await.unwrap();
+    let stream = |node: &str, edge: &str| {
+        json!({"streamId": 1, "nodeId": node, "cluster": "c", "namespace": "default", "service": "ads",
+            "protocol": "delta", "edge": edge, "connectedAt": "2026-12-06T00:00:00Z", "types": {}})
+    };
+    let older = json!({"edge": "older-edge", "streams": [stream("older-proxy", "older-edge")]}).to_string();
+    let newer = json!({"edge": "newer-edge", "streams": [stream("newer-proxy", "newer-edge")],
+        "interval_ms": 1000, "somethingNew": true})
+    .to_string();
+    let listed = wait_for("the older edge's proxy to be listed", CONVERGE, || async {
+        let subject = flotilla_shared::subject::edge_status("older-edge");
+        client.publish(subject, older.clone().into()).await.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(WIRE_HEADER, "2");
+        let subject = flotilla_shared::subject::edge_status("newer-edge");
+        client.publish_with_headers(subject, headers, newer.clone().into()).await.unwrap();
+        client.flush().await.unwrap();
+        let (_, v) = brain.get_json("/api/v1/proxies").await;
+        let nodes: Vec<String> =
+            v.as_array()?.iter().filter_map(|p| p["nodeId"].as_str().map(str::to_string)).collect();
+        nodes.contains(&"older-proxy".to_string()).then_some(nodes)
+    })
+    .await;
+    assert!(!listed.contains(&"newer-proxy".to_string()), "a newer wire version is not misread: {listed:?}");
+    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("flotilla_brain_edge_report_errors_total{reason=\"wire_version\"}"))
+        .unwrap_or_else(|| panic!("no wire_version refusals counted:\n{metrics}"));
+    let n: f64 = refused.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{refused}");
 }

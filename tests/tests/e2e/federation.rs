@@ -124,7 +124,7 @@ async fn region_b_follows_region_a_keeps_serving_when_cut_and_catches_up() {
 async fn a_local_bucket_is_not_taken_for_a_mirror() {
     let (_hub, _link, spoke) = regions().await;
     let js = async_nats::jetstream::new(async_nats::connect(spoke.url()).await.unwrap());
-    flotilla_edge::app::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
     let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let err = match mirroring_edge_on(&spoke.url(), "edge-b", addr, "hub").await {
         Ok(_) => panic!("an edge started on a non-mirror bucket with --mirror-domain"),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_brain::settings::Settings;
-use flotilla_edge::tls::TlsFiles;
+use flotilla_common::tls::TlsFiles;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::envoy::{ApiType, Envoy, XdsTls, http_get};
@@ -256,7 +256,8 @@ async fn envoy_identity_must_name_its_namespace_and_certificates_reload_without_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_edge_serves_mtls_from_nats_over_tls() {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-    use flotilla_edge::app::{Edge, EdgeSettings, NatsSecurity};
+    use flotilla_common::nats::NatsSecurity;
+    use flotilla_edge::app::{Edge, EdgeSettings};
     use flotilla_tests::nats::NatsServer;
     use flotilla_tests::xds_client::{Got, Service, Sotw, node};
 
