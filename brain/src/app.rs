@@ -254,7 +254,7 @@ impl Brain {
         let (stop, stopped) = watch::channel(false);
         let discovery = crate::discovery::Discovery::with_grace(settings.discovery_grace);
         for (name, path) in &settings.discovery_files {
-            discovery.declare(name, "file");
+            discovery.declare(name, crate::discovery::SourceKind::File);
             // Read once before the first publish, so proxies start with the discovered endpoints.
             match crate::discovery::file::read(path) {
                 Ok(services) => discovery.update(name, services),

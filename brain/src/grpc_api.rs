@@ -34,7 +34,7 @@ impl GrpcApi {
         let who = crate::auth::grpc::principal(&self.manage.authz, req).await?;
         let request_id =
             crate::auth::request_id(req.metadata().get("x-request-id").and_then(|v| v.to_str().ok()));
-        let author = if who.via == "none" {
+        let author = if who.via == crate::auth::Via::None {
             req.metadata()
                 .get("x-flotilla-user")
                 .and_then(|v| v.to_str().ok())
@@ -43,7 +43,7 @@ impl GrpcApi {
         } else {
             who.subject.clone()
         };
-        Ok(Caller { who, request_id, author, api: "grpc", charge: Arc::default() })
+        Ok(Caller { who, request_id, author, api: crate::auth::Api::Grpc, charge: Arc::default() })
     }
 }
 
@@ -103,6 +103,10 @@ fn service_status(e: ServiceError) -> Status {
         }
         ServiceError::NoRevision { .. } => Status::not_found(e.to_string()),
         ServiceError::Ha(h) => Status::unavailable(h.to_string()),
+        ServiceError::Render(_) => {
+            tracing::error!(message = "cannot render configs", error = %e);
+            Status::internal(e.to_string())
+        }
         ServiceError::Store(s) => match s {
             StoreError::NotFound(_) => Status::not_found(s.to_string()),
             StoreError::NameTaken { .. } => Status::already_exists(s.to_string()),
@@ -600,7 +604,7 @@ impl ControlPlaneService for GrpcApi {
         Ok(Response::new(pb::WhoAmIReply {
             subject: w.principal.subject,
             groups: w.principal.groups,
-            via: w.principal.via.into(),
+            via: w.principal.via.as_str().into(),
             authenticated: w.authenticated,
             permissions_json: json(&w.permissions),
         }))

@@ -29,10 +29,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             None => (crate::auth::request_id(None), Arc::default()),
         };
         let author = match who.via {
-            "none" => super::configs::author(&parts.headers),
+            crate::auth::Via::None => super::configs::author(&parts.headers),
             _ => who.subject.clone(),
         };
-        Ok(Caller { who, request_id, author, api: "rest", charge })
+        Ok(Caller { who, request_id, author, api: crate::auth::Api::Rest, charge })
     }
 }
 

@@ -135,6 +135,10 @@ impl From<ServiceError> for ApiError {
                 }
                 .with_retry_after(2)
             }
+            ServiceError::Render(_) => {
+                tracing::error!(message = "cannot render configs", error = %e);
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         }
     }
 }

@@ -44,7 +44,8 @@ pub async fn ready(State(st): State<ApiState>) -> impl IntoResponse {
         let why = s.error.unwrap_or_default();
         body.push_str(&format!(
             "\ndiscovery source {} ({}) unhealthy, serving its last known endpoints: {why}",
-            s.name, s.kind
+            s.name,
+            s.kind.as_str()
         ));
     }
     (StatusCode::OK, body)

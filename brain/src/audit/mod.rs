@@ -24,7 +24,7 @@ pub struct Action<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub request_id: &'a str,
-    pub api: &'static str,
+    pub api: crate::auth::Api,
 }
 
 /// Records audit entries.
@@ -75,7 +75,7 @@ impl Audit {
             namespace: action.namespace.to_string(),
             name: action.name.to_string(),
             request_id: action.request_id.to_string(),
-            api: action.api.to_string(),
+            api: action.api.as_str().to_string(),
             result,
             reason,
             before,

@@ -199,7 +199,7 @@ impl JwtVerifier {
             Some(Value::String(s)) => vec![s.clone()],
             _ => Vec::new(),
         };
-        Ok(Principal { subject, groups, via: "token" })
+        Ok(Principal { subject, groups, via: super::Via::Token })
     }
 }
 

@@ -60,13 +60,63 @@ pub struct Principal {
     pub subject: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    /// How the caller proved who it is: "token", "certificate" or "none".
-    pub via: &'static str,
+    /// How the caller proved who it is.
+    pub via: Via,
+}
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// A bearer token (JWT) checked against the JWKS.
+    Token,
+    /// A verified client certificate (its SPIFFE id).
+    Certificate,
+    /// No credentials: authentication is off (every caller is `anonymous`).
+    None,
+    /// The brain acting by itself (an automatic rollback).
+    System,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Token => "token",
+            Via::Certificate => "certificate",
+            Via::None => "none",
+            Via::System => "system",
+        }
+    }
+}
+
+/// Which API a call came through (or the brain itself), as audited and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Rest,
+    Grpc,
+    /// The brain acting by itself (an automatic rollback).
+    System,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Rest => "rest",
+            Api::Grpc => "grpc",
+            Api::System => "system",
+        }
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Principal {
     pub fn anonymous() -> Principal {
-        Principal { subject: "anonymous".into(), groups: Vec::new(), via: "none" }
+        Principal { subject: "anonymous".into(), groups: Vec::new(), via: Via::None }
     }
 }
 
@@ -183,7 +233,7 @@ impl Authz {
         {
             let id = flotilla_common::tls::spiffe::of_certificate(cert)
                 .map_err(|e| AuthnError::Certificate(e.to_string()))?;
-            return Ok(Principal { subject: id.to_string(), groups: Vec::new(), via: "certificate" });
+            return Ok(Principal { subject: id.to_string(), groups: Vec::new(), via: Via::Certificate });
         }
         Err(AuthnError::Missing)
     }

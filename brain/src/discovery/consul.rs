@@ -230,7 +230,7 @@ fn client(t: &Target) -> Result<reqwest::Client, String> {
 /// Declares source `name` and keeps it in step with the Consul agent `target` names until
 /// `stop` turns true.
 pub fn spawn(discovery: Discovery, name: String, target: Target, mut stop: watch::Receiver<bool>) {
-    discovery.declare(&name, "consul");
+    discovery.declare(&name, super::SourceKind::Consul);
     tokio::spawn(async move {
         let http = match client(&target) {
             Ok(c) => c,

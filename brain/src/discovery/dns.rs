@@ -94,7 +94,7 @@ async fn lookup(r: &TokioResolver, name: &str) -> Result<(Vec<DiscoveredEndpoint
 /// Declares source `name` resolving against `server` (`IP:PORT` or `system`), and keeps the
 /// names configs want from it fresh until `stop` turns true.
 pub fn spawn(discovery: Discovery, name: String, server: String, mut stop: watch::Receiver<bool>) {
-    discovery.declare_on_demand(&name, "dns");
+    discovery.declare(&name, super::SourceKind::Dns);
     let wants = discovery.wants(&name);
     tokio::spawn(async move {
         let r = match resolver(&server) {

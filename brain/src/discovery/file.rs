@@ -47,7 +47,7 @@ pub fn read(path: &Path) -> Result<Vec<Service>, String> {
 
 /// Declares source `name` and keeps it in step with `path` until `stop` turns true.
 pub fn spawn(discovery: Discovery, name: String, path: PathBuf, mut stop: watch::Receiver<bool>) {
-    discovery.declare(&name, "file");
+    discovery.declare(&name, super::SourceKind::File);
     tokio::spawn(async move {
         let mut seen: Option<flotilla_common::files::FileStamp> = None;
         loop {

@@ -227,7 +227,7 @@ fn failure(e: &watcher::Error) -> Option<String> {
 /// Declares source `name` and keeps it in step with the API server `source` points at until
 /// `stop` turns true.
 pub fn spawn(discovery: Discovery, name: String, source: KubeSource, mut stop: watch::Receiver<bool>) {
-    discovery.declare(&name, "kubernetes");
+    discovery.declare(&name, super::SourceKind::Kubernetes);
     tokio::spawn(async move {
         let mut backoff = std::time::Duration::from_secs(1);
         let client = loop {

@@ -68,13 +68,42 @@ fn default_namespace() -> String {
     "default".into()
 }
 
+/// What kind of registry a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    File,
+    Consul,
+    /// Looks services up as configs ask for them (SRV, or A/AAAA with a port).
+    Dns,
+    Kubernetes,
+    Plugin,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Consul => "consul",
+            SourceKind::Dns => "dns",
+            SourceKind::Kubernetes => "kubernetes",
+            SourceKind::Plugin => "plugin",
+        }
+    }
+
+    /// Whether the source resolves names as configs ask for them: an unknown service is not an
+    /// error, it is wanted, and the source looks it up.
+    fn on_demand(self) -> bool {
+        self == SourceKind::Dns
+    }
+}
+
 /// What a source last read, and whether it is reading.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceStatus {
     pub name: String,
-    /// "file", "consul", "dns", "kubernetes" or "plugin".
-    pub kind: &'static str,
+    pub kind: SourceKind,
     /// False after a failed read (the last known services are kept and served).
     pub healthy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,7 +113,7 @@ pub struct SourceStatus {
 }
 
 struct SourceState {
-    kind: &'static str,
+    kind: SourceKind,
     /// Resolves names as configs ask for them (DNS): an unknown service is not an error, it is
     /// wanted, and the source looks it up.
     on_demand: bool,
@@ -234,21 +263,13 @@ impl Discovery {
         }
     }
 
-    /// Declares a source (before its first read: unhealthy, no services).
-    pub fn declare(&self, name: &str, kind: &'static str) {
-        self.declare_with(name, kind, false);
-    }
-
-    /// Declares a source that looks services up as configs ask for them.
-    pub fn declare_on_demand(&self, name: &str, kind: &'static str) {
-        self.declare_with(name, kind, true);
-    }
-
-    fn declare_with(&self, name: &str, kind: &'static str, on_demand: bool) {
+    /// Declares a source (before its first read: unhealthy, no services); a `Dns` source looks
+    /// services up as configs ask for them.
+    pub fn declare(&self, name: &str, kind: SourceKind) {
         if let Ok(mut s) = self.sources.write() {
             s.entry(name.to_string()).or_insert(SourceState {
                 kind,
-                on_demand,
+                on_demand: kind.on_demand(),
                 wanted: Default::default(),
                 wants: Arc::default(),
                 vanished: BTreeMap::new(),
@@ -472,7 +493,7 @@ impl Discovery {
                 });
                 continue;
             };
-            if src.kind == "dns" && !d.service.starts_with('_') && d.port.is_none() {
+            if src.kind == SourceKind::Dns && !d.service.starts_with('_') && d.port.is_none() {
                 errors.push(FieldError {
                     path: format!("spec.clusters[{i}].discovery.port"),
                     message: format!("DNS name {:?} gives addresses without ports: set discovery.port, or use an SRV name (_service._tcp.…)", d.service),
@@ -643,7 +664,7 @@ mod tests {
 
     fn discovery() -> Discovery {
         let d = Discovery::default();
-        d.declare("k8s", "file");
+        d.declare("k8s", SourceKind::File);
         let endpoints =
             vec![ep(1, "stable", EndpointHealth::Healthy), ep(2, "canary", EndpointHealth::Draining)];
         d.update("k8s", vec![Service { name: "pay".into(), namespace: "shop".into(), endpoints }]);
@@ -708,7 +729,7 @@ mod tests {
     #[test]
     fn a_vanished_service_is_kept_for_its_grace_period() {
         let d = Discovery::with_grace(std::time::Duration::from_millis(50));
-        d.declare("k8s", "file");
+        d.declare("k8s", SourceKind::File);
         d.update("k8s", vec![Service { name: "pay".into(), namespace: "shop".into(), endpoints: vec![] }]);
         d.update("k8s", vec![]);
         d.expire();

@@ -47,7 +47,7 @@ async fn poll(http: &reqwest::Client, url: &str, index: u64) -> Result<Answer, S
 
 /// Declares source `name` and keeps it in step with the plugin at `base` until `stop` turns true.
 pub fn spawn(discovery: Discovery, name: String, base: String, mut stop: watch::Receiver<bool>) {
-    discovery.declare(&name, "plugin");
+    discovery.declare(&name, super::SourceKind::Plugin);
     let url = format!("{}/v1/services", base.trim_end_matches('/'));
     tokio::spawn(async move {
         let http = match reqwest::Client::builder().timeout(Duration::from_secs(40)).build() {

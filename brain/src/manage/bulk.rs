@@ -98,7 +98,12 @@ impl Manager {
             self.watch_applied(&checked, &live_before).await;
         }
         if !dry_run {
-            tracing::info!(message = "bulk write", configs = results.len(), applied = apply, api = c.api);
+            tracing::info!(
+                message = "bulk write",
+                configs = results.len(),
+                applied = apply,
+                api = c.api.as_str()
+            );
         }
         Ok(BulkResult { dry_run, applied: apply && !dry_run, results })
     }
@@ -177,7 +182,7 @@ impl Manager {
             crate::secrets::redact_diff(&mut p.diff);
         }
         if !dry_run {
-            tracing::info!(message = "restored to a point in time", at = %at.to_rfc3339(), configs = results.len(), api = c.api);
+            tracing::info!(message = "restored to a point in time", at = %at.to_rfc3339(), configs = results.len(), api = c.api.as_str());
         }
         Ok(BulkResult { dry_run, applied: !dry_run, results })
     }

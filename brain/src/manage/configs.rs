@@ -140,7 +140,7 @@ impl Manager {
         self.audited(c, Verb::Create, kind, &ns, &name, None, &res, |r| Some(RevisionRef::of_record(r)))
             .await;
         let rec = res?;
-        tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = apply, api = c.api);
+        tracing::info!(message = "config created", id = %rec.id, namespace = %rec.namespace, name = %rec.name, applied = apply, api = c.api.as_str());
         Ok(Written::Stored(Box::new(shown(rec))))
     }
 
@@ -205,7 +205,7 @@ impl Manager {
         .await;
         let rec = res?;
         self.rollbacks.after_write(current.applied_version, &rec);
-        tracing::info!(message = "config updated", id = %rec.id, version = rec.version, applied = apply, api = c.api);
+        tracing::info!(message = "config updated", id = %rec.id, version = rec.version, applied = apply, api = c.api.as_str());
         Ok(Written::Stored(Box::new(shown(rec))))
     }
 
@@ -221,7 +221,7 @@ impl Manager {
         })
         .await;
         let rec = res?;
-        tracing::info!(message = "config deleted", id = %current.id, applied = apply, pending = rec.is_some(), api = c.api);
+        tracing::info!(message = "config deleted", id = %current.id, applied = apply, pending = rec.is_some(), api = c.api.as_str());
         Ok(match rec {
             Some(rec) => Deletion::Staged(Box::new(shown(rec))),
             None => Deletion::Done(current.id),
@@ -329,7 +329,7 @@ impl Manager {
         .await;
         let rec = res?;
         self.rollbacks.after_write(current.applied_version, &rec);
-        tracing::info!(message = "config rolled back", id = %rec.id, to = version, version = rec.version, api = c.api);
+        tracing::info!(message = "config rolled back", id = %rec.id, to = version, version = rec.version, api = c.api.as_str());
         Ok(shown(rec))
     }
 
@@ -342,11 +342,11 @@ impl Manager {
             who: crate::auth::Principal {
                 subject: "flotilla:auto-rollback".into(),
                 groups: Vec::new(),
-                via: "system",
+                via: crate::auth::Via::System,
             },
             request_id: format!("auto-rollback-{}", uuid::Uuid::new_v4().simple()),
             author: "flotilla:auto-rollback".into(),
-            api: "system",
+            api: crate::auth::Api::System,
             charge: std::sync::Arc::default(),
         };
         let current = match self.service.store().get(w.id).await {

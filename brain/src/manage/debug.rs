@@ -150,7 +150,13 @@ impl Manager {
         let (local_streams, remote_edges_asked) = self.registry.reload(node_id).await;
         let res: Result<(), OpError> = Ok(());
         self.audited(c, Verb::Update, Kind::Proxies, &view.namespace, node_id, None, &res, |_| None).await;
-        tracing::info!(message = "forced reload", node_id, local_streams, remote_edges_asked, api = c.api);
+        tracing::info!(
+            message = "forced reload",
+            node_id,
+            local_streams,
+            remote_edges_asked,
+            api = c.api.as_str()
+        );
         Ok(Reload { node_id: node_id.to_string(), local_streams, remote_edges_asked })
     }
 

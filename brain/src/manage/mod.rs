@@ -58,8 +58,8 @@ pub struct Caller {
     pub request_id: String,
     /// The author recorded in revisions: the subject, or `X-Flotilla-User` without authentication.
     pub author: String,
-    /// "rest" or "grpc", as audit entries name it.
-    pub api: &'static str,
+    /// The API the call came through, as audit entries name it.
+    pub api: crate::auth::Api,
     /// The namespaces this request has been charged to (quotas count a request once each).
     pub charge: Arc<RequestCharge>,
 }

@@ -47,7 +47,7 @@ impl EncryptingStore {
         for s in &mut cfg.spec.secrets {
             if let Some(k) = &s.private_key {
                 let pt = self.cipher.open(k).map_err(|e| {
-                    StoreError::Backend(format!("secret {:?} of {}: {e}", s.name, cfg.metadata.name))
+                    StoreError::Backend(format!("secret {:?} of {}: {e}", s.name, cfg.metadata.name).into())
                 })?;
                 s.private_key = Some(pt);
             }

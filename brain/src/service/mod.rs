@@ -47,6 +47,10 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
+    /// Stored configs could not be written out as YAML (a bug, not the caller's input nor the
+    /// store's health).
+    #[error("cannot render the configs as YAML: {0}")]
+    Render(#[source] serde_yaml_ng::Error),
 }
 
 fn invalid_compile(e: CompileError) -> ServiceError {

@@ -57,8 +57,7 @@ impl ConfigService {
                 crate::store::map_secrets(cfg, &|k| Some(c.seal(k)));
             }
         }
-        crate::parse::render_bundle(&cfgs)
-            .map_err(|e| StoreError::Backend(format!("cannot render bundle: {e}")).into())
+        crate::parse::render_bundle(&cfgs).map_err(ServiceError::Render)
     }
 
     pub async fn create(

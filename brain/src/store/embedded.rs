@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::logic::{self, Change};
 use super::{AuditEntry, AuditFilter};
 use super::{
-    ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
-    map_secrets,
+    ConfigRecord, ListFilter, Revision, SecretMap, Step, Store, StoreError, Write, Written,
+    map_revision_secrets, map_secrets,
 };
 
 /// id → ConfigRecord (JSON)
@@ -30,8 +30,8 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<super::BackendError>) -> StoreError {
+    StoreError::Backend(e.into())
 }
 
 fn name_key(namespace: &str, name: &str) -> String {
@@ -73,8 +73,8 @@ impl EmbeddedStore {
             let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
             let now = Utc::now();
             for w in ws {
-                let change: Change = match w {
-                    Write::Create { config, apply } => {
+                let change: Change = match w.step() {
+                    Step::Create { config, apply } => {
                         let key = name_key(config.namespace(), &config.metadata.name);
                         let taken = match names.get(key.as_str()).map_err(backend)? {
                             Some(id) => Some(Uuid::parse_str(id.value()).map_err(backend)?),
@@ -82,18 +82,14 @@ impl EmbeddedStore {
                         };
                         logic::create(config, apply, taken, author, now)?
                     }
-                    w => {
-                        let id = match &w {
-                            Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
-                            Write::Create { .. } => unreachable!("handled above"),
-                        };
+                    Step::Modify { id, change } => {
                         let raw = configs
                             .get(id.to_string().as_str())
                             .map_err(backend)?
                             .ok_or(StoreError::NotFound(id))?;
                         let current: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
                         drop(raw);
-                        logic::modify(w, current, author, now)?
+                        logic::modify(change, current, author, now)?
                     }
                 };
                 if let Some(rec) = &change.put {

@@ -69,9 +69,9 @@ impl StoreHealth {
                     metrics::counter!("flotilla_brain_store_outages_total").increment(1);
                     metrics::gauge!("flotilla_brain_store_up").set(0.0);
                     tracing::error!(message = "the store is unreachable: writes are refused, reads are served from memory", error = %e);
-                    *s = StoreStatus { healthy: false, since: Some(Utc::now()), error: Some(e.clone()) };
+                    *s = StoreStatus { healthy: false, since: Some(Utc::now()), error: Some(e.to_string()) };
                 } else {
-                    s.error = Some(e.clone());
+                    s.error = Some(e.to_string());
                 }
             }
             _ if !s.healthy => {

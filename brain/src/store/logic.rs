@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{ConfigRecord, Revision, StoreError, Write, Written};
+use super::{ConfigRecord, Modify, Revision, StoreError, Written};
 use crate::model::ProxyConfig;
 
 /// What a write changes.
@@ -103,18 +103,17 @@ pub(super) fn create(
 
 /// An update, apply or delete of the existing head `rec`.
 pub(super) fn modify(
-    w: Write,
+    change: Modify,
     mut rec: ConfigRecord,
     author: &str,
     now: DateTime<Utc>,
 ) -> Result<Change, StoreError> {
-    match w {
-        Write::Create { .. } => Err(StoreError::Backend("create passed to modify".into())),
-        Write::Update { id, mut config, expected_version, apply, action } => {
+    match change {
+        Modify::Update { mut config, expected_version, apply, action } => {
             if let Some(expected) = expected_version
                 && expected != rec.version
             {
-                return Err(StoreError::Conflict { id, expected, actual: rec.version });
+                return Err(StoreError::Conflict { id: rec.id, expected, actual: rec.version });
             }
             config.metadata.resource_version = None;
             if config.namespace() != rec.namespace || config.metadata.name != rec.name {
@@ -139,7 +138,7 @@ pub(super) fn modify(
                 revision: Some(rev),
             })
         }
-        Write::Apply { .. } => {
+        Modify::Apply => {
             if rec.pending_delete {
                 return Ok(Change {
                     written: Written::Removed { previous: rec.clone() },
@@ -153,7 +152,7 @@ pub(super) fn modify(
             rec.updated_at = now;
             Ok(Change { written: Written::Record(rec.clone()), put: Some(rec), remove: None, revision: None })
         }
-        Write::Delete { apply, .. } => {
+        Modify::Delete { apply } => {
             if apply || rec.applied_config.is_none() {
                 return Ok(Change {
                     written: Written::Removed { previous: rec.clone() },

@@ -193,6 +193,34 @@ pub enum Write {
     Delete { id: Uuid, apply: bool },
 }
 
+/// A write by what a backend must read before it: a create, the holder of its name; any other
+/// write, the head of the config it changes ([`logic::modify`]).
+pub(crate) enum Step {
+    Create { config: ProxyConfig, apply: bool },
+    Modify { id: Uuid, change: Modify },
+}
+
+/// A change to an existing config.
+#[allow(clippy::large_enum_variant, reason = "one per write, moved straight into its transaction")]
+pub(crate) enum Modify {
+    Update { config: ProxyConfig, expected_version: Option<u64>, apply: bool, action: &'static str },
+    Apply,
+    Delete { apply: bool },
+}
+
+impl Write {
+    pub(crate) fn step(self) -> Step {
+        match self {
+            Write::Create { config, apply } => Step::Create { config, apply },
+            Write::Update { id, config, expected_version, apply, action } => {
+                Step::Modify { id, change: Modify::Update { config, expected_version, apply, action } }
+            }
+            Write::Apply { id } => Step::Modify { id, change: Modify::Apply },
+            Write::Delete { id, apply } => Step::Modify { id, change: Modify::Delete { apply } },
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone)]
 pub enum Written {
@@ -213,9 +241,14 @@ pub enum StoreError {
     Conflict { id: Uuid, expected: u64, actual: u64 },
     #[error("a config cannot be renamed or moved to another namespace ({from} → {to})")]
     Rename { from: String, to: String },
+    /// The backend failed (unreachable, I/O, a record it cannot read); the error beneath is kept
+    /// as the source.
     #[error("storage failure: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
+
+/// What a backend failure came from.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The storage interface every backend implements.
 #[async_trait::async_trait]

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::logic::{self, Change};
 use super::{AuditEntry, AuditFilter};
 use super::{
-    ConfigRecord, ListFilter, Revision, SecretMap, Store, StoreError, Write, Written, map_revision_secrets,
-    map_secrets,
+    ConfigRecord, ListFilter, Revision, SecretMap, Step, Store, StoreError, Write, Written,
+    map_revision_secrets, map_secrets,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -22,8 +22,8 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<super::BackendError>) -> StoreError {
+    StoreError::Backend(e.into())
 }
 
 fn version_i64(v: u64) -> i64 {
@@ -55,8 +55,8 @@ impl Store for PostgresStore {
         let now = Utc::now();
         let mut out = Vec::with_capacity(ws.len());
         for w in ws {
-            let change: Change = match w {
-                Write::Create { config, apply } => {
+            let change: Change = match w.step() {
+                Step::Create { config, apply } => {
                     let taken: Option<(Uuid,)> =
                         sqlx::query_as("SELECT id FROM configs WHERE namespace = $1 AND name = $2")
                             .bind(config.namespace())
@@ -66,11 +66,7 @@ impl Store for PostgresStore {
                             .map_err(backend)?;
                     logic::create(config, apply, taken.map(|t| t.0), author, now)?
                 }
-                w => {
-                    let id = match &w {
-                        Write::Update { id, .. } | Write::Apply { id } | Write::Delete { id, .. } => *id,
-                        Write::Create { .. } => unreachable!("handled above"),
-                    };
+                Step::Modify { id, change } => {
                     let row: Option<(Json<ConfigRecord>,)> =
                         sqlx::query_as("SELECT record FROM configs WHERE id = $1 FOR UPDATE")
                             .bind(id)
@@ -78,7 +74,7 @@ impl Store for PostgresStore {
                             .await
                             .map_err(backend)?;
                     let current = row.ok_or(StoreError::NotFound(id))?.0.0;
-                    logic::modify(w, current, author, now)?
+                    logic::modify(change, current, author, now)?
                 }
             };
             if let Some(rec) = &change.put {

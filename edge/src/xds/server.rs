@@ -1,6 +1,8 @@
-//! The thin tonic shim: routes the ADS and per-type xDS services to one stream loop that feeds
+//! The tonic shim: routes the ADS and per-type xDS services to one stream loop that feeds
 //! requests and snapshot changes into a state machine ([`SotwStream`] / [`DeltaStream`]) and
-//! sends what it returns. Knows nothing of where snapshots come from.
+//! sends what it returns, coalescing bursts (`coalesce`), resending on a forced reload and ending
+//! the stream within a drain window. Who may open a stream is `admit`'s; where snapshots come
+//! from, the cache's and its source's.
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use super::body::PushBody;
 use super::delta::DeltaStream;
@@ -25,9 +27,11 @@ use super::sotw::SotwStream;
 use super::{Event, Limits, ProtocolError, Push};
 use crate::cache::{Cache, EdgeSnapshot};
 use crate::encode::Frame;
-use crate::node::target_of;
 use crate::registry::{Registry, StreamGuard};
 use crate::tls::{ClientAuth, PeerInfo};
+
+pub use super::admit::{Admission, StreamThrottle, check_identity};
+use super::admit::{Admitted, admit};
 
 /// Settings of the xDS server.
 #[derive(Debug, Clone)]
@@ -48,37 +52,6 @@ pub struct XdsConfig {
     /// wait their turn, so a mass reconnect is admitted as a steady flow instead of a herd.
     /// None: no limit.
     pub new_streams: Option<StreamThrottle>,
-}
-
-/// The admission rate of new streams (governor's GCRA limiter), shared by every stream.
-#[derive(Clone)]
-pub struct StreamThrottle {
-    per_second: u32,
-    limiter: Arc<governor::DefaultDirectRateLimiter>,
-}
-
-impl std::fmt::Debug for StreamThrottle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StreamThrottle({}/s)", self.per_second)
-    }
-}
-
-impl StreamThrottle {
-    /// `per_second` new streams per second; None if zero.
-    pub fn per_second(per_second: u32) -> Option<StreamThrottle> {
-        let rate = std::num::NonZeroU32::new(per_second)?;
-        let limiter = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(rate)));
-        Some(StreamThrottle { per_second, limiter })
-    }
-
-    /// Waits for this stream's turn.
-    async fn admit(&self) {
-        if self.limiter.check().is_ok() {
-            return;
-        }
-        metrics::counter!("flotilla_edge_streams_throttled_total").increment(1);
-        self.limiter.until_ready().await;
-    }
 }
 
 impl Default for XdsConfig {
@@ -117,46 +90,11 @@ pub struct XdsContext {
     pub admission: Option<Arc<dyn Admission>>,
 }
 
-/// Admission of new xDS streams.
-pub trait Admission: Send + Sync + std::fmt::Debug + 'static {
-    /// Ok to serve `node_id` in `target`; else the status that ends the stream.
-    fn admit(&self, node_id: &str, target: &flotilla_shared::Target) -> Result<(), Status>;
-}
-
 impl XdsContext {
     /// True when every stream must present a client certificate naming its namespace.
-    fn mtls(&self) -> bool {
+    pub(super) fn mtls(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.files().client_ca.is_some())
     }
-}
-
-/// Checks a proxy's certificate identity against the namespace its node claims: the SPIFFE id's
-/// namespace must be the node's (and its trust domain `--trust-domain`, when set).
-pub fn check_identity(
-    peer: Option<&PeerInfo>,
-    claimed_namespace: &str,
-    trust_domain: Option<&str>,
-) -> Result<crate::tls::spiffe::SpiffeId, Status> {
-    let cert = peer.and_then(|p| p.client_cert.as_ref()).ok_or_else(|| {
-        Status::permission_denied("mTLS is required on xDS: no client certificate was presented")
-    })?;
-    let id = crate::tls::spiffe::of_certificate(cert)
-        .map_err(|e| Status::permission_denied(format!("client certificate refused: {e}")))?;
-    if let Some(td) = trust_domain
-        && id.trust_domain != td
-    {
-        return Err(Status::permission_denied(format!(
-            "certificate identity {id} is in trust domain {:?}, this server accepts {td:?}",
-            id.trust_domain
-        )));
-    }
-    if id.namespace != claimed_namespace {
-        return Err(Status::permission_denied(format!(
-            "certificate identity {id} is for namespace {:?} but node.metadata.namespace is {claimed_namespace:?}",
-            id.namespace
-        )));
-    }
-    Ok(id)
 }
 
 /// A never-draining `drain` receiver (embedded edge, tests).
@@ -302,43 +240,10 @@ async fn run<P: Proto, B>(
             return;
         }
     };
-    let node = match P::node(&first) {
-        Some(node) if node.id.len() <= ctx.config.max_node_id_len => node.clone(),
-        Some(node) => {
-            let msg = format!("node id is {} bytes, limit {}", node.id.len(), ctx.config.max_node_id_len);
-            let _ = tx.send(Err(Status::invalid_argument(msg))).await;
-            return;
-        }
-        None => {
-            let _ = tx.send(Err(Status::invalid_argument(ProtocolError::MissingNode.to_string()))).await;
-            return;
-        }
+    let Some(Admitted { node, target, identity }) = admit(&ctx, peer.as_ref(), P::node(&first), &tx).await
+    else {
+        return;
     };
-    let target = target_of(&node);
-    // Who may start a stream: the certificate must name the node's namespace (mTLS), and the
-    // admission hook (a namespace's proxy quota) must agree. A refusal is the stream's status.
-    let identity = match ctx.mtls() {
-        true => check_identity(peer.as_ref(), &target.namespace, ctx.trust_domain.as_deref())
-            .map(|id| Some(id.to_string()))
-            .map_err(|s| ("identity", s)),
-        false => Ok(None),
-    };
-    let admitted = identity.and_then(|id| match &ctx.admission {
-        Some(a) => a.admit(&node.id, &target).map(|()| id).map_err(|s| ("admission", s)),
-        None => Ok(id),
-    });
-    let identity = match admitted {
-        Ok(id) => id,
-        Err((reason, status)) => {
-            warn!(message = "xDS stream refused", node_id = %node.id, group = %target, reason = %status.message());
-            metrics::counter!("flotilla_edge_streams_refused_total", "reason" => reason).increment(1);
-            let _ = tx.send(Err(status)).await;
-            return;
-        }
-    };
-    if let Some(throttle) = &ctx.config.new_streams {
-        throttle.admit().await;
-    }
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
     let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME,
         identity = identity.as_deref().unwrap_or("-"));

@@ -5,7 +5,11 @@ use std::path::Path;
 use super::*;
 
 fn who(sub: &str, groups: &[&str]) -> Principal {
-    Principal { subject: sub.into(), groups: groups.iter().map(|g| g.to_string()).collect(), via: "token" }
+    Principal {
+        subject: sub.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        via: crate::auth::Via::Token,
+    }
 }
 
 const POLICY: &str = r#"
