@@ -1,5 +1,10 @@
-//! Starting and stopping the brain in its embedded shape: store, in-process bus, embedded edge
-//! (xDS server) and REST API in one process. Used by `main` and by the end-to-end tests.
+//! Starting and stopping a brain, in either shape: by default everything in one process (the
+//! embedded store, the in-process bus into the embedded edge's cache, the xDS server, REST and
+//! the gRPC API); with `--database-url`, `--nats-url`, `--no-embedded-edge` and `--ha`, the
+//! store is PostgreSQL, snapshots are also (or only) published to JetStream for `flotilla-edge`
+//! replicas, and the brain joins a leader election. [`Brain::start`] wires the parts in order
+//! (store, buses, discovery, leadership, service, listeners, servers, first publish);
+//! [`Brain::shutdown`] stops them within bounds. Used by `main` and by the end-to-end tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,13 +169,7 @@ impl Brain {
     /// Opens the store, binds the ports, loads every applied config, and serves.
     pub async fn start(settings: &Settings) -> anyhow::Result<Brain> {
         let metrics = flotilla_common::ops::metrics_handle();
-        // Error counters exist from the start at 0, so `increase()` in alert rules sees the
-        // first failure (a series born at 1 has no increase).
-        metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(0);
-        metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(0);
-        for outcome in ["ok", "failed", "fenced"] {
-            metrics::counter!("flotilla_brain_publishes_total", "outcome" => outcome).increment(0);
-        }
+        counters_at_zero();
         let sec = &settings.security;
         let tls = match &sec.tls {
             Some(files) => {
@@ -179,133 +178,20 @@ impl Brain {
             None => None,
         };
         let authz = authz(sec).await?;
-        if sec.is_open() {
-            tracing::warn!(
-                "security is off: REST, the gRPC API and xDS are served in plaintext with no authentication; \
-                 anyone who can reach these ports can read every secret and change every config. \
-                 See docs/security.md (--tls-cert, --client-ca, --auth-jwks, --rbac-policy)."
-            );
-        } else if authz.authenticates() && authz.policy().is_none() {
-            tracing::warn!(
-                "authentication is on but no --rbac-policy is given: every authenticated caller is an admin"
-            );
-        }
-        let mut pg_pool = None;
-        let store: Arc<dyn Store> =
-            match &settings.database_url {
-                Some(url) => {
-                    let pg = PostgresStore::connect(url, settings.db_pool_size)
-                        .await
-                        .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?;
-                    pg_pool = Some(pg.pool().clone());
-                    Arc::new(pg)
-                }
-                None => Arc::new(EmbeddedStore::open(&settings.data_dir).with_context(|| {
-                    format!("opening the embedded store in {}", settings.data_dir.display())
-                })?),
-            };
-        // Every backend call notes whether the store answered (reads fall back to memory, /ready
-        // and stats say so); the probe notices an outage or a recovery when no request comes.
-        let store_health = crate::store::StoreHealth::default();
-        let health_store = Arc::new(crate::store::HealthStore::new(store, store_health.clone()));
-        let store: Arc<dyn Store> = health_store.clone();
+        warn_if_open(sec, &authz);
         let cipher = secrets_cipher(sec)?;
-        let store: Arc<dyn Store> = match cipher.clone() {
-            Some(cipher) => {
-                tracing::info!(message = "secret material is encrypted at rest", key = %cipher.key_id());
-                let sealed = Arc::new(EncryptingStore::new(store, cipher));
-                // Seal what is still plaintext, and re-encrypt what an old key sealed.
-                let reseal = sealed.clone();
-                tokio::spawn(async move {
-                    match reseal.reseal().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(
-                            message = "secret values re-encrypted under the current key",
-                            values = n
-                        ),
-                        Err(e) => {
-                            tracing::error!(message = "re-encrypting secrets failed; values stay readable with the old key", error = %e)
-                        }
-                    }
-                });
-                sealed
-            }
-            None => store,
-        };
+        let Opened { store, health_store, store_health, pg_pool } =
+            open_store(settings, cipher.clone()).await?;
         let audit = Audit::new(store.clone());
         let quotas = crate::auth::quota::Quotas::default();
         let cache = Cache::new();
         let registry = Registry::new("embedded");
         let fleet = crate::fleet::Fleet::new(registry.clone());
-        let mut buses: Vec<Box<dyn Bus>> = Vec::new();
-        if settings.embedded_edge {
-            buses.push(Box::new(EmbeddedBus::new(cache.clone())));
-        }
-        if let Some(url) = &settings.nats_url {
-            let client =
-                flotilla_common::nats::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
-            fleet.listen(client.clone());
-            let js = async_nats::jetstream::new(client);
-            let kv = flotilla_common::nats::open_bucket(&js, &settings.nats_bucket).await?;
-            let bus = NatsBus::new(js, kv).sealing_secrets(cipher.clone()).await?;
-            buses.push(Box::new(bus));
-        }
+        let buses = buses(settings, &cache, &fleet, cipher.clone()).await?;
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
-        let discovery = crate::discovery::Discovery::with_grace(settings.discovery_grace);
-        for (name, path) in &settings.discovery_files {
-            discovery.declare(name, crate::discovery::SourceKind::File);
-            // Read once before the first publish, so proxies start with the discovered endpoints.
-            match crate::discovery::file::read(path) {
-                Ok(services) => discovery.update(name, services),
-                Err(e) => discovery.failed(name, e),
-            }
-            crate::discovery::file::spawn(discovery.clone(), name.clone(), path.clone(), stopped.clone());
-        }
-        for (name, url) in &settings.discovery_consul {
-            crate::discovery::consul::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
-        }
-        for (name, server) in &settings.discovery_dns {
-            crate::discovery::dns::spawn(discovery.clone(), name.clone(), server.clone(), stopped.clone());
-        }
-        for (name, url) in &settings.discovery_plugins {
-            crate::discovery::plugin::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
-        }
-        for (name, source) in &settings.discovery_kubernetes {
-            crate::discovery::kubernetes::spawn(
-                discovery.clone(),
-                name.clone(),
-                source.clone(),
-                stopped.clone(),
-            );
-        }
-        let leadership = match (settings.ha, pg_pool) {
-            (false, _) => crate::ha::Leadership::default(),
-            (true, None) => anyhow::bail!(
-                "--ha needs --database-url: the brains elect their leader through PostgreSQL (the embedded store is one brain's)"
-            ),
-            (true, Some(pool)) => {
-                let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));
-                let id = format!(
-                    "{}-{}-{}",
-                    hostname(),
-                    std::process::id(),
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                );
-                let store: Box<dyn crate::ha::LeaseStore> = match &settings.ha_lease_kubernetes {
-                    Some(target) => Box::new(
-                        crate::ha::kubernetes::KubeLease::connect(target)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("--ha-lease-kubernetes: {e}"))?,
-                    ),
-                    None => Box::new(crate::ha::postgres::PgLease { pool }),
-                };
-                let lease = store.describe();
-                let l = crate::ha::join(store, id.clone(), url.clone(), stopped.clone()).await;
-                tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, lease, role = ?l.role());
-                l
-            }
-        };
+        let discovery = start_discovery(settings, &stopped);
+        let leadership = leadership(settings, pg_pool, &stopped).await?;
         let service = Arc::new(
             ConfigService::new(store, Arc::new(Fanout(buses)))
                 .with_secrets(cipher.clone())
@@ -318,14 +204,7 @@ impl Brain {
         }
         health_store.spawn_probe(stopped.clone());
         if let Some(b) = &settings.backup {
-            tracing::info!(message = "scheduled backups", dir = %b.dir.display(), interval = ?b.interval, keep = b.keep,
-                private_keys = if cipher.is_some() { "sealed" } else { "plaintext" });
-            if cipher.is_none() {
-                tracing::warn!(
-                    "backups hold private keys in plaintext (mode 0600): give the brain --secrets-key-file to seal them"
-                );
-            }
-            crate::backup::spawn(service.clone(), b.clone(), stopped.clone());
+            spawn_backups(service.clone(), b, cipher.is_some(), &stopped);
         }
 
         let xds_listener = match settings.embedded_edge {
@@ -345,25 +224,8 @@ impl Brain {
             let _ = rx.wait_for(|s| *s).await;
         };
         let (drain, _) = watch::channel(None);
-        let ctx = XdsContext {
-            cache: cache.clone(),
-            registry: registry.clone(),
-            config: XdsConfig {
-                new_streams: settings
-                    .max_new_streams_per_sec
-                    .and_then(flotilla_edge::xds::server::StreamThrottle::per_second),
-                ..XdsConfig::default()
-            },
-            ready: ready.clone(),
-            source: None,
-            drain: drain.subscribe(),
-            tls: tls.clone(),
-            trust_domain: sec.trust_domain.clone(),
-            admission: authz.policy_reloader().map(|p| {
-                Arc::new(crate::auth::ProxyQuota::new(p.clone(), registry.clone()))
-                    as Arc<dyn flotilla_edge::xds::server::Admission>
-            }),
-        };
+        let ctx =
+            xds_context(settings, &cache, &registry, ready.clone(), drain.subscribe(), tls.clone(), &authz);
         let xds = tokio::spawn({
             let stopped = stopped.clone();
             async move {
@@ -468,6 +330,227 @@ impl Brain {
         flotilla_edge::shutdown::finish(self.tasks, flotilla_edge::shutdown::GRACE).await;
         tracing::info!("stopped");
     }
+}
+
+/// Where compiled snapshots go: the embedded edge's cache (unless `--no-embedded-edge`) and
+/// JetStream (with `--nats-url`, secret bodies sealed with `cipher`); the NATS connection also
+/// brings the edges' reports and events into `fleet`.
+async fn buses(
+    settings: &Settings,
+    cache: &Cache,
+    fleet: &crate::fleet::Fleet,
+    cipher: Option<Arc<SecretsCipher>>,
+) -> anyhow::Result<Vec<Box<dyn Bus>>> {
+    let mut buses: Vec<Box<dyn Bus>> = Vec::new();
+    if settings.embedded_edge {
+        buses.push(Box::new(EmbeddedBus::new(cache.clone())));
+    }
+    if let Some(url) = &settings.nats_url {
+        let client =
+            flotilla_common::nats::connect_secure(url, "flotilla-brain", &settings.nats_security).await?;
+        fleet.listen(client.clone());
+        let js = async_nats::jetstream::new(client);
+        let kv = flotilla_common::nats::open_bucket(&js, &settings.nats_bucket).await?;
+        buses.push(Box::new(NatsBus::new(js, kv).sealing_secrets(cipher).await?));
+    }
+    Ok(buses)
+}
+
+/// What the embedded edge's streams share: its cache and registry, the stream limits, TLS and
+/// the trust domain, and the proxy quota as the admission hook when a policy is in force.
+fn xds_context(
+    settings: &Settings,
+    cache: &Cache,
+    registry: &Registry,
+    ready: watch::Receiver<bool>,
+    drain: watch::Receiver<Option<std::time::Duration>>,
+    tls: Option<Arc<TlsReloader>>,
+    authz: &Authz,
+) -> XdsContext {
+    let sec = &settings.security;
+    XdsContext {
+        cache: cache.clone(),
+        registry: registry.clone(),
+        config: XdsConfig {
+            new_streams: settings
+                .max_new_streams_per_sec
+                .and_then(flotilla_edge::xds::server::StreamThrottle::per_second),
+            ..XdsConfig::default()
+        },
+        ready,
+        source: None,
+        drain,
+        tls,
+        trust_domain: sec.trust_domain.clone(),
+        admission: authz.policy_reloader().map(|p| {
+            Arc::new(crate::auth::ProxyQuota::new(p.clone(), registry.clone()))
+                as Arc<dyn flotilla_edge::xds::server::Admission>
+        }),
+    }
+}
+
+/// Error counters exist from the start at 0, so `increase()` in alert rules sees the first
+/// failure (a series born at 1 has no increase).
+fn counters_at_zero() {
+    metrics::counter!("flotilla_brain_store_errors_total", "op" => "write").increment(0);
+    metrics::counter!("flotilla_brain_nats_publish_failures_total").increment(0);
+    for outcome in ["ok", "failed", "fenced"] {
+        metrics::counter!("flotilla_brain_publishes_total", "outcome" => outcome).increment(0);
+    }
+}
+
+/// Says loudly when the brain runs without TLS and authentication, or authenticates without a
+/// policy (every caller an admin).
+fn warn_if_open(sec: &Security, authz: &Authz) {
+    if sec.is_open() {
+        tracing::warn!(
+            "security is off: REST, the gRPC API and xDS are served in plaintext with no authentication; \
+         anyone who can reach these ports can read every secret and change every config. \
+         See docs/security.md (--tls-cert, --client-ca, --auth-jwks, --rbac-policy)."
+        );
+    } else if authz.authenticates() && authz.policy().is_none() {
+        tracing::warn!(
+            "authentication is on but no --rbac-policy is given: every authenticated caller is an admin"
+        );
+    }
+}
+
+/// The store as the service uses it: PostgreSQL or the embedded store, noting its health, and
+/// with `cipher` sealing private keys at rest (what is still plaintext is sealed in the
+/// background).
+struct Opened {
+    store: Arc<dyn Store>,
+    health_store: Arc<crate::store::HealthStore>,
+    store_health: crate::store::StoreHealth,
+    /// For the HA lease, when the store is PostgreSQL.
+    pg_pool: Option<sqlx::PgPool>,
+}
+
+async fn open_store(settings: &Settings, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<Opened> {
+    let mut pg_pool = None;
+    let store: Arc<dyn Store> = match &settings.database_url {
+        Some(url) => {
+            let pg = PostgresStore::connect(url, settings.db_pool_size)
+                .await
+                .with_context(|| format!("opening the PostgreSQL store at {}", redact(url)))?;
+            pg_pool = Some(pg.pool().clone());
+            Arc::new(pg)
+        }
+        None => Arc::new(
+            EmbeddedStore::open(&settings.data_dir)
+                .with_context(|| format!("opening the embedded store in {}", settings.data_dir.display()))?,
+        ),
+    };
+    // Every backend call notes whether the store answered (reads fall back to memory, /ready
+    // and stats say so); the probe notices an outage or a recovery when no request comes.
+    let store_health = crate::store::StoreHealth::default();
+    let health_store = Arc::new(crate::store::HealthStore::new(store, store_health.clone()));
+    let store: Arc<dyn Store> = health_store.clone();
+    let store: Arc<dyn Store> = match cipher {
+        Some(cipher) => {
+            tracing::info!(message = "secret material is encrypted at rest", key = %cipher.key_id());
+            let sealed = Arc::new(EncryptingStore::new(store, cipher));
+            // Seal what is still plaintext, and re-encrypt what an old key sealed.
+            let reseal = sealed.clone();
+            tokio::spawn(async move {
+                match reseal.reseal().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        message = "secret values re-encrypted under the current key",
+                        values = n
+                    ),
+                    Err(e) => {
+                        tracing::error!(message = "re-encrypting secrets failed; values stay readable with the old key", error = %e)
+                    }
+                }
+            });
+            sealed
+        }
+        None => store,
+    };
+    Ok(Opened { store, health_store, store_health, pg_pool })
+}
+
+/// The discovery registry with every configured source reading into it (files are read once
+/// before the first publish, so proxies start with the discovered endpoints).
+fn start_discovery(settings: &Settings, stopped: &watch::Receiver<bool>) -> crate::discovery::Discovery {
+    let discovery = crate::discovery::Discovery::with_grace(settings.discovery_grace);
+    for (name, path) in &settings.discovery_files {
+        discovery.declare(name, crate::discovery::SourceKind::File);
+        // Read once before the first publish, so proxies start with the discovered endpoints.
+        match crate::discovery::file::read(path) {
+            Ok(services) => discovery.update(name, services),
+            Err(e) => discovery.failed(name, e),
+        }
+        crate::discovery::file::spawn(discovery.clone(), name.clone(), path.clone(), stopped.clone());
+    }
+    for (name, url) in &settings.discovery_consul {
+        crate::discovery::consul::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
+    }
+    for (name, server) in &settings.discovery_dns {
+        crate::discovery::dns::spawn(discovery.clone(), name.clone(), server.clone(), stopped.clone());
+    }
+    for (name, url) in &settings.discovery_plugins {
+        crate::discovery::plugin::spawn(discovery.clone(), name.clone(), url.clone(), stopped.clone());
+    }
+    for (name, source) in &settings.discovery_kubernetes {
+        crate::discovery::kubernetes::spawn(discovery.clone(), name.clone(), source.clone(), stopped.clone());
+    }
+    discovery
+}
+
+/// This brain's leadership: always the leader alone; with `--ha`, joined to the election
+/// through PostgreSQL or a Kubernetes Lease.
+async fn leadership(
+    settings: &Settings,
+    pg_pool: Option<sqlx::PgPool>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<crate::ha::Leadership> {
+    Ok(match (settings.ha, pg_pool) {
+        (false, _) => crate::ha::Leadership::default(),
+        (true, None) => anyhow::bail!(
+            "--ha needs --database-url: the brains elect their leader through PostgreSQL (the embedded store is one brain's)"
+        ),
+        (true, Some(pool)) => {
+            let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));
+            let id = format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let store: Box<dyn crate::ha::LeaseStore> = match &settings.ha_lease_kubernetes {
+                Some(target) => Box::new(
+                    crate::ha::kubernetes::KubeLease::connect(target)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("--ha-lease-kubernetes: {e}"))?,
+                ),
+                None => Box::new(crate::ha::postgres::PgLease { pool }),
+            };
+            let lease = store.describe();
+            let l = crate::ha::join(store, id.clone(), url.clone(), stopped.clone()).await;
+            tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, lease, role = ?l.role());
+            l
+        }
+    })
+}
+
+/// Scheduled backups of every config into `b.dir` (private keys `sealed` with the secrets key,
+/// or in plaintext, said at start).
+fn spawn_backups(
+    service: Arc<ConfigService>,
+    b: &crate::backup::BackupSettings,
+    sealed: bool,
+    stopped: &watch::Receiver<bool>,
+) {
+    tracing::info!(message = "scheduled backups", dir = %b.dir.display(), interval = ?b.interval, keep = b.keep,
+            private_keys = if sealed { "sealed" } else { "plaintext" });
+    if !sealed {
+        tracing::warn!(
+            "backups hold private keys in plaintext (mode 0600): give the brain --secrets-key-file to seal them"
+        );
+    }
+    crate::backup::spawn(service, b.clone(), stopped.clone());
 }
 
 /// Publishes the configs that use discovery again whenever a source's services change; changes

@@ -13,6 +13,7 @@
 pub mod consul;
 pub mod dns;
 pub mod file;
+mod fill;
 pub mod kubernetes;
 pub mod plugin;
 pub mod probe;
@@ -24,8 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::model::{Cluster, Endpoint, EndpointHealth, ProxyConfig};
-use crate::validate::FieldError;
+use crate::model::{Cluster, EndpointHealth};
 
 /// One endpoint as a registry reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -449,190 +449,6 @@ impl Discovery {
             .flat_map(|(src, s)| s.services.values().map(move |svc| (src.clone(), svc.clone())))
             .collect()
     }
-
-    /// Fills the endpoints of every cluster of `cfg` that names a discovery source. An unknown
-    /// source or service is a problem at `spec.clusters[i].discovery.*`.
-    pub fn fill(&self, cfg: &mut ProxyConfig) -> Result<(), Vec<FieldError>> {
-        if cfg.spec.clusters.iter().all(|c| c.discovery.is_none()) {
-            return Ok(());
-        }
-        let ns = cfg.namespace().to_string();
-        let cfg_name = cfg.metadata.name.clone();
-        let Ok(mut all) = self.sources.write() else { return Ok(()) };
-        let mut memo = self.filled.lock().ok();
-        let mut errors = Vec::new();
-        let mut woken: Vec<Arc<tokio::sync::Notify>> = Vec::new();
-        for (i, c) in cfg.spec.clusters.iter_mut().enumerate() {
-            let Some(d) = c.discovery.clone() else { continue };
-            if c.cluster_type != crate::model::ClusterType::Eds {
-                errors.push(FieldError {
-                    path: format!("spec.clusters[{i}].discovery"),
-                    message: "discovery gives endpoints to EDS clusters only (type: EDS)".into(),
-                    value: None,
-                });
-                continue;
-            }
-            if !c.endpoints.is_empty() {
-                errors.push(FieldError {
-                    path: format!("spec.clusters[{i}].endpoints"),
-                    message: "a cluster takes its endpoints from discovery or lists them, not both".into(),
-                    value: None,
-                });
-                continue;
-            }
-            let Some(src) = all.get_mut(&d.source) else {
-                let known = all.keys().cloned().collect::<Vec<_>>().join(", ");
-                errors.push(FieldError {
-                    path: format!("spec.clusters[{i}].discovery.source"),
-                    message: format!(
-                        "no discovery source named {:?} (sources: {})",
-                        d.source,
-                        if known.is_empty() { "none" } else { &known }
-                    ),
-                    value: Some(d.source.clone().into()),
-                });
-                continue;
-            };
-            if src.kind == SourceKind::Dns && !d.service.starts_with('_') && d.port.is_none() {
-                errors.push(FieldError {
-                    path: format!("spec.clusters[{i}].discovery.port"),
-                    message: format!("DNS name {:?} gives addresses without ports: set discovery.port, or use an SRV name (_service._tcp.…)", d.service),
-                    value: None,
-                });
-                continue;
-            }
-            let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
-            let key = (svc_ns.clone(), d.service.clone());
-            if src.on_demand && src.wanted.insert(key.clone()) {
-                woken.push(src.wants.clone());
-            }
-            let generation = src.generation.get(&key).copied().unwrap_or(0);
-            let memo_key = (ns.clone(), cfg_name.clone(), c.name.clone());
-            if let Some((input, g, out)) = memo.as_ref().and_then(|m| m.get(&memo_key))
-                && Arc::ptr_eq(input, c)
-                && *g == generation
-                && src.services.contains_key(&key)
-            {
-                *c = out.clone();
-                continue;
-            }
-            let input = c.clone();
-            let Some(svc) = src.services.get(&key) else {
-                // A source that has not read yet (or is failing, or looks names up on demand)
-                // may know the service later: only a healthy source's "no such service" is an
-                // error.
-                if src.healthy && !src.on_demand {
-                    errors.push(FieldError {
-                        path: format!("spec.clusters[{i}].discovery.service"),
-                        message: format!("source {:?} has no service {svc_ns}/{}", d.source, d.service),
-                        value: Some(d.service.clone().into()),
-                    });
-                }
-                std::sync::Arc::make_mut(c).endpoints = Vec::new();
-                continue;
-            };
-            if d.port_name.is_none() {
-                let mut names: Vec<&str> =
-                    svc.endpoints.iter().filter_map(|e| e.port_name.as_deref()).collect();
-                names.sort_unstable();
-                names.dedup();
-                if names.len() > 1 {
-                    errors.push(FieldError {
-                        path: format!("spec.clusters[{i}].discovery.portName"),
-                        message: format!(
-                            "service {svc_ns}/{} has ports {}: name the one this cluster uses",
-                            d.service,
-                            names.join(", ")
-                        ),
-                        value: None,
-                    });
-                    continue;
-                }
-            }
-            if let Some(hc) = &d.probe {
-                let bad = match (hc.kind, hc.path.as_deref()) {
-                    (crate::model::ProbeKind::Http, None) => {
-                        Some(("path", "an http check needs a path, e.g. /healthz"))
-                    }
-                    (crate::model::ProbeKind::Http, Some(p)) if !p.starts_with('/') => {
-                        Some(("path", "the path starts with /"))
-                    }
-                    (crate::model::ProbeKind::Tcp, Some(_)) => Some(("path", "a tcp check has no path")),
-                    _ if hc.interval_ms < 100 => Some(("intervalMs", "at least 100 (ms)")),
-                    _ if hc.timeout_ms < 10 => Some(("timeoutMs", "at least 10 (ms)")),
-                    _ if hc.unhealthy_threshold == 0 => Some(("unhealthyThreshold", "at least 1")),
-                    _ if hc.healthy_threshold == 0 => Some(("healthyThreshold", "at least 1")),
-                    _ => None,
-                };
-                if let Some((field, message)) = bad {
-                    errors.push(FieldError {
-                        path: format!("spec.clusters[{i}].discovery.probe.{field}"),
-                        message: message.into(),
-                        value: None,
-                    });
-                    continue;
-                }
-            }
-            let user: ServiceKey = (d.source.clone(), svc_ns.clone(), d.service.clone());
-            // Registry labels become endpoint metadata only where the cluster's subsets look.
-            let subset_keys: std::collections::BTreeSet<&str> =
-                c.subsets.iter().flat_map(|s| s.selectors.iter().flatten()).map(String::as_str).collect();
-            let endpoints = svc
-                .endpoints
-                .iter()
-                .filter(|e| d.port_name.is_none() || e.port_name == d.port_name)
-                .filter(|e| d.selector.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                .map(|e| {
-                    let port = if e.port == 0 { d.port.unwrap_or(0) } else { e.port };
-                    let mut health = e.health;
-                    if let Some(hc) = &d.probe
-                        && health == EndpointHealth::Healthy
-                        && port != 0
-                    {
-                        let target = probe::Target { address: e.address.clone(), port, check: hc.clone() };
-                        if !self.prober.verdict(&target, &user) {
-                            health = EndpointHealth::Unhealthy;
-                        }
-                    }
-                    Endpoint {
-                        address: e.address.clone(),
-                        port: i64::from(port),
-                        weight: e.weight,
-                        health: Some(health),
-                        zone: e.zone.clone(),
-                        region: e.region.clone(),
-                        priority: None,
-                        locality_weight: None,
-                        metadata: e
-                            .labels
-                            .iter()
-                            .filter(|(k, _)| subset_keys.contains(k.as_str()))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    }
-                })
-                .collect();
-            let endpoints: Vec<Endpoint> = endpoints;
-            if endpoints.iter().any(|e| e.port == 0) {
-                errors.push(FieldError {
-                    path: format!("spec.clusters[{i}].discovery.port"),
-                    message: format!("{:?} gives addresses without ports (a DNS A/AAAA name): set discovery.port, or use an SRV name", d.service),
-                    value: None,
-                });
-                continue;
-            }
-            std::sync::Arc::make_mut(c).endpoints = endpoints;
-            if let Some(m) = memo.as_mut() {
-                m.insert(memo_key, (input, generation, c.clone()));
-            }
-        }
-        drop(memo);
-        drop(all);
-        for w in woken {
-            w.notify_one();
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
-    }
 }
 
 #[cfg(test)]
@@ -640,6 +456,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
     use super::*;
+    use crate::model::ProxyConfig;
     use crate::parse::{Format, parse_config};
 
     fn cfg(cluster: &str) -> ProxyConfig {

@@ -14,6 +14,8 @@ mod debug;
 mod discovery;
 mod events;
 mod proxies;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -4,8 +4,10 @@
 //!
 //! Owns the watches and the verdict (who NACKed what, from the fleet's stream reports). It does
 //! not write, audit or emit events itself: the [`RollBack`] it is given does (the brain passes
-//! its `manage::Manager`, which acts as the brain's own principal). Every write that applies a revision starts a watch: update,
-//! apply and rollback of one config (REST and gRPC), and bulk writes and imports with `apply`.
+//! its `manage::Manager`, which acts as the brain's own principal). A watch starts when `manage`
+//! applies a revision over a live one: update, apply and rollback of one config (REST and
+//! gRPC), and bulk writes and imports with `apply`; not a create (nothing to go back to) nor a
+//! point-in-time restore.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,8 @@
 //! that keeps the capacity of the largest message the stream ever sent (tens of KiB on every
 //! stream of a large edge); here a push owns only its own chunks, large resources go out as
 //! the very bytes every other stream sends, and nothing is kept once HTTP/2 has written them.
-//! Requests are still decoded by tonic ([`tonic::Streaming`]).
+//! Requests are read off the HTTP/2 body by `xds::inbound` (gRPC framing, a size limit, prost),
+//! not by tonic either.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
