@@ -178,6 +178,17 @@ impl Manager {
             }
         }
         let (mut results, _) = res?;
+        if !dry_run {
+            // Each config restored to a revision with `spec.autoRollback` is watched as any
+            // apply is: its proxies' NACKs roll it back to what was live before the restore.
+            let restored = |id| results.iter().any(|p| p.id == Some(id) && p.action == "restore");
+            let (cfgs, before): (Vec<ProxyConfig>, Vec<Option<u64>>) = steps
+                .iter()
+                .filter(|s| restored(s.record.id))
+                .filter_map(|s| s.revision.as_ref().map(|r| (r.config.clone(), s.record.applied_version)))
+                .unzip();
+            self.watch_applied(&cfgs, &before).await;
+        }
         for p in &mut results {
             crate::secrets::redact_diff(&mut p.diff);
         }

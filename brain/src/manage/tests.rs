@@ -135,3 +135,38 @@ async fn the_brains_topology_is_for_callers_who_read_proxies_everywhere() {
     let stats = m.stats(&caller("root")).await.expect("stats");
     assert_eq!(stats.publish.failed, 0);
 }
+
+#[tokio::test]
+async fn a_point_in_time_restore_is_watched_for_nacks_as_an_apply_is() {
+    let f = fixture();
+    let m = &f.manage;
+    let guarded = |port: u16| {
+        let mut c = config("team-a", "web");
+        c.spec.auto_rollback = Some(crate::model::AutoRollback { nack_percent: 10, window_seconds: 60 });
+        if let Some(cl) = c.spec.clusters.first_mut() {
+            std::sync::Arc::make_mut(cl).endpoints[0].port = i64::from(port);
+        }
+        c
+    };
+    let Ok(Written::Stored(rec)) = m.create(&caller("alice"), guarded(80), apply()).await else {
+        panic!("create");
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let then = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let id = rec.id.to_string();
+    m.update(&caller("alice"), &id, guarded(81), None, apply()).await.expect("update");
+    m.rollbacks.close(rec.id); // the update's own watch: not what this test is about
+    assert!(m.rollbacks.open().is_empty());
+
+    let restored = m.restore(&caller("root"), then, Some("team-a".into()), false).await.expect("restore");
+    assert_eq!(
+        restored.results.len(),
+        1,
+        "{:?}",
+        restored.results.iter().map(|p| p.action).collect::<Vec<_>>()
+    );
+    let watches = m.rollbacks.open();
+    assert_eq!(watches.len(), 1, "the restored revision is watched");
+    assert_eq!((watches[0].id, watches[0].bad, watches[0].good), (rec.id, 3, 2));
+}

@@ -6,8 +6,8 @@
 //! not write, audit or emit events itself: the [`RollBack`] it is given does (the brain passes
 //! its `manage::Manager`, which acts as the brain's own principal). A watch starts when `manage`
 //! applies a revision over a live one: update, apply and rollback of one config (REST and
-//! gRPC), and bulk writes and imports with `apply`; not a create (nothing to go back to) nor a
-//! point-in-time restore.
+//! gRPC), bulk writes and imports with `apply`, and point-in-time restores; not a create
+//! (nothing to go back to).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -63,7 +63,8 @@ impl ConfigService {
         // extend them count.
         let mut plans = Vec::new();
         let mut writes = Vec::new();
-        for (mut planned, write) in self.plan(&restored, true).await? {
+        let (planned_writes, prepared) = self.plan_prepared(&restored, true).await?;
+        for (mut planned, write) in planned_writes {
             if let Some(w) = write {
                 planned.action = "restore";
                 writes.push(match w {
@@ -92,7 +93,7 @@ impl ConfigService {
         if dry_run || writes.is_empty() {
             return Ok((plans, steps));
         }
-        self.write_many(writes, Vec::new(), by).await?;
+        self.write_many(writes, prepared, by).await?;
         Ok((plans, steps))
     }
 }
