@@ -1,5 +1,6 @@
-//! The change driver: lays the fleet's configuration out in Flotilla (one `ProxyConfig` for the
-//! proxy group that extends `ProxyTemplate`s of N clusters each) and then sends changes through
+//! The change driver: lays the fleet's configuration out in Flotilla (one `ProxyConfig` per
+//! proxy group, each extending `ProxyTemplate`s of N clusters of its share of the clusters) and
+//! then sends changes through
 //! the REST API at a set rate and mix — endpoint edits, cluster adds and removes, route and
 //! listener edits — each carrying its change id as a marker (see `markers`). Changes to the same
 //! document are serialised (ids per resource are in commit order); changes to different
@@ -26,18 +27,54 @@ pub struct Layout {
     pub clusters: usize,
     pub endpoints_per_cluster: usize,
     pub clusters_per_template: usize,
+    /// Proxy groups: each has its own config and its share of the clusters (`--groups`).
+    pub groups: usize,
     /// Steady clusters take their endpoints from this discovery source (service = cluster name)
     /// instead of listing them; endpoint changes then go to the registry, not the REST API.
     pub discovery: Option<Arc<crate::plugin::Registry>>,
 }
 
+/// One template: its group, and the clusters it holds (global indexes `base..base + count`).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    group: usize,
+    base: usize,
+    count: usize,
+}
+
 impl Layout {
-    fn templates(&self) -> usize {
-        self.clusters.div_ceil(self.clusters_per_template.max(1))
+    fn groups(&self) -> usize {
+        self.groups.clamp(1, self.clusters.max(1))
+    }
+
+    /// The clusters of group `g`: an even share, the first groups taking one more.
+    fn group_range(&self, g: usize) -> std::ops::Range<usize> {
+        let (n, groups) = (self.clusters, self.groups());
+        let start = g * n / groups;
+        start..(g + 1) * n / groups
+    }
+
+    /// Every template, group by group (a template never spans two groups).
+    fn spans(&self) -> Vec<Span> {
+        let cpt = self.clusters_per_template.max(1);
+        (0..self.groups())
+            .flat_map(|g| {
+                let r = self.group_range(g);
+                (r.start..r.end).step_by(cpt).map(move |base| Span {
+                    group: g,
+                    base,
+                    count: cpt.min(r.end - base),
+                })
+            })
+            .collect()
     }
 
     fn template_name(&self, t: usize) -> String {
         format!("{}-clusters-{t:03}", self.group)
+    }
+
+    fn group_name(&self, g: usize) -> String {
+        crate::fleet::group_name(&self.group, g, self.groups())
     }
 }
 
@@ -84,9 +121,14 @@ pub struct Driver {
     layout: Layout,
     tracker: Arc<Tracker>,
     ids: HashMap<String, String>,
+    spans: Vec<Span>,
+    /// The template of each cluster.
+    template_of: Vec<usize>,
     templates: Vec<tokio::sync::Mutex<TemplateState>>,
-    fleet: tokio::sync::Mutex<FleetState>,
-    expected: AtomicU32,
+    /// Per group: its route and listener markers.
+    fleets: Vec<tokio::sync::Mutex<FleetState>>,
+    /// Per group: proxies each change is expected to reach.
+    expected: Vec<AtomicU32>,
     pub api_us: Mutex<Histogram<u64>>,
     pub errors: AtomicU64,
     rng: Mutex<u64>,
@@ -96,20 +138,28 @@ impl Driver {
     /// Writes the fleet's templates and config (applied), replacing what a previous run left.
     pub async fn setup(layout: Layout, tracker: Arc<Tracker>) -> anyhow::Result<Driver> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
-        let templates: Vec<_> = (0..layout.templates())
-            .map(|t| {
-                let n = layout.clusters_per_template.min(layout.clusters - t * layout.clusters_per_template);
-                tokio::sync::Mutex::new(TemplateState { markers: vec![0; n], added: Vec::new() })
-            })
+        let spans = layout.spans();
+        let mut template_of = vec![0; layout.clusters];
+        for (t, s) in spans.iter().enumerate() {
+            template_of[s.base..s.base + s.count].fill(t);
+        }
+        let templates: Vec<_> = spans
+            .iter()
+            .map(|s| tokio::sync::Mutex::new(TemplateState { markers: vec![0; s.count], added: Vec::new() }))
             .collect();
+        let groups = layout.groups();
         let mut d = Driver {
             http,
             layout,
             tracker,
             ids: HashMap::new(),
+            spans,
+            template_of,
             templates,
-            fleet: tokio::sync::Mutex::new(FleetState { route: 0, listener: 0 }),
-            expected: AtomicU32::new(0),
+            fleets: (0..groups)
+                .map(|_| tokio::sync::Mutex::new(FleetState { route: 0, listener: 0 }))
+                .collect(),
+            expected: (0..groups).map(|_| AtomicU32::new(0)).collect(),
             api_us: Mutex::new(Histogram::new(3)?),
             errors: AtomicU64::new(0),
             rng: Mutex::new(0x2545_F491_4F6C_DD1D),
@@ -125,9 +175,11 @@ impl Driver {
         for (n, chunk) in docs.chunks(per_request).enumerate() {
             d.bulk(chunk).await.with_context(|| format!("writing templates (request {})", n + 1))?;
         }
-        d.bulk(&[d.fleet_doc(&FleetState { route: 0, listener: 0 })])
-            .await
-            .context("writing the fleet config")?;
+        let fleets: Vec<Value> =
+            (0..groups).map(|g| d.fleet_doc(g, &FleetState { route: 0, listener: 0 })).collect();
+        for chunk in fleets.chunks(50) {
+            d.bulk(chunk).await.context("writing the fleet configs")?;
+        }
         let list: Vec<Value> = d
             .http
             .get(format!("{}/api/v1/configs?namespace={}", d.layout.api, d.layout.namespace))
@@ -142,14 +194,14 @@ impl Driver {
             }
         }
         anyhow::ensure!(
-            d.ids.contains_key(&d.layout.group),
-            "the fleet config is not listed after writing it"
+            (0..groups).all(|g| d.ids.contains_key(&d.layout.group_name(g))),
+            "the fleet configs are not listed after writing them"
         );
         Ok(d)
     }
 
     fn cluster_count(&self, t: usize) -> usize {
-        self.layout.clusters_per_template.min(self.layout.clusters - t * self.layout.clusters_per_template)
+        self.spans[t].count
     }
 
     async fn bulk(&self, docs: &[Value]) -> anyhow::Result<()> {
@@ -179,7 +231,7 @@ impl Driver {
     }
 
     fn template_doc(&self, t: usize, st: &TemplateState) -> Value {
-        let base = t * self.layout.clusters_per_template;
+        let base = self.spans[t].base;
         let mut clusters: Vec<Value> = st
             .markers
             .iter()
@@ -196,26 +248,31 @@ impl Driver {
         })
     }
 
-    fn fleet_doc(&self, st: &FleetState) -> Value {
-        let extends: Vec<String> =
-            (0..self.layout.templates()).map(|t| self.layout.template_name(t)).collect();
+    fn fleet_doc(&self, g: usize, st: &FleetState) -> Value {
+        let extends: Vec<String> = (0..self.spans.len())
+            .filter(|&t| self.spans[t].group == g)
+            .map(|t| self.layout.template_name(t))
+            .collect();
+        let first = markers::cluster_name(self.layout.group_range(g).start);
         json!({
             "apiVersion": "v1", "kind": "ProxyConfig",
-            "metadata": {"name": self.layout.group, "namespace": self.layout.namespace},
+            "metadata": {"name": self.layout.group_name(g), "namespace": self.layout.namespace},
             "spec": {
                 "extends": extends,
                 "listeners": [{"name": "ingress", "address": "127.0.0.1", "port": markers::listener_port(st.listener),
                     "filterChains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                         "config": {"routeConfig": "ingress"}}]}]}],
                 "routes": [{"name": "ingress", "virtualHosts": [{"name": markers::virtual_host_name(st.route), "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": markers::cluster_name(0)}}]}]}],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": first}}]}]}],
             }
         })
     }
 
-    /// Proxies each change is expected to reach.
-    pub fn set_expected(&self, n: usize) {
-        self.expected.store(n as u32, Ordering::Relaxed);
+    /// Proxies each change to a group is expected to reach, per group.
+    pub fn set_expected(&self, per_group: &[usize]) {
+        for (e, n) in self.expected.iter().zip(per_group) {
+            e.store(*n as u32, Ordering::Relaxed);
+        }
     }
 
     fn next(&self) -> u64 {
@@ -263,23 +320,25 @@ impl Driver {
     fn pick(&self, mix: Mix) -> Op {
         let r = (self.next() % 100) as u32;
         let pick_cluster = (self.next() % self.layout.clusters.max(1) as u64) as usize;
+        let group = (self.next() % self.fleets.len().max(1) as u64) as usize;
         if r < mix.endpoints {
             Op::Endpoints(pick_cluster)
         } else if r < mix.endpoints + mix.clusters {
-            Op::Clusters(pick_cluster / self.layout.clusters_per_template.max(1))
+            Op::Clusters(self.template_of.get(pick_cluster).copied().unwrap_or(0))
         } else if self.next().is_multiple_of(2) {
-            Op::Route
+            Op::Route(group)
         } else {
-            Op::Listener
+            Op::Listener(group)
         }
     }
 
     async fn apply(&self, op: Op) {
-        let expected = self.expected.load(Ordering::Relaxed);
+        let expected_in = |g: usize| self.expected.get(g).map_or(0, |e| e.load(Ordering::Relaxed));
         match op {
             Op::Endpoints(k) => {
-                let t = k / self.layout.clusters_per_template.max(1);
+                let Some(&t) = self.template_of.get(k) else { return };
                 let Some(m) = self.templates.get(t) else { return };
+                let expected = expected_in(self.spans[t].group);
                 let mut st = m.lock().await;
                 let id = self.tracker.begin(|_| Res::Cla(k as u32), Kind::Endpoints, expected);
                 if let Some(registry) = &self.layout.discovery {
@@ -287,13 +346,14 @@ impl Driver {
                     registry.set_marker(k, id);
                     return;
                 }
-                let i = k - t * self.layout.clusters_per_template;
+                let i = k - self.spans[t].base;
                 st.markers[i] = id;
                 let doc = self.template_doc(t, &st);
                 self.put(&self.layout.template_name(t), doc).await;
             }
             Op::Clusters(t) => {
                 let Some(m) = self.templates.get(t) else { return };
+                let expected = expected_in(self.spans[t].group);
                 let mut st = m.lock().await;
                 // Remove the template's oldest added cluster when it has some, else add one.
                 if !st.added.is_empty() && self.next().is_multiple_of(2) {
@@ -306,15 +366,17 @@ impl Driver {
                 let doc = self.template_doc(t, &st);
                 self.put(&self.layout.template_name(t), doc).await;
             }
-            Op::Route | Op::Listener => {
-                let mut st = self.fleet.lock().await;
-                if matches!(op, Op::Route) {
-                    st.route = self.tracker.begin(|_| Res::Route, Kind::Route, expected);
+            Op::Route(g) | Op::Listener(g) => {
+                let Some(m) = self.fleets.get(g) else { return };
+                let mut st = m.lock().await;
+                let (expected, gi) = (expected_in(g), g as u16);
+                if matches!(op, Op::Route(_)) {
+                    st.route = self.tracker.begin(|_| Res::Route(gi), Kind::Route, expected);
                 } else {
-                    st.listener = self.tracker.begin(|_| Res::Listener, Kind::Listener, expected);
+                    st.listener = self.tracker.begin(|_| Res::Listener(gi), Kind::Listener, expected);
                 }
-                let doc = self.fleet_doc(&st);
-                self.put(&self.layout.group, doc).await;
+                let doc = self.fleet_doc(g, &st);
+                self.put(&self.layout.group_name(g), doc).await;
             }
         }
     }
@@ -359,6 +421,6 @@ impl Driver {
 enum Op {
     Endpoints(usize),
     Clusters(usize),
-    Route,
-    Listener,
+    Route(usize),
+    Listener(usize),
 }

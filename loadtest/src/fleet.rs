@@ -51,6 +51,14 @@ pub struct FleetOpts {
     pub slow_share: f64,
     pub namespace: String,
     pub group: String,
+    /// Proxies are spread over this many groups (`<group>-NN`; one: `<group>` itself), proxy i
+    /// in group i mod groups.
+    pub groups: usize,
+}
+
+/// The name of group `g` of `groups` (`base` itself when there is one group).
+pub fn group_name(base: &str, g: usize, groups: usize) -> String {
+    if groups <= 1 { base.to_string() } else { format!("{base}-{g:02}") }
 }
 
 /// Fleet-wide counters, read by the progress line and the report.
@@ -69,7 +77,9 @@ pub struct Counters {
 pub struct Fleet {
     pub counters: Arc<Counters>,
     reconnect: watch::Sender<u64>,
-    slow_count: usize,
+    proxies: usize,
+    groups: usize,
+    is_slow: Arc<dyn Fn(usize) -> bool + Send + Sync>,
 }
 
 impl Fleet {
@@ -79,7 +89,7 @@ impl Fleet {
         let (reconnect, _) = watch::channel(0u64);
         let slow_every = if opts.slow_share > 0.0 { (1.0 / opts.slow_share).round() as usize } else { 0 };
         let is_slow = move |i: usize| slow_every > 0 && i % slow_every == slow_every - 1;
-        let slow_count = (0..opts.proxies).filter(|&i| is_slow(i)).count();
+        let (proxies, groups) = (opts.proxies, opts.groups.max(1));
         let opts = Arc::new(opts);
         let (c, r) = (counters.clone(), reconnect.clone());
         tokio::spawn(async move {
@@ -100,7 +110,7 @@ impl Fleet {
                 tokio::time::sleep_until(ramp_start + due).await;
             }
         });
-        Fleet { counters, reconnect, slow_count }
+        Fleet { counters, reconnect, proxies, groups, is_slow: Arc::new(is_slow) }
     }
 
     /// Every proxy drops its connection and reconnects at once.
@@ -108,9 +118,14 @@ impl Fleet {
         self.reconnect.send_modify(|e| *e += 1);
     }
 
-    /// Proxies expected to see each change (those that keep reading).
-    pub fn readers(&self, proxies: usize) -> usize {
-        proxies - self.slow_count
+    /// Proxies of each group that keep reading.
+    pub fn readers_per_group(&self) -> Vec<usize> {
+        let groups = self.groups.max(1);
+        let mut out = vec![0; groups];
+        for i in (0..self.proxies).filter(|&i| !(self.is_slow)(i)) {
+            out[i % groups] += 1;
+        }
+        out
     }
 }
 
@@ -122,6 +137,13 @@ struct Proxy {
     counters: Arc<Counters>,
     reconnect: watch::Receiver<u64>,
     rng: u64,
+}
+
+impl Proxy {
+    /// This proxy's group index.
+    fn group(&self) -> usize {
+        self.i % self.opts.groups.max(1)
+    }
 }
 
 /// Why a stream ended.
@@ -180,7 +202,7 @@ impl Proxy {
         };
         Node {
             id: format!("loadtest-{:06}", self.i),
-            cluster: self.opts.group.clone(),
+            cluster: group_name(&self.opts.group, self.group(), self.opts.groups),
             metadata: Some(md),
             user_agent_name: "envoy".into(),
             ..Default::default()
@@ -271,7 +293,7 @@ impl Proxy {
                 LDS => {
                     for r in &resp.resources {
                         if let Some(any) = &r.resource {
-                            for route in listener_marker(&any.value, &mut credits) {
+                            for route in listener_marker(&any.value, self.group() as u16, &mut credits) {
                                 if rds.insert(route.clone()) {
                                     subscribe.push(route);
                                 }
@@ -283,7 +305,7 @@ impl Proxy {
                 RDS => {
                     for r in &resp.resources {
                         if let Some(any) = &r.resource {
-                            route_marker(&any.value, &mut credits);
+                            route_marker(&any.value, self.group() as u16, &mut credits);
                         }
                     }
                     sync.rds = true;
@@ -379,7 +401,7 @@ impl Proxy {
                 LDS => {
                     let mut now = BTreeSet::new();
                     for any in &resp.resources {
-                        now.extend(listener_marker(&any.value, &mut credits));
+                        now.extend(listener_marker(&any.value, self.group() as u16, &mut credits));
                     }
                     if now != routes {
                         routes = now;
@@ -389,7 +411,7 @@ impl Proxy {
                 }
                 RDS => {
                     for any in &resp.resources {
-                        route_marker(&any.value, &mut credits);
+                        route_marker(&any.value, self.group() as u16, &mut credits);
                     }
                     sync.rds = true;
                 }
@@ -565,13 +587,13 @@ fn cluster_name(bytes: &[u8]) -> Option<String> {
 }
 
 /// The listener's port marker; returns the route names its HTTP connection managers use.
-fn listener_marker(bytes: &[u8], credits: &mut Vec<(Res, u32)>) -> Vec<String> {
+fn listener_marker(bytes: &[u8], group: u16, credits: &mut Vec<(Res, u32)>) -> Vec<String> {
     let Ok(l) = Listener::decode(bytes) else { return Vec::new() };
     if let Some(address::Address::SocketAddress(sa)) = l.address.and_then(|a| a.address)
         && let Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) =
             sa.port_specifier
     {
-        credits.push((Res::Listener, markers::listener_change(p)));
+        credits.push((Res::Listener(group), markers::listener_change(p)));
     }
     let mut routes = Vec::new();
     for fc in l.filter_chains {
@@ -587,10 +609,10 @@ fn listener_marker(bytes: &[u8], credits: &mut Vec<(Res, u32)>) -> Vec<String> {
     routes
 }
 
-fn route_marker(bytes: &[u8], credits: &mut Vec<(Res, u32)>) {
+fn route_marker(bytes: &[u8], group: u16, credits: &mut Vec<(Res, u32)>) {
     if let Ok(rc) = RouteConfiguration::decode(bytes)
         && let Some(vh) = rc.virtual_hosts.first()
     {
-        credits.push((Res::Route, markers::route_change(&vh.name)));
+        credits.push((Res::Route(group), markers::route_change(&vh.name)));
     }
 }

@@ -134,6 +134,11 @@ struct Common {
     namespace: String,
     #[arg(long, default_value = "fleet")]
     group: String,
+    /// Spread the proxies over this many groups (`<group>-00`, `-01`, …), each a config of its
+    /// own with an even share of `--clusters` (the scoped-fleet shape); proxy i is in group
+    /// i mod G, and a change is expected at the proxies of its group only.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
     /// Give up waiting for the fleet to be in sync after this long.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     sync_timeout: Duration,
@@ -337,6 +342,7 @@ impl Run {
             clusters: common.clusters,
             endpoints_per_cluster: common.endpoints_per_cluster,
             clusters_per_template: common.clusters_per_template.max(1),
+            groups: common.groups.max(1),
             discovery,
         };
         eprintln!(
@@ -358,11 +364,12 @@ impl Run {
             slow_share,
             namespace: common.namespace.clone(),
             group: common.group.clone(),
+            groups: common.groups.max(1),
         };
         let start = Instant::now();
         let fleet = Fleet::start(opts, tracker.clone());
         let sampler = Sampler::start(common.pid.clone(), fleet.counters.clone(), tracker.clone());
-        driver.set_expected(fleet.readers(common.proxies));
+        driver.set_expected(&fleet.readers_per_group());
         let mut run = Run {
             common,
             name,

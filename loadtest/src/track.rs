@@ -13,13 +13,13 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 /// A resource whose changes are tracked: a ClusterLoadAssignment by cluster index, a cluster
-/// added by the driver (by the id of the change that added it), the route, the listener.
+/// added by the driver (by the id of the change that added it), a group's route and listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Res {
     Cla(u32),
     Added(u32),
-    Route,
-    Listener,
+    Route(u16),
+    Listener(u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

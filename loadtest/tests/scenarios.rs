@@ -45,6 +45,39 @@ async fn churn_over_delta_reaches_every_proxy() {
     assert!(r["phases"][0]["changeKinds"]["endpoints"].as_u64().unwrap() > 0);
 }
 
+/// The scoped-fleet shape: proxies spread over groups, each a config with its share of the
+/// clusters; every kind of change reaches exactly the proxies of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_over_groups_reaches_the_proxies_of_each_group() {
+    let brain = TestBrain::start().await;
+    let args = [
+        "churn",
+        "--groups",
+        "3",
+        "--proxies",
+        "12",
+        "--changes-per-min",
+        "600",
+        "--duration",
+        "3s",
+        "--mix",
+        "40,40,20",
+    ];
+    let r = run(&brain, &args).await;
+    assert_eq!(r["syncedAtEnd"], 12);
+    delivered(&r, 4);
+    let (_, configs) = brain.get_json("/api/v1/configs?namespace=loadtest").await;
+    let mut groups: Vec<&str> = configs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .filter(|n| !n.contains("-clusters-"))
+        .collect();
+    groups.sort_unstable();
+    assert_eq!(groups, ["fleet-00", "fleet-01", "fleet-02"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_over_sotw_with_every_kind_of_change() {
     let brain = TestBrain::start().await;
