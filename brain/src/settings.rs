@@ -1,5 +1,10 @@
 //! Settings of `flotilla-brain`: flags, `FLOTILLA_*` environment variables, and an optional
 //! YAML config file (`--config`), in that order of precedence, over built-in defaults.
+//!
+//! Each section is declared once, as a layer (`layer!`): its fields are at the same time flags
+//! with their variables and help, and the keys of the file's section (camelCase, unknown keys
+//! refused). [`Settings::resolve`] puts the flags' layer over the file's and applies defaults
+//! and the checks that span fields; [`Settings`] is the resolved shape the brain runs with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Command line of `flotilla-brain`.
+/// Command line of `flotilla-brain`: the config file, then one group of flags per section of the
+/// file ([`FileConfig`]); each section is declared once, as a layer both read into.
 #[derive(Debug, Parser)]
 #[command(
     name = "flotilla-brain",
@@ -31,275 +37,328 @@ pub struct Cli {
     /// without starting (exit 1, naming the problem, if not).
     #[arg(long)]
     pub check_config: bool,
-    /// REST API listen address [default: 0.0.0.0:8080].
-    #[arg(long, env = "FLOTILLA_REST_ADDR")]
-    pub rest_addr: Option<SocketAddr>,
-    /// xDS (gRPC) listen address of the embedded edge [default: 0.0.0.0:18000].
-    #[arg(long, env = "FLOTILLA_XDS_ADDR")]
-    pub xds_addr: Option<SocketAddr>,
-    /// gRPC management API listen address [default: 0.0.0.0:18001].
-    #[arg(long, env = "FLOTILLA_GRPC_API_ADDR")]
-    pub grpc_api_addr: Option<SocketAddr>,
-    /// Directory of the embedded store [default: ./flotilla-data].
-    #[arg(long, env = "FLOTILLA_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// PostgreSQL URL (`postgres://user@host/db`); the embedded store is used when unset.
-    #[arg(long, env = "FLOTILLA_DATABASE_URL")]
-    pub database_url: Option<String>,
-    /// PostgreSQL connection pool size [default: 10].
-    #[arg(long, env = "FLOTILLA_DB_POOL_SIZE")]
-    pub db_pool_size: Option<u32>,
-    /// NATS with JetStream (e.g. nats://127.0.0.1:4222): publish group states for `flotilla-edge`.
-    #[arg(long, env = "FLOTILLA_NATS_URL")]
-    pub nats_url: Option<String>,
-    /// JetStream KV bucket for group states [default: flotilla_state].
-    #[arg(long, env = "FLOTILLA_NATS_BUCKET")]
-    pub nats_bucket: Option<String>,
-    /// NATS credentials file (JWT + NKey seed).
-    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// CA bundle to verify the NATS server with (turns on TLS to NATS).
-    #[arg(long, env = "FLOTILLA_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Client certificate for NATS mTLS (with --nats-tls-key).
-    #[arg(long, env = "FLOTILLA_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-    #[arg(long, env = "FLOTILLA_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
-    /// Embedded edge: admit at most this many new xDS streams per second (the rest wait their
-    /// turn). Unlimited when unset.
-    #[arg(long, env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
-    pub max_new_streams_per_sec: Option<u32>,
-    /// On SIGTERM / Ctrl-C, end the embedded edge's xDS streams over this window (so Envoys
-    /// reconnect elsewhere gradually), then exit [default: 5s; 0s ends them at once].
-    #[arg(long, env = "FLOTILLA_DRAIN_WINDOW", value_parser = humantime::parse_duration)]
-    pub drain_window: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub server: ServerLayer,
+    #[command(flatten)]
+    pub storage: StorageLayer,
+    #[command(flatten)]
+    pub nats: NatsLayer,
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
-    /// Write a backup of every config (a YAML bundle, secrets included, mode 0600) into this
-    /// directory every --backup-interval, keeping the newest --backup-keep (docs/operations.md).
-    #[arg(long, env = "FLOTILLA_BACKUP_DIR")]
-    pub backup_dir: Option<PathBuf>,
-    /// How often to write a backup [default: 1h].
-    #[arg(long, env = "FLOTILLA_BACKUP_INTERVAL", value_parser = humantime::parse_duration)]
-    pub backup_interval: Option<std::time::Duration>,
-    /// Backups kept [default: 24].
-    #[arg(long, env = "FLOTILLA_BACKUP_KEEP")]
-    pub backup_keep: Option<usize>,
+    #[command(flatten)]
+    pub backup: BackupLayer,
     /// Run as one of several brains on the same PostgreSQL (--database-url): one leader, elected
     /// through a lease in the database, writes and publishes; followers serve reads and redirect
     /// writes to it (docs/operations.md, "High availability").
     #[arg(long, env = "FLOTILLA_HA")]
     pub ha: bool,
-    /// The REST URL other brains send writers to while this one leads [default:
-    /// http://<host>:<rest port>].
-    #[arg(long, env = "FLOTILLA_ADVERTISE_URL")]
-    pub advertise_url: Option<String>,
-    /// With --ha, keep the leader lease in a Kubernetes Lease instead of PostgreSQL:
-    /// CONFIG@NAMESPACE/NAME, CONFIG being `in-cluster`, `default` or a kubeconfig path (e.g.
-    /// in-cluster@flotilla/flotilla-leader). Configs stay in PostgreSQL.
-    #[arg(long, env = "FLOTILLA_HA_LEASE_KUBERNETES")]
-    pub ha_lease_kubernetes: Option<String>,
-    /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
-    #[arg(long, env = "FLOTILLA_LOG_LEVEL")]
-    pub log_level: Option<String>,
-    /// Log format [default: text].
-    #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// An Envoy binary that validates configs before any proxy sees them (`envoy --mode
-    /// validate`), on writes with `?validate=envoy` and on every write to the namespaces of
-    /// `--envoy-validate-namespaces`.
-    #[arg(long, env = "FLOTILLA_ENVOY_VALIDATE_BIN", value_name = "PATH")]
-    pub envoy_validate_bin: Option<PathBuf>,
-    /// Namespaces whose writes are always validated by Envoy (`*`: all); needs
-    /// `--envoy-validate-bin`. Comma-separated.
-    #[arg(long, env = "FLOTILLA_ENVOY_VALIDATE_NAMESPACES", value_delimiter = ',', value_name = "NS")]
-    pub envoy_validate_namespaces: Vec<String>,
-    /// Export traces (one per change: API call, validate, compile, store, publish, and on the
-    /// edges receipt, pushes and ACKs) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317.
-    #[arg(long, env = "FLOTILLA_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-    /// A `file` service discovery source: NAME=PATH of a YAML/JSON file of services, re-read
-    /// when it changes (docs/discovery.md). Repeatable; comma-separated in the env var.
-    #[arg(
-        long = "discovery-file",
-        env = "FLOTILLA_DISCOVERY_FILES",
-        value_delimiter = ',',
-        value_name = "NAME=PATH"
-    )]
-    pub discovery_files: Vec<String>,
-    /// A `consul` service discovery source: NAME=URL of a Consul agent's HTTP API (e.g.
-    /// `consul=http://127.0.0.1:8500?dc=dc2&tag=web&token-file=/etc/consul.token`), watched with
-    /// blocking queries. Repeatable.
-    #[arg(
-        long = "discovery-consul",
-        env = "FLOTILLA_DISCOVERY_CONSUL",
-        value_delimiter = ',',
-        value_name = "NAME=URL"
-    )]
-    pub discovery_consul: Vec<String>,
-    /// A `dns` service discovery source: NAME=SERVER, SERVER being IP:PORT of a DNS server or
-    /// `system` (the system's resolvers). Names are looked up as configs ask and again on TTL.
-    #[arg(
-        long = "discovery-dns",
-        env = "FLOTILLA_DISCOVERY_DNS",
-        value_delimiter = ',',
-        value_name = "NAME=SERVER"
-    )]
-    pub discovery_dns: Vec<String>,
-    /// A `kubernetes` service discovery source: NAME=CONFIG[@NS+NS…], CONFIG being `in-cluster`,
-    /// `default` ($KUBECONFIG or ~/.kube/config) or a kubeconfig path; EndpointSlices and Pods
-    /// are watched in the namespaces listed after `@`, else in all (docs/discovery.md).
-    #[arg(
-        long = "discovery-kubernetes",
-        env = "FLOTILLA_DISCOVERY_KUBERNETES",
-        value_delimiter = ',',
-        value_name = "NAME=CONFIG[@NS+NS]"
-    )]
-    pub discovery_kubernetes: Vec<String>,
-    /// A `plugin` service discovery source: NAME=URL of a program speaking the plugin watch
-    /// protocol (`GET URL/v1/services?index=N&wait=30s`; docs/discovery.md). Repeatable.
-    #[arg(
-        long = "discovery-plugin",
-        env = "FLOTILLA_DISCOVERY_PLUGINS",
-        value_delimiter = ',',
-        value_name = "NAME=URL"
-    )]
-    pub discovery_plugins: Vec<String>,
-    /// How long a service that vanished from its registry keeps its last endpoints before it is
-    /// removed, e.g. `30s` [default: 30s].
-    #[arg(long, env = "FLOTILLA_DISCOVERY_GRACE", value_parser = humantime::parse_duration)]
-    pub discovery_grace: Option<std::time::Duration>,
     #[command(flatten)]
-    pub security: SecurityCli,
+    pub ha_layer: HaLayer,
+    #[command(flatten)]
+    pub logging: LoggingLayer,
+    #[command(flatten)]
+    pub validation: ValidationLayer,
+    #[command(flatten)]
+    pub discovery: DiscoveryLayer,
+    #[command(flatten)]
+    pub security: SecurityLayer,
 }
 
-/// Security flags (docs/security.md). With none of them the brain is open: no TLS, no auth.
-#[derive(Debug, Default, clap::Args)]
-pub struct SecurityCli {
-    /// PEM certificate chain: serve REST, the gRPC API and xDS over TLS 1.3 (with --tls-key).
-    #[arg(long, env = "FLOTILLA_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "FLOTILLA_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: proxies must present a client certificate it signed (mTLS on xDS); the
-    /// management APIs accept one as an identity.
-    #[arg(long, env = "FLOTILLA_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
-    /// Trust domain of SPIFFE ids in client certificates (any when unset).
-    #[arg(long, env = "FLOTILLA_TRUST_DOMAIN")]
-    pub trust_domain: Option<String>,
-    /// JWKS (file path or http(s) URL): turns on JWT bearer authentication of the management APIs.
-    #[arg(long, env = "FLOTILLA_AUTH_JWKS")]
-    pub auth_jwks: Option<String>,
-    /// Required `iss` of tokens.
-    #[arg(long, env = "FLOTILLA_AUTH_ISSUER")]
-    pub auth_issuer: Option<String>,
-    /// Required `aud` of tokens.
-    #[arg(long, env = "FLOTILLA_AUTH_AUDIENCE")]
-    pub auth_audience: Option<String>,
-    /// Claim holding a token's groups [default: groups].
-    #[arg(long, env = "FLOTILLA_AUTH_GROUPS_CLAIM")]
-    pub auth_groups_claim: Option<String>,
-    /// RBAC policy (YAML: roles, bindings, quotas, cross-namespace grants); reloaded on change.
-    #[arg(long, env = "FLOTILLA_RBAC_POLICY")]
-    pub rbac_policy: Option<PathBuf>,
-    /// File holding the 32-byte key that encrypts secret material at rest (base64 or hex).
-    #[arg(long, env = "FLOTILLA_SECRETS_KEY_FILE")]
-    pub secrets_key_file: Option<PathBuf>,
-    /// A previous key: rows it encrypted are decrypted and re-encrypted with the current key.
-    #[arg(long, env = "FLOTILLA_SECRETS_OLD_KEY_FILE")]
-    pub secrets_old_key_file: Option<PathBuf>,
+/// How one layer of settings (flags and environment, or a section of the config file) is put
+/// over another: a value set in the first wins; lists are joined.
+trait Merge {
+    fn merge(self, under: Self) -> Self;
 }
 
-/// The config file. Every key is optional; unknown keys are refused.
+impl<T> Merge for Option<T> {
+    fn merge(self, under: Self) -> Self {
+        self.or(under)
+    }
+}
+
+impl<T> Merge for Vec<T> {
+    fn merge(mut self, under: Self) -> Self {
+        self.extend(under);
+        self
+    }
+}
+
+/// Declares a section of settings once: its flags (with their `FLOTILLA_*` variables and help)
+/// and its config-file keys (the field names in camelCase, unknown keys refused), and how a
+/// layer of it goes over another.
+macro_rules! layer {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+        #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
+
+        impl Merge for $name {
+            fn merge(self, under: Self) -> Self {
+                $name { $($field: Merge::merge(self.$field, under.$field),)* }
+            }
+        }
+    };
+}
+
+/// A duration written as `30s`, `5m`, `1h` (humantime), on a flag or in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HumanDuration, String> {
+        humantime::parse_duration(s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration (e.g. 30s, 1h): {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+layer! {
+    /// `server:` — listen addresses and the embedded edge's stream limits.
+    pub struct ServerLayer {
+        /// REST API listen address [default: 0.0.0.0:8080].
+        #[arg(long = "rest-addr", env = "FLOTILLA_REST_ADDR")]
+        pub rest_addr: Option<SocketAddr>,
+        /// xDS (gRPC) listen address of the embedded edge [default: 0.0.0.0:18000].
+        #[arg(long = "xds-addr", env = "FLOTILLA_XDS_ADDR")]
+        pub xds_addr: Option<SocketAddr>,
+        /// gRPC management API listen address [default: 0.0.0.0:18001].
+        #[arg(long = "grpc-api-addr", env = "FLOTILLA_GRPC_API_ADDR")]
+        pub grpc_api_addr: Option<SocketAddr>,
+        /// Embedded edge: admit at most this many new xDS streams per second (the rest wait their
+        /// turn). Unlimited when unset.
+        #[arg(long = "max-new-streams-per-sec", env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
+        pub max_new_streams_per_sec: Option<u32>,
+        /// On SIGTERM / Ctrl-C, end the embedded edge's xDS streams over this window (so Envoys
+        /// reconnect elsewhere gradually), then exit [default: 5s; 0s ends them at once].
+        #[arg(long = "drain-window", env = "FLOTILLA_DRAIN_WINDOW")]
+        pub drain_window: Option<HumanDuration>,
+    }
+}
+
+layer! {
+    /// `storage:` — the embedded store's directory, or PostgreSQL.
+    pub struct StorageLayer {
+        /// Directory of the embedded store [default: ./flotilla-data].
+        #[arg(long = "data-dir", env = "FLOTILLA_DATA_DIR")]
+        pub data_dir: Option<PathBuf>,
+        /// PostgreSQL URL (`postgres://user@host/db`); the embedded store is used when unset.
+        #[arg(long = "database-url", env = "FLOTILLA_DATABASE_URL")]
+        pub database_url: Option<String>,
+        /// PostgreSQL connection pool size [default: 10].
+        #[arg(long = "db-pool-size", env = "FLOTILLA_DB_POOL_SIZE")]
+        pub pool_size: Option<u32>,
+    }
+}
+
+layer! {
+    /// `nats:` — publishing group states to JetStream for `flotilla-edge` replicas.
+    pub struct NatsLayer {
+        /// NATS with JetStream (e.g. nats://127.0.0.1:4222): publish group states for `flotilla-edge`.
+        #[arg(long = "nats-url", env = "FLOTILLA_NATS_URL")]
+        pub url: Option<String>,
+        /// JetStream KV bucket for group states [default: flotilla_state].
+        #[arg(long = "nats-bucket", env = "FLOTILLA_NATS_BUCKET")]
+        pub bucket: Option<String>,
+        /// Whether to run the embedded edge (file only; the flag is --no-embedded-edge).
+        #[arg(skip)]
+        pub embedded_edge: Option<bool>,
+        /// NATS credentials file (JWT + NKey seed).
+        #[arg(long = "nats-creds", env = "FLOTILLA_NATS_CREDS")]
+        pub creds: Option<PathBuf>,
+        /// CA bundle to verify the NATS server with (turns on TLS to NATS).
+        #[arg(id = "nats_tls_ca", long = "nats-tls-ca", env = "FLOTILLA_NATS_TLS_CA")]
+        pub tls_ca: Option<PathBuf>,
+        /// Client certificate for NATS mTLS (with --nats-tls-key).
+        #[arg(id = "nats_tls_cert", long = "nats-tls-cert", env = "FLOTILLA_NATS_TLS_CERT")]
+        pub tls_cert: Option<PathBuf>,
+        #[arg(id = "nats_tls_key", long = "nats-tls-key", env = "FLOTILLA_NATS_TLS_KEY")]
+        pub tls_key: Option<PathBuf>,
+    }
+}
+
+layer! {
+    /// `backup:` — scheduled backups.
+    pub struct BackupLayer {
+        /// Write a backup of every config (a YAML bundle, secrets included, mode 0600) into this
+        /// directory every --backup-interval, keeping the newest --backup-keep (docs/operations.md).
+        #[arg(long = "backup-dir", env = "FLOTILLA_BACKUP_DIR")]
+        pub dir: Option<PathBuf>,
+        /// How often to write a backup [default: 1h].
+        #[arg(long = "backup-interval", env = "FLOTILLA_BACKUP_INTERVAL")]
+        pub interval: Option<HumanDuration>,
+        /// Backups kept [default: 24].
+        #[arg(long = "backup-keep", env = "FLOTILLA_BACKUP_KEEP")]
+        pub keep: Option<usize>,
+    }
+}
+
+layer! {
+    /// `ha:` — several brains on one PostgreSQL (the flag to turn it on is --ha).
+    pub struct HaLayer {
+        /// Whether elections run (file only; the flag is --ha).
+        #[arg(skip)]
+        pub enabled: Option<bool>,
+        /// The REST URL other brains send writers to while this one leads [default:
+        /// http://<host>:<rest port>].
+        #[arg(long = "advertise-url", env = "FLOTILLA_ADVERTISE_URL")]
+        pub advertise_url: Option<String>,
+        /// With --ha, keep the leader lease in a Kubernetes Lease instead of PostgreSQL:
+        /// CONFIG@NAMESPACE/NAME, CONFIG being `in-cluster`, `default` or a kubeconfig path (e.g.
+        /// in-cluster@flotilla/flotilla-leader). Configs stay in PostgreSQL.
+        #[arg(long = "ha-lease-kubernetes", env = "FLOTILLA_HA_LEASE_KUBERNETES")]
+        pub lease_kubernetes: Option<String>,
+    }
+}
+
+layer! {
+    /// `logging:` (also `observability:`) — logs and traces.
+    pub struct LoggingLayer {
+        /// Log filter, e.g. `info` or `flotilla_edge=debug,info` [default: info].
+        #[arg(long = "log-level", env = "FLOTILLA_LOG_LEVEL")]
+        pub level: Option<String>,
+        /// Log format [default: text].
+        #[arg(long = "log-format", env = "FLOTILLA_LOG_FORMAT", value_enum)]
+        pub format: Option<LogFormat>,
+        /// Export traces (one per change: API call, validate, compile, store, publish, and on the
+        /// edges receipt, pushes and ACKs) to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317.
+        #[arg(long = "otlp-endpoint", env = "FLOTILLA_OTLP_ENDPOINT")]
+        pub otlp_endpoint: Option<String>,
+    }
+}
+
+layer! {
+    /// `validation:` — validation of writes by a real Envoy.
+    pub struct ValidationLayer {
+        /// An Envoy binary that validates configs before any proxy sees them (`envoy --mode
+        /// validate`), on writes with `?validate=envoy` and on every write to the namespaces of
+        /// `--envoy-validate-namespaces`.
+        #[arg(long = "envoy-validate-bin", env = "FLOTILLA_ENVOY_VALIDATE_BIN", value_name = "PATH")]
+        pub envoy_bin: Option<PathBuf>,
+        /// Namespaces whose writes are always validated by Envoy (`*`: all); needs
+        /// `--envoy-validate-bin`. Comma-separated.
+        #[arg(
+            long = "envoy-validate-namespaces",
+            env = "FLOTILLA_ENVOY_VALIDATE_NAMESPACES",
+            value_delimiter = ',',
+            value_name = "NS"
+        )]
+        pub envoy_namespaces: Vec<String>,
+    }
+}
+
+layer! {
+    /// `discovery:` (also `serviceDiscovery:`) — service discovery sources.
+    pub struct DiscoveryLayer {
+        /// A `file` service discovery source: NAME=PATH of a YAML/JSON file of services, re-read
+        /// when it changes (docs/discovery.md). Repeatable; comma-separated in the env var.
+        #[arg(long = "discovery-file", env = "FLOTILLA_DISCOVERY_FILES", value_delimiter = ',', value_name = "NAME=PATH")]
+        pub files: Vec<String>,
+        /// A `consul` service discovery source: NAME=URL of a Consul agent's HTTP API (e.g.
+        /// `consul=http://127.0.0.1:8500?dc=dc2&tag=web&token-file=/etc/consul.token`), watched with
+        /// blocking queries. Repeatable.
+        #[arg(long = "discovery-consul", env = "FLOTILLA_DISCOVERY_CONSUL", value_delimiter = ',', value_name = "NAME=URL")]
+        pub consul: Vec<String>,
+        /// A `dns` service discovery source: NAME=SERVER, SERVER being IP:PORT of a DNS server or
+        /// `system` (the system's resolvers). Names are looked up as configs ask and again on TTL.
+        #[arg(long = "discovery-dns", env = "FLOTILLA_DISCOVERY_DNS", value_delimiter = ',', value_name = "NAME=SERVER")]
+        pub dns: Vec<String>,
+        /// A `kubernetes` service discovery source: NAME=CONFIG[@NS+NS…], CONFIG being `in-cluster`,
+        /// `default` ($KUBECONFIG or ~/.kube/config) or a kubeconfig path; EndpointSlices and Pods
+        /// are watched in the namespaces listed after `@`, else in all (docs/discovery.md).
+        #[arg(
+            long = "discovery-kubernetes",
+            env = "FLOTILLA_DISCOVERY_KUBERNETES",
+            value_delimiter = ',',
+            value_name = "NAME=CONFIG[@NS+NS]"
+        )]
+        pub kubernetes: Vec<String>,
+        /// A `plugin` service discovery source: NAME=URL of a program speaking the plugin watch
+        /// protocol (`GET URL/v1/services?index=N&wait=30s`; docs/discovery.md). Repeatable.
+        #[arg(long = "discovery-plugin", env = "FLOTILLA_DISCOVERY_PLUGINS", value_delimiter = ',', value_name = "NAME=URL")]
+        pub plugins: Vec<String>,
+        /// How long a service that vanished from its registry keeps its last endpoints before it is
+        /// removed, e.g. `30s` [default: 30s].
+        #[arg(long = "discovery-grace", env = "FLOTILLA_DISCOVERY_GRACE")]
+        pub grace: Option<HumanDuration>,
+    }
+}
+
+layer! {
+    /// `security:` — TLS, authentication, authorization and the secrets key (docs/security.md).
+    /// With none of them the brain is open: no TLS, no auth.
+    pub struct SecurityLayer {
+        /// PEM certificate chain: serve REST, the gRPC API and xDS over TLS 1.3 (with --tls-key).
+        #[arg(long = "tls-cert", env = "FLOTILLA_TLS_CERT")]
+        pub tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long = "tls-key", env = "FLOTILLA_TLS_KEY")]
+        pub tls_key: Option<PathBuf>,
+        /// PEM CA bundle: proxies must present a client certificate it signed (mTLS on xDS); the
+        /// management APIs accept one as an identity.
+        #[arg(long = "client-ca", env = "FLOTILLA_CLIENT_CA")]
+        pub client_ca: Option<PathBuf>,
+        /// Trust domain of SPIFFE ids in client certificates (any when unset).
+        #[arg(long = "trust-domain", env = "FLOTILLA_TRUST_DOMAIN")]
+        pub trust_domain: Option<String>,
+        /// JWKS (file path or http(s) URL): turns on JWT bearer authentication of the management APIs.
+        #[arg(long = "auth-jwks", env = "FLOTILLA_AUTH_JWKS")]
+        pub auth_jwks: Option<String>,
+        /// Required `iss` of tokens.
+        #[arg(long = "auth-issuer", env = "FLOTILLA_AUTH_ISSUER")]
+        pub auth_issuer: Option<String>,
+        /// Required `aud` of tokens.
+        #[arg(long = "auth-audience", env = "FLOTILLA_AUTH_AUDIENCE")]
+        pub auth_audience: Option<String>,
+        /// Claim holding a token's groups [default: groups].
+        #[arg(long = "auth-groups-claim", env = "FLOTILLA_AUTH_GROUPS_CLAIM")]
+        pub auth_groups_claim: Option<String>,
+        /// RBAC policy (YAML: roles, bindings, quotas, cross-namespace grants); reloaded on change.
+        #[arg(long = "rbac-policy", env = "FLOTILLA_RBAC_POLICY")]
+        pub rbac_policy: Option<PathBuf>,
+        /// File holding the 32-byte key that encrypts secret material at rest (base64 or hex).
+        #[arg(long = "secrets-key-file", env = "FLOTILLA_SECRETS_KEY_FILE")]
+        pub secrets_key_file: Option<PathBuf>,
+        /// A previous key: rows it encrypted are decrypted and re-encrypted with the current key.
+        #[arg(long = "secrets-old-key-file", env = "FLOTILLA_SECRETS_OLD_KEY_FILE")]
+        pub secrets_old_key_file: Option<PathBuf>,
+    }
+}
+
+/// The config file: one section per layer. Every key is optional; unknown keys are refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
-    pub server: FileServer,
+    pub server: ServerLayer,
     #[serde(default)]
-    pub storage: FileStorage,
-    /// Also accepted as `observability:`.
+    pub storage: StorageLayer,
     #[serde(default, alias = "observability")]
-    pub logging: FileLogging,
+    pub logging: LoggingLayer,
     #[serde(default)]
-    pub nats: FileNats,
+    pub nats: NatsLayer,
     #[serde(default)]
-    pub security: FileSecurity,
-    /// Also accepted as `serviceDiscovery:` or `service_discovery:`.
+    pub security: SecurityLayer,
     #[serde(default, alias = "serviceDiscovery", alias = "service_discovery")]
-    pub discovery: FileDiscovery,
+    pub discovery: DiscoveryLayer,
     #[serde(default)]
-    pub ha: FileHa,
+    pub ha: HaLayer,
     #[serde(default)]
-    pub backup: FileBackup,
+    pub backup: BackupLayer,
     #[serde(default)]
-    pub validation: FileValidation,
+    pub validation: ValidationLayer,
 }
 
-/// `validation:` in the config file (as `--envoy-validate-bin`, `--envoy-validate-namespaces`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileValidation {
-    pub envoy_bin: Option<PathBuf>,
-    pub envoy_namespaces: Vec<String>,
-}
-
-/// `ha:` in the config file (as `--ha`, `--advertise-url`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileHa {
-    pub enabled: Option<bool>,
-    pub advertise_url: Option<String>,
-    /// As `--ha-lease-kubernetes`.
-    pub lease_kubernetes: Option<String>,
-}
-
-/// `backup:` in the config file (as `--backup-dir`, `--backup-interval`, `--backup-keep`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileBackup {
-    pub dir: Option<PathBuf>,
-    /// A duration such as `1h` or `30m`.
-    pub interval: Option<String>,
-    pub keep: Option<usize>,
-}
-
-/// A duration written in the config file at `path` (e.g. `backup.interval`).
-fn file_duration(path: &str, value: Option<&str>) -> Result<Option<std::time::Duration>, SettingsError> {
-    value
-        .map(|v| {
-            humantime::parse_duration(v).map_err(|e| {
-                SettingsError::Invalid(format!(
-                    "config file: {path}: {v:?} is not a duration (e.g. 30s, 1h): {e}"
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// `discovery:` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct FileDiscovery {
-    /// `NAME=PATH` entries, as `--discovery-file`.
-    pub files: Vec<String>,
-    /// `NAME=URL` entries, as `--discovery-consul`.
-    pub consul: Vec<String>,
-    /// `NAME=SERVER` entries, as `--discovery-dns`.
-    pub dns: Vec<String>,
-    /// `NAME=CONFIG[@NS+NS]` entries, as `--discovery-kubernetes`.
-    pub kubernetes: Vec<String>,
-    /// `NAME=URL` entries, as `--discovery-plugin`.
-    pub plugins: Vec<String>,
-    /// As `--discovery-grace`, e.g. `30s`.
-    pub grace: Option<String>,
-}
-
-/// `NAME=VALUE` specs of discovery sources, each name once.
 fn named<'a>(
     flag: &str,
     shape: &str,
@@ -316,60 +375,6 @@ fn named<'a>(
         out.push((name.to_string(), value.to_string()));
     }
     Ok(out)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileSecurity {
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub client_ca: Option<PathBuf>,
-    pub trust_domain: Option<String>,
-    pub auth_jwks: Option<String>,
-    pub auth_issuer: Option<String>,
-    pub auth_audience: Option<String>,
-    pub auth_groups_claim: Option<String>,
-    pub rbac_policy: Option<PathBuf>,
-    pub secrets_key_file: Option<PathBuf>,
-    pub secrets_old_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileNats {
-    pub url: Option<String>,
-    pub bucket: Option<String>,
-    pub embedded_edge: Option<bool>,
-    pub creds: Option<PathBuf>,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileServer {
-    pub rest_addr: Option<SocketAddr>,
-    pub xds_addr: Option<SocketAddr>,
-    pub grpc_api_addr: Option<SocketAddr>,
-    pub max_new_streams_per_sec: Option<u32>,
-    pub drain_window: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileStorage {
-    pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub pool_size: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileLogging {
-    pub level: Option<String>,
-    pub format: Option<LogFormat>,
-    pub otlp_endpoint: Option<String>,
 }
 
 /// Resolved settings.
@@ -502,26 +507,20 @@ impl Settings {
             None => FileConfig::default(),
         };
         let d = Settings::default();
-        let security = resolve_security(cli.security, file.security)?;
-        let files =
-            named("--discovery-file", "NAME=PATH", cli.discovery_files.iter().chain(&file.discovery.files))?;
-        let consul = named(
-            "--discovery-consul",
-            "NAME=URL",
-            cli.discovery_consul.iter().chain(&file.discovery.consul),
-        )?;
-        let dns =
-            named("--discovery-dns", "NAME=SERVER", cli.discovery_dns.iter().chain(&file.discovery.dns))?;
-        let kubernetes = named(
-            "--discovery-kubernetes",
-            "NAME=CONFIG[@NS+NS]",
-            cli.discovery_kubernetes.iter().chain(&file.discovery.kubernetes),
-        )?;
-        let plugins = named(
-            "--discovery-plugin",
-            "NAME=URL",
-            cli.discovery_plugins.iter().chain(&file.discovery.plugins),
-        )?;
+        let security = resolve_security(cli.security.merge(file.security))?;
+        let server = cli.server.merge(file.server);
+        let storage = cli.storage.merge(file.storage);
+        let nats = cli.nats.merge(file.nats);
+        let logging = cli.logging.merge(file.logging);
+        let backup = cli.backup.merge(file.backup);
+        let ha = cli.ha_layer.merge(file.ha);
+        let validation = cli.validation.merge(file.validation);
+        let discovery = cli.discovery.merge(file.discovery);
+        let files = named("--discovery-file", "NAME=PATH", discovery.files.iter())?;
+        let consul = named("--discovery-consul", "NAME=URL", discovery.consul.iter())?;
+        let dns = named("--discovery-dns", "NAME=SERVER", discovery.dns.iter())?;
+        let kubernetes = named("--discovery-kubernetes", "NAME=CONFIG[@NS+NS]", discovery.kubernetes.iter())?;
+        let plugins = named("--discovery-plugin", "NAME=URL", discovery.plugins.iter())?;
         let all: Vec<&String> = files
             .iter()
             .chain(&consul)
@@ -536,7 +535,6 @@ impl Settings {
             }
         }
         let discovery_files = files.into_iter().map(|(n, p)| (n, PathBuf::from(p))).collect();
-        let discovery_dns = dns;
         let discovery_consul = consul
             .into_iter()
             .map(|(n, v)| {
@@ -553,15 +551,12 @@ impl Settings {
                     .map_err(|e| SettingsError::Invalid(format!("--discovery-kubernetes {n}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let envoy_validate_bin = cli.envoy_validate_bin.or(file.validation.envoy_bin);
-        let mut envoy_validate_namespaces = cli.envoy_validate_namespaces;
-        envoy_validate_namespaces.extend(file.validation.envoy_namespaces);
-        if envoy_validate_bin.is_none() && !envoy_validate_namespaces.is_empty() {
+        if validation.envoy_bin.is_none() && !validation.envoy_namespaces.is_empty() {
             return Err(SettingsError::Invalid(
                 "--envoy-validate-namespaces needs --envoy-validate-bin (the Envoy that validates)".into(),
             ));
         }
-        if let Some(bin) = &envoy_validate_bin
+        if let Some(bin) = &validation.envoy_bin
             && !bin.is_file()
         {
             return Err(SettingsError::Invalid(format!(
@@ -569,71 +564,58 @@ impl Settings {
                 bin.display()
             )));
         }
+        let duration = |v: Option<HumanDuration>, default| v.map_or(default, |h| h.0);
         Ok(Settings {
-            envoy_validate_bin,
-            envoy_validate_namespaces,
+            envoy_validate_bin: validation.envoy_bin,
+            envoy_validate_namespaces: validation.envoy_namespaces,
             security,
             discovery_files,
             discovery_consul,
-            discovery_dns,
+            discovery_dns: dns,
             discovery_kubernetes,
             discovery_plugins: plugins,
-            discovery_grace: cli
-                .discovery_grace
-                .or(file_duration("discovery.grace", file.discovery.grace.as_deref())?)
-                .unwrap_or(d.discovery_grace),
-            rest_addr: cli.rest_addr.or(file.server.rest_addr).unwrap_or(d.rest_addr),
-            xds_addr: cli.xds_addr.or(file.server.xds_addr).unwrap_or(d.xds_addr),
-            grpc_api_addr: cli.grpc_api_addr.or(file.server.grpc_api_addr).unwrap_or(d.grpc_api_addr),
-            data_dir: cli.data_dir.or(file.storage.data_dir).unwrap_or(d.data_dir),
-            database_url: cli.database_url.or(file.storage.database_url),
-            db_pool_size: cli.db_pool_size.or(file.storage.pool_size).unwrap_or(d.db_pool_size),
-            nats_url: cli.nats_url.or(file.nats.url),
-            nats_bucket: cli.nats_bucket.or(file.nats.bucket).unwrap_or(d.nats_bucket),
+            discovery_grace: duration(discovery.grace, d.discovery_grace),
+            rest_addr: server.rest_addr.unwrap_or(d.rest_addr),
+            xds_addr: server.xds_addr.unwrap_or(d.xds_addr),
+            grpc_api_addr: server.grpc_api_addr.unwrap_or(d.grpc_api_addr),
+            data_dir: storage.data_dir.unwrap_or(d.data_dir),
+            database_url: storage.database_url,
+            db_pool_size: storage.pool_size.unwrap_or(d.db_pool_size),
+            nats_url: nats.url,
+            nats_bucket: nats.bucket.unwrap_or(d.nats_bucket),
             nats_security: flotilla_common::nats::NatsSecurity {
-                creds: cli.nats_creds.or(file.nats.creds),
-                tls_ca: cli.nats_tls_ca.or(file.nats.tls_ca),
-                tls_cert: cli.nats_tls_cert.or(file.nats.tls_cert),
-                tls_key: cli.nats_tls_key.or(file.nats.tls_key),
+                creds: nats.creds,
+                tls_ca: nats.tls_ca,
+                tls_cert: nats.tls_cert,
+                tls_key: nats.tls_key,
             },
-            embedded_edge: !cli.no_embedded_edge && file.nats.embedded_edge.unwrap_or(true),
-            max_new_streams_per_sec: cli.max_new_streams_per_sec.or(file.server.max_new_streams_per_sec),
-            drain_window: cli
-                .drain_window
-                .or(file_duration("server.drainWindow", file.server.drain_window.as_deref())?)
-                .unwrap_or(d.drain_window),
-            log_level: cli.log_level.or(file.logging.level).unwrap_or(d.log_level),
-            log_format: cli.log_format.or(file.logging.format).unwrap_or(d.log_format),
-            otlp_endpoint: cli.otlp_endpoint.or(file.logging.otlp_endpoint),
-            backup: match cli.backup_dir.or(file.backup.dir) {
-                Some(dir) => Some(crate::backup::BackupSettings {
-                    dir,
-                    interval: cli
-                        .backup_interval
-                        .or(file_duration("backup.interval", file.backup.interval.as_deref())?)
-                        .unwrap_or(std::time::Duration::from_secs(3600)),
-                    keep: cli.backup_keep.or(file.backup.keep).unwrap_or(24),
-                }),
-                None => None,
-            },
-            ha: cli.ha || file.ha.enabled.unwrap_or(false),
-            advertise_url: cli.advertise_url.or(file.ha.advertise_url),
-            ha_lease_kubernetes: cli
-                .ha_lease_kubernetes
-                .or(file.ha.lease_kubernetes)
+            embedded_edge: !cli.no_embedded_edge && nats.embedded_edge.unwrap_or(true),
+            max_new_streams_per_sec: server.max_new_streams_per_sec,
+            drain_window: duration(server.drain_window, d.drain_window),
+            log_level: logging.level.unwrap_or(d.log_level),
+            log_format: logging.format.unwrap_or(d.log_format),
+            otlp_endpoint: logging.otlp_endpoint,
+            backup: backup.dir.map(|dir| crate::backup::BackupSettings {
+                dir,
+                interval: duration(backup.interval, std::time::Duration::from_secs(3600)),
+                keep: backup.keep.unwrap_or(24),
+            }),
+            ha: cli.ha || ha.enabled.unwrap_or(false),
+            advertise_url: ha.advertise_url,
+            ha_lease_kubernetes: ha
+                .lease_kubernetes
                 .map(|s| s.parse().map_err(|e| SettingsError::Invalid(format!("--ha-lease-kubernetes {e}"))))
                 .transpose()?,
         })
     }
 }
 
-fn resolve_security(cli: SecurityCli, file: FileSecurity) -> Result<Security, SettingsError> {
-    let cert = cli.tls_cert.or(file.tls_cert);
-    let key = cli.tls_key.or(file.tls_key);
-    let client_ca = cli.client_ca.or(file.client_ca);
-    let tls = match (cert, key) {
-        (Some(cert), Some(key)) => Some(flotilla_common::tls::TlsFiles { cert, key, client_ca }),
-        (None, None) if client_ca.is_some() => {
+fn resolve_security(sec: SecurityLayer) -> Result<Security, SettingsError> {
+    let tls = match (sec.tls_cert, sec.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(flotilla_common::tls::TlsFiles { cert, key, client_ca: sec.client_ca })
+        }
+        (None, None) if sec.client_ca.is_some() => {
             return Err(SettingsError::Invalid("--client-ca needs --tls-cert and --tls-key".into()));
         }
         (None, None) => None,
@@ -642,17 +624,14 @@ fn resolve_security(cli: SecurityCli, file: FileSecurity) -> Result<Security, Se
     };
     Ok(Security {
         tls,
-        trust_domain: cli.trust_domain.or(file.trust_domain),
-        auth_jwks: cli.auth_jwks.or(file.auth_jwks),
-        auth_issuer: cli.auth_issuer.or(file.auth_issuer),
-        auth_audience: cli.auth_audience.or(file.auth_audience),
-        auth_groups_claim: cli
-            .auth_groups_claim
-            .or(file.auth_groups_claim)
-            .unwrap_or_else(|| "groups".into()),
-        rbac_policy: cli.rbac_policy.or(file.rbac_policy),
-        secrets_key_file: cli.secrets_key_file.or(file.secrets_key_file),
-        secrets_old_key_file: cli.secrets_old_key_file.or(file.secrets_old_key_file),
+        trust_domain: sec.trust_domain,
+        auth_jwks: sec.auth_jwks,
+        auth_issuer: sec.auth_issuer,
+        auth_audience: sec.auth_audience,
+        auth_groups_claim: sec.auth_groups_claim.unwrap_or_else(|| "groups".into()),
+        rbac_policy: sec.rbac_policy,
+        secrets_key_file: sec.secrets_key_file,
+        secrets_old_key_file: sec.secrets_old_key_file,
         secrets_key: std::env::var("FLOTILLA_SECRETS_KEY").ok().filter(|k| !k.trim().is_empty()),
     })
 }
