@@ -240,129 +240,177 @@ async fn run<P: Proto, B>(
             return;
         }
     };
-    let Some(Admitted { node, target, identity }) = admit(&ctx, peer.as_ref(), P::node(&first), &tx).await
-    else {
+    let Some(admitted) = admit(&ctx, peer.as_ref(), P::node(&first), &tx).await else {
         return;
     };
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
-    let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service, protocol = P::NAME,
-        identity = identity.as_deref().unwrap_or("-"));
-    async move {
-        // R4: never serve from an empty or partial state.
-        let mut ready = ctx.ready.clone();
-        if ready.wait_for(|r| *r).await.is_err() {
+    let span = info_span!("xds_stream", node_id = %admitted.node.id, group = %admitted.target, service = %service,
+        protocol = P::NAME, identity = admitted.identity.as_deref().unwrap_or("-"));
+    serve_stream::<P, B>(ctx, kind, admitted, service, first, inbound, tx).instrument(span).await;
+}
+
+/// The push path's metrics, looked up once per stream.
+struct PushMetrics {
+    bytes: metrics::Counter,
+    resources: metrics::Histogram,
+    leading_edge: metrics::Counter,
+    windows: metrics::Histogram,
+}
+
+impl PushMetrics {
+    fn new() -> PushMetrics {
+        PushMetrics {
+            bytes: metrics::counter!("flotilla_edge_push_bytes_total"),
+            resources: metrics::histogram!("flotilla_edge_push_resources"),
+            leading_edge: metrics::counter!("flotilla_edge_leading_edge_pushes_total"),
+            windows: metrics::histogram!("flotilla_edge_coalesce_window_seconds"),
+        }
+    }
+}
+
+/// Sends everything the state machine has to send now; false when the client is gone.
+async fn send_pushes<P: Proto>(
+    state: &mut P,
+    snap: &EdgeSnapshot,
+    guard: &mut StreamGuard,
+    node_id: &str,
+    m: &PushMetrics,
+    tx: &Tx,
+) -> bool {
+    while let Some(push) = state.poll(snap, Instant::now()) {
+        if let Some(k) = push.kind {
+            guard.sent(k, &push.version, snap.change.as_ref());
+            crate::ops::trace_step(
+                "push",
+                snap.change.as_ref().and_then(|c| c.traceparent.as_deref()),
+                |s| {
+                    s.record("node_id", node_id);
+                    s.record("type", k.short_name());
+                    s.record("version", push.version.as_str());
+                },
+            );
+        }
+        m.bytes.increment(push.frame.len() as u64);
+        m.resources.record((push.resources + push.removed) as f64);
+        debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
+            resources = push.resources, removed = push.removed,
+            change_id = snap.change.as_ref().map_or("-", |c| c.id.as_str()));
+        if tx.send(Ok(push.frame)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Serves an admitted stream: waits for a complete state (R4) and its group, then feeds requests
+/// and snapshot changes to the state machine and sends what it answers, coalescing bursts,
+/// resending everything on a forced reload, and ending within the drain window when told to.
+async fn serve_stream<P: Proto, B>(
+    ctx: Arc<XdsContext>,
+    kind: Option<ResourceType>,
+    Admitted { node, target, .. }: Admitted,
+    service: String,
+    first: Box<P::Req>,
+    mut inbound: Inbound<P::Req, B>,
+    tx: Tx,
+) where
+    B: tonic::codegen::Body,
+    B::Error: Into<StdError>,
+{
+    // R4: never serve from an empty or partial state.
+    let mut ready = ctx.ready.clone();
+    if ready.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    let _interest = match &ctx.source {
+        Some(source) => match source.clone().ensure(&target).await {
+            Ok(i) => Some(i),
+            Err(e) => {
+                let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let mut guard = ctx.registry.register(&node.id, &target, service, P::NAME);
+    let m = PushMetrics::new();
+    let mut coalesce = super::coalesce::Coalescer::new(ctx.config.debounce);
+    let reload = guard.reload_signal();
+    let mut snapshots = ctx.cache.subscribe(&target);
+    let mut snap = snapshots.borrow_and_update().clone();
+    let mut state = P::new(kind, ctx.config.limits);
+    let mut next = Some(first);
+    let mut drain = ctx.drain.clone();
+    let mut drain_at: Option<Instant> = None;
+    debug!("stream started");
+    loop {
+        if let Some(req) = next.take() {
+            guard.requested(kind.or_else(|| ResourceType::from_type_url(P::type_url(&req))));
+            match state.handle(&req, &snap, Instant::now()) {
+                Ok(Some(event)) => record(&mut guard, event),
+                Ok(None) => {}
+                Err(err) => {
+                    debug!(message = "protocol error, closing stream", %err);
+                    let _ = tx.send(Err(Status::invalid_argument(err.to_string()))).await;
+                    return;
+                }
+            }
+        }
+        if !send_pushes(&mut state, &snap, &mut guard, &node.id, &m, &tx).await {
             return;
         }
-        let _interest = match &ctx.source {
-            Some(source) => match source.clone().ensure(&target).await {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
+        for (kind, version) in state.take_quiet_syncs() {
+            guard.in_sync(kind, &version);
+        }
+        for (kind, version) in state.take_still_rejected() {
+            guard.still_rejected(kind, &version);
+        }
+        let wake = state.next_wakeup(Instant::now());
+        let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
+        let drain_sleep = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into());
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => next = Some(Box::new(req)),
+                Ok(None) => return,
+                Err(status) => {
+                    debug!(message = "stream ended", %status);
+                    // A malformed request is answered with its error (R1); a reset goes nowhere.
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
             },
-            None => None,
-        };
-        let mut guard = ctx.registry.register(&node.id, &target, service, P::NAME);
-        let push_bytes = metrics::counter!("flotilla_edge_push_bytes_total");
-        let push_resources = metrics::histogram!("flotilla_edge_push_resources");
-        let leading_edge = metrics::counter!("flotilla_edge_leading_edge_pushes_total");
-        let windows = metrics::histogram!("flotilla_edge_coalesce_window_seconds");
-        let mut coalesce = super::coalesce::Coalescer::new(ctx.config.debounce);
-        let reload = guard.reload_signal();
-        let mut snapshots = ctx.cache.subscribe(&target);
-        let mut snap = snapshots.borrow_and_update().clone();
-        let mut state = P::new(kind, ctx.config.limits);
-        let mut next = Some(first);
-        let mut drain = ctx.drain.clone();
-        let mut drain_at: Option<Instant> = None;
-        debug!("stream started");
-        loop {
-            if let Some(req) = next.take() {
-                guard.requested(kind.or_else(|| ResourceType::from_type_url(P::type_url(&req))));
-                match state.handle(&req, &snap, Instant::now()) {
-                    Ok(Some(event)) => record(&mut guard, event),
-                    Ok(None) => {}
-                    Err(err) => {
-                        debug!(message = "protocol error, closing stream", %err);
-                        let _ = tx.send(Err(Status::invalid_argument(err.to_string()))).await;
-                        return;
-                    }
-                }
-            }
-            while let Some(push) = state.poll(&snap, Instant::now()) {
-                if let Some(k) = push.kind {
-                    guard.sent(k, &push.version, snap.change.as_ref());
-                    crate::ops::trace_step("push", snap.change.as_ref().and_then(|c| c.traceparent.as_deref()), |s| {
-                        s.record("node_id", node.id.as_str());
-                        s.record("type", k.short_name());
-                        s.record("version", push.version.as_str());
-                    });
-                }
-                push_bytes.increment(push.frame.len() as u64);
-                push_resources.record((push.resources + push.removed) as f64);
-                debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
-                    resources = push.resources, removed = push.removed,
-                    change_id = snap.change.as_ref().map_or("-", |c| c.id.as_str()));
-                if tx.send(Ok(push.frame)).await.is_err() {
+            changed = snapshots.changed() => {
+                if changed.is_err() {
                     return;
                 }
+                let wait = coalesce.on_change(Instant::now());
+                if wait.is_zero() {
+                    m.leading_edge.increment(1);
+                } else {
+                    m.windows.record(wait.as_secs_f64());
+                    tokio::time::sleep(wait).await;
+                }
+                snap = snapshots.borrow_and_update().clone();
+                coalesce.pushed(Instant::now());
             }
-            for (kind, version) in state.take_quiet_syncs() {
-                guard.in_sync(kind, &version);
+            () = sleep, if wake.is_some() => {}
+            () = reload.notified() => {
+                debug!("forced reload: resending every subscribed resource");
+                state.resend_all(&snap);
             }
-            for (kind, version) in state.take_still_rejected() {
-                guard.still_rejected(kind, &version);
+            () = tx.closed() => return,
+            Ok(()) = drain.changed(), if drain_at.is_none() => {
+                if let Some(window) = *drain.borrow_and_update() {
+                    drain_at = Some(Instant::now() + jitter(window));
+                }
             }
-            let wake = state.next_wakeup(Instant::now());
-            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());
-            let drain_sleep = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now).into());
-            tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => next = Some(Box::new(req)),
-                    Ok(None) => return,
-                    Err(status) => {
-                        debug!(message = "stream ended", %status);
-                        // A malformed request is answered with its error (R1); a reset goes nowhere.
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let wait = coalesce.on_change(Instant::now());
-                    if wait.is_zero() {
-                        leading_edge.increment(1);
-                    } else {
-                        windows.record(wait.as_secs_f64());
-                        tokio::time::sleep(wait).await;
-                    }
-                    snap = snapshots.borrow_and_update().clone();
-                    coalesce.pushed(Instant::now());
-                }
-                () = sleep, if wake.is_some() => {}
-                () = reload.notified() => {
-                    debug!("forced reload: resending every subscribed resource");
-                    state.resend_all(&snap);
-                }
-                () = tx.closed() => return,
-                Ok(()) = drain.changed(), if drain_at.is_none() => {
-                    if let Some(window) = *drain.borrow_and_update() {
-                        drain_at = Some(Instant::now() + jitter(window));
-                    }
-                }
-                () = drain_sleep, if drain_at.is_some() => {
-                    debug!("draining: closing the stream so the proxy reconnects elsewhere");
-                    let _ = tx.send(Err(Status::unavailable("edge draining; reconnect"))).await;
-                    return;
-                }
+            () = drain_sleep, if drain_at.is_some() => {
+                debug!("draining: closing the stream so the proxy reconnects elsewhere");
+                let _ = tx.send(Err(Status::unavailable("edge draining; reconnect"))).await;
+                return;
             }
         }
     }
-    .instrument(span)
-    .await;
 }
 
 // === tonic services ===
