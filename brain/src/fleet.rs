@@ -17,8 +17,8 @@ use dashmap::DashMap;
 use flotilla_edge::events::{EventHub, Next, Watcher};
 use flotilla_edge::registry::Registry;
 use flotilla_shared::fleet::{
-    EVENTS_WATCH, EdgeReport, MessageKind, NackInfo, PROXY_EVENT, ProxyEvent, RELOAD_REQUEST, ReloadRequest,
-    STATUS_INTERVAL, STATUS_REPORT, StreamStatus, WIRE_HEADER,
+    EVENTS_WATCH, EdgeReport, NackInfo, PROXY_EVENT, ProxyEvent, RELOAD_REQUEST, ReloadRequest,
+    STATUS_INTERVAL, STATUS_REPORT, StreamStatus,
 };
 use futures::StreamExt;
 
@@ -31,18 +31,6 @@ pub struct Fleet {
     remote_events: EventHub,
     /// The NATS connection to edges, once listening (distributed shape).
     nats: Arc<std::sync::OnceLock<async_nats::Client>>,
-}
-
-/// Headers naming `kind`'s wire version as this build writes it.
-fn wire(kind: &MessageKind) -> async_nats::HeaderMap {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(WIRE_HEADER, kind.header().as_str());
-    h
-}
-
-/// The wire version header of `msg`, if it has one.
-fn wire_of(msg: &async_nats::Message) -> Option<&str> {
-    msg.headers.as_ref().and_then(|h| h.get(WIRE_HEADER)).map(|v| v.as_str())
 }
 
 /// A report or event this brain does not read (malformed, or another release's wire version):
@@ -98,9 +86,13 @@ impl Fleet {
         let asked = match self.nats.get() {
             Some(c) => {
                 let body = ReloadRequest { node_id: node_id.to_string() }.encode();
-                c.publish_with_headers(flotilla_shared::subject::RELOAD, wire(&RELOAD_REQUEST), body.into())
-                    .await
-                    .is_ok()
+                c.publish_with_headers(
+                    flotilla_shared::subject::RELOAD,
+                    flotilla_common::nats::wire_headers(&RELOAD_REQUEST),
+                    body.into(),
+                )
+                .await
+                .is_ok()
             }
             None => false,
         };
@@ -167,13 +159,13 @@ impl Fleet {
                             last_beat = None;
                         } else if due {
                             let beat = flotilla_shared::subject::EVENTS_WATCH;
-                            let _ = client.publish_with_headers(beat, wire(&EVENTS_WATCH), "".into()).await;
+                            let _ = client.publish_with_headers(beat, flotilla_common::nats::wire_headers(&EVENTS_WATCH), "".into()).await;
                             last_beat = Some(Instant::now());
                         }
                     }
                     msg = sub.next() => {
                         let Some(msg) = msg else { return };
-                        match PROXY_EVENT.decode::<ProxyEvent>(wire_of(&msg), &msg.payload) {
+                        match PROXY_EVENT.decode::<ProxyEvent>(flotilla_common::nats::wire_version(&msg), &msg.payload) {
                             Ok(e) => hub.relay(e),
                             Err(e) => unread(&msg, &e),
                         }
@@ -198,7 +190,9 @@ impl Fleet {
                 }
             };
             while let Some(msg) = sub.next().await {
-                match STATUS_REPORT.decode::<EdgeReport>(wire_of(&msg), &msg.payload) {
+                match STATUS_REPORT
+                    .decode::<EdgeReport>(flotilla_common::nats::wire_version(&msg), &msg.payload)
+                {
                     Ok(r) if r.streams.is_empty() => {
                         remote.remove(&r.edge);
                     }

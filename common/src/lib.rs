@@ -4,7 +4,10 @@
 //! OpenTelemetry traces and their context, the ops HTTP listener), the NATS connection and the
 //! JetStream state bucket ([`nats`]), and [`files::FileStamp`] (has a file changed).
 //!
-//! It knows nothing of configs, xDS or the messages brain and edge exchange (those are
+//! It depends on `flotilla-shared` only for the wire-version header of the messages brain and
+//! edges exchange (`nats::wire_headers`, `nats::wire_version`).
+//!
+//! It knows nothing of configs, xDS or the messages themselves (those are
 //! `flotilla-shared`'s); the brain depends on `flotilla-edge` only to embed the xDS server.
 
 pub mod files;

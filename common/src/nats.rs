@@ -157,3 +157,15 @@ pub async fn connect_secure(url: &str, name: &str, sec: &NatsSecurity) -> anyhow
     }
     opts.connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))
 }
+
+/// Headers naming `kind`'s wire version as this build writes it ([`flotilla_shared::fleet`]).
+pub fn wire_headers(kind: &flotilla_shared::fleet::MessageKind) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(flotilla_shared::fleet::WIRE_HEADER, kind.header().as_str());
+    h
+}
+
+/// The wire version header of `msg`, if it has one (none: version 1, as older builds send).
+pub fn wire_version(msg: &async_nats::Message) -> Option<&str> {
+    msg.headers.as_ref().and_then(|h| h.get(flotilla_shared::fleet::WIRE_HEADER)).map(|v| v.as_str())
+}

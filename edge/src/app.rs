@@ -11,8 +11,7 @@ use tokio::task::JoinHandle;
 
 use flotilla_common::nats::{NatsSecurity, connect_secure, open_bucket, open_mirror};
 use flotilla_shared::fleet::{
-    EVENTS_WATCH, EdgeReport, MessageKind, PROXY_EVENT, ReloadRequest, STATUS_INTERVAL, STATUS_REPORT,
-    WIRE_HEADER,
+    EVENTS_WATCH, EdgeReport, PROXY_EVENT, ReloadRequest, STATUS_INTERVAL, STATUS_REPORT,
 };
 
 use crate::cache::Cache;
@@ -86,18 +85,6 @@ pub fn status_interval(streams: usize) -> std::time::Duration {
     STATUS_INTERVAL * secs as u32
 }
 
-/// Headers naming `kind`'s wire version as this build writes it.
-fn wire(kind: &MessageKind) -> async_nats::HeaderMap {
-    let mut h = async_nats::HeaderMap::new();
-    h.insert(WIRE_HEADER, kind.header().as_str());
-    h
-}
-
-/// The wire version header of `msg`, if it has one.
-fn wire_of(msg: &async_nats::Message) -> Option<&str> {
-    msg.headers.as_ref().and_then(|h| h.get(WIRE_HEADER)).map(|v| v.as_str())
-}
-
 /// A message from the brain this edge does not read (another release's wire version): said
 /// plainly and counted, never misread.
 fn refused(e: &flotilla_shared::fleet::MessageError) {
@@ -119,7 +106,13 @@ async fn report_status(client: async_nats::Client, registry: Registry, mut stop:
         let report =
             EdgeReport { edge: registry.edge().to_string(), streams, interval_ms: next.as_millis() as u64 };
         if let Ok(body) = serde_json::to_vec(&report) {
-            let _ = client.publish_with_headers(subject.clone(), wire(&STATUS_REPORT), body.into()).await;
+            let _ = client
+                .publish_with_headers(
+                    subject.clone(),
+                    flotilla_common::nats::wire_headers(&STATUS_REPORT),
+                    body.into(),
+                )
+                .await;
         }
         if stopping {
             let _ = client.flush().await;
@@ -151,7 +144,7 @@ async fn forward_events(client: async_nats::Client, registry: Registry, mut stop
                 continue;
             }
             Some(beat) = heartbeats.next() => {
-                match EVENTS_WATCH.check(wire_of(&beat)) {
+                match EVENTS_WATCH.check(flotilla_common::nats::wire_version(&beat)) {
                     Ok(_) => hub.wanted_remotely(),
                     Err(e) => refused(&e),
                 }
@@ -163,7 +156,13 @@ async fn forward_events(client: async_nats::Client, registry: Registry, mut stop
             Next::Event(e) => {
                 if let Ok(body) = serde_json::to_vec(&*e) {
                     let subject = flotilla_shared::subject::events(&e.namespace);
-                    let _ = client.publish_with_headers(subject, wire(&PROXY_EVENT), body.into()).await;
+                    let _ = client
+                        .publish_with_headers(
+                            subject,
+                            flotilla_common::nats::wire_headers(&PROXY_EVENT),
+                            body.into(),
+                        )
+                        .await;
                 }
             }
             Next::Dropped(n) => metrics::counter!("flotilla_edge_events_dropped_total").increment(n),
@@ -195,7 +194,7 @@ async fn listen_reloads(client: async_nats::Client, registry: Registry, mut stop
                 None => return,
             },
         };
-        let node = match ReloadRequest::decode(wire_of(&msg), &msg.payload) {
+        let node = match ReloadRequest::decode(flotilla_common::nats::wire_version(&msg), &msg.payload) {
             Ok(r) => r.node_id,
             Err(e) => {
                 refused(&e);
