@@ -52,7 +52,11 @@ pub fn drain_and_ack(st: &mut DeltaStream, snap: &EdgeSnapshot) -> usize {
     let now = Instant::now();
     let mut n = 0;
     while let Some(Push { type_url, nonce, .. }) = st.poll(snap, now) {
-        let ack = DeltaDiscoveryRequest { type_url, response_nonce: nonce, ..Default::default() };
+        let ack = DeltaDiscoveryRequest {
+            type_url: type_url.into_owned(),
+            response_nonce: nonce.to_string(),
+            ..Default::default()
+        };
         st.on_request(&ack, snap, now).expect("ack");
         n += 1;
     }

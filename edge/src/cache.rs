@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::encode::Encoded;
 use crate::names::NameTable;
+use crate::step::Step;
 
 /// The resources of one type in an edge snapshot, with the type-level version (a hash of the
 /// names and versions it holds).
@@ -25,7 +26,7 @@ pub struct TypeSet {
     /// Shared by every stream that sends the whole set (SotW wildcard): cloning is O(1).
     pub items: Arc<BTreeMap<Arc<str>, Arc<Encoded>>>,
     /// [`set_version`] of every item; computed once per snapshot, shared by all streams.
-    pub version: String,
+    pub version: Arc<str>,
 }
 
 /// A proxy group's resources, encoded and ready to send.
@@ -38,6 +39,9 @@ pub struct EdgeSnapshot {
     /// that was in sync with that generation only needs to look at these (cost proportional to
     /// the change, not to the snapshot).
     changed: Changed,
+    /// Per type, the step from generation `generation - 1` with the response every stream in
+    /// sync with that generation gets (`None`: nothing changed, or too much for one push).
+    steps: [Option<Arc<Step>>; ResourceType::COUNT],
     /// The `changed` lists of the last generations (oldest first, this one last), so a stream a
     /// few generations behind — usual under load, when changes arrive faster than one push —
     /// still looks only at what changed instead of its whole subscription.
@@ -77,6 +81,11 @@ impl EdgeSnapshot {
     /// Names of `kind` that changed since the previous generation.
     pub fn changed(&self, kind: ResourceType) -> &[Arc<str>] {
         &self.changed[kind.index()]
+    }
+
+    /// The step of `kind` from the previous generation, if it fits one shared push.
+    pub fn step(&self, kind: ResourceType) -> Option<&Arc<Step>> {
+        self.steps[kind.index()].as_ref()
     }
 
     /// Names of `kind` that changed after generation `since` (each once), or `None` when that
@@ -129,7 +138,8 @@ impl EdgeSnapshot {
                 })
                 .collect();
             let items: BTreeMap<Arc<str>, Arc<Encoded>> = items;
-            let version = set_version(items.values().map(|r| (&*r.name, r.version.as_str())));
+            let version: Arc<str> =
+                set_version(items.values().map(|r| (&*r.name, r.version.as_str()))).into();
             let mut changed = Vec::new();
             for (name, res) in &items {
                 if prev_items.get(name).is_none_or(|old| old.version != res.version) {
@@ -142,6 +152,18 @@ impl EdgeSnapshot {
         }
         let live = out.types.iter().flat_map(|t| t.items.keys());
         out.names = NameTable::next(&prev.names, live, out.len());
+        for kind in ResourceType::ALL {
+            let (i, set) = (kind.index(), &out.types[kind.index()]);
+            out.steps[i] = Step::build(
+                kind,
+                prev.generation,
+                &set.version,
+                &out.changed[i],
+                &prev.types[i].items,
+                &set.items,
+                &out.names,
+            );
+        }
         let keep = prev.window.len().min(WINDOW - 1);
         let mut window = Vec::with_capacity(keep + 1);
         window.extend(prev.window[prev.window.len() - keep..].iter().cloned());

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `resource` (the `Any`) inside a Delta `Resource`.
 const RESOURCES_FIELD: u32 = 2;
 
+/// Resource bytes in one Delta response at most (a single larger resource still goes alone).
+pub const MAX_PUSH_BYTES: usize = 64 * 1024;
+
 static ENCODES: AtomicU64 = AtomicU64::new(0);
 
 /// Number of resource encodes this process has done (compare with pushes: encodes per change
@@ -124,16 +127,38 @@ const SHARE_FROM: usize = 4096;
 /// Length of a gRPC message prefix: compressed flag and a big-endian `u32` length.
 const GRPC_PREFIX: usize = 5;
 
-/// A response ready for the wire: a per-stream header followed by shared resource bytes.
+/// A response ready for the wire: a per-stream header followed by shared resource bytes, or
+/// (sealed) one whole gRPC message that many streams send as the very same bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     parts: Vec<Bytes>,
+    /// The whole gRPC message, prefix included (then `parts` is empty).
+    sealed: Option<Bytes>,
 }
 
 impl Frame {
-    /// Total encoded length.
+    /// Total encoded length (of the response message, without the gRPC prefix).
     pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
+        match &self.sealed {
+            Some(b) => b.len() - GRPC_PREFIX,
+            None => self.parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    /// The frame as one gRPC message in one buffer: built once, every clone sends the same
+    /// bytes and copies nothing. `None` if the frame is over the 4 GiB a gRPC message can say.
+    pub fn seal(self) -> Option<Frame> {
+        if self.sealed.is_some() {
+            return Some(self);
+        }
+        let len = u32::try_from(self.len()).ok()?;
+        let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len as usize);
+        buf.put_u8(0);
+        buf.put_u32(len);
+        for p in &self.parts {
+            buf.put_slice(p);
+        }
+        Some(Frame { parts: Vec::new(), sealed: Some(buf.freeze()) })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,6 +169,9 @@ impl Frame {
     /// one buffer of exactly their size, large ones shared. `None` if the frame is over the 4 GiB
     /// a gRPC message can say.
     pub fn into_grpc_chunks(self) -> Option<VecDeque<Bytes>> {
+        if let Some(whole) = self.sealed {
+            return Some(VecDeque::from([whole]));
+        }
         let len = u32::try_from(self.len()).ok()?;
         let copied: usize = self.parts.iter().map(Bytes::len).filter(|&l| l < SHARE_FROM).sum();
         let mut buf = BytesMut::with_capacity(GRPC_PREFIX + copied);
@@ -168,6 +196,9 @@ impl Frame {
 
     /// Concatenated bytes (used in tests to decode what would go on the wire).
     pub fn to_bytes(&self) -> Bytes {
+        if let Some(whole) = &self.sealed {
+            return whole.slice(GRPC_PREFIX..);
+        }
         let mut out = BytesMut::with_capacity(self.len());
         for p in &self.parts {
             out.put_slice(p);
@@ -192,7 +223,7 @@ pub fn sotw_frame(kind: ResourceType, version: &str, nonce: &str, resources: &[A
     let mut parts = Vec::with_capacity(resources.len() + 1);
     parts.push(Bytes::from(header.encode_to_vec()));
     parts.extend(resources.iter().map(|r| r.any_field.clone()));
-    Frame { parts }
+    Frame { parts, sealed: None }
 }
 
 /// An empty SotW response for a type URL this server does not serve (rule S5).
@@ -204,7 +235,7 @@ pub fn sotw_empty_frame(type_url: &str, nonce: &str) -> Frame {
         control_plane: control_plane(),
         ..Default::default()
     };
-    Frame { parts: vec![Bytes::from(header.encode_to_vec())] }
+    Frame { parts: vec![Bytes::from(header.encode_to_vec())], sealed: None }
 }
 
 /// A `DeltaDiscoveryResponse` with added/updated `resources` and `removed` names.
@@ -230,7 +261,7 @@ pub fn delta_frame(
         parts.push(r.any_field.clone());
         parts.push(r.delta_tail.clone());
     }
-    Frame { parts }
+    Frame { parts, sealed: None }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod node;
 pub mod registry;
 pub mod shutdown;
 pub mod source;
+pub mod step;
 pub mod sync;
 pub mod xds;
 

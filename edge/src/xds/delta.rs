@@ -19,6 +19,7 @@ use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_back
 use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
 use crate::names::NameTable;
+use crate::step::Step;
 
 /// What a client holds of one resource: the version we sent it (name, version and references
 /// shared with the cache, no copy), or a version it announced on reconnect
@@ -46,13 +47,33 @@ impl Named for Held {
 
 #[derive(Debug)]
 struct Pending {
-    nonce: String,
+    nonce: Arc<str>,
     /// `system_version_info` of the push, reported on ACK/NACK.
-    version: String,
-    /// Per name in the push: what the client held before it (None: nothing).
-    prev: Vec<(Arc<str>, Option<Held>)>,
-    /// The resources added or updated by the push (name and version sent).
-    sent: Vec<Arc<Encoded>>,
+    version: Arc<str>,
+    sent: Sent,
+}
+
+/// What an un-ACKed push changed on the client, to undo on NACK.
+#[derive(Debug)]
+enum Sent {
+    /// Planned for this stream.
+    Own {
+        /// Per name in the push: what the client held before it (None: nothing).
+        prev: Vec<(Arc<str>, Option<Held>)>,
+        /// The resources added or updated by the push (name and version sent).
+        sent: Vec<Arc<Encoded>>,
+    },
+    /// A step's shared response: the client held the step's `before` of every name in it.
+    Shared(Arc<Step>),
+}
+
+impl Sent {
+    fn updated(&self) -> Box<dyn Iterator<Item = &Arc<Encoded>> + '_> {
+        match self {
+            Sent::Own { sent, .. } => Box::new(sent.iter()),
+            Sent::Shared(step) => Box::new(step.updated()),
+        }
+    }
 }
 
 /// Delta state of one type on one stream.
@@ -76,8 +97,7 @@ pub struct DeltaType {
     reported_rejected: bool,
 }
 
-/// Resource bytes in one Delta response at most (a single larger resource still goes alone).
-pub const MAX_PUSH_BYTES: usize = 64 * 1024;
+pub use crate::encode::MAX_PUSH_BYTES;
 
 struct Plan {
     adds: Vec<Arc<Encoded>>,
@@ -151,8 +171,67 @@ impl DeltaType {
         }
     }
 
+    /// May push now: subscribed, nothing un-ACKed (R6), not backing off after a NACK.
+    fn ready(&self, now: Instant) -> bool {
+        self.started && self.pending.is_none() && self.retry_at.is_none_or(|t| t <= now)
+    }
+
+    /// The snapshot's step, when its shared response is exactly what this stream would plan:
+    /// the client is in sync with the generation the step leads from and holds what it had
+    /// (nothing owed, rejected or backing off), its subscription covers every name in the step,
+    /// and on ADS (`ordered`) the push is one the ordering rules never hold back — an update of
+    /// clusters, endpoints or secrets with no removal (O1 orders listeners and routes, O2 may
+    /// defer a removal). Anything else is planned for this stream alone.
+    fn shared_step<'s>(&self, snap: &'s EdgeSnapshot, ordered: bool) -> Option<&'s Arc<Step>> {
+        if !self.force.is_empty() || !self.rejected.is_empty() || self.nacks > 0 || self.reported_rejected {
+            return None;
+        }
+        let step = snap.step(self.kind)?;
+        if self.synced != Some(step.from) {
+            return None;
+        }
+        if ordered
+            && (matches!(self.kind, ResourceType::Listener | ResourceType::Route)
+                || step.removed().next().is_some())
+        {
+            return None;
+        }
+        debug_assert!(Arc::ptr_eq(self.client.table(), snap.names()), "state not adopted");
+        let wildcard = self.sub.is_wildcard();
+        for c in &step.changes {
+            let key = c.key();
+            if !wildcard && !self.sub.names().contains_key(key) {
+                return None;
+            }
+            let same = match (self.client.get_key(key), &c.before) {
+                (Some(held), Some(before)) => {
+                    Arc::ptr_eq(&held.0, before) || held.version() == before.version
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return None;
+            }
+        }
+        Some(step)
+    }
+
+    /// Records that the step's shared response was sent.
+    fn commit_shared(&mut self, step: &Arc<Step>, nonce: Arc<str>) {
+        for c in &step.changes {
+            match &c.after {
+                Some(r) => self.client.insert_key(c.key(), Held(r.clone())),
+                None => self.client.remove(&c.name),
+            };
+        }
+        self.synced = Some(step.from + 1);
+        self.pending =
+            Some(Pending { nonce, version: step.version.clone(), sent: Sent::Shared(step.clone()) });
+    }
+
     fn plan(&self, snap: &EdgeSnapshot, now: Instant, views: Option<&Views<'_>>) -> Option<Plan> {
-        if !self.started || self.pending.is_some() || self.retry_at.is_some_and(|t| t > now) {
+        if !self.ready(now) {
             return None;
         }
         let mut plan = Plan {
@@ -242,7 +321,7 @@ impl DeltaType {
     }
 
     /// Records a plan: sends nothing if it is empty, else updates what the client holds.
-    fn commit(&mut self, plan: &Plan, nonce: String, version: String) {
+    fn commit(&mut self, plan: &Plan, nonce: Arc<str>, version: Arc<str>) {
         self.synced = (!plan.deferred).then_some(plan.generation);
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return;
@@ -264,7 +343,7 @@ impl DeltaType {
             self.force.remove(n.as_str());
         }
         self.force.extend(plan.leftover.iter().cloned());
-        self.pending = Some(Pending { nonce, version, prev, sent });
+        self.pending = Some(Pending { nonce, version, sent: Sent::Own { prev, sent } });
     }
 
     fn on_request(
@@ -281,55 +360,68 @@ impl DeltaType {
                 self.client.insert(Held(Encoded::announced(self.kind, name, version)));
             }
         }
-        // D3: subscription changes count even on a stale nonce.
-        let names = SnapshotNames(snap, self.kind);
-        let change = self.sub.apply_delta(
-            self.kind,
-            first,
-            &req.resource_names_subscribe,
-            &req.resource_names_unsubscribe,
-            &names,
-        );
-        // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
-        // wildcard needs every name checked again: a subscription change on a stream holding
-        // thousands of names costs what it names.
-        if change.wildcard_added {
-            self.synced = None;
-        }
-        self.force.extend(change.added.iter().map(|n| names.intern(n)));
-        if change.wildcard_removed {
-            let sub = &self.sub;
-            self.client.retain(|h| sub.covers(h.name()));
-            self.rejected.retain(|n, _| sub.covers(n));
-        } else {
-            // Only the names unsubscribed can have left scope: no walk over everything held.
-            for n in &change.removed {
-                if !self.sub.covers(n) {
-                    self.client.remove(n.as_str());
-                    self.rejected.remove(n);
+        // D3: subscription changes count even on a stale nonce. A plain ACK (no names: the
+        // usual request) goes straight to its nonce.
+        let plain_ack =
+            !first && req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty();
+        if !plain_ack {
+            let names = SnapshotNames(snap, self.kind);
+            let change = self.sub.apply_delta(
+                self.kind,
+                first,
+                &req.resource_names_subscribe,
+                &req.resource_names_unsubscribe,
+                &names,
+            );
+            // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
+            // wildcard needs every name checked again: a subscription change on a stream holding
+            // thousands of names costs what it names.
+            if change.wildcard_added {
+                self.synced = None;
+            }
+            self.force.extend(change.added.iter().map(|n| names.intern(n)));
+            if change.wildcard_removed {
+                let sub = &self.sub;
+                self.client.retain(|h| sub.covers(h.name()));
+                self.rejected.retain(|n, _| sub.covers(n));
+            } else {
+                // Only the names unsubscribed can have left scope: no walk over everything held.
+                for n in &change.removed {
+                    if !self.sub.covers(n) {
+                        self.client.remove(n.as_str());
+                        self.rejected.remove(n);
+                    }
                 }
             }
         }
         if req.response_nonce.is_empty()
-            || self.pending.as_ref().is_none_or(|p| p.nonce != req.response_nonce)
+            || self.pending.as_ref().is_none_or(|p| *p.nonce != *req.response_nonce)
         {
             return None; // No ACK/NACK in it, or a stale one (D2).
         }
         let pending = self.pending.take()?;
         match &req.error_detail {
             Some(err) => {
-                for (name, held) in pending.prev {
-                    match held {
-                        Some(h) => {
-                            self.client.insert(h);
+                match &pending.sent {
+                    Sent::Own { prev, .. } => {
+                        for (name, held) in prev {
+                            match held {
+                                Some(h) => self.client.insert(h.clone()),
+                                None => self.client.remove(name),
+                            };
                         }
-                        None => {
-                            self.client.remove(&name);
+                    }
+                    Sent::Shared(step) => {
+                        for c in &step.changes {
+                            match &c.before {
+                                Some(h) => self.client.insert(Held(h.clone())),
+                                None => self.client.remove(&c.name),
+                            };
                         }
                     }
                 }
-                let resources: Vec<String> = pending.sent.iter().map(|r| r.name.to_string()).collect();
-                self.rejected.extend(pending.sent.iter().map(|r| (r.name.to_string(), r.version.clone())));
+                let resources: Vec<String> = pending.sent.updated().map(|r| r.name.to_string()).collect();
+                self.rejected.extend(pending.sent.updated().map(|r| (r.name.to_string(), r.version.clone())));
                 self.synced = None;
                 self.nacks += 1;
                 self.retry_at = Some(now + nack_backoff(self.nacks));
@@ -341,9 +433,13 @@ impl DeltaType {
                 })
             }
             None => {
-                for r in &pending.sent {
-                    self.rejected.remove(&*r.name);
+                if !self.rejected.is_empty() {
+                    for r in pending.sent.updated() {
+                        self.rejected.remove(&*r.name);
+                    }
                 }
+                // The ACK is reported; if something is still rejected, the next plan says so.
+                self.reported_rejected = false;
                 self.nacks = 0;
                 self.retry_at = None;
                 Some(Event::Ack { kind: self.kind, version: pending.version })
@@ -386,11 +482,11 @@ pub struct DeltaStream {
     /// Types that were NACKed and are now in sync without a push (the config went back to what
     /// the client kept, e.g. a rollback), with the type version they match: reported so status
     /// stops saying "nacked" for a proxy that holds exactly what is intended.
-    quiet: Vec<(ResourceType, String)>,
+    quiet: Vec<(ResourceType, Arc<str>)>,
     /// Types whose wanted version is one the client rejected before, so nothing was sent (D2):
     /// reported so status says "nacked" (not "synced") for a proxy that does not hold what is
     /// intended.
-    still_rejected: Vec<(ResourceType, String)>,
+    still_rejected: Vec<(ResourceType, Arc<str>)>,
     /// The name table every type's state is filed under (one check per call, not one per type).
     table: Arc<NameTable>,
 }
@@ -421,12 +517,12 @@ impl DeltaStream {
     }
 
     /// Types now in sync after a NACK without a push (see `quiet`), each reported once.
-    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         std::mem::take(&mut self.quiet)
     }
 
     /// Types wanted at a version the client rejected before (see `still_rejected`).
-    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         std::mem::take(&mut self.still_rejected)
     }
 
@@ -479,17 +575,37 @@ impl DeltaStream {
             let removed = names.len();
             let frame = delta_frame(&url, "", &nonce, &[], names);
             return Some(Push {
-                type_url: url,
+                type_url: url.into(),
                 kind: None,
-                version: String::new(),
+                version: Arc::from(""),
                 nonce,
                 resources: 0,
                 removed,
                 frame,
+                shared: false,
             });
         }
         self.adopt(snap);
+        let ordered = self.fixed.is_none();
         for kind in ResourceType::ALL {
+            let t = &self.types[kind.index()];
+            if let Some(step) = t.ready(now).then(|| t.shared_step(snap, ordered)).flatten() {
+                let step = step.clone();
+                let shared = step.push();
+                let rewarm = self.rewarm(kind, step.updated());
+                self.types[kind.index()].commit_shared(&step, shared.nonce.clone());
+                self.resend_endpoints(rewarm);
+                return Some(Push {
+                    type_url: kind.type_url().into(),
+                    kind: Some(kind),
+                    version: step.version.clone(),
+                    nonce: shared.nonce.clone(),
+                    resources: shared.resources,
+                    removed: shared.removed,
+                    frame: shared.frame.clone(),
+                    shared: true,
+                });
+            }
             let plan = {
                 let views: Views<'_> = [
                     &self.types[0] as &dyn ClientView,
@@ -504,7 +620,7 @@ impl DeltaStream {
             let Some(plan) = plan else { continue };
             if plan.adds.is_empty() && plan.removed.is_empty() {
                 let t = &mut self.types[kind.index()];
-                t.commit(&plan, String::new(), String::new());
+                t.commit(&plan, Arc::from(""), Arc::from(""));
                 if (t.nacks > 0 || t.reported_rejected) && !plan.deferred && !plan.held_back {
                     t.nacks = 0;
                     t.retry_at = None;
@@ -519,39 +635,45 @@ impl DeltaStream {
             let nonce = self.nonces.next_nonce();
             let version = snap.of_type(kind).version.clone();
             let frame = delta_frame(kind.type_url(), &version, &nonce, &plan.adds, plan.removed.clone());
-            // W10: an updated cluster warms until it gets its endpoints again; Envoy does not
-            // re-subscribe them on Delta, so resend them as if asked.
-            let rewarm: Vec<String> = if kind == ResourceType::Cluster {
-                let held = &self.types[kind.index()].client;
-                plan.adds
-                    .iter()
-                    .filter(|r| held.contains(&r.name))
-                    .flat_map(|r| {
-                        r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).map(|x| x.name.clone())
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let rewarm = self.rewarm(kind, plan.adds.iter());
             self.types[kind.index()].commit(&plan, nonce.clone(), version.clone());
-            let eds = &mut self.types[ResourceType::Endpoint.index()];
-            for name in rewarm {
-                if eds.sub.covers(&name) {
-                    eds.force.insert(Arc::from(name));
-                    eds.synced = None;
-                }
-            }
+            self.resend_endpoints(rewarm);
             return Some(Push {
-                type_url: kind.type_url().to_string(),
+                type_url: kind.type_url().into(),
                 kind: Some(kind),
                 version,
                 nonce,
                 resources: plan.adds.len(),
                 removed: plan.removed.len(),
                 frame,
+                shared: false,
             });
         }
         None
+    }
+
+    /// W10: an updated cluster warms until it gets its endpoints again, and Envoy does not
+    /// re-subscribe them on Delta: the endpoints of the clusters in `adds` the client already
+    /// holds, to resend as if asked (call before the push is committed).
+    fn rewarm<'a>(&self, kind: ResourceType, adds: impl Iterator<Item = &'a Arc<Encoded>>) -> Vec<String> {
+        if kind != ResourceType::Cluster {
+            return Vec::new();
+        }
+        let held = &self.types[kind.index()].client;
+        adds.filter(|r| held.contains(&r.name))
+            .flat_map(|r| r.refs.iter().filter(|x| x.kind == ResourceType::Endpoint).map(|x| x.name.clone()))
+            .collect()
+    }
+
+    /// Owes the client these endpoints again (see [`DeltaStream::rewarm`]).
+    fn resend_endpoints(&mut self, names: Vec<String>) {
+        let eds = &mut self.types[ResourceType::Endpoint.index()];
+        for name in names {
+            if eds.sub.covers(&name) {
+                eds.force.insert(Arc::from(name));
+                eds.synced = None;
+            }
+        }
     }
 
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {

@@ -419,3 +419,231 @@ fn d2_the_rejected_version_wanted_again_is_reported_not_resent() {
     assert!(st.poll(&back, later).is_none());
     assert_eq!(st.take_quiet_syncs(), vec![(Cluster, back.of_type(Cluster).version.clone())]);
 }
+
+/// A group in a cache, so generations follow one another as in production (and steps exist).
+struct Group {
+    cache: crate::cache::Cache,
+    target: flotilla_shared::Target,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group { cache: crate::cache::Cache::new(), target: flotilla_shared::Target::new("ns", "shared") }
+    }
+
+    fn set(&self, res: Vec<flotilla_shared::Resource>) -> Arc<EdgeSnapshot> {
+        self.cache.set(&self.target, &flotilla_shared::Snapshot::build(res).unwrap());
+        self.cache.get(&self.target).unwrap()
+    }
+}
+
+/// Two EDS clusters, `tag1`/`tag2` varying each one's endpoints.
+fn two_clusters(tag1: &str, tag2: &str) -> Vec<flotilla_shared::Resource> {
+    vec![
+        r(Cluster, "c1", "c1", &[(Endpoint, "c1")]),
+        r(Cluster, "c2", "c2", &[(Endpoint, "c2")]),
+        r(Endpoint, "c1", tag1, &[]),
+        r(Endpoint, "c2", tag2, &[]),
+    ]
+}
+
+/// An ADS stream subscribed like Envoy (wildcard CDS, `eds` named) and in sync with `s`.
+fn synced_ads(s: &EdgeSnapshot, eds: &[&str]) -> DeltaStream {
+    let now = Instant::now();
+    let mut st = ads();
+    st.on_request(&sub(Cluster, &[], &[], ""), s, now).unwrap();
+    st.on_request(&sub(Endpoint, eds, &[], ""), s, now).unwrap();
+    while let Some(p) = st.poll(s, now) {
+        st.on_request(&ack(p.kind.unwrap(), &p), s, now).unwrap();
+    }
+    st
+}
+
+// Streams in sync with the same generation get the step's one shared response: the same nonce
+// and the very same bytes; a stream whose subscription does not cover every changed name gets a
+// response planned for it alone, with only what it subscribed to.
+#[test]
+fn streams_in_the_same_state_share_one_response() {
+    let now = Instant::now();
+    let g = Group::new();
+    let s1 = g.set(two_clusters("e1", "e1"));
+    let mut a = synced_ads(&s1, &["c1", "c2"]);
+    let mut b = synced_ads(&s1, &["c1", "c2"]);
+    let mut only_c2 = synced_ads(&s1, &["c2"]);
+
+    let s2 = g.set(two_clusters("e2", "e2"));
+    let (pa, pb) = (a.poll(&s2, now).unwrap(), b.poll(&s2, now).unwrap());
+    assert_eq!(pa.kind, Some(Endpoint));
+    assert_eq!(pa.nonce, pb.nonce);
+    assert!(pa.nonce.starts_with('s'), "a shared nonce: {}", pa.nonce);
+    assert_eq!(pa.frame.to_bytes().as_ptr(), pb.frame.to_bytes().as_ptr(), "the same bytes, not a copy");
+    assert_eq!(sent_names(&pa), vec!["c1", "c2"]);
+    assert_eq!(decode(&pa).system_version_info, *s2.of_type(Endpoint).version);
+    let own = only_c2.poll(&s2, now).unwrap();
+    assert_ne!(own.nonce, pa.nonce);
+    assert_eq!(sent_names(&own), vec!["c2"]);
+
+    // ACKed, every stream is in sync and the next step is shared again.
+    for (st, p) in [(&mut a, &pa), (&mut b, &pb), (&mut only_c2, &own)] {
+        assert!(matches!(st.on_request(&ack(Endpoint, p), &s2, now).unwrap(), Some(Event::Ack { .. })));
+        assert!(st.poll(&s2, now).is_none());
+    }
+    let s3 = g.set(two_clusters("e3", "e2"));
+    let (pa, pb) = (a.poll(&s3, now).unwrap(), b.poll(&s3, now).unwrap());
+    assert_eq!((pa.nonce.clone(), sent_names(&pa)), (pb.nonce.clone(), vec!["c1".to_string()]));
+    assert!(only_c2.poll(&s3, now).is_none(), "c1 is not its business");
+    assert_eq!(
+        a.type_state(Endpoint).client_version("c1"),
+        s3.get(Endpoint, "c1").map(|r| r.version.as_str())
+    );
+}
+
+// D2 for a shared response: its NACK puts back what the client held, the rejected version is not
+// sent again, and a newer one is (after the back-off); once ACKed, steps are shared again.
+#[test]
+fn a_nacked_shared_response_restores_what_the_client_held() {
+    let now = Instant::now();
+    let g = Group::new();
+    let s1 = g.set(two_clusters("e1", "e1"));
+    let old = s1.get(Endpoint, "c1").unwrap().version.clone();
+    let mut st = synced_ads(&s1, &["c1", "c2"]);
+    let s2 = g.set(two_clusters("bad", "e1"));
+    let p = st.poll(&s2, now).unwrap();
+    assert!(p.shared);
+    let ev = st.on_request(&nack(Endpoint, &p), &s2, now).unwrap();
+    assert!(matches!(ev, Some(Event::Nack { ref resources, .. }) if resources == &["c1".to_string()]));
+    assert_eq!(st.type_state(Endpoint).client_version("c1"), Some(old.as_str()));
+    let later = now + Duration::from_secs(60);
+    assert!(st.poll(&s2, later).is_none(), "the rejected version is not resent");
+    let s3 = g.set(two_clusters("good", "e1"));
+    assert!(st.poll(&s3, now).is_none(), "backing off");
+    let p = st.poll(&s3, later).unwrap();
+    assert_eq!(sent_names(&p), vec!["c1"]);
+    st.on_request(&ack(Endpoint, &p), &s3, later).unwrap();
+    let s4 = g.set(two_clusters("good", "e2"));
+    let p = st.poll(&s4, later).unwrap();
+    assert!(p.shared, "shared again after the ACK: {}", p.nonce);
+}
+
+// W10 and O2 still hold on the shared path: an updated cluster sent as a shared response is
+// followed by its endpoints; a removal on ADS is planned per stream, so a cluster a route still
+// uses is not removed.
+#[test]
+fn shared_responses_keep_w10_and_o2() {
+    let now = Instant::now();
+    let g = Group::new();
+    let mut res = chain("c0", "1");
+    res.extend(two_clusters("e1", "e1"));
+    let s1 = g.set(res.clone());
+    let mut st = ads();
+    st.on_request(&sub(Cluster, &[], &[], ""), &s1, now).unwrap();
+    st.on_request(&sub(Endpoint, &["c0", "c1", "c2"], &[], ""), &s1, now).unwrap();
+    st.on_request(&sub(Listener, &[], &[], ""), &s1, now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), &s1, now).unwrap();
+    while let Some(p) = st.poll(&s1, now) {
+        st.on_request(&ack(p.kind.unwrap(), &p), &s1, now).unwrap();
+    }
+    let mut updated = res.clone();
+    updated[5] = r(Cluster, "c2", "c2-updated", &[(Endpoint, "c2")]);
+    let s2 = g.set(updated.clone());
+    let c = st.poll(&s2, now).unwrap();
+    assert!(c.shared);
+    assert_eq!((c.kind, sent_names(&c)), (Some(Cluster), vec!["c2".to_string()]));
+    st.on_request(&ack(Cluster, &c), &s2, now).unwrap();
+    let e = st.poll(&s2, now).unwrap();
+    assert_eq!((e.kind, sent_names(&e)), (Some(Endpoint), vec!["c2".to_string()]), "W10");
+    st.on_request(&ack(Endpoint, &e), &s2, now).unwrap();
+
+    // The route moves to c1 and c0 goes, in one generation: c0 is removed only after the client
+    // ACKed the route that no longer names it (O2), so that removal is planned per stream.
+    let mut moved: Vec<_> = updated.into_iter().filter(|x| x.name != "c0" && x.kind != Route).collect();
+    moved.push(r(Route, "routes", "r-c1", &[(Cluster, "c1")]));
+    let s3 = g.set(moved);
+    let mut order = Vec::new();
+    while let Some(p) = st.poll(&s3, now) {
+        let removed = decode(&p).removed_resources;
+        order.push((p.kind.unwrap(), removed, p.shared));
+        st.on_request(&ack(p.kind.unwrap(), &p), &s3, now).unwrap();
+    }
+    let route = order.iter().position(|(k, _, _)| *k == Route).expect("route pushed");
+    let gone = order.iter().position(|(k, rm, _)| *k == Cluster && rm == &["c0"]).expect("c0 removed");
+    assert!(route < gone, "O2: {order:?}");
+    assert!(!order[gone].2, "a removal on ADS is planned per stream");
+    assert!(st.type_state(Cluster).client_version("c0").is_none());
+}
+
+// Many generations of random changes through the cache, streams of different subscriptions (some
+// share responses, some do not): after every drain each client holds exactly what the snapshot
+// has of what it subscribed to.
+#[test]
+fn shared_and_own_responses_leave_every_client_exact() {
+    let now = Instant::now();
+    let g = Group::new();
+    let mut seed: u64 = 0x5eed;
+    let mut rand = move |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let mut tags = vec![0u64; names.len()];
+    let mut present = vec![true; names.len()];
+    let build = |tags: &[u64], present: &[bool]| {
+        let mut res = Vec::new();
+        for (i, n) in names.iter().enumerate().filter(|(i, _)| present[*i]) {
+            res.push(r(Cluster, n, "c", &[(Endpoint, n)]));
+            res.push(r(Endpoint, n, &format!("e{}", tags[i]), &[]));
+        }
+        res
+    };
+    let mut snap_now = g.set(build(&tags, &present));
+    let all: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    let mut streams = [
+        (synced_ads(&snap_now, &all), all.clone()),
+        (synced_ads(&snap_now, &all), all.clone()),
+        (synced_ads(&snap_now, &all[..3]), all[..3].to_vec()),
+    ];
+    // Client-side view: what each client holds of EDS, by applying every response.
+    let mut held: Vec<HashMap<String, String>> = streams
+        .iter()
+        .map(|(st, subs)| {
+            subs.iter()
+                .filter_map(|n| {
+                    st.type_state(Endpoint).client_version(n).map(|v| (n.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .collect();
+    let mut shared = 0;
+    for _ in 0..200 {
+        for _ in 0..=rand(2) {
+            let i = rand(names.len() as u64) as usize;
+            if rand(10) == 0 {
+                present[i] = !present[i];
+            } else {
+                tags[i] += 1;
+            }
+        }
+        snap_now = g.set(build(&tags, &present));
+        for ((st, subs), view) in streams.iter_mut().zip(held.iter_mut()) {
+            while let Some(p) = st.poll(&snap_now, now) {
+                shared += usize::from(p.shared);
+                if p.kind == Some(Endpoint) {
+                    let resp = decode(&p);
+                    for res in resp.resources {
+                        view.insert(res.name, res.version);
+                    }
+                    for n in resp.removed_resources {
+                        view.remove(&n);
+                    }
+                }
+                st.on_request(&ack(p.kind.unwrap(), &p), &snap_now, now).unwrap();
+            }
+            let want: HashMap<String, String> = subs
+                .iter()
+                .filter_map(|n| snap_now.get(Endpoint, n).map(|r| (n.to_string(), r.version.clone())))
+                .collect();
+            assert_eq!(*view, want, "client view after generation {}", snap_now.generation);
+        }
+    }
+    assert!(shared > 100, "the shared path was exercised ({shared} shared pushes)");
+}

@@ -85,6 +85,14 @@ impl<T: Named> IdMap<T> {
         }
     }
 
+    /// [`IdMap::insert`] with the name already looked up in this map's table.
+    pub fn insert_key(&mut self, key: Key<'_>, item: T) -> Option<T> {
+        match key {
+            Key::Id(id) => self.slot(id as usize).replace(item),
+            Key::Unknown(_) => self.extra.insert(Arc::from(item.name()), item),
+        }
+    }
+
     pub fn remove(&mut self, name: &str) -> Option<T> {
         match self.table.id(name) {
             Some(id) => self.slots.get_mut(id as usize).and_then(Option::take),

@@ -92,20 +92,23 @@ impl Limits {
 /// Something a request told us about the client, for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Ack { kind: ResourceType, version: String },
-    Nack { kind: ResourceType, version: String, error: String, resources: Vec<String> },
+    Ack { kind: ResourceType, version: Arc<str> },
+    Nack { kind: ResourceType, version: Arc<str>, error: String, resources: Vec<String> },
 }
 
 /// What a stream sends next.
 #[derive(Debug, Clone)]
 pub struct Push {
-    pub type_url: String,
+    pub type_url: std::borrow::Cow<'static, str>,
     pub kind: Option<ResourceType>,
-    pub version: String,
-    pub nonce: String,
+    pub version: Arc<str>,
+    /// Unique on the stream; a step's shared response has the same nonce on every stream.
+    pub nonce: Arc<str>,
     pub resources: usize,
     pub removed: usize,
     pub frame: crate::encode::Frame,
+    /// A group step's shared response (the same nonce and bytes on other streams).
+    pub shared: bool,
 }
 
 /// Back-off before offering a newer version after a NACK: 500 ms doubling, at most 30 s.
@@ -114,14 +117,15 @@ pub fn nack_backoff(nacks: u32) -> Duration {
     Duration::from_millis(500u64 << exp).min(Duration::from_secs(30))
 }
 
-/// Per-stream nonce source: unique on the stream (W1).
+/// Per-stream nonce source: unique on the stream (W1). Decimal numbers: never equal to a shared
+/// response's nonce (`crate::step`), which starts with a letter.
 #[derive(Debug, Default)]
 pub struct Nonces(u64);
 
 impl Nonces {
-    pub fn next_nonce(&mut self) -> String {
+    pub fn next_nonce(&mut self) -> Arc<str> {
         self.0 += 1;
-        self.0.to_string()
+        self.0.to_string().into()
     }
 }
 

@@ -130,10 +130,10 @@ trait Proto: Send + 'static {
     fn resend_all(&mut self, snap: &EdgeSnapshot);
     /// Types back in sync after a NACK without a push (the config returned to what the
     /// client kept).
-    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)>;
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)>;
     /// Types wanted at a version the client rejected before: nothing is sent, and the client
     /// stays on what it had.
-    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)>;
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)>;
 }
 
 impl Proto for SotwStream {
@@ -165,10 +165,10 @@ impl Proto for SotwStream {
     fn resend_all(&mut self, _snap: &EdgeSnapshot) {
         SotwStream::resend_all(self);
     }
-    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         SotwStream::take_quiet_syncs(self)
     }
-    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         SotwStream::take_still_rejected(self)
     }
 }
@@ -202,10 +202,10 @@ impl Proto for DeltaStream {
     fn resend_all(&mut self, snap: &EdgeSnapshot) {
         DeltaStream::resend_all(self, snap);
     }
-    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+    fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         DeltaStream::take_quiet_syncs(self)
     }
-    fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+    fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         DeltaStream::take_still_rejected(self)
     }
 }
@@ -254,6 +254,7 @@ struct PushMetrics {
     bytes: metrics::Counter,
     resources: metrics::Histogram,
     leading_edge: metrics::Counter,
+    shared: metrics::Counter,
     windows: metrics::Histogram,
 }
 
@@ -263,6 +264,7 @@ impl PushMetrics {
             bytes: metrics::counter!("flotilla_edge_push_bytes_total"),
             resources: metrics::histogram!("flotilla_edge_push_resources"),
             leading_edge: metrics::counter!("flotilla_edge_leading_edge_pushes_total"),
+            shared: metrics::counter!("flotilla_edge_shared_pushes_total"),
             windows: metrics::histogram!("flotilla_edge_coalesce_window_seconds"),
         }
     }
@@ -286,11 +288,14 @@ async fn send_pushes<P: Proto>(
                 |s| {
                     s.record("node_id", node_id);
                     s.record("type", k.short_name());
-                    s.record("version", push.version.as_str());
+                    s.record("version", &*push.version);
                 },
             );
         }
         m.bytes.increment(push.frame.len() as u64);
+        if push.shared {
+            m.shared.increment(1);
+        }
         m.resources.record((push.resources + push.removed) as f64);
         debug!(message = "push", type_url = %push.type_url, version = %push.version, nonce = %push.nonce,
             resources = push.resources, removed = push.removed,

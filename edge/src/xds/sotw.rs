@@ -22,7 +22,7 @@ use flotilla_shared::fleet::set_version;
 /// A set of resources sent (or ACKed) as one SotW version.
 #[derive(Debug, Clone, Default)]
 struct SentSet {
-    version: String,
+    version: Arc<str>,
     /// Shared with the snapshot when the set is a whole type (wildcard): no per-stream copy.
     items: Arc<BTreeMap<Arc<str>, Arc<Encoded>>>,
 }
@@ -33,17 +33,17 @@ pub struct SotwType {
     kind: ResourceType,
     sub: Subscription,
     started: bool,
-    nonce: Option<String>,
+    nonce: Option<Arc<str>>,
     awaiting: bool,
     sent: Option<SentSet>,
     acked: Option<SentSet>,
-    rejected: Option<String>,
+    rejected: Option<Arc<str>>,
     nacks: u32,
     retry_at: Option<Instant>,
     /// The client asked (again) and must be answered even with content it already has.
     force: bool,
     /// The rejected version last reported as still wanted (reported once).
-    reported_rejected: Option<String>,
+    reported_rejected: Option<Arc<str>>,
 }
 
 impl SotwType {
@@ -65,7 +65,7 @@ impl SotwType {
     }
 
     pub fn acked_version(&self) -> Option<&str> {
-        self.acked.as_ref().map(|s| s.version.as_str())
+        self.acked.as_ref().map(|s| &*s.version)
     }
 
     pub fn subscription(&self) -> &Subscription {
@@ -116,7 +116,7 @@ impl SotwType {
             if self.acked.as_ref().is_some_and(|a| a.version == want.version) {
                 return None;
             }
-            if self.rejected.as_deref() == Some(want.version.as_str()) {
+            if self.rejected.as_deref() == Some(&*want.version) {
                 return None;
             }
         }
@@ -178,7 +178,7 @@ impl SotwType {
         if req.response_nonce.is_empty() && !req.version_info.is_empty() {
             // W8: a reconnecting client that already has the current version is not resent it.
             let want = self.desired(snap);
-            if want.version == req.version_info {
+            if *want.version == *req.version_info {
                 self.acked = Some(want);
                 self.force = false;
             }
@@ -187,8 +187,8 @@ impl SotwType {
     }
 }
 
-fn version_of(items: &BTreeMap<Arc<str>, Arc<Encoded>>) -> String {
-    set_version(items.values().map(|r| (&*r.name, r.version.as_str())))
+fn version_of(items: &BTreeMap<Arc<str>, Arc<Encoded>>) -> Arc<str> {
+    set_version(items.values().map(|r| (&*r.name, r.version.as_str()))).into()
 }
 
 impl ClientView for SotwType {
@@ -220,14 +220,14 @@ pub struct SotwStream {
     nonces: Nonces,
     limits: Limits,
     /// Unknown type URLs asked for on ADS, answered with an empty response once per ask (S5).
-    unknown: BTreeMap<String, Option<String>>,
+    unknown: BTreeMap<String, Option<Arc<str>>>,
     unknown_due: BTreeSet<String>,
     /// Types NACKed and now wanted at the version the client ACKed before (a rollback): in sync
     /// without a push, reported once.
-    quiet: Vec<(ResourceType, String)>,
+    quiet: Vec<(ResourceType, Arc<str>)>,
     /// Types wanted at the version the client rejected before, so nothing is sent (W3): reported
     /// once so status says "nacked" (not "synced") for a proxy without what is intended.
-    still_rejected: Vec<(ResourceType, String)>,
+    still_rejected: Vec<(ResourceType, Arc<str>)>,
 }
 
 impl SotwStream {
@@ -289,13 +289,14 @@ impl SotwStream {
             self.unknown.insert(url.clone(), Some(nonce.clone()));
             let frame = sotw_empty_frame(&url, &nonce);
             return Some(Push {
-                type_url: url,
+                type_url: url.into(),
                 kind: None,
                 version: "0".into(),
                 nonce,
                 resources: 0,
                 removed: 0,
                 frame,
+                shared: false,
             });
         }
         for kind in ResourceType::ALL {
@@ -322,8 +323,8 @@ impl SotwStream {
                         t.reported_rejected = None;
                         self.quiet.push((kind, want.version));
                     } else if !holds
-                        && t.rejected.as_deref() == Some(want.version.as_str())
-                        && t.reported_rejected.as_deref() != Some(want.version.as_str())
+                        && t.rejected.as_deref() == Some(&*want.version)
+                        && t.reported_rejected.as_deref() != Some(&*want.version)
                     {
                         t.reported_rejected = Some(want.version.clone());
                         self.still_rejected.push((kind, want.version));
@@ -365,13 +366,14 @@ impl SotwStream {
                 eds.force = true;
             }
             return Some(Push {
-                type_url: kind.type_url().to_string(),
+                type_url: kind.type_url().into(),
                 kind: Some(kind),
                 version,
                 nonce,
                 resources: resources.len(),
                 removed,
                 frame,
+                shared: false,
             });
         }
         None
@@ -383,12 +385,12 @@ impl SotwStream {
     }
 
     /// Types back in sync after a NACK without a push (see `quiet`), each reported once.
-    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, String)> {
+    pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         std::mem::take(&mut self.quiet)
     }
 
     /// Types wanted at a version the client rejected before (see `still_rejected`).
-    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, String)> {
+    pub fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         std::mem::take(&mut self.still_rejected)
     }
 

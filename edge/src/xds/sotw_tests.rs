@@ -78,7 +78,7 @@ fn s5_unknown_type_answered_cleanly() {
     let p = st.poll(&s, now).unwrap();
     assert_eq!(decode(&p).type_url, "type.googleapis.com/foo.Bar");
     assert_eq!(p.resources, 0);
-    let ack = DiscoveryRequest { response_nonce: p.nonce.clone(), version_info: "0".into(), ..unknown };
+    let ack = DiscoveryRequest { response_nonce: p.nonce.to_string(), version_info: "0".into(), ..unknown };
     st.on_request(&ack, &s, now).unwrap();
     assert!(st.poll(&s, now).is_none(), "ACK of an unknown type must not loop");
     st.on_request(&req(Cluster, &[], "", ""), &s, now).unwrap();
@@ -132,7 +132,7 @@ fn w3_nack_no_resend_loop_then_backoff() {
     let ev = st.on_request(&nack(Cluster, &[], &p1.version, &p2.nonce), &s2, t0).unwrap();
     assert!(matches!(ev, Some(Event::Nack { ref version, .. }) if *version == p2.version));
     assert!(st.poll(&s2, t0 + Duration::from_secs(60)).is_none(), "rejected version resent");
-    assert_eq!(st.type_state(Cluster).acked_version(), Some(p1.version.as_str()));
+    assert_eq!(st.type_state(Cluster).acked_version(), Some(&*p1.version));
     let s3 = snap(chain("c1", "3"));
     assert!(st.poll(&s3, t0).is_none(), "newer version must wait for the back-off");
     assert!(st.next_wakeup(t0).is_some());
@@ -171,7 +171,7 @@ fn w4_stale_nonce_ignored() {
     assert_eq!(st.on_request(&nack(Cluster, &[], "", &p1.nonce), &s2, now).unwrap(), None);
     assert!(st.poll(&s2, now).is_none(), "R6: still awaiting ACK of p2");
     st.on_request(&ack_of(Cluster, &[], &p2), &s2, now).unwrap();
-    assert_eq!(st.type_state(Cluster).acked_version(), Some(p2.version.as_str()));
+    assert_eq!(st.type_state(Cluster).acked_version(), Some(&*p2.version));
 }
 
 // W6: LDS/CDS responses carry the full set; a removal is a full response without it.
