@@ -9,6 +9,8 @@
 #   - Playwright for Python (PyPI, pinned) into .venv and Debian's chromium: the web console
 #     is tested in a real headless browser;
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server;
+#   - redis-server (Debian package redis-server): the Redis store's tests start private servers
+#     with an append-only file on free ports;
 #   - Prometheus and promtool (Debian package prometheus): the alert rules are checked and
 #     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
 #     real Prometheus;
@@ -71,6 +73,14 @@ if [ ! -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ]; then
   fi
 fi
 [ -x "${FLOTILLA_DNSMASQ_BIN:-/usr/sbin/dnsmasq}" ] || { echo "dnsmasq is needed by the DNS discovery test (apt-get install dnsmasq-base)" >&2; exit 1; }
+
+echo "==> redis-server (the Redis store's tests start their own servers)"
+if [ ! -x "${FLOTILLA_REDIS_BIN:-/usr/bin/redis-server}" ] && ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -qq redis-server || (apt-get update -qq && apt-get install -y -qq redis-server)) >/dev/null || true
+  fi
+fi
+command -v "${FLOTILLA_REDIS_BIN:-redis-server}" >/dev/null 2>&1 || { echo "redis-server is needed by the Redis store tests (apt-get install redis-server)" >&2; exit 1; }
 
 echo "==> Chromium (the console test drives it headless with Playwright)"
 if [ ! -x "${FLOTILLA_CHROMIUM_BIN:-/usr/bin/chromium}" ]; then

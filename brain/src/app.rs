@@ -429,6 +429,11 @@ struct Opened {
 async fn open_store(settings: &Settings, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<Opened> {
     let mut pg_pool = None;
     let store: Arc<dyn Store> = match &settings.database_url {
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Arc::new(
+            crate::store::RedisStore::connect(url, settings.allow_volatile_store)
+                .await
+                .with_context(|| format!("opening the Redis store at {}", redact(url)))?,
+        ),
         Some(url) => {
             let pg = PostgresStore::connect(url, settings.db_pool_size)
                 .await
@@ -509,7 +514,7 @@ async fn leadership(
     Ok(match (settings.ha, pg_pool) {
         (false, _) => crate::ha::Leadership::default(),
         (true, None) => anyhow::bail!(
-            "--ha needs --database-url: the brains elect their leader through PostgreSQL (the embedded store is one brain's)"
+            "--ha needs --database-url with PostgreSQL: the brains elect their leader through it (the embedded store is one brain's; Redis holds configs but not the lease)"
         ),
         (true, Some(pool)) => {
             let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));

@@ -43,6 +43,10 @@ pub struct Cli {
     pub storage: StorageLayer,
     #[command(flatten)]
     pub nats: NatsLayer,
+    /// Use a Redis that keeps nothing on disk (no AOF, or `appendfsync no`): a restart of it loses
+    /// every config. Refused without this flag.
+    #[arg(long, env = "FLOTILLA_ALLOW_VOLATILE_STORE")]
+    pub allow_volatile_store: bool,
     /// Do not run the embedded edge (xDS is served by flotilla-edge replicas only).
     #[arg(long, env = "FLOTILLA_NO_EMBEDDED_EDGE")]
     pub no_embedded_edge: bool,
@@ -147,14 +151,19 @@ layer! {
 }
 
 layer! {
-    /// `storage:` — the embedded store's directory, or PostgreSQL.
+    /// `storage:` — the embedded store's directory, or PostgreSQL or Redis.
     pub struct StorageLayer {
         /// Directory of the embedded store [default: ./flotilla-data].
         #[arg(long = "data-dir", env = "FLOTILLA_DATA_DIR")]
         pub data_dir: Option<PathBuf>,
-        /// PostgreSQL URL (`postgres://user@host/db`); the embedded store is used when unset.
+        /// PostgreSQL (`postgres://user@host/db`) or Redis (`redis://[user:password@]host:6379[/db]`,
+        /// `rediss://` for TLS) to store configs in; the embedded store is used when unset.
         #[arg(long = "database-url", env = "FLOTILLA_DATABASE_URL")]
         pub database_url: Option<String>,
+        /// Whether a store that does not persist what it acknowledges may be used (file only;
+        /// the flag is --allow-volatile-store).
+        #[arg(skip)]
+        pub allow_volatile_store: Option<bool>,
         /// PostgreSQL connection pool size [default: 10].
         #[arg(long = "db-pool-size", env = "FLOTILLA_DB_POOL_SIZE")]
         pub pool_size: Option<u32>,
@@ -385,6 +394,8 @@ pub struct Settings {
     pub grpc_api_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// A store that does not persist what it acknowledges may be used (Redis without AOF).
+    pub allow_volatile_store: bool,
     pub db_pool_size: u32,
     pub nats_url: Option<String>,
     pub nats_bucket: String,
@@ -455,6 +466,7 @@ impl Default for Settings {
             grpc_api_addr: SocketAddr::from(([0, 0, 0, 0], 18001)),
             data_dir: PathBuf::from("./flotilla-data"),
             database_url: None,
+            allow_volatile_store: false,
             db_pool_size: 10,
             nats_url: None,
             nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
@@ -580,6 +592,7 @@ impl Settings {
             grpc_api_addr: server.grpc_api_addr.unwrap_or(d.grpc_api_addr),
             data_dir: storage.data_dir.unwrap_or(d.data_dir),
             database_url: storage.database_url,
+            allow_volatile_store: cli.allow_volatile_store || storage.allow_volatile_store.unwrap_or(false),
             db_pool_size: storage.pool_size.unwrap_or(d.db_pool_size),
             nats_url: nats.url,
             nats_bucket: nats.bucket.unwrap_or(d.nats_bucket),

@@ -20,6 +20,7 @@ pub mod otlp;
 pub mod pg;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod traffic;
 pub mod xds_client;
 

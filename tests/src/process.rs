@@ -22,6 +22,19 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Runs the `flotilla` CLI against `server` (off the runtime's threads); returns exit code,
+/// stdout and stderr.
+pub async fn flotilla_cli(server: &str, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(workspace_bin("flotilla"));
+    cmd.arg("--server").arg(server).args(args);
+    let o = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("the CLI's thread")
+        .expect("the flotilla CLI runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
+}
+
 /// Arguments of a `flotilla-brain` that publishes to the NATS at `nats_url` and runs no edge of
 /// its own, with REST on 127.0.0.1:`rest` and its xDS and gRPC API ports free; the caller adds
 /// its store (`--data-dir` or `--database-url`) and anything else.

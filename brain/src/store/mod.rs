@@ -1,6 +1,7 @@
-//! Durable, versioned storage of configs. One interface ([`Store`]), two backends that pass the
-//! same test suite: [`EmbeddedStore`] (redb, the default) and [`PostgresStore`] (sqlx). The
-//! decisions of every write live in `logic`; backends only load, lock and persist.
+//! Durable, versioned storage of configs. One interface ([`Store`]), backends that pass the same
+//! test suite: [`EmbeddedStore`] (redb, the default), [`PostgresStore`] (sqlx) and [`RedisStore`]
+//! (redis-rs). The decisions of every write live in `logic`; backends only load, lock and
+//! persist.
 //!
 //! Every change is an immutable [`Revision`]; the [`ConfigRecord`] is the head. What is live on
 //! proxies is the record's `applied` revision, which may lag the head until it is applied.
@@ -10,6 +11,7 @@ mod embedded;
 mod health;
 mod logic;
 mod postgres;
+mod redis;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,7 @@ pub use embedded::EmbeddedStore;
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 
+pub use self::redis::RedisStore;
 pub use postgres::PostgresStore;
 
 use crate::model::ProxyConfig;

@@ -458,3 +458,6 @@ fn a_record_keeps_its_applied_config_once_when_it_is_the_latest() {
     let stored = serde_json::to_value(&unapplied).unwrap();
     assert_eq!(serde_json::from_value::<ConfigRecord>(stored).unwrap(), unapplied);
 }
+
+#[path = "redis_tests.rs"]
+mod redis;

@@ -13,6 +13,7 @@ use flotilla_brain::backup::BackupSettings;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::envoy::{ApiType, Envoy, serves};
+use flotilla_tests::process::flotilla_cli as flotilla;
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
@@ -90,17 +91,6 @@ async fn backups_are_written_pruned_and_restore_the_same_config() {
     );
     wait_for("Envoy served by the restored brain", Duration::from_secs(30), || serves(port, "backend 1"))
         .await;
-}
-
-/// Runs the `flotilla` CLI against `server` (off the runtime's threads); returns exit code,
-/// stdout and stderr.
-async fn flotilla(server: &str, args: &[&str]) -> (i32, String, String) {
-    let bin = flotilla_tests::process::workspace_bin("flotilla");
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("--server").arg(server).args(args);
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (o.status.code().unwrap_or(-1), text(&o.stdout), text(&o.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

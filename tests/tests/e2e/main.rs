@@ -26,6 +26,7 @@ mod rolling_upgrade;
 mod security_auth;
 mod security_secrets;
 mod security_tls;
+mod stores;
 mod templates;
 mod tls;
 mod traces;

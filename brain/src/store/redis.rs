@@ -1,0 +1,399 @@
+//! The Redis store (redis-rs): for teams that already operate Redis and want Flotilla's configs
+//! on it. Same contract as the other backends (`store::tests`), same decisions (`logic`).
+//!
+//! Owns the key layout and the atomic write. Every write is optimistic: the heads and names it
+//! depends on are read (each head with its *stamp*, a counter bumped by every write to it), the
+//! change is computed in Rust by `logic`, then one Lua script checks that every stamp and name is
+//! still what was read and applies all of the batch's changes, or none (Redis runs a script
+//! atomically, and logs it to the AOF as one MULTI/EXEC block). A stale read retries from the
+//! top, so 50 racing writers give one winner per version and never lose an update.
+//!
+//! Durability is Redis's: the store refuses a server that does not persist (no AOF, or
+//! `appendfsync no`) unless the operator says `--allow-volatile-store`. It does not elect a
+//! leader (the HA lease lives in PostgreSQL, Kubernetes or etcd).
+//!
+//! Keys, under a prefix (`flotilla` by default):
+//! - `{p}:head:{id}` the head (JSON `ConfigRecord`), `{p}:stamp:{id}` its stamp
+//! - `{p}:name:{namespace}/{name}` the id holding a name; `{p}:ids` the set of ids
+//! - `{p}:revs:{id}` the revisions (JSON, a list in version order)
+//! - `{p}:audit` the audit log (JSON, a list in time order)
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use uuid::Uuid;
+
+use super::logic::{self, Change};
+use super::{AuditEntry, AuditFilter};
+use super::{
+    ConfigRecord, ListFilter, Revision, SecretMap, Step, Store, StoreError, Write, Written,
+    map_revision_secrets, map_secrets,
+};
+
+/// Checks the guards (`KEYS[1..n]` against `ARGV[2..n+1]`, "" meaning absent), then applies the
+/// operations, each an opcode in ARGV with its key next in KEYS. 1 when applied, 0 when a guard
+/// failed (nothing applied).
+const APPLY: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  local have = redis.call('GET', KEYS[i])
+  local want = ARGV[1 + i]
+  if want == '' then
+    if have then return 0 end
+  elseif have ~= want then
+    return 0
+  end
+end
+local a, k = n + 2, n + 1
+while a <= #ARGV do
+  local op = ARGV[a]
+  if op == 'SET' or op == 'SADD' or op == 'SREM' or op == 'RPUSH' then
+    redis.call(op, KEYS[k], ARGV[a + 1])
+    a = a + 2
+  elseif op == 'LSET' then
+    redis.call(op, KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    a = a + 3
+  else
+    redis.call(op, KEYS[k])
+    a = a + 1
+  end
+  k = k + 1
+end
+return 1
+"#;
+
+/// Attempts of one write against concurrent writers before giving up.
+const ATTEMPTS: usize = 200;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    apply: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl Into<super::BackendError>) -> StoreError {
+    StoreError::Backend(e.into())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| backend(format!("unreadable {what} in Redis: {e}")))
+}
+
+/// One write's guards and operations, built up as the batch is computed.
+#[derive(Default)]
+struct Batch {
+    /// Key → the value read ("" when absent); checked again at apply time.
+    guards: BTreeMap<String, String>,
+    ops: Vec<(&'static str, String, Vec<String>)>,
+}
+
+impl Batch {
+    fn op(&mut self, op: &'static str, key: String, args: Vec<String>) {
+        self.ops.push((op, key, args));
+    }
+
+    fn script<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(self.guards.len());
+        for (key, want) in &self.guards {
+            inv.key(key).arg(want);
+        }
+        for (op, key, args) in &self.ops {
+            inv.key(key).arg(*op);
+            for a in args {
+                inv.arg(a);
+            }
+        }
+        inv
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS) and
+    /// checks that the server persists what it acknowledges, unless `allow_volatile`.
+    pub async fn connect(url: &str, allow_volatile: bool) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| backend(format!("invalid Redis URL: {e}")))?;
+        let conn = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
+            .await
+            .map_err(|_| backend("cannot connect to Redis: no answer in 10 s"))?
+            .map_err(|e| backend(format!("cannot connect to Redis: {e}")))?;
+        let store = RedisStore { conn, prefix: "flotilla".to_string(), apply: Script::new(APPLY) };
+        if !allow_volatile {
+            store.check_persistence().await?;
+        }
+        Ok(store)
+    }
+
+    /// Refuses a server that would lose acknowledged writes on a restart.
+    async fn check_persistence(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let setting = |name: &'static str| {
+            let mut c = c.clone();
+            async move {
+                let v: Vec<String> =
+                    redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await.map_err(|e| {
+                        backend(format!(
+                            "cannot read Redis's {name} setting to check that it persists writes ({e}); \
+                             start with --allow-volatile-store to use it anyway"
+                        ))
+                    })?;
+                Ok::<_, StoreError>(v.get(1).cloned().unwrap_or_default())
+            }
+        };
+        let aof = setting("appendonly").await?;
+        let fsync = setting("appendfsync").await?;
+        if aof != "yes" || !matches!(fsync.as_str(), "always" | "everysec") {
+            return Err(backend(format!(
+                "Redis does not persist what it acknowledges (appendonly {aof}, appendfsync {fsync}): a restart \
+                 would lose configs. Set `appendonly yes` and `appendfsync everysec` (or `always`) on the \
+                 server, or start with --allow-volatile-store to accept the loss"
+            )));
+        }
+        let _: () = redis::cmd("PING").query_async(&mut c).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Uses `prefix` for every key (several Flotillas on one Redis, tests).
+    pub fn with_prefix(mut self, prefix: &str) -> RedisStore {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    fn ids_key(&self) -> String {
+        format!("{}:ids", self.prefix)
+    }
+
+    fn audit_key(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
+    fn name_key(&self, namespace: &str, name: &str) -> String {
+        format!("{}:name:{namespace}/{name}", self.prefix)
+    }
+
+    /// The head of `id` with its stamp, read together.
+    async fn read_head(&self, id: Uuid) -> Result<Option<(ConfigRecord, String)>, StoreError> {
+        let mut c = self.conn.clone();
+        let (head, stamp): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(self.key("head", id))
+            .arg(self.key("stamp", id))
+            .query_async(&mut c)
+            .await
+            .map_err(backend)?;
+        match head {
+            Some(raw) => Ok(Some((parse(&raw, "config")?, stamp.unwrap_or_default()))),
+            None => Ok(None),
+        }
+    }
+
+    /// One attempt at a batch: reads, decides, and applies if nothing changed since the reads.
+    /// `None` when a concurrent write got there first.
+    async fn attempt(&self, ws: &[Write], author: &str) -> Result<Option<Vec<Written>>, StoreError> {
+        let now = Utc::now();
+        let mut batch = Batch::default();
+        // What earlier writes of this batch did, so later ones see it.
+        let mut heads: HashMap<Uuid, Option<ConfigRecord>> = HashMap::new();
+        let mut names: HashMap<String, Option<Uuid>> = HashMap::new();
+        let mut out = Vec::with_capacity(ws.len());
+        let mut c = self.conn.clone();
+        for w in ws.iter().cloned() {
+            let change: Change = match w.step() {
+                Step::Create { config, apply } => {
+                    let key = self.name_key(config.namespace(), &config.metadata.name);
+                    let taken = match names.get(&key) {
+                        Some(held) => *held,
+                        None => {
+                            let held: Option<String> = c.get(&key).await.map_err(backend)?;
+                            batch
+                                .guards
+                                .entry(key.clone())
+                                .or_insert_with(|| held.clone().unwrap_or_default());
+                            held.map(|id| Uuid::parse_str(&id).map_err(backend)).transpose()?
+                        }
+                    };
+                    logic::create(config, apply, taken, author, now)?
+                }
+                Step::Modify { id, change } => {
+                    let current = match heads.get(&id) {
+                        Some(head) => head.clone(),
+                        None => match self.read_head(id).await? {
+                            Some((rec, stamp)) => {
+                                batch.guards.entry(self.key("stamp", id)).or_insert(stamp);
+                                Some(rec)
+                            }
+                            None => None,
+                        },
+                    };
+                    logic::modify(change, current.ok_or(StoreError::NotFound(id))?, author, now)?
+                }
+            };
+            if let Some(rec) = &change.put {
+                batch.op("SET", self.key("head", rec.id), vec![json(rec)?]);
+                batch.op("INCR", self.key("stamp", rec.id), vec![]);
+                let name = self.name_key(&rec.namespace, &rec.name);
+                batch.op("SET", name.clone(), vec![rec.id.to_string()]);
+                batch.op("SADD", self.ids_key(), vec![rec.id.to_string()]);
+                heads.insert(rec.id, Some(rec.clone()));
+                names.insert(name, Some(rec.id));
+            }
+            if let Some(rec) = &change.remove {
+                batch.op("DEL", self.key("head", rec.id), vec![]);
+                batch.op("INCR", self.key("stamp", rec.id), vec![]);
+                let name = self.name_key(&rec.namespace, &rec.name);
+                batch.op("DEL", name.clone(), vec![]);
+                batch.op("SREM", self.ids_key(), vec![rec.id.to_string()]);
+                heads.insert(rec.id, None);
+                names.insert(name, None);
+            }
+            if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
+                batch.op("RPUSH", self.key("revs", id), vec![json(rev)?]);
+            }
+            out.push(change.written);
+        }
+        let applied: i64 = batch.script(&self.apply).invoke_async(&mut c).await.map_err(backend)?;
+        Ok((applied == 1).then_some(out))
+    }
+}
+
+/// A short, growing, jittered pause between attempts that lost a race.
+async fn back_off(attempt: usize) {
+    let ms = 1 + (attempt.min(20) as u64) * (u64::from(Uuid::now_v7().as_bytes()[15]) % 4 + 1);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
+        for attempt in 0..ATTEMPTS {
+            if let Some(out) = self.attempt(&ws, author).await? {
+                return Ok(out);
+            }
+            back_off(attempt).await;
+        }
+        Err(backend(format!(
+            "gave up after {ATTEMPTS} attempts: other writers kept changing the same configs"
+        )))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {
+        Ok(self.read_head(id).await?.map(|(rec, _)| rec))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError> {
+        let mut c = self.conn.clone();
+        let ids: Vec<String> = c.smembers(self.ids_key()).await.map_err(backend)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(256) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.key("head", id)).collect();
+            let raws: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut c).await.map_err(backend)?;
+            for raw in raws.into_iter().flatten() {
+                let rec: ConfigRecord = parse(&raw, "config")?;
+                if filter.matches(&rec) {
+                    out.push(rec);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(out)
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError> {
+        let mut c = self.conn.clone();
+        let raws: Vec<String> = c.lrange(self.key("revs", id), 0, -1).await.map_err(backend)?;
+        raws.iter().map(|raw| parse(raw, "revision")).collect()
+    }
+
+    async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
+        for attempt in 0..ATTEMPTS {
+            let mut c = self.conn.clone();
+            let mut batch = Batch::default();
+            let mut changed = 0;
+            let ids: Vec<String> = c.smembers(self.ids_key()).await.map_err(backend)?;
+            for id in ids {
+                let Ok(uuid) = Uuid::parse_str(&id) else { continue };
+                let Some((mut rec, stamp)) = self.read_head(uuid).await? else { continue };
+                // Every head is guarded: a write between these reads and the apply starts over.
+                batch.guards.insert(self.key("stamp", &id), stamp);
+                let n = map_secrets(&mut rec.config, &*f)
+                    + rec.applied_config.as_mut().map_or(0, |c| map_secrets(c, &*f));
+                if n > 0 {
+                    changed += n;
+                    batch.op("SET", self.key("head", &id), vec![json(&rec)?]);
+                    batch.op("INCR", self.key("stamp", &id), vec![]);
+                }
+                let revs: Vec<String> = c.lrange(self.key("revs", &id), 0, -1).await.map_err(backend)?;
+                for (i, raw) in revs.iter().enumerate() {
+                    let mut rev: Revision = parse(raw, "revision")?;
+                    let n = map_revision_secrets(&mut rev, &*f);
+                    if n > 0 {
+                        changed += n;
+                        batch.op("LSET", self.key("revs", &id), vec![i.to_string(), json(&rev)?]);
+                    }
+                }
+            }
+            let applied: i64 = batch.script(&self.apply).invoke_async(&mut c).await.map_err(backend)?;
+            if applied == 1 {
+                return Ok(changed);
+            }
+            back_off(attempt).await;
+        }
+        Err(backend(format!(
+            "re-encrypting secrets gave up after {ATTEMPTS} attempts: configs kept changing"
+        )))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = c.rpush(self.audit_key(), json(entry)?).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        const PAGE: isize = 256;
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        let mut end: isize = -1;
+        loop {
+            // Newest first: pages from the tail of the list.
+            let raws: Vec<String> = c.lrange(self.audit_key(), end - PAGE + 1, end).await.map_err(backend)?;
+            if raws.is_empty() {
+                return Ok(out);
+            }
+            for raw in raws.iter().rev() {
+                let e: AuditEntry = parse(raw, "audit entry")?;
+                if filter.since.is_some_and(|s| e.at < s) {
+                    return Ok(out);
+                }
+                if filter.matches(&e) {
+                    out.push(e);
+                    if out.len() >= filter.limit.max(1) {
+                        return Ok(out);
+                    }
+                }
+            }
+            if (raws.len() as isize) < PAGE {
+                return Ok(out);
+            }
+            end -= PAGE;
+        }
+    }
+}

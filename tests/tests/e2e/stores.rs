@@ -1,0 +1,81 @@
+//! Configuration stores other than the embedded one, end to end: a brain keeping its configs in
+//! a real Redis (started by the test, with an append-only file) serves a real Envoy that routes
+//! real requests, and a brain restarted on the same Redis has them; `flotilla export` from a
+//! brain on the embedded store and `flotilla import` into one on Redis carry every config over
+//! (the migration path between stores, docs/operations.md).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+use std::time::Duration;
+
+use flotilla_tests::backend::Backend;
+use flotilla_tests::brain::{TestBrain, example_config};
+use flotilla_tests::envoy::{ApiType, Envoy, serves};
+use flotilla_tests::process::flotilla_cli as flotilla;
+use flotilla_tests::redis::RedisServer;
+use flotilla_tests::{free_port, wait_for};
+use serde_json::Value;
+
+async fn on_redis(redis: &RedisServer) -> TestBrain {
+    let url = redis.url();
+    TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| s.database_url = Some(url)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_on_redis_serves_envoy_and_keeps_its_configs_across_restarts() {
+    let redis = RedisServer::start().await;
+    let mut brain = on_redis(&redis).await;
+    let backend = Backend::start("on redis").await;
+    let port = free_port();
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[backend.addr])).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap_or_default());
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let _envoy =
+        Envoy::start(brain.xds_port, "redis-envoy", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("HTTP through Envoy to the backend", Duration::from_secs(30), || {
+        serves(port, "backend on redis")
+    })
+    .await;
+
+    brain.stop().await;
+    let again = on_redis(&redis).await;
+    let (status, rec) = again.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["appliedVersion"], 1);
+    let (_, history) = again.get_json(&format!("/api/v1/configs/{id}/history")).await;
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_from_the_embedded_store_imports_into_redis() {
+    let embedded = TestBrain::start().await;
+    let backend = Backend::start("1").await;
+    for (name, port) in [("svc-a", free_port()), ("svc-b", free_port())] {
+        let yaml =
+            example_config(port, &[backend.addr]).replace("name: example-service", &format!("name: {name}"));
+        let r = embedded.post_yaml("/api/v1/configs?apply=true", &yaml).await;
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.yaml");
+    let (code, _, err) = flotilla(&embedded.base, &["export", "-o", bundle.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+
+    let redis = RedisServer::start().await;
+    let target = on_redis(&redis).await;
+    let (code, out, err) = flotilla(&target.base, &["import", "-f", bundle.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+    };
+    let (_, from) = embedded.get_json("/api/v1/configs").await;
+    let (_, to) = target.get_json("/api/v1/configs").await;
+    assert_eq!(names(&from), names(&to));
+    for (a, b) in from.as_array().unwrap().iter().zip(to.as_array().unwrap()) {
+        let (_, sa) =
+            embedded.get_json(&format!("/api/v1/configs/{}/snapshot", a["id"].as_str().unwrap())).await;
+        let (_, sb) =
+            target.get_json(&format!("/api/v1/configs/{}/snapshot", b["id"].as_str().unwrap())).await;
+        assert_eq!(sa["types"], sb["types"], "{} compiles to the same resources on Redis", a["name"]);
+    }
+}
