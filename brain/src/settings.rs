@@ -683,7 +683,7 @@ mod tests {
         std::fs::write(
             &path,
             "server: {restAddr: 127.0.0.1:9090}\n\
-             storage: {databaseUrl: postgres://db/flotilla}\n\
+             storage: {databaseUrl: redis://cache:6379/2, allowVolatileStore: true}\n\
              service_discovery: {files: [\"web=/etc/flotilla/web.yaml\"], grace: 45s}\n\
              observability: {level: debug, format: json, otlpEndpoint: http://127.0.0.1:4317}\n\
              ha: {enabled: true, advertiseUrl: http://brain-1:8080}\n\
@@ -698,6 +698,8 @@ mod tests {
         assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
         assert!(s.ha);
         assert_eq!(s.advertise_url.as_deref(), Some("http://brain-1:8080"));
+        assert_eq!(s.database_url.as_deref(), Some("redis://cache:6379/2"));
+        assert!(s.allow_volatile_store);
         let b = s.backup.unwrap();
         assert_eq!(
             (b.dir, b.interval, b.keep),
