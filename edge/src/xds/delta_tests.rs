@@ -614,6 +614,8 @@ fn shared_and_own_responses_leave_every_client_exact() {
         })
         .collect();
     let mut shared = 0;
+    // W1: nonces stay unique on each stream, shared responses and its own mixed.
+    let mut nonces: Vec<std::collections::HashSet<Arc<str>>> = vec![Default::default(); streams.len()];
     for _ in 0..200 {
         for _ in 0..=rand(2) {
             let i = rand(names.len() as u64) as usize;
@@ -624,9 +626,10 @@ fn shared_and_own_responses_leave_every_client_exact() {
             }
         }
         snap_now = g.set(build(&tags, &present));
-        for ((st, subs), view) in streams.iter_mut().zip(held.iter_mut()) {
+        for (((st, subs), view), seen) in streams.iter_mut().zip(held.iter_mut()).zip(nonces.iter_mut()) {
             while let Some(p) = st.poll(&snap_now, now) {
                 shared += usize::from(p.shared);
+                assert!(seen.insert(p.nonce.clone()), "nonce {} sent twice on one stream", p.nonce);
                 if p.kind == Some(Endpoint) {
                     let resp = decode(&p);
                     for res in resp.resources {
