@@ -429,7 +429,7 @@ struct Opened {
 async fn open_store(settings: &Settings, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<Opened> {
     let mut pg_pool = None;
     let store: Arc<dyn Store> = match &settings.database_url {
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => Arc::new(
+        Some(url) if settings.store_kind() == crate::settings::StoreKind::Redis => Arc::new(
             crate::store::RedisStore::connect(url, settings.allow_volatile_store)
                 .await
                 .with_context(|| format!("opening the Redis store at {}", redact(url)))?,

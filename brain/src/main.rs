@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "configuration is valid: REST {}, store {}, NATS {}, HA {}",
             settings.rest_addr,
-            if settings.database_url.is_some() { "PostgreSQL" } else { "embedded" },
+            settings.store_kind().name(),
             settings.nats_url.as_deref().unwrap_or("none (in-process bus)"),
             if settings.ha { "on" } else { "off" },
         );

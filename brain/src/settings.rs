@@ -386,6 +386,34 @@ fn named<'a>(
     Ok(out)
 }
 
+/// Which configuration store `--database-url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Embedded,
+    Postgres,
+    Redis,
+}
+
+impl StoreKind {
+    /// The store a `--database-url` names by its scheme (`None`: not one Flotilla has).
+    pub fn of_url(url: Option<&str>) -> Option<StoreKind> {
+        let Some(url) = url else { return Some(StoreKind::Embedded) };
+        match url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
+            Some("postgres" | "postgresql") => Some(StoreKind::Postgres),
+            Some("redis" | "rediss") => Some(StoreKind::Redis),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Postgres => "PostgreSQL",
+            StoreKind::Redis => "Redis",
+        }
+    }
+}
+
 /// Resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -512,6 +540,11 @@ pub fn read_file(path: &Path) -> Result<FileConfig, SettingsError> {
 }
 
 impl Settings {
+    /// The configuration store the settings name (the URL's scheme was checked by `resolve`).
+    pub fn store_kind(&self) -> StoreKind {
+        StoreKind::of_url(self.database_url.as_deref()).unwrap_or(StoreKind::Postgres)
+    }
+
     /// Flags and environment over the file over defaults.
     pub fn resolve(cli: Cli) -> Result<Settings, SettingsError> {
         let file = match &cli.config {
@@ -522,6 +555,14 @@ impl Settings {
         let security = resolve_security(cli.security.merge(file.security))?;
         let server = cli.server.merge(file.server);
         let storage = cli.storage.merge(file.storage);
+        if let Some(url) = storage.database_url.as_deref()
+            && StoreKind::of_url(Some(url)).is_none()
+        {
+            let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
+            return Err(SettingsError::Invalid(format!(
+                "--database-url ({scheme}://…) names no store Flotilla has: use postgres://… (PostgreSQL) or redis://… / rediss://… (Redis), or leave it unset for the embedded store"
+            )));
+        }
         let nats = cli.nats.merge(file.nats);
         let logging = cli.logging.merge(file.logging);
         let backup = cli.backup.merge(file.backup);
@@ -699,6 +740,7 @@ mod tests {
         assert!(s.ha);
         assert_eq!(s.advertise_url.as_deref(), Some("http://brain-1:8080"));
         assert_eq!(s.database_url.as_deref(), Some("redis://cache:6379/2"));
+        assert_eq!(s.store_kind(), StoreKind::Redis);
         assert!(s.allow_volatile_store);
         let b = s.backup.unwrap();
         assert_eq!(
@@ -759,5 +801,19 @@ mod tests {
         std::fs::write(&path, "security:\n  tlsCrt: x\n").unwrap();
         let err = read_file(&path).unwrap_err().to_string();
         assert!(err.contains("tlsCrt"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_named_by_the_url_scheme_and_an_unknown_one_is_refused() {
+        let kind = |url: &str| Settings::resolve(Cli::parse_from(["flotilla-brain", "--database-url", url]));
+        assert_eq!(kind("postgres://db/f").unwrap().store_kind(), StoreKind::Postgres);
+        assert_eq!(kind("postgresql://db/f").unwrap().store_kind(), StoreKind::Postgres);
+        assert_eq!(kind("rediss://:pw@cache:6380/1").unwrap().store_kind(), StoreKind::Redis);
+        assert_eq!(
+            Settings::resolve(Cli::parse_from(["flotilla-brain"])).unwrap().store_kind(),
+            StoreKind::Embedded
+        );
+        let err = kind("mysql://root:secret@db/f").unwrap_err().to_string();
+        assert!(err.contains("mysql://") && err.contains("redis://") && !err.contains("secret"), "{err}");
     }
 }
