@@ -11,6 +11,8 @@
 #   - dnsmasq (Debian package dnsmasq-base): the DNS discovery test runs a real DNS server;
 #   - redis-server (Debian package redis-server): the Redis store's tests start private servers
 #     with an append-only file on free ports;
+#   - etcd (Debian package etcd-server): the etcd store's tests start private single-member
+#     clusters on free ports;
 #   - Prometheus and promtool (Debian package prometheus): the alert rules are checked and
 #     unit-tested with promtool, and the observability test scrapes a brain and an edge with a
 #     real Prometheus;
@@ -81,6 +83,14 @@ if [ ! -x "${FLOTILLA_REDIS_BIN:-/usr/bin/redis-server}" ] && ! command -v redis
   fi
 fi
 command -v "${FLOTILLA_REDIS_BIN:-redis-server}" >/dev/null 2>&1 || { echo "redis-server is needed by the Redis store tests (apt-get install redis-server)" >&2; exit 1; }
+
+echo "==> etcd (the etcd store's tests start their own members)"
+if ! command -v "${FLOTILLA_ETCD_BIN:-etcd}" >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -qq etcd-server || (apt-get update -qq && apt-get install -y -qq etcd-server)) >/dev/null || true
+  fi
+fi
+command -v "${FLOTILLA_ETCD_BIN:-etcd}" >/dev/null 2>&1 || { echo "etcd is needed by the etcd store tests (apt-get install etcd-server)" >&2; exit 1; }
 
 echo "==> Chromium (the console test drives it headless with Playwright)"
 if [ ! -x "${FLOTILLA_CHROMIUM_BIN:-/usr/bin/chromium}" ]; then

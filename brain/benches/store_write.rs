@@ -1,8 +1,8 @@
 //! What one write costs on each configuration store (issue 31): an update of a config, committed
 //! with its revision and history diff, on the embedded store (redb, fsync), a real PostgreSQL
-//! (a fresh database on `FLOTILLA_TEST_DATABASE_URL`, default the machine's 127.0.0.1:5432) and a
+//! (a fresh database on `FLOTILLA_TEST_DATABASE_URL`, default the machine's 127.0.0.1:5432), a
 //! real Redis (a private `redis-server` with its append-only file, `appendfsync always` and
-//! `everysec`). Two sizes: the documentation's example config (a few KB) and 100 clusters × 100
+//! `everysec`) and a real etcd (a private single-member cluster). Two sizes: the documentation's example config (a few KB) and 100 clusters × 100
 //! endpoints (~0.4 MB of JSON per head and per revision). A store that is not reachable is
 //! skipped with a line saying so.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_brain::model::ProxyConfig;
 use flotilla_brain::parse::{Format, parse_config};
-use flotilla_brain::store::{EmbeddedStore, PostgresStore, RedisStore, Store, Write, Written};
+use flotilla_brain::store::{EmbeddedStore, EtcdStore, PostgresStore, RedisStore, Store, Write, Written};
 
 const EXAMPLE: &str = include_str!("../../docs/examples/example-service.yaml");
 
@@ -41,7 +41,28 @@ fn small(i: u16) -> ProxyConfig {
     cfg
 }
 
-/// The server and its data directory (kept until the server is stopped).
+/// A server process and its data directory (kept until the server is stopped).
+/// A private single-member etcd on free ports; its URL.
+fn etcd_server() -> Option<(RedisServer, String)> {
+    let dir = tempfile::tempdir().ok()?;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port());
+    let (port, peer) = (free()?, free()?);
+    let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let (client, peer) = (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{peer}"));
+    let child = Command::new(bin)
+        .args(["--name", "bench", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("bench={peer}"), "--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    Some((RedisServer(child, dir), format!("etcd://127.0.0.1:{port}")))
+}
+
 struct RedisServer(Child, #[allow(dead_code, reason = "held for its Drop")] tempfile::TempDir);
 
 impl Drop for RedisServer {
@@ -136,6 +157,14 @@ fn bench(c: &mut Criterion) {
             Ok(r) => bench_store(c, &rt, &format!("redis_aof_{fsync}"), Arc::new(r)),
             Err(e) => println!("store_write/redis: skipped ({e})"),
         }
+    }
+
+    match etcd_server() {
+        Some((_server, url)) => match rt.block_on(EtcdStore::connect(&url)) {
+            Ok(e) => bench_store(c, &rt, "etcd", Arc::new(e)),
+            Err(e) => println!("store_write/etcd: skipped ({e})"),
+        },
+        None => println!("store_write/etcd: skipped, etcd did not start"),
     }
 }
 

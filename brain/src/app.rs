@@ -429,6 +429,11 @@ struct Opened {
 async fn open_store(settings: &Settings, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<Opened> {
     let mut pg_pool = None;
     let store: Arc<dyn Store> = match &settings.database_url {
+        Some(url) if settings.store_kind() == crate::settings::StoreKind::Etcd => Arc::new(
+            crate::store::EtcdStore::connect(url)
+                .await
+                .with_context(|| format!("opening the etcd store at {}", redact(url)))?,
+        ),
         Some(url) if settings.store_kind() == crate::settings::StoreKind::Redis => Arc::new(
             crate::store::RedisStore::connect(url, settings.allow_volatile_store)
                 .await

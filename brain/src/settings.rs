@@ -156,8 +156,9 @@ layer! {
         /// Directory of the embedded store [default: ./flotilla-data].
         #[arg(long = "data-dir", env = "FLOTILLA_DATA_DIR")]
         pub data_dir: Option<PathBuf>,
-        /// PostgreSQL (`postgres://user@host/db`) or Redis (`redis://[user:password@]host:6379[/db]`,
-        /// `rediss://` for TLS) to store configs in; the embedded store is used when unset.
+        /// PostgreSQL (`postgres://user@host/db`), Redis (`redis://[user:password@]host:6379[/db]`,
+        /// `rediss://` for TLS) or etcd (`etcd://host:2379[,host2:2379…]`) to store configs in; the
+        /// embedded store is used when unset.
         #[arg(long = "database-url", env = "FLOTILLA_DATABASE_URL")]
         pub database_url: Option<String>,
         /// Whether a store that does not persist what it acknowledges may be used (file only;
@@ -392,6 +393,7 @@ pub enum StoreKind {
     Embedded,
     Postgres,
     Redis,
+    Etcd,
 }
 
 impl StoreKind {
@@ -401,6 +403,7 @@ impl StoreKind {
         match url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
             Some("postgres" | "postgresql") => Some(StoreKind::Postgres),
             Some("redis" | "rediss") => Some(StoreKind::Redis),
+            Some("etcd") => Some(StoreKind::Etcd),
             _ => None,
         }
     }
@@ -410,6 +413,7 @@ impl StoreKind {
             StoreKind::Embedded => "embedded",
             StoreKind::Postgres => "PostgreSQL",
             StoreKind::Redis => "Redis",
+            StoreKind::Etcd => "etcd",
         }
     }
 }
@@ -560,7 +564,7 @@ impl Settings {
         {
             let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
             return Err(SettingsError::Invalid(format!(
-                "--database-url ({scheme}://…) names no store Flotilla has: use postgres://… (PostgreSQL) or redis://… / rediss://… (Redis), or leave it unset for the embedded store"
+                "--database-url ({scheme}://…) names no store Flotilla has: use postgres://… (PostgreSQL), redis://… / rediss://… (Redis) or etcd://host:2379[,host…] (etcd), or leave it unset for the embedded store"
             )));
         }
         let nats = cli.nats.merge(file.nats);
@@ -809,6 +813,7 @@ mod tests {
         assert_eq!(kind("postgres://db/f").unwrap().store_kind(), StoreKind::Postgres);
         assert_eq!(kind("postgresql://db/f").unwrap().store_kind(), StoreKind::Postgres);
         assert_eq!(kind("rediss://:pw@cache:6380/1").unwrap().store_kind(), StoreKind::Redis);
+        assert_eq!(kind("etcd://e1:2379,e2:2379").unwrap().store_kind(), StoreKind::Etcd);
         assert_eq!(
             Settings::resolve(Cli::parse_from(["flotilla-brain"])).unwrap().store_kind(),
             StoreKind::Embedded

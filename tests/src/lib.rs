@@ -11,6 +11,7 @@ pub mod consul;
 pub mod dns;
 pub mod edge;
 pub mod envoy;
+pub mod etcd;
 pub mod garbage;
 pub mod kube;
 pub mod kube_lease;

@@ -1,6 +1,6 @@
 //! Durable, versioned storage of configs. One interface ([`Store`]), backends that pass the same
-//! test suite: [`EmbeddedStore`] (redb, the default), [`PostgresStore`] (sqlx) and [`RedisStore`]
-//! (redis-rs). The decisions of every write live in `logic`; backends only load, lock and
+//! test suite: [`EmbeddedStore`] (redb, the default), [`PostgresStore`] (sqlx), [`RedisStore`]
+//! (redis-rs) and [`EtcdStore`] (etcd's v3 gRPC API). The decisions of every write live in `logic`; backends only load, lock and
 //! persist.
 //!
 //! Every change is an immutable [`Revision`]; the [`ConfigRecord`] is the head. What is live on
@@ -8,6 +8,7 @@
 
 mod audit_log;
 mod embedded;
+mod etcd;
 mod health;
 mod logic;
 mod postgres;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 pub use audit_log::{AuditEntry, AuditFilter, RevisionRef};
 pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 

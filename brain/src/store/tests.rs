@@ -461,3 +461,6 @@ fn a_record_keeps_its_applied_config_once_when_it_is_the_latest() {
 
 #[path = "redis_tests.rs"]
 mod redis;
+
+#[path = "etcd_tests.rs"]
+mod etcd;

@@ -1,8 +1,9 @@
 //! Configuration stores other than the embedded one, end to end: a brain keeping its configs in
-//! a real Redis (started by the test, with an append-only file) serves a real Envoy that routes
-//! real requests, and a brain restarted on the same Redis has them; `flotilla export` from a
-//! brain on the embedded store and `flotilla import` into one on Redis carry every config over
-//! (the migration path between stores, docs/operations.md).
+//! a real Redis (started by the test, with an append-only file) or a real etcd serves a real
+//! Envoy that routes real requests, and a brain restarted on the same store has them;
+//! `flotilla export` from a brain on the embedded store and `flotilla import` into one on Redis,
+//! and from Redis into etcd, carry every config over (the migration path between stores,
+//! docs/operations.md).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -11,34 +12,48 @@ use std::time::Duration;
 use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::envoy::{ApiType, Envoy, serves};
+use flotilla_tests::etcd::EtcdServer;
 use flotilla_tests::process::flotilla_cli as flotilla;
 use flotilla_tests::redis::RedisServer;
 use flotilla_tests::{free_port, wait_for};
 use serde_json::Value;
 
-async fn on_redis(redis: &RedisServer) -> TestBrain {
-    let url = redis.url();
+async fn on_store(url: String) -> TestBrain {
     TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| s.database_url = Some(url)).await
+}
+
+async fn on_redis(redis: &RedisServer) -> TestBrain {
+    on_store(redis.url()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brain_on_redis_serves_envoy_and_keeps_its_configs_across_restarts() {
     let redis = RedisServer::start().await;
-    let mut brain = on_redis(&redis).await;
-    let backend = Backend::start("on redis").await;
+    serves_envoy_and_keeps_configs(redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_on_etcd_serves_envoy_and_keeps_its_configs_across_restarts() {
+    let etcd = EtcdServer::start().await;
+    serves_envoy_and_keeps_configs(etcd.url()).await;
+}
+
+async fn serves_envoy_and_keeps_configs(url: String) {
+    let mut brain = on_store(url.clone()).await;
+    let backend = Backend::start("on the store").await;
     let port = free_port();
     let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[backend.addr])).await;
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap_or_default());
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     let _envoy =
-        Envoy::start(brain.xds_port, "redis-envoy", "example-service", "production", ApiType::DeltaGrpc);
+        Envoy::start(brain.xds_port, "store-envoy", "example-service", "production", ApiType::DeltaGrpc);
     wait_for("HTTP through Envoy to the backend", Duration::from_secs(30), || {
-        serves(port, "backend on redis")
+        serves(port, "backend on the store")
     })
     .await;
 
     brain.stop().await;
-    let again = on_redis(&redis).await;
+    let again = on_store(url).await;
     let (status, rec) = again.get_json(&format!("/api/v1/configs/{id}")).await;
     assert_eq!(status, 200, "{rec}");
     assert_eq!(rec["appliedVersion"], 1);
@@ -47,7 +62,7 @@ async fn a_brain_on_redis_serves_envoy_and_keeps_its_configs_across_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_from_the_embedded_store_imports_into_redis() {
+async fn export_from_the_embedded_store_imports_into_redis_and_on_into_etcd() {
     let embedded = TestBrain::start().await;
     let backend = Backend::start("1").await;
     for (name, port) in [("svc-a", free_port()), ("svc-b", free_port())] {
@@ -78,4 +93,15 @@ async fn export_from_the_embedded_store_imports_into_redis() {
             target.get_json(&format!("/api/v1/configs/{}/snapshot", b["id"].as_str().unwrap())).await;
         assert_eq!(sa["types"], sb["types"], "{} compiles to the same resources on Redis", a["name"]);
     }
+
+    // And on from Redis to etcd.
+    let again = dir.path().join("from-redis.yaml");
+    let (code, _, err) = flotilla(&target.base, &["export", "-o", again.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let etcd = EtcdServer::start().await;
+    let on_etcd = on_store(etcd.url()).await;
+    let (code, out, err) = flotilla(&on_etcd.base, &["import", "-f", again.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, there) = on_etcd.get_json("/api/v1/configs").await;
+    assert_eq!(names(&from), names(&there));
 }

@@ -1,0 +1,160 @@
+//! The store contract on a real etcd: each test starts its own `etcd` (Debian's etcd-server;
+//! `FLOTILLA_ETCD_BIN` points elsewhere) on free client and peer ports with its own data
+//! directory, and stops it afterwards.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A private single-member etcd cluster.
+pub(crate) struct TestEtcd {
+    child: Child,
+    port: u16,
+    peer: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestEtcd {
+    pub fn start() -> TestEtcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, peer) = (free_port(), free_port());
+        let child = Self::spawn(dir.path(), port, peer);
+        let etcd = TestEtcd { child, port, peer, dir };
+        etcd.wait_ready();
+        etcd
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16, peer: u16) -> Child {
+        let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{peer}");
+        Command::new(&bin)
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}"), "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin} is needed by this test (scripts/test.sh installs etcd-server): {e}")
+            })
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd on port {} did not come up", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, then the same member on the same data directory again.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), self.port, self.peer);
+        self.wait_ready();
+    }
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A store on `etcd`, retrying while the member elects itself leader after a (re)start.
+async fn store(etcd: &TestEtcd) -> EtcdStore {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match EtcdStore::connect(&etcd.url()).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("etcd never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn etcd_store_contract() {
+    let etcd = TestEtcd::start();
+    contract(&store(&etcd).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_store_concurrent_writers() {
+    let etcd = TestEtcd::start();
+    concurrent_writers(Arc::new(store(&etcd).await)).await;
+}
+
+#[tokio::test]
+async fn etcd_store_audit_and_sealed_secrets() {
+    let etcd = TestEtcd::start();
+    let store = Arc::new(store(&etcd).await);
+    audit_log(store.as_ref()).await;
+    sealed_at_rest(store.clone()).await;
+}
+
+#[tokio::test]
+async fn etcd_store_rotates_the_secrets_key() {
+    let etcd = TestEtcd::start();
+    rotated(Arc::new(store(&etcd).await)).await;
+}
+
+/// kill -9 of etcd: every write it acknowledged is there after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_loses_no_acknowledged_write_on_kill_9() {
+    let mut etcd = TestEtcd::start();
+    let s = store(&etcd).await;
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let mut cfg = example();
+        cfg.metadata.name = format!("svc-{i}");
+        let rec = record(s.write(Write::Create { config: cfg.clone(), apply: true }, "t").await.unwrap());
+        cfg.metadata.labels.insert("rev".into(), "2".into());
+        let w = Write::Update {
+            id: rec.id,
+            config: cfg,
+            expected_version: Some(1),
+            apply: true,
+            action: "update",
+        };
+        record(s.write(w, "t").await.unwrap());
+        written.push(rec.id);
+    }
+    etcd.kill_and_restart();
+    let s = store(&etcd).await;
+    for id in written {
+        let rec = s.get(id).await.unwrap().expect("an acknowledged config survives kill -9");
+        assert_eq!((rec.version, rec.applied_version), (2, Some(2)));
+        assert_eq!(s.history(id).await.unwrap().len(), 2);
+    }
+    assert_eq!(s.list(&ListFilter::default()).await.unwrap().len(), 20);
+}
+
+/// An unreachable etcd is refused at connect, naming where it looked.
+#[tokio::test]
+async fn an_unreachable_etcd_is_named() {
+    let err = EtcdStore::connect(&format!("etcd://127.0.0.1:{}", free_port())).await.unwrap_err().to_string();
+    assert!(err.contains("cannot reach etcd at 127.0.0.1:"), "{err}");
+}
