@@ -510,39 +510,49 @@ fn start_discovery(settings: &Settings, stopped: &watch::Receiver<bool>) -> crat
 }
 
 /// This brain's leadership: always the leader alone; with `--ha`, joined to the election
-/// through PostgreSQL or a Kubernetes Lease.
+/// through PostgreSQL, etcd or a Kubernetes Lease.
 async fn leadership(
     settings: &Settings,
     pg_pool: Option<sqlx::PgPool>,
     stopped: &watch::Receiver<bool>,
 ) -> anyhow::Result<crate::ha::Leadership> {
-    Ok(match (settings.ha, pg_pool) {
-        (false, _) => crate::ha::Leadership::default(),
-        (true, None) => anyhow::bail!(
-            "--ha needs --database-url with PostgreSQL: the brains elect their leader through it (the embedded store is one brain's; Redis holds configs but not the lease)"
-        ),
-        (true, Some(pool)) => {
-            let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));
-            let id = format!(
-                "{}-{}-{}",
-                hostname(),
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
-            let store: Box<dyn crate::ha::LeaseStore> = match &settings.ha_lease_kubernetes {
-                Some(target) => Box::new(
-                    crate::ha::kubernetes::KubeLease::connect(target)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("--ha-lease-kubernetes: {e}"))?,
-                ),
-                None => Box::new(crate::ha::postgres::PgLease { pool }),
-            };
-            let lease = store.describe();
-            let l = crate::ha::join(store, id.clone(), url.clone(), stopped.clone()).await;
-            tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, lease, role = ?l.role());
-            l
-        }
-    })
+    use crate::settings::StoreKind;
+    if !settings.ha {
+        return Ok(crate::ha::Leadership::default());
+    }
+    if settings.store_kind() == StoreKind::Embedded {
+        anyhow::bail!(
+            "--ha needs a store the brains share (--database-url postgres://…, redis://… or etcd://…): the embedded store is one brain's"
+        );
+    }
+    let lease: Box<dyn crate::ha::LeaseStore> = if let Some(url) = &settings.ha_lease_etcd {
+        Box::new(
+            crate::ha::etcd::EtcdLease::connect(url).map_err(|e| anyhow::anyhow!("--ha-lease-etcd: {e}"))?,
+        )
+    } else if let Some(target) = &settings.ha_lease_kubernetes {
+        Box::new(
+            crate::ha::kubernetes::KubeLease::connect(target)
+                .await
+                .map_err(|e| anyhow::anyhow!("--ha-lease-kubernetes: {e}"))?,
+        )
+    } else if let (StoreKind::Etcd, Some(url)) = (settings.store_kind(), &settings.database_url) {
+        Box::new(
+            crate::ha::etcd::EtcdLease::connect(url).map_err(|e| anyhow::anyhow!("the etcd lease: {e}"))?,
+        )
+    } else if let Some(pool) = pg_pool {
+        Box::new(crate::ha::postgres::PgLease { pool })
+    } else {
+        anyhow::bail!(
+            "--ha needs somewhere to keep the leader lease: PostgreSQL or etcd as the store, --ha-lease-etcd or --ha-lease-kubernetes (Redis holds configs but not the lease)"
+        );
+    };
+    let url = settings.advertise_url.clone().unwrap_or_else(|| advertised(settings.rest_addr));
+    let id =
+        format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let kind = lease.describe();
+    let l = crate::ha::join(lease, id.clone(), url.clone(), stopped.clone()).await;
+    tracing::info!(message = "high availability: joined the leader election", brain = %id, advertise = %url, lease = kind, role = ?l.role());
+    Ok(l)
 }
 
 /// Scheduled backups of every config into `b.dir` (private keys `sealed` with the secrets key,

@@ -228,6 +228,10 @@ layer! {
         /// in-cluster@flotilla/flotilla-leader). Configs stay in PostgreSQL.
         #[arg(long = "ha-lease-kubernetes", env = "FLOTILLA_HA_LEASE_KUBERNETES")]
         pub lease_kubernetes: Option<String>,
+        /// With --ha, keep the leader lease in etcd (etcd://host:2379[,host2:2379…]): an etcd
+        /// lease and an election key. The default when the store itself is etcd.
+        #[arg(long = "ha-lease-etcd", env = "FLOTILLA_HA_LEASE_ETCD")]
+        pub lease_etcd: Option<String>,
     }
 }
 
@@ -448,6 +452,8 @@ pub struct Settings {
     pub advertise_url: Option<String>,
     /// The leader lease as a Kubernetes Lease (None: a row in PostgreSQL).
     pub ha_lease_kubernetes: Option<crate::ha::kubernetes::LeaseTarget>,
+    /// The etcd holding the leader lease (`--ha-lease-etcd`).
+    pub ha_lease_etcd: Option<String>,
     pub security: Security,
     /// `file` discovery sources: name → path.
     pub discovery_files: Vec<(String, PathBuf)>,
@@ -513,6 +519,7 @@ impl Default for Settings {
             ha: false,
             advertise_url: None,
             ha_lease_kubernetes: None,
+            ha_lease_etcd: None,
             security: Security::default(),
             discovery_files: Vec::new(),
             discovery_consul: Vec::new(),
@@ -660,6 +667,7 @@ impl Settings {
             }),
             ha: cli.ha || ha.enabled.unwrap_or(false),
             advertise_url: ha.advertise_url,
+            ha_lease_etcd: ha.lease_etcd,
             ha_lease_kubernetes: ha
                 .lease_kubernetes
                 .map(|s| s.parse().map_err(|e| SettingsError::Invalid(format!("--ha-lease-kubernetes {e}"))))

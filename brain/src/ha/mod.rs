@@ -1,8 +1,8 @@
-//! High availability: several brains on one PostgreSQL, one of them the leader.
+//! High availability: several brains on one shared store, one of them the leader.
 //!
 //! Owns the election and the leader's epoch. The lease lives in a [`LeaseStore`]: by default one
-//! PostgreSQL row ([`postgres`]), or a Kubernetes `Lease` object ([`kubernetes`], for brains
-//! running in a cluster). The leader renews it every [`RENEW`]; a brain takes it over once it
+//! PostgreSQL row ([`postgres`]), an etcd lease and key ([`etcd`], the default on the etcd store),
+//! or a Kubernetes `Lease` object ([`kubernetes`], for brains running in a cluster). The leader renews it every [`RENEW`]; a brain takes it over once it
 //! has expired ([`LEASE`]), bumping the epoch. The epoch is the fencing token: every publish
 //! carries it, the bus refuses to overwrite a state published with a higher one, and edges refuse
 //! lower ones (`flotilla_edge::sync`). A write confirms the lease first ([`Leadership::confirm`]),
@@ -11,6 +11,7 @@
 //! It does not decide what followers serve (the API and the service do: reads everywhere,
 //! writes redirected to the leader), nor publish on promotion (`app` does).
 
+pub mod etcd;
 pub mod kubernetes;
 pub mod postgres;
 

@@ -140,22 +140,7 @@ impl EtcdStore {
     /// Connects to `url`: `etcd://host:2379[,host2:2379…]` (every endpoint of the cluster; requests
     /// go to any that answers).
     pub async fn connect(url: &str) -> Result<EtcdStore, StoreError> {
-        let hosts = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| backend(format!("an etcd URL starts with etcd:// (got {url:?})")))?;
-        let hosts = hosts.trim_end_matches('/');
-        let mut endpoints = Vec::new();
-        for host in hosts.split(',').filter(|h| !h.is_empty()) {
-            let e = Endpoint::from_shared(format!("http://{host}"))
-                .map_err(|e| backend(format!("invalid etcd endpoint {host:?}: {e}")))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30));
-            endpoints.push(e);
-        }
-        if endpoints.is_empty() {
-            return Err(backend("the etcd URL names no endpoint (etcd://host:2379)"));
-        }
-        let channel = Channel::balance_list(endpoints.into_iter());
+        let (channel, hosts) = channel(url).map_err(backend)?;
         let store = EtcdStore { kv: KvClient::new(channel), prefix: "flotilla".to_string() };
         // Fail at start, naming the cause, rather than at the first write.
         tokio::time::timeout(Duration::from_secs(10), store.range(b"flotilla-probe".to_vec(), None, 1))
@@ -276,6 +261,27 @@ impl EtcdStore {
         }
         Ok(self.commit(txn).await?.then_some(out))
     }
+}
+
+/// A gRPC channel to every endpoint of `url` (`etcd://host:2379[,host2:2379…]`), and the hosts
+/// as written (for messages). Shared with the etcd lease (`ha::etcd`).
+pub fn channel(url: &str) -> Result<(Channel, String), String> {
+    let hosts = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("an etcd URL starts with etcd:// (got {url:?})"))?;
+    let hosts = hosts.trim_end_matches('/').to_string();
+    let mut endpoints = Vec::new();
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        let e = Endpoint::from_shared(format!("http://{host}"))
+            .map_err(|e| format!("invalid etcd endpoint {host:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        endpoints.push(e);
+    }
+    if endpoints.is_empty() {
+        return Err("the etcd URL names no endpoint (etcd://host:2379)".into());
+    }
+    Ok((Channel::balance_list(endpoints.into_iter()), hosts))
 }
 
 /// A short, growing, jittered pause between attempts that lost a race.

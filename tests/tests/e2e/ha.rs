@@ -7,6 +7,7 @@
 //! past its lease and resumed cannot write, is a follower, and nothing it holds reaches the proxy.
 //! The same election through a Kubernetes Lease (`--ha-lease-kubernetes`), against the fake
 //! Kubernetes API of `flotilla_tests::kube` (no API server here).
+//! And brains whose store is a real etcd, electing their leader in it (an etcd lease).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -271,4 +272,100 @@ async fn a_leader_stopped_with_sigterm_hands_the_lease_over_at_once() {
     let status = a.process.wait_exit(Duration::from_secs(15)).await.expect("the old leader exits");
     assert!(status.success(), "{}", a.process.output());
     db.drop_now().await;
+}
+
+/// Issue 31: brains whose store is etcd elect their leader in the same etcd (an etcd lease and an
+/// election key); the follower redirects writes; kill -9 of the leader: etcd revokes its lease
+/// and the follower takes over with the next epoch (the time is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brains_on_etcd_elect_their_leader_there_and_the_follower_takes_over() {
+    let etcd = flotilla_tests::etcd::EtcdServer::start().await;
+    let nats = NatsServer::start().await;
+    let on_etcd = || {
+        let rest = free_port();
+        let base = format!("http://127.0.0.1:{rest}");
+        let mut args = distributed_brain_args(&nats.url(), rest);
+        args.extend([
+            "--ha".into(),
+            "--database-url".into(),
+            etcd.url(),
+            "--advertise-url".into(),
+            base.clone(),
+        ]);
+        Brain { process: Process::start(&workspace_bin("flotilla-brain"), &args), base }
+    };
+    let a = on_etcd();
+    wait_for("brain A to lead", CONVERGE, || async { leads(&a).await.then_some(()) }).await;
+    let b = on_etcd();
+    wait_for("brain B to be ready", CONVERGE, || async {
+        (status(&format!("{}/ready", b.base)).await == Some(200)).then_some(())
+    })
+    .await;
+    assert!(!leads(&b).await, "only one leader");
+    let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
+    let cluster = wait_for("both brains in the cluster view", CONVERGE, || async {
+        let v: Value =
+            client().get(format!("{}/api/v1/cluster", b.base)).send().await.ok()?.json().await.ok()?;
+        (v["cluster"]["brains"].as_array().map(Vec::len) == Some(2)).then_some(v)
+    })
+    .await;
+    assert_eq!(cluster["cluster"]["leader"]["url"], a.base.as_str(), "{cluster}");
+    let first_epoch = cluster["cluster"]["leader"]["epoch"].as_u64().unwrap();
+    let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let failover = kill_and_write(&a, &b, &id).await;
+    eprintln!(
+        "failover through an etcd lease: kill -9 of the leader to the next accepted write: {failover:?}"
+    );
+    let cluster: Value =
+        client().get(format!("{}/api/v1/cluster", b.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cluster["cluster"]["leader"]["url"], b.base.as_str(), "{cluster}");
+    assert_eq!(cluster["cluster"]["leader"]["epoch"].as_u64(), Some(first_epoch + 1), "{cluster}");
+    // The config written before the failover is in etcd, at the version B wrote on top.
+    let (_, rec) = (
+        200,
+        client()
+            .get(format!("{}/api/v1/configs/{id}", b.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rec["version"], 2, "{rec}");
+}
+
+/// `--ha` without a store the brains share, or without a place for the lease, is refused at
+/// start, naming what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_without_a_shared_store_or_a_lease_is_refused_naming_what_is_missing() {
+    let redis = flotilla_tests::redis::RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().display().to_string();
+    for (store, want) in [
+        (vec!["--data-dir".to_string(), data_dir], "--ha needs a store the brains share"),
+        (vec!["--database-url".to_string(), redis.url()], "--ha-lease-etcd or --ha-lease-kubernetes"),
+    ] {
+        let mut cmd = std::process::Command::new(workspace_bin("flotilla-brain"));
+        cmd.args([
+            "--ha",
+            "--rest-addr",
+            "127.0.0.1:0",
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--grpc-api-addr",
+            "127.0.0.1:0",
+        ])
+        .args(&store)
+        .env("RUST_BACKTRACE", "0");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {store:?}");
+        assert!(stderr.contains(want), "{store:?}: {stderr}");
+    }
 }
