@@ -158,3 +158,29 @@ async fn an_unreachable_etcd_is_named() {
     let err = EtcdStore::connect(&format!("etcd://127.0.0.1:{}", free_port())).await.unwrap_err().to_string();
     assert!(err.contains("cannot reach etcd at 127.0.0.1:"), "{err}");
 }
+
+/// History survives etcd's compaction (which drops old versions of every key): revisions are keys
+/// of their own, not versions of the head.
+#[tokio::test]
+async fn etcd_history_survives_compaction() {
+    use flotilla_proto::etcd::etcdserverpb::kv_client::KvClient;
+    use flotilla_proto::etcd::etcdserverpb::{CompactionRequest, RangeRequest};
+    let etcd = TestEtcd::start();
+    let s = store(&etcd).await;
+    let mut cfg = example();
+    let id = record(s.write(Write::Create { config: cfg.clone(), apply: true }, "t").await.unwrap()).id;
+    for v in 2..=5 {
+        cfg.metadata.labels.insert("rev".into(), v.to_string());
+        let w =
+            Write::Update { id, config: cfg.clone(), expected_version: None, apply: true, action: "update" };
+        record(s.write(w, "t").await.unwrap());
+    }
+    let (channel, _) = crate::store::etcd_channel(&etcd.url()).unwrap();
+    let mut kv = KvClient::new(channel);
+    let now = kv.range(RangeRequest { key: b"x".to_vec(), ..Default::default() }).await.unwrap().into_inner();
+    let revision = now.header.unwrap().revision;
+    kv.compact(CompactionRequest { revision, physical: true }).await.unwrap();
+    let history = s.history(id).await.unwrap();
+    assert_eq!(history.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(history[4].config.metadata.labels.get("rev").map(String::as_str), Some("5"));
+}
