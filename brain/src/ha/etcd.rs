@@ -10,14 +10,14 @@ use std::sync::Mutex;
 use flotilla_proto::etcd::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcd::etcdserverpb::lease_client::LeaseClient;
 use flotilla_proto::etcd::etcdserverpb::{
-    Compare, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
-    RequestOp, TxnRequest, compare, request_op,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, TxnRequest,
 };
 use flotilla_proto::etcd::mvccpb::KeyValue;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::{LEASE, LeaseStore, Members};
+use crate::store::{etcd_put as put, etcd_unchanged as unchanged};
 
 /// How long a brain stays listed without a heartbeat.
 const SEEN_TTL: i64 = 10;
@@ -87,31 +87,6 @@ impl EtcdLease {
     }
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>, lease: i64) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key,
-            value,
-            lease,
-            ..Default::default()
-        })),
-    }
-}
-
-fn unchanged(key: Vec<u8>, read: Option<&KeyValue>) -> Compare {
-    let (target, union) = match read {
-        Some(kv) => (compare::CompareTarget::Mod, compare::TargetUnion::ModRevision(kv.mod_revision)),
-        None => (compare::CompareTarget::Create, compare::TargetUnion::CreateRevision(0)),
-    };
-    Compare {
-        result: compare::CompareResult::Equal as i32,
-        target: target as i32,
-        key,
-        target_union: Some(union),
-        ..Default::default()
-    }
-}
-
 #[async_trait::async_trait]
 impl LeaseStore for EtcdLease {
     fn describe(&self) -> &'static str {
@@ -134,8 +109,8 @@ impl LeaseStore for EtcdLease {
                 let value = serde_json::to_vec(&holder).map_err(|e| e.to_string())?;
                 let txn = TxnRequest {
                     compare: vec![
-                        unchanged(self.key("leader"), None),
-                        unchanged(self.key("epoch"), epoch_kv.as_ref()),
+                        unchanged(&self.key("leader"), None),
+                        unchanged(&self.key("epoch"), epoch_kv.as_ref()),
                     ],
                     success: vec![
                         put(self.key("epoch"), epoch.to_string().into_bytes(), 0),

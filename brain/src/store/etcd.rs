@@ -33,14 +33,12 @@ use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 use super::logic::{self, Change};
+use super::optimistic::{self, ATTEMPTS, back_off};
 use super::{AuditEntry, AuditFilter};
 use super::{
     ConfigRecord, ListFilter, Revision, SecretMap, Step, Store, StoreError, Write, Written,
     map_revision_secrets, map_secrets,
 };
-
-/// Attempts of one write against concurrent writers before giving up.
-const ATTEMPTS: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct EtcdStore {
@@ -77,7 +75,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// "Still what was read": the key's `mod_revision`, or that it does not exist.
-fn unchanged(key: &[u8], read: Option<&KeyValue>) -> Compare {
+pub fn unchanged(key: &[u8], read: Option<&KeyValue>) -> Compare {
     let (target, union) = match read {
         Some(kv) => (compare::CompareTarget::Mod, compare::TargetUnion::ModRevision(kv.mod_revision)),
         None => (compare::CompareTarget::Create, compare::TargetUnion::CreateRevision(0)),
@@ -91,9 +89,15 @@ fn unchanged(key: &[u8], read: Option<&KeyValue>) -> Compare {
     }
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+/// A put of `key`, bound to the etcd `lease` (0: none).
+pub fn put(key: Vec<u8>, value: Vec<u8>, lease: i64) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest { key, value, ..Default::default() })),
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        })),
     }
 }
 
@@ -120,7 +124,7 @@ impl Txn {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.insert(key.clone(), put(key, value));
+        self.ops.insert(key.clone(), put(key, value, 0));
     }
 
     fn delete(&mut self, key: Vec<u8>) {
@@ -284,24 +288,10 @@ pub fn channel(url: &str) -> Result<(Channel, String), String> {
     Ok((Channel::balance_list(endpoints.into_iter()), hosts))
 }
 
-/// A short, growing, jittered pause between attempts that lost a race.
-async fn back_off(attempt: usize) {
-    let ms = 1 + (attempt.min(20) as u64) * (u64::from(Uuid::now_v7().as_bytes()[15]) % 4 + 1);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
-        for attempt in 0..ATTEMPTS {
-            if let Some(out) = self.attempt(&ws, author).await? {
-                return Ok(out);
-            }
-            back_off(attempt).await;
-        }
-        Err(backend(format!(
-            "gave up after {ATTEMPTS} attempts: other writers kept changing the same configs"
-        )))
+        optimistic::retry("the write", || self.attempt(&ws, author)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {

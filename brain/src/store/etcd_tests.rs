@@ -126,30 +126,10 @@ async fn etcd_store_rotates_the_secrets_key() {
 async fn etcd_store_loses_no_acknowledged_write_on_kill_9() {
     let mut etcd = TestEtcd::start();
     let s = store(&etcd).await;
-    let mut written = Vec::new();
-    for i in 0..20 {
-        let mut cfg = example();
-        cfg.metadata.name = format!("svc-{i}");
-        let rec = record(s.write(Write::Create { config: cfg.clone(), apply: true }, "t").await.unwrap());
-        cfg.metadata.labels.insert("rev".into(), "2".into());
-        let w = Write::Update {
-            id: rec.id,
-            config: cfg,
-            expected_version: Some(1),
-            apply: true,
-            action: "update",
-        };
-        record(s.write(w, "t").await.unwrap());
-        written.push(rec.id);
-    }
+    let written = acknowledged_writes(&s).await;
     etcd.kill_and_restart();
     let s = store(&etcd).await;
-    for id in written {
-        let rec = s.get(id).await.unwrap().expect("an acknowledged config survives kill -9");
-        assert_eq!((rec.version, rec.applied_version), (2, Some(2)));
-        assert_eq!(s.history(id).await.unwrap().len(), 2);
-    }
-    assert_eq!(s.list(&ListFilter::default()).await.unwrap().len(), 20);
+    all_there(&s, written).await;
 }
 
 /// An unreachable etcd is refused at connect, naming where it looked.

@@ -11,6 +11,7 @@ mod embedded;
 mod etcd;
 mod health;
 mod logic;
+mod optimistic;
 mod postgres;
 mod redis;
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 pub use audit_log::{AuditEntry, AuditFilter, RevisionRef};
 pub use embedded::EmbeddedStore;
-pub use etcd::{EtcdStore, channel as etcd_channel};
+pub use etcd::{EtcdStore, channel as etcd_channel, put as etcd_put, unchanged as etcd_unchanged};
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 

@@ -27,6 +27,7 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::logic::{self, Change};
+use super::optimistic::{self, ATTEMPTS, back_off};
 use super::{AuditEntry, AuditFilter};
 use super::{
     ConfigRecord, ListFilter, Revision, SecretMap, Step, Store, StoreError, Write, Written,
@@ -64,9 +65,6 @@ while a <= #ARGV do
 end
 return 1
 "#;
-
-/// Attempts of one write against concurrent writers before giving up.
-const ATTEMPTS: usize = 200;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -273,24 +271,10 @@ impl RedisStore {
     }
 }
 
-/// A short, growing, jittered pause between attempts that lost a race.
-async fn back_off(attempt: usize) {
-    let ms = 1 + (attempt.min(20) as u64) * (u64::from(Uuid::now_v7().as_bytes()[15]) % 4 + 1);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-}
-
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
-        for attempt in 0..ATTEMPTS {
-            if let Some(out) = self.attempt(&ws, author).await? {
-                return Ok(out);
-            }
-            back_off(attempt).await;
-        }
-        Err(backend(format!(
-            "gave up after {ATTEMPTS} attempts: other writers kept changing the same configs"
-        )))
+        optimistic::retry("the write", || self.attempt(&ws, author)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {

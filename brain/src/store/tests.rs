@@ -208,6 +208,37 @@ async fn concurrent_writers(store: Arc<dyn Store>) {
     assert_eq!(rec.config, history[50].config, "head equals the last revision");
 }
 
+/// 20 configs created and each updated once (40 acknowledged writes); their ids.
+async fn acknowledged_writes(s: &dyn Store) -> Vec<Uuid> {
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let mut cfg = example();
+        cfg.metadata.name = format!("svc-{i}");
+        let rec = record(s.write(Write::Create { config: cfg.clone(), apply: true }, "t").await.unwrap());
+        cfg.metadata.labels.insert("rev".into(), "2".into());
+        let w = Write::Update {
+            id: rec.id,
+            config: cfg,
+            expected_version: Some(1),
+            apply: true,
+            action: "update",
+        };
+        record(s.write(w, "t").await.unwrap());
+        written.push(rec.id);
+    }
+    written
+}
+
+/// Every write of [`acknowledged_writes`] is there (after a crash of the server and a restart).
+async fn all_there(s: &dyn Store, written: Vec<Uuid>) {
+    for id in written {
+        let rec = s.get(id).await.unwrap().expect("an acknowledged config survives kill -9");
+        assert_eq!((rec.version, rec.applied_version), (2, Some(2)));
+        assert_eq!(s.history(id).await.unwrap().len(), 2);
+    }
+    assert_eq!(s.list(&ListFilter::default()).await.unwrap().len(), 20);
+}
+
 #[tokio::test]
 async fn embedded_store_contract() {
     let dir = tempfile::tempdir().unwrap();
