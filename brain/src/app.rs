@@ -527,7 +527,9 @@ async fn leadership(
     }
     let lease: Box<dyn crate::ha::LeaseStore> = if let Some(url) = &settings.ha_lease_etcd {
         Box::new(
-            crate::ha::etcd::EtcdLease::connect(url).map_err(|e| anyhow::anyhow!("--ha-lease-etcd: {e}"))?,
+            crate::ha::etcd::EtcdLease::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("--ha-lease-etcd: {e}"))?,
         )
     } else if let Some(target) = &settings.ha_lease_kubernetes {
         Box::new(
@@ -537,7 +539,9 @@ async fn leadership(
         )
     } else if let (StoreKind::Etcd, Some(url)) = (settings.store_kind(), &settings.database_url) {
         Box::new(
-            crate::ha::etcd::EtcdLease::connect(url).map_err(|e| anyhow::anyhow!("the etcd lease: {e}"))?,
+            crate::ha::etcd::EtcdLease::connect(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("the etcd lease: {e}"))?,
         )
     } else if let Some(pool) = pg_pool {
         Box::new(crate::ha::postgres::PgLease { pool })

@@ -157,8 +157,8 @@ layer! {
         #[arg(long = "data-dir", env = "FLOTILLA_DATA_DIR")]
         pub data_dir: Option<PathBuf>,
         /// PostgreSQL (`postgres://user@host/db`), Redis (`redis://[user:password@]host:6379[/db]`,
-        /// `rediss://` for TLS) or etcd (`etcd://host:2379[,host2:2379…]`) to store configs in; the
-        /// embedded store is used when unset.
+        /// `rediss://` for TLS) or etcd (`etcd://[user:password@]host:2379[,host2:2379…]`) to store
+        /// configs in; the embedded store is used when unset.
         #[arg(long = "database-url", env = "FLOTILLA_DATABASE_URL")]
         pub database_url: Option<String>,
         /// Whether a store that does not persist what it acknowledges may be used (file only;

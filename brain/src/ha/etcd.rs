@@ -14,18 +14,17 @@ use flotilla_proto::etcd::etcdserverpb::{
 };
 use flotilla_proto::etcd::mvccpb::KeyValue;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use super::{LEASE, LeaseStore, Members};
-use crate::store::{etcd_put as put, etcd_unchanged as unchanged};
+use crate::store::{EtcdChannel, etcd_put as put, etcd_unchanged as unchanged};
 
 /// How long a brain stays listed without a heartbeat.
 const SEEN_TTL: i64 = 10;
 
 #[derive(Debug)]
 pub struct EtcdLease {
-    kv: KvClient<Channel>,
-    leases: LeaseClient<Channel>,
+    kv: KvClient<EtcdChannel>,
+    leases: LeaseClient<EtcdChannel>,
     prefix: String,
     /// The etcd lease of this brain's heartbeat key.
     seen: Mutex<Option<i64>>,
@@ -44,8 +43,8 @@ fn err(e: tonic::Status) -> String {
 }
 
 impl EtcdLease {
-    pub fn connect(url: &str) -> Result<EtcdLease, String> {
-        let (channel, _) = crate::store::etcd_channel(url)?;
+    pub async fn connect(url: &str) -> Result<EtcdLease, String> {
+        let (channel, _) = crate::store::etcd_channel(url).await?;
         Ok(EtcdLease {
             kv: KvClient::new(channel.clone()),
             leases: LeaseClient::new(channel),

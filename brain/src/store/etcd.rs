@@ -20,15 +20,18 @@
 //! (the id), `{p}/rev/{id}/{version:020}`, `{p}/audit/{entry id}` (UUIDv7: time-ordered).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
+use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
 use flotilla_proto::etcd::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcd::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, range_request,
-    request_op,
+    AuthenticateRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    compare, range_request, request_op,
 };
 use flotilla_proto::etcd::mvccpb::KeyValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
@@ -42,7 +45,7 @@ use super::{
 
 #[derive(Debug, Clone)]
 pub struct EtcdStore {
-    kv: KvClient<Channel>,
+    kv: KvClient<EtcdChannel>,
     prefix: String,
 }
 
@@ -141,10 +144,10 @@ impl Txn {
 }
 
 impl EtcdStore {
-    /// Connects to `url`: `etcd://host:2379[,host2:2379…]` (every endpoint of the cluster; requests
-    /// go to any that answers).
+    /// Connects to `url`: `etcd://[user:password@]host:2379[,host2:2379…]` (every endpoint of the
+    /// cluster; requests go to any that answers; with a user, etcd's authentication).
     pub async fn connect(url: &str) -> Result<EtcdStore, StoreError> {
-        let (channel, hosts) = channel(url).map_err(backend)?;
+        let (channel, hosts) = channel(url).await.map_err(backend)?;
         let store = EtcdStore { kv: KvClient::new(channel), prefix: "flotilla".to_string() };
         // Fail at start, naming the cause, rather than at the first write.
         tokio::time::timeout(Duration::from_secs(10), store.range(b"flotilla-probe".to_vec(), None, 1))
@@ -267,12 +270,40 @@ impl EtcdStore {
     }
 }
 
-/// A gRPC channel to every endpoint of `url` (`etcd://host:2379[,host2:2379…]`), and the hosts
-/// as written (for messages). Shared with the etcd lease (`ha::etcd`).
-pub fn channel(url: &str) -> Result<(Channel, String), String> {
-    let hosts = url
+/// A channel to etcd that carries the user's token, when the URL names a user.
+pub type EtcdChannel = tonic::service::interceptor::InterceptedService<Channel, TokenAuth>;
+
+/// Adds the current etcd auth token (if any) to every request.
+#[derive(Debug, Clone, Default)]
+pub struct TokenAuth(Arc<RwLock<Option<MetadataValue<Ascii>>>>);
+
+impl tonic::service::Interceptor for TokenAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = self.0.read().ok().and_then(|t| t.clone()) {
+            req.metadata_mut().insert("token", token);
+        }
+        Ok(req)
+    }
+}
+
+/// How often the token of a user is renewed (etcd's simple tokens live 5 minutes by default).
+const TOKEN_RENEWAL: Duration = Duration::from_secs(60);
+
+/// A gRPC channel to every endpoint of `url` (`etcd://[user:password@]host:2379[,host2:2379…]`),
+/// authenticated as the user when one is named (the token is renewed every minute while the
+/// channel lives), and the hosts as written (for messages). Shared with the etcd lease
+/// (`ha::etcd`).
+pub async fn channel(url: &str) -> Result<(EtcdChannel, String), String> {
+    let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| format!("an etcd URL starts with etcd:// (got {url:?})"))?;
+    let (user, hosts) = match rest.rsplit_once('@') {
+        Some((creds, hosts)) => {
+            let (name, password) = creds.split_once(':').unwrap_or((creds, ""));
+            (Some((name.to_string(), password.to_string())), hosts)
+        }
+        None => (None, rest),
+    };
     let hosts = hosts.trim_end_matches('/').to_string();
     let mut endpoints = Vec::new();
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
@@ -285,7 +316,47 @@ pub fn channel(url: &str) -> Result<(Channel, String), String> {
     if endpoints.is_empty() {
         return Err("the etcd URL names no endpoint (etcd://host:2379)".into());
     }
-    Ok((Channel::balance_list(endpoints.into_iter()), hosts))
+    let plain = Channel::balance_list(endpoints.into_iter());
+    let auth = TokenAuth::default();
+    if let Some((name, password)) = user {
+        let token = authenticate(&plain, &name, &password).await.map_err(|e| format!("{hosts}: {e}"))?;
+        if let Ok(mut t) = auth.0.write() {
+            *t = Some(token);
+        }
+        // Renew the token while anybody still uses the channel.
+        let weak = Arc::downgrade(&auth.0);
+        let renew = plain.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKEN_RENEWAL).await;
+                let Some(slot) = weak.upgrade() else { return };
+                match authenticate(&renew, &name, &password).await {
+                    Ok(token) => {
+                        if let Ok(mut t) = slot.write() {
+                            *t = Some(token);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(message = "renewing the etcd token failed; retrying in a minute", error = %e)
+                    }
+                }
+            }
+        });
+    }
+    Ok((tonic::service::interceptor::InterceptedService::new(plain, auth), hosts))
+}
+
+/// A token for `name` (etcd's `Authenticate`).
+async fn authenticate(channel: &Channel, name: &str, password: &str) -> Result<MetadataValue<Ascii>, String> {
+    let req = AuthenticateRequest { name: name.to_string(), password: password.to_string() };
+    let token = AuthClient::new(channel.clone())
+        .authenticate(req)
+        .await
+        .map_err(|e| format!("etcd authentication as {name:?} failed: {}", e.message()))?
+        .into_inner()
+        .token;
+    MetadataValue::try_from(token.as_str())
+        .map_err(|e| format!("etcd gave a token that is not a header value: {e}"))
 }
 
 #[async_trait::async_trait]

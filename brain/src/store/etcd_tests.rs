@@ -155,7 +155,7 @@ async fn etcd_history_survives_compaction() {
             Write::Update { id, config: cfg.clone(), expected_version: None, apply: true, action: "update" };
         record(s.write(w, "t").await.unwrap());
     }
-    let (channel, _) = crate::store::etcd_channel(&etcd.url()).unwrap();
+    let (channel, _) = crate::store::etcd_channel(&etcd.url()).await.unwrap();
     let mut kv = KvClient::new(channel);
     let now = kv.range(RangeRequest { key: b"x".to_vec(), ..Default::default() }).await.unwrap().into_inner();
     let revision = now.header.unwrap().revision;
@@ -163,4 +163,34 @@ async fn etcd_history_survives_compaction() {
     let history = s.history(id).await.unwrap();
     assert_eq!(history.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     assert_eq!(history[4].config.metadata.labels.get("rev").map(String::as_str), Some("5"));
+}
+
+/// A user and password in the URL: the store authenticates (etcd auth enabled, root with a
+/// password); without them, or with a wrong password, connecting fails and says why.
+#[tokio::test]
+async fn etcd_with_authentication_takes_the_user_from_the_url() {
+    use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
+    use flotilla_proto::etcd::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    let etcd = TestEtcd::start();
+    store(&etcd).await; // up and leading
+    let (channel, _) = crate::store::etcd_channel(&etcd.url()).await.unwrap();
+    let mut auth = AuthClient::new(channel);
+    let user = AuthUserAddRequest { name: "root".into(), password: "s3cret".into(), ..Default::default() };
+    auth.user_add(user).await.unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() })
+        .await
+        .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+
+    let url = format!("etcd://root:s3cret@127.0.0.1:{}", etcd.port);
+    let s = EtcdStore::connect(&url).await.unwrap();
+    let rec = record(s.write(Write::Create { config: example(), apply: true }, "t").await.unwrap());
+    assert_eq!(s.get(rec.id).await.unwrap().map(|r| r.version), Some(1));
+    let err = EtcdStore::connect(&etcd.url()).await.unwrap_err().to_string();
+    assert!(err.contains("cannot reach etcd") && err.contains("user name is empty"), "{err}");
+    let wrong = format!("etcd://root:nope@127.0.0.1:{}", etcd.port);
+    let err = EtcdStore::connect(&wrong).await.unwrap_err().to_string();
+    assert!(err.contains("authentication as \"root\" failed"), "{err}");
 }

@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 pub use audit_log::{AuditEntry, AuditFilter, RevisionRef};
 pub use embedded::EmbeddedStore;
-pub use etcd::{EtcdStore, channel as etcd_channel, put as etcd_put, unchanged as etcd_unchanged};
+pub use etcd::{
+    EtcdChannel, EtcdStore, channel as etcd_channel, put as etcd_put, unchanged as etcd_unchanged,
+};
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
 
