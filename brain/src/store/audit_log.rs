@@ -72,4 +72,16 @@ impl AuditFilter {
             && self.subject.as_ref().is_none_or(|s| *s == e.subject)
             && self.since.is_none_or(|t| e.at >= t)
     }
+
+    /// Takes `e`, the next entry of a newest-first scan, into `out` if it matches; false when the
+    /// scan is done (`e` is older than `since`, or `out` holds `limit` entries).
+    pub fn take(&self, e: AuditEntry, out: &mut Vec<AuditEntry>) -> bool {
+        if self.since.is_some_and(|s| e.at < s) {
+            return false;
+        }
+        if self.matches(&e) {
+            out.push(e);
+        }
+        out.len() < self.limit.max(1)
+    }
 }

@@ -246,14 +246,8 @@ impl Store for EmbeddedStore {
             for item in t.iter().map_err(backend)?.rev() {
                 let (_, v) = item.map_err(backend)?;
                 let e: AuditEntry = serde_json::from_slice(v.value()).map_err(backend)?;
-                if filter.since.is_some_and(|s| e.at < s) {
+                if !filter.take(e, &mut out) {
                     break;
-                }
-                if filter.matches(&e) {
-                    out.push(e);
-                    if out.len() >= filter.limit.max(1) {
-                        break;
-                    }
                 }
             }
             Ok(out)

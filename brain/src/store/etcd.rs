@@ -455,14 +455,8 @@ impl Store for EtcdStore {
             end = last.key.clone();
             for kv in &kvs {
                 let e: AuditEntry = parse(&kv.value, "audit entry")?;
-                if filter.since.is_some_and(|s| e.at < s) {
+                if !filter.take(e, &mut out) {
                     return Ok(out);
-                }
-                if filter.matches(&e) {
-                    out.push(e);
-                    if out.len() >= filter.limit.max(1) {
-                        return Ok(out);
-                    }
                 }
             }
             if (kvs.len() as i64) < PAGE {

@@ -364,14 +364,8 @@ impl Store for RedisStore {
             }
             for raw in raws.iter().rev() {
                 let e: AuditEntry = parse(raw, "audit entry")?;
-                if filter.since.is_some_and(|s| e.at < s) {
+                if !filter.take(e, &mut out) {
                     return Ok(out);
-                }
-                if filter.matches(&e) {
-                    out.push(e);
-                    if out.len() >= filter.limit.max(1) {
-                        return Ok(out);
-                    }
                 }
             }
             if (raws.len() as isize) < PAGE {

@@ -87,6 +87,22 @@ async fn proxy(edge: &Edge) -> (Delta, Vec<u8>) {
     (c, body)
 }
 
+/// Follower `b` redirects a write to leader `a`, and its cluster view lists both brains with `a`
+/// leading; that view.
+async fn redirected_and_listed(a: &Brain, b: &Brain) -> Value {
+    let r = write(b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
+    let cluster = wait_for("both brains in the cluster view", CONVERGE, || async {
+        let v: Value =
+            client().get(format!("{}/api/v1/cluster", b.base)).send().await.ok()?.json().await.ok()?;
+        (v["cluster"]["brains"].as_array().map(Vec::len) == Some(2)).then_some(v)
+    })
+    .await;
+    assert_eq!(cluster["cluster"]["leader"]["url"], a.base.as_str(), "{cluster}");
+    cluster
+}
+
 /// Kills leader `a` and writes config `id` through `b` until it is accepted; the time it took.
 async fn kill_and_write(a: &Brain, b: &Brain, id: &str) -> Duration {
     a.process.signal("KILL");
@@ -224,16 +240,7 @@ async fn a_kubernetes_lease_elects_one_leader_and_the_follower_takes_over() {
     assert_eq!(held["spec"]["leaseTransitions"], 1, "{held}");
     assert_eq!(held["metadata"]["annotations"]["flotilla.io/leader-url"], a.base.as_str(), "{held}");
     // The follower redirects writes to the leader the Lease names; both brains are listed.
-    let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
-    assert_eq!(r.status().as_u16(), 307);
-    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
-    let cluster = wait_for("both brains in the cluster view", CONVERGE, || async {
-        let v: Value =
-            client().get(format!("{}/api/v1/cluster", b.base)).send().await.ok()?.json().await.ok()?;
-        (v["cluster"]["brains"].as_array().map(Vec::len) == Some(2)).then_some(v)
-    })
-    .await;
-    assert_eq!(cluster["cluster"]["leader"]["url"], a.base.as_str(), "{cluster}");
+    redirected_and_listed(&a, &b).await;
     let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
     assert_eq!(r.status().as_u16(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
@@ -302,16 +309,7 @@ async fn brains_on_etcd_elect_their_leader_there_and_the_follower_takes_over() {
     })
     .await;
     assert!(!leads(&b).await, "only one leader");
-    let r = write(&b, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
-    assert_eq!(r.status().as_u16(), 307);
-    assert_eq!(r.headers()["location"], format!("{}/api/v1/configs?apply=true", a.base).as_str());
-    let cluster = wait_for("both brains in the cluster view", CONVERGE, || async {
-        let v: Value =
-            client().get(format!("{}/api/v1/cluster", b.base)).send().await.ok()?.json().await.ok()?;
-        (v["cluster"]["brains"].as_array().map(Vec::len) == Some(2)).then_some(v)
-    })
-    .await;
-    assert_eq!(cluster["cluster"]["leader"]["url"], a.base.as_str(), "{cluster}");
+    let cluster = redirected_and_listed(&a, &b).await;
     let first_epoch = cluster["cluster"]["leader"]["epoch"].as_u64().unwrap();
     let r = write(&a, reqwest::Method::POST, "/api/v1/configs?apply=true", endpoint(1)).await;
     assert_eq!(r.status().as_u16(), 201);
@@ -326,17 +324,8 @@ async fn brains_on_etcd_elect_their_leader_there_and_the_follower_takes_over() {
     assert_eq!(cluster["cluster"]["leader"]["url"], b.base.as_str(), "{cluster}");
     assert_eq!(cluster["cluster"]["leader"]["epoch"].as_u64(), Some(first_epoch + 1), "{cluster}");
     // The config written before the failover is in etcd, at the version B wrote on top.
-    let (_, rec) = (
-        200,
-        client()
-            .get(format!("{}/api/v1/configs/{id}", b.base))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-    );
+    let rec: Value =
+        client().get(format!("{}/api/v1/configs/{id}", b.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(rec["version"], 2, "{rec}");
 }
 
