@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::backend::Backend;
 use crate::brain::TestBrain;
 use crate::envoy::{ApiType, Envoy};
-use crate::wait_for;
+use crate::poll_for;
 
 /// How long a config may take to reach Envoy.
 pub const CONVERGE: Duration = Duration::from_secs(30);
@@ -66,10 +66,22 @@ pub async fn setup_over(api: ApiType, port: u16, yaml: &str, ready_path: &str) -
     let envoy = Envoy::start(brain.xds_port, "traffic-envoy", "web", "traffic", api);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
     let url = format!("http://127.0.0.1:{port}{ready_path}");
-    wait_for("Envoy to serve the config", CONVERGE, || async {
+    let served = poll_for(CONVERGE, || async {
         http.get(&url).send().await.ok().filter(|r| r.status() != StatusCode::NOT_FOUND).map(|_| ())
     })
     .await;
+    if served.is_none() {
+        let (_, proxies) = brain.get_json("/api/v1/proxies").await;
+        let listeners = envoy.listeners().await;
+        let log = envoy.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "timed out after {CONVERGE:?} waiting for Envoy to serve {url}\n\
+             the brain's view of its proxies: {proxies}\nEnvoy's listeners: {listeners}\n\
+             Envoy's log (last 60 lines):\n{}",
+            tail.join("\n")
+        );
+    }
     Setup { brain, envoy, port, http, id }
 }
 
