@@ -157,8 +157,9 @@ layer! {
         #[arg(long = "data-dir", env = "FLOTILLA_DATA_DIR")]
         pub data_dir: Option<PathBuf>,
         /// PostgreSQL (`postgres://user@host/db`), Redis (`redis://[user:password@]host:6379[/db]`,
-        /// `rediss://` for TLS) or etcd (`etcd://[user:password@]host:2379[,host2:2379…]`) to store
-        /// configs in; the embedded store is used when unset.
+        /// `rediss://` for TLS) or etcd (`etcd://[user:password@]host:2379[,host2:2379…]`, `etcds://`
+        /// for TLS with `?cacert=ca.pem&cert=client.pem&key=client.key`) to store configs in; the
+        /// embedded store is used when unset.
         #[arg(long = "database-url", env = "FLOTILLA_DATABASE_URL")]
         pub database_url: Option<String>,
         /// Whether a store that does not persist what it acknowledges may be used (file only;
@@ -228,8 +229,8 @@ layer! {
         /// in-cluster@flotilla/flotilla-leader). Configs stay in PostgreSQL.
         #[arg(long = "ha-lease-kubernetes", env = "FLOTILLA_HA_LEASE_KUBERNETES")]
         pub lease_kubernetes: Option<String>,
-        /// With --ha, keep the leader lease in etcd (etcd://host:2379[,host2:2379…]): an etcd
-        /// lease and an election key. The default when the store itself is etcd.
+        /// With --ha, keep the leader lease in etcd (etcd://host:2379[,host2:2379…], or etcds://
+        /// as for --database-url): an etcd lease and an election key. The default when the store itself is etcd.
         #[arg(long = "ha-lease-etcd", env = "FLOTILLA_HA_LEASE_ETCD")]
         pub lease_etcd: Option<String>,
     }
@@ -407,7 +408,7 @@ impl StoreKind {
         match url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
             Some("postgres" | "postgresql") => Some(StoreKind::Postgres),
             Some("redis" | "rediss") => Some(StoreKind::Redis),
-            Some("etcd") => Some(StoreKind::Etcd),
+            Some("etcd" | "etcds") => Some(StoreKind::Etcd),
             _ => None,
         }
     }
@@ -571,8 +572,14 @@ impl Settings {
         {
             let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
             return Err(SettingsError::Invalid(format!(
-                "--database-url ({scheme}://…) names no store Flotilla has: use postgres://… (PostgreSQL), redis://… / rediss://… (Redis) or etcd://host:2379[,host…] (etcd), or leave it unset for the embedded store"
+                "--database-url ({scheme}://…) names no store Flotilla has: use postgres://… (PostgreSQL), redis://… / rediss://… (Redis) or etcd://host:2379[,host…] / etcds://… (etcd), or leave it unset for the embedded store"
             )));
+        }
+        if let Some(url) = storage.database_url.as_deref()
+            && StoreKind::of_url(Some(url)) == Some(StoreKind::Etcd)
+        {
+            crate::store::etcd_url::EtcdUrl::parse(url)
+                .map_err(|e| SettingsError::Invalid(format!("--database-url: {e}")))?;
         }
         let nats = cli.nats.merge(file.nats);
         let logging = cli.logging.merge(file.logging);
@@ -667,7 +674,14 @@ impl Settings {
             }),
             ha: cli.ha || ha.enabled.unwrap_or(false),
             advertise_url: ha.advertise_url,
-            ha_lease_etcd: ha.lease_etcd,
+            ha_lease_etcd: ha
+                .lease_etcd
+                .map(|u| {
+                    crate::store::etcd_url::EtcdUrl::parse(&u)
+                        .map(|_| u)
+                        .map_err(|e| SettingsError::Invalid(format!("--ha-lease-etcd: {e}")))
+                })
+                .transpose()?,
             ha_lease_kubernetes: ha
                 .lease_kubernetes
                 .map(|s| s.parse().map_err(|e| SettingsError::Invalid(format!("--ha-lease-kubernetes {e}"))))
@@ -828,5 +842,14 @@ mod tests {
         );
         let err = kind("mysql://root:secret@db/f").unwrap_err().to_string();
         assert!(err.contains("mysql://") && err.contains("redis://") && !err.contains("secret"), "{err}");
+        assert_eq!(kind("etcds://e1:2379?cacert=/ca.pem").unwrap().store_kind(), StoreKind::Etcd);
+        let err = kind("etcd://root:secret@e1:2379?cacert=/ca.pem").unwrap_err().to_string();
+        assert!(
+            err.contains("--database-url") && err.contains("etcds://") && !err.contains("secret"),
+            "{err}"
+        );
+        let lease = ["flotilla-brain", "--ha-lease-etcd", "etcds://e1:2379?cert=/c.pem"];
+        let err = Settings::resolve(Cli::parse_from(lease)).unwrap_err().to_string();
+        assert!(err.contains("--ha-lease-etcd") && err.contains("cert and key"), "{err}");
     }
 }

@@ -140,3 +140,46 @@ pub async fn tls_channel(port: u16, ca: &Ca, identity: Option<&Pair>) -> tonic::
         .await
         .expect("TLS connection")
 }
+
+/// TLS files for a server a test starts and a client that talks to it: a CA, a server
+/// certificate for `localhost` and 127.0.0.1, a client certificate, as PEM files.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _dir: PemDir,
+}
+
+impl TlsFiles {
+    pub fn new() -> TlsFiles {
+        let ca = Ca::new();
+        let (server, client) = (ca.server(), ca.client("spiffe://flotilla.test/brain"));
+        let dir = PemDir::new();
+        TlsFiles {
+            ca: dir.write("ca.pem", &ca.pem),
+            server_cert: dir.write("server.pem", &server.cert),
+            server_key: dir.write("server.key", &server.key),
+            client_cert: dir.write("client.pem", &client.cert),
+            client_key: dir.write("client.key", &client.key),
+            _dir: dir,
+        }
+    }
+
+    /// `?cacert=…&cert=…&key=…`: the client's side, as the brain's store URLs take it.
+    pub fn url_query(&self) -> String {
+        format!(
+            "?cacert={}&cert={}&key={}",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
+}
+
+impl Default for TlsFiles {
+    fn default() -> Self {
+        TlsFiles::new()
+    }
+}

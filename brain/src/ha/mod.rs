@@ -58,6 +58,12 @@ impl Default for Leadership {
 }
 
 impl Leadership {
+    /// A follower of nobody, with no election: what a follower does, in tests.
+    #[cfg(test)]
+    pub fn follower() -> Leadership {
+        Leadership { role: watch::channel(Role::Follower { leader: None }).1, elector: None }
+    }
+
     pub fn role(&self) -> Role {
         self.role.borrow().clone()
     }

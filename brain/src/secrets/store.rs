@@ -138,4 +138,8 @@ impl Store for EncryptingStore {
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.audit(filter).await
     }
+
+    fn changes(&self) -> Option<crate::store::ChangeFeed> {
+        self.inner.changes()
+    }
 }

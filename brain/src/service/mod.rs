@@ -148,6 +148,9 @@ pub struct ConfigService {
 struct Latest {
     records: Vec<Arc<ConfigRecord>>,
     templates: Templates,
+    /// On a follower: the store's change count ([`crate::store::ChangeFeed`]) these were read
+    /// at; they are current while it still says that. `None`: not watched.
+    seen: Option<u64>,
 }
 
 impl Latest {
@@ -157,7 +160,7 @@ impl Latest {
             .filter(|r| r.config.is_template())
             .map(|r| ((r.namespace.clone(), r.name.clone()), Arc::new(r.config.clone())))
             .collect();
-        Latest { records, templates }
+        Latest { records, templates, seen: None }
     }
 
     /// This state with `written` applied.
@@ -179,7 +182,7 @@ impl Latest {
                 }
             }
         }
-        Latest { records, templates }
+        Latest { records, templates, seen: None }
     }
 }
 
@@ -418,15 +421,23 @@ impl ConfigService {
     }
 
     async fn latest(&self) -> Result<Arc<Latest>, ServiceError> {
+        let mut seen = None;
         if self.leadership.epoch().is_none() {
-            // A follower's cache would miss the leader's writes: always read the store.
-            self.forget_latest();
+            // A follower's cache would miss the leader's writes: it is kept only while the
+            // store's watch says no write came since it was read.
+            seen = self.store.changes().and_then(|feed| *feed.borrow());
+            let cached = self.latest.lock().ok().and_then(|l| l.clone());
+            match cached {
+                Some(l) if seen.is_some() && l.seen == seen => return Ok(l),
+                _ => self.forget_latest(),
+            }
         }
         if let Some(l) = self.latest.lock().ok().and_then(|l| l.clone()) {
             return Ok(l);
         }
+        metrics::counter!("flotilla_brain_records_loads_total").increment(1);
         let records = self.store.list(&ListFilter::default()).await?.into_iter().map(Arc::new).collect();
-        let l = Arc::new(Latest::new(records));
+        let l = Arc::new(Latest { seen, ..Latest::new(records) });
         if let Ok(mut slot) = self.latest.lock() {
             // A writer may have filled the slot meanwhile; its state is at least as new as ours.
             if let Some(current) = slot.as_ref() {

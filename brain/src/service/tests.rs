@@ -150,3 +150,76 @@ async fn a_write_publishes_the_snapshot_it_checked() {
     svc.update(rec.id, config("app", 3), Some(2), false, BY).await.expect("update");
     assert_eq!(bus.last_of("app"), Some(check(&config("app", 2)).expect("check")));
 }
+
+/// A store whose change feed the test drives, counting reads of every record.
+struct Watched {
+    inner: EmbeddedStore,
+    feed: tokio::sync::watch::Sender<Option<u64>>,
+    lists: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Watched {
+    async fn write_many(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
+        self.inner.write_many(ws, author).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list(filter).await
+    }
+    async fn history(&self, id: Uuid) -> Result<Vec<crate::store::Revision>, StoreError> {
+        self.inner.history(id).await
+    }
+    async fn rewrite_secrets(&self, f: crate::store::SecretMap) -> Result<usize, StoreError> {
+        self.inner.rewrite_secrets(f).await
+    }
+    async fn append_audit(&self, entry: &crate::store::AuditEntry) -> Result<(), StoreError> {
+        self.inner.append_audit(entry).await
+    }
+    async fn audit(
+        &self,
+        filter: &crate::store::AuditFilter,
+    ) -> Result<Vec<crate::store::AuditEntry>, StoreError> {
+        self.inner.audit(filter).await
+    }
+    fn changes(&self) -> Option<crate::store::ChangeFeed> {
+        Some(self.feed.subscribe())
+    }
+}
+
+/// A follower keeps the records it read while the store's watch is live and says no write came
+/// since; it reads again on every notice, and on every request while the watch is down.
+#[tokio::test]
+async fn a_follower_keeps_its_records_only_while_the_watch_says_nothing_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Watched {
+        inner: EmbeddedStore::open(dir.path()).expect("store"),
+        feed: tokio::sync::watch::channel(None).0,
+        lists: Default::default(),
+    });
+    let follower = ConfigService::new(store.clone(), Arc::new(Recorder::default()))
+        .with_leadership(crate::ha::Leadership::follower());
+    let reads = || store.lists.load(std::sync::atomic::Ordering::SeqCst);
+    let expect = [
+        // Not watched yet: every request reads.
+        (None, 2),
+        // Live: one read, then kept.
+        (Some(1), 1),
+        // A write was noticed: one read, then kept.
+        (Some(2), 1),
+        // Cut off: every request reads again.
+        (None, 2),
+    ];
+    let mut before = reads();
+    for (feed, times) in expect {
+        store.feed.send_replace(feed);
+        for _ in 0..2 {
+            follower.templates().await.expect("templates");
+        }
+        assert_eq!(reads() - before, times, "feed {feed:?}");
+        before = reads();
+    }
+}

@@ -35,6 +35,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
+use super::etcd_url::{EtcdTls, EtcdUrl};
 use super::logic::{self, Change};
 use super::optimistic::{self, ATTEMPTS, back_off};
 use super::{AuditEntry, AuditFilter};
@@ -46,7 +47,10 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct EtcdStore {
     kv: KvClient<EtcdChannel>,
+    channel: EtcdChannel,
     prefix: String,
+    /// The watch on the heads, started by the first [`Store::changes`].
+    feed: Arc<std::sync::OnceLock<super::ChangeFeed>>,
 }
 
 fn backend(e: impl Into<super::BackendError>) -> StoreError {
@@ -54,7 +58,23 @@ fn backend(e: impl Into<super::BackendError>) -> StoreError {
 }
 
 fn etcd_error(e: tonic::Status) -> StoreError {
-    backend(format!("etcd: {}", e.message()))
+    backend(format!("etcd: {}", describe(&e)))
+}
+
+/// A status's message with the causes under it (a transport error says little on its own: the
+/// TLS alert or refused connection is in its sources).
+pub fn describe(status: &tonic::Status) -> String {
+    let mut out = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let m = e.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        source = e.source();
+    }
+    out
 }
 
 fn parse<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, StoreError> {
@@ -148,18 +168,25 @@ impl EtcdStore {
     /// cluster; requests go to any that answers; with a user, etcd's authentication).
     pub async fn connect(url: &str) -> Result<EtcdStore, StoreError> {
         let (channel, hosts) = channel(url).await.map_err(backend)?;
-        let store = EtcdStore { kv: KvClient::new(channel), prefix: "flotilla".to_string() };
+        let store = EtcdStore {
+            kv: KvClient::new(channel.clone()),
+            channel,
+            prefix: "flotilla".to_string(),
+            feed: Arc::default(),
+        };
         // Fail at start, naming the cause, rather than at the first write.
-        tokio::time::timeout(Duration::from_secs(10), store.range(b"flotilla-probe".to_vec(), None, 1))
+        let probe = RangeRequest { key: b"flotilla-probe".to_vec(), limit: 1, ..Default::default() };
+        tokio::time::timeout(Duration::from_secs(10), store.kv.clone().range(probe))
             .await
             .map_err(|_| backend(format!("cannot reach etcd at {hosts}: no answer in 10 s")))?
-            .map_err(|e| backend(format!("cannot reach etcd at {hosts}: {e}")))?;
+            .map_err(|e| backend(format!("cannot reach etcd at {hosts}: {}", describe(&e))))?;
         Ok(store)
     }
 
     /// Uses `prefix` for every key (several Flotillas on one etcd, tests).
     pub fn with_prefix(mut self, prefix: &str) -> EtcdStore {
         self.prefix = prefix.to_string();
+        self.feed = Arc::default();
         self
     }
 
@@ -289,33 +316,31 @@ impl tonic::service::Interceptor for TokenAuth {
 /// How often the token of a user is renewed (etcd's simple tokens live 5 minutes by default).
 const TOKEN_RENEWAL: Duration = Duration::from_secs(60);
 
-/// A gRPC channel to every endpoint of `url` (`etcd://[user:password@]host:2379[,host2:2379…]`),
+/// A gRPC channel to every endpoint of `url` (see [`EtcdUrl`]: `etcd://` or `etcds://` for TLS,
+/// `[user:password@]host:2379[,host2:2379…]`, the TLS files as `?cacert=…&cert=…&key=…`),
 /// authenticated as the user when one is named (the token is renewed every minute while the
-/// channel lives), and the hosts as written (for messages). Shared with the etcd lease
+/// channel lives), and the URL without its password (for messages). Shared with the etcd lease
 /// (`ha::etcd`).
 pub async fn channel(url: &str) -> Result<(EtcdChannel, String), String> {
-    let rest = url
-        .strip_prefix("etcd://")
-        .ok_or_else(|| format!("an etcd URL starts with etcd:// (got {url:?})"))?;
-    let (user, hosts) = match rest.rsplit_once('@') {
-        Some((creds, hosts)) => {
-            let (name, password) = creds.split_once(':').unwrap_or((creds, ""));
-            (Some((name.to_string(), password.to_string())), hosts)
-        }
-        None => (None, rest),
-    };
-    let hosts = hosts.trim_end_matches('/').to_string();
+    let url = EtcdUrl::parse(url)?;
+    let tls = url.tls.as_ref().map(EtcdTls::client_config).transpose()?;
+    let hosts = url.to_string();
     let mut endpoints = Vec::new();
-    for host in hosts.split(',').filter(|h| !h.is_empty()) {
-        let e = Endpoint::from_shared(format!("http://{host}"))
+    for host in &url.hosts {
+        let mut e = Endpoint::from_shared(url.endpoint_uri(host))
             .map_err(|e| format!("invalid etcd endpoint {host:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
+        if let Some(tls) = &tls {
+            // The name the server's certificate must carry: the host as written.
+            let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            e = e
+                .tls_config(tls.clone().domain_name(name.trim_start_matches('[').trim_end_matches(']')))
+                .map_err(|e| format!("TLS settings for etcd endpoint {host:?}: {e}"))?;
+        }
         endpoints.push(e);
     }
-    if endpoints.is_empty() {
-        return Err("the etcd URL names no endpoint (etcd://host:2379)".into());
-    }
+    let user = url.user;
     let plain = Channel::balance_list(endpoints.into_iter());
     let auth = TokenAuth::default();
     if let Some((name, password)) = user {
@@ -463,5 +488,13 @@ impl Store for EtcdStore {
                 return Ok(out);
             }
         }
+    }
+
+    /// A watch on every head under the prefix (each config write puts its head; audit entries
+    /// and the HA keys are not watched).
+    fn changes(&self) -> Option<super::ChangeFeed> {
+        let heads = self.key(&["head", ""]);
+        let end = prefix_end(&heads);
+        Some(self.feed.get_or_init(|| super::etcd_watch::follow(self.channel.clone(), heads, end)).clone())
     }
 }

@@ -69,8 +69,18 @@ impl TestEtcd {
 
     /// kill -9, then the same member on the same data directory again.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The same member on the same data directory again, after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
         self.child = Self::spawn(self.dir.path(), self.port, self.peer);
         self.wait_ready();
     }
@@ -136,7 +146,7 @@ async fn etcd_store_loses_no_acknowledged_write_on_kill_9() {
 #[tokio::test]
 async fn an_unreachable_etcd_is_named() {
     let err = EtcdStore::connect(&format!("etcd://127.0.0.1:{}", free_port())).await.unwrap_err().to_string();
-    assert!(err.contains("cannot reach etcd at 127.0.0.1:"), "{err}");
+    assert!(err.contains("cannot reach etcd at etcd://127.0.0.1:"), "{err}");
 }
 
 /// History survives etcd's compaction (which drops old versions of every key): revisions are keys
@@ -193,4 +203,31 @@ async fn etcd_with_authentication_takes_the_user_from_the_url() {
     let wrong = format!("etcd://root:nope@127.0.0.1:{}", etcd.port);
     let err = EtcdStore::connect(&wrong).await.unwrap_err().to_string();
     assert!(err.contains("authentication as \"root\" failed"), "{err}");
+}
+
+/// Waits until `feed` holds a value that passes `ok`, for at most 20 s.
+async fn feed_until(feed: &ChangeFeed, what: &str, ok: impl Fn(Option<u64>) -> bool) -> Option<u64> {
+    let mut feed = feed.clone();
+    match tokio::time::timeout(Duration::from_secs(20), feed.wait_for(|v| ok(*v))).await {
+        Ok(Ok(v)) => *v,
+        Ok(Err(_)) => panic!("the feed ended"),
+        Err(_) => panic!("the feed never became {what}"),
+    }
+}
+
+/// The change feed: live once etcd created the watch; a write by another client moves it; cut
+/// off (`None`) while etcd is down; live again, at a count never seen before, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_follows_writes_and_says_when_it_is_cut_off() {
+    let mut etcd = TestEtcd::start();
+    let (watcher, writer) = (store(&etcd).await, store(&etcd).await);
+    let feed = watcher.changes().expect("etcd has a change feed");
+    let live = feed_until(&feed, "live", |v| v.is_some()).await.unwrap();
+    writer.write(Write::Create { config: example(), apply: true }, "t").await.unwrap();
+    let moved = feed_until(&feed, "moved by the write", |v| v.is_some_and(|n| n > live)).await.unwrap();
+    etcd.kill();
+    feed_until(&feed, "cut off", |v| v.is_none()).await;
+    etcd.restart();
+    let back = feed_until(&feed, "live again", |v| v.is_some()).await.unwrap();
+    assert!(back > moved, "a new watch never reuses a count: {back} after {moved}");
 }

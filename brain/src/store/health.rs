@@ -155,6 +155,10 @@ impl Store for HealthStore {
         self.health.note(&r);
         r
     }
+
+    fn changes(&self) -> Option<super::ChangeFeed> {
+        self.inner.changes()
+    }
 }
 
 #[cfg(test)]

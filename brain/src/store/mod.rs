@@ -9,6 +9,8 @@
 mod audit_log;
 mod embedded;
 mod etcd;
+pub mod etcd_url;
+mod etcd_watch;
 mod health;
 mod logic;
 mod optimistic;
@@ -282,7 +284,18 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit entries matching `filter`, newest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Notice of writes to configs by any brain, where the store can give it (etcd's watch):
+    /// see [`ChangeFeed`]. `None`: it cannot, and a brain that did not write itself must read.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
+    }
 }
+
+/// Notice of writes to configs: a count that moves on every write while the store's watch is
+/// live, `None` while it is not. Records read while it holds `Some(n)` are current for as long
+/// as it still holds `Some(n)`.
+pub type ChangeFeed = tokio::sync::watch::Receiver<Option<u64>>;
 
 #[cfg(test)]
 mod tests;

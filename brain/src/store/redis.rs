@@ -120,14 +120,75 @@ impl Batch {
     }
 }
 
+/// A client for `url`: redis-rs's own URL (`redis://` or `rediss://` for TLS, `#insecure` to skip
+/// verification), plus, with `rediss://`, the TLS files as query parameters named as etcdctl and
+/// `redis-cli` name theirs: `?cacert=ca.pem` (the CA to trust instead of the web roots),
+/// `&cert=client.pem&key=client.key` (a client certificate, for `tls-auth-clients yes`).
+fn client(url: &str) -> Result<redis::Client, StoreError> {
+    let invalid = |e: String| backend(format!("invalid Redis URL: {e}"));
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut cacert, mut cert, mut key, mut rest) = (None, None, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("cacert", v)) => cacert = Some(v),
+            Some(("cert", v)) => cert = Some(v),
+            Some(("key", v)) => key = Some(v),
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    if cacert.is_none() && cert.is_none() && key.is_none() {
+        return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+    }
+    if !base.to_ascii_lowercase().starts_with("rediss://") {
+        return Err(invalid(
+            "cacert, cert and key are TLS settings: use rediss:// to speak TLS to Redis".into(),
+        ));
+    }
+    let read = |p: &str, what: &str| {
+        if p.is_empty() {
+            return Err(invalid(format!("its {what} names no file")));
+        }
+        std::fs::read(p).map_err(|e| backend(format!("cannot read the Redis {what} {p}: {e}")))
+    };
+    let client_tls = match (cert, key) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+            client_cert: read(c, "client certificate (cert)")?,
+            client_key: read(k, "client key (key)")?,
+        }),
+        (None, None) => None,
+        _ => return Err(invalid("it needs both cert and key for a client certificate, or neither".into())),
+    };
+    let root_cert = cacert.map(|c| read(c, "CA certificate (cacert)")).transpose()?;
+    redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert })
+        .map_err(|e| invalid(e.to_string()))
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS) and
     /// checks that the server persists what it acknowledges, unless `allow_volatile`.
     pub async fn connect(url: &str, allow_volatile: bool) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| backend(format!("invalid Redis URL: {e}")))?;
+        let client = client(url)?;
+        let no_answer = || {
+            let hint = if url.to_ascii_lowercase().starts_with("redis://") {
+                " (if the server speaks TLS, use rediss://)"
+            } else {
+                ""
+            };
+            backend(format!("cannot connect to Redis: no answer in 10 s{hint}"))
+        };
+        // One plain attempt first: the connection manager retries a refused connection or a
+        // failed TLS handshake until the timeout, which would hide why.
+        let probe = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection());
+        drop(
+            probe
+                .await
+                .map_err(|_| no_answer())?
+                .map_err(|e| backend(format!("cannot connect to Redis: {e}")))?,
+        );
         let conn = tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
             .await
-            .map_err(|_| backend("cannot connect to Redis: no answer in 10 s"))?
+            .map_err(|_| no_answer())?
             .map_err(|e| backend(format!("cannot connect to Redis: {e}")))?;
         let store = RedisStore { conn, prefix: "flotilla".to_string(), apply: Script::new(APPLY) };
         if !allow_volatile {

@@ -3,7 +3,8 @@
 //! Envoy that routes real requests, and a brain restarted on the same store has them;
 //! `flotilla export` from a brain on the embedded store and `flotilla import` into one on Redis,
 //! and from Redis into etcd, carry every config over (the migration path between stores,
-//! docs/operations.md).
+//! docs/operations.md). Both stores also over TLS with a client certificate (servers started
+//! TLS-only), and what a brain says when that TLS does not verify.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
@@ -13,6 +14,7 @@ use flotilla_tests::backend::Backend;
 use flotilla_tests::brain::{TestBrain, example_config};
 use flotilla_tests::envoy::{ApiType, Envoy, serves};
 use flotilla_tests::etcd::EtcdServer;
+use flotilla_tests::pki::TlsFiles;
 use flotilla_tests::process::flotilla_cli as flotilla;
 use flotilla_tests::redis::RedisServer;
 use flotilla_tests::{free_port, wait_for};
@@ -36,6 +38,56 @@ async fn a_brain_on_redis_serves_envoy_and_keeps_its_configs_across_restarts() {
 async fn a_brain_on_etcd_serves_envoy_and_keeps_its_configs_across_restarts() {
     let etcd = EtcdServer::start().await;
     serves_envoy_and_keeps_configs(etcd.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_on_redis_over_tls_with_a_client_certificate_serves_envoy() {
+    let tls = TlsFiles::new();
+    let redis = RedisServer::start_tls(&tls).await;
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    serves_envoy_and_keeps_configs(redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brain_on_etcd_over_tls_with_a_client_certificate_serves_envoy() {
+    let tls = TlsFiles::new();
+    let etcd = EtcdServer::start_tls(&tls).await;
+    assert!(etcd.url().starts_with("etcds://"), "{}", etcd.url());
+    serves_envoy_and_keeps_configs(etcd.url()).await;
+}
+
+/// What a brain says when the TLS to its store is not right: no client certificate, a CA that
+/// did not sign the server's certificate, plaintext to a TLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_etcd_and_redis_that_does_not_verify_is_refused() {
+    use flotilla_brain::store::{EtcdStore, RedisStore};
+    let (tls, other) = (TlsFiles::new(), TlsFiles::new());
+    let etcd = EtcdServer::start_tls(&tls).await;
+    let redis = RedisServer::start_tls(&tls).await;
+    let ca = |t: &TlsFiles| t.ca.display().to_string();
+    for url in [
+        format!("etcds://127.0.0.1:{}?cacert={}", etcd.port, ca(&tls)),
+        format!("etcds://127.0.0.1:{}{}", etcd.port, other.url_query()),
+        format!("etcd://127.0.0.1:{}", etcd.port),
+    ] {
+        let e = EtcdStore::connect(&url).await.map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("cannot reach etcd at etcd") && e.contains(&etcd.port.to_string()), "{url}: {e}");
+    }
+    for url in [
+        format!("rediss://127.0.0.1:{}/?cacert={}", redis.port, ca(&tls)),
+        format!("rediss://127.0.0.1:{}/{}", redis.port, other.url_query()),
+        format!("redis://127.0.0.1:{}/", redis.port),
+    ] {
+        let e = RedisStore::connect(&url, false).await.map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("Redis"), "{url}: {e}");
+    }
+    // A file that is not there is named.
+    let url = format!("etcds://127.0.0.1:{}?cacert=/nonexistent/ca.pem", etcd.port);
+    let e = EtcdStore::connect(&url).await.map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    let url = format!("rediss://127.0.0.1:{}/?cacert=/nonexistent/ca.pem", redis.port);
+    let e = RedisStore::connect(&url, false).await.map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }
 
 async fn serves_envoy_and_keeps_configs(url: String) {
