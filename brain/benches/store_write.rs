@@ -16,6 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flotilla_brain::model::ProxyConfig;
 use flotilla_brain::parse::{Format, parse_config};
 use flotilla_brain::store::{EmbeddedStore, EtcdStore, PostgresStore, RedisStore, Store, Write, Written};
+use flotilla_test_support::free_port;
 
 const EXAMPLE: &str = include_str!("../../docs/examples/example-service.yaml");
 
@@ -45,8 +46,7 @@ fn small(i: u16) -> ProxyConfig {
 /// A private single-member etcd on free ports; its URL.
 fn etcd_server() -> Option<(RedisServer, String)> {
     let dir = tempfile::tempdir().ok()?;
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok().map(|a| a.port());
-    let (port, peer) = (free()?, free()?);
+    let (port, peer) = (free_port(), free_port());
     let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
     let (client, peer) = (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{peer}"));
     let child = Command::new(bin)
@@ -74,7 +74,7 @@ impl Drop for RedisServer {
 
 fn redis_server(fsync: &str) -> Option<(RedisServer, String)> {
     let dir = tempfile::tempdir().ok()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = free_port();
     let bin = std::env::var("FLOTILLA_REDIS_BIN").unwrap_or_else(|_| "redis-server".into());
     let child = Command::new(bin)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])

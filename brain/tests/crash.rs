@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flotilla_test_support::free_port;
 use serde_json::Value;
 
 const CONFIG: &str = include_str!("../../docs/examples/example-service.yaml");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Brain {
     child: Child,

@@ -10,9 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use flotilla_test_support::free_port;
 
 /// A plain HTTP/1.0 GET: status code and body.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

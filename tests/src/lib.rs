@@ -28,33 +28,7 @@ pub mod xds_client;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 for a server a test starts later (Envoy's listeners, a brain's
-/// ports): one that binds now, picked at random from 20000–32767.
-///
-/// Not from the kernel's ephemeral range (32768–60999 here): between this call and the server's
-/// bind, any outgoing connection on the machine may take an ephemeral port as its local port, and
-/// the server's bind then fails with "address in use". With hundreds of tests connecting in
-/// parallel that happened (a traffic test's Envoy never got its listener). Below the range only
-/// another test's pick can collide, and the bind check catches every pick already bound.
-pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    const LOW: u16 = 20000;
-    const SPAN: u16 = 12768;
-    // Never the same port twice in one process, even before the first taker binds it.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for _ in 0..1000 {
-        // RandomState is seeded at random per process and differs per call.
-        let port = LOW
-            + (std::collections::hash_map::RandomState::new().build_hasher().finish() % u64::from(SPAN))
-                as u16;
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
-        }
-    }
-    panic!("no free port in 20000–32767 after 1000 tries");
-}
+pub use flotilla_test_support::free_port;
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T

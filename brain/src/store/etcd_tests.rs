@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_test_support::free_port;
+
 use super::*;
 
 /// A private single-member etcd cluster.
@@ -15,13 +17,6 @@ pub(crate) struct TestEtcd {
     port: u16,
     peer: u16,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl TestEtcd {

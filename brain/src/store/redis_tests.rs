@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_test_support::free_port;
+
 use super::*;
 
 /// A private Redis server.
@@ -16,13 +18,6 @@ pub(crate) struct TestRedis {
     port: u16,
     dir: tempfile::TempDir,
     persist: bool,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl TestRedis {
