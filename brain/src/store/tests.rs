@@ -495,3 +495,6 @@ mod redis;
 
 #[path = "etcd_tests.rs"]
 mod etcd;
+
+#[path = "postgres_kill_tests.rs"]
+mod postgres_kill;
