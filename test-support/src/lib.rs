@@ -4,8 +4,9 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-/// A free TCP port on 127.0.0.1 for a server a test starts later (Envoy's listeners, a brain's
-/// ports): one that binds now, picked at random from 20000–32767.
+/// A free port on 127.0.0.1 for a server a test starts later (Envoy's listeners, a brain's
+/// ports, a DNS server on UDP and TCP): one that binds now for TCP and for UDP, picked at random
+/// from 20000–32767.
 ///
 /// Not from the kernel's ephemeral range (32768–60999 here): between this call and the server's
 /// bind, any outgoing connection on the machine may take an ephemeral port as its local port, and
@@ -23,7 +24,10 @@ pub fn free_port() -> u16 {
         let port = LOW
             + (std::collections::hash_map::RandomState::new().build_hasher().finish() % u64::from(SPAN))
                 as u16;
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             given.push(port);
             return port;
         }

@@ -22,7 +22,7 @@ impl Dnsmasq {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("hosts");
         std::fs::write(&path, hosts).expect("hosts file");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp").local_addr().expect("addr").port();
+        let port = crate::free_port();
         let mut cmd = Command::new(bin());
         cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root"])
             .args(["--listen-address=127.0.0.1", "--local-ttl=1", "--log-facility=-", "--pid-file="])
