@@ -12,7 +12,8 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use flotilla_shared::{ResourceRef, ResourceType};
 
-use super::ids::{IdMap, IdNames, Named};
+use super::held::{Held, Holding, Items};
+use super::ids::IdNames;
 use super::order::{self, ClientView, Views};
 use super::subscription::{Intern, NameSet, Subscription};
 use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
@@ -20,30 +21,6 @@ use crate::cache::EdgeSnapshot;
 use crate::encode::{Encoded, delta_frame};
 use crate::names::NameTable;
 use crate::step::Step;
-
-/// What a client holds of one resource: the version we sent it (name, version and references
-/// shared with the cache, no copy), or a version it announced on reconnect
-/// (`initial_resource_versions`, kept as an [`Encoded`] with no body). One pointer each, in a
-/// slot per name id ([`IdMap`]): a stream holding thousands of resources keeps about 8 bytes per
-/// resource.
-#[derive(Debug, Clone)]
-struct Held(Arc<Encoded>);
-
-impl Held {
-    fn version(&self) -> &str {
-        &self.0.version
-    }
-
-    fn refs(&self) -> &[ResourceRef] {
-        &self.0.refs
-    }
-}
-
-impl Named for Held {
-    fn name(&self) -> &str {
-        &self.0.name
-    }
-}
 
 #[derive(Debug)]
 struct Pending {
@@ -58,20 +35,25 @@ struct Pending {
 enum Sent {
     /// Planned for this stream.
     Own {
-        /// Per name in the push: what the client held before it (None: nothing).
-        prev: Vec<(Arc<str>, Option<Held>)>,
+        /// Per name in the push: what the client held before it (None: nothing). Empty when
+        /// the client mirrored a set before the push (`prev_mirror`).
+        prev: Vec<(Arc<str>, Option<Arc<Encoded>>)>,
+        /// The set the client mirrored before the push, and its generation, when the push
+        /// moved it to the next generation's set whole.
+        prev_mirror: Option<(Items, u64)>,
         /// The resources added or updated by the push (name and version sent).
         sent: Vec<Arc<Encoded>>,
     },
-    /// A step's shared response: the client held the step's `before` of every name in it.
-    Shared(Arc<Step>),
+    /// A step's shared response: the client held the step's `before` of every name in it (and,
+    /// when it mirrored the previous generation's set, that set: `prev`).
+    Shared { step: Arc<Step>, prev: Option<(Items, u64)> },
 }
 
 impl Sent {
     fn updated(&self) -> Box<dyn Iterator<Item = &Arc<Encoded>> + '_> {
         match self {
             Sent::Own { sent, .. } => Box::new(sent.iter()),
-            Sent::Shared(step) => Box::new(step.updated()),
+            Sent::Shared { step, .. } => Box::new(step.updated()),
         }
     }
 }
@@ -82,8 +64,9 @@ pub struct DeltaType {
     kind: ResourceType,
     sub: Subscription<IdNames>,
     started: bool,
-    /// What the client holds, by name.
-    client: IdMap<Held>,
+    /// What the client holds, by name: own slots, or a generation's set while it holds exactly
+    /// that ([`Holding`]).
+    client: Holding,
     pending: Option<Pending>,
     rejected: BTreeMap<String, String>,
     force: BTreeSet<Arc<str>>,
@@ -95,6 +78,9 @@ pub struct DeltaType {
     /// Reported as still rejecting what is wanted (no NACK came: nothing was sent); the next
     /// plan that needs nothing reports it in sync again.
     reported_rejected: bool,
+    /// A full plan was sent since own slots were last compared with the snapshot's set
+    /// ([`DeltaType::settle`]).
+    settle_due: bool,
 }
 
 pub use crate::encode::MAX_PUSH_BYTES;
@@ -110,6 +96,8 @@ struct Plan {
     /// A name was left out because the client rejected its current version: the client does
     /// not hold what the snapshot has.
     held_back: bool,
+    /// Every subscribed name was considered (not only what changed since a generation).
+    full: bool,
 }
 
 impl DeltaType {
@@ -118,7 +106,7 @@ impl DeltaType {
             kind,
             sub: Subscription::default(),
             started: false,
-            client: IdMap::default(),
+            client: Holding::default(),
             pending: None,
             rejected: BTreeMap::new(),
             force: BTreeSet::new(),
@@ -126,6 +114,7 @@ impl DeltaType {
             retry_at: None,
             synced: None,
             reported_rejected: false,
+            settle_due: false,
         }
     }
 
@@ -135,24 +124,29 @@ impl DeltaType {
         self.sub.names_mut().adopt(snap.names());
     }
 
+    /// The generation whose whole set of this type the client holds, when the stream keeps it
+    /// as one pointer to that set ([`Holding::Mirror`]) rather than a slot per name.
+    pub fn mirrors(&self) -> Option<u64> {
+        self.client.mirrored()
+    }
+
     /// Version of `name` the client holds, as far as this stream knows.
     pub fn client_version(&self, name: &str) -> Option<&str> {
-        self.client.get(name).map(Held::version)
+        self.client.get(name).map(|r| r.version.as_str())
     }
 
     /// Considers one name; adds it to the plan if the client needs it. The name is looked up
     /// once in the group's table; the stream's own state is then indexed by its id.
     fn consider(&self, name: &str, snap: &EdgeSnapshot, views: Option<&Views<'_>>, plan: &mut Plan) {
-        debug_assert!(Arc::ptr_eq(self.client.table(), snap.names()), "state not adopted");
         let key = snap.names().key(name);
         let forced = !self.force.is_empty() && self.force.contains(name);
         if !forced && !self.sub.is_wildcard() && !self.sub.names().contains_key(key) {
             return;
         }
-        let held = self.client.get_key(key);
+        let held = self.client.get_key(key, name);
         match snap.get(self.kind, name) {
             Some(res) => {
-                let has = held.is_some_and(|h| h.version() == res.version);
+                let has = held.is_some_and(|h| h.version == res.version);
                 let rejected = !self.rejected.is_empty() && self.rejected.get(name) == Some(&res.version);
                 if forced || (!has && !rejected) {
                     plan.adds.push(res.clone());
@@ -196,17 +190,20 @@ impl DeltaType {
         {
             return None;
         }
-        debug_assert!(Arc::ptr_eq(self.client.table(), snap.names()), "state not adopted");
         let wildcard = self.sub.is_wildcard();
+        // A client mirroring the step's starting set holds each name's `before`: no need to
+        // look at what it holds, only at what it subscribes to.
+        let mirrors_from = self.client.mirrored() == Some(step.from);
         for c in &step.changes {
             let key = c.key();
             if !wildcard && !self.sub.names().contains_key(key) {
                 return None;
             }
-            let same = match (self.client.get_key(key), &c.before) {
-                (Some(held), Some(before)) => {
-                    Arc::ptr_eq(&held.0, before) || held.version() == before.version
-                }
+            if mirrors_from {
+                continue;
+            }
+            let same = match (self.client.get_key(key, &c.name), &c.before) {
+                (Some(held), Some(before)) => Arc::ptr_eq(held, before) || held.version == before.version,
                 (None, None) => true,
                 _ => false,
             };
@@ -217,17 +214,58 @@ impl DeltaType {
         Some(step)
     }
 
-    /// Records that the step's shared response was sent.
-    fn commit_shared(&mut self, step: &Arc<Step>, nonce: Arc<str>) {
-        for c in &step.changes {
-            match &c.after {
-                Some(r) => self.client.insert_key(c.key(), Held(r.clone())),
-                None => self.client.remove(&c.name),
-            };
+    /// Records that the step's shared response was sent: a client that mirrored the step's
+    /// starting set now mirrors `snap`'s (one pointer moved); any other has each name updated.
+    fn commit_shared(&mut self, step: &Arc<Step>, nonce: Arc<str>, snap: &EdgeSnapshot) {
+        let prev = match &self.client {
+            Holding::Mirror { items, generation, .. } if *generation == step.from => {
+                Some((items.clone(), *generation))
+            }
+            _ => None,
+        };
+        if prev.is_some() && snap.generation == step.from + 1 {
+            self.client.mirror(&snap.of_type(self.kind).items, snap.generation);
+        } else {
+            let own = self.client.own();
+            for c in &step.changes {
+                match &c.after {
+                    Some(r) => own.insert_key(c.key(), Held(r.clone())),
+                    None => own.remove(&c.name),
+                };
+            }
         }
         self.synced = Some(step.from + 1);
-        self.pending =
-            Some(Pending { nonce, version: step.version.clone(), sent: Sent::Shared(step.clone()) });
+        let sent = Sent::Shared { step: step.clone(), prev };
+        self.pending = Some(Pending { nonce, version: step.version.clone(), sent });
+    }
+
+    /// In sync with `snap` and nothing owed: when the client holds exactly the snapshot's set of
+    /// this type, keep one pointer to that set instead of a slot per name. Own slots are compared
+    /// (O(held)) once after each full plan (a first sync, a resync), not on every generation; a
+    /// mirror of an older generation moves up when nothing of this type changed since.
+    fn settle(&mut self, snap: &EdgeSnapshot) {
+        if self.synced != Some(snap.generation)
+            || !self.force.is_empty()
+            || !self.rejected.is_empty()
+            || self.pending.is_some()
+        {
+            return;
+        }
+        let set = snap.of_type(self.kind);
+        match self.client.mirrored() {
+            Some(g) if g == snap.generation => {}
+            Some(g) if snap.changed_since(self.kind, g).is_some_and(|c| c.is_empty()) => {
+                self.client.mirror(&set.items, snap.generation);
+            }
+            Some(_) => {}
+            None if self.settle_due => {
+                self.settle_due = false;
+                if !set.items.is_empty() && self.client.equals(&set.items) {
+                    self.client.mirror(&set.items, snap.generation);
+                }
+            }
+            None => {}
+        }
     }
 
     fn plan(&self, snap: &EdgeSnapshot, now: Instant, views: Option<&Views<'_>>) -> Option<Plan> {
@@ -241,6 +279,7 @@ impl DeltaType {
             generation: snap.generation,
             leftover: Vec::new(),
             held_back: false,
+            full: false,
         };
         if self.force.is_empty() && self.synced == Some(snap.generation) {
             return None;
@@ -273,13 +312,14 @@ impl DeltaType {
                 }
             }
         } else {
+            plan.full = true;
             let set = &snap.of_type(self.kind).items;
             let mut seen = BTreeSet::new();
             let explicit = self.sub.names().iter().map(|n| &**n).chain(self.force.iter().map(|n| &**n));
             let wildcard = self
                 .sub
                 .is_wildcard()
-                .then(|| set.keys().map(|n| &**n).chain(self.client.iter().map(|h| h.name())))
+                .then(|| set.keys().map(|n| &**n).chain(self.client.iter().map(|h| &*h.name)))
                 .into_iter()
                 .flatten();
             for name in explicit.chain(wildcard) {
@@ -321,19 +361,34 @@ impl DeltaType {
     }
 
     /// Records a plan: sends nothing if it is empty, else updates what the client holds.
-    fn commit(&mut self, plan: &Plan, nonce: Arc<str>, version: Arc<str>) {
+    fn commit(&mut self, plan: &Plan, nonce: Arc<str>, version: Arc<str>, snap: &EdgeSnapshot) {
         self.synced = (!plan.deferred).then_some(plan.generation);
+        self.settle_due |= plan.full;
         if plan.adds.is_empty() && plan.removed.is_empty() {
             return;
         }
-        let mut prev = Vec::with_capacity(plan.adds.len() + plan.removed.len());
-        let mut sent = Vec::with_capacity(plan.adds.len());
-        for r in &plan.adds {
-            prev.push((r.name.clone(), self.client.insert(Held(r.clone()))));
-            sent.push(r.clone());
-        }
-        for n in &plan.removed {
-            prev.push((Arc::from(n.as_str()), self.client.remove(n.as_str())));
+        let mut prev = Vec::new();
+        let sent: Vec<Arc<Encoded>> = plan.adds.clone();
+        let prev_mirror = match &self.client {
+            Holding::Mirror { items, generation, .. }
+                if self.completes_mirror(items, *generation, plan, snap) =>
+            {
+                Some((items.clone(), *generation))
+            }
+            _ => None,
+        };
+        if prev_mirror.is_some() {
+            // It held exactly a generation's set and gets every change since: it will hold
+            // exactly this one's, with no slot copied.
+            self.client.mirror(&snap.of_type(self.kind).items, snap.generation);
+        } else {
+            prev.reserve(plan.adds.len() + plan.removed.len());
+            for r in &plan.adds {
+                prev.push((r.name.clone(), self.client.insert(r.clone())));
+            }
+            for n in &plan.removed {
+                prev.push((Arc::from(n.as_str()), self.client.remove(n.as_str())));
+            }
         }
         // Forced names not in this (possibly partial) push stay forced for the next one.
         for r in &plan.adds {
@@ -343,7 +398,29 @@ impl DeltaType {
             self.force.remove(n.as_str());
         }
         self.force.extend(plan.leftover.iter().cloned());
-        self.pending = Some(Pending { nonce, version, sent: Sent::Own { prev, sent } });
+        self.pending = Some(Pending { nonce, version, sent: Sent::Own { prev, sent, prev_mirror } });
+    }
+
+    /// Whether `plan`, sent to a client holding exactly `items` (generation `from`'s set), leaves
+    /// it holding exactly `snap`'s set: the plan is whole (nothing deferred, held back or left
+    /// for later, nothing rejected or owed) and every name of this type changed since `from` is
+    /// sent, removed, or already as the snapshot has it. O(changed).
+    fn completes_mirror(&self, items: &Items, from: u64, plan: &Plan, snap: &EdgeSnapshot) -> bool {
+        if plan.deferred || plan.held_back || !plan.leftover.is_empty() || !self.rejected.is_empty() {
+            return false;
+        }
+        if plan.generation != snap.generation {
+            return false;
+        }
+        let Some(changed) = snap.changed_since(self.kind, from) else { return false };
+        let adds: std::collections::HashSet<&str> = plan.adds.iter().map(|r| &*r.name).collect();
+        let removed: std::collections::HashSet<&str> = plan.removed.iter().map(String::as_str).collect();
+        let every_change = changed.iter().all(|n| match snap.get(self.kind, n) {
+            Some(r) => adds.contains(n) || items.get(*n).is_some_and(|h| h.version == r.version),
+            None => removed.contains(n) || !items.contains_key(*n),
+        });
+        // Forced names are sent or removed by this plan, or it is not whole.
+        every_change && self.force.iter().all(|n| adds.contains(&**n) || removed.contains(&**n))
     }
 
     fn on_request(
@@ -357,7 +434,7 @@ impl DeltaType {
             self.started = true;
             // D4: what the client already has is not resent.
             for (name, version) in &req.initial_resource_versions {
-                self.client.insert(Held(Encoded::announced(self.kind, name, version)));
+                self.client.insert(Encoded::announced(self.kind, name, version));
             }
         }
         // D3: subscription changes count even on a stale nonce. A plain ACK (no names: the
@@ -382,12 +459,12 @@ impl DeltaType {
             self.force.extend(change.added.iter().map(|n| names.intern(n)));
             if change.wildcard_removed {
                 let sub = &self.sub;
-                self.client.retain(|h| sub.covers(h.name()));
+                self.client.retain(|h| sub.covers(&h.0.name));
                 self.rejected.retain(|n, _| sub.covers(n));
             } else {
                 // Only the names unsubscribed can have left scope: no walk over everything held.
                 for n in &change.removed {
-                    if !self.sub.covers(n) {
+                    if !self.sub.covers(n) && self.client.contains(n) {
                         self.client.remove(n.as_str());
                         self.rejected.remove(n);
                     }
@@ -403,6 +480,9 @@ impl DeltaType {
         match &req.error_detail {
             Some(err) => {
                 match &pending.sent {
+                    Sent::Own { prev_mirror: Some((items, generation)), .. } => {
+                        self.client.mirror(items, *generation);
+                    }
                     Sent::Own { prev, .. } => {
                         for (name, held) in prev {
                             match held {
@@ -411,10 +491,13 @@ impl DeltaType {
                             };
                         }
                     }
-                    Sent::Shared(step) => {
+                    Sent::Shared { prev: Some((items, generation)), .. } => {
+                        self.client.mirror(items, *generation);
+                    }
+                    Sent::Shared { step, prev: None } => {
                         for c in &step.changes {
                             match &c.before {
-                                Some(h) => self.client.insert(Held(h.clone())),
+                                Some(h) => self.client.insert(h.clone()),
                                 None => self.client.remove(&c.name),
                             };
                         }
@@ -442,6 +525,7 @@ impl DeltaType {
                 self.reported_rejected = false;
                 self.nacks = 0;
                 self.retry_at = None;
+                self.settle(snap);
                 Some(Event::Ack { kind: self.kind, version: pending.version })
             }
         }
@@ -459,10 +543,10 @@ impl ClientView for DeltaType {
         self.client.contains(name)
     }
     fn holds_ref_to(&self, target: &ResourceRef) -> bool {
-        self.client.iter().any(|h| h.refs().contains(target))
+        self.client.iter().any(|h| h.refs.contains(target))
     }
     fn held_refs(&self, name: &str) -> Vec<ResourceRef> {
-        self.client.get(name).map(|h| h.refs().to_vec()).unwrap_or_default()
+        self.client.get(name).map(|h| h.refs.clone()).unwrap_or_default()
     }
     fn in_flight(&self) -> bool {
         self.pending.is_some()
@@ -593,7 +677,7 @@ impl DeltaStream {
                 let step = step.clone();
                 let shared = step.push();
                 let rewarm = self.rewarm(kind, step.updated());
-                self.types[kind.index()].commit_shared(&step, shared.nonce.clone());
+                self.types[kind.index()].commit_shared(&step, shared.nonce.clone(), snap);
                 self.resend_endpoints(rewarm);
                 return Some(Push {
                     type_url: kind.type_url().into(),
@@ -620,7 +704,8 @@ impl DeltaStream {
             let Some(plan) = plan else { continue };
             if plan.adds.is_empty() && plan.removed.is_empty() {
                 let t = &mut self.types[kind.index()];
-                t.commit(&plan, Arc::from(""), Arc::from(""));
+                t.commit(&plan, Arc::from(""), Arc::from(""), snap);
+                t.settle(snap);
                 if (t.nacks > 0 || t.reported_rejected) && !plan.deferred && !plan.held_back {
                     t.nacks = 0;
                     t.retry_at = None;
@@ -636,7 +721,7 @@ impl DeltaStream {
             let version = snap.of_type(kind).version.clone();
             let frame = delta_frame(kind.type_url(), &version, &nonce, &plan.adds, plan.removed.clone());
             let rewarm = self.rewarm(kind, plan.adds.iter());
-            self.types[kind.index()].commit(&plan, nonce.clone(), version.clone());
+            self.types[kind.index()].commit(&plan, nonce.clone(), version.clone(), snap);
             self.resend_endpoints(rewarm);
             return Some(Push {
                 type_url: kind.type_url().into(),
@@ -689,7 +774,7 @@ impl DeltaStream {
             let mut names: Vec<Arc<str>> = t.sub.names().iter().cloned().collect();
             if t.sub.is_wildcard() {
                 names.extend(snap.of_type(t.kind).items.keys().cloned());
-                names.extend(t.client.iter().map(|h| h.0.name.clone()));
+                names.extend(t.client.iter().map(|h| h.name.clone()));
             }
             t.force.extend(names);
             t.synced = None;

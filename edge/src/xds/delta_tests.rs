@@ -572,6 +572,97 @@ fn shared_responses_keep_w10_and_o2() {
     assert!(st.type_state(Cluster).client_version("c0").is_none());
 }
 
+// A stream that holds exactly a generation's set of a type keeps one pointer to it: after the
+// first sync, and through shared steps (the pointer moves); a NACK of a shared step puts back the
+// previous set; a stream that subscribes to part of the set keeps its own slots.
+#[test]
+fn streams_in_sync_keep_one_pointer_to_the_generations_set() {
+    let now = Instant::now();
+    let g = Group::new();
+    let s1 = g.set(two_clusters("e1", "e1"));
+    let mut all = synced_ads(&s1, &["c1", "c2"]);
+    let part = synced_ads(&s1, &["c2"]);
+    assert_eq!(all.type_state(Cluster).mirrors(), Some(s1.generation), "wildcard CDS");
+    assert_eq!(all.type_state(Endpoint).mirrors(), Some(s1.generation), "EDS naming every cluster");
+    assert_eq!(part.type_state(Endpoint).mirrors(), None);
+    assert_eq!(
+        part.type_state(Endpoint).client_version("c2"),
+        s1.get(Endpoint, "c2").map(|r| r.version.as_str())
+    );
+
+    let s2 = g.set(two_clusters("e2", "e1"));
+    let p = all.poll(&s2, now).unwrap();
+    assert!(p.shared);
+    assert_eq!(all.type_state(Endpoint).mirrors(), Some(s2.generation), "the pointer moved");
+    all.on_request(&nack(Endpoint, &p), &s2, now).unwrap();
+    assert_eq!(all.type_state(Endpoint).mirrors(), Some(s1.generation), "NACK: the previous set");
+    assert_eq!(
+        all.type_state(Endpoint).client_version("c1"),
+        s1.get(Endpoint, "c1").map(|r| r.version.as_str())
+    );
+
+    // An own plan (the back-off over, a newer version) turns the set into own slots; the next
+    // full sync finds them equal to the set again.
+    let later = now + Duration::from_secs(60);
+    let s3 = g.set(two_clusters("e3", "e1"));
+    let p = all.poll(&s3, later).unwrap();
+    assert!(!p.shared);
+    all.on_request(&ack(Endpoint, &p), &s3, later).unwrap();
+    assert!(all.poll(&s3, later).is_none());
+    assert_eq!(
+        all.type_state(Endpoint).client_version("c1"),
+        s3.get(Endpoint, "c1").map(|r| r.version.as_str())
+    );
+    all.resend_all(&s3);
+    while let Some(p) = all.poll(&s3, later) {
+        all.on_request(&ack(p.kind.unwrap(), &p), &s3, later).unwrap();
+    }
+    assert_eq!(all.type_state(Endpoint).mirrors(), Some(s3.generation));
+    // A generation that changes only clusters moves the endpoints' pointer up without a push.
+    let mut res = two_clusters("e3", "e1");
+    res[0] = r(Cluster, "c1", "c1-new", &[(Endpoint, "c1")]);
+    let s4 = g.set(res);
+    while let Some(p) = all.poll(&s4, later) {
+        all.on_request(&ack(p.kind.unwrap(), &p), &s4, later).unwrap();
+    }
+    assert_eq!(all.type_state(Cluster).mirrors(), Some(s4.generation));
+    assert_eq!(
+        all.type_state(Endpoint).client_version("c1"),
+        s4.get(Endpoint, "c1").map(|r| r.version.as_str())
+    );
+}
+
+// A name the client does not subscribe to never enters what a mirroring stream thinks it holds:
+// it appears alone (nothing for EDS to send, the stream still mirrors the older set), then a
+// subscribed name changes (a shared step from the newer generation).
+#[test]
+fn a_name_outside_the_subscription_never_enters_the_mirrored_set() {
+    let now = Instant::now();
+    let g = Group::new();
+    let s1 = g.set(two_clusters("e1", "e1"));
+    let mut st = synced_ads(&s1, &["c1", "c2"]);
+    assert_eq!(st.type_state(Endpoint).mirrors(), Some(s1.generation));
+    let with_c3 = |tag1: &str| {
+        let mut res = two_clusters(tag1, "e1");
+        res.push(r(Cluster, "c3", "c3", &[(Endpoint, "c3")]));
+        res.push(r(Endpoint, "c3", "e1", &[]));
+        res
+    };
+    let s2 = g.set(with_c3("e1"));
+    while let Some(p) = st.poll(&s2, now) {
+        assert_eq!(p.kind, Some(Cluster), "only the new cluster goes out");
+        st.on_request(&ack(Cluster, &p), &s2, now).unwrap();
+    }
+    let s3 = g.set(with_c3("e2"));
+    let p = st.poll(&s3, now).unwrap();
+    assert_eq!((p.kind, sent_names(&p)), (Some(Endpoint), vec!["c1".to_string()]));
+    st.on_request(&ack(Endpoint, &p), &s3, now).unwrap();
+    let eds = st.type_state(Endpoint);
+    assert_eq!(eds.client_version("c3"), None, "never sent, never subscribed");
+    assert_eq!(eds.client_version("c1"), s3.get(Endpoint, "c1").map(|r| r.version.as_str()));
+    assert_ne!(eds.mirrors(), Some(s3.generation), "it does not hold c3, so not the whole set");
+}
+
 // Many generations of random changes through the cache, streams of different subscriptions (some
 // share responses, some do not): after every drain each client holds exactly what the snapshot
 // has of what it subscribed to.
@@ -586,7 +677,10 @@ fn shared_and_own_responses_leave_every_client_exact() {
     };
     let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
     let mut tags = vec![0u64; names.len()];
+    // The last name starts absent: the stream that does not subscribe to it holds the whole set
+    // until it appears.
     let mut present = vec![true; names.len()];
+    present[names.len() - 1] = false;
     let build = |tags: &[u64], present: &[bool]| {
         let mut res = Vec::new();
         for (i, n) in names.iter().enumerate().filter(|(i, _)| present[*i]) {
@@ -597,9 +691,11 @@ fn shared_and_own_responses_leave_every_client_exact() {
     };
     let mut snap_now = g.set(build(&tags, &present));
     let all: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    let but_last = &all[..all.len() - 1];
     let mut streams = [
         (synced_ads(&snap_now, &all), all.clone()),
         (synced_ads(&snap_now, &all), all.clone()),
+        (synced_ads(&snap_now, but_last), but_last.to_vec()),
         (synced_ads(&snap_now, &all[..3]), all[..3].to_vec()),
     ];
     // Client-side view: what each client holds of EDS, by applying every response.
@@ -613,7 +709,7 @@ fn shared_and_own_responses_leave_every_client_exact() {
                 .collect()
         })
         .collect();
-    let mut shared = 0;
+    let (mut shared, mut mirrored) = (0, 0);
     // W1: nonces stay unique on each stream, shared responses and its own mixed.
     let mut nonces: Vec<std::collections::HashSet<Arc<str>>> = vec![Default::default(); streams.len()];
     for _ in 0..200 {
@@ -646,7 +742,17 @@ fn shared_and_own_responses_leave_every_client_exact() {
                 .filter_map(|n| snap_now.get(Endpoint, n).map(|r| (n.to_string(), r.version.clone())))
                 .collect();
             assert_eq!(*view, want, "client view after generation {}", snap_now.generation);
+            // The stream's own idea of what the client holds (slots or a mirrored set) is the
+            // client's.
+            let eds = st.type_state(Endpoint);
+            let thinks: HashMap<String, String> = names
+                .iter()
+                .filter_map(|n| eds.client_version(n).map(|v| (n.to_string(), v.to_string())))
+                .collect();
+            assert_eq!(thinks, want, "stream state after generation {}", snap_now.generation);
+            mirrored += usize::from(eds.mirrors().is_some());
         }
     }
     assert!(shared > 100, "the shared path was exercised ({shared} shared pushes)");
+    assert!(mirrored > 100, "streams mirrored the generation's set ({mirrored} times)");
 }

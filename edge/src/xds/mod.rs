@@ -12,6 +12,7 @@ mod admit;
 pub mod body;
 pub mod coalesce;
 pub mod delta;
+pub mod held;
 pub mod ids;
 pub mod inbound;
 pub mod order;
