@@ -128,11 +128,16 @@ impl Holding {
     /// Now holds exactly `items`, generation `generation`'s set (a whole step was sent, or the
     /// client was found to hold exactly that).
     pub fn mirror(&mut self, items: &Items, generation: u64) {
-        let table = match self {
-            Holding::Own(map) => map.table().clone(),
-            Holding::Mirror { table, .. } => table.clone(),
-        };
-        *self = Holding::Mirror { items: items.clone(), generation, table };
+        match self {
+            Holding::Mirror { items: mine, generation: g, .. } => {
+                *mine = items.clone();
+                *g = generation;
+            }
+            Holding::Own(map) => {
+                let table = map.table().clone();
+                *self = Holding::Mirror { items: items.clone(), generation, table };
+            }
+        }
     }
 
     /// Whether own slots hold exactly `items` (same names, same versions). O(held); callers ask
