@@ -47,16 +47,7 @@ fn small(i: u16) -> ProxyConfig {
 fn etcd_server() -> Option<(RedisServer, String)> {
     let dir = tempfile::tempdir().ok()?;
     let (port, peer) = (free_port(), free_port());
-    let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-    let (client, peer) = (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{peer}"));
-    let child = Command::new(bin)
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("bench={peer}"), "--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = flotilla_test_support::etcd_command(dir.path(), &format!("http://127.0.0.1:{port}"), peer)
         .spawn()
         .ok()?;
     std::thread::sleep(Duration::from_millis(1500));

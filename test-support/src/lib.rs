@@ -34,3 +34,21 @@ pub fn free_port() -> u16 {
     }
     panic!("no free port in 20000–32767 after 1000 tries");
 }
+
+/// The command line of a private single-member etcd (`FLOTILLA_ETCD_BIN`, else `etcd` from
+/// Debian's etcd-server) with its data under `dir`, serving clients at `client_url`
+/// (`http://127.0.0.1:PORT`, or `https://…` with TLS flags the caller adds) and its peer on
+/// `peer`; output discarded. The caller spawns it.
+pub fn etcd_command(dir: &std::path::Path, client_url: &str, peer: u16) -> std::process::Command {
+    let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
+    let peer = format!("http://127.0.0.1:{peer}");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--name", "test", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", client_url, "--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("test={peer}"), "--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}

@@ -2,7 +2,7 @@
 //! The real `etcd` (Debian's etcd-server, or `FLOTILLA_ETCD_BIN`), plain or TLS-only with client
 //! certificates.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use crate::pki::TlsFiles;
@@ -30,26 +30,15 @@ impl EtcdServer {
     async fn start_with(tls: Option<&TlsFiles>) -> EtcdServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, peer) = (crate::free_port(), crate::free_port());
-        let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
         let client = format!("{}://127.0.0.1:{port}", if tls.is_some() { "https" } else { "http" });
-        let peer = format!("http://127.0.0.1:{peer}");
-        let mut cmd = Command::new(&bin);
+        let mut cmd = flotilla_test_support::etcd_command(dir.path(), &client, peer);
         if let Some(t) = tls {
             cmd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
             cmd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
         }
-        let child = cmd
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}"), "--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{bin} is needed by this test (scripts/test.sh installs etcd-server): {e}")
-            });
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("etcd is needed by this test (scripts/test.sh installs etcd-server): {e}")
+        });
         let (scheme, query) = match tls {
             Some(t) => ("etcds", t.url_query()),
             None => ("etcd", String::new()),

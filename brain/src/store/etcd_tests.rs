@@ -3,7 +3,7 @@
 //! directory, and stops it afterwards.
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,20 +30,10 @@ impl TestEtcd {
     }
 
     fn spawn(dir: &std::path::Path, port: u16, peer: u16) -> Child {
-        let bin = std::env::var("FLOTILLA_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-        let client = format!("http://127.0.0.1:{port}");
-        let peer = format!("http://127.0.0.1:{peer}");
-        Command::new(&bin)
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}"), "--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        flotilla_test_support::etcd_command(dir, &format!("http://127.0.0.1:{port}"), peer)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("{bin} is needed by this test (scripts/test.sh installs etcd-server): {e}")
+                panic!("etcd is needed by this test (scripts/test.sh installs etcd-server): {e}")
             })
     }
 

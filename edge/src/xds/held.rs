@@ -141,23 +141,17 @@ impl Holding {
     }
 
     /// Whether own slots hold exactly `items` (same names, same versions). O(held); callers ask
-    /// only when the client is in sync and holds as many resources as `items` has.
+    /// only after a full plan, when the client is in sync.
     pub fn equals(&self, items: &BTreeMap<Arc<str>, Arc<Encoded>>) -> bool {
-        match self {
-            Holding::Mirror { items: mine, .. } => {
-                mine.len() == items.len() && mine.iter().all(|(n, r)| same(items.get(n), r))
-            }
-            Holding::Own(map) => {
-                let mut count = 0;
-                for h in map.iter() {
-                    count += 1;
-                    if !same(items.get(&*h.0.name), &h.0) {
-                        return false;
-                    }
-                }
-                count == items.len()
+        let Holding::Own(map) = self else { return false };
+        let mut count = 0;
+        for h in map.iter() {
+            count += 1;
+            if !same(items.get(&*h.0.name), &h.0) {
+                return false;
             }
         }
+        count == items.len()
     }
 }
 
