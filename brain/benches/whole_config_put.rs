@@ -1,9 +1,9 @@
 //! Where the milliseconds of a whole-config PUT go (issue 28): one ProxyConfig of `CLUSTERS`
 //! STATIC clusters × `ENDPOINTS` endpoints (default 100 × 100, ~0.4 MB of YAML), sent whole,
 //! each revision moving one endpoint, as the load test's independent client does. Each phase is
-//! timed on its own (parse the YAML body, check = render + validate + compile, the store's
-//! commit with history and diff, rendering the answer) and then the whole service update
-//! (check, commit, publish to a bus that drops it) as the API runs it.
+//! timed on its own (parse the YAML body, and the same as JSON, check = render + validate +
+//! compile, the store's commit with history and diff, rendering the answer) and then the whole
+//! service update (check, commit, publish to a bus that drops it) as the API runs it.
 //!
 //! `cargo bench -p flotilla-brain --bench whole_config_put` (`WHOLE_CONFIG_CLUSTERS`,
 //! `WHOLE_CONFIG_ENDPOINTS` to resize).
@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
     let bodies: Vec<String> = (0..2).map(|i| yaml(clusters, endpoints, 9000 + i)).collect();
     println!("body: {} bytes of YAML", bodies[0].len());
     let first = parse_config(bodies[0].as_bytes(), Format::Yaml).expect("config");
+    let first_doc = first.clone();
     let id = rt.block_on(service.create(first, true, BY)).expect("create").id;
     let name = format!("whole_config_put/{clusters}x{endpoints}");
     let mut group = c.benchmark_group(name);
@@ -56,18 +57,19 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_yaml", |b| {
         b.iter(|| parse_config(bodies[n % 2].as_bytes(), Format::Yaml).expect("config"))
     });
-    group.bench_function("yaml_value_only", |b| {
-        b.iter(|| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&bodies[0]).expect("yaml"))
-    });
-    group.bench_function("yaml_streaming_typed_only", |b| {
+    group.bench_function("yaml_streaming_untyped_scalars", |b| {
         b.iter(|| serde_yaml_ng::from_str::<flotilla_brain::model::ProxyConfig>(&bodies[0]).expect("yaml"))
     });
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&bodies[0]).expect("yaml");
-    group.bench_function("typed_from_value_only", |b| {
+    // The path before typed scalars (2b23467): YAML's value tree, then the document from it.
+    group.bench_function("yaml_value_tree_then_typed", |b| {
         b.iter(|| {
-            serde_yaml_ng::from_value::<flotilla_brain::model::ProxyConfig>(value.clone()).expect("typed")
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&bodies[0]).expect("yaml");
+            serde_yaml_ng::from_value::<flotilla_brain::model::ProxyConfig>(v).expect("typed")
         })
     });
+    let json_body = serde_json::to_vec(&first_doc).expect("json");
+    group
+        .bench_function("parse_json", |b| b.iter(|| parse_config(&json_body, Format::Json).expect("config")));
     let docs: Vec<_> =
         bodies.iter().map(|b| parse_config(b.as_bytes(), Format::Yaml).expect("config")).collect();
     group.bench_function("check", |b| {

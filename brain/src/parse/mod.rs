@@ -1,8 +1,11 @@
 //! Turning a request body into a [`ProxyConfig`]: JSON or YAML by Content-Type, with errors that
 //! name the line, column and field path of what is wrong.
 
+mod typed_scalars;
+
 use serde::de::DeserializeOwned;
 
+use self::typed_scalars::TypedScalars;
 use crate::model::ProxyConfig;
 
 /// Body formats the API accepts.
@@ -66,6 +69,10 @@ fn clean_path(path: String) -> Option<String> {
 pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, ParseError> {
     match format {
         Format::Json => {
+            // As for YAML below: the path is tracked only when reading a body that failed.
+            if let Ok(typed) = serde_json::from_slice(body) {
+                return Ok(typed);
+            }
             let mut de = serde_json::Deserializer::from_slice(body);
             let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = clean_path(e.path().to_string());
@@ -83,67 +90,44 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], format: Format) -> Result<T, Pars
         }
         Format::Yaml => {
             let text = utf8(body)?;
-            // The usual case in one pass: the text into YAML's typed values, the document from
-            // them (plain scalars keep their YAML types there, so `namespace: false` is refused
-            // for a string field as JSON would refuse it). Only a document that fails is read
-            // again, streaming, for the line, column and path of its problem.
-            // YAML's values read a null as an empty list or object where one is expected (the
-            // streaming parse refuses it, as the schema does): a document with a null takes the
-            // streaming path.
-            if let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
-                && !has_null(&value)
-                && let Ok(typed) = T::deserialize(value)
-            {
+            // The usual case in one streaming pass, plain scalars typed as YAML types them (so
+            // `namespace: false` is refused for a string field, as JSON would refuse it; see
+            // `typed_scalars`). Only a document that fails is read again, tracking the path of
+            // its problem (which costs an allocation per key).
+            let de = serde_yaml_ng::Deserializer::from_str(text);
+            if let Ok(typed) = T::deserialize(TypedScalars(de)) {
                 return Ok(typed);
             }
             let de = serde_yaml_ng::Deserializer::from_str(text);
-            let typed = serde_path_to_error::deserialize(de).map_err(|e| {
+            serde_path_to_error::deserialize(TypedScalars(de)).map_err(|e| {
                 let path = clean_path(e.path().to_string());
                 let inner = e.into_inner();
                 let loc = inner.location();
                 ParseError {
-                    message: strip_yaml_path(&strip_position(&inner.to_string())),
+                    message: quote_hint(strip_yaml_path(&strip_position(&inner.to_string()))),
                     path,
                     line: loc.as_ref().map(|l| l.line()),
                     column: loc.as_ref().map(|l| l.column()),
                 }
-            })?;
-            strict_scalars::<T>(text)?;
-            Ok(typed)
+            })
         }
     }
 }
 
-/// Whether a YAML value holds a null anywhere.
-fn has_null(v: &serde_yaml_ng::Value) -> bool {
-    use serde_yaml_ng::Value as V;
-    match v {
-        V::Null => true,
-        V::Sequence(items) => items.iter().any(has_null),
-        V::Mapping(m) => m.iter().any(|(k, v)| has_null(k) || has_null(v)),
-        V::Tagged(t) => has_null(&t.value),
-        V::Bool(_) | V::Number(_) | V::String(_) => false,
-    }
-}
-
-/// The streaming YAML parse above reads any plain scalar into a string field (`namespace: false`
-/// becomes "false"), which the schema and the JSON path refuse. Re-reading the document through
-/// YAML's typed values refuses such a scalar with its path, as JSON would; quoting it is the fix.
-fn strict_scalars<T: DeserializeOwned>(text: &str) -> Result<(), ParseError> {
-    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
-        Ok(v) => v,
-        // Already parsed once: a failure here is not the caller's to see twice.
-        Err(_) => return Ok(()),
+/// A plain YAML scalar that reads as a boolean or a number where a string belongs is most often
+/// meant as the string: say how to write it. YAML's null (`~`, `null`, nothing) is named as JSON
+/// names it, not as serde's "unit value".
+fn quote_hint(message: String) -> String {
+    let message = match message.strip_prefix("invalid type: unit value") {
+        Some(rest) => format!("invalid type: null{rest}"),
+        None => message,
     };
-    serde_path_to_error::deserialize::<_, T>(value).map(|_| ()).map_err(|e| ParseError {
-        path: clean_path(e.path().to_string()),
-        message: format!(
-            "{} (quote it if it is meant as a string)",
-            strip_yaml_path(&e.into_inner().to_string())
-        ),
-        line: None,
-        column: None,
-    })
+    let typed = ["invalid type: boolean", "invalid type: integer", "invalid type: floating point"];
+    if typed.iter().any(|t| message.starts_with(t)) && message.ends_with("expected a string") {
+        format!("{message} (quote it if it is meant as a string)")
+    } else {
+        message
+    }
 }
 
 /// serde_json and serde_yaml append " at line X column Y"; we report those as fields.
@@ -249,6 +233,44 @@ mod tests {
         assert!(err.message.contains("quote it"), "{err:?}");
         let quoted = b"apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x, namespace: \"false\"}\n";
         assert!(parse_config(quoted, Format::Yaml).is_ok());
+    }
+
+    #[test]
+    fn yaml_plain_scalars_are_typed_as_yaml_types_them_in_every_string_field() {
+        let doc = |labels: &str| {
+            format!("apiVersion: v1\nkind: ProxyConfig\nmetadata: {{name: x, labels: {{{labels}}}}}\n")
+        };
+        for (labels, refused) in [
+            ("a: true", Some("boolean")),
+            ("a: 12", Some("integer")),
+            ("a: 1.5", Some("floating point")),
+            ("a: ~", Some("null")),
+            ("a: \"true\", b: '12', c: 10.0.0.1, d: v1.2", None),
+        ] {
+            let got = parse_config(doc(labels).as_bytes(), Format::Yaml);
+            match refused {
+                Some(kind) => {
+                    let err = got.unwrap_err();
+                    assert!(err.message.contains(kind), "{labels}: {err:?}");
+                    assert_eq!(err.path.as_deref(), Some("metadata.labels.a"), "{labels}: {err:?}");
+                    // Line 3, column 33: the value itself.
+                    assert_eq!((err.line, err.column), (Some(3), Some(33)), "{labels}: {err:?}");
+                }
+                None => {
+                    let cfg = got.unwrap();
+                    assert_eq!(cfg.metadata.labels.get("a").map(String::as_str), Some("true"));
+                    assert_eq!(cfg.metadata.labels.get("c").map(String::as_str), Some("10.0.0.1"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_typed_scalars_leave_numbers_enums_options_and_envoy_blocks_as_they_were() {
+        let yaml = "apiVersion: v1\nkind: ProxyConfig\nmetadata: {name: x}\nspec:\n  clusters:\n  - name: c\n    type: STATIC\n    connectTimeout: 2s\n    endpoints:\n    - {address: 10.0.0.1, port: 8080.0}\n    envoy: {perConnectionBufferLimitBytes: 32768, name: \"c\", commonLbConfig: {healthyPanicThreshold: {value: 0}}}\n";
+        let json = r#"{"apiVersion": "v1", "kind": "ProxyConfig", "metadata": {"name": "x"}, "spec": {"clusters": [{"name": "c", "type": "STATIC", "connectTimeout": "2s", "endpoints": [{"address": "10.0.0.1", "port": 8080}], "envoy": {"perConnectionBufferLimitBytes": 32768, "name": "c", "commonLbConfig": {"healthyPanicThreshold": {"value": 0}}}}]}}"#;
+        let from_yaml = parse_config(yaml.as_bytes(), Format::Yaml).unwrap();
+        assert_eq!(from_yaml, parse_config(json.as_bytes(), Format::Json).unwrap());
     }
 
     #[test]
@@ -390,7 +412,7 @@ pub fn render_bundle(configs: &[ProxyConfig]) -> Result<String, serde_yaml_ng::E
 mod bundle_tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../docs/examples/example-service.yaml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/example-service.yaml");
 
     #[test]
     fn bundle_round_trips() {
