@@ -1,6 +1,7 @@
 //! The embedded default store: a single-file ACID database (redb) under `--data-dir`.
 //! Each write is one redb transaction (redb serialises writers), so a crash leaves the old or
-//! the new state, never half.
+//! the new state, never half. The latest record of each config is also kept decoded
+//! (`heads`), for reads and for the next write's read-decide.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use chrono::Utc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use uuid::Uuid;
 
+use super::heads::Heads;
 use super::logic::{self, Change};
 use super::{AuditEntry, AuditFilter};
 use super::{
@@ -28,6 +30,7 @@ const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    heads: Arc<Heads>,
 }
 
 fn backend(e: impl Into<super::BackendError>) -> StoreError {
@@ -61,10 +64,12 @@ impl EmbeddedStore {
         tx.open_table(REVISIONS).map_err(backend)?;
         tx.open_table(AUDIT).map_err(backend)?;
         tx.commit().map_err(backend)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        Ok(EmbeddedStore { db: Arc::new(db), heads: Arc::default() })
     }
 
     fn write_sync(&self, ws: Vec<Write>, author: &str) -> Result<Vec<Written>, StoreError> {
+        let _writer = self.heads.writer();
+        let mut heads = Vec::new();
         let tx = self.db.begin_write().map_err(backend)?;
         let mut out = Vec::with_capacity(ws.len());
         {
@@ -83,12 +88,17 @@ impl EmbeddedStore {
                         logic::create(config, apply, taken, author, now)?
                     }
                     Step::Modify { id, change } => {
-                        let raw = configs
-                            .get(id.to_string().as_str())
-                            .map_err(backend)?
-                            .ok_or(StoreError::NotFound(id))?;
-                        let current: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
-                        drop(raw);
+                        // Heads are exact under the writer's lock: a cached one is what redb has.
+                        let current = match self.heads.get(id) {
+                            Some(head) => ConfigRecord::clone(&head),
+                            None => {
+                                let raw = configs
+                                    .get(id.to_string().as_str())
+                                    .map_err(backend)?
+                                    .ok_or(StoreError::NotFound(id))?;
+                                serde_json::from_slice(raw.value()).map_err(backend)?
+                            }
+                        };
                         logic::modify(change, current, author, now)?
                     }
                 };
@@ -109,11 +119,18 @@ impl EmbeddedStore {
                         .insert((id.to_string().as_str(), rev.version), bytes.as_slice())
                         .map_err(backend)?;
                 }
+                if let Some(rec) = &change.remove {
+                    heads.push((rec.id, None));
+                }
+                if let Some(rec) = change.put {
+                    heads.push((rec.id, Some(Arc::new(rec))));
+                }
                 out.push(change.written);
             }
         }
-        // An error above drops `tx` uncommitted: nothing of the batch is stored.
+        // An error above drops `tx` uncommitted: nothing of the batch is stored (nor cached).
         tx.commit().map_err(backend)?;
+        self.heads.committed(heads);
         Ok(out)
     }
 }
@@ -133,12 +150,20 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ConfigRecord>, StoreError> {
-        let db = self.db.clone();
+        if let Some(head) = self.heads.get(id) {
+            return Ok(Some(ConfigRecord::clone(&head)));
+        }
+        let (db, heads) = (self.db.clone(), self.heads.clone());
         blocking(move || {
+            let seen = heads.epoch();
             let tx = db.begin_read().map_err(backend)?;
             let t = tx.open_table(CONFIGS).map_err(backend)?;
             match t.get(id.to_string().as_str()).map_err(backend)? {
-                Some(raw) => Ok(Some(serde_json::from_slice(raw.value()).map_err(backend)?)),
+                Some(raw) => {
+                    let rec: ConfigRecord = serde_json::from_slice(raw.value()).map_err(backend)?;
+                    heads.fill(seen, Arc::new(rec.clone()));
+                    Ok(Some(rec))
+                }
                 None => Ok(None),
             }
         })
@@ -182,8 +207,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
-        let db = self.db.clone();
+        let (db, heads) = (self.db.clone(), self.heads.clone());
         blocking(move || {
+            let _writer = heads.writer();
             let tx = db.begin_write().map_err(backend)?;
             let mut changed = 0;
             {
@@ -219,6 +245,7 @@ impl Store for EmbeddedStore {
                 }
             }
             tx.commit().map_err(backend)?;
+            heads.clear();
             Ok(changed)
         })
         .await
@@ -255,3 +282,19 @@ impl Store for EmbeddedStore {
         .await
     }
 }
+
+#[cfg(test)]
+impl EmbeddedStore {
+    /// The head of `id` as redb has it, bypassing the decoded heads.
+    fn get_from_disk(&self, id: Uuid) -> Option<ConfigRecord> {
+        let tx = self.db.begin_read().expect("read");
+        let t = tx.open_table(CONFIGS).expect("table");
+        t.get(id.to_string().as_str())
+            .expect("get")
+            .map(|raw| serde_json::from_slice(raw.value()).expect("json"))
+    }
+}
+
+#[cfg(test)]
+#[path = "embedded_tests.rs"]
+mod tests;

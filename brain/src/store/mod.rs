@@ -11,6 +11,7 @@ mod embedded;
 mod etcd;
 pub mod etcd_url;
 mod etcd_watch;
+mod heads;
 mod health;
 mod logic;
 mod optimistic;
