@@ -265,7 +265,14 @@ impl Proxy {
             match resp.type_url.as_str() {
                 CDS => {
                     for r in &resp.resources {
-                        sync.cluster_named(&r.name);
+                        // A STATIC cluster carries its endpoints: no CLA to wait for.
+                        if r.resource
+                            .as_ref()
+                            .and_then(|a| cluster_view(&a.value))
+                            .is_none_or(|c| c.uses_eds())
+                        {
+                            sync.cluster_named(&r.name);
+                        }
                         if let Some(id) = markers::added_cluster_id(&r.name) {
                             credits.push((Res::Added(id), id));
                         }
@@ -374,8 +381,11 @@ impl Proxy {
                 CDS => {
                     let mut now = BTreeSet::new();
                     for any in &resp.resources {
-                        if let Some(name) = cluster_name(&any.value) {
-                            sync.cluster_named(&name);
+                        if let Some(c) = cluster_view(&any.value) {
+                            let name = c.name.clone();
+                            if c.uses_eds() {
+                                sync.cluster_named(&name);
+                            }
                             if let Some(id) = markers::added_cluster_id(&name) {
                                 credits.push((Res::Added(id), id));
                             }
@@ -582,8 +592,8 @@ impl Drop for Live {
     }
 }
 
-fn cluster_name(bytes: &[u8]) -> Option<String> {
-    markers::NameOnly::decode(bytes).ok().map(|n| n.name)
+fn cluster_view(bytes: &[u8]) -> Option<markers::ClusterView> {
+    markers::ClusterView::decode(bytes).ok()
 }
 
 /// The listener's port marker; returns the route names its HTTP connection managers use.

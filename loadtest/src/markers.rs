@@ -45,11 +45,21 @@ pub fn route_change(vh: &str) -> u32 {
     vh.strip_prefix("all-").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// Any resource whose field 1 is its name (Cluster, Listener, RouteConfiguration).
+/// A Cluster's name and discovery type (`type` = 2, in a oneof: absent unless set).
 #[derive(Clone, PartialEq, Message)]
-pub struct NameOnly {
+pub struct ClusterView {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(int32, optional, tag = "2")]
+    pub discovery_type: Option<i32>,
+}
+
+impl ClusterView {
+    /// Whether the cluster takes its endpoints from EDS (so a proxy waits for its CLA).
+    pub fn uses_eds(&self) -> bool {
+        self.discovery_type
+            == Some(envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::Eds as i32)
+    }
 }
 
 /// ClusterLoadAssignment: `cluster_name` = 1, `endpoints` = 2.
@@ -100,6 +110,22 @@ mod tests {
         ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints,
     };
     use envoy_types::pb::google::protobuf::UInt32Value;
+
+    #[test]
+    fn a_cluster_view_reads_the_name_and_whether_endpoints_come_from_eds() {
+        use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+        let with = |t: Option<cluster::DiscoveryType>| Cluster {
+            name: "c1".into(),
+            cluster_discovery_type: t.map(|t| cluster::ClusterDiscoveryType::Type(t as i32)),
+            load_assignment: Some(ClusterLoadAssignment { cluster_name: "c1".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let view = |c: Cluster| ClusterView::decode(c.encode_to_vec().as_slice()).expect("cluster");
+        let eds = view(with(Some(cluster::DiscoveryType::Eds)));
+        assert_eq!((eds.name.as_str(), eds.uses_eds()), ("c1", true));
+        assert!(!view(with(Some(cluster::DiscoveryType::Static))).uses_eds());
+        assert!(!view(with(None)).uses_eds());
+    }
 
     #[test]
     fn the_endpoint_marker_survives_a_real_encode() {

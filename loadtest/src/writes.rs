@@ -2,9 +2,12 @@
 //! Each of `--clients` clients owns one ProxyConfig of `--clusters` STATIC clusters ×
 //! `--endpoints-per-cluster` endpoints and PUTs it whole (`?apply=true`) as fast as the brain
 //! answers, each revision moving one endpoint: changes per minute over all clients, and the
-//! PUT's latency. Proxies are not this scenario's business (run `churn` beside it, or connect
-//! Envoys to the configs' groups, to measure with a fleet).
+//! PUT's latency. With `--proxies N`, N mock Delta proxies are connected first, spread over the
+//! clients' configs (each config is its own proxy group), and kept in sync while the writes run,
+//! so each write is also pushed; their pushes are counted, not timed (`churn` times them).
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -37,9 +40,20 @@ pub struct WritesOpts {
     duration: Duration,
     #[arg(long, default_value = "loadtest")]
     namespace: String,
+    /// Mock Delta proxies to connect (spread over the clients' configs) before writing.
+    #[arg(long, default_value_t = 0)]
+    proxies: usize,
+    /// xDS server the proxies connect to (an edge, or the brain's embedded edge).
+    #[arg(long, default_value = "http://127.0.0.1:18000")]
+    xds: String,
     /// JSON report.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+}
+
+/// The config (and proxy group) of client `i`.
+fn name(o: &WritesOpts, i: usize) -> String {
+    crate::fleet::group_name("writes", i, o.clients)
 }
 
 /// Config `name` with endpoint 0 of cluster 0 on `port`.
@@ -82,11 +96,10 @@ struct Tally {
     first_error: Option<String>,
 }
 
-/// Creates (or finds) the client's config, then PUTs it whole until `until`.
-async fn client(o: &WritesOpts, i: usize, until: Instant) -> anyhow::Result<Tally> {
+/// Creates (or finds) client `i`'s config; its id.
+async fn ensure_config(o: &WritesOpts, i: usize) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
-    let name = format!("writes-{i}");
-    let bodies = [body(o.format, &config(o, &name, 9000))?, body(o.format, &config(o, &name, 9001))?];
+    let name = name(o, i);
     let list: Value = http
         .get(format!("{}/api/v1/configs", o.api))
         .query(&[("namespace", o.namespace.as_str()), ("name", name.as_str())])
@@ -95,22 +108,27 @@ async fn client(o: &WritesOpts, i: usize, until: Instant) -> anyhow::Result<Tall
         .error_for_status()?
         .json()
         .await?;
-    let id = match list.as_array().and_then(|a| a.first()).and_then(|c| c["id"].as_str()) {
-        Some(id) => id.to_string(),
-        None => {
-            let (b, ct) = &bodies[0];
-            let r = http
-                .post(format!("{}/api/v1/configs?apply=true", o.api))
-                .header("content-type", *ct)
-                .body(b.clone())
-                .send()
-                .await?;
-            let status = r.status();
-            let v: Value = r.json().await.unwrap_or_default();
-            anyhow::ensure!(status.is_success(), "creating {name}: {status} {v}");
-            v["id"].as_str().context("the created config has no id")?.to_string()
-        }
-    };
+    if let Some(id) = list.as_array().and_then(|a| a.first()).and_then(|c| c["id"].as_str()) {
+        return Ok(id.to_string());
+    }
+    let (b, ct) = body(o.format, &config(o, &name, 9000))?;
+    let r = http
+        .post(format!("{}/api/v1/configs?apply=true", o.api))
+        .header("content-type", ct)
+        .body(b)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "creating {name}: {status} {v}");
+    Ok(v["id"].as_str().context("the created config has no id")?.to_string())
+}
+
+/// PUTs client `i`'s config (`id`) whole until `until`.
+async fn client(o: &WritesOpts, i: usize, id: &str, until: Instant) -> anyhow::Result<Tally> {
+    let http = reqwest::Client::new();
+    let name = name(o, i);
+    let bodies = [body(o.format, &config(o, &name, 9000))?, body(o.format, &config(o, &name, 9001))?];
     let mut tally =
         Tally { latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)?, errors: 0, first_error: None };
     let url = format!("{}/api/v1/configs/{id}?apply=true", o.api);
@@ -148,9 +166,16 @@ pub async fn run(o: WritesOpts) -> anyhow::Result<()> {
         "writes: {} client(s), {} clusters × {} endpoints ({size} bytes of {:?} per PUT) for {:?}",
         o.clients, o.clusters, o.endpoints_per_cluster, o.format, o.duration
     );
+    let mut ids = Vec::new();
+    for i in 0..o.clients {
+        ids.push(ensure_config(&o, i).await?);
+    }
+    let fleet = connect_fleet(&o).await?;
+    let pushes_before = fleet.as_ref().map_or(0, |f| f.counters.pushes.load(Ordering::Relaxed));
     let started = Instant::now();
     let until = started + o.duration;
-    let tallies = futures::future::join_all((0..o.clients).map(|i| client(&o, i, until))).await;
+    let tallies =
+        futures::future::join_all(ids.iter().enumerate().map(|(i, id)| client(&o, i, id, until))).await;
     let elapsed = started.elapsed().as_secs_f64();
     let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let (mut errors, mut first_error) = (0, None);
@@ -161,7 +186,7 @@ pub async fn run(o: WritesOpts) -> anyhow::Result<()> {
         first_error = first_error.or(t.first_error);
     }
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
-    let report = json!({
+    let mut report = json!({
         "scenario": "writes",
         "clients": o.clients,
         "clusters": o.clusters,
@@ -174,7 +199,20 @@ pub async fn run(o: WritesOpts) -> anyhow::Result<()> {
         "putMs": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": ms(1.0)},
         "errors": errors,
         "firstError": first_error,
+        "proxies": o.proxies,
     });
+    if let Some(f) = &fleet {
+        let pushes = f.counters.pushes.load(Ordering::Relaxed) - pushes_before;
+        report["proxyPushes"] = json!(pushes);
+        report["proxiesInSyncAtEnd"] = json!(f.counters.synced.load(Ordering::Relaxed));
+        report["proxyStreamErrors"] = json!(f.counters.stream_errors.load(Ordering::Relaxed));
+        println!(
+            "{} proxies connected: {pushes} pushes during the writes, {} in sync at the end, {} stream error(s)",
+            o.proxies,
+            f.counters.synced.load(Ordering::Relaxed),
+            f.counters.stream_errors.load(Ordering::Relaxed)
+        );
+    }
     println!(
         "{} writes in {elapsed:.1} s: {:.0} changes/min; PUT p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms; {errors} error(s)",
         all.len(),
@@ -188,4 +226,38 @@ pub async fn run(o: WritesOpts) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// With `--proxies`, connects the fleet (spread over the clients' configs) and waits until every
+/// proxy is in sync.
+async fn connect_fleet(o: &WritesOpts) -> anyhow::Result<Option<crate::fleet::Fleet>> {
+    if o.proxies == 0 {
+        return Ok(None);
+    }
+    let opts = crate::fleet::FleetOpts {
+        xds: o.xds.clone(),
+        protocol: crate::fleet::Protocol::Delta,
+        proxies: o.proxies,
+        ramp_per_sec: 500,
+        nack_share: 0.0,
+        slow_share: 0.0,
+        namespace: o.namespace.clone(),
+        group: "writes".into(),
+        groups: o.clients,
+    };
+    let fleet = crate::fleet::Fleet::start(opts, Arc::new(crate::track::Tracker::new()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fleet.counters.synced.load(Ordering::Relaxed) < o.proxies {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {} proxies in sync after 120 s ({} stream errors); is xDS at {}?",
+            fleet.counters.synced.load(Ordering::Relaxed),
+            o.proxies,
+            fleet.counters.stream_errors.load(Ordering::Relaxed),
+            o.xds
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("writes: {} proxies connected and in sync", o.proxies);
+    Ok(Some(fleet))
 }
