@@ -124,8 +124,24 @@ async fn crash_rounds(args: Vec<String>) {
         let _ = writer.await;
         brain = Brain::start(&args).await;
 
-        let head = get_json(&client, &format!("{}/api/v1/configs/{id}", brain.base)).await;
-        let history = get_json(&client, &format!("{}/api/v1/configs/{id}/history", brain.base)).await;
+        // A write whose COMMIT the killed brain had sent may still land after the new brain is
+        // up (PostgreSQL finishes a commit whose client is gone). Head and history are two reads:
+        // take them when the head read before and after agree, so both are of one state.
+        let (head_url, history_url) = (
+            format!("{}/api/v1/configs/{id}", brain.base),
+            format!("{}/api/v1/configs/{id}/history", brain.base),
+        );
+        let mut stable = None;
+        for _ in 0..100 {
+            let head = get_json(&client, &head_url).await;
+            let history = get_json(&client, &history_url).await;
+            if get_json(&client, &head_url).await["version"] == head["version"] {
+                stable = Some((head, history));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (head, history) = stable.expect("the head kept changing after the restart");
         let history = history.as_array().unwrap();
         let version = head["version"].as_u64().unwrap();
         let versions: Vec<u64> = history.iter().map(|r| r["version"].as_u64().unwrap()).collect();

@@ -55,22 +55,31 @@ pub(super) type Jobs = Vec<(Target, Snapshot)>;
 /// Publishes in commit order per group, outside the write lock.
 pub(super) struct Publisher {
     bus: Arc<dyn Bus>,
-    /// Per group: done when the latest publish handed over for it has finished.
-    lines: Mutex<HashMap<Target, oneshot::Receiver<()>>>,
+    lines: Arc<Mutex<Lines>>,
     status: Arc<Mutex<PublishStatus>>,
 }
 
-/// A group's place in its line: wait for `before`, publish, then signal `done`.
+/// Per group with a publish handed over and not finished: the latest place in its line, done
+/// when that publish has finished. A group leaves the map when its latest publish finishes, so
+/// the map holds only the groups in flight (not every group this brain ever published).
+#[derive(Default)]
+struct Lines {
+    next: u64,
+    latest: HashMap<Target, (u64, oneshot::Receiver<()>)>,
+}
+
+/// A group's place in its line (`seq`): wait for `before`, publish, then signal `done`.
 struct Place {
     target: Target,
     snapshot: Snapshot,
+    seq: u64,
     before: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
 }
 
 impl Publisher {
     pub(super) fn new(bus: Arc<dyn Bus>) -> Publisher {
-        Publisher { bus, lines: Mutex::new(HashMap::new()), status: Arc::default() }
+        Publisher { bus, lines: Arc::default(), status: Arc::default() }
     }
 
     pub(super) fn status(&self) -> PublishStatus {
@@ -91,8 +100,10 @@ impl Publisher {
                 .into_iter()
                 .map(|(target, snapshot)| {
                     let (done, rx) = oneshot::channel();
-                    let before = lines.insert(target.clone(), rx);
-                    Place { target, snapshot, before, done }
+                    lines.next += 1;
+                    let seq = lines.next;
+                    let before = lines.latest.insert(target.clone(), (seq, rx)).map(|(_, rx)| rx);
+                    Place { target, snapshot, seq, before, done }
                 })
                 .collect(),
             // A poisoned map (a panic while it was held) orders nothing: publish at once.
@@ -101,6 +112,7 @@ impl Publisher {
                 .map(|(target, snapshot)| Place {
                     target,
                     snapshot,
+                    seq: 0,
                     before: None,
                     done: oneshot::channel().0,
                 })
@@ -112,6 +124,7 @@ impl Publisher {
         }
         let bus = self.bus.clone();
         let status = self.status.clone();
+        let lines = self.lines.clone();
         tokio::spawn(
             async move {
                 for place in places {
@@ -125,6 +138,12 @@ impl Publisher {
                         .record(started.elapsed().as_secs_f64());
                     record(&status, &place.target, &change, outcome);
                     let _ = place.done.send(());
+                    // The last in its line: nothing waits on this group any more.
+                    if let Ok(mut lines) = lines.lock()
+                        && lines.latest.get(&place.target).is_some_and(|(seq, _)| *seq == place.seq)
+                    {
+                        lines.latest.remove(&place.target);
+                    }
                 }
             }
             .instrument(span),
@@ -203,6 +222,11 @@ mod tests {
         assert_eq!(*bus.order.lock().expect("order"), vec!["ns/b@3", "ns/a@1", "ns/a@2"]);
         let s = p.status();
         assert_eq!((s.published, s.failed, s.in_flight), (3, 0, 0));
+        assert_eq!(
+            p.lines.lock().expect("lines").latest.len(),
+            0,
+            "no group is left in a line once published"
+        );
     }
 
     #[tokio::test]
