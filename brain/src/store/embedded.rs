@@ -129,7 +129,11 @@ impl EmbeddedStore {
             }
         }
         // An error above drops `tx` uncommitted: nothing of the batch is stored (nor cached).
-        tx.commit().map_err(backend)?;
+        // A failed commit leaves what redb holds for it to say: the heads are read from it again.
+        if let Err(e) = tx.commit() {
+            self.heads.clear();
+            return Err(backend(e));
+        }
         self.heads.committed(heads);
         Ok(out)
     }
@@ -244,8 +248,10 @@ impl Store for EmbeddedStore {
                     revisions.insert((id.as_str(), version), v.as_slice()).map_err(backend)?;
                 }
             }
-            tx.commit().map_err(backend)?;
+            // Cleared whether the commit held or not: the heads are read from redb again.
+            let committed = tx.commit();
             heads.clear();
+            committed.map_err(backend)?;
             Ok(changed)
         })
         .await
