@@ -23,6 +23,7 @@ use crate::api::{ApiState, router};
 use crate::audit::Audit;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Authz, PolicyReloader};
+use crate::edge_runtime::EdgeRuntime;
 use crate::grpc_api::GrpcApi;
 use crate::manage::Manager;
 use crate::publish::{Bus, EmbeddedBus, Fanout, NatsBus};
@@ -124,6 +125,9 @@ pub struct Brain {
     leadership: crate::ha::Leadership,
     drain_window: std::time::Duration,
     tasks: Vec<JoinHandle<()>>,
+    /// The embedded edge's threads (None with `--no-embedded-edge` or `--xds-threads 0`);
+    /// stopped last.
+    edge_runtime: Option<EdgeRuntime>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -226,15 +230,35 @@ impl Brain {
         let (drain, _) = watch::channel(None);
         let ctx =
             xds_context(settings, &cache, &registry, ready.clone(), drain.subscribe(), tls.clone(), &authz);
-        let xds = tokio::spawn({
-            let stopped = stopped.clone();
-            async move {
-                let Some(xds_listener) = xds_listener else { return };
-                if let Err(e) = serve(ctx, xds_listener, shutdown(stopped)).await {
-                    tracing::error!(message = "xDS server failed", error = %e);
-                }
+        // The embedded edge's streams run on threads of their own (edge_runtime): a push to
+        // every proxy must not queue the next API call behind it. `--xds-threads 0`: as before,
+        // on this runtime.
+        let (edge_runtime, xds) = match xds_listener {
+            Some(listener) => {
+                let runtime = match settings.xds_threads {
+                    Some(0) => None,
+                    n => Some(EdgeRuntime::start(n)?),
+                };
+                // Registered again where it is served, so its connections are driven there.
+                let listener = listener.into_std().context("handing over the xDS listener")?;
+                let stopped = stopped.clone();
+                let server = async move {
+                    let served = match TcpListener::from_std(listener) {
+                        Ok(l) => serve(ctx, l, shutdown(stopped)).await.map_err(anyhow::Error::from),
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(e) = served {
+                        tracing::error!(message = "xDS server failed", error = format!("{e:#}"));
+                    }
+                };
+                let xds = match &runtime {
+                    Some(r) => r.spawn(server),
+                    None => tokio::spawn(server),
+                };
+                (runtime, Some(xds))
             }
-        });
+            None => (None, None),
+        };
         if let Some(t) = &tls {
             t.spawn_watch(stopped.clone());
         }
@@ -312,8 +336,15 @@ impl Brain {
             drain,
             leadership: leadership.clone(),
             drain_window: settings.drain_window,
-            tasks: vec![xds, rest, grpc],
+            tasks: [Some(rest), Some(grpc), xds].into_iter().flatten().collect(),
+            edge_runtime,
         })
+    }
+
+    /// The embedded edge's runtime, where every xDS stream runs (None with
+    /// `--no-embedded-edge` or `--xds-threads 0`).
+    pub fn edge_runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.edge_runtime.as_ref().map(EdgeRuntime::handle)
     }
 
     /// Stops at once what must stop at once — the HA lease is handed over, no new connection

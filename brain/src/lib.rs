@@ -7,7 +7,8 @@
 //! - [`publish`]: where snapshots go (the embedded edge today).
 //! - [`manage`]: the management operations (access checks, audit, redaction) behind both
 //!   [`api`] (REST) and [`grpc_api`] (gRPC).
-//! - [`settings`]: flags, env, file; [`app`]: wiring it all together.
+//! - [`settings`]: flags, env, file; [`app`]: wiring it all together; [`edge_runtime`]: the
+//!   embedded edge's own threads.
 
 pub mod api;
 pub mod app;
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod compile;
 pub mod console;
 pub mod discovery;
+pub mod edge_runtime;
 pub mod envoy_check;
 pub mod fleet;
 pub mod grpc_api;

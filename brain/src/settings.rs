@@ -143,6 +143,10 @@ layer! {
         /// turn). Unlimited when unset.
         #[arg(long = "max-new-streams-per-sec", env = "FLOTILLA_MAX_NEW_STREAMS_PER_SEC")]
         pub max_new_streams_per_sec: Option<u32>,
+        /// Embedded edge: worker threads of the runtime its xDS streams run on, apart from the API
+        /// and the write path [default: one per core]; 0 runs them on the brain's own runtime.
+        #[arg(long = "xds-threads", env = "FLOTILLA_XDS_THREADS")]
+        pub xds_threads: Option<usize>,
         /// On SIGTERM / Ctrl-C, end the embedded edge's xDS streams over this window (so Envoys
         /// reconnect elsewhere gradually), then exit [default: 5s; 0s ends them at once].
         #[arg(long = "drain-window", env = "FLOTILLA_DRAIN_WINDOW")]
@@ -441,6 +445,9 @@ pub struct Settings {
     pub embedded_edge: bool,
     /// New xDS streams admitted per second by the embedded edge (None: no limit).
     pub max_new_streams_per_sec: Option<u32>,
+    /// Worker threads of the embedded edge's own runtime (None: one per core; 0: none, the
+    /// streams share the brain's runtime).
+    pub xds_threads: Option<usize>,
     /// On shutdown, xDS streams end within this window; the process exits shortly after.
     pub drain_window: std::time::Duration,
     pub log_level: String,
@@ -512,6 +519,7 @@ impl Default for Settings {
             nats_security: Default::default(),
             embedded_edge: true,
             max_new_streams_per_sec: None,
+            xds_threads: None,
             drain_window: std::time::Duration::from_secs(5),
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -663,6 +671,7 @@ impl Settings {
             },
             embedded_edge: !cli.no_embedded_edge && nats.embedded_edge.unwrap_or(true),
             max_new_streams_per_sec: server.max_new_streams_per_sec,
+            xds_threads: server.xds_threads,
             drain_window: duration(server.drain_window, d.drain_window),
             log_level: logging.level.unwrap_or(d.log_level),
             log_format: logging.format.unwrap_or(d.log_format),

@@ -52,10 +52,7 @@ async fn check_secrets_key(
     kv: &kv::Store,
     cipher: Option<&flotilla_shared::cipher::SecretsCipher>,
 ) -> anyhow::Result<()> {
-    let marker = kv
-        .get(flotilla_shared::wire::SEALED_MARKER_KEY)
-        .await
-        .context("cannot read the state bucket's secrets marker")?;
+    let marker = read_marker(kv).await.context("cannot read the state bucket's secrets marker")?;
     let Some(id) = marker.map(|b| String::from_utf8_lossy(&b).into_owned()) else { return Ok(()) };
     match cipher {
         None => anyhow::bail!(
@@ -70,6 +67,26 @@ async fn check_secrets_key(
         Some(c) => {
             tracing::info!(message = "secret bodies on the bus are sealed; this edge opens them", key = %c.key_id());
             Ok(())
+        }
+    }
+}
+
+/// Reads of the secrets marker that time out before the edge gives up. A bucket another process
+/// created a moment ago (every replica starting together on a fresh NATS server) can leave the
+/// first direct get unanswered while JetStream settles; a timeout is worth another try, a refusal
+/// is not.
+const MARKER_READ_ATTEMPTS: u32 = 6;
+
+/// The state bucket's secrets marker (the sealing key's id), if the brain has sealed secrets.
+pub async fn read_marker(kv: &kv::Store) -> Result<Option<bytes::Bytes>, kv::EntryError> {
+    let mut attempt = 1;
+    loop {
+        match kv.get(flotilla_shared::wire::SEALED_MARKER_KEY).await {
+            Err(e) if e.kind() == kv::EntryErrorKind::TimedOut && attempt < MARKER_READ_ATTEMPTS => {
+                tracing::warn!(message = "the state bucket did not answer in time; reading it again", attempt, error = %e);
+                attempt += 1;
+            }
+            other => return other,
         }
     }
 }

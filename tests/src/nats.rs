@@ -111,6 +111,11 @@ impl NatsServer {
         panic!("nats-server did not start (log {})", log.display());
     }
 
+    /// The server's process id (to pause it with SIGSTOP), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -395,3 +395,30 @@ async fn edge_reports_of_another_release_are_read_or_refused_clearly() {
     let n: f64 = refused.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 1.0, "{refused}");
 }
+
+/// A state bucket that does not answer for a moment (a JetStream server busy or settling, as
+/// when every replica starts together on a fresh server) does not stop an edge from starting:
+/// reading the secrets marker is tried again after a timeout. The server is paused (SIGSTOP)
+/// for longer than two request timeouts, then resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secrets_marker_is_read_again_after_a_timeout() {
+    let nats = NatsServer::start().await;
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    flotilla_common::nats::open_bucket(&js, "flotilla_state").await.unwrap();
+    // The same bucket through a context whose requests time out after 500 ms.
+    let mut quick = async_nats::jetstream::new(client);
+    quick.set_timeout(Duration::from_millis(500));
+    let kv = quick.get_key_value("flotilla_state").await.unwrap();
+    let pid = nats.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let read = tokio::spawn(async move { flotilla_edge::app::read_marker(&kv).await });
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    signal("-CONT");
+    let marker = read.await.unwrap();
+    assert!(matches!(marker, Ok(None)), "{marker:?}");
+}

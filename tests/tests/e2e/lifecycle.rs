@@ -263,3 +263,59 @@ async fn a_store_outage_refuses_writes_serves_reads_from_memory_and_heals() {
     drop(brain);
     db.drop_now().await;
 }
+
+/// The embedded shape runs its xDS streams on a runtime of their own (brain/src/edge_runtime.rs):
+/// with every worker of that runtime held, the REST API still takes a write, and a proxy's
+/// stream is answered only once the workers are free again. Before, one runtime held both, and
+/// a push to thousands of streams queued the next PUT behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_writes_while_every_xds_worker_is_busy() {
+    use flotilla_tests::brain::TestBrain;
+    use flotilla_tests::xds_client::{Delta, Service};
+
+    let b = TestBrain::start().await;
+    let backend: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let port = free_port();
+    let r = b.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[backend])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let edge = b.brain.as_ref().unwrap().edge_runtime().expect("the embedded edge has its runtime").clone();
+    let workers = edge.metrics().num_workers();
+    let release = std::sync::Arc::new(std::sync::Barrier::new(workers + 1));
+    let (entered, held) = std::sync::mpsc::channel();
+    for _ in 0..workers {
+        let (release, entered) = (release.clone(), entered.clone());
+        // Blocks the worker thread itself, not just a task: nothing else runs there meanwhile.
+        edge.spawn(async move {
+            let _ = entered.send(());
+            release.wait();
+        });
+    }
+    for i in 0..workers {
+        let got = tokio::task::block_in_place(|| held.recv_timeout(CONVERGE));
+        assert!(got.is_ok(), "only {i} of the edge's {workers} workers were taken");
+    }
+
+    let moved: std::net::SocketAddr = "127.0.0.1:10".parse().unwrap();
+    let r = b.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[moved])).await;
+    assert_eq!(r.status().as_u16(), 200, "a write while the edge is busy: {}", r.text().await.unwrap());
+
+    let xds = b.xds_port;
+    let mut proxy = tokio::spawn(async move {
+        let mut c = Delta::open(xds, Service::Ads).await;
+        c.sync_endpoints("busy-1", "api_cluster").await
+    });
+    let early = tokio::time::timeout(Duration::from_millis(700), &mut proxy).await;
+    assert!(early.is_err(), "a stream was answered while every xDS worker was held: {early:?}");
+
+    tokio::task::spawn_blocking(move || release.wait()).await.unwrap();
+    let first =
+        tokio::time::timeout(CONVERGE, proxy).await.expect("answered once the workers are free").unwrap();
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use prost::Message;
+    let any = first.resources[0].resource.as_ref().expect("the endpoints' body");
+    let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+    // The endpoint of the write made while the workers were held (port 10), not the first (9).
+    assert!(format!("{cla:?}").contains("PortValue(10)"), "{cla:?}");
+}
