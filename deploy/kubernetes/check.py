@@ -84,6 +84,23 @@ for component, d in deployments.items():
         unknown = {v for v in set_vars if v.startswith("FLOTILLA_")} - envs[component]
         assert not unknown, f"{name}: flotilla-{component} takes no {sorted(unknown)}"
 
+# Secrets sealed by a brain must be openable by every edge: the same key file, from the same Secret.
+def key_source(d):
+    pod = d["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+    if "FLOTILLA_SECRETS_KEY_FILE" not in env:
+        return None
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
+    mount = os.path.dirname(env["FLOTILLA_SECRETS_KEY_FILE"])
+    assert mount in mounts, f"{d['metadata']['name']}: the secrets key file is not under a mounted volume"
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[mount])
+    return volume["secret"]["secretName"], "FLOTILLA_SECRETS_OLD_KEY_FILE" in env
+
+
+if "brain" in deployments:
+    brain_key, edge_key = key_source(deployments["brain"]), key_source(deployments["edge"])
+    assert brain_key == edge_key, f"the brain seals secrets with {brain_key}, the edges open them with {edge_key}"
+
 for s in by_kind["Service"]:
     sel = s["spec"]["selector"].items()
     targets = [d for d in deployments.values() if sel <= d["spec"]["template"]["metadata"]["labels"].items()]

@@ -65,3 +65,11 @@ securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true,
 {{- if $sec }}{{ $_ := set $c "security" $sec }}{{ end -}}
 {{- toYaml (mustMergeOverwrite $c (deepCopy .Values.brain.config)) -}}
 {{- end -}}
+
+{{/* The secrets key's environment (brain and edge, when secretsKey.secretName is set): the key file, and the previous one while rotating. */}}
+{{- define "flotilla.secretsKeyEnv" -}}
+- {name: FLOTILLA_SECRETS_KEY_FILE, value: /etc/flotilla/secrets-key/key}
+{{- if .Values.secretsKey.rotating }}
+- {name: FLOTILLA_SECRETS_OLD_KEY_FILE, value: /etc/flotilla/secrets-key/old-key}
+{{- end }}
+{{- end }}
