@@ -285,6 +285,14 @@ impl StreamGuard {
         });
     }
 
+    /// The proxy ACKed a push of `kind` that left part of the version for a later push (a
+    /// chunk of a large sync, a removal deferred for ordering, a name it rejected before): the
+    /// ACK is counted, but the proxy is not in sync yet, and whatever NACK it holds still stands.
+    /// The change in flight is timed by the ACK that completes it.
+    pub fn acked_in_part(&mut self, kind: ResourceType) {
+        self.types[kind.index()].acks.increment(1);
+    }
+
     /// The proxy holds exactly `version` of `kind` without a push (after a NACK, the config
     /// went back to what it kept): it is in sync with it, as if that version were ACKed.
     pub fn in_sync(&mut self, kind: ResourceType, version: &str) {
@@ -354,6 +362,25 @@ impl Drop for StreamGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_in_part_neither_shows_the_proxy_in_sync_nor_clears_its_nack() {
+        let reg = Registry::new("edge-1");
+        let mut g = reg.register("n1", &Target::new("ns", "svc"), "ads".into(), "delta");
+        g.sent(ResourceType::Cluster, "v1", None);
+        g.acked(ResourceType::Cluster, "v1");
+        g.sent(ResourceType::Cluster, "v2", None);
+        g.nacked(ResourceType::Cluster, "v2", "bad cluster", vec!["c".into()]);
+        g.sent(ResourceType::Cluster, "v3", None);
+        g.acked_in_part(ResourceType::Cluster);
+        let t = &reg.streams()[0].types["cds"];
+        assert_eq!(t.acked_version.as_deref(), Some("v1"), "not in sync with v3");
+        assert_eq!(t.last_sent_version.as_deref(), Some("v3"));
+        assert_eq!(reg.nacks_of("n1")["cds"].error, "bad cluster", "the rejection still stands");
+        g.acked(ResourceType::Cluster, "v3");
+        assert_eq!(reg.streams()[0].types["cds"].acked_version.as_deref(), Some("v3"));
+        assert!(reg.nacks_of("n1").is_empty());
+    }
 
     #[test]
     fn s4_stream_released_on_drop_and_nack_outlives_it() {

@@ -27,6 +27,10 @@ struct Pending {
     nonce: Arc<str>,
     /// `system_version_info` of the push, reported on ACK/NACK.
     version: Arc<str>,
+    /// The push leaves the client holding all of `version` of this type: nothing left for a
+    /// later push, deferred or held back. An ACK of a push that is not whole does not report
+    /// the client in sync with `version`.
+    whole: bool,
     sent: Sent,
 }
 
@@ -81,6 +85,9 @@ pub struct DeltaType {
     /// A full plan was sent since own slots were last compared with the snapshot's set
     /// ([`DeltaType::settle`]).
     settle_due: bool,
+    /// The last ACK was of a push that was not whole: the client is reported in sync only
+    /// when a later push, or a plan that needs none, completes it.
+    acked_in_part: bool,
 }
 
 pub use crate::encode::MAX_PUSH_BYTES;
@@ -115,6 +122,7 @@ impl DeltaType {
             synced: None,
             reported_rejected: false,
             settle_due: false,
+            acked_in_part: false,
         }
     }
 
@@ -236,7 +244,8 @@ impl DeltaType {
         }
         self.synced = Some(step.from + 1);
         let sent = Sent::Shared { step: step.clone(), prev };
-        self.pending = Some(Pending { nonce, version: step.version.clone(), sent });
+        // A step goes only to a stream in sync with its start and subscribed to all it changes.
+        self.pending = Some(Pending { nonce, version: step.version.clone(), whole: true, sent });
     }
 
     /// In sync with `snap` and nothing owed: when the client holds exactly the snapshot's set of
@@ -398,7 +407,8 @@ impl DeltaType {
             self.force.remove(n.as_str());
         }
         self.force.extend(plan.leftover.iter().cloned());
-        self.pending = Some(Pending { nonce, version, sent: Sent::Own { prev, sent, prev_mirror } });
+        let whole = plan.leftover.is_empty() && !plan.deferred && !plan.held_back;
+        self.pending = Some(Pending { nonce, version, whole, sent: Sent::Own { prev, sent, prev_mirror } });
     }
 
     /// Whether `plan`, sent to a client holding exactly `items` (generation `from`'s set), leaves
@@ -526,7 +536,8 @@ impl DeltaType {
                 self.nacks = 0;
                 self.retry_at = None;
                 self.settle(snap);
-                Some(Event::Ack { kind: self.kind, version: pending.version })
+                self.acked_in_part = !pending.whole;
+                Some(Event::Ack { kind: self.kind, version: pending.version, whole: pending.whole })
             }
         }
     }
@@ -563,9 +574,10 @@ pub struct DeltaStream {
     /// Unknown type URLs with subscriptions to answer (S5): every name comes back as removed.
     unknown_due: BTreeMap<String, Vec<String>>,
     unknown_seen: BTreeSet<String>,
-    /// Types that were NACKed and are now in sync without a push (the config went back to what
-    /// the client kept, e.g. a rollback), with the type version they match: reported so status
-    /// stops saying "nacked" for a proxy that holds exactly what is intended.
+    /// Types that were NACKed, or last ACKed a push that was not whole, and are now in sync
+    /// without a push (the config went back to what the client kept, e.g. a rollback), with the
+    /// type version they match: reported so status says "synced" for a proxy that holds exactly
+    /// what is intended.
     quiet: Vec<(ResourceType, Arc<str>)>,
     /// Types whose wanted version is one the client rejected before, so nothing was sent (D2):
     /// reported so status says "nacked" (not "synced") for a proxy that does not hold what is
@@ -600,7 +612,8 @@ impl DeltaStream {
         }
     }
 
-    /// Types now in sync after a NACK without a push (see `quiet`), each reported once.
+    /// Types now in sync without a push — after a NACK, or after a push ACKed in part — (see
+    /// `quiet`), each reported once.
     pub fn take_quiet_syncs(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         std::mem::take(&mut self.quiet)
     }
@@ -706,10 +719,14 @@ impl DeltaStream {
                 let t = &mut self.types[kind.index()];
                 t.commit(&plan, Arc::from(""), Arc::from(""), snap);
                 t.settle(snap);
-                if (t.nacks > 0 || t.reported_rejected) && !plan.deferred && !plan.held_back {
+                if (t.nacks > 0 || t.reported_rejected || t.acked_in_part)
+                    && !plan.deferred
+                    && !plan.held_back
+                {
                     t.nacks = 0;
                     t.retry_at = None;
                     t.reported_rejected = false;
+                    t.acked_in_part = false;
                     self.quiet.push((kind, snap.of_type(kind).version.clone()));
                 } else if plan.held_back && !plan.deferred {
                     t.reported_rejected = true;

@@ -358,16 +358,78 @@ fn a_large_first_sync_is_chunked() {
     st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
     let mut got = Vec::new();
     let mut pushes = 0;
+    let mut whole = Vec::new();
     while let Some(p) = st.poll(&s, now) {
         assert!(p.frame.len() <= MAX_PUSH_BYTES + 4096, "push of {} bytes", p.frame.len());
         got.extend(sent_names(&p));
-        st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
+        let ev = st.on_request(&ack(Cluster, &p), &EdgeSnapshot::default(), now).unwrap();
+        whole.push(matches!(ev, Some(Event::Ack { whole: true, .. })));
         pushes += 1;
         assert!(pushes < 100, "no progress");
     }
     assert!(pushes >= 200 * 1024 / MAX_PUSH_BYTES, "only {pushes} pushes");
     got.sort();
     assert_eq!(got, names);
+    // Only the ACK of the last chunk says the client holds the whole version.
+    assert_eq!(whole.iter().filter(|w| **w).count(), 1, "{whole:?}");
+    assert_eq!(whole.last(), Some(&true), "{whole:?}");
+}
+
+// An ACK reports the client in sync only when the push left nothing for later: a removal
+// deferred for ordering (O2) or a name whose version the client rejected (D2) makes it an ACK
+// in part; the push that completes it, or a plan that finds the client already complete, does.
+#[test]
+fn an_ack_is_whole_only_when_the_push_left_nothing_for_later() {
+    let whole = |ev: Option<Event>| match ev {
+        Some(Event::Ack { whole, .. }) => whole,
+        other => panic!("not an ACK: {other:?}"),
+    };
+    let now = Instant::now();
+    // O2: c1's removal waits for the route that still names it.
+    let mut st = ads();
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), &EdgeSnapshot::default(), now).unwrap();
+    let s1 = snap(chain("c1", "1"));
+    let c = st.poll(&s1, now).unwrap();
+    assert!(whole(st.on_request(&ack(Cluster, &c), &EdgeSnapshot::default(), now).unwrap()));
+    let rds = st.poll(&s1, now).unwrap();
+    assert!(whole(st.on_request(&ack(Route, &rds), &EdgeSnapshot::default(), now).unwrap()));
+    let s2 = snap(chain("c2", "1"));
+    let c2 = st.poll(&s2, now).unwrap();
+    assert!(decode(&c2).removed_resources.is_empty(), "c1 still routed to");
+    assert!(
+        !whole(st.on_request(&ack(Cluster, &c2), &EdgeSnapshot::default(), now).unwrap()),
+        "c1 still held"
+    );
+    let rds2 = st.poll(&s2, now).unwrap();
+    st.on_request(&ack(Route, &rds2), &EdgeSnapshot::default(), now).unwrap();
+    let c3 = st.poll(&s2, now).unwrap();
+    assert_eq!(decode(&c3).removed_resources, vec!["c1"]);
+    assert!(whole(st.on_request(&ack(Cluster, &c3), &EdgeSnapshot::default(), now).unwrap()));
+
+    // D2: c1's new version was rejected; a push of c2 alone leaves c1 behind.
+    let t0 = Instant::now();
+    let two = |a: &str, b: &str| snap(vec![r(Cluster, "c1", a, &[]), r(Cluster, "c2", b, &[])]);
+    let mut st = DeltaStream::new(Some(Cluster), Limits::default());
+    st.on_request(&sub(Cluster, &[], &[], ""), &EdgeSnapshot::default(), t0).unwrap();
+    let p1 = st.poll(&two("1", "1"), t0).unwrap();
+    assert!(whole(st.on_request(&ack(Cluster, &p1), &EdgeSnapshot::default(), t0).unwrap()));
+    let p2 = st.poll(&two("2", "1"), t0).unwrap();
+    st.on_request(&nack(Cluster, &p2), &EdgeSnapshot::default(), t0).unwrap();
+    let later = t0 + Duration::from_secs(5);
+    let p3 = st.poll(&two("2", "2"), later).unwrap();
+    assert_eq!(sent_names(&p3), vec!["c2"]);
+    assert!(
+        !whole(st.on_request(&ack(Cluster, &p3), &EdgeSnapshot::default(), later).unwrap()),
+        "c1 rejected"
+    );
+    assert!(st.take_quiet_syncs().is_empty());
+    // Rolled back to the c1 the client kept: complete without a push, reported once.
+    let back = two("1", "2");
+    assert!(st.poll(&back, later).is_none(), "the client holds all of it");
+    assert_eq!(st.take_quiet_syncs(), vec![(Cluster, back.of_type(Cluster).version.clone())]);
+    assert!(st.poll(&back, later).is_none());
+    assert!(st.take_quiet_syncs().is_empty(), "reported once");
 }
 
 // D1 across the group's name table: through the cache, generations extend one table (ids kept)

@@ -93,8 +93,21 @@ impl Limits {
 /// Something a request told us about the client, for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Ack { kind: ResourceType, version: Arc<str> },
-    Nack { kind: ResourceType, version: Arc<str>, error: String, resources: Vec<String> },
+    /// The client ACKed a push of `version`. `whole`: after it the client holds all of
+    /// `version` of this type; a Delta push that left something for later (the rest of a
+    /// chunked sync, a removal deferred for ordering, a name whose version the client rejected)
+    /// is ACKed with `whole: false`, which is counted but does not show the type in sync.
+    Ack {
+        kind: ResourceType,
+        version: Arc<str>,
+        whole: bool,
+    },
+    Nack {
+        kind: ResourceType,
+        version: Arc<str>,
+        error: String,
+        resources: Vec<String>,
+    },
 }
 
 /// What a stream sends next.

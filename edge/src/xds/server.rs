@@ -212,7 +212,8 @@ impl Proto for DeltaStream {
 
 fn record(guard: &mut StreamGuard, event: Event) {
     match event {
-        Event::Ack { kind, version } => guard.acked(kind, &version),
+        Event::Ack { kind, version, whole: true } => guard.acked(kind, &version),
+        Event::Ack { kind, whole: false, .. } => guard.acked_in_part(kind),
         Event::Nack { kind, version, error, resources } => guard.nacked(kind, &version, &error, resources),
     }
 }

@@ -154,7 +154,9 @@ impl SotwType {
                     resources: sent.items.keys().map(|n| n.to_string()).collect(),
                 });
             } else {
-                event = Some(Event::Ack { kind: self.kind, version: sent.version.clone() });
+                // A SotW response is the whole set its version names (a removal kept back
+                // for ordering is in the set, and so in the version).
+                event = Some(Event::Ack { kind: self.kind, version: sent.version.clone(), whole: true });
                 self.acked = Some(sent);
                 self.rejected = None;
                 self.nacks = 0;

@@ -103,7 +103,7 @@ fn w2_r3_ack_then_silence() {
     st.on_request(&req(Cluster, &[], "", ""), &s, now).unwrap();
     let p = st.poll(&s, now).unwrap();
     let ev = st.on_request(&ack_of(Cluster, &[], &p), &s, now).unwrap();
-    assert_eq!(ev, Some(Event::Ack { kind: Cluster, version: p.version.clone() }));
+    assert_eq!(ev, Some(Event::Ack { kind: Cluster, version: p.version.clone(), whole: true }));
     let rebuilt = snap(chain("c1", "1"));
     assert!(st.poll(&rebuilt, now).is_none());
     // A change is pushed.
