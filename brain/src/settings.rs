@@ -427,6 +427,10 @@ impl StoreKind {
     }
 }
 
+/// The most worker threads `--xds-threads` takes: more than any machine has cores, fewer than
+/// would exhaust its threads.
+pub const MAX_XDS_THREADS: usize = 1024;
+
 /// Resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -630,6 +634,13 @@ impl Settings {
                     .map_err(|e| SettingsError::Invalid(format!("--discovery-kubernetes {n}: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        if let Some(n) = server.xds_threads
+            && n > MAX_XDS_THREADS
+        {
+            return Err(SettingsError::Invalid(format!(
+                "--xds-threads {n}: at most {MAX_XDS_THREADS} (default: one per core; 0 shares the brain's threads)"
+            )));
+        }
         if validation.envoy_bin.is_none() && !validation.envoy_namespaces.is_empty() {
             return Err(SettingsError::Invalid(
                 "--envoy-validate-namespaces needs --envoy-validate-bin (the Envoy that validates)".into(),
@@ -750,6 +761,15 @@ mod tests {
         assert_eq!(s.xds_addr.port(), 1);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.data_dir, PathBuf::from("./flotilla-data"));
+    }
+
+    #[test]
+    fn xds_threads_beyond_the_bound_are_refused_naming_the_flag() {
+        let s = Settings::resolve(Cli::parse_from(["flotilla-brain", "--xds-threads", "0"])).unwrap();
+        assert_eq!(s.xds_threads, Some(0));
+        let err =
+            Settings::resolve(Cli::parse_from(["flotilla-brain", "--xds-threads", "100000"])).unwrap_err();
+        assert!(err.to_string().contains("--xds-threads 100000: at most 1024"), "{err}");
     }
 
     #[test]
