@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -123,7 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::console::router())
         .fallback(ops::not_found)
         .layer(axum::middleware::map_response(body_too_large))
-        .layer(axum::middleware::map_response_with_state(
+        .layer(axum::middleware::from_fn_with_state(
             state.manage.service.store_health().clone(),
             served_from_memory,
         ))
@@ -137,12 +137,18 @@ pub fn router(state: ApiState) -> Router {
 /// own records of what it last wrote or read).
 pub const SERVED_FROM_HEADER: &str = "x-flotilla-served-from";
 
-/// Marks reads answered while the store is down, so a caller knows they may lag the store.
+/// Marks reads of the management API (`GET`/`HEAD` under `/api/`) answered while the store is
+/// down, so a caller knows they may lag the store. Nothing else is marked: probes, metrics and the
+/// console's files never come from the store, and a write is only answered once the store took it.
 async fn served_from_memory(
     axum::extract::State(health): axum::extract::State<crate::store::StoreHealth>,
-    mut response: Response,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
 ) -> Response {
-    if response.status().is_success() && !health.is_healthy() {
+    let read =
+        matches!(*request.method(), Method::GET | Method::HEAD) && request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    if read && response.status().is_success() && !health.is_healthy() {
         response.headers_mut().insert(SERVED_FROM_HEADER, HeaderValue::from_static("memory"));
     }
     response

@@ -234,12 +234,17 @@ async fn a_store_outage_refuses_writes_serves_reads_from_memory_and_heals() {
     let r = brain.http.get(brain.url("/api/v1/configs")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().await.unwrap().as_array().map(Vec::len), Some(1));
-    // Readiness, stats and the metric say the store is gone.
-    let ready = brain.http.get(brain.url("/ready")).send().await.unwrap().text().await.unwrap();
+    // Readiness, stats and the metric say the store is gone. Only the API's reads are marked:
+    // probes and metrics never come from the store.
+    let r = brain.http.get(brain.url("/ready")).send().await.unwrap();
+    assert!(r.headers().get("x-flotilla-served-from").is_none(), "{:?}", r.headers());
+    let ready = r.text().await.unwrap();
     assert!(ready.contains("store unavailable"), "{ready}");
     let (_, stats) = brain.get_json("/api/v1/stats").await;
     assert_eq!(stats["store"]["healthy"], false, "{stats}");
-    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let r = brain.http.get(brain.url("/metrics")).send().await.unwrap();
+    assert!(r.headers().get("x-flotilla-served-from").is_none(), "{:?}", r.headers());
+    let metrics = r.text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "flotilla_brain_store_up 0"), "{metrics}");
     assert!(metrics.lines().any(|l| l == "flotilla_brain_store_outages_total 1"), "{metrics}");
     // Envoy keeps routing through the outage.
