@@ -163,6 +163,11 @@ impl Latest {
         Latest { records, templates, seen: None }
     }
 
+    /// The live (applied) revision of config `id`; None when it has none or is not here.
+    fn live_revision(&self, id: Uuid) -> Option<u64> {
+        self.records.iter().find(|r| r.id == id).and_then(|r| r.applied_version)
+    }
+
     /// This state with `written` applied.
     fn with(&self, written: &[Written]) -> Latest {
         let mut records = self.records.clone();
@@ -620,6 +625,12 @@ impl ConfigService {
                 }
                 Written::Record(rec) => {
                     let Some(cfg) = &rec.applied_config else { continue };
+                    // A write that left the live revision as it was (a change stored with
+                    // `apply=false`, a deletion staged, an apply with nothing new) has nothing
+                    // to publish. Without the state before the write, publish to be sure.
+                    if before.as_ref().is_some_and(|b| b.live_revision(rec.id) == rec.applied_version) {
+                        continue;
+                    }
                     // The prepared snapshot is of the latest revision: only when that is live.
                     let ready = (rec.applied_version == Some(rec.version))
                         .then(|| prepared.remove(&cfg.target()))

@@ -28,6 +28,10 @@ impl Bus for Recorder {
 }
 
 impl Recorder {
+    fn count_of(&self, name: &str) -> usize {
+        self.seen.lock().expect("seen").iter().filter(|(t, _)| t.name == name).count()
+    }
+
     fn last_of(&self, name: &str) -> Option<Snapshot> {
         let seen = self.seen.lock().expect("seen");
         seen.iter().rev().find(|(t, _)| t.name == name).map(|(_, s)| s.clone())
@@ -146,9 +150,17 @@ async fn a_write_publishes_the_snapshot_it_checked() {
     let rec = svc.create(config("app", 1), true, BY).await.expect("create");
     svc.update(rec.id, config("app", 2), Some(1), true, BY).await.expect("update");
     assert_eq!(bus.last_of("app"), Some(check(&config("app", 2)).expect("check")));
-    // Stored but not applied: the live revision is published as it was.
+    // Stored but not applied: the live revision stays as it was, and is not published again.
+    let publishes = bus.count_of("app");
     svc.update(rec.id, config("app", 3), Some(2), false, BY).await.expect("update");
     assert_eq!(bus.last_of("app"), Some(check(&config("app", 2)).expect("check")));
+    assert_eq!(bus.count_of("app"), publishes, "a staged change publishes nothing");
+    // Applying it publishes it; applying again, with nothing new, does not.
+    svc.apply(rec.id, BY).await.expect("apply");
+    assert_eq!(bus.last_of("app"), Some(check(&config("app", 3)).expect("check")));
+    assert_eq!(bus.count_of("app"), publishes + 1);
+    svc.apply(rec.id, BY).await.expect("apply again");
+    assert_eq!(bus.count_of("app"), publishes + 1, "an apply with nothing new publishes nothing");
 }
 
 /// A store whose change feed the test drives, counting reads of every record.
