@@ -20,7 +20,7 @@ use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tracing::{Instrument, debug, info_span};
 
-use super::body::PushBody;
+use super::body::{Driver, PushBody, Serving};
 use super::delta::DeltaStream;
 use super::inbound::Inbound;
 use super::sotw::SotwStream;
@@ -226,31 +226,29 @@ async fn run<P: Proto, B>(
     peer: Option<PeerInfo>,
     mut inbound: Inbound<P::Req, B>,
     tx: Tx,
-) where
+) -> Option<Serving>
+where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError>,
 {
     let first = match inbound.message().await {
         Ok(Some(req)) => req,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(status) => {
             debug!(message = "stream ended before its first request", %status);
             let _ = tx.send(Err(status)).await;
-            return;
+            return None;
         }
     };
-    let Some(Admitted { node, target, identity }) = admit(&ctx, peer.as_ref(), P::node(&first), &tx).await
-    else {
-        return;
-    };
+    let Admitted { node, target, identity } = admit(&ctx, peer.as_ref(), P::node(&first), &tx).await?;
     let service = kind.map_or("ads", ResourceType::short_name).to_string();
     let span = info_span!("xds_stream", node_id = %node.id, group = %target, service = %service,
         protocol = P::NAME, identity = identity.as_deref().unwrap_or("-"));
     let stream = Box::new(Stream { ctx, kind, node_id: node.id, target, service, first, inbound, tx });
-    // The stream goes on in a task of its own, which holds only what serving needs: this task's
-    // admission (the peer, the node, the wait for the first request) ends here and is freed,
-    // rather than widening the task of every proxy for the stream's whole life.
-    tokio::spawn(serve_stream::<P, B>(stream).instrument(span));
+    // Serving is a future of its own that holds only what serving needs: this admission (the
+    // peer, the node, the wait for the first request) ends here and is freed, rather than
+    // widening what every proxy holds for the stream's whole life.
+    Some(Box::pin(serve_stream::<P, B>(stream).instrument(span)))
 }
 
 /// What an admitted stream is served with, handed to its task in one box (a future keeps its
@@ -454,8 +452,9 @@ where
     let inbound = Inbound::<P::Req, B>::new(req.into_body(), max);
     // Small and bounded: the state machine allows one un-ACKed push per type (R6).
     let (tx, rx) = mpsc::channel(ResourceType::COUNT + 1);
-    tokio::spawn(run::<P, B>(ctx, kind, peer, inbound, tx));
-    PushBody::new(rx).into_response()
+    // The response body runs the stream's loop (`body::Driver`): no task of its own.
+    let admitting = Driver::Admitting(Box::pin(run::<P, B>(ctx, kind, peer, inbound, tx)));
+    PushBody::driven(rx, admitting).into_response()
 }
 
 /// One xDS gRPC service (ADS or a per-type one), identified by a marker type.
@@ -632,8 +631,9 @@ mod task_size {
     /// arguments twice.
     const OVERHEAD_BUDGET: usize = 1600;
 
-    /// A stream's task is allocated once per proxy and lives as long as the proxy is connected,
-    /// so its size is memory per proxy: a change that widens it (a request or the node held
+    /// A stream's serving future (boxed, and polled by its response body: `body::Driver`) is
+    /// allocated once per proxy and lives as long as the proxy is connected, so its size is
+    /// memory per proxy: a change that widens it (a request or the node held
     /// inline, admission state kept for the stream's life) fails here rather than showing up
     /// only in a 10,000-proxy run.
     #[test]
