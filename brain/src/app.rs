@@ -88,6 +88,34 @@ fn spawn_promotion(
     });
 }
 
+/// Cross-namespace grants hold at every publish, not only when a config is written: discovery
+/// asks the policy in force on every fill, and a new policy publishes every applied config again,
+/// so a grant taken away stops endpoints flowing across namespaces within the reload's second
+/// (the edges push only what changed).
+fn spawn_grant_enforcement(
+    service: &Arc<ConfigService>,
+    policy: &Arc<crate::auth::PolicyReloader>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let gate_policy = policy.clone();
+    service
+        .discovery()
+        .set_reference_gate(Arc::new(move |from, to| gate_policy.current().may_reference(from, to)));
+    let mut reloads = policy.reloads();
+    let service = service.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = reloads.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = service.publish_all().await {
+                tracing::error!(message = "RBAC policy reloaded but configs could not be published again", error = %e);
+            }
+        }
+    });
+}
+
 /// Serves `flotilla.v1.ControlPlaneService` with gRPC health and reflection.
 async fn serve_grpc_api(
     api: GrpcApi,
@@ -267,6 +295,7 @@ impl Brain {
         }
         if let Some(reloader) = authz.policy_reloader() {
             reloader.spawn_watch(stopped.clone());
+            spawn_grant_enforcement(&service, reloader, stopped.clone());
         }
         let manage = Arc::new(Manager {
             service: service.clone(),

@@ -267,6 +267,8 @@ pub struct PolicyReloader {
     path: PathBuf,
     current: RwLock<Arc<Policy>>,
     stamp: Mutex<FileStamp>,
+    /// Counts the policies taken into force after the first ([`PolicyReloader::reloads`]).
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 fn stamp(path: &Path) -> FileStamp {
@@ -277,7 +279,12 @@ impl PolicyReloader {
     pub fn new(path: PathBuf) -> Result<Arc<PolicyReloader>, PolicyError> {
         let policy = Policy::read(&path)?;
         let s = stamp(&path);
-        Ok(Arc::new(PolicyReloader { path, current: RwLock::new(Arc::new(policy)), stamp: Mutex::new(s) }))
+        Ok(Arc::new(PolicyReloader {
+            path,
+            current: RwLock::new(Arc::new(policy)),
+            stamp: Mutex::new(s),
+            reloads: tokio::sync::watch::channel(0).0,
+        }))
     }
 
     pub fn current(&self) -> Arc<Policy> {
@@ -300,6 +307,7 @@ impl PolicyReloader {
                     Ok(mut c) => *c = Arc::new(p),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
                 }
+                self.reloads.send_modify(|n| *n += 1);
                 Ok(())
             }
             Err(e) => {
@@ -308,6 +316,11 @@ impl PolicyReloader {
                 Err(e)
             }
         }
+    }
+
+    /// Changes each time a new policy is taken into force (what was granted may have changed).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// Re-reads the file whenever it changes, until `stop`.

@@ -52,6 +52,21 @@ impl Discovery {
                 continue;
             }
             let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
+            if !self.may_reference(&ns, &svc_ns) {
+                // Refused when the config was written; here the grant was taken away since
+                // (the policy reloaded): the cluster gets no endpoints, the rest of the config
+                // goes on.
+                tracing::warn!(
+                    message = "no crossNamespace grant: the cluster gets no endpoints",
+                    config = %format!("{ns}/{cfg_name}"),
+                    cluster = %c.name,
+                    service = %format!("{svc_ns}/{}", d.service)
+                );
+                metrics::counter!("flotilla_discovery_refused_references_total", "namespace" => ns.clone())
+                    .increment(1);
+                std::sync::Arc::make_mut(c).endpoints = Vec::new();
+                continue;
+            }
             let key = (svc_ns.clone(), d.service.clone());
             if src.on_demand && src.wanted.insert(key.clone()) {
                 woken.push(src.wants.clone());

@@ -171,7 +171,15 @@ pub struct Discovery {
     generations: Arc<std::sync::atomic::AtomicU64>,
     /// Active health checks of discovered endpoints.
     prober: probe::Prober,
+    /// Whether configs of one namespace may take endpoints from services of another, asked at
+    /// every fill ([`ReferenceGate`]); None: they may.
+    gate: Arc<RwLock<Option<ReferenceGate>>>,
 }
+
+/// `(config namespace, service namespace)` → may the config use the service? Asked on every
+/// fill, not only when a config is written, so a grant taken away (the RBAC policy reloaded)
+/// stops endpoints flowing across namespaces on the next publish.
+pub type ReferenceGate = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// One memo entry of [`Discovery::fill`]: input cluster, service generation, filled cluster.
 type Filled = (Arc<Cluster>, u64, Arc<Cluster>);
@@ -192,6 +200,7 @@ impl Default for Discovery {
             filled: Arc::default(),
             generations: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             prober: probe::Prober::default(),
+            gate: Arc::default(),
         }
     }
 }
@@ -280,6 +289,19 @@ impl Discovery {
                 generation: BTreeMap::new(),
             });
         }
+    }
+
+    /// From now on, fills ask `gate` whether a config may use a service of another namespace.
+    pub fn set_reference_gate(&self, gate: ReferenceGate) {
+        if let Ok(mut g) = self.gate.write() {
+            *g = Some(gate);
+        }
+    }
+
+    /// May a config of namespace `from` take endpoints from a service of namespace `to`?
+    fn may_reference(&self, from: &str, to: &str) -> bool {
+        from == to
+            || self.gate.read().ok().and_then(|g| g.as_ref().map(|gate| gate(from, to))).unwrap_or(true)
     }
 
     pub fn source_names(&self) -> Vec<String> {
@@ -502,6 +524,30 @@ mod tests {
         let mut all = cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}");
         discovery().fill(&mut all).unwrap();
         assert_eq!(all.spec.clusters[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn a_grant_is_asked_at_every_fill_so_taking_it_away_stops_the_endpoints() {
+        let d = Discovery::default();
+        d.declare("k8s", SourceKind::File);
+        let other = vec![ep(7, "stable", EndpointHealth::Healthy)];
+        d.update("k8s", vec![Service { name: "ledger".into(), namespace: "bank".into(), endpoints: other }]);
+        let granted = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let g = granted.clone();
+        d.set_reference_gate(Arc::new(move |from, to| {
+            (from, to) != ("shop", "bank") || g.load(std::sync::atomic::Ordering::SeqCst)
+        }));
+        let cluster = "{name: l, type: EDS, discovery: {source: k8s, service: ledger, namespace: bank}}";
+        let mut c = cfg(cluster);
+        d.fill(&mut c).unwrap();
+        assert_eq!(c.spec.clusters[0].endpoints.len(), 1, "granted: the other namespace's endpoints");
+        granted.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut c = cfg(cluster);
+        d.fill(&mut c).unwrap();
+        assert!(c.spec.clusters[0].endpoints.is_empty(), "the grant taken away: none, and no error");
+        // The config's own namespace needs no grant.
+        let mut own = cfg("{name: a, type: EDS, discovery: {source: k8s, service: ledger, namespace: shop}}");
+        assert!(d.fill(&mut own).is_err(), "no such service in shop: the gate is not what answers");
     }
 
     #[test]

@@ -387,3 +387,54 @@ async fn endpoints_failing_their_probe_get_no_traffic_until_they_pass() {
     })
     .await;
 }
+
+/// A cross-namespace grant holds at every publish, not only when the config is written: a config
+/// of namespace `web` discovers `shop`'s service under a grant in the RBAC policy; the policy is
+/// rewritten without the grant and, with no write, Envoy loses those endpoints (503); granted
+/// again, traffic comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_namespace_grant_taken_away_stops_the_endpoints_without_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    let policy = dir.path().join("rbac.yaml");
+    // No authentication here: the caller is `anonymous`, bound as admin (a grant holds whoever
+    // writes, an admin included).
+    let bindings = "bindings: [{role: admin, subjects: [anonymous], namespaces: [\"*\"]}]\n";
+    let granted = format!("{bindings}crossNamespace:\n  - {{from: web, to: shop}}\n");
+    std::fs::write(&policy, &granted).unwrap();
+    let b1 = Backend::start("1").await;
+    services_file(&file, &[(b1.addr, "healthy")]);
+    let (watched, rbac) = (file.clone(), policy.clone());
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
+        s.discovery_files = vec![("local".into(), watched)];
+        s.security.rbac_policy = Some(rbac);
+    })
+    .await;
+    let port = free_port();
+    let web = config(port, "local", "payments")
+        .replace("namespace: shop}", "namespace: web}")
+        .replace("service: payments,", "service: payments, namespace: shop,");
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &web).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let _envoy = Envoy::start(brain.xds_port, "web-1", "pay", "web", ApiType::DeltaGrpc);
+    wait_for("Envoy routing to shop's endpoint under the grant", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+
+    let status = || async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let r = client.get(format!("http://127.0.0.1:{port}/")).header("host", "x").send().await.ok()?;
+        Some(r.status().as_u16())
+    };
+    std::fs::write(&policy, bindings).unwrap();
+    wait_for("no endpoints once the grant is gone", Duration::from_secs(20), || async {
+        (status().await == Some(503)).then_some(())
+    })
+    .await;
+    std::fs::write(&policy, &granted).unwrap();
+    wait_for("traffic back with the grant", Duration::from_secs(20), || async {
+        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
+    })
+    .await;
+}

@@ -73,10 +73,16 @@ fn a_bad_reload_keeps_the_previous_policy() {
     let path = dir.path().join("rbac.yaml");
     std::fs::write(&path, POLICY).unwrap();
     let r = PolicyReloader::new(path.clone()).unwrap();
+    let reloads = r.reloads();
     std::fs::write(&path, "bindings: [{role: nope, subjects: [a], namespaces: [x]}]").unwrap();
     assert!(r.reload().is_err());
     assert!(r.current().allows(&who("alice", &[]), Verb::Update, Kind::Configs, "team-a"));
+    assert!(!reloads.has_changed().unwrap(), "a refused policy is not a new one");
     std::fs::write(&path, "bindings: [{role: viewer, subjects: [alice], namespaces: [team-a]}]").unwrap();
     r.reload().unwrap();
     assert!(!r.current().allows(&who("alice", &[]), Verb::Update, Kind::Configs, "team-a"));
+    assert!(
+        reloads.has_changed().unwrap(),
+        "a policy taken into force is signalled (grants are enforced again)"
+    );
 }
