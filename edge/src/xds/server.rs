@@ -251,8 +251,9 @@ where
     Some(Box::pin(serve_stream::<P, B>(stream).instrument(span)))
 }
 
-/// What an admitted stream is served with, handed to its task in one box (a future keeps its
-/// arguments apart from its locals for its whole life; one pointer is the least it can keep).
+/// What an admitted stream is served with, handed to its serving future in one box (a future
+/// keeps its arguments apart from its locals for its whole life; one pointer is the least it can
+/// keep).
 struct Stream<Req, B> {
     ctx: Arc<XdsContext>,
     kind: Option<ResourceType>,
