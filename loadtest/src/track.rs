@@ -200,6 +200,7 @@ impl Tracker {
         let mut d = Delivery {
             sent: 0,
             complete: 0,
+            unseen_pairs: self.unseen_pairs(from, u64::MAX).len() as u64,
             to_last: Histogram::new(3).unwrap_or_else(|_| unreachable!("valid")),
             kinds: Vec::new(),
         };
@@ -222,14 +223,49 @@ impl Tracker {
         self.changes.read().map(|c| c.len() as u32).unwrap_or(0)
     }
 
-    /// Ids of changes that have not reached every expected proxy (to wait on).
-    pub fn incomplete(&self, from: u32) -> usize {
+    /// How many changes have not reached every expected proxy (to wait on). An addition and
+    /// removal that no proxy missing them saw is not waited on once the removal is `settle_us`
+    /// old: it never arrives.
+    pub fn incomplete(&self, from: u32, settle_us: u64) -> usize {
+        let now = self.now_us();
+        let unseen = self.unseen_pairs(from, now.saturating_sub(settle_us));
         let changes = self.changes.read().unwrap_or_else(|e| e.into_inner());
         changes
             .iter()
+            .enumerate()
             .skip(from.max(1) as usize)
-            .filter(|c| c.arrivals.load(Ordering::Relaxed) < c.expected)
+            .filter(|(id, c)| {
+                c.arrivals.load(Ordering::Relaxed) < c.expected && !unseen.contains(&(*id as u32))
+            })
             .count()
+    }
+
+    /// Ids (in `from..`) of clusters added and removed again where every proxy that got the
+    /// removal also got the addition and the rest got neither, the removal sent before
+    /// `removed_before_us`: no proxy is left holding the cluster, and the ones that never had it
+    /// are owed nothing (a proxy is credited the addition whenever it sees the removal).
+    fn unseen_pairs(&self, from: u32, removed_before_us: u64) -> std::collections::HashSet<u32> {
+        let changes = self.changes.read().unwrap_or_else(|e| e.into_inner());
+        let by = self.by_res.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids = std::collections::HashSet::new();
+        for (res, list) in by.iter() {
+            let (Res::Added(_), [add, remove, ..]) = (res, list.as_slice()) else { continue };
+            let (Some(a), Some(r)) = (changes.get(*add as usize), changes.get(*remove as usize)) else {
+                continue;
+            };
+            let (got_add, got_remove) =
+                (a.arrivals.load(Ordering::Relaxed), r.arrivals.load(Ordering::Relaxed));
+            if *add >= from.max(1)
+                && a.kind == Kind::ClusterAdd
+                && r.kind == Kind::ClusterRemove
+                && r.sent_us < removed_before_us
+                && got_add == got_remove
+                && got_remove < r.expected
+            {
+                ids.extend([*add, *remove]);
+            }
+        }
+        ids
     }
 }
 
@@ -246,6 +282,10 @@ fn kind_name(k: Kind) -> &'static str {
 pub struct Delivery {
     pub sent: u64,
     pub complete: u64,
+    /// Changes that no proxy missing them will ever see, by design: a cluster added and removed
+    /// again before the proxies that did not get the addition got either (Delta sends no
+    /// removal of a resource the client never had; a coalescing window can take in both).
+    pub unseen_pairs: u64,
     pub to_last: Histogram<u64>,
     pub kinds: Vec<(String, u64)>,
 }
@@ -272,8 +312,37 @@ mod tests {
         t.credit(&mut seen, Res::Cla(3), b, 14, Some(15)); // again: nothing
         let d = t.delivery(1);
         assert_eq!((d.sent, d.complete), (3, 2));
-        assert_eq!(t.incomplete(1), 1);
+        assert_eq!(t.incomplete(1, 0), 1);
         assert_eq!(t.take_phase().received.len(), 2);
         assert_eq!(t.latest(Res::Cla(4)), other);
+    }
+
+    #[test]
+    fn a_cluster_added_and_removed_before_a_proxy_saw_either_is_owed_to_nobody() {
+        let t = Tracker::new();
+        let add = t.begin(Res::Added, Kind::ClusterAdd, 2);
+        let remove = t.begin(|_| Res::Added(add), Kind::ClusterRemove, 2);
+        // One proxy sees the addition and then the removal (credited both); the other neither.
+        let mut first = Seen::default();
+        t.credit(&mut first, Res::Added(add), add, 10, Some(11));
+        t.credit(&mut first, Res::Added(add), remove, 12, Some(13));
+        std::thread::sleep(std::time::Duration::from_millis(2)); // the removal is older than "now"
+        assert_eq!(t.incomplete(1, 0), 0, "nothing left to wait for");
+        let d = t.delivery(1);
+        assert_eq!((d.sent, d.complete, d.unseen_pairs), (2, 0, 2));
+        // Not while the removal is younger than the settling time: it may still be on its way.
+        assert_eq!(t.incomplete(1, u64::MAX), 2);
+
+        // A proxy that got the addition but not the removal still holds the cluster: waited on.
+        let t = Tracker::new();
+        let add = t.begin(Res::Added, Kind::ClusterAdd, 2);
+        let remove = t.begin(|_| Res::Added(add), Kind::ClusterRemove, 2);
+        let mut first = Seen::default();
+        t.credit(&mut first, Res::Added(add), remove, 12, Some(13));
+        let mut second = Seen::default();
+        t.credit(&mut second, Res::Added(add), add, 14, Some(15));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(t.incomplete(1, 0), 1, "the second proxy owes the removal");
+        assert_eq!(t.delivery(1).unseen_pairs, 0);
     }
 }
