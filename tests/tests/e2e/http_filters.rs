@@ -74,7 +74,10 @@ async fn faults_abort_at_the_configured_rate_and_delay() {
         aborted += usize::from(status == 503);
     }
     println!("fault abort 30 %: {aborted} of 500 requests aborted");
-    assert!((120..=180).contains(&aborted), "{aborted} of 500 aborted (30 % ± 6 points)");
+    // Binomial, n = 500, p = 0.3: σ ≈ 10.2 requests. ± 5σ (≈ ± 10 points) fails about once in a
+    // million runs by chance (± 6 points, the earlier bound, failed about once in 300: seen in
+    // CI at 119) and still refuses a rate that is off (none, all, or 50 %).
+    assert!((100..=200).contains(&aborted), "{aborted} of 500 aborted (30 % ± 10 points, 5σ)");
     for i in 0..30 {
         assert_eq!(s.get("/health", &[]).await.0, 200, "request {i}: faults disabled on /health");
     }
