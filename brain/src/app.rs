@@ -89,9 +89,10 @@ fn spawn_promotion(
 }
 
 /// Cross-namespace grants hold at every publish, not only when a config is written: discovery
-/// asks the policy in force on every fill, and a new policy publishes every applied config again,
-/// so a grant taken away stops endpoints flowing across namespaces within the reload's second
-/// (the edges push only what changed).
+/// asks the policy in force on every fill, and a new policy whose grants differ publishes every
+/// applied config again, so a grant taken away stops endpoints flowing across namespaces within
+/// the reload's second (the edges push only what changed). A reload that changes only roles,
+/// bindings or quotas publishes nothing.
 fn spawn_grant_enforcement(
     service: &Arc<ConfigService>,
     policy: &Arc<crate::auth::PolicyReloader>,
@@ -102,13 +103,19 @@ fn spawn_grant_enforcement(
         .discovery()
         .set_reference_gate(Arc::new(move |from, to| gate_policy.current().may_reference(from, to)));
     let mut reloads = policy.reloads();
-    let service = service.clone();
+    let mut granted = policy.current();
+    let (service, policy) = (service.clone(), policy.clone());
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 changed = reloads.changed() => if changed.is_err() { return },
                 _ = stop.changed() => return,
             }
+            let now = policy.current();
+            if now.same_grants(&granted) {
+                continue;
+            }
+            granted = now;
             if let Err(e) = service.publish_all().await {
                 tracing::error!(message = "RBAC policy reloaded but configs could not be published again", error = %e);
             }

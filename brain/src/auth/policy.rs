@@ -251,6 +251,11 @@ impl Policy {
         out
     }
 
+    /// Whether `other` grants exactly the cross-namespace references this one does.
+    pub fn same_grants(&self, other: &Policy) -> bool {
+        self.cross == other.cross
+    }
+
     /// May configs in `from` reference `to`? Always within a namespace and to `shared`.
     pub fn may_reference(&self, from: &str, to: &str) -> bool {
         from == to || to == SHARED_NAMESPACE || self.cross.iter().any(|c| c.from == from && c.to == to)

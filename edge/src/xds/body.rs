@@ -87,11 +87,6 @@ pub struct PushBody {
 }
 
 impl PushBody {
-    /// A body whose pushes come from another task.
-    pub fn new(rx: PushReceiver) -> PushBody {
-        PushBody::driven(rx, Driver::Done)
-    }
-
     /// A body that runs the stream's loop itself, which sends into `rx`.
     pub fn driven(rx: PushReceiver, driver: Driver) -> PushBody {
         PushBody { driver, rx, chunks: VecDeque::new(), done: false }
@@ -172,7 +167,7 @@ mod tests {
         tx.send(Ok(frame)).await.unwrap();
         tx.send(Err(Status::invalid_argument("bad request: names too long"))).await.unwrap();
         drop(tx);
-        let collected = PushBody::new(rx).collect().await.unwrap();
+        let collected = PushBody::driven(rx, Driver::Done).collect().await.unwrap();
         let trailers = collected.trailers().cloned().unwrap();
         let bytes = collected.to_bytes();
         assert_eq!(bytes[0], 0, "not compressed");
@@ -230,7 +225,7 @@ mod tests {
     async fn a_stream_that_ends_cleanly_says_ok() {
         let (tx, rx) = mpsc::channel(1);
         drop(tx);
-        let collected = PushBody::new(rx).collect().await.unwrap();
+        let collected = PushBody::driven(rx, Driver::Done).collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
     }
 }

@@ -47,9 +47,9 @@ where
     }
 
     /// The next request, `None` when the client half-closed the stream. Cancel-safe: data read
-    /// before a cancellation stays buffered for the next call. Boxed: a stream's task (one per
-    /// proxy) awaits this for its whole life, and a request held inline in what the wait yields
-    /// would widen that task by the size of the message (~600 bytes) twice over.
+    /// before a cancellation stays buffered for the next call. Boxed: a stream's serving future
+    /// (one per proxy) awaits this for its whole life, and a request held inline in what the wait
+    /// yields would widen that future by the size of the message (~600 bytes) twice over.
     pub async fn message(&mut self) -> Result<Option<Box<Req>>, Status> {
         loop {
             if let Some(req) = self.decode()? {

@@ -413,7 +413,6 @@ where
                 debug!("forced reload: resending every subscribed resource");
                 state.resend_all(&snap);
             }
-            () = tx.closed() => return,
             Ok(()) = drain.changed(), if drain_at.is_none() => {
                 if let Some(window) = *drain.borrow_and_update() {
                     drain_at = Some(Instant::now() + jitter(window));
@@ -594,7 +593,7 @@ pub async fn serve(
         .await
 }
 
-/// The size of a stream's task.
+/// The size of a stream's serving future.
 #[cfg(test)]
 mod task_size {
     use super::*;
@@ -625,7 +624,7 @@ mod task_size {
         })
     }
 
-    /// What a stream's task may hold besides its protocol state: the registry guard, metric
+    /// What a stream's serving future may hold besides its protocol state: the registry guard, metric
     /// handles, the coalescer, the select's waits. 1,496 bytes when this was written (1,904 with
     /// a copy of 31 metric handles per stream); the task was 7,240 bytes (5,456 besides the
     /// state) while it held the admission's state, a request inline in every wait and its

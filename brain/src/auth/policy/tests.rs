@@ -86,3 +86,18 @@ fn a_bad_reload_keeps_the_previous_policy() {
         "a policy taken into force is signalled (grants are enforced again)"
     );
 }
+
+#[test]
+fn only_a_change_of_cross_namespace_grants_counts_as_new_grants() {
+    let path = Path::new("rbac.yaml");
+    let grant = "crossNamespace:\n  - {from: web, to: shop}\n";
+    let a = Policy::parse(format!("bindings: []\n{grant}").as_bytes(), path).unwrap();
+    let b = Policy::parse(
+        format!("bindings: [{{role: viewer, subjects: [alice], namespaces: [web]}}]\n{grant}").as_bytes(),
+        path,
+    )
+    .unwrap();
+    let none = Policy::parse(b"bindings: []\n", path).unwrap();
+    assert!(a.same_grants(&b), "bindings changed, grants did not");
+    assert!(!a.same_grants(&none), "the grant was taken away");
+}
