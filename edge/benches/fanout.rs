@@ -10,6 +10,11 @@
 //! protocol state, no planning. fanout / null is what the xDS server adds per change.
 //!
 //! `cargo bench -p flotilla-edge --bench fanout`
+//!
+//! Wall-clock on a shared VM moves by tens of percent between runs. For a steady figure,
+//! `scripts/fanout-cost.sh` runs the same two fleets on one thread for a fixed number of changes
+//! (`FANOUT_FIXED=<changes>`, `FANOUT_STREAMS=<n>`) under callgrind, which counts instructions and
+//! simulated cache misses inside `fanout_changes` and `null_changes` only, per stream per change.
 
 mod common;
 
@@ -17,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use flotilla_edge::cache::Cache;
 use flotilla_edge::encode::encodes_total;
 use flotilla_shared::Target;
@@ -170,5 +175,69 @@ fn null_server(c: &mut Criterion) {
     group.finish();
 }
 
+/// `changes` changes fanned out to `fleet`, one after another (the callgrind mode counts inside).
+#[inline(never)]
+fn fanout_changes(rt: &tokio::runtime::Runtime, fleet: &Fleet, tags: std::ops::Range<u64>) -> Duration {
+    let start = Instant::now();
+    for tag in tags {
+        let snap = common::group(CLUSTERS, ENDPOINTS, tag);
+        fleet.pushed.store(0, Ordering::Release);
+        let notified = fleet.done.notified();
+        fleet.cache.set(&fleet.target, &snap);
+        rt.block_on(notified);
+        assert_eq!(fleet.pushed.load(Ordering::Acquire), fleet.n);
+    }
+    start.elapsed()
+}
+
+/// `changes` pre-encoded frames handed to `fleet`, one after another.
+#[inline(never)]
+fn null_changes(
+    rt: &tokio::runtime::Runtime,
+    fleet: &NullFleet,
+    frames: &[bytes::Bytes],
+    changes: u64,
+) -> Duration {
+    let start = Instant::now();
+    for k in 0..changes {
+        fleet.pushed.store(0, Ordering::Release);
+        let notified = fleet.done.notified();
+        fleet.tx.send_replace(frames[(k % 2) as usize].clone());
+        rt.block_on(notified);
+        assert_eq!(fleet.pushed.load(Ordering::Acquire), fleet.n);
+    }
+    start.elapsed()
+}
+
+/// The fixed-count mode: both fleets on a one-thread runtime, `changes` each, time per stream.
+fn fixed(changes: u64) {
+    let n: usize = std::env::var("FANOUT_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let fleet = spawn_fleet(&rt, n);
+    let null = spawn_null_fleet(&rt, n);
+    let frames: Vec<bytes::Bytes> = (1..=2).map(frame_of).collect();
+    // Every task polled once outside the counted functions, then one change each, so the
+    // counted ones start from streams already woken once.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+    fanout_changes(&rt, &fleet, 1..2);
+    null_changes(&rt, &null, &frames, 1);
+    let per_stream = |d: Duration| d.as_nanos() as f64 / (changes as f64 * n as f64);
+    let f = per_stream(fanout_changes(&rt, &fleet, 2..2 + changes));
+    let z = per_stream(null_changes(&rt, &null, &frames, changes));
+    println!(
+        "streams {n}, changes {changes}: fanout {f:.0} ns, null {z:.0} ns per stream per change ({:.1}x)",
+        f / z
+    );
+}
+
 criterion_group!(benches, fanout, null_server);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("FANOUT_FIXED").ok().and_then(|v| v.parse().ok()) {
+        Some(changes) => fixed(changes),
+        None => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

@@ -108,6 +108,21 @@ impl EdgeSnapshot {
         Some(names)
     }
 
+    /// Nothing of `kind` changed after generation `since`, as far as the window tells (no
+    /// allocation: the fan-out asks this of every type of every stream).
+    pub fn unchanged_since(&self, kind: ResourceType, since: u64) -> bool {
+        if since == self.generation {
+            return true;
+        }
+        if since + 1 == self.generation {
+            return self.changed[kind.index()].is_empty();
+        }
+        match self.window.iter().position(|(g, _)| *g == since + 1) {
+            Some(start) => self.window[start..].iter().all(|(_, c)| c[kind.index()].is_empty()),
+            None => false,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -63,22 +63,23 @@ impl Sent {
 }
 
 /// Delta state of one type on one stream.
+///
+/// Laid out in declaration order (`repr(C)`): what the fan-out reads of every type of every
+/// stream on each change ([`DeltaType::idle_through`]) comes first and fits in two cache lines;
+/// the un-ACKed push is boxed (one pointer here, its body only while a push is in flight).
 #[derive(Debug)]
+#[repr(C)]
 pub struct DeltaType {
-    kind: ResourceType,
-    sub: Subscription<IdNames>,
-    started: bool,
-    /// What the client holds, by name: own slots, or a generation's set while it holds exactly
-    /// that ([`Holding`]).
-    client: Holding,
-    pending: Option<Pending>,
-    rejected: BTreeMap<String, String>,
     force: BTreeSet<Arc<str>>,
-    nacks: u32,
-    retry_at: Option<Instant>,
+    rejected: BTreeMap<String, String>,
     /// The snapshot generation the client is known to match (apart from rejected versions):
     /// the next generation only needs its changed names checked.
     synced: Option<u64>,
+    retry_at: Option<Instant>,
+    pending: Option<Box<Pending>>,
+    nacks: u32,
+    kind: ResourceType,
+    started: bool,
     /// Reported as still rejecting what is wanted (no NACK came: nothing was sent); the next
     /// plan that needs nothing reports it in sync again.
     reported_rejected: bool,
@@ -88,6 +89,10 @@ pub struct DeltaType {
     /// The last ACK was of a push that was not whole: the client is reported in sync only
     /// when a later push, or a plan that needs none, completes it.
     acked_in_part: bool,
+    /// What the client holds, by name: own slots, or a generation's set while it holds exactly
+    /// that ([`Holding`]).
+    client: Holding,
+    sub: Subscription<IdNames>,
 }
 
 pub use crate::encode::MAX_PUSH_BYTES;
@@ -178,6 +183,28 @@ impl DeltaType {
         self.started && self.pending.is_none() && self.retry_at.is_none_or(|t| t <= now)
     }
 
+    /// The fan-out's fast path: in sync with a generation after which nothing of this type
+    /// changed, with nothing owed, rejected or to report. Then the plan would be empty: moves to
+    /// `snap`'s generation (and a mirrored set with it) without planning. `false`: plan.
+    fn idle_through(&mut self, snap: &EdgeSnapshot, now: Instant) -> bool {
+        let Some(synced) = self.synced else { return false };
+        if !self.force.is_empty()
+            || self.nacks > 0
+            || self.reported_rejected
+            || self.acked_in_part
+            || !self.rejected.is_empty()
+            || !self.ready(now)
+            || !snap.unchanged_since(self.kind, synced)
+        {
+            return false;
+        }
+        if synced != snap.generation {
+            self.synced = Some(snap.generation);
+            self.settle(snap);
+        }
+        true
+    }
+
     /// The snapshot's step, when its shared response is exactly what this stream would plan:
     /// the client is in sync with the generation the step leads from and holds what it had
     /// (nothing owed, rejected or backing off), its subscription covers every name in the step,
@@ -245,7 +272,7 @@ impl DeltaType {
         self.synced = Some(step.from + 1);
         let sent = Sent::Shared { step: step.clone(), prev };
         // A step goes only to a stream in sync with its start and subscribed to all it changes.
-        self.pending = Some(Pending { nonce, version: step.version.clone(), whole: true, sent });
+        self.pending = Some(Box::new(Pending { nonce, version: step.version.clone(), whole: true, sent }));
     }
 
     /// In sync with `snap` and nothing owed: when the client holds exactly the snapshot's set of
@@ -369,13 +396,15 @@ impl DeltaType {
         Some(plan)
     }
 
-    /// Records a plan: sends nothing if it is empty, else updates what the client holds.
-    fn commit(&mut self, plan: &Plan, nonce: Arc<str>, version: Arc<str>, snap: &EdgeSnapshot) {
+    /// Records that `plan` was made: the generation it brings the client to, if any.
+    fn planned(&mut self, plan: &Plan) {
         self.synced = (!plan.deferred).then_some(plan.generation);
         self.settle_due |= plan.full;
-        if plan.adds.is_empty() && plan.removed.is_empty() {
-            return;
-        }
+    }
+
+    /// Records a plan that sends something: updates what the client holds.
+    fn commit(&mut self, plan: &Plan, nonce: Arc<str>, version: Arc<str>, snap: &EdgeSnapshot) {
+        self.planned(plan);
         let mut prev = Vec::new();
         let sent: Vec<Arc<Encoded>> = plan.adds.clone();
         let prev_mirror = match &self.client {
@@ -408,7 +437,8 @@ impl DeltaType {
         }
         self.force.extend(plan.leftover.iter().cloned());
         let whole = plan.leftover.is_empty() && !plan.deferred && !plan.held_back;
-        self.pending = Some(Pending { nonce, version, whole, sent: Sent::Own { prev, sent, prev_mirror } });
+        self.pending =
+            Some(Box::new(Pending { nonce, version, whole, sent: Sent::Own { prev, sent, prev_mirror } }));
     }
 
     /// Whether `plan`, sent to a client holding exactly `items` (generation `from`'s set), leaves
@@ -486,7 +516,7 @@ impl DeltaType {
         {
             return None; // No ACK/NACK in it, or a stale one (D2).
         }
-        let pending = self.pending.take()?;
+        let pending = *self.pending.take()?;
         match &req.error_detail {
             Some(err) => {
                 match &pending.sent {
@@ -565,14 +595,23 @@ impl ClientView for DeltaType {
 }
 
 /// A Delta stream: ADS (every type) or a per-type service (one type).
+///
+/// Laid out in declaration order (`repr(C)`): what every poll reads first — which types are
+/// subscribed, the name table, owed answers to unknown types — shares one cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub struct DeltaStream {
+    /// Bit `kind.index()` set once that type is subscribed (its `started`): the fan-out skips
+    /// the others without touching their state.
+    started: u8,
     fixed: Option<ResourceType>,
-    types: [DeltaType; ResourceType::COUNT],
-    nonces: Nonces,
-    limits: Limits,
+    /// The name table every type's state is filed under (one check per call, not one per type).
+    table: Arc<NameTable>,
     /// Unknown type URLs with subscriptions to answer (S5): every name comes back as removed.
     unknown_due: BTreeMap<String, Vec<String>>,
+    nonces: Nonces,
+    types: [DeltaType; ResourceType::COUNT],
+    limits: Limits,
     unknown_seen: BTreeSet<String>,
     /// Types that were NACKed, or last ACKed a push that was not whole, and are now in sync
     /// without a push (the config went back to what the client kept, e.g. a rollback), with the
@@ -583,8 +622,6 @@ pub struct DeltaStream {
     /// reported so status says "nacked" (not "synced") for a proxy that does not hold what is
     /// intended.
     still_rejected: Vec<(ResourceType, Arc<str>)>,
-    /// The name table every type's state is filed under (one check per call, not one per type).
-    table: Arc<NameTable>,
 }
 
 impl DeltaStream {
@@ -599,6 +636,7 @@ impl DeltaStream {
             quiet: Vec::new(),
             still_rejected: Vec::new(),
             table: NameTable::empty(),
+            started: 0,
         }
     }
 
@@ -663,6 +701,7 @@ impl DeltaStream {
             },
         };
         self.adopt(snap);
+        self.started |= 1 << kind.index();
         Ok(self.types[kind.index()].on_request(req, snap, now))
     }
 
@@ -685,7 +724,13 @@ impl DeltaStream {
         self.adopt(snap);
         let ordered = self.fixed.is_none();
         for kind in ResourceType::ALL {
-            let t = &self.types[kind.index()];
+            if self.started & (1 << kind.index()) == 0 {
+                continue;
+            }
+            let t = &mut self.types[kind.index()];
+            if t.idle_through(snap, now) {
+                continue;
+            }
             if let Some(step) = t.ready(now).then(|| t.shared_step(snap, ordered)).flatten() {
                 let step = step.clone();
                 let shared = step.push();
@@ -717,7 +762,7 @@ impl DeltaStream {
             let Some(plan) = plan else { continue };
             if plan.adds.is_empty() && plan.removed.is_empty() {
                 let t = &mut self.types[kind.index()];
-                t.commit(&plan, Arc::from(""), Arc::from(""), snap);
+                t.planned(&plan);
                 t.settle(snap);
                 if (t.nacks > 0 || t.reported_rejected || t.acked_in_part)
                     && !plan.deferred

@@ -818,3 +818,32 @@ fn shared_and_own_responses_leave_every_client_exact() {
     assert!(shared > 100, "the shared path was exercised ({shared} shared pushes)");
     assert!(mirrored > 100, "streams mirrored the generation's set ({mirrored} times)");
 }
+
+/// The fan-out reads, of every subscribed type of every stream on each change, only what
+/// `idle_through` needs: keep it within the first two cache lines of `DeltaType`, and what every
+/// poll reads of the stream first within its first line (`scripts/fanout-cost.sh` counts the
+/// misses).
+#[test]
+fn the_fan_outs_fast_path_reads_two_cache_lines_of_each_type() {
+    use std::mem::{offset_of, size_of};
+    let hot = [
+        offset_of!(DeltaType, force) + size_of::<BTreeSet<Arc<str>>>(),
+        offset_of!(DeltaType, rejected) + size_of::<BTreeMap<String, String>>(),
+        offset_of!(DeltaType, synced) + size_of::<Option<u64>>(),
+        offset_of!(DeltaType, retry_at) + size_of::<Option<Instant>>(),
+        offset_of!(DeltaType, pending) + size_of::<Option<Box<Pending>>>(),
+        offset_of!(DeltaType, nacks) + size_of::<u32>(),
+        offset_of!(DeltaType, kind) + 1,
+        offset_of!(DeltaType, started) + 1,
+        offset_of!(DeltaType, reported_rejected) + 1,
+        offset_of!(DeltaType, acked_in_part) + 1,
+    ];
+    assert!(hot.iter().all(|end| *end <= 128), "{hot:?}");
+    let head = [
+        offset_of!(DeltaStream, started) + 1,
+        offset_of!(DeltaStream, fixed) + size_of::<Option<ResourceType>>(),
+        offset_of!(DeltaStream, table) + size_of::<Arc<NameTable>>(),
+        offset_of!(DeltaStream, unknown_due) + size_of::<BTreeMap<String, Vec<String>>>(),
+    ];
+    assert!(head.iter().all(|end| *end <= 64), "{head:?}");
+}

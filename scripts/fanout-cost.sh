@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Cost of one change fanned out to N Delta streams against the null server, counted rather than
+# timed: the `fanout` bench's fixed-count mode under callgrind (one thread, instructions and
+# simulated cache misses inside `fanout_changes` and `null_changes` only). Steady from run to
+# run, unlike wall-clock on a shared VM. Needs valgrind.
+#
+#   scripts/fanout-cost.sh [--streams N] [--changes C]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+streams=10000
+changes=5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --streams) streams="$2"; shift 2 ;;
+    --changes) changes="$2"; shift 2 ;;
+    *) echo "usage: $0 [--streams N] [--changes C]" >&2; exit 2 ;;
+  esac
+done
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+bin=$(cargo bench -p flotilla-edge --bench fanout --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="fanout" and m.get("executable"): print(m["executable"])')
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for f in fanout_changes null_changes; do
+  FANOUT_FIXED="$changes" FANOUT_STREAMS="$streams" valgrind --tool=callgrind --cache-sim=yes \
+    --toggle-collect="fanout::$f" --callgrind-out-file="$out/$f" "$bin" >/dev/null 2>"$out/$f.log"
+done
+python3 - "$out" "$streams" "$changes" <<'PY'
+import sys
+out, streams, changes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def totals(path):
+    events = summary = None
+    for line in open(path):
+        if line.startswith("events:"): events = line.split()[1:]
+        if line.startswith("summary:") or line.startswith("totals:"): summary = [int(x) for x in line.split()[1:]]
+    return dict(zip(events, summary))
+# Each fleet also takes the one warm-up change outside the counted function.
+per = streams * (changes + 1)
+rows = {f: totals(f"{out}/{f}") for f in ("fanout_changes", "null_changes")}
+print(f"{streams} streams, {changes} changes (+1 warm-up), per stream per change:")
+print(f"{'':8} {'instructions':>13} {'D1 misses':>10} {'LL misses':>10}")
+for f, t in rows.items():
+    d1 = t.get("D1mr", 0) + t.get("D1mw", 0)
+    ll = t.get("DLmr", 0) + t.get("DLmw", 0)
+    print(f"{f.split('_')[0]:8} {t['Ir']/per:13.0f} {d1/per:10.1f} {ll/per:10.2f}")
+f, z = rows["fanout_changes"], rows["null_changes"]
+print(f"ratio    {f['Ir']/z['Ir']:13.1f}x")
+PY
