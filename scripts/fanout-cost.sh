@@ -4,20 +4,25 @@
 # simulated cache misses inside `fanout_changes` and `null_changes` only). Steady from run to
 # run, unlike wall-clock on a shared VM. Needs valgrind.
 #
-#   scripts/fanout-cost.sh [--streams N] [--changes C]
+#   scripts/fanout-cost.sh [--streams N] [--changes C] [--bin PATH]
+#
+# --bin runs an already built `fanout` bench binary (e.g. one built from an older commit, for a
+# before/after comparison) instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 streams=10000
 changes=5
+bin=
 while [ $# -gt 0 ]; do
   case "$1" in
     --streams) streams="$2"; shift 2 ;;
     --changes) changes="$2"; shift 2 ;;
-    *) echo "usage: $0 [--streams N] [--changes C]" >&2; exit 2 ;;
+    --bin) bin="$2"; shift 2 ;;
+    *) echo "usage: $0 [--streams N] [--changes C] [--bin PATH]" >&2; exit 2 ;;
   esac
 done
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-bin=$(cargo bench -p flotilla-edge --bench fanout --no-run --message-format=json 2>/dev/null \
+[ -n "$bin" ] || bin=$(cargo bench -p flotilla-edge --bench fanout --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)

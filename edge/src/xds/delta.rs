@@ -596,8 +596,9 @@ impl ClientView for DeltaType {
 
 /// A Delta stream: ADS (every type) or a per-type service (one type).
 ///
-/// Laid out in declaration order (`repr(C)`): what every poll reads first — which types are
-/// subscribed, the name table, owed answers to unknown types — shares one cache line.
+/// Laid out in declaration order (`repr(C)`): what every poll and every request read first —
+/// which types are subscribed, the name table, owed answers to unknown types, the limits —
+/// shares one cache line.
 #[derive(Debug)]
 #[repr(C)]
 pub struct DeltaStream {
@@ -609,9 +610,10 @@ pub struct DeltaStream {
     table: Arc<NameTable>,
     /// Unknown type URLs with subscriptions to answer (S5): every name comes back as removed.
     unknown_due: BTreeMap<String, Vec<String>>,
+    /// Read by every request, ACKs included.
+    limits: Limits,
     nonces: Nonces,
     types: [DeltaType; ResourceType::COUNT],
-    limits: Limits,
     unknown_seen: BTreeSet<String>,
     /// Types that were NACKed, or last ACKed a push that was not whole, and are now in sync
     /// without a push (the config went back to what the client kept, e.g. a rollback), with the

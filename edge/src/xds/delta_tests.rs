@@ -821,7 +821,7 @@ fn shared_and_own_responses_leave_every_client_exact() {
 
 /// The fan-out reads, of every subscribed type of every stream on each change, only what
 /// `idle_through` needs: keep it within the first two cache lines of `DeltaType`, and what every
-/// poll reads of the stream first within its first line (`scripts/fanout-cost.sh` counts the
+/// poll and every request read of the stream first within its first line (`scripts/fanout-cost.sh` counts the
 /// misses).
 #[test]
 fn the_fan_outs_fast_path_reads_two_cache_lines_of_each_type() {
@@ -844,6 +844,7 @@ fn the_fan_outs_fast_path_reads_two_cache_lines_of_each_type() {
         offset_of!(DeltaStream, fixed) + size_of::<Option<ResourceType>>(),
         offset_of!(DeltaStream, table) + size_of::<Arc<NameTable>>(),
         offset_of!(DeltaStream, unknown_due) + size_of::<BTreeMap<String, Vec<String>>>(),
+        offset_of!(DeltaStream, limits) + size_of::<Limits>(),
     ];
     assert!(head.iter().all(|end| *end <= 64), "{head:?}");
 }
