@@ -65,7 +65,8 @@ impl Sent {
 /// Delta state of one type on one stream.
 ///
 /// Laid out in declaration order (`repr(C)`): what the fan-out reads of every type of every
-/// stream on each change ([`DeltaType::idle_through`]) comes first and fits in two cache lines;
+/// stream on each change ([`DeltaType::idle_through`]) comes first, in 128 bytes (two cache
+/// lines when the allocation happens to be aligned, at most three);
 /// the un-ACKed push is boxed (one pointer here, its body only while a push is in flight).
 #[derive(Debug)]
 #[repr(C)]

@@ -820,9 +820,9 @@ fn shared_and_own_responses_leave_every_client_exact() {
 }
 
 /// The fan-out reads, of every subscribed type of every stream on each change, only what
-/// `idle_through` needs: keep it within the first two cache lines of `DeltaType`, and what every
-/// poll and every request read of the stream first within its first line (`scripts/fanout-cost.sh` counts the
-/// misses).
+/// `idle_through` needs: keep it within the first 128 bytes of `DeltaType`, and what every
+/// poll and every request read of the stream first within its first 64 bytes
+/// (`scripts/fanout-cost.sh` counts the misses).
 #[test]
 fn the_fan_outs_fast_path_reads_two_cache_lines_of_each_type() {
     use std::mem::{offset_of, size_of};
