@@ -824,7 +824,7 @@ fn shared_and_own_responses_leave_every_client_exact() {
 /// poll and every request read of the stream first within its first 64 bytes
 /// (`scripts/fanout-cost.sh` counts the misses).
 #[test]
-fn the_fan_outs_fast_path_reads_two_cache_lines_of_each_type() {
+fn the_fan_outs_fast_path_reads_only_the_head_of_each_types_state() {
     use std::mem::{offset_of, size_of};
     let hot = [
         offset_of!(DeltaType, force) + size_of::<BTreeSet<Arc<str>>>(),
