@@ -52,6 +52,26 @@ struct FileSource {
     brain: TestBrain,
 }
 
+/// Applies `yaml` and starts a Delta Envoy `node` in group `pay` of `namespace`, then waits (as
+/// `what`) until its listener on `port` answers `want`.
+async fn apply_and_reach(
+    brain: &TestBrain,
+    yaml: &str,
+    port: u16,
+    (node, namespace): (&str, &str),
+    want: &str,
+    what: &str,
+) -> Envoy {
+    let r = brain.post_yaml("/api/v1/configs?apply=true", yaml).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let envoy = Envoy::start(brain.xds_port, node, "pay", namespace, ApiType::DeltaGrpc);
+    wait_for(what, Duration::from_secs(20), || async move {
+        http_get(port, "x", "/").await.filter(|b| b == want)
+    })
+    .await;
+    envoy
+}
+
 async fn file_source(grace: Option<Duration>) -> FileSource {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("services.yaml");
@@ -84,12 +104,14 @@ async fn endpoints_follow_a_watched_services_file() {
         assert_eq!(body["errors"][0]["path"], path, "{body}");
     }
 
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &config(port, "local", "payments")).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "pay-1", "pay", "shop", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to the discovered endpoint", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
-    })
+    let _envoy = apply_and_reach(
+        &brain,
+        &config(port, "local", "payments"),
+        port,
+        ("pay-1", "shop"),
+        "backend 1",
+        "Envoy routing to the discovered endpoint",
+    )
     .await;
 
     // The file changes: b1 draining, b2 healthy → traffic moves to b2.
@@ -168,12 +190,14 @@ async fn an_endpoint_the_registry_removed_leaves_envoy_though_it_passes_health_c
         "selector: {track: stable}}, healthChecks: [{timeout: 1s, interval: 1s, httpHealthCheck: {path: /health}}]}",
     );
     assert!(yaml.contains("healthChecks"), "{yaml}");
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &yaml).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "pay-hc", "pay", "shop", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to the discovered endpoint", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
-    })
+    let _envoy = apply_and_reach(
+        &brain,
+        &yaml,
+        port,
+        ("pay-hc", "shop"),
+        "backend 1",
+        "Envoy routing to the discovered endpoint",
+    )
     .await;
 
     // The registry moves the service to b2; b1 keeps running and keeps passing /health.
@@ -224,12 +248,14 @@ async fn endpoints_follow_consul_health_and_survive_its_failures() {
         (svc["sources"][0]["healthy"] == true).then_some(())
     })
     .await;
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &cfg).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "pay-c", "pay", "shop", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to the Consul instance", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
-    })
+    let _envoy = apply_and_reach(
+        &brain,
+        &cfg,
+        port,
+        ("pay-c", "shop"),
+        "backend 1",
+        "Envoy routing to the Consul instance",
+    )
     .await;
 
     // A second instance registers and the first turns critical: traffic moves.
@@ -303,13 +329,9 @@ async fn endpoints_follow_dns_records() {
     let cfg = no_port
         .replace("service: payments.test}", &format!("service: payments.test, port: {port_of_both}}}"))
         + "    - {name: api, type: EDS, discovery: {source: dns, service: _http._tcp.api.test}}\n";
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &cfg).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "pay-d", "pay", "shop", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to the A record", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
-    })
-    .await;
+    let _envoy =
+        apply_and_reach(&brain, &cfg, port, ("pay-d", "shop"), "backend 1", "Envoy routing to the A record")
+            .await;
     let (_, eps) = brain.get_json("/api/v1/endpoints/_http._tcp.api.test").await;
     assert_eq!(eps[0]["endpoints"][0]["address"], "127.0.0.2", "{eps}");
     assert_eq!(eps[0]["endpoints"][0]["port"], port_of_both, "the SRV record's port: {eps}");
@@ -360,12 +382,14 @@ async fn endpoints_failing_their_probe_get_no_traffic_until_they_pass() {
         "selector: {track: stable}",
         "selector: {track: stable}, probe: {type: http, path: /health, intervalMs: 200, timeoutMs: 200, unhealthyThreshold: 1, healthyThreshold: 1}",
     );
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &probed).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "pay-h", "pay", "shop", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to both endpoints", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 2")
-    })
+    let _envoy = apply_and_reach(
+        &brain,
+        &probed,
+        port,
+        ("pay-h", "shop"),
+        "backend 2",
+        "Envoy routing to both endpoints",
+    )
     .await;
 
     // b2 stops accepting connections: its probe fails, and Envoy stops sending it traffic.
@@ -414,12 +438,14 @@ async fn a_cross_namespace_grant_taken_away_stops_the_endpoints_without_a_write(
     let web = config(port, "local", "payments")
         .replace("namespace: shop}", "namespace: web}")
         .replace("service: payments,", "service: payments, namespace: shop,");
-    let r = brain.post_yaml("/api/v1/configs?apply=true", &web).await;
-    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    let _envoy = Envoy::start(brain.xds_port, "web-1", "pay", "web", ApiType::DeltaGrpc);
-    wait_for("Envoy routing to shop's endpoint under the grant", Duration::from_secs(20), || async {
-        http_get(port, "x", "/").await.filter(|b| b == "backend 1")
-    })
+    let _envoy = apply_and_reach(
+        &brain,
+        &web,
+        port,
+        ("web-1", "web"),
+        "backend 1",
+        "Envoy routing to shop's endpoint under the grant",
+    )
     .await;
 
     let status = || async {
