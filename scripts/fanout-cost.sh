@@ -21,17 +21,23 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--streams N] [--changes C] [--bin PATH]" >&2; exit 2 ;;
   esac
 done
+for v in "$streams" "$changes"; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "--streams and --changes take a positive whole number, not '$v'" >&2; exit 2; }
+done
+[ -z "$bin" ] || [ -x "$bin" ] || { echo "--bin $bin: no such executable" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-[ -n "$bin" ] || bin=$(cargo bench -p flotilla-edge --bench fanout --no-run --message-format=json 2>/dev/null \
+[ -n "$bin" ] || bin=$(cargo bench -p flotilla-edge --bench fanout --no-run --message-format=json \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="fanout" and m.get("executable"): print(m["executable"])')
+[ -n "$bin" ] || { echo "the fanout bench built no executable" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for f in fanout_changes null_changes; do
   FANOUT_FIXED="$changes" FANOUT_STREAMS="$streams" valgrind --tool=callgrind --cache-sim=yes \
-    --toggle-collect="fanout::$f" --callgrind-out-file="$out/$f" "$bin" >/dev/null 2>"$out/$f.log"
+    --toggle-collect="fanout::$f" --callgrind-out-file="$out/$f" "$bin" >/dev/null 2>"$out/$f.log" \
+    || { echo "the bench failed under callgrind ($f):" >&2; tail -20 "$out/$f.log" >&2; exit 1; }
 done
 python3 - "$out" "$streams" "$changes" <<'PY'
 import sys
