@@ -223,7 +223,7 @@ impl Brain {
             open_store(settings, cipher.clone()).await?;
         let audit = Audit::new(store.clone());
         let quotas = crate::auth::quota::Quotas::default();
-        let cache = Cache::new();
+        let cache = Cache::paced(flotilla_edge::coalesce::DEBOUNCE);
         let registry = Registry::new("embedded");
         let fleet = crate::fleet::Fleet::new(registry.clone());
         let buses = buses(settings, &cache, &fleet, cipher.clone()).await?;

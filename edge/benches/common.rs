@@ -11,8 +11,11 @@ use flotilla_edge::xds::{Limits, Push};
 use flotilla_shared::{Resource, ResourceRef, ResourceType, Snapshot};
 
 /// A group with `clusters` clusters, each with a ClusterLoadAssignment of `endpoints` endpoints
-/// (bodies sized like real ones); `tag` changes the endpoints of cluster 0 only.
+/// (bodies sized like real ones), after `tag` changes: change `t` rewrites the endpoints of
+/// cluster `(t - 1) % clusters`, so consecutive tags differ in exactly one ClusterLoadAssignment
+/// and `k` consecutive changes (k ≤ clusters) touch `k` of them.
 pub fn group(clusters: usize, endpoints: usize, tag: u64) -> Snapshot {
+    let n = clusters as u64;
     let mut out = Vec::with_capacity(clusters * 2);
     for c in 0..clusters {
         let name = format!("cluster-{c:04}");
@@ -22,10 +25,11 @@ pub fn group(clusters: usize, endpoints: usize, tag: u64) -> Snapshot {
             Bytes::from(vec![b'c'; 200]),
             vec![ResourceRef { kind: ResourceType::Endpoint, name: name.clone() }],
         ));
+        let c = c as u64;
+        // The last change that touched this cluster (0: none yet).
+        let last = if tag > c { c + 1 + (tag - 1 - c) / n * n } else { 0 };
         let mut body = vec![b'e'; 40 * endpoints];
-        if c == 0 {
-            body.extend_from_slice(&tag.to_le_bytes());
-        }
+        body.extend_from_slice(&last.to_le_bytes());
         out.push(Resource::new(ResourceType::Endpoint, name, Bytes::from(body), vec![]));
     }
     Snapshot::build(out).expect("consistent")

@@ -14,7 +14,7 @@
 //! Wall-clock on a shared VM moves by tens of percent between runs. For a steady figure,
 //! `scripts/fanout-cost.sh` runs the same two fleets on one thread for a fixed number of changes
 //! (`FANOUT_FIXED=<changes>`, `FANOUT_STREAMS=<n>`) under callgrind, which counts instructions and
-//! simulated cache misses inside `fanout_changes` and `null_changes` only, per stream per change.
+//! simulated cache misses inside `fanout_wake` and `null_changes` only, per stream per change.
 
 mod common;
 
@@ -81,7 +81,7 @@ fn fanout(c: &mut Criterion) {
         let mut changes = 0u64;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {
-                let total = fanout_changes(&rt, &fleet, tag + 1..tag + 1 + iters);
+                let total = fanout_changes(&rt, &fleet, tag + 1..tag + 1 + iters, Burst::ONE);
                 tag += iters;
                 changes += iters;
                 total
@@ -156,23 +156,52 @@ fn null_server(c: &mut Criterion) {
     group.finish();
 }
 
-/// One change per tag fanned out to `fleet`, one after another: the time from each
-/// `Cache::set` until every subscriber pushed, summed (building the change is not timed; the
-/// callgrind mode counts everything inside).
-#[inline(never)]
-fn fanout_changes(rt: &tokio::runtime::Runtime, fleet: &Fleet, tags: std::ops::Range<u64>) -> Duration {
+/// What each wake of the fleet carries: `changes` changes to as many ClusterLoadAssignments,
+/// set one by one (each its own generation: the streams, woken once, find several generations
+/// they missed — what per-stream coalescing gave them) or, `paced`, published as one generation
+/// (what a group's coalescing window gives them).
+#[derive(Clone, Copy)]
+struct Burst {
+    changes: u64,
+    paced: bool,
+}
+
+impl Burst {
+    const ONE: Burst = Burst { changes: 1, paced: false };
+}
+
+/// One wake per tag fanned out to `fleet`, one after another: the time from each wake's first
+/// `Cache::set` until every subscriber pushed, summed.
+fn fanout_changes(
+    rt: &tokio::runtime::Runtime,
+    fleet: &Fleet,
+    tags: std::ops::Range<u64>,
+    burst: Burst,
+) -> Duration {
     let mut total = Duration::ZERO;
     for tag in tags {
-        let snap = common::group(CLUSTERS, ENDPOINTS, tag);
-        fleet.pushed.store(0, Ordering::Release);
-        let start = Instant::now();
-        let notified = fleet.done.notified();
-        fleet.cache.set(&fleet.target, &snap);
-        rt.block_on(notified);
-        total += start.elapsed();
-        assert_eq!(fleet.pushed.load(Ordering::Acquire), fleet.n);
+        let last = tag * burst.changes;
+        let first = if burst.paced { last } else { last + 1 - burst.changes };
+        let snaps: Vec<_> = (first..=last).map(|t| common::group(CLUSTERS, ENDPOINTS, t)).collect();
+        total += fanout_wake(rt, fleet, &snaps);
     }
     total
+}
+
+/// One wake: `snaps` set in turn, then every subscriber pushes once (the callgrind mode counts
+/// everything inside, the cache's work on each set included; building the snapshots is not).
+#[inline(never)]
+fn fanout_wake(rt: &tokio::runtime::Runtime, fleet: &Fleet, snaps: &[flotilla_shared::Snapshot]) -> Duration {
+    fleet.pushed.store(0, Ordering::Release);
+    let start = Instant::now();
+    let notified = fleet.done.notified();
+    for snap in snaps {
+        fleet.cache.set(&fleet.target, snap);
+    }
+    rt.block_on(notified);
+    let took = start.elapsed();
+    assert_eq!(fleet.pushed.load(Ordering::Acquire), fleet.n);
+    took
 }
 
 /// The two pre-encoded frames handed to `fleet` in turn, one per `k`: the time until every
@@ -197,9 +226,19 @@ fn null_changes(
     total
 }
 
-/// The fixed-count mode: both fleets on a one-thread runtime, `changes` each, time per stream.
+/// The fixed-count mode: both fleets on a one-thread runtime, `changes` wakes each, time per
+/// stream. `FANOUT_BURST=<k>`: each wake carries k changes, set one by one (or, with
+/// `FANOUT_PACED=1`, as one generation).
 fn fixed(changes: u64) {
     let n: usize = std::env::var("FANOUT_STREAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let burst = Burst {
+        changes: std::env::var("FANOUT_BURST")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .clamp(1, CLUSTERS as u64),
+        paced: std::env::var("FANOUT_PACED").is_ok_and(|v| v == "1"),
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let fleet = spawn_fleet(&rt, n);
     let null = spawn_null_fleet(&rt, n);
@@ -207,14 +246,16 @@ fn fixed(changes: u64) {
     // Every task polled once outside the counted functions, then one change each, so the
     // counted ones start from streams already woken once.
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
-    fanout_changes(&rt, &fleet, 1..2);
+    fanout_changes(&rt, &fleet, 1..2, burst);
     null_changes(&rt, &null, &frames, 0..1);
     let per_stream = |d: Duration| d.as_nanos() as f64 / (changes as f64 * n as f64);
-    let f = per_stream(fanout_changes(&rt, &fleet, 2..2 + changes));
+    let f = per_stream(fanout_changes(&rt, &fleet, 2..2 + changes, burst));
     let z = per_stream(null_changes(&rt, &null, &frames, 1..1 + changes));
     // Wall clock on one thread, as noisy as any here: scripts/fanout-cost.sh counts instead.
     println!(
-        "streams {n}, changes {changes}, one thread: fanout {f:.0} ns, null {z:.0} ns per stream per change"
+        "streams {n}, wakes {changes} of {} change(s){}, one thread: fanout {f:.0} ns, null {z:.0} ns per stream per wake",
+        burst.changes,
+        if burst.paced { " as one generation" } else { "" }
     );
 }
 

@@ -260,7 +260,7 @@ impl Edge {
             None => open_bucket(&js, &s.bucket).await?,
         };
         check_secrets_key(&kv, s.secrets.as_deref()).await?;
-        let cache = Cache::new();
+        let cache = Cache::paced(crate::coalesce::DEBOUNCE);
         let registry = Registry::new(s.name.clone());
         let source = Arc::new(NatsSource::new(kv, cache.clone()).with_cipher(s.secrets.clone()));
         let listener = tokio::net::TcpListener::bind(s.xds_addr)

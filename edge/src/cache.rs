@@ -4,10 +4,13 @@
 //! streams hold a cheap [`watch::Receiver`] for their group. A `watch` channel keeps only the latest
 //! value, so a stream that falls behind skips straight to the newest snapshot (latest-wins, R2), and
 //! a change to one group wakes only that group's streams. Resource versions already present are
-//! reused, never re-encoded. This module knows nothing of gRPC.
+//! reused, never re-encoded. A paced cache coalesces each group's changes before its streams see
+//! them ([`crate::coalesce`] decides the window; this module holds what waits and publishes it).
+//! This module knows nothing of gRPC.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use flotilla_shared::fleet::set_version;
@@ -15,6 +18,7 @@ use flotilla_shared::wire::Change;
 use flotilla_shared::{ResourceType, Snapshot, Target};
 use tokio::sync::watch;
 
+use crate::coalesce::Coalescer;
 use crate::encode::Encoded;
 use crate::names::NameTable;
 use crate::step::Step;
@@ -189,40 +193,53 @@ impl EdgeSnapshot {
 }
 
 /// Latest snapshot per proxy group. Cloning is cheap; all clones share state.
+///
+/// A paced cache ([`Cache::paced`]) coalesces per group ([`Coalescer`]): a set after quiet is
+/// published at once; one that follows closely is held, replaced by any newer one, and published
+/// when its window closes. Each publication is one generation whose step (`step`) covers
+/// everything set during the window, so the group's streams, woken together, share one response
+/// for it — rather than each waiting on a timer of its own and planning the several generations
+/// it missed on its own.
 #[derive(Debug, Clone, Default)]
 pub struct Cache {
-    groups: Arc<DashMap<Target, watch::Sender<Arc<EdgeSnapshot>>>>,
+    groups: Arc<DashMap<Target, Arc<Group>>>,
+    /// The first coalescing window (zero: every set is published at once).
+    base: Duration,
 }
 
-impl Cache {
-    pub fn new() -> Cache {
-        Cache::default()
-    }
+/// One proxy group on this edge: the channel its streams watch, and when its next snapshot goes
+/// out.
+#[derive(Debug)]
+struct Group {
+    tx: watch::Sender<Arc<EdgeSnapshot>>,
+    pace: Mutex<Pace>,
+}
 
-    /// A receiver for a group's snapshots; a group with no config yields an empty snapshot.
-    pub fn subscribe(&self, target: &Target) -> watch::Receiver<Arc<EdgeSnapshot>> {
-        if let Some(tx) = self.groups.get(target) {
-            return tx.subscribe();
+#[derive(Debug)]
+struct Pace {
+    coalescer: Coalescer,
+    /// The newest set while a window is open, published when it closes (latest wins).
+    pending: Option<(Snapshot, Option<Change>)>,
+    /// A window is open: its publication is scheduled.
+    open: bool,
+}
+
+impl Group {
+    fn new(base: Duration) -> Group {
+        Group {
+            tx: watch::channel(Arc::new(EdgeSnapshot::default())).0,
+            pace: Mutex::new(Pace { coalescer: Coalescer::new(base), pending: None, open: false }),
         }
-        self.groups
-            .entry(target.clone())
-            .or_insert_with(|| watch::channel(Arc::new(EdgeSnapshot::default())).0)
-            .subscribe()
     }
 
-    /// Replaces a group's snapshot. Streams are woken only if something changed.
-    pub fn set(&self, target: &Target, snap: &Snapshot) {
-        self.set_with(target, snap, None);
+    fn pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        // The state stays consistent if a publication panicked: take it as it is.
+        self.pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// [`Cache::set`], recording the change that produced `snap`.
-    pub fn set_with(&self, target: &Target, snap: &Snapshot, change: Option<Change>) {
-        let tx = self
-            .groups
-            .entry(target.clone())
-            .or_insert_with(|| watch::channel(Arc::new(EdgeSnapshot::default())).0)
-            .clone();
-        tx.send_if_modified(|cur| {
+    /// Publishes `snap` as the next generation. Streams are woken only if something changed.
+    fn publish(&self, target: &Target, snap: &Snapshot, change: Option<Change>) {
+        self.tx.send_if_modified(|cur| {
             let mut next = EdgeSnapshot::from_snapshot(snap, cur);
             let changed = ResourceType::ALL.iter().any(|k| {
                 let (a, b) = (&cur.of_type(*k).items, &next.of_type(*k).items);
@@ -241,9 +258,86 @@ impl Cache {
         });
     }
 
-    /// Current snapshot of a group, if the group is known.
+    /// The window opened by [`Cache::set_with`] closed: publishes what was set during it.
+    fn close_window(&self, target: &Target) {
+        let mut pace = self.pace();
+        pace.open = false;
+        if let Some((snap, change)) = pace.pending.take() {
+            self.publish(target, &snap, change);
+        }
+        pace.coalescer.pushed(Instant::now());
+    }
+}
+
+impl Cache {
+    /// A cache that publishes every set at once (tests, benchmarks, tools).
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    /// A cache that coalesces each group's sets, with `base` as the first window (see
+    /// [`Cache`]; zero publishes every set at once). Needs a tokio runtime to close windows; a
+    /// set made outside one is published at once.
+    pub fn paced(base: Duration) -> Cache {
+        Cache { base, ..Cache::default() }
+    }
+
+    /// The first coalescing window (zero: not paced).
+    pub fn debounce(&self) -> Duration {
+        self.base
+    }
+
+    fn group(&self, target: &Target) -> Arc<Group> {
+        if let Some(g) = self.groups.get(target) {
+            return g.clone();
+        }
+        self.groups.entry(target.clone()).or_insert_with(|| Arc::new(Group::new(self.base))).clone()
+    }
+
+    /// A receiver for a group's snapshots; a group with no config yields an empty snapshot.
+    pub fn subscribe(&self, target: &Target) -> watch::Receiver<Arc<EdgeSnapshot>> {
+        self.group(target).tx.subscribe()
+    }
+
+    /// Replaces a group's snapshot. Streams are woken only if something changed.
+    pub fn set(&self, target: &Target, snap: &Snapshot) {
+        self.set_with(target, snap, None);
+    }
+
+    /// [`Cache::set`], recording the change that produced `snap`.
+    pub fn set_with(&self, target: &Target, snap: &Snapshot, change: Option<Change>) {
+        let group = self.group(target);
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(r) if !self.base.is_zero() => r,
+            _ => return group.publish(target, snap, change),
+        };
+        let mut pace = group.pace();
+        if pace.open {
+            pace.pending = Some((snap.clone(), change));
+            return;
+        }
+        let now = Instant::now();
+        let wait = pace.coalescer.on_change(now);
+        if wait.is_zero() {
+            metrics::counter!("flotilla_edge_leading_edge_pushes_total").increment(1);
+            group.publish(target, snap, change);
+            pace.coalescer.pushed(now);
+            return;
+        }
+        metrics::histogram!("flotilla_edge_coalesce_window_seconds").record(wait.as_secs_f64());
+        pace.pending = Some((snap.clone(), change));
+        pace.open = true;
+        drop(pace);
+        let target = target.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            group.close_window(&target);
+        });
+    }
+
+    /// Current (published) snapshot of a group, if the group is known.
     pub fn get(&self, target: &Target) -> Option<Arc<EdgeSnapshot>> {
-        self.groups.get(target).map(|tx| tx.borrow().clone())
+        self.groups.get(target).map(|g| g.tx.borrow().clone())
     }
 
     /// Drops a group no stream on this edge needs any more.
@@ -288,5 +382,48 @@ mod tests {
         // Same content again: no wake-up.
         cache.set(&t, &snap(&[("a", b"1"), ("b", b"3")]));
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_paced_group_publishes_a_lone_change_at_once_and_a_burst_as_one_generation() {
+        let base = Duration::from_millis(100);
+        let cache = Cache::paced(base);
+        let t = Target::new("ns", "svc");
+        let mut rx = cache.subscribe(&t);
+        cache.set(&t, &snap(&[("a", b"1"), ("b", b"1"), ("c", b"1")]));
+        assert!(rx.has_changed().unwrap(), "a change after quiet waits for nothing");
+        let first = rx.borrow_and_update().clone();
+
+        // Two more, closely: held for the window (this runtime has one thread, so the window's
+        // task cannot have run), the second replacing the first.
+        cache.set(&t, &snap(&[("a", b"2"), ("b", b"1"), ("c", b"1")]));
+        cache.set(&t, &snap(&[("a", b"2"), ("b", b"2"), ("c", b"1")]));
+        assert!(!rx.has_changed().unwrap(), "a change that follows closely waits for its window");
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
+        let second = rx.borrow_and_update().clone();
+        assert_eq!(second.generation, first.generation + 1, "the burst is one generation");
+        assert_eq!(second.changed(ResourceType::Cluster), [Arc::from("a"), Arc::from("b")]);
+        let step = second.step(ResourceType::Cluster).expect("one step for the whole burst");
+        assert_eq!((step.from, step.changes.len()), (first.generation, 2));
+        let c1 = second.get(ResourceType::Cluster, "c").unwrap();
+        assert!(Arc::ptr_eq(c1, first.get(ResourceType::Cluster, "c").unwrap()), "not re-encoded");
+
+        // Quiet again (5 base windows): at once.
+        tokio::time::sleep(base * 6).await;
+        cache.set(&t, &snap(&[("a", b"3"), ("b", b"2"), ("c", b"1")]));
+        assert!(rx.has_changed().unwrap(), "the leading edge again after quiet");
+        assert_eq!(rx.borrow_and_update().generation, second.generation + 1);
+    }
+
+    #[test]
+    fn a_paced_cache_outside_a_runtime_publishes_at_once() {
+        let cache = Cache::paced(Duration::from_secs(60));
+        let t = Target::new("ns", "svc");
+        let mut rx = cache.subscribe(&t);
+        for body in [&b"1"[..], &b"2"[..], &b"3"[..]] {
+            cache.set(&t, &snap(&[("a", body)]));
+            assert!(rx.has_changed().unwrap(), "no runtime to close a window: published at once");
+            rx.borrow_and_update();
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod coalesce;
 pub mod encode;
 pub mod events;
 pub mod names;

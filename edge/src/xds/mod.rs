@@ -6,11 +6,9 @@
 //!   snapshots, answering "what to send now".
 //! - [`inbound`], [`body`], [`server`]: gRPC plumbing; requests read off the HTTP/2 body and
 //!   decoded with prost, responses sent as pre-encoded frames; `admit`: who may open a stream.
-//! - [`coalesce`]: when a stream pushes after a change (at once when quiet, later under load).
 
 mod admit;
 pub mod body;
-pub mod coalesce;
 pub mod delta;
 pub mod held;
 pub mod ids;

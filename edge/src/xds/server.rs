@@ -41,10 +41,6 @@ pub struct XdsConfig {
     pub max_request_bytes: usize,
     /// Longest accepted node id.
     pub max_node_id_len: usize,
-    /// The first coalescing window of a burst of snapshot changes (`xds::coalesce`): a change
-    /// after quiet is pushed at once, one that follows closely waits this long for more, and the
-    /// window doubles while changes keep coming (up to 25×). Zero pushes every change at once.
-    pub debounce: Duration,
     /// Close connections older than this (±10 % jitter, drawn once per edge), so Envoys behind an
     /// L4 load balancer spread over new edges. None: connections live as long as they last.
     pub max_connection_age: Option<Duration>,
@@ -60,7 +56,6 @@ impl Default for XdsConfig {
             limits: Limits::default(),
             max_request_bytes: 64 << 20,
             max_node_id_len: 1024,
-            debounce: Duration::from_millis(20),
             max_connection_age: None,
             new_streams: None,
         }
@@ -269,9 +264,7 @@ struct Stream<Req, B> {
 struct PushMetrics {
     bytes: metrics::Counter,
     resources: metrics::Histogram,
-    leading_edge: metrics::Counter,
     shared: metrics::Counter,
-    windows: metrics::Histogram,
 }
 
 impl PushMetrics {
@@ -279,9 +272,7 @@ impl PushMetrics {
         PushMetrics {
             bytes: metrics::counter!("flotilla_edge_push_bytes_total"),
             resources: metrics::histogram!("flotilla_edge_push_resources"),
-            leading_edge: metrics::counter!("flotilla_edge_leading_edge_pushes_total"),
             shared: metrics::counter!("flotilla_edge_shared_pushes_total"),
-            windows: metrics::histogram!("flotilla_edge_coalesce_window_seconds"),
         }
     }
 }
@@ -349,7 +340,6 @@ where
     };
     let mut guard = ctx.registry.register(&node_id, &target, service, P::NAME);
     let m = PushMetrics::new();
-    let mut coalesce = super::coalesce::Coalescer::new(ctx.config.debounce);
     let reload = guard.reload_signal();
     let mut snapshots = ctx.cache.subscribe(&target);
     let mut snap = snapshots.borrow_and_update().clone();
@@ -398,15 +388,8 @@ where
                 if changed.is_err() {
                     return;
                 }
-                let wait = coalesce.on_change(Instant::now());
-                if wait.is_zero() {
-                    m.leading_edge.increment(1);
-                } else {
-                    m.windows.record(wait.as_secs_f64());
-                    tokio::time::sleep(wait).await;
-                }
+                // Already coalesced: the group's snapshots are paced by the cache.
                 snap = snapshots.borrow_and_update().clone();
-                coalesce.pushed(Instant::now());
             }
             () = sleep, if wake.is_some() => {}
             () = reload.notified() => {
@@ -562,7 +545,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    metrics::gauge!("flotilla_edge_debounce_seconds").set(ctx.config.debounce.as_secs_f64());
+    metrics::gauge!("flotilla_edge_debounce_seconds").set(ctx.cache.debounce().as_secs_f64());
     let ctx = Arc::new(ctx);
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<XdsService<Ads>>().await;

@@ -1,12 +1,14 @@
-//! When a stream pushes after its group's snapshot changes: at once when the group has been quiet
-//! (the leading edge: a lone change pays no wait), else after a window that starts at the base
-//! debounce and doubles with each change that follows closely, up to a cap, and falls back to
+//! When a proxy group's new snapshot goes out to its streams: at once when the group has been
+//! quiet (the leading edge: a lone change pays no wait), else after a window that starts at the
+//! base debounce and doubles with each change that follows closely, up to a cap, and falls back to
 //! nothing once changes stop for `quiet` (Istio's debounce, made adaptive). Under a steady stream
-//! of changes a stream pushes less often with more in each push; when idle it pushes at once.
+//! of changes the group publishes less often with more in each snapshot, so its streams push less
+//! often with more in each push — and, being in step, share one response per publication
+//! (`step`); when idle a change goes out at once.
 //!
-//! Pure: instants in, durations out; every stream of a group sees the same changes and so picks
-//! the same windows. Does not own the stream loop (`server`) or what a push holds (`delta`,
-//! `sotw`).
+//! Pure: instants in, durations out. One per group, kept by the cache ([`crate::cache::Cache`]),
+//! which holds the pending snapshot and publishes it when the window closes. Does not own the
+//! streams (`xds::server`) or what a push holds (`xds::delta`, `xds::sotw`).
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,10 @@ const MAX_FACTOR: u32 = 25;
 /// Quiet for this many base windows (100 ms at 20 ms): the next change goes out at once.
 const QUIET_FACTOR: u32 = 5;
 
-/// One stream's coalescing state.
+/// The first window of a burst when nothing else is configured: 20 ms (500 ms at most).
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// One group's coalescing state.
 #[derive(Debug, Clone)]
 pub struct Coalescer {
     base: Duration,
