@@ -9,6 +9,7 @@
 //! This module knows nothing of gRPC.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,10 @@ pub struct EdgeSnapshot {
     /// Ids of the names of every type, stable across generations (streams index their state by
     /// them).
     names: Arc<NameTable>,
+    /// Streams that have sent everything of this generation and had it answered
+    /// ([`EdgeSnapshot::settle`]): a paced cache holds the group's next generation while too few
+    /// have.
+    settled: Arc<AtomicUsize>,
 }
 
 /// Per type, the names that changed in one generation.
@@ -131,6 +136,17 @@ impl EdgeSnapshot {
         self.len() == 0
     }
 
+    /// Counts one stream that has sent everything of this generation and had every push of it
+    /// ACKed or NACKed (once per stream and generation: the caller keeps track).
+    pub fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Streams counted by [`EdgeSnapshot::settle`].
+    pub fn settled(&self) -> usize {
+        self.settled.load(Ordering::Relaxed)
+    }
+
     /// Encodes a snapshot from scratch (tests and benchmarks; the cache reuses encodings). Each
     /// gets a fresh generation that follows no other, so streams fully re-check it.
     pub fn build(snap: &Snapshot) -> EdgeSnapshot {
@@ -196,7 +212,8 @@ impl EdgeSnapshot {
 ///
 /// A paced cache ([`Cache::paced`]) coalesces per group ([`Coalescer`]): a set after quiet is
 /// published at once; one that follows closely is held, replaced by any newer one, and published
-/// when its window closes. Each publication is one generation whose step (`step`) covers
+/// when its window closes — later while most of the group's streams that keep up have not yet
+/// settled on the generation last published (a backlog), at most 1 s after it was first held. Each publication is one generation whose step (`step`) covers
 /// everything set during the window, so the group's streams, woken together, share one response
 /// for it — rather than each waiting on a timer of its own and planning the several generations
 /// it missed on its own.
@@ -220,15 +237,24 @@ struct Pace {
     coalescer: Coalescer,
     /// The newest set while a window is open, published when it closes (latest wins).
     pending: Option<(Snapshot, Option<Change>)>,
-    /// A window is open: its publication is scheduled.
-    open: bool,
+    /// When the open window opened (`None`: no window open; a publication is scheduled while
+    /// one is).
+    opened: Option<Instant>,
+    /// Streams that had settled on the generation before the current one when it was
+    /// published: those keeping up ([`crate::coalesce::backlogged`]).
+    keeping_up: usize,
 }
 
 impl Group {
     fn new(base: Duration) -> Group {
         Group {
             tx: watch::channel(Arc::new(EdgeSnapshot::default())).0,
-            pace: Mutex::new(Pace { coalescer: Coalescer::new(base), pending: None, open: false }),
+            pace: Mutex::new(Pace {
+                coalescer: Coalescer::new(base),
+                pending: None,
+                opened: None,
+                keeping_up: 0,
+            }),
         }
     }
 
@@ -238,7 +264,7 @@ impl Group {
     }
 
     /// Publishes `snap` as the next generation. Streams are woken only if something changed.
-    fn publish(&self, target: &Target, snap: &Snapshot, change: Option<Change>) {
+    fn publish(&self, pace: &mut Pace, target: &Target, snap: &Snapshot, change: Option<Change>) {
         self.tx.send_if_modified(|cur| {
             let mut next = EdgeSnapshot::from_snapshot(snap, cur);
             let changed = ResourceType::ALL.iter().any(|k| {
@@ -252,20 +278,35 @@ impl Group {
                         change_id = %c.id);
                 }
                 next.change = change.map(Arc::new);
+                pace.keeping_up = cur.settled();
                 *cur = Arc::new(next);
             }
             changed
         });
     }
 
-    /// The window opened by [`Cache::set_with`] closed: publishes what was set during it.
-    fn close_window(&self, target: &Target) {
+    /// Too few of the streams keeping up have settled on the generation last published.
+    fn backlogged(&self, pace: &Pace) -> bool {
+        crate::coalesce::backlogged(self.tx.borrow().settled(), pace.keeping_up)
+    }
+
+    /// The window opened by [`Cache::set_with`] ended: publishes what was set during it, or,
+    /// while the group's streams are behind, says how much longer to hold it.
+    fn close_window(&self, target: &Target) -> Option<Duration> {
         let mut pace = self.pace();
-        pace.open = false;
-        if let Some((snap, change)) = pace.pending.take() {
-            self.publish(target, &snap, change);
+        let now = Instant::now();
+        let held = pace.opened.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if let Some(more) = pace.coalescer.hold_more(held, self.backlogged(&pace)) {
+            metrics::counter!("flotilla_edge_coalesce_backlog_holds_total").increment(1);
+            return Some(more);
         }
-        pace.coalescer.pushed(Instant::now());
+        pace.opened = None;
+        metrics::histogram!("flotilla_edge_coalesce_window_seconds").record(held.as_secs_f64());
+        if let Some((snap, change)) = pace.pending.take() {
+            self.publish(&mut pace, target, &snap, change);
+        }
+        pace.coalescer.pushed(now);
+        None
     }
 }
 
@@ -309,29 +350,38 @@ impl Cache {
         let group = self.group(target);
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(r) if !self.base.is_zero() => r,
-            _ => return group.publish(target, snap, change),
+            _ => return group.publish(&mut group.pace(), target, snap, change),
         };
         let mut pace = group.pace();
-        if pace.open {
+        if pace.opened.is_some() {
             pace.pending = Some((snap.clone(), change));
             return;
         }
         let now = Instant::now();
-        let wait = pace.coalescer.on_change(now);
+        let mut wait = pace.coalescer.on_change(now);
+        if wait.is_zero() && group.backlogged(&pace) {
+            // Quiet, but the streams are still busy with the last generation: wait for them.
+            wait = self.base;
+        }
         if wait.is_zero() {
             metrics::counter!("flotilla_edge_leading_edge_pushes_total").increment(1);
-            group.publish(target, snap, change);
+            group.publish(&mut pace, target, snap, change);
             pace.coalescer.pushed(now);
             return;
         }
-        metrics::histogram!("flotilla_edge_coalesce_window_seconds").record(wait.as_secs_f64());
         pace.pending = Some((snap.clone(), change));
-        pace.open = true;
+        pace.opened = Some(now);
         drop(pace);
         let target = target.clone();
         runtime.spawn(async move {
-            tokio::time::sleep(wait).await;
-            group.close_window(&target);
+            let mut wait = wait;
+            loop {
+                tokio::time::sleep(wait).await;
+                match group.close_window(&target) {
+                    Some(more) => wait = more,
+                    None => break,
+                }
+            }
         });
     }
 
@@ -390,9 +440,11 @@ mod tests {
         let cache = Cache::paced(base);
         let t = Target::new("ns", "svc");
         let mut rx = cache.subscribe(&t);
+        settle(&cache, &t, 1);
         cache.set(&t, &snap(&[("a", b"1"), ("b", b"1"), ("c", b"1")]));
         assert!(rx.has_changed().unwrap(), "a change after quiet waits for nothing");
         let first = rx.borrow_and_update().clone();
+        first.settle();
 
         // Two more, closely: held for the window (this runtime has one thread, so the window's
         // task cannot have run), the second replacing the first.
@@ -408,11 +460,57 @@ mod tests {
         let c1 = second.get(ResourceType::Cluster, "c").unwrap();
         assert!(Arc::ptr_eq(c1, first.get(ResourceType::Cluster, "c").unwrap()), "not re-encoded");
 
-        // Quiet again (5 base windows): at once.
+        // Quiet again (5 base windows), and the stream settled: at once.
+        second.settle();
         tokio::time::sleep(base * 6).await;
         cache.set(&t, &snap(&[("a", b"3"), ("b", b"2"), ("c", b"1")]));
         assert!(rx.has_changed().unwrap(), "the leading edge again after quiet");
         assert_eq!(rx.borrow_and_update().generation, second.generation + 1);
+    }
+
+    /// Counts `n` streams settled on the group's current generation.
+    fn settle(cache: &Cache, t: &Target, n: usize) {
+        let cur = cache.get(t).unwrap();
+        (0..n).for_each(|_| cur.settle());
+    }
+
+    #[tokio::test]
+    async fn a_backlog_holds_the_next_generation_until_most_streams_keeping_up_settle_or_a_second_passed() {
+        let base = Duration::from_millis(20);
+        let cache = Cache::paced(base);
+        let t = Target::new("ns", "svc");
+        let mut rx = cache.subscribe(&t);
+        let _others: Vec<_> = (0..9).map(|_| cache.subscribe(&t)).collect();
+        settle(&cache, &t, 10);
+        cache.set(&t, &snap(&[("a", b"1")]));
+        assert_eq!(rx.borrow_and_update().generation, 1, "settled and quiet: at once");
+
+        // No stream settled on generation 1: the next change waits past its window.
+        cache.set(&t, &snap(&[("a", b"2")]));
+        tokio::time::sleep(base * 10).await;
+        assert!(!rx.has_changed().unwrap(), "held while the streams are behind");
+        settle(&cache, &t, 8);
+        tokio::time::sleep(base * 5).await;
+        assert!(!rx.has_changed().unwrap(), "8 of 10 settled is still behind");
+        settle(&cache, &t, 1);
+        tokio::time::timeout(Duration::from_secs(1), rx.changed()).await.unwrap().unwrap();
+        assert_eq!(rx.borrow_and_update().generation, 2, "9 of 10 settled: published");
+
+        // Quiet, but behind: not at once; nobody settles, so it goes out at the cap (1 s).
+        tokio::time::sleep(base * 6).await;
+        let held = Instant::now();
+        cache.set(&t, &snap(&[("a", b"3")]));
+        assert!(!rx.has_changed().unwrap(), "quiet but behind: held");
+        tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
+        assert!(held.elapsed() >= base * 40, "held until the cap, not {:?}", held.elapsed());
+        assert_eq!(rx.borrow_and_update().generation, 3);
+
+        // Streams that stopped settling (stuck clients) held that one generation only: none
+        // settled on generation 2, so none counts as keeping up, and the next quiet change goes
+        // out at once.
+        tokio::time::sleep(base * 6).await;
+        cache.set(&t, &snap(&[("a", b"4")]));
+        assert!(rx.has_changed().unwrap(), "nobody keeping up to wait for");
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! often with more in each push — and, being in step, share one response per publication
 //! (`step`); when idle a change goes out at once.
 //!
+//! The backlog widens it too. The streams that had settled on the generation before the last one
+//! published (sent all of it and had every push answered) are the ones keeping up; while fewer
+//! than 9 in 10 of that many have settled on the last one, a change is held — one base window at
+//! a time, at most 50 of them (1 s at 20 ms). So an edge that cannot push a generation to every
+//! stream before the next arrives does not leave its streams generations behind, each planning
+//! its own catch-up, but publishes at the pace its streams keep. A stream that stops answering
+//! (a stuck or dead client) holds at most one generation, for at most the cap: it has not
+//! settled, so it is not counted among those keeping up for the next.
+//!
 //! Pure: instants in, durations out. One per group, kept by the cache ([`crate::cache::Cache`]),
 //! which holds the pending snapshot and publishes it when the window closes. Does not own the
 //! streams (`xds::server`) or what a push holds (`xds::delta`, `xds::sotw`).
@@ -17,6 +26,14 @@ use std::time::{Duration, Instant};
 const MAX_FACTOR: u32 = 25;
 /// Quiet for this many base windows (100 ms at 20 ms): the next change goes out at once.
 const QUIET_FACTOR: u32 = 5;
+/// The longest a backlog holds a change, as a multiple of the base: 20 ms → 1 s.
+const MAX_HOLD_FACTOR: u32 = 50;
+
+/// The group's streams are behind: `settled` of them have settled on the generation last
+/// published, fewer than 9 in 10 of the `keeping_up` that had settled on the one before.
+pub fn backlogged(settled: usize, keeping_up: usize) -> bool {
+    settled.saturating_mul(10) < keeping_up.saturating_mul(9)
+}
 
 /// The first window of a burst when nothing else is configured: 20 ms (500 ms at most).
 pub const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -27,6 +44,7 @@ pub struct Coalescer {
     base: Duration,
     max: Duration,
     quiet: Duration,
+    max_hold: Duration,
     last_change: Option<Instant>,
     window: Duration,
 }
@@ -38,6 +56,7 @@ impl Coalescer {
             base,
             max: base * MAX_FACTOR,
             quiet: base * QUIET_FACTOR,
+            max_hold: base * MAX_HOLD_FACTOR,
             last_change: None,
             window: Duration::ZERO,
         }
@@ -55,6 +74,12 @@ impl Coalescer {
             (self.window * 2).min(self.max)
         };
         self.window
+    }
+
+    /// A change held for `held` reached the end of its window: how much longer to hold it while
+    /// the group is `backlogged` (one base window, never past the cap), or `None`: publish now.
+    pub fn hold_more(&self, held: Duration, backlogged: bool) -> Option<Duration> {
+        (backlogged && held < self.max_hold).then(|| self.base.min(self.max_hold - held))
     }
 
     /// The push went out at `now` after the wait: the next change is measured from here.
@@ -95,6 +120,20 @@ mod tests {
         assert_eq!(c.on_change(t), Duration::ZERO, "quiet for 100 ms: the leading edge again");
         t += Duration::from_millis(10);
         assert_eq!(c.on_change(t), BASE, "a new burst starts at the base window");
+    }
+
+    #[test]
+    fn a_backlog_holds_a_change_one_base_window_at_a_time_up_to_the_cap() {
+        let c = Coalescer::new(BASE);
+        assert_eq!(c.hold_more(BASE, true), Some(BASE));
+        assert_eq!(c.hold_more(BASE, false), None, "no backlog: published when the window ends");
+        assert_eq!(c.hold_more(Duration::from_millis(990), true), Some(Duration::from_millis(10)));
+        assert_eq!(
+            c.hold_more(Duration::from_secs(1), true),
+            None,
+            "held 1 s: published whatever the backlog"
+        );
+        assert!(backlogged(8, 10) && !backlogged(9, 10) && !backlogged(0, 0));
     }
 
     #[test]

@@ -664,6 +664,11 @@ impl DeltaStream {
         std::mem::take(&mut self.still_rejected)
     }
 
+    /// A push of some type awaits its ACK or NACK.
+    pub fn in_flight(&self) -> bool {
+        self.types.iter().any(|t| t.pending.is_some())
+    }
+
     pub fn type_state(&self, kind: ResourceType) -> &DeltaType {
         &self.types[kind.index()]
     }

@@ -129,6 +129,8 @@ trait Proto: Send + 'static {
     /// Types wanted at a version the client rejected before: nothing is sent, and the client
     /// stays on what it had.
     fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)>;
+    /// A push awaits its ACK or NACK.
+    fn in_flight(&self) -> bool;
 }
 
 impl Proto for SotwStream {
@@ -166,6 +168,9 @@ impl Proto for SotwStream {
     fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         SotwStream::take_still_rejected(self)
     }
+    fn in_flight(&self) -> bool {
+        SotwStream::in_flight(self)
+    }
 }
 
 impl Proto for DeltaStream {
@@ -202,6 +207,9 @@ impl Proto for DeltaStream {
     }
     fn take_still_rejected(&mut self) -> Vec<(ResourceType, Arc<str>)> {
         DeltaStream::take_still_rejected(self)
+    }
+    fn in_flight(&self) -> bool {
+        DeltaStream::in_flight(self)
     }
 }
 
@@ -343,6 +351,8 @@ where
     let reload = guard.reload_signal();
     let mut snapshots = ctx.cache.subscribe(&target);
     let mut snap = snapshots.borrow_and_update().clone();
+    // The last generation this stream was counted settled on.
+    let mut settled = u64::MAX;
     let mut state = P::new(kind, ctx.config.limits);
     let mut next = Some(first);
     let mut drain = ctx.drain.clone();
@@ -369,6 +379,12 @@ where
         }
         for (kind, version) in state.take_still_rejected() {
             guard.still_rejected(kind, &version);
+        }
+        // Everything of this generation sent and answered: the cache publishes the group's next
+        // one when most of its streams are here (`cache`, a backlog holds it).
+        if settled != snap.generation && !state.in_flight() {
+            snap.settle();
+            settled = snap.generation;
         }
         let wake = state.next_wakeup(Instant::now());
         let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into());

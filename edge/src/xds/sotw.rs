@@ -396,6 +396,11 @@ impl SotwStream {
         std::mem::take(&mut self.still_rejected)
     }
 
+    /// A push of some type awaits its ACK or NACK.
+    pub fn in_flight(&self) -> bool {
+        self.types.iter().any(|t| t.awaiting)
+    }
+
     /// Sends every subscribed type again in full at the next poll, even what the client has
     /// ACKed (an operator's forced reload); rejected versions stay rejected.
     pub fn resend_all(&mut self) {
