@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -51,6 +51,10 @@ pub struct EdgeSnapshot {
     /// few generations behind — usual under load, when changes arrive faster than one push —
     /// still looks only at what changed instead of its whole subscription.
     window: Arc<Vec<(u64, Changed)>>,
+    /// Per position in `window` and per type, the names changed after the generation before
+    /// it, each once: computed by the first stream that far behind and shared by every other
+    /// ([`EdgeSnapshot::changed_since`]).
+    since: Arc<[ChangedSince]>,
     /// The change (correlation id, time of the write) that produced this generation, when the
     /// publisher said: pushes and ACKs are logged with it and timed from it.
     pub change: Option<Arc<Change>>,
@@ -65,6 +69,9 @@ pub struct EdgeSnapshot {
 
 /// Per type, the names that changed in one generation.
 type Changed = [Arc<Vec<Arc<str>>>; ResourceType::COUNT];
+
+/// Per type, the names that changed after some generation, once worked out.
+type ChangedSince = [OnceLock<Vec<Arc<str>>>; ResourceType::COUNT];
 
 /// Generations a stream may lag and still catch up incrementally.
 const WINDOW: usize = 64;
@@ -98,23 +105,27 @@ impl EdgeSnapshot {
     }
 
     /// Names of `kind` that changed after generation `since` (each once), or `None` when that
-    /// generation is too old (or unrelated) to tell: the caller then checks everything.
-    pub fn changed_since(&self, kind: ResourceType, since: u64) -> Option<Vec<&str>> {
+    /// generation is too old (or unrelated) to tell: the caller then checks everything. Worked
+    /// out once per snapshot, type and generation behind, whatever the number of streams that
+    /// far behind.
+    pub fn changed_since(&self, kind: ResourceType, since: u64) -> Option<&[Arc<str>]> {
         if since == self.generation {
-            return Some(Vec::new());
+            return Some(&[]);
         }
-        if since + 1 == self.generation {
-            return Some(self.changed[kind.index()].iter().map(|n| &**n).collect());
+        if since.checked_add(1) == Some(self.generation) {
+            return Some(&self.changed[kind.index()]);
         }
-        let start = self.window.iter().position(|(g, _)| *g == since + 1)?;
-        let mut seen = std::collections::HashSet::new();
-        let names = self.window[start..]
-            .iter()
-            .flat_map(|(_, c)| c[kind.index()].iter())
-            .map(|n| &**n)
-            .filter(|n| seen.insert(*n))
-            .collect();
-        Some(names)
+        let start = self.window.iter().position(|(g, _)| Some(*g) == since.checked_add(1))?;
+        let memo = &self.since.get(start)?[kind.index()];
+        Some(memo.get_or_init(|| {
+            let mut seen = std::collections::HashSet::new();
+            self.window[start..]
+                .iter()
+                .flat_map(|(_, c)| c[kind.index()].iter())
+                .filter(|n| seen.insert(&***n))
+                .cloned()
+                .collect()
+        }))
     }
 
     /// Nothing of `kind` changed after generation `since`, as far as the window tells (no
@@ -203,6 +214,7 @@ impl EdgeSnapshot {
         let mut window = Vec::with_capacity(keep + 1);
         window.extend(prev.window[prev.window.len() - keep..].iter().cloned());
         window.push((out.generation, out.changed.clone()));
+        out.since = (0..window.len()).map(|_| Default::default()).collect();
         out.window = Arc::new(window);
         out
     }
