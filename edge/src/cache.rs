@@ -225,10 +225,10 @@ impl EdgeSnapshot {
 /// A paced cache ([`Cache::paced`]) coalesces per group ([`Coalescer`]): a set after quiet is
 /// published at once; one that follows closely is held, replaced by any newer one, and published
 /// when its window closes — later while most of the group's streams that keep up have not yet
-/// settled on the generation last published (a backlog), at most 1 s after it was first held. Each publication is one generation whose step (`step`) covers
-/// everything set during the window, so the group's streams, woken together, share one response
-/// for it — rather than each waiting on a timer of its own and planning the several generations
-/// it missed on its own.
+/// settled on the generation last published (a backlog), at most 1 s after it was first held.
+/// Each publication is one generation whose step (`step`) covers everything set during the
+/// window, so the group's streams, woken together, share one response for it — rather than each
+/// waiting on a timer of its own and planning the several generations it missed on its own.
 #[derive(Debug, Clone, Default)]
 pub struct Cache {
     groups: Arc<DashMap<Target, Arc<Group>>>,
@@ -492,7 +492,7 @@ mod tests {
         let cache = Cache::paced(base);
         let t = Target::new("ns", "svc");
         let mut rx = cache.subscribe(&t);
-        let _others: Vec<_> = (0..9).map(|_| cache.subscribe(&t)).collect();
+        // Ten streams settled on the empty generation: ten keep up.
         settle(&cache, &t, 10);
         cache.set(&t, &snap(&[("a", b"1")]));
         assert_eq!(rx.borrow_and_update().generation, 1, "settled and quiet: at once");
