@@ -362,7 +362,12 @@ impl Cache {
         let group = self.group(target);
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(r) if !self.base.is_zero() => r,
-            _ => return group.publish(&mut group.pace(), target, snap, change),
+            _ => {
+                // Published now: a set held by an open window is older, and must not follow it.
+                let mut pace = group.pace();
+                pace.pending = None;
+                return group.publish(&mut pace, target, snap, change);
+            }
         };
         let mut pace = group.pace();
         if pace.opened.is_some() {
@@ -523,6 +528,28 @@ mod tests {
         tokio::time::sleep(base * 6).await;
         cache.set(&t, &snap(&[("a", b"4")]));
         assert!(rx.has_changed().unwrap(), "nobody keeping up to wait for");
+    }
+
+    #[tokio::test]
+    async fn a_set_published_outside_the_runtime_is_not_undone_by_a_window_still_open() {
+        let base = Duration::from_millis(20);
+        let cache = Cache::paced(base);
+        let t = Target::new("ns", "svc");
+        let mut rx = cache.subscribe(&t);
+        settle(&cache, &t, 1);
+        cache.set(&t, &snap(&[("a", b"1")]));
+        rx.borrow_and_update().settle();
+        cache.set(&t, &snap(&[("a", b"2")])); // held for its window
+        let (c, t2) = (cache.clone(), t.clone());
+        std::thread::spawn(move || c.set(&t2, &snap(&[("a", b"3")]))).join().unwrap();
+        settle(&cache, &t, 1); // the stream keeps up: nothing holds the window past its end
+        tokio::time::sleep(base * 5).await;
+        let now = rx.borrow_and_update().clone();
+        assert_eq!(
+            now.get(ResourceType::Cluster, "a").unwrap().version,
+            Resource::new(ResourceType::Cluster, "a", Bytes::from_static(b"3"), vec![]).version,
+            "the newest set stays published; the older one its window held is dropped"
+        );
     }
 
     #[test]
