@@ -29,7 +29,7 @@ use crate::step::Step;
 #[derive(Debug, Clone, Default)]
 pub struct TypeSet {
     /// Shared by every stream that sends the whole set (SotW wildcard): cloning is O(1).
-    pub items: Arc<BTreeMap<Arc<str>, Arc<Encoded>>>,
+    pub items: Items,
     /// [`set_version`] of every item; computed once per snapshot, shared by all streams.
     pub version: Arc<str>,
 }
@@ -51,10 +51,11 @@ pub struct EdgeSnapshot {
     /// few generations behind — usual under load, when changes arrive faster than one push —
     /// still looks only at what changed instead of its whole subscription.
     window: Arc<Vec<(u64, Changed)>>,
-    /// Per position in `window` and per type, the names changed after the generation before
-    /// it, each once: computed by the first stream that far behind and shared by every other
-    /// ([`EdgeSnapshot::changed_since`]).
-    since: Arc<[ChangedSince]>,
+    /// Per position in `window` and per type, what changed after the generation before it: the
+    /// names, each once ([`EdgeSnapshot::changed_since`]), and the step to this generation for
+    /// streams that mirror that generation's set ([`EdgeSnapshot::catch_up`]). Each worked out
+    /// by the first stream that far behind and shared by every other.
+    since: Arc<[Behind]>,
     /// The change (correlation id, time of the write) that produced this generation, when the
     /// publisher said: pushes and ACKs are logged with it and timed from it.
     pub change: Option<Arc<Change>>,
@@ -70,8 +71,20 @@ pub struct EdgeSnapshot {
 /// Per type, the names that changed in one generation.
 type Changed = [Arc<Vec<Arc<str>>>; ResourceType::COUNT];
 
-/// Per type, the names that changed after some generation, once worked out.
-type ChangedSince = [OnceLock<Vec<Arc<str>>>; ResourceType::COUNT];
+/// What changed after one generation of the window, per type, once worked out.
+#[derive(Debug, Default)]
+struct Behind {
+    names: [OnceLock<Vec<Arc<str>>>; ResourceType::COUNT],
+    /// The step from that generation's set (kept: a step is only shared with streams that
+    /// mirror that very set) to this generation's; `None` when too large for one push.
+    steps: [OnceLock<Option<CatchUp>>; ResourceType::COUNT],
+}
+
+/// A catch-up step and the set it leads from.
+type CatchUp = (Items, Arc<Step>);
+
+/// A generation's resources of one type, by name ([`TypeSet::items`]).
+pub type Items = Arc<BTreeMap<Arc<str>, Arc<Encoded>>>;
 
 /// Generations a stream may lag and still catch up incrementally.
 const WINDOW: usize = 64;
@@ -115,8 +128,8 @@ impl EdgeSnapshot {
         if since.checked_add(1) == Some(self.generation) {
             return Some(&self.changed[kind.index()]);
         }
-        let start = self.window.iter().position(|(g, _)| Some(*g) == since.checked_add(1))?;
-        let memo = &self.since.get(start)?[kind.index()];
+        let (start, behind) = self.behind(since)?;
+        let memo = &behind.names[kind.index()];
         Some(memo.get_or_init(|| {
             let mut seen = std::collections::HashSet::new();
             self.window[start..]
@@ -126,6 +139,44 @@ impl EdgeSnapshot {
                 .cloned()
                 .collect()
         }))
+    }
+
+    /// What the window keeps of the generations after `since` (`None`: too old or unrelated).
+    /// Its position in the window comes with it.
+    fn behind(&self, since: u64) -> Option<(usize, &Behind)> {
+        let start = self.window.iter().position(|(g, _)| Some(*g) == since.checked_add(1))?;
+        Some((start, self.since.get(start)?))
+    }
+
+    /// The step of `kind` from generation `from` to this one for a stream whose client holds
+    /// exactly `held`, generation `from`'s set (a mirror): several generations behind — usual
+    /// under load, when a stream's push is still unanswered as the next generations arrive — it
+    /// still gets a response shared with every stream at the same place, rather than planning
+    /// and encoding its own. Built by the first such stream, from its `held` (which must be
+    /// generation `from`'s set, as a mirror is); given only to streams holding that very set. `None`: nothing to share (one generation behind is
+    /// [`EdgeSnapshot::step`]; too far behind, nothing changed, or too large for one push).
+    pub fn catch_up(&self, kind: ResourceType, from: u64, held: &Items) -> Option<&Arc<Step>> {
+        if from.saturating_add(1) >= self.generation {
+            return None;
+        }
+        let memo = &self.behind(from)?.1.steps[kind.index()];
+        let (built_from, step) = memo
+            .get_or_init(|| {
+                let changed = self.changed_since(kind, from)?;
+                let set = &self.types[kind.index()];
+                let step = Step::build(
+                    kind,
+                    (from, self.generation),
+                    &set.version,
+                    changed,
+                    held,
+                    &set.items,
+                    &self.names,
+                )?;
+                Some((held.clone(), step))
+            })
+            .as_ref()?;
+        Arc::ptr_eq(built_from, held).then_some(step)
     }
 
     /// Nothing of `kind` changed after generation `since`, as far as the window tells (no
@@ -202,7 +253,7 @@ impl EdgeSnapshot {
             let (i, set) = (kind.index(), &out.types[kind.index()]);
             out.steps[i] = Step::build(
                 kind,
-                prev.generation,
+                (prev.generation, out.generation),
                 &set.version,
                 &out.changed[i],
                 &prev.types[i].items,
@@ -449,6 +500,39 @@ mod tests {
         // Same content again: no wake-up.
         cache.set(&t, &snap(&[("a", b"1"), ("b", b"3")]));
         assert!(!rx.has_changed().unwrap());
+    }
+
+    // The catch-up step from an older generation is built once and given only to a client
+    // holding that generation's very set; none from the generation before (that is `step`),
+    // from this one, or from one the window no longer keeps.
+    #[test]
+    fn a_catch_up_step_is_built_once_for_the_set_it_leads_from() {
+        let cache = Cache::new();
+        let t = Target::new("ns", "svc");
+        let at = |bodies: &[(&str, &'static [u8])]| {
+            cache.set(&t, &snap(bodies));
+            cache.get(&t).unwrap()
+        };
+        let first = at(&[("a", b"1"), ("b", b"1")]);
+        at(&[("a", b"2"), ("b", b"1")]);
+        let third = at(&[("a", b"2"), ("b", b"2"), ("c", b"1")]);
+        let held = &first.of_type(ResourceType::Cluster).items;
+        let step = third.catch_up(ResourceType::Cluster, first.generation, held).expect("a catch-up step");
+        assert_eq!((step.from, step.to), (first.generation, third.generation));
+        let names: Vec<&str> = step.changes.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let again = third.catch_up(ResourceType::Cluster, first.generation, held).unwrap();
+        assert!(Arc::ptr_eq(step, again), "built once");
+        let copy: Items = Arc::new((**held).clone());
+        assert!(third.catch_up(ResourceType::Cluster, first.generation, &copy).is_none(), "another set");
+        let second = third.generation - 1;
+        assert!(third.catch_up(ResourceType::Cluster, second, held).is_none(), "that is the step");
+        assert!(third.catch_up(ResourceType::Cluster, third.generation, held).is_none());
+        let mut last = third;
+        for i in 0..WINDOW {
+            last = at(&[("a", if i % 2 == 0 { b"3" } else { b"4" })]);
+        }
+        assert!(last.catch_up(ResourceType::Cluster, first.generation, held).is_none(), "no longer kept");
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
-//! One generation's step for one resource type of a proxy group, and the Delta response every
-//! stream in sync with the previous generation gets for it, built once.
+//! One step of one resource type of a proxy group, from an earlier generation to a later one, and
+//! the Delta response every stream in sync with the earlier generation gets for it, built once.
 //!
-//! Owns: what changed from generation `from` to the next (per name: what a client in sync with
-//! `from` holds, and what the new generation has), and the shared response ([`SharedPush`]): one
+//! Owns: what changed from generation `from` to generation `to` — usually the next one; further
+//! for streams that fell behind (`cache` builds those on demand) — per name: what a client in
+//! sync with `from` holds, and what `to` has; and the shared response ([`SharedPush`]): one
 //! nonce and one encoded frame per step, handed to every stream whose state makes it exactly the
 //! response that stream would have planned (`xds::delta` decides that; this module does not
 //! know stream state). A nonce only has to be unique within a stream, and a stream gets each step
@@ -38,11 +39,12 @@ impl Changed {
     }
 }
 
-/// The change of one type from generation `from` to `from + 1`.
+/// The change of one type from generation `from` to generation `to`.
 #[derive(Debug)]
 pub struct Step {
     pub kind: ResourceType,
     pub from: u64,
+    pub to: u64,
     /// The type's version in the new generation (`system_version_info` of the response).
     pub version: Arc<str>,
     /// In name order.
@@ -61,38 +63,47 @@ pub struct SharedPush {
 }
 
 impl Step {
-    /// The step from `prev` to `items` over `changed` (names in order), or `None` when nothing
-    /// changed or the updated resources would not fit in one push (a large step is planned per
-    /// stream, in chunks).
+    /// The step from `prev` (generation `from`'s set) to `items` (generation `to`'s) over
+    /// `changed` (each name once, any order), or `None` when nothing changed or the updated
+    /// resources would not fit in one push (a large step is planned per stream, in chunks).
     pub fn build(
         kind: ResourceType,
-        from: u64,
+        (from, to): (u64, u64),
         version: &Arc<str>,
         changed: &[Arc<str>],
         prev: &std::collections::BTreeMap<Arc<str>, Arc<Encoded>>,
         items: &std::collections::BTreeMap<Arc<str>, Arc<Encoded>>,
         names: &NameTable,
     ) -> Option<Arc<Step>> {
-        if changed.is_empty() {
-            return None;
-        }
         let mut bytes = 0;
         let mut changes = Vec::with_capacity(changed.len());
         for name in changed {
-            let after = items.get(name).cloned();
-            bytes += after.as_ref().map_or(0, |r| r.size());
+            let (before, after) = (prev.get(name), items.get(name));
+            // Over several generations a name may come back to what `from` had: not a change.
+            let same = match (before, after) {
+                (Some(b), Some(a)) => Arc::ptr_eq(b, a) || b.version == a.version,
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            bytes += after.map_or(0, |r| r.size());
             if bytes > MAX_PUSH_BYTES {
                 return None;
             }
             changes.push(Changed {
                 name: name.clone(),
                 id: names.id(name),
-                before: prev.get(name).cloned(),
-                after,
+                before: before.cloned(),
+                after: after.cloned(),
             });
         }
+        if changes.is_empty() {
+            return None;
+        }
         changes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Some(Arc::new(Step { kind, from, version: version.clone(), changes, push: OnceLock::new() }))
+        Some(Arc::new(Step { kind, from, to, version: version.clone(), changes, push: OnceLock::new() }))
     }
 
     /// Resources the step adds or updates.

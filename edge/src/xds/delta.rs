@@ -206,20 +206,29 @@ impl DeltaType {
         true
     }
 
-    /// The snapshot's step, when its shared response is exactly what this stream would plan:
+    /// A step of the snapshot whose shared response is exactly what this stream would plan:
     /// the client is in sync with the generation the step leads from and holds what it had
     /// (nothing owed, rejected or backing off), its subscription covers every name in the step,
     /// and on ADS (`ordered`) the push is one the ordering rules never hold back — an update of
     /// clusters, endpoints or secrets with no removal (O1 orders listeners and routes, O2 may
-    /// defer a removal). Anything else is planned for this stream alone.
+    /// defer a removal). The step is the snapshot's own (from the generation before), or, for a
+    /// client mirroring an older generation's set, the catch-up step from that generation
+    /// ([`EdgeSnapshot::catch_up`]). Anything else is planned for this stream alone.
     fn shared_step<'s>(&self, snap: &'s EdgeSnapshot, ordered: bool) -> Option<&'s Arc<Step>> {
         if !self.force.is_empty() || !self.rejected.is_empty() || self.nacks > 0 || self.reported_rejected {
             return None;
         }
-        let step = snap.step(self.kind)?;
-        if self.synced != Some(step.from) {
-            return None;
-        }
+        let synced = self.synced?;
+        let step = match snap.step(self.kind) {
+            Some(step) if step.from == synced => step,
+            _ => {
+                let (held, generation) = self.client.mirror_of()?;
+                if generation != synced {
+                    return None;
+                }
+                snap.catch_up(self.kind, synced, held)?
+            }
+        };
         if ordered
             && (matches!(self.kind, ResourceType::Listener | ResourceType::Route)
                 || step.removed().next().is_some())
@@ -259,7 +268,7 @@ impl DeltaType {
             }
             _ => None,
         };
-        if prev.is_some() && snap.generation == step.from + 1 {
+        if prev.is_some() && snap.generation == step.to {
             self.client.mirror(&snap.of_type(self.kind).items, snap.generation);
         } else {
             let own = self.client.own();
@@ -270,7 +279,7 @@ impl DeltaType {
                 };
             }
         }
-        self.synced = Some(step.from + 1);
+        self.synced = Some(step.to);
         let sent = Sent::Shared { step: step.clone(), prev };
         // A step goes only to a stream in sync with its start and subscribed to all it changes.
         self.pending = Some(Box::new(Pending { nonce, version: step.version.clone(), whole: true, sent }));

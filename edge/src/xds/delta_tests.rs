@@ -562,6 +562,58 @@ fn streams_in_the_same_state_share_one_response() {
     );
 }
 
+// A stream that mirrors a generation's set and missed several generations (its push was still
+// unanswered as they came) gets a catch-up response shared with every stream at the same place:
+// one nonce, the same bytes, every name changed since, none that came back to what it held. A
+// stream one generation behind gets the usual step; one that keeps slots of its own (part of
+// the set) plans its own. A NACK of the catch-up puts back the older set.
+#[test]
+fn streams_several_generations_behind_share_a_catch_up_response() {
+    let now = Instant::now();
+    let g = Group::new();
+    let three = |t1: &str, t2: &str, t3: &str| {
+        let mut res = two_clusters(t1, t2);
+        res.push(r(Cluster, "c3", "c3", &[(Endpoint, "c3")]));
+        res.push(r(Endpoint, "c3", t3, &[]));
+        res
+    };
+    let s1 = g.set(three("e1", "e1", "e1"));
+    let mut a = synced_ads(&s1, &["c1", "c2", "c3"]);
+    let mut b = synced_ads(&s1, &["c1", "c2", "c3"]);
+    let mut part = synced_ads(&s1, &["c1", "c2"]);
+    assert_eq!(a.type_state(Endpoint).mirrors(), Some(s1.generation));
+    let mut current = synced_ads(&s1, &["c1", "c2", "c3"]);
+    let s2 = g.set(three("e2", "e1", "x"));
+    let p = current.poll(&s2, now).unwrap();
+    current.on_request(&ack(Endpoint, &p), &s2, now).unwrap();
+    // c3 comes back to what s1 had: not part of the catch-up from s1.
+    let s3 = g.set(three("e2", "e3", "e1"));
+
+    let (pa, pb) = (a.poll(&s3, now).unwrap(), b.poll(&s3, now).unwrap());
+    assert!(pa.shared && pb.shared);
+    assert_eq!(pa.nonce, pb.nonce);
+    assert_eq!(pa.frame.to_bytes().as_ptr(), pb.frame.to_bytes().as_ptr(), "the same bytes, not a copy");
+    assert_eq!(sent_names(&pa), vec!["c1", "c2"]);
+    assert_eq!(decode(&pa).system_version_info, *s3.of_type(Endpoint).version);
+    assert_eq!(a.type_state(Endpoint).mirrors(), Some(s3.generation), "the pointer moved two generations");
+    a.on_request(&ack(Endpoint, &pa), &s3, now).unwrap();
+    assert!(a.poll(&s3, now).is_none());
+
+    let pc = current.poll(&s3, now).unwrap();
+    assert!(pc.shared);
+    assert_ne!(pc.nonce, pa.nonce, "one generation behind: the generation's own step");
+    assert_eq!(sent_names(&pc), vec!["c2", "c3"]);
+
+    let own = part.poll(&s3, now).unwrap();
+    assert!(!own.shared, "own slots: planned for this stream");
+    assert_eq!(sent_names(&own), vec!["c1", "c2"]);
+
+    b.on_request(&nack(Endpoint, &pb), &s3, now).unwrap();
+    let eds = b.type_state(Endpoint);
+    assert_eq!(eds.mirrors(), Some(s1.generation), "NACK: the set it held before");
+    assert_eq!(eds.client_version("c1"), s1.get(Endpoint, "c1").map(|r| r.version.as_str()));
+}
+
 // D2 for a shared response: its NACK puts back what the client held, the rejected version is not
 // sent again, and a newer one is (after the back-off); once ACKed, steps are shared again.
 #[test]
@@ -728,8 +780,8 @@ fn a_name_outside_the_subscription_never_enters_the_mirrored_set() {
 }
 
 // Many generations of random changes through the cache, streams of different subscriptions (some
-// share responses, some do not): after every drain each client holds exactly what the snapshot
-// has of what it subscribed to.
+// share responses, some do not; one falls behind by a few generations at a time): after every
+// drain each client holds exactly what the snapshot has of what it subscribed to.
 #[test]
 fn shared_and_own_responses_leave_every_client_exact() {
     let now = Instant::now();
@@ -773,7 +825,7 @@ fn shared_and_own_responses_leave_every_client_exact() {
                 .collect()
         })
         .collect();
-    let (mut shared, mut mirrored) = (0, 0);
+    let (mut shared, mut mirrored, mut skipped, mut caught_up) = (0, 0, 0, 0);
     // W1: nonces stay unique on each stream, shared responses and its own mixed.
     let mut nonces: Vec<std::collections::HashSet<Arc<str>>> = vec![Default::default(); streams.len()];
     for _ in 0..200 {
@@ -786,9 +838,19 @@ fn shared_and_own_responses_leave_every_client_exact() {
             }
         }
         snap_now = g.set(build(&tags, &present));
-        for (((st, subs), view), seen) in streams.iter_mut().zip(held.iter_mut()).zip(nonces.iter_mut()) {
+        for (i, (((st, subs), view), seen)) in
+            streams.iter_mut().zip(held.iter_mut()).zip(nonces.iter_mut()).enumerate()
+        {
+            // The second stream falls behind by a few generations at a time (catch-up steps).
+            if i == 1 && rand(3) != 0 {
+                skipped += 1;
+                continue;
+            }
             while let Some(p) = st.poll(&snap_now, now) {
                 shared += usize::from(p.shared);
+                if i == 1 && skipped > 0 && p.kind == Some(Endpoint) && p.shared {
+                    caught_up += 1;
+                }
                 assert!(seen.insert(p.nonce.clone()), "nonce {} sent twice on one stream", p.nonce);
                 if p.kind == Some(Endpoint) {
                     let resp = decode(&p);
@@ -815,9 +877,13 @@ fn shared_and_own_responses_leave_every_client_exact() {
                 .collect();
             assert_eq!(thinks, want, "stream state after generation {}", snap_now.generation);
             mirrored += usize::from(eds.mirrors().is_some());
+            if i == 1 {
+                skipped = 0;
+            }
         }
     }
     assert!(shared > 100, "the shared path was exercised ({shared} shared pushes)");
+    assert!(caught_up > 20, "catch-up steps were exercised ({caught_up} shared after a lag)");
     assert!(mirrored > 100, "streams mirrored the generation's set ({mirrored} times)");
 }
 

@@ -31,8 +31,7 @@ impl Named for Held {
     }
 }
 
-/// A generation's resources of one type, by name (the cache's `TypeSet::items`).
-pub type Items = Arc<BTreeMap<Arc<str>, Arc<Encoded>>>;
+pub use crate::cache::Items;
 
 /// What the client holds of one type.
 #[derive(Debug)]
@@ -85,6 +84,14 @@ impl Holding {
         match self {
             Holding::Own(map) => Box::new(map.iter().map(|h| &h.0)),
             Holding::Mirror { items, .. } => Box::new(items.values()),
+        }
+    }
+
+    /// The set this mirrors and its generation (`None`: own slots).
+    pub fn mirror_of(&self) -> Option<(&Items, u64)> {
+        match self {
+            Holding::Mirror { items, generation, .. } => Some((items, *generation)),
+            Holding::Own(_) => None,
         }
     }
 
