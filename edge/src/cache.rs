@@ -141,8 +141,8 @@ impl EdgeSnapshot {
         }))
     }
 
-    /// What the window keeps of the generations after `since` (`None`: too old or unrelated).
-    /// Its position in the window comes with it.
+    /// What the window keeps of the generations after `since`, and its position in the window
+    /// (`None`: too old or unrelated).
     fn behind(&self, since: u64) -> Option<(usize, &Behind)> {
         let start = self.window.iter().position(|(g, _)| Some(*g) == since.checked_add(1))?;
         Some((start, self.since.get(start)?))
@@ -153,8 +153,9 @@ impl EdgeSnapshot {
     /// under load, when a stream's push is still unanswered as the next generations arrive — it
     /// still gets a response shared with every stream at the same place, rather than planning
     /// and encoding its own. Built by the first such stream, from its `held` (which must be
-    /// generation `from`'s set, as a mirror is); given only to streams holding that very set. `None`: nothing to share (one generation behind is
-    /// [`EdgeSnapshot::step`]; too far behind, nothing changed, or too large for one push).
+    /// generation `from`'s set, as a mirror is); given only to streams holding that very set.
+    /// `None`: nothing to share (one generation behind is [`EdgeSnapshot::step`]; too far
+    /// behind, nothing changed, or too large for one push).
     pub fn catch_up(&self, kind: ResourceType, from: u64, held: &Items) -> Option<&Arc<Step>> {
         if from.saturating_add(1) >= self.generation {
             return None;

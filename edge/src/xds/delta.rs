@@ -209,12 +209,13 @@ impl DeltaType {
     /// A step of the snapshot whose shared response is exactly what this stream would plan:
     /// the client is in sync with the generation the step leads from and holds what it had
     /// (nothing owed, rejected or backing off), its subscription covers every name in the step,
-    /// and on ADS (`ordered`) the push is one the ordering rules never hold back — an update of
-    /// clusters, endpoints or secrets with no removal (O1 orders listeners and routes, O2 may
-    /// defer a removal). The step is the snapshot's own (from the generation before), or, for a
-    /// client mirroring an older generation's set, the catch-up step from that generation
-    /// ([`EdgeSnapshot::catch_up`]). Anything else is planned for this stream alone.
-    fn shared_step<'s>(&self, snap: &'s EdgeSnapshot, ordered: bool) -> Option<&'s Arc<Step>> {
+    /// and on ADS (`views`: the stream's other types) the push is one the ordering rules do not
+    /// hold back — of clusters, endpoints or secrets (O1 orders listeners and routes), with no
+    /// removal of something the client still uses (O2 defers that). The step is the snapshot's
+    /// own (from the generation before), or, for a client mirroring an older generation's set,
+    /// the catch-up step from that generation ([`EdgeSnapshot::catch_up`]). Anything else is
+    /// planned for this stream alone.
+    fn shared_step<'s>(&self, snap: &'s EdgeSnapshot, views: Option<&Views<'_>>) -> Option<&'s Arc<Step>> {
         if !self.force.is_empty() || !self.rejected.is_empty() || self.nacks > 0 || self.reported_rejected {
             return None;
         }
@@ -229,10 +230,7 @@ impl DeltaType {
                 snap.catch_up(self.kind, synced, held)?
             }
         };
-        if ordered
-            && (matches!(self.kind, ResourceType::Listener | ResourceType::Route)
-                || step.removed().next().is_some())
-        {
+        if views.is_some() && matches!(self.kind, ResourceType::Listener | ResourceType::Route) {
             return None;
         }
         let wildcard = self.sub.is_wildcard();
@@ -255,6 +253,12 @@ impl DeltaType {
             if !same {
                 return None;
             }
+        }
+        // O2: the stream's own plan would keep a removal the client still uses out of the push.
+        if let Some(views) = views
+            && step.removed().any(|name| order::must_defer_removal(self.kind, name, views))
+        {
+            return None;
         }
         Some(step)
     }
@@ -752,8 +756,11 @@ impl DeltaStream {
             if t.idle_through(snap, now) {
                 continue;
             }
-            if let Some(step) = t.ready(now).then(|| t.shared_step(snap, ordered)).flatten() {
-                let step = step.clone();
+            let step = t.ready(now).then(|| {
+                let views = self.views();
+                self.types[kind.index()].shared_step(snap, ordered.then_some(&views)).cloned()
+            });
+            if let Some(step) = step.flatten() {
                 let shared = step.push();
                 let rewarm = self.rewarm(kind, step.updated());
                 self.types[kind.index()].commit_shared(&step, shared.nonce.clone(), snap);
@@ -770,15 +777,8 @@ impl DeltaStream {
                 });
             }
             let plan = {
-                let views: Views<'_> = [
-                    &self.types[0] as &dyn ClientView,
-                    &self.types[1],
-                    &self.types[2],
-                    &self.types[3],
-                    &self.types[4],
-                ];
-                let views = if self.fixed.is_none() { Some(&views) } else { None };
-                self.types[kind.index()].plan(snap, now, views)
+                let views = self.views();
+                self.types[kind.index()].plan(snap, now, ordered.then_some(&views))
             };
             let Some(plan) = plan else { continue };
             if plan.adds.is_empty() && plan.removed.is_empty() {
@@ -818,6 +818,12 @@ impl DeltaStream {
             });
         }
         None
+    }
+
+    /// What the client holds of each type, for the ordering rules (ADS only).
+    fn views(&self) -> Views<'_> {
+        let [a, b, c, d, e] = &self.types;
+        [a as &dyn ClientView, b, c, d, e]
     }
 
     /// W10: an updated cluster warms until it gets its endpoints again, and Envoy does not

@@ -642,8 +642,8 @@ fn a_nacked_shared_response_restores_what_the_client_held() {
 }
 
 // W10 and O2 still hold on the shared path: an updated cluster sent as a shared response is
-// followed by its endpoints; a removal on ADS is planned per stream, so a cluster a route still
-// uses is not removed.
+// followed by its endpoints; a removal of a cluster a held route still uses is planned per
+// stream, so it waits for the route.
 #[test]
 fn shared_responses_keep_w10_and_o2() {
     let now = Instant::now();
@@ -684,8 +684,44 @@ fn shared_responses_keep_w10_and_o2() {
     let route = order.iter().position(|(k, _, _)| *k == Route).expect("route pushed");
     let gone = order.iter().position(|(k, rm, _)| *k == Cluster && rm == &["c0"]).expect("c0 removed");
     assert!(route < gone, "O2: {order:?}");
-    assert!(!order[gone].2, "a removal on ADS is planned per stream");
+    assert!(!order[gone].2, "a removal the client still uses is planned per stream");
     assert!(st.type_state(Cluster).client_version("c0").is_none());
+}
+
+// O2 on the shared path: a cluster no held listener or route uses is removed by the step's shared
+// response on ADS, and its endpoints after it (the client no longer holds the cluster).
+#[test]
+fn a_removal_nothing_uses_is_shared_on_ads() {
+    let now = Instant::now();
+    let g = Group::new();
+    let mut res = chain("c0", "1");
+    res.extend(two_clusters("e1", "e1"));
+    let s1 = g.set(res.clone());
+    let full = |s: &EdgeSnapshot| {
+        let mut st = ads();
+        st.on_request(&sub(Cluster, &[], &[], ""), s, now).unwrap();
+        st.on_request(&sub(Endpoint, &["c0", "c1", "c2"], &[], ""), s, now).unwrap();
+        st.on_request(&sub(Listener, &[], &[], ""), s, now).unwrap();
+        st.on_request(&sub(Route, &["routes"], &[], ""), s, now).unwrap();
+        while let Some(p) = st.poll(s, now) {
+            st.on_request(&ack(p.kind.unwrap(), &p), s, now).unwrap();
+        }
+        st
+    };
+    let (mut a, mut b) = (full(&s1), full(&s1));
+    let without_c2: Vec<_> = res.iter().filter(|x| x.name != "c2").cloned().collect();
+    let s2 = g.set(without_c2.clone());
+    for kind in [Cluster, Endpoint] {
+        let (pa, pb) = (a.poll(&s2, now).unwrap(), b.poll(&s2, now).unwrap());
+        assert_eq!(pa.kind, Some(kind));
+        assert!(pa.shared && pb.shared, "{kind:?}: shared");
+        assert_eq!(pa.nonce, pb.nonce);
+        assert_eq!(decode(&pa).removed_resources, vec!["c2"]);
+        a.on_request(&ack(kind, &pa), &s2, now).unwrap();
+        b.on_request(&ack(kind, &pb), &s2, now).unwrap();
+    }
+    assert!(a.poll(&s2, now).is_none());
+    // A removal the client still uses: `shared_responses_keep_w10_and_o2`.
 }
 
 // A stream that holds exactly a generation's set of a type keeps one pointer to it: after the
