@@ -523,6 +523,21 @@ fn synced_ads(s: &EdgeSnapshot, eds: &[&str]) -> DeltaStream {
     st
 }
 
+/// An ADS stream subscribed to every type of `chain("c0", …)` plus `two_clusters`, in sync with
+/// `s`.
+fn synced_chain_ads(s: &EdgeSnapshot) -> DeltaStream {
+    let now = Instant::now();
+    let mut st = ads();
+    st.on_request(&sub(Cluster, &[], &[], ""), s, now).unwrap();
+    st.on_request(&sub(Endpoint, &["c0", "c1", "c2"], &[], ""), s, now).unwrap();
+    st.on_request(&sub(Listener, &[], &[], ""), s, now).unwrap();
+    st.on_request(&sub(Route, &["routes"], &[], ""), s, now).unwrap();
+    while let Some(p) = st.poll(s, now) {
+        st.on_request(&ack(p.kind.unwrap(), &p), s, now).unwrap();
+    }
+    st
+}
+
 // Streams in sync with the same generation get the step's one shared response: the same nonce
 // and the very same bytes; a stream whose subscription does not cover every changed name gets a
 // response planned for it alone, with only what it subscribed to.
@@ -651,14 +666,7 @@ fn shared_responses_keep_w10_and_o2() {
     let mut res = chain("c0", "1");
     res.extend(two_clusters("e1", "e1"));
     let s1 = g.set(res.clone());
-    let mut st = ads();
-    st.on_request(&sub(Cluster, &[], &[], ""), &s1, now).unwrap();
-    st.on_request(&sub(Endpoint, &["c0", "c1", "c2"], &[], ""), &s1, now).unwrap();
-    st.on_request(&sub(Listener, &[], &[], ""), &s1, now).unwrap();
-    st.on_request(&sub(Route, &["routes"], &[], ""), &s1, now).unwrap();
-    while let Some(p) = st.poll(&s1, now) {
-        st.on_request(&ack(p.kind.unwrap(), &p), &s1, now).unwrap();
-    }
+    let mut st = synced_chain_ads(&s1);
     let mut updated = res.clone();
     updated[5] = r(Cluster, "c2", "c2-updated", &[(Endpoint, "c2")]);
     let s2 = g.set(updated.clone());
@@ -697,18 +705,7 @@ fn a_removal_nothing_uses_is_shared_on_ads() {
     let mut res = chain("c0", "1");
     res.extend(two_clusters("e1", "e1"));
     let s1 = g.set(res.clone());
-    let full = |s: &EdgeSnapshot| {
-        let mut st = ads();
-        st.on_request(&sub(Cluster, &[], &[], ""), s, now).unwrap();
-        st.on_request(&sub(Endpoint, &["c0", "c1", "c2"], &[], ""), s, now).unwrap();
-        st.on_request(&sub(Listener, &[], &[], ""), s, now).unwrap();
-        st.on_request(&sub(Route, &["routes"], &[], ""), s, now).unwrap();
-        while let Some(p) = st.poll(s, now) {
-            st.on_request(&ack(p.kind.unwrap(), &p), s, now).unwrap();
-        }
-        st
-    };
-    let (mut a, mut b) = (full(&s1), full(&s1));
+    let (mut a, mut b) = (synced_chain_ads(&s1), synced_chain_ads(&s1));
     let without_c2: Vec<_> = res.iter().filter(|x| x.name != "c2").cloned().collect();
     let s2 = g.set(without_c2.clone());
     for kind in [Cluster, Endpoint] {
