@@ -219,6 +219,10 @@ impl DeltaType {
         if !self.force.is_empty() || !self.rejected.is_empty() || self.nacks > 0 || self.reported_rejected {
             return None;
         }
+        // O1 before any lookup: on ADS no listener or route step is shared, so none is built.
+        if views.is_some() && matches!(self.kind, ResourceType::Listener | ResourceType::Route) {
+            return None;
+        }
         let synced = self.synced?;
         let step = match snap.step(self.kind) {
             Some(step) if step.from == synced => step,
@@ -230,9 +234,6 @@ impl DeltaType {
                 snap.catch_up(self.kind, synced, held)?
             }
         };
-        if views.is_some() && matches!(self.kind, ResourceType::Listener | ResourceType::Route) {
-            return None;
-        }
         let wildcard = self.sub.is_wildcard();
         // A client mirroring the step's starting set holds each name's `before`: no need to
         // look at what it holds, only at what it subscribes to.
