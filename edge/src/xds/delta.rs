@@ -15,6 +15,7 @@ use flotilla_shared::{ResourceRef, ResourceType};
 use super::held::{Held, Holding, Items};
 use super::ids::IdNames;
 use super::order::{self, ClientView, Views};
+use super::request::DeltaView;
 use super::subscription::{Intern, NameSet, Subscription};
 use super::{Event, Limits, Nonces, ProtocolError, Push, SnapshotNames, nack_backoff};
 use crate::cache::EdgeSnapshot;
@@ -482,33 +483,21 @@ impl DeltaType {
         every_change && self.force.iter().all(|n| has(&adds, n) || has(&removed, n))
     }
 
-    fn on_request(
-        &mut self,
-        req: &DeltaDiscoveryRequest,
-        snap: &EdgeSnapshot,
-        now: Instant,
-    ) -> Option<Event> {
+    fn on_request(&mut self, req: &DeltaView<'_>, snap: &EdgeSnapshot, now: Instant) -> Option<Event> {
         let first = !self.started;
         if first {
             self.started = true;
             // D4: what the client already has is not resent.
-            for (name, version) in &req.initial_resource_versions {
+            for (name, version) in req.initial_versions.into_iter().flatten() {
                 self.client.insert(Encoded::announced(self.kind, name, version));
             }
         }
         // D3: subscription changes count even on a stale nonce. A plain ACK (no names: the
         // usual request) goes straight to its nonce.
-        let plain_ack =
-            !first && req.resource_names_subscribe.is_empty() && req.resource_names_unsubscribe.is_empty();
+        let plain_ack = !first && req.subscribe.is_empty() && req.unsubscribe.is_empty();
         if !plain_ack {
             let names = SnapshotNames(snap, self.kind);
-            let change = self.sub.apply_delta(
-                self.kind,
-                first,
-                &req.resource_names_subscribe,
-                &req.resource_names_unsubscribe,
-                &names,
-            );
+            let change = self.sub.apply_delta(self.kind, first, req.subscribe, req.unsubscribe, &names);
             // Names newly subscribed are owed (forced); unsubscribed ones just stop. Only a new
             // wildcard needs every name checked again: a subscription change on a stream holding
             // thousands of names costs what it names.
@@ -531,12 +520,12 @@ impl DeltaType {
             }
         }
         if req.response_nonce.is_empty()
-            || self.pending.as_ref().is_none_or(|p| *p.nonce != *req.response_nonce)
+            || self.pending.as_ref().is_none_or(|p| p.nonce.as_bytes() != req.response_nonce)
         {
             return None; // No ACK/NACK in it, or a stale one (D2).
         }
         let pending = *self.pending.take()?;
-        match &req.error_detail {
+        match req.error {
             Some(err) => {
                 match &pending.sent {
                     Sent::Own { prev_mirror: Some((items, generation)), .. } => {
@@ -699,15 +688,33 @@ impl DeltaStream {
         snap: &EdgeSnapshot,
         now: Instant,
     ) -> Result<Option<Event>, ProtocolError> {
-        self.limits.check_names(req.resource_names_subscribe.iter())?;
-        self.limits.check_names(req.resource_names_unsubscribe.iter())?;
-        self.limits.check_names(req.initial_resource_versions.keys())?;
-        let kind = match (self.fixed, req.type_url.as_str()) {
-            (Some(k), "") => k,
-            (Some(k), url) if url == k.type_url() => k,
-            (Some(k), url) => return Err(ProtocolError::WrongTypeUrl { got: url.to_string(), expected: k }),
-            (None, "") => return Err(ProtocolError::MissingTypeUrl),
-            (None, url) => match ResourceType::from_type_url(url) {
+        self.on_view(&DeltaView::from(req), snap, now)
+    }
+
+    /// [`DeltaStream::on_request`] for a request as the server decodes it: whole, or a plain ACK
+    /// read lean (`request`).
+    pub fn on_view(
+        &mut self,
+        req: &DeltaView<'_>,
+        snap: &EdgeSnapshot,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError> {
+        self.limits.check_names(req.subscribe.iter())?;
+        self.limits.check_names(req.unsubscribe.iter())?;
+        if let Some(versions) = req.initial_versions {
+            self.limits.check_names(versions.keys())?;
+        }
+        // A lean ACK's type is known already (`req.kind`, its URL's): no lookup by URL.
+        let kind = match (self.fixed, req.kind, req.type_url) {
+            (None, Some(k), _) => k,
+            (Some(f), Some(k), _) if f == k => k,
+            (Some(k), _, "") => k,
+            (Some(k), _, url) if url == k.type_url() => k,
+            (Some(k), _, url) => {
+                return Err(ProtocolError::WrongTypeUrl { got: url.to_string(), expected: k });
+            }
+            (None, _, "") => return Err(ProtocolError::MissingTypeUrl),
+            (None, _, url) => match ResourceType::from_type_url(url) {
                 Some(k) => k,
                 None => {
                     if !self.unknown_seen.contains(url)
@@ -716,11 +723,11 @@ impl DeltaStream {
                         return Err(ProtocolError::TooManyUnknownTypes(self.limits.max_unknown_types));
                     }
                     let first = self.unknown_seen.insert(url.to_string());
-                    if first || !req.resource_names_subscribe.is_empty() {
+                    if first || !req.subscribe.is_empty() {
                         self.unknown_due
                             .entry(url.to_string())
                             .or_default()
-                            .extend(req.resource_names_subscribe.iter().filter(|n| *n != "*").cloned());
+                            .extend(req.subscribe.iter().filter(|n| *n != "*").cloned());
                     }
                     return Ok(None);
                 }

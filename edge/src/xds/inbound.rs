@@ -14,6 +14,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use tonic::Status;
 use tonic::codegen::{Body, StdError};
 
+use super::request::Decode;
+
 /// Initial buffer per stream: an ACK is a few hundred bytes.
 const START: usize = 1024;
 /// Capacity a stream may keep between requests; a larger buffer is dropped once drained.
@@ -31,7 +33,7 @@ pub struct Inbound<Req, B> {
 
 impl<Req, B> Inbound<Req, B>
 where
-    Req: prost::Message + Default,
+    Req: Decode,
     B: Body,
     B::Error: Into<StdError>,
 {
@@ -47,10 +49,11 @@ where
     }
 
     /// The next request, `None` when the client half-closed the stream. Cancel-safe: data read
-    /// before a cancellation stays buffered for the next call. Boxed: a stream's serving future
-    /// (one per proxy) awaits this for its whole life, and a request held inline in what the wait
-    /// yields would widen that future by the size of the message (~600 bytes) twice over.
-    pub async fn message(&mut self) -> Result<Option<Box<Req>>, Status> {
+    /// before a cancellation stays buffered for the next call. A whole message comes boxed
+    /// (`request`): a stream's serving future (one per proxy) awaits this for its whole life, and a
+    /// request held inline in what the wait yields would widen that future by the size of the
+    /// message (~600 bytes) twice over.
+    pub async fn message(&mut self) -> Result<Option<Req>, Status> {
         loop {
             if let Some(req) = self.decode()? {
                 return Ok(Some(req));
@@ -76,7 +79,7 @@ where
     }
 
     /// Decodes one buffered request, if a whole one is there.
-    fn decode(&mut self) -> Result<Option<Box<Req>>, Status> {
+    fn decode(&mut self) -> Result<Option<Req>, Status> {
         let Some(prefix) = self.buf.get(..PREFIX) else { return Ok(None) };
         if prefix[0] != 0 {
             return Err(Status::internal(
@@ -92,8 +95,8 @@ where
             self.buf.reserve(PREFIX + len - self.buf.len());
             return Ok(None);
         };
-        let mut req = Box::<Req>::default();
-        req.merge(body).map_err(|e| Status::invalid_argument(format!("malformed xDS request: {e}")))?;
+        let req =
+            Req::decode(body).map_err(|e| Status::invalid_argument(format!("malformed xDS request: {e}")))?;
         self.buf.advance(PREFIX + len);
         if self.buf.is_empty() && self.buf.capacity() > KEEP {
             self.buf = BytesMut::with_capacity(START);
@@ -108,6 +111,8 @@ mod tests {
     use bytes::Bytes;
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
     use prost::Message;
+
+    use crate::xds::request::DeltaRequest;
 
     type Frames = futures::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::io::Error>>>;
 
@@ -138,9 +143,9 @@ mod tests {
         all.extend_from_slice(&ack);
         // Cut at arbitrary points, including inside the prefix.
         let chunks = vec![all[..3].to_vec(), all[3..1000].to_vec(), all[1000..].to_vec()];
-        let mut inbound = Inbound::<DeltaDiscoveryRequest, _>::new(body(chunks), 1 << 20);
+        let mut inbound = Inbound::<DeltaRequest, _>::new(body(chunks), 1 << 20);
         let first = inbound.message().await.unwrap().unwrap();
-        assert_eq!(first.resource_names_subscribe.len(), 2_000);
+        assert_eq!(first.view().subscribe.len(), 2_000);
         assert!(inbound.message().await.unwrap().is_some());
         assert!(inbound.buf.capacity() <= KEEP, "kept {} bytes", inbound.buf.capacity());
         assert!(inbound.message().await.unwrap().is_none());
@@ -149,21 +154,21 @@ mod tests {
     #[tokio::test]
     async fn oversized_compressed_and_truncated_requests_are_refused_naming_why() {
         let big = framed(&subscribe(100));
-        let mut inbound = Inbound::<DeltaDiscoveryRequest, _>::new(body(vec![big.clone()]), 100);
+        let mut inbound = Inbound::<DeltaRequest, _>::new(body(vec![big.clone()]), 100);
         let err = inbound.message().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         assert!(err.message().contains("limit is 100 bytes"), "{}", err.message());
 
         let mut compressed = big.clone();
         compressed[0] = 1;
-        let mut inbound = Inbound::<DeltaDiscoveryRequest, _>::new(body(vec![compressed]), 1 << 20);
+        let mut inbound = Inbound::<DeltaRequest, _>::new(body(vec![compressed]), 1 << 20);
         assert!(inbound.message().await.unwrap_err().message().contains("compressed"));
 
-        let mut inbound = Inbound::<DeltaDiscoveryRequest, _>::new(body(vec![big[..40].to_vec()]), 1 << 20);
+        let mut inbound = Inbound::<DeltaRequest, _>::new(body(vec![big[..40].to_vec()]), 1 << 20);
         assert!(inbound.message().await.unwrap_err().message().contains("ended inside a request"));
 
         let garbage = vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff];
-        let mut inbound = Inbound::<DeltaDiscoveryRequest, _>::new(body(vec![garbage]), 1 << 20);
+        let mut inbound = Inbound::<DeltaRequest, _>::new(body(vec![garbage]), 1 << 20);
         assert_eq!(inbound.message().await.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -14,6 +14,7 @@ pub mod held;
 pub mod ids;
 pub mod inbound;
 pub mod order;
+pub mod request;
 pub mod server;
 pub mod sotw;
 pub mod subscription;

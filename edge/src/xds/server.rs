@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use flotilla_shared::{ResourceType, Target};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info_span};
 use super::body::{Driver, PushBody, Serving};
 use super::delta::DeltaStream;
 use super::inbound::Inbound;
+use super::request::{Decode, DeltaRequest};
 use super::sotw::SotwStream;
 use super::{Event, Limits, ProtocolError, Push};
 use crate::cache::{Cache, EdgeSnapshot};
@@ -108,7 +109,7 @@ fn jitter(window: Duration) -> Duration {
 // === the stream loop ===
 
 trait Proto: Send + 'static {
-    type Req: prost::Message + Default + Send + 'static;
+    type Req: Decode;
     const NAME: &'static str;
     fn new(kind: Option<ResourceType>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
@@ -134,20 +135,20 @@ trait Proto: Send + 'static {
 }
 
 impl Proto for SotwStream {
-    type Req = DiscoveryRequest;
+    type Req = Box<DiscoveryRequest>;
     const NAME: &'static str = "sotw";
     fn new(kind: Option<ResourceType>, limits: Limits) -> Self {
         SotwStream::new(kind, limits)
     }
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+    fn node(req: &Box<DiscoveryRequest>) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn type_url(req: &DiscoveryRequest) -> &str {
+    fn type_url(req: &Box<DiscoveryRequest>) -> &str {
         &req.type_url
     }
     fn handle(
         &mut self,
-        req: &DiscoveryRequest,
+        req: &Box<DiscoveryRequest>,
         snap: &EdgeSnapshot,
         now: Instant,
     ) -> Result<Option<Event>, ProtocolError> {
@@ -174,24 +175,24 @@ impl Proto for SotwStream {
 }
 
 impl Proto for DeltaStream {
-    type Req = DeltaDiscoveryRequest;
+    type Req = DeltaRequest;
     const NAME: &'static str = "delta";
     fn new(kind: Option<ResourceType>, limits: Limits) -> Self {
         DeltaStream::new(kind, limits)
     }
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
+    fn node(req: &DeltaRequest) -> Option<&Node> {
+        req.node()
     }
-    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
-        &req.type_url
+    fn type_url(req: &DeltaRequest) -> &str {
+        req.view().type_url
     }
     fn handle(
         &mut self,
-        req: &DeltaDiscoveryRequest,
+        req: &DeltaRequest,
         snap: &EdgeSnapshot,
         now: Instant,
     ) -> Result<Option<Event>, ProtocolError> {
-        self.on_request(req, snap, now)
+        self.on_view(&req.view(), snap, now)
     }
     fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
         DeltaStream::poll(self, snap, now)
@@ -263,7 +264,7 @@ struct Stream<Req, B> {
     node_id: String,
     target: Target,
     service: String,
-    first: Box<Req>,
+    first: Req,
     inbound: Inbound<Req, B>,
     tx: Tx,
 }
@@ -599,7 +600,7 @@ mod task_size {
 
     type Body = http_body_util::Empty<bytes::Bytes>;
 
-    fn stream<Req: prost::Message + Default>() -> Box<Stream<Req, Body>> {
+    fn stream<Req: Decode>() -> Box<Stream<Req, Body>> {
         let ctx = Arc::new(XdsContext {
             cache: Cache::new(),
             registry: Registry::new("size"),
@@ -617,7 +618,7 @@ mod task_size {
             node_id: String::new(),
             target: Target::new("a", "b"),
             service: String::new(),
-            first: Box::default(),
+            first: Req::decode(&[]).expect("an empty request decodes"),
             inbound: Inbound::new(Body::new(), 1),
             tx: mpsc::channel(1).0,
         })
