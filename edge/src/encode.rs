@@ -129,36 +129,43 @@ const GRPC_PREFIX: usize = 5;
 
 /// A response ready for the wire: a per-stream header followed by shared resource bytes, or
 /// (sealed) one whole gRPC message that many streams send as the very same bytes.
-#[derive(Debug, Clone, Default)]
-pub struct Frame {
-    parts: Vec<Bytes>,
-    /// The whole gRPC message, prefix included (then `parts` is empty).
-    sealed: Option<Bytes>,
+///
+/// Cloned once per stream a shared response goes to: a sealed frame's clone is one reference
+/// count, with no empty parts list beside it to copy and drop.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Parts(Vec<Bytes>),
+    /// The whole gRPC message, prefix included.
+    Sealed(Bytes),
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame::Parts(Vec::new())
+    }
 }
 
 impl Frame {
     /// Total encoded length (of the response message, without the gRPC prefix).
     pub fn len(&self) -> usize {
-        match &self.sealed {
-            Some(b) => b.len() - GRPC_PREFIX,
-            None => self.parts.iter().map(Bytes::len).sum(),
+        match self {
+            Frame::Sealed(b) => b.len() - GRPC_PREFIX,
+            Frame::Parts(parts) => parts.iter().map(Bytes::len).sum(),
         }
     }
 
     /// The frame as one gRPC message in one buffer: built once, every clone sends the same
     /// bytes and copies nothing. `None` if the frame is over the 4 GiB a gRPC message can say.
     pub fn seal(self) -> Option<Frame> {
-        if self.sealed.is_some() {
-            return Some(self);
-        }
         let len = u32::try_from(self.len()).ok()?;
+        let Frame::Parts(parts) = self else { return Some(self) };
         let mut buf = BytesMut::with_capacity(GRPC_PREFIX + len as usize);
         buf.put_u8(0);
         buf.put_u32(len);
-        for p in &self.parts {
+        for p in &parts {
             buf.put_slice(p);
         }
-        Some(Frame { parts: Vec::new(), sealed: Some(buf.freeze()) })
+        Some(Frame::Sealed(buf.freeze()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,16 +176,17 @@ impl Frame {
     /// one buffer of exactly their size, large ones shared. `None` if the frame is over the 4 GiB
     /// a gRPC message can say.
     pub fn into_grpc_chunks(self) -> Option<VecDeque<Bytes>> {
-        if let Some(whole) = self.sealed {
-            return Some(VecDeque::from([whole]));
-        }
         let len = u32::try_from(self.len()).ok()?;
-        let copied: usize = self.parts.iter().map(Bytes::len).filter(|&l| l < SHARE_FROM).sum();
+        let parts = match self {
+            Frame::Sealed(whole) => return Some(VecDeque::from([whole])),
+            Frame::Parts(parts) => parts,
+        };
+        let copied: usize = parts.iter().map(Bytes::len).filter(|&l| l < SHARE_FROM).sum();
         let mut buf = BytesMut::with_capacity(GRPC_PREFIX + copied);
         buf.put_u8(0);
         buf.put_u32(len);
         let mut chunks = VecDeque::new();
-        for part in self.parts {
+        for part in parts {
             if part.len() < SHARE_FROM {
                 buf.put_slice(&part);
                 continue;
@@ -196,11 +204,12 @@ impl Frame {
 
     /// Concatenated bytes (used in tests to decode what would go on the wire).
     pub fn to_bytes(&self) -> Bytes {
-        if let Some(whole) = &self.sealed {
-            return whole.slice(GRPC_PREFIX..);
-        }
+        let parts = match self {
+            Frame::Sealed(whole) => return whole.slice(GRPC_PREFIX..),
+            Frame::Parts(parts) => parts,
+        };
         let mut out = BytesMut::with_capacity(self.len());
-        for p in &self.parts {
+        for p in parts {
             out.put_slice(p);
         }
         out.freeze()
@@ -223,7 +232,7 @@ pub fn sotw_frame(kind: ResourceType, version: &str, nonce: &str, resources: &[A
     let mut parts = Vec::with_capacity(resources.len() + 1);
     parts.push(Bytes::from(header.encode_to_vec()));
     parts.extend(resources.iter().map(|r| r.any_field.clone()));
-    Frame { parts, sealed: None }
+    Frame::Parts(parts)
 }
 
 /// An empty SotW response for a type URL this server does not serve (rule S5).
@@ -235,7 +244,7 @@ pub fn sotw_empty_frame(type_url: &str, nonce: &str) -> Frame {
         control_plane: control_plane(),
         ..Default::default()
     };
-    Frame { parts: vec![Bytes::from(header.encode_to_vec())], sealed: None }
+    Frame::Parts(vec![Bytes::from(header.encode_to_vec())])
 }
 
 /// A `DeltaDiscoveryResponse` with added/updated `resources` and `removed` names.
@@ -261,7 +270,7 @@ pub fn delta_frame(
         parts.push(r.any_field.clone());
         parts.push(r.delta_tail.clone());
     }
-    Frame { parts, sealed: None }
+    Frame::Parts(parts)
 }
 
 #[cfg(test)]
@@ -312,7 +321,8 @@ mod tests {
         let f1 = sotw_frame(ResourceType::Cluster, "v", "1", std::slice::from_ref(&a));
         let f2 = sotw_frame(ResourceType::Cluster, "v", "2", std::slice::from_ref(&a));
         // The resource part of both frames points at the same allocation.
-        assert_eq!(f1.parts[1].as_ptr(), f2.parts[1].as_ptr());
+        let (Frame::Parts(p1), Frame::Parts(p2)) = (&f1, &f2) else { panic!("unsealed frames have parts") };
+        assert_eq!(p1[1].as_ptr(), p2[1].as_ptr());
     }
 
     fn big_cluster(name: &str) -> Arc<Encoded> {
