@@ -202,7 +202,12 @@ impl DeltaType {
         }
         if synced != snap.generation {
             self.synced = Some(snap.generation);
-            self.settle(snap);
+            if self.client.mirrored() == Some(synced) {
+                // Nothing of this type changed since: the set mirrored is this generation's.
+                self.client.mirror(&snap.of_type(self.kind).items, snap.generation);
+            } else {
+                self.settle(snap);
+            }
         }
         true
     }
@@ -739,7 +744,9 @@ impl DeltaStream {
     }
 
     pub fn poll(&mut self, snap: &EdgeSnapshot, now: Instant) -> Option<Push> {
-        if let Some((url, names)) = self.unknown_due.pop_first() {
+        if !self.unknown_due.is_empty()
+            && let Some((url, names)) = self.unknown_due.pop_first()
+        {
             let nonce = self.nonces.next_nonce();
             let removed = names.len();
             let frame = delta_frame(&url, "", &nonce, &[], names);
@@ -848,7 +855,11 @@ impl DeltaStream {
     }
 
     /// Owes the client these endpoints again (see [`DeltaStream::rewarm`]).
+    #[inline]
     fn resend_endpoints(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
         let eds = &mut self.types[ResourceType::Endpoint.index()];
         for name in names {
             if eds.sub.covers(&name) {

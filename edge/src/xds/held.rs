@@ -137,7 +137,10 @@ impl Holding {
     pub fn mirror(&mut self, items: &Items, generation: u64) {
         match self {
             Holding::Mirror { items: mine, generation: g, .. } => {
-                *mine = items.clone();
+                // A set nothing changed in is the same `Arc` from one generation to the next.
+                if !Arc::ptr_eq(mine, items) {
+                    *mine = items.clone();
+                }
                 *g = generation;
             }
             Holding::Own(map) => {
