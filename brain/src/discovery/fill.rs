@@ -52,20 +52,28 @@ impl Discovery {
                 continue;
             }
             let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
+            let reference = (ns.clone(), cfg_name.clone(), c.name.clone());
             if !self.may_reference(&ns, &svc_ns) {
                 // Refused when the config was written; here the grant was taken away since
                 // (the policy reloaded): the cluster gets no endpoints, the rest of the config
-                // goes on.
-                tracing::warn!(
-                    message = "no crossNamespace grant: the cluster gets no endpoints",
-                    config = %format!("{ns}/{cfg_name}"),
-                    cluster = %c.name,
-                    service = %format!("{svc_ns}/{}", d.service)
-                );
+                // goes on. Logged once while it stays refused; counted at every fill.
+                if self.refused.lock().is_ok_and(|mut r| r.insert(reference)) {
+                    tracing::warn!(
+                        message = "no crossNamespace grant: the cluster gets no endpoints",
+                        config = %format!("{ns}/{cfg_name}"),
+                        cluster = %c.name,
+                        service = %format!("{svc_ns}/{}", d.service)
+                    );
+                }
                 metrics::counter!("flotilla_discovery_refused_references_total", "namespace" => ns.clone())
                     .increment(1);
                 std::sync::Arc::make_mut(c).endpoints = Vec::new();
                 continue;
+            }
+            if let Ok(mut refused) = self.refused.lock()
+                && !refused.is_empty()
+            {
+                refused.remove(&reference);
             }
             let key = (svc_ns.clone(), d.service.clone());
             if src.on_demand && src.wanted.insert(key.clone()) {

@@ -174,6 +174,10 @@ pub struct Discovery {
     /// Whether configs of one namespace may take endpoints from services of another, asked at
     /// every fill ([`ReferenceGate`]); None: they may.
     gate: Arc<RwLock<Option<ReferenceGate>>>,
+    /// Cross-namespace references refused at a fill, by (config namespace, config name, cluster
+    /// name): each is logged when first refused, not at every fill, and again only after it was
+    /// allowed in between.
+    refused: Arc<std::sync::Mutex<std::collections::HashSet<(String, String, String)>>>,
 }
 
 /// `(config namespace, service namespace)` → may the config use the service? Asked on every
@@ -201,6 +205,7 @@ impl Default for Discovery {
             generations: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             prober: probe::Prober::default(),
             gate: Arc::default(),
+            refused: Arc::default(),
         }
     }
 }
@@ -501,6 +506,21 @@ mod tests {
         }
     }
 
+    /// A log writer into a shared buffer.
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn discovery() -> Discovery {
         let d = Discovery::default();
         d.declare("k8s", SourceKind::File);
@@ -545,6 +565,34 @@ mod tests {
         let mut c = cfg(cluster);
         d.fill(&mut c).unwrap();
         assert!(c.spec.clusters[0].endpoints.is_empty(), "the grant taken away: none, and no error");
+        // Refused at every fill, logged once while it stays refused, and anew after a fill that
+        // allowed it.
+        let warnings = |f: &dyn Fn()| {
+            let out = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let sink = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || Sink(sink.clone()))
+                .with_max_level(tracing::Level::WARN)
+                .finish();
+            tracing::subscriber::with_default(subscriber, f);
+            let text =
+                String::from_utf8(out.lock().map(|o| o.clone()).unwrap_or_default()).unwrap_or_default();
+            text.matches("no crossNamespace grant").count()
+        };
+        assert_eq!(
+            warnings(&|| d.fill(&mut cfg(cluster)).map(drop).unwrap()),
+            0,
+            "refused again: not logged again"
+        );
+        granted.store(true, std::sync::atomic::Ordering::SeqCst);
+        d.fill(&mut cfg(cluster)).unwrap();
+        granted.store(false, std::sync::atomic::Ordering::SeqCst);
+        let twice = || {
+            for _ in 0..2 {
+                d.fill(&mut cfg(cluster)).unwrap();
+            }
+        };
+        assert_eq!(warnings(&twice), 1, "refused after it was allowed: logged once more");
         // The config's own namespace needs no grant.
         let mut own = cfg("{name: a, type: EDS, discovery: {source: k8s, service: ledger, namespace: shop}}");
         assert!(d.fill(&mut own).is_err(), "no such service in shop: the gate is not what answers");
