@@ -90,19 +90,18 @@ impl Registry {
         }
     }
 
-    /// Every connected stream.
     /// How many streams are open.
     pub fn stream_count(&self) -> usize {
         self.inner.streams.len()
     }
 
+    /// Every connected stream.
     pub fn streams(&self) -> Vec<StreamStatus> {
         let mut v: Vec<StreamStatus> = self.inner.streams.iter().map(|e| e.value().clone()).collect();
         v.sort_by_key(|s| s.stream_id);
         v
     }
 
-    /// This edge's name.
     /// The distinct nodes with a stream in `namespace`, and whether `node_id` is one of them,
     /// without copying any stream's status.
     pub fn nodes_in(&self, namespace: &str, node_id: &str) -> (usize, bool) {
@@ -114,6 +113,7 @@ impl Registry {
         (nodes.len(), has)
     }
 
+    /// This edge's name.
     pub fn edge(&self) -> &str {
         &self.inner.edge
     }
