@@ -378,12 +378,40 @@ impl Drop for StreamGuard {
         self.emit(EventKind::Disconnected, |_| {});
         metrics::gauge!("flotilla_edge_streams", "protocol" => self.protocol, "namespace" => self.namespace.clone())
             .decrement(1.0);
+        // The last stream of its protocol and namespace takes the shared handles out of the
+        // cache (held by the cache and this guard only; a stream registering meanwhile waits for
+        // the same map shard, so it either shares them first or makes new ones after). The
+        // series themselves stay with the recorder: a namespace's counters go on where they were.
+        let key = (self.protocol, std::mem::take(&mut self.namespace));
+        self.registry.inner.handles.remove_if(&key, |_, h| Arc::strong_count(h) == 2);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespaces_metric_handles_leave_the_cache_with_its_last_stream() {
+        let reg = Registry::new("edge-1");
+        let cached = || reg.inner.handles.len();
+        let (a1, a2) = (Target::new("a", "svc"), Target::new("a", "other"));
+        let g1 = reg.register("n1", &a1, "ads".into(), "delta");
+        let g2 = reg.register("n2", &a2, "ads".into(), "delta");
+        assert!(Arc::ptr_eq(&g1.handles, &g2.handles), "one namespace, one set of handles");
+        let g3 = reg.register("n3", &Target::new("b", "svc"), "ads".into(), "delta");
+        let g4 = reg.register("n4", &a1, "ads".into(), "sotw");
+        assert_eq!(cached(), 3);
+        drop(g1);
+        assert_eq!(cached(), 3, "namespace a still has a Delta stream");
+        drop((g2, g3));
+        assert_eq!(cached(), 1, "only a's SotW stream is left");
+        drop(g4);
+        assert_eq!(cached(), 0);
+        let g = reg.register("n1", &a1, "ads".into(), "delta");
+        g.requested(Some(ResourceType::Cluster));
+        assert_eq!(cached(), 1, "a namespace back gets handles again");
+    }
 
     #[test]
     fn an_ack_in_part_neither_shows_the_proxy_in_sync_nor_clears_its_nack() {
