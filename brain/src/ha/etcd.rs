@@ -16,7 +16,7 @@ use flotilla_proto::etcd::mvccpb::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use super::{LEASE, LeaseStore, Members};
-use crate::store::{EtcdChannel, etcd_put as put, etcd_unchanged as unchanged};
+use crate::store::{EtcdAuth, EtcdChannel, etcd_put as put, etcd_unchanged as unchanged};
 
 /// How long a brain stays listed without a heartbeat.
 const SEEN_TTL: i64 = 10;
@@ -25,6 +25,8 @@ const SEEN_TTL: i64 = 10;
 pub struct EtcdLease {
     kv: KvClient<EtcdChannel>,
     leases: LeaseClient<EtcdChannel>,
+    /// Renews the token a call carried when etcd refuses it (a restarted etcd forgets them).
+    auth: EtcdAuth,
     prefix: String,
     /// The etcd lease of this brain's heartbeat key.
     seen: Mutex<Option<i64>>,
@@ -44,10 +46,11 @@ fn err(e: tonic::Status) -> String {
 
 impl EtcdLease {
     pub async fn connect(url: &str) -> Result<EtcdLease, String> {
-        let (channel, _) = crate::store::etcd_channel(url).await?;
+        let (channel, auth, _) = crate::store::etcd_channel_and_auth(url).await?;
         Ok(EtcdLease {
             kv: KvClient::new(channel.clone()),
             leases: LeaseClient::new(channel),
+            auth,
             prefix: "flotilla".into(),
             seen: Mutex::new(None),
         })
@@ -59,7 +62,8 @@ impl EtcdLease {
 
     async fn get(&self, key: Vec<u8>) -> Result<Option<KeyValue>, String> {
         let req = RangeRequest { key, limit: 1, ..Default::default() };
-        Ok(self.kv.clone().range(req).await.map_err(err)?.into_inner().kvs.into_iter().next())
+        let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await }).await;
+        Ok(answer.map_err(err)?.into_inner().kvs.into_iter().next())
     }
 
     async fn holder(&self) -> Result<Option<(Holder, KeyValue)>, String> {
@@ -70,19 +74,22 @@ impl EtcdLease {
     }
 
     async fn grant(&self, ttl: i64) -> Result<i64, String> {
-        let r = self.leases.clone().lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.map_err(err)?;
-        Ok(r.into_inner().id)
+        let grant = || async { self.leases.clone().lease_grant(LeaseGrantRequest { ttl, id: 0 }).await };
+        Ok(self.auth.call(grant).await.map_err(err)?.into_inner().id)
     }
 
     /// Renews `lease`; false when it has expired (etcd has deleted its keys).
     async fn keep_alive(&self, lease: i64) -> Result<bool, String> {
-        let req = tokio_stream::iter([LeaseKeepAliveRequest { id: lease }]);
-        let mut answers = self.leases.clone().lease_keep_alive(req).await.map_err(err)?.into_inner();
-        Ok(answers.message().await.map_err(err)?.is_some_and(|a| a.ttl > 0))
+        let renew = || async {
+            let req = tokio_stream::iter([LeaseKeepAliveRequest { id: lease }]);
+            self.leases.clone().lease_keep_alive(req).await?.into_inner().message().await
+        };
+        Ok(self.auth.call(renew).await.map_err(err)?.is_some_and(|a| a.ttl > 0))
     }
 
     async fn revoke(&self, lease: i64) {
-        let _ = self.leases.clone().lease_revoke(LeaseRevokeRequest { id: lease }).await;
+        let revoke = || async { self.leases.clone().lease_revoke(LeaseRevokeRequest { id: lease }).await };
+        let _ = self.auth.call(revoke).await;
     }
 }
 
@@ -117,7 +124,8 @@ impl LeaseStore for EtcdLease {
                     ],
                     failure: Vec::new(),
                 };
-                let won = self.kv.clone().txn(txn).await.map_err(err)?.into_inner().succeeded;
+                let answer = self.auth.call(|| async { self.kv.clone().txn(txn.clone()).await }).await;
+                let won = answer.map_err(err)?.into_inner().succeeded;
                 if won {
                     Ok(Some(epoch))
                 } else {
@@ -148,7 +156,7 @@ impl LeaseStore for EtcdLease {
                 lease,
                 ..Default::default()
             };
-            if self.kv.clone().put(req).await.is_ok()
+            if self.auth.call(|| async { self.kv.clone().put(req.clone()).await }).await.is_ok()
                 && let Ok(mut s) = self.seen.lock()
             {
                 *s = Some(lease);
@@ -171,7 +179,8 @@ impl LeaseStore for EtcdLease {
             *last += 1;
         }
         let req = RangeRequest { key: start.clone(), range_end: end, ..Default::default() };
-        let kvs = self.kv.clone().range(req).await.map_err(err)?.into_inner().kvs;
+        let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await }).await;
+        let kvs = answer.map_err(err)?.into_inner().kvs;
         let brains = kvs
             .into_iter()
             .map(|kv| {

@@ -20,21 +20,20 @@
 //! (the id), `{p}/rev/{id}/{version:020}`, `{p}/audit/{entry id}` (UUIDv7: time-ordered).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
 use flotilla_proto::etcd::etcdserverpb::kv_client::KvClient;
 use flotilla_proto::etcd::etcdserverpb::{
-    AuthenticateRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    compare, range_request, request_op,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, compare, range_request,
+    request_op,
 };
 use flotilla_proto::etcd::mvccpb::KeyValue;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
+pub use super::etcd_auth::TokenAuth;
 use super::etcd_url::{EtcdTls, EtcdUrl};
 use super::logic::{self, Change};
 use super::optimistic::{self, ATTEMPTS, back_off};
@@ -48,6 +47,7 @@ use super::{
 pub struct EtcdStore {
     kv: KvClient<EtcdChannel>,
     channel: EtcdChannel,
+    auth: TokenAuth,
     prefix: String,
     /// The watch on the heads, started by the first [`Store::changes`].
     feed: Arc<std::sync::OnceLock<super::ChangeFeed>>,
@@ -167,10 +167,11 @@ impl EtcdStore {
     /// Connects to `url`: `etcd://[user:password@]host:2379[,host2:2379…]` (every endpoint of the
     /// cluster; requests go to any that answers; with a user, etcd's authentication).
     pub async fn connect(url: &str) -> Result<EtcdStore, StoreError> {
-        let (channel, hosts) = channel(url).await.map_err(backend)?;
+        let (channel, auth, hosts) = channel_and_auth(url).await.map_err(backend)?;
         let store = EtcdStore {
             kv: KvClient::new(channel.clone()),
             channel,
+            auth,
             prefix: "flotilla".to_string(),
             feed: Arc::default(),
         };
@@ -218,7 +219,8 @@ impl EtcdStore {
         limit: i64,
     ) -> Result<Vec<KeyValue>, StoreError> {
         let req = RangeRequest { key, range_end: end.unwrap_or_default(), limit, ..Default::default() };
-        Ok(self.kv.clone().range(req).await.map_err(etcd_error)?.into_inner().kvs)
+        let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await });
+        Ok(answer.await.map_err(etcd_error)?.into_inner().kvs)
     }
 
     async fn get_kv(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -232,7 +234,9 @@ impl EtcdStore {
     }
 
     async fn commit(&self, txn: Txn) -> Result<bool, StoreError> {
-        Ok(self.kv.clone().txn(txn.request()).await.map_err(etcd_error)?.into_inner().succeeded)
+        let req = txn.request();
+        let answer = self.auth.call(|| async { self.kv.clone().txn(req.clone()).await });
+        Ok(answer.await.map_err(etcd_error)?.into_inner().succeeded)
     }
 
     /// One attempt at a batch; `None` when a concurrent write changed what it read.
@@ -300,28 +304,18 @@ impl EtcdStore {
 /// A channel to etcd that carries the user's token, when the URL names a user.
 pub type EtcdChannel = tonic::service::interceptor::InterceptedService<Channel, TokenAuth>;
 
-/// Adds the current etcd auth token (if any) to every request.
-#[derive(Debug, Clone, Default)]
-pub struct TokenAuth(Arc<RwLock<Option<MetadataValue<Ascii>>>>);
-
-impl tonic::service::Interceptor for TokenAuth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = self.0.read().ok().and_then(|t| t.clone()) {
-            req.metadata_mut().insert("token", token);
-        }
-        Ok(req)
-    }
-}
-
-/// How often the token of a user is renewed (etcd's simple tokens live 5 minutes by default).
-const TOKEN_RENEWAL: Duration = Duration::from_secs(60);
-
 /// A gRPC channel to every endpoint of `url` (see [`EtcdUrl`]: `etcd://` or `etcds://` for TLS,
 /// `[user:password@]host:2379[,host2:2379…]`, the TLS files as `?cacert=…&cert=…&key=…`),
-/// authenticated as the user when one is named (the token is renewed every minute while the
-/// channel lives), and the URL without its password (for messages). Shared with the etcd lease
+/// authenticated as the user when one is named (`etcd_auth`: the token is renewed every minute
+/// while the channel lives, and at once when etcd refuses it), and the URL without its password (for messages). Shared with the etcd lease
 /// (`ha::etcd`).
 pub async fn channel(url: &str) -> Result<(EtcdChannel, String), String> {
+    channel_and_auth(url).await.map(|(channel, _, hosts)| (channel, hosts))
+}
+
+/// [`channel`], and its [`TokenAuth`]: calls made through [`TokenAuth::call`] get a new token
+/// when etcd refuses the one they carried.
+pub async fn channel_and_auth(url: &str) -> Result<(EtcdChannel, TokenAuth, String), String> {
     let url = EtcdUrl::parse(url)?;
     let tls = url.tls.as_ref().map(EtcdTls::client_config).transpose()?;
     let hosts = url.to_string();
@@ -342,46 +336,13 @@ pub async fn channel(url: &str) -> Result<(EtcdChannel, String), String> {
     }
     let user = url.user;
     let plain = Channel::balance_list(endpoints.into_iter());
-    let auth = TokenAuth::default();
-    if let Some((name, password)) = user {
-        let token = authenticate(&plain, &name, &password).await.map_err(|e| format!("{hosts}: {e}"))?;
-        if let Ok(mut t) = auth.0.write() {
-            *t = Some(token);
+    let auth = match user {
+        Some((name, password)) => {
+            TokenAuth::user(plain.clone(), name, password).await.map_err(|e| format!("{hosts}: {e}"))?
         }
-        // Renew the token while anybody still uses the channel.
-        let weak = Arc::downgrade(&auth.0);
-        let renew = plain.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(TOKEN_RENEWAL).await;
-                let Some(slot) = weak.upgrade() else { return };
-                match authenticate(&renew, &name, &password).await {
-                    Ok(token) => {
-                        if let Ok(mut t) = slot.write() {
-                            *t = Some(token);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(message = "renewing the etcd token failed; retrying in a minute", error = %e)
-                    }
-                }
-            }
-        });
-    }
-    Ok((tonic::service::interceptor::InterceptedService::new(plain, auth), hosts))
-}
-
-/// A token for `name` (etcd's `Authenticate`).
-async fn authenticate(channel: &Channel, name: &str, password: &str) -> Result<MetadataValue<Ascii>, String> {
-    let req = AuthenticateRequest { name: name.to_string(), password: password.to_string() };
-    let token = AuthClient::new(channel.clone())
-        .authenticate(req)
-        .await
-        .map_err(|e| format!("etcd authentication as {name:?} failed: {}", e.message()))?
-        .into_inner()
-        .token;
-    MetadataValue::try_from(token.as_str())
-        .map_err(|e| format!("etcd gave a token that is not a header value: {e}"))
+        None => TokenAuth::default(),
+    };
+    Ok((tonic::service::interceptor::InterceptedService::new(plain, auth.clone()), auth, hosts))
 }
 
 #[async_trait::async_trait]
@@ -456,7 +417,7 @@ impl Store for EtcdStore {
             value: json(entry)?,
             ..Default::default()
         };
-        self.kv.clone().put(req).await.map_err(etcd_error)?;
+        self.auth.call(|| async { self.kv.clone().put(req.clone()).await }).await.map_err(etcd_error)?;
         Ok(())
     }
 
@@ -475,7 +436,8 @@ impl Store for EtcdStore {
                 sort_target: range_request::SortTarget::Key as i32,
                 ..Default::default()
             };
-            let kvs = self.kv.clone().range(req).await.map_err(etcd_error)?.into_inner().kvs;
+            let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await });
+            let kvs = answer.await.map_err(etcd_error)?.into_inner().kvs;
             let Some(last) = kvs.last() else { return Ok(out) };
             end = last.key.clone();
             for kv in &kvs {

@@ -190,6 +190,55 @@ async fn etcd_with_authentication_takes_the_user_from_the_url() {
     assert!(err.contains("authentication as \"root\" failed"), "{err}");
 }
 
+/// etcd keeps its simple tokens in memory: a restarted etcd refuses the token the store holds.
+/// The next call re-authenticates at once and goes through, rather than failing until the next
+/// periodic renewal.
+#[tokio::test]
+async fn a_token_etcd_forgot_is_renewed_by_the_call_it_fails() {
+    use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
+    use flotilla_proto::etcd::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+    };
+    let mut etcd = TestEtcd::start();
+    store(&etcd).await; // up and leading
+    let (channel, _) = crate::store::etcd_channel(&etcd.url()).await.unwrap();
+    let mut auth = AuthClient::new(channel);
+    let user = AuthUserAddRequest { name: "root".into(), password: "s3cret".into(), ..Default::default() };
+    auth.user_add(user).await.unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() })
+        .await
+        .unwrap();
+    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    let s = EtcdStore::connect(&format!("etcd://root:s3cret@127.0.0.1:{}", etcd.port)).await.unwrap();
+    let rec = record(s.write(Write::Create { config: example(), apply: true }, "t").await.unwrap());
+
+    // The first call after a restart may find the old connection broken ("transport error");
+    // the channel reconnects for the next. Anything else is the answer.
+    let reconnected = || async {
+        for _ in 0..100 {
+            match s.get(rec.id).await {
+                Err(e) if e.to_string().contains("transport error") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => return other,
+            }
+        }
+        panic!("etcd did not come back");
+    };
+    etcd.kill_and_restart();
+    assert_eq!(reconnected().await.unwrap().map(|r| r.version), Some(1), "a read after the restart");
+    let mut changed = example();
+    changed.metadata.labels.insert("after".into(), "restart".into());
+    let update =
+        |config| Write::Update { id: rec.id, config, expected_version: None, apply: true, action: "update" };
+    s.write(update(changed.clone()), "t").await.unwrap();
+    etcd.kill_and_restart();
+    let _ = s.get(uuid::Uuid::nil()).await; // a broken connection, if any, found and dropped
+    changed.metadata.labels.insert("after".into(), "second restart".into());
+    let written = record(s.write(update(changed), "t").await.unwrap());
+    assert_eq!(written.version, 3, "a write as the first call after a restart");
+}
+
 /// Waits until `feed` holds a value that passes `ok`, for at most 20 s.
 async fn feed_until(feed: &ChangeFeed, what: &str, ok: impl Fn(Option<u64>) -> bool) -> Option<u64> {
     let mut feed = feed.clone();

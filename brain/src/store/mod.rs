@@ -9,6 +9,7 @@
 mod audit_log;
 mod embedded;
 mod etcd;
+mod etcd_auth;
 pub mod etcd_url;
 mod etcd_watch;
 mod heads;
@@ -25,7 +26,8 @@ use uuid::Uuid;
 pub use audit_log::{AuditEntry, AuditFilter, RevisionRef};
 pub use embedded::EmbeddedStore;
 pub use etcd::{
-    EtcdChannel, EtcdStore, channel as etcd_channel, put as etcd_put, unchanged as etcd_unchanged,
+    EtcdChannel, EtcdStore, TokenAuth as EtcdAuth, channel as etcd_channel,
+    channel_and_auth as etcd_channel_and_auth, put as etcd_put, unchanged as etcd_unchanged,
 };
 pub use health::{HealthStore, StoreHealth, StoreStatus};
 pub use logic::{DiffEntry, diff};
