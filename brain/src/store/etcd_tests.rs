@@ -160,16 +160,13 @@ async fn etcd_history_survives_compaction() {
     assert_eq!(history[4].config.metadata.labels.get("rev").map(String::as_str), Some("5"));
 }
 
-/// A user and password in the URL: the store authenticates (etcd auth enabled, root with a
-/// password); without them, or with a wrong password, connecting fails and says why.
-#[tokio::test]
-async fn etcd_with_authentication_takes_the_user_from_the_url() {
+/// Turns etcd's authentication on, with user `root` (password `s3cret`) in the root role.
+async fn root_with_password(etcd: &TestEtcd) {
     use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
     use flotilla_proto::etcd::etcdserverpb::{
         AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
     };
-    let etcd = TestEtcd::start();
-    store(&etcd).await; // up and leading
+    store(etcd).await; // up and leading
     let (channel, _) = crate::store::etcd_channel(&etcd.url()).await.unwrap();
     let mut auth = AuthClient::new(channel);
     let user = AuthUserAddRequest { name: "root".into(), password: "s3cret".into(), ..Default::default() };
@@ -178,6 +175,14 @@ async fn etcd_with_authentication_takes_the_user_from_the_url() {
         .await
         .unwrap();
     auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+}
+
+/// A user and password in the URL: the store authenticates (etcd auth enabled, root with a
+/// password); without them, or with a wrong password, connecting fails and says why.
+#[tokio::test]
+async fn etcd_with_authentication_takes_the_user_from_the_url() {
+    let etcd = TestEtcd::start();
+    root_with_password(&etcd).await;
 
     let url = format!("etcd://root:s3cret@127.0.0.1:{}", etcd.port);
     let s = EtcdStore::connect(&url).await.unwrap();
@@ -195,20 +200,8 @@ async fn etcd_with_authentication_takes_the_user_from_the_url() {
 /// periodic renewal.
 #[tokio::test]
 async fn a_token_etcd_forgot_is_renewed_by_the_call_it_fails() {
-    use flotilla_proto::etcd::etcdserverpb::auth_client::AuthClient;
-    use flotilla_proto::etcd::etcdserverpb::{
-        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
-    };
     let mut etcd = TestEtcd::start();
-    store(&etcd).await; // up and leading
-    let (channel, _) = crate::store::etcd_channel(&etcd.url()).await.unwrap();
-    let mut auth = AuthClient::new(channel);
-    let user = AuthUserAddRequest { name: "root".into(), password: "s3cret".into(), ..Default::default() };
-    auth.user_add(user).await.unwrap();
-    auth.user_grant_role(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() })
-        .await
-        .unwrap();
-    auth.auth_enable(AuthEnableRequest {}).await.unwrap();
+    root_with_password(&etcd).await;
     let s = EtcdStore::connect(&format!("etcd://root:s3cret@127.0.0.1:{}", etcd.port)).await.unwrap();
     let rec = record(s.write(Write::Create { config: example(), apply: true }, "t").await.unwrap());
 
