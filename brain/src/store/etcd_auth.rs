@@ -1,6 +1,6 @@
 //! etcd's authentication as the brain speaks it: the token of the user the URL names, put on
 //! every request, renewed every minute while the channel lives (etcd's simple tokens last five
-//! minutes by default), and renewed at once when etcd refuses it — etcd forgets simple tokens
+//! minutes by default), and renewed at once when etcd refuses it — etcd may forget simple tokens
 //! when it restarts, and an operator may set a shorter `--auth-token-ttl` — so a call that failed
 //! on a stale token is answered by the one retry [`TokenAuth::call`] makes, rather than failing
 //! until the next renewal.

@@ -195,7 +195,8 @@ async fn etcd_with_authentication_takes_the_user_from_the_url() {
     assert!(err.contains("authentication as \"root\" failed"), "{err}");
 }
 
-/// etcd keeps its simple tokens in memory: a restarted etcd refuses the token the store holds.
+/// etcd keeps its simple tokens in memory: a restarted etcd refuses the token the store holds
+/// (after a second restart at the latest: the first may replay the authentication from its log).
 /// The next call re-authenticates at once and goes through, rather than failing until the next
 /// periodic renewal.
 #[tokio::test]
@@ -230,6 +231,35 @@ async fn a_token_etcd_forgot_is_renewed_by_the_call_it_fails() {
     changed.metadata.labels.insert("after".into(), "second restart".into());
     let written = record(s.write(update(changed), "t").await.unwrap());
     assert_eq!(written.version, 3, "a write as the first call after a restart");
+}
+
+/// The HA lease speaks to etcd through the same token: a leader on an etcd with authentication
+/// keeps leading across an etcd restart (its first calls after it renew the token etcd forgot).
+#[tokio::test]
+async fn the_ha_lease_keeps_leading_across_an_etcd_restart_with_authentication() {
+    use crate::ha::LeaseStore;
+    let mut etcd = TestEtcd::start();
+    root_with_password(&etcd).await;
+    let url = format!("etcd://root:s3cret@127.0.0.1:{}", etcd.port);
+    let lease = crate::ha::etcd::EtcdLease::connect(&url).await.unwrap();
+    assert_eq!(lease.try_lead("b1", "http://b1").await.unwrap(), Some(1));
+    // Twice: a first restart may replay the authentication from etcd's log and so still know the
+    // token; after a second it does not.
+    for restart in 1..=2 {
+        etcd.kill_and_restart();
+        let mut answer = lease.try_lead("b1", "http://b1").await;
+        for _ in 0..100 {
+            // The first call may find the old connection broken; the channel reconnects for the next.
+            match &answer {
+                Err(e) if e.contains("transport error") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    answer = lease.try_lead("b1", "http://b1").await;
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(answer, Ok(Some(1)), "after restart {restart}: still the leader, in the same epoch");
+    }
 }
 
 /// Waits until `feed` holds a value that passes `ok`, for at most 20 s.
