@@ -113,7 +113,8 @@ trait Proto: Send + 'static {
     const NAME: &'static str;
     fn new(kind: Option<ResourceType>, limits: Limits) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
-    fn type_url(req: &Self::Req) -> &str;
+    /// The served type the request is about (`None`: another type URL, or none given).
+    fn kind(req: &Self::Req) -> Option<ResourceType>;
     fn handle(
         &mut self,
         req: &Self::Req,
@@ -143,8 +144,8 @@ impl Proto for SotwStream {
     fn node(req: &Box<DiscoveryRequest>) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn type_url(req: &Box<DiscoveryRequest>) -> &str {
-        &req.type_url
+    fn kind(req: &Box<DiscoveryRequest>) -> Option<ResourceType> {
+        ResourceType::from_type_url(&req.type_url)
     }
     fn handle(
         &mut self,
@@ -183,8 +184,10 @@ impl Proto for DeltaStream {
     fn node(req: &DeltaRequest) -> Option<&Node> {
         req.node()
     }
-    fn type_url(req: &DeltaRequest) -> &str {
-        req.view().type_url
+    fn kind(req: &DeltaRequest) -> Option<ResourceType> {
+        // A lean ACK's type was found by the decoder: no second lookup by URL.
+        let view = req.view();
+        view.kind.or_else(|| ResourceType::from_type_url(view.type_url))
     }
     fn handle(
         &mut self,
@@ -361,7 +364,7 @@ where
     debug!("stream started");
     loop {
         if let Some(req) = next.take() {
-            guard.requested(kind.or_else(|| ResourceType::from_type_url(P::type_url(&req))));
+            guard.requested(kind.or_else(|| P::kind(&req)));
             match state.handle(&req, &snap, Instant::now()) {
                 Ok(Some(event)) => record(&mut guard, event),
                 Ok(None) => {}
