@@ -12,6 +12,7 @@
 #
 # Reports (JSON + SVG plots) go to bench-results/<scenario>-<protocol>-<proxies>-<time>/.
 #
+# LOADTEST_BIN runs another harness binary (a before/after of the harness itself).
 # Profiling the edge: EDGE_BIN runs another flotilla-edge binary, EDGE_WRAP prefixes its command,
 # e.g. a heap profile with the system allocator (heaptrack does not see jemalloc):
 #   cargo build --release -p flotilla-edge --no-default-features --bin flotilla-edge
@@ -105,6 +106,6 @@ else
   wait_http "http://127.0.0.1:$rest/ready"
 fi
 echo "==> $shape shape up (REST :$rest, xDS :$xds); running $scenario → $out"
-"$bin/flotilla-loadtest" "$scenario" --api "http://127.0.0.1:$rest" --xds "http://127.0.0.1:$xds" \
+"${LOADTEST_BIN:-$bin/flotilla-loadtest}" "$scenario" --api "http://127.0.0.1:$rest" --xds "http://127.0.0.1:$xds" \
   "${watch[@]}" --report "$out/report.json" "$@" >"$out/summary.json"
 echo "==> report: $out/report.json, plots: $out/report-latency.svg $out/report-rss.svg"

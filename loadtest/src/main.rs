@@ -28,6 +28,12 @@ use fleet::{Fleet, FleetOpts, Protocol};
 use sample::{Sampler, Watched, proc_stat};
 use track::Tracker;
 
+/// jemalloc: the harness shares the box with the server it measures, so what it spends in the
+/// allocator is taken from the server (docs/performance.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-loadtest", version, about)]
 struct Cli {
