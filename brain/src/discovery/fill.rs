@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Discovery, EndpointHealth, ServiceKey, SourceKind, probe};
+use super::{ConfigFill, Discovery, EndpointHealth, ServiceKey, SourceKind, probe};
 use crate::model::{Cluster, DiscoveryRef as ClusterDiscovery, Endpoint, ProxyConfig};
 use crate::validate::FieldError;
 
@@ -16,12 +16,22 @@ impl Discovery {
     /// source or service is a problem at `spec.clusters[i].discovery.*`.
     pub fn fill(&self, cfg: &mut ProxyConfig) -> Result<(), Vec<FieldError>> {
         if cfg.spec.clusters.iter().all(|c| c.discovery.is_none()) {
+            // It may have had some at its last fill.
+            if let Ok(mut memo) = self.filled.lock()
+                && !memo.is_empty()
+            {
+                memo.remove(&(cfg.namespace().to_string(), cfg.metadata.name.clone()));
+            }
             return Ok(());
         }
         let ns = cfg.namespace().to_string();
         let cfg_name = cfg.metadata.name.clone();
         let Ok(mut all) = self.sources.write() else { return Ok(()) };
         let mut memo = self.filled.lock().ok();
+        // This fill's entry replaces the last one: clusters no longer in the config leave.
+        let config_key = (ns.clone(), cfg_name.clone());
+        let last = memo.as_mut().and_then(|m| m.remove(&config_key)).unwrap_or_default();
+        let mut kept = ConfigFill::default();
         let mut errors = Vec::new();
         let mut woken: Vec<Arc<tokio::sync::Notify>> = Vec::new();
         for (i, c) in cfg.spec.clusters.iter_mut().enumerate() {
@@ -52,41 +62,37 @@ impl Discovery {
                 continue;
             }
             let svc_ns = d.namespace.clone().unwrap_or_else(|| ns.clone());
-            let reference = (ns.clone(), cfg_name.clone(), c.name.clone());
             if !self.may_reference(&ns, &svc_ns) {
                 // Refused when the config was written; here the grant was taken away since
                 // (the policy reloaded): the cluster gets no endpoints, the rest of the config
                 // goes on. Logged once while it stays refused; counted at every fill.
-                if self.refused.lock().is_ok_and(|mut r| r.insert(reference)) {
+                let refused = (c.name.clone(), format!("{svc_ns}/{}", d.service));
+                if !last.refused.contains(&refused) {
                     tracing::warn!(
                         message = "no crossNamespace grant: the cluster gets no endpoints",
                         config = %format!("{ns}/{cfg_name}"),
                         cluster = %c.name,
-                        service = %format!("{svc_ns}/{}", d.service)
+                        service = %refused.1
                     );
                 }
                 metrics::counter!("flotilla_discovery_refused_references_total", "namespace" => ns.clone())
                     .increment(1);
+                kept.refused.insert(refused);
                 std::sync::Arc::make_mut(c).endpoints = Vec::new();
                 continue;
-            }
-            if let Ok(mut refused) = self.refused.lock()
-                && !refused.is_empty()
-            {
-                refused.remove(&reference);
             }
             let key = (svc_ns.clone(), d.service.clone());
             if src.on_demand && src.wanted.insert(key.clone()) {
                 woken.push(src.wants.clone());
             }
             let generation = src.generation.get(&key).copied().unwrap_or(0);
-            let memo_key = (ns.clone(), cfg_name.clone(), c.name.clone());
-            if let Some((input, g, out)) = memo.as_ref().and_then(|m| m.get(&memo_key))
+            if let Some(filled @ (input, g, out)) = last.clusters.get(&c.name)
                 && Arc::ptr_eq(input, c)
                 && *g == generation
                 && src.services.contains_key(&key)
             {
                 *c = out.clone();
+                kept.clusters.insert(c.name.clone(), filled.clone());
                 continue;
             }
             let input = c.clone();
@@ -136,9 +142,12 @@ impl Discovery {
                 continue;
             }
             std::sync::Arc::make_mut(c).endpoints = endpoints;
-            if let Some(m) = memo.as_mut() {
-                m.insert(memo_key, (input, generation, c.clone()));
-            }
+            kept.clusters.insert(c.name.clone(), (input, generation, c.clone()));
+        }
+        if let Some(m) = memo.as_mut()
+            && !kept.is_empty()
+        {
+            m.insert(config_key, kept);
         }
         drop(memo);
         drop(all);
@@ -146,6 +155,19 @@ impl Discovery {
             w.notify_one();
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// Drops what fills kept of config `namespace/name` (deleted): its filled clusters and
+    /// refused references.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut memo) = self.filled.lock() {
+            memo.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// Clusters the fills keep something of (filled, or refused and logged), over all configs.
+    pub fn remembered(&self) -> usize {
+        self.filled.lock().map_or(0, |m| m.values().map(|c| c.clusters.len() + c.refused.len()).sum())
     }
 }
 

@@ -162,10 +162,12 @@ pub struct Discovery {
     changed: watch::Sender<u64>,
     /// (source, namespace, service) changed since the last [`Discovery::take_changed`].
     dirty: Arc<std::sync::Mutex<BTreeSet<ServiceKey>>>,
-    /// Clusters filled before, by (config namespace, config name, cluster name): the cluster as
-    /// it came in, the generation of the service it was filled from, and the filled cluster. A
-    /// cluster whose input and service are unchanged gets the same `Arc` again, so compiling a
-    /// config after one service changed re-checks only that service's clusters.
+    /// What the last fill of each config left, by (config namespace, config name): its clusters
+    /// as they came in, the generation of the service each was filled from, and the filled
+    /// clusters. A cluster whose input and service are unchanged gets the same `Arc` again, so
+    /// compiling a config after one service changed re-checks only that service's clusters.
+    /// Each fill replaces its config's entry, so a cluster taken out of a config leaves with it;
+    /// a deleted config's entry leaves through [`Discovery::forget`].
     filled: Arc<std::sync::Mutex<FillMemo>>,
     /// Source of service generations.
     generations: Arc<std::sync::atomic::AtomicU64>,
@@ -174,10 +176,6 @@ pub struct Discovery {
     /// Whether configs of one namespace may take endpoints from services of another, asked at
     /// every fill ([`ReferenceGate`]); None: they may.
     gate: Arc<RwLock<Option<ReferenceGate>>>,
-    /// Cross-namespace references refused at a fill, by (config namespace, config name, cluster
-    /// name): each is logged when first refused, not at every fill, and again only after it was
-    /// allowed in between.
-    refused: Arc<std::sync::Mutex<std::collections::HashSet<(String, String, String)>>>,
 }
 
 /// `(config namespace, service namespace)` → may the config use the service? Asked on every
@@ -188,8 +186,25 @@ pub type ReferenceGate = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 /// One memo entry of [`Discovery::fill`]: input cluster, service generation, filled cluster.
 type Filled = (Arc<Cluster>, u64, Arc<Cluster>);
 
-/// [`Filled`] by (config namespace, config name, cluster name).
-type FillMemo = std::collections::HashMap<(String, String, String), Filled>;
+/// What [`Discovery::fill`] keeps of one config from its last fill.
+#[derive(Default)]
+struct ConfigFill {
+    /// [`Filled`] by cluster name.
+    clusters: std::collections::HashMap<String, Filled>,
+    /// Cross-namespace references refused (and logged), as (cluster, `namespace/service`): each
+    /// is logged when first refused, not at every fill, and again only after a fill allowed it
+    /// in between or the cluster names another service.
+    refused: std::collections::HashSet<(String, String)>,
+}
+
+impl ConfigFill {
+    fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.refused.is_empty()
+    }
+}
+
+/// [`ConfigFill`] by (config namespace, config name).
+type FillMemo = std::collections::HashMap<(String, String), ConfigFill>;
 
 /// (source, namespace, service).
 pub type ServiceKey = (String, String, String);
@@ -205,7 +220,6 @@ impl Default for Discovery {
             generations: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             prober: probe::Prober::default(),
             gate: Arc::default(),
-            refused: Arc::default(),
         }
     }
 }
@@ -593,6 +607,13 @@ mod tests {
             }
         };
         assert_eq!(warnings(&twice), 1, "refused after it was allowed: logged once more");
+        d.update("k8s", vec![Service { name: "vault".into(), namespace: "bank".into(), endpoints: vec![] }]);
+        let moved = "{name: l, type: EDS, discovery: {source: k8s, service: vault, namespace: bank}}";
+        assert_eq!(
+            warnings(&|| d.fill(&mut cfg(moved)).map(drop).unwrap()),
+            1,
+            "the cluster now names another refused service: logged"
+        );
         // The config's own namespace needs no grant.
         let mut own = cfg("{name: a, type: EDS, discovery: {source: k8s, service: ledger, namespace: shop}}");
         assert!(d.fill(&mut own).is_err(), "no such service in shop: the gate is not what answers");
@@ -635,6 +656,31 @@ mod tests {
             let errs = discovery().fill(&mut cfg(cluster)).unwrap_err();
             assert_eq!(errs[0].path, path, "{cluster}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn what_fills_keep_follows_the_config_and_leaves_with_it() {
+        let d = discovery();
+        let two = "{name: a, type: EDS, discovery: {source: k8s, service: pay}}\n    - {name: b, type: EDS, discovery: {source: k8s, service: pay}}";
+        d.fill(&mut cfg(two)).unwrap();
+        assert_eq!(d.remembered(), 2, "both clusters kept");
+        d.fill(&mut cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}")).unwrap();
+        assert_eq!(d.remembered(), 1, "a cluster taken out of the config leaves");
+        d.fill(&mut cfg("{name: s, type: STATIC, endpoints: [{address: 10.0.0.9, port: 1}]}")).unwrap();
+        assert_eq!(d.remembered(), 0, "no discovery cluster left: nothing kept");
+        d.fill(&mut cfg("{name: a, type: EDS, discovery: {source: k8s, service: pay}}")).unwrap();
+        d.forget("shop", "other");
+        assert_eq!(d.remembered(), 1, "another config's forgetting leaves this one");
+        d.forget("shop", "c");
+        assert_eq!(d.remembered(), 0, "a deleted config leaves");
+        // A refused reference is kept too, and leaves the same ways.
+        d.update("k8s", vec![Service { name: "ledger".into(), namespace: "bank".into(), endpoints: vec![] }]);
+        d.set_reference_gate(Arc::new(|from, to| from == to));
+        d.fill(&mut cfg("{name: l, type: EDS, discovery: {source: k8s, service: ledger, namespace: bank}}"))
+            .unwrap();
+        assert_eq!(d.remembered(), 1, "the refusal is kept, so it is logged once");
+        d.forget("shop", "c");
+        assert_eq!(d.remembered(), 0);
     }
 
     #[test]

@@ -652,6 +652,7 @@ impl ConfigService {
                     if let Ok(mut m) = self.memos.lock() {
                         m.remove(&memo_key(&previous.namespace, &previous.name));
                     }
+                    self.discovery.forget(&previous.namespace, &previous.name);
                     if previous.applied_config.is_some() {
                         let target = Target::new(previous.namespace.clone(), previous.name.clone());
                         jobs.push((target, Snapshot::default()));

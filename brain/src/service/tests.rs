@@ -235,3 +235,36 @@ async fn a_follower_keeps_its_records_only_while_the_watch_says_nothing_changed(
         before = reads();
     }
 }
+
+/// A config's discovered endpoints are kept between fills (so an unchanged service costs
+/// nothing to compile again); deleting the config drops them, rather than keeping every cluster
+/// ever filled.
+#[tokio::test]
+async fn deleting_a_config_drops_what_discovery_kept_of_it() {
+    let discovery = crate::discovery::Discovery::default();
+    discovery.declare("k8s", crate::discovery::SourceKind::File);
+    let endpoint = crate::discovery::DiscoveredEndpoint {
+        address: "10.0.0.1".into(),
+        port: 80,
+        port_name: None,
+        health: crate::model::EndpointHealth::Healthy,
+        weight: None,
+        zone: None,
+        region: None,
+        labels: Default::default(),
+    };
+    let pay =
+        crate::discovery::Service { name: "pay".into(), namespace: "t".into(), endpoints: vec![endpoint] };
+    discovery.update("k8s", vec![pay]);
+    let (svc, _dir) = service(Arc::new(Recorder::default()));
+    let svc = svc.with_discovery(discovery.clone());
+    let found = doc(serde_json::json!({
+        "apiVersion": "v1", "kind": "ProxyConfig",
+        "metadata": {"name": "app", "namespace": "t"},
+        "spec": {"clusters": [{"name": "pay", "type": "EDS", "discovery": {"source": "k8s", "service": "pay"}}]}
+    }));
+    let rec = svc.create(found, true, BY).await.expect("create");
+    assert_eq!(discovery.remembered(), 1, "the filled cluster is kept");
+    svc.delete(rec.id, true, BY).await.expect("delete");
+    assert_eq!(discovery.remembered(), 0, "and leaves with its config");
+}
