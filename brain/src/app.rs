@@ -236,7 +236,8 @@ impl Brain {
                 .with_secrets(cipher.clone())
                 .with_store_health(store_health)
                 .with_discovery(discovery.clone())
-                .with_leadership(leadership.clone()),
+                .with_leadership(leadership.clone())
+                .with_history_limit(settings.history_limit),
         );
         if leadership.elected() {
             spawn_promotion(service.clone(), leadership.watch(), stopped.clone());

@@ -173,6 +173,10 @@ layer! {
         /// PostgreSQL connection pool size [default: 10].
         #[arg(long = "db-pool-size", env = "FLOTILLA_DB_POOL_SIZE")]
         pub pool_size: Option<u32>,
+        /// Revisions kept per config, the newest; older ones are deleted after each write
+        /// (0 keeps every revision) [default: 1000].
+        #[arg(long = "history-limit", env = "FLOTILLA_HISTORY_LIMIT")]
+        pub history_limit: Option<usize>,
     }
 }
 
@@ -442,6 +446,8 @@ pub struct Settings {
     /// A store that does not persist what it acknowledges may be used (Redis without AOF).
     pub allow_volatile_store: bool,
     pub db_pool_size: u32,
+    /// Revisions kept per config (0: all).
+    pub history_limit: usize,
     pub nats_url: Option<String>,
     pub nats_bucket: String,
     /// Credentials and TLS of the NATS connection.
@@ -518,6 +524,7 @@ impl Default for Settings {
             database_url: None,
             allow_volatile_store: false,
             db_pool_size: 10,
+            history_limit: 1000,
             nats_url: None,
             nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
             nats_security: Default::default(),
@@ -672,6 +679,7 @@ impl Settings {
             database_url: storage.database_url,
             allow_volatile_store: cli.allow_volatile_store || storage.allow_volatile_store.unwrap_or(false),
             db_pool_size: storage.pool_size.unwrap_or(d.db_pool_size),
+            history_limit: storage.history_limit.unwrap_or(d.history_limit),
             nats_url: nats.url,
             nats_bucket: nats.bucket.unwrap_or(d.nats_bucket),
             nats_security: flotilla_common::nats::NatsSecurity {
@@ -761,6 +769,7 @@ mod tests {
         assert_eq!(s.xds_addr.port(), 1);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.data_dir, PathBuf::from("./flotilla-data"));
+        assert_eq!(s.history_limit, 1000, "the default history limit");
     }
 
     #[test]
@@ -779,7 +788,7 @@ mod tests {
         std::fs::write(
             &path,
             "server: {restAddr: 127.0.0.1:9090}\n\
-             storage: {databaseUrl: redis://cache:6379/2, allowVolatileStore: true}\n\
+             storage: {databaseUrl: redis://cache:6379/2, allowVolatileStore: true, historyLimit: 50}\n\
              service_discovery: {files: [\"web=/etc/flotilla/web.yaml\"], grace: 45s}\n\
              observability: {level: debug, format: json, otlpEndpoint: http://127.0.0.1:4317}\n\
              ha: {enabled: true, advertiseUrl: http://brain-1:8080}\n\
@@ -797,6 +806,7 @@ mod tests {
         assert_eq!(s.database_url.as_deref(), Some("redis://cache:6379/2"));
         assert_eq!(s.store_kind(), StoreKind::Redis);
         assert!(s.allow_volatile_store);
+        assert_eq!(s.history_limit, 50);
         let b = s.backup.unwrap();
         assert_eq!(
             (b.dir, b.interval, b.keep),

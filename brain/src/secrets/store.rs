@@ -127,6 +127,10 @@ impl Store for EncryptingStore {
         Ok(revs)
     }
 
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        self.inner.trim_history(id, keep).await
+    }
+
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
         self.inner.rewrite_secrets(f).await
     }

@@ -133,6 +133,8 @@ pub struct ConfigService {
     memos: std::sync::Mutex<std::collections::HashMap<String, Memo>>,
     /// Where clusters with `discovery` get their endpoints.
     discovery: crate::discovery::Discovery,
+    /// Revisions kept per config, the newest (0: all); older ones are deleted after a write.
+    history_limit: usize,
     /// Whether this brain leads (only the leader writes and publishes) and its fencing epoch.
     leadership: crate::ha::Leadership,
     /// The secrets key: backups are sealed with it, and sealed bundles (backups) opened.
@@ -200,6 +202,7 @@ impl ConfigService {
             latest: std::sync::Mutex::new(None),
             memos: std::sync::Mutex::new(std::collections::HashMap::new()),
             discovery: crate::discovery::Discovery::default(),
+            history_limit: 0,
             leadership: crate::ha::Leadership::default(),
             secrets: None,
             health: crate::store::StoreHealth::default(),
@@ -301,6 +304,17 @@ impl ConfigService {
     pub fn with_discovery(mut self, discovery: crate::discovery::Discovery) -> ConfigService {
         self.discovery = discovery;
         self
+    }
+
+    /// This service, keeping the newest `limit` revisions of each config (0: all of them).
+    pub fn with_history_limit(mut self, limit: usize) -> ConfigService {
+        self.history_limit = limit;
+        self
+    }
+
+    /// Revisions kept per config (0: all).
+    pub fn history_limit(&self) -> usize {
+        self.history_limit
     }
 
     pub fn discovery(&self) -> &crate::discovery::Discovery {
@@ -609,6 +623,7 @@ impl ConfigService {
         // from it (its context travels in the change).
         let span = tracing::info_span!("publish", change_id = %change.id);
         change.traceparent = span.in_scope(flotilla_common::ops::current_traceparent);
+        self.trim_history(&written);
         let mut jobs = Vec::new();
         for w in &written {
             match w {
@@ -666,6 +681,29 @@ impl ConfigService {
         // The publish goes on if this caller goes away; the answer waits for it.
         let _ = published.await;
         Ok(written)
+    }
+
+    /// Deletes, off the write's path, the revisions of the written configs beyond the history
+    /// limit. A trim that fails is logged and retried by the config's next write; a crash
+    /// between the write and its trim leaves a revision or two more, never fewer.
+    fn trim_history(&self, written: &[Written]) {
+        let keep = self.history_limit;
+        for rec in written.iter().filter_map(|w| match w {
+            Written::Record(r) if keep > 0 && r.version > keep as u64 => Some(r),
+            _ => None,
+        }) {
+            let (store, id, name) = (self.store.clone(), rec.id, format!("{}/{}", rec.namespace, rec.name));
+            tokio::spawn(async move {
+                match store.trim_history(id, keep).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        metrics::counter!("flotilla_brain_revisions_trimmed_total").increment(n as u64);
+                        tracing::debug!(message = "history trimmed", config = %name, revisions = n, keep);
+                    }
+                    Err(e) => tracing::warn!(message = "history not trimmed", config = %name, error = %e),
+                }
+            });
+        }
     }
 
     /// Finds a config by namespace and name.

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::{ConfigService, Origin, Planned, ServiceError, resource_changes};
 use crate::store::{ConfigRecord, ListFilter, Revision, Write};
+use crate::validate::FieldError;
 use flotilla_shared::Snapshot;
 
 /// One config's part in a restore.
@@ -47,6 +48,29 @@ impl ConfigService {
         let mut deletions = Vec::new();
         for rec in recs {
             let history = self.store.history(rec.id).await?;
+            // Its oldest revisions trimmed (the history limit): what it was before the oldest
+            // one kept is not known, and restoring must not guess (nor delete it).
+            if let Some(oldest) = history.first()
+                && oldest.version > 1
+                && at < oldest.at
+            {
+                return Err(ServiceError::Invalid(vec![FieldError {
+                    path: "at".into(),
+                    message: format!(
+                        "config {}/{} has no history before {} (revision {}): older revisions were trimmed \
+                         by the history limit (--history-limit, {}); restore to a later time, or import a backup",
+                        rec.namespace,
+                        rec.name,
+                        oldest.at.to_rfc3339(),
+                        oldest.version,
+                        match self.history_limit() {
+                            0 => "now off".to_string(),
+                            n => format!("the newest {n} kept per config"),
+                        }
+                    ),
+                    value: Some(at.to_rfc3339().into()),
+                }]));
+            }
             match revision_at(&history, at) {
                 Some(rev) if rev.version == rec.version && rec.applied_version == Some(rec.version) => {}
                 Some(rev) => {

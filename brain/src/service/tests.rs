@@ -185,6 +185,9 @@ impl Store for Watched {
     async fn history(&self, id: Uuid) -> Result<Vec<crate::store::Revision>, StoreError> {
         self.inner.history(id).await
     }
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        self.inner.trim_history(id, keep).await
+    }
     async fn rewrite_secrets(&self, f: crate::store::SecretMap) -> Result<usize, StoreError> {
         self.inner.rewrite_secrets(f).await
     }
@@ -267,4 +270,38 @@ async fn deleting_a_config_drops_what_discovery_kept_of_it() {
     assert_eq!(discovery.remembered(), 1, "the filled cluster is kept");
     svc.delete(rec.id, true, BY).await.expect("delete");
     assert_eq!(discovery.remembered(), 0, "and leaves with its config");
+}
+
+/// With a history limit, a write leaves the config's newest revisions only (trimmed off the
+/// write's path, so waited for here); a point-in-time restore to before the oldest one kept is
+/// refused, naming the config and the time, rather than guessing or deleting the config.
+#[tokio::test]
+async fn the_history_limit_keeps_the_newest_revisions_and_restore_refuses_what_it_dropped() {
+    let (svc, _dir) = service(Arc::new(Recorder::default()));
+    let svc = svc.with_history_limit(2);
+    let early = chrono::Utc::now();
+    let rec = svc.create(config("app", 1), true, BY).await.expect("create");
+    for port in 2..=4 {
+        svc.update(rec.id, config("app", port), None, true, BY).await.expect("update");
+    }
+    let mut versions = Vec::new();
+    for _ in 0..200 {
+        versions = svc.history(rec.id).await.expect("history").iter().map(|r| r.version).collect();
+        if versions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(versions, vec![3, 4], "the newest two kept");
+    let err = svc.restore_at(early, None, &|_| true, true, BY).await.expect_err("refused");
+    let ServiceError::Invalid(problems) = err else { panic!("not a refusal: {err}") };
+    assert_eq!(problems[0].path, "at");
+    assert!(
+        problems[0].message.contains("t/app has no history before")
+            && problems[0].message.contains("--history-limit"),
+        "{}",
+        problems[0].message
+    );
+    let (plans, _) = svc.restore_at(chrono::Utc::now(), None, &|_| true, true, BY).await.expect("now");
+    assert!(plans.is_empty(), "restoring to now changes nothing");
 }

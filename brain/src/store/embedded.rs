@@ -210,6 +210,33 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_write().map_err(backend)?;
+            let key = id.to_string();
+            let gone = {
+                let mut t = tx.open_table(REVISIONS).map_err(backend)?;
+                let mut old = Vec::new();
+                for item in
+                    t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX)).map_err(backend)?.rev().skip(keep)
+                {
+                    old.push(item.map_err(backend)?.0.value().1);
+                }
+                for version in &old {
+                    t.remove((key.as_str(), *version)).map_err(backend)?;
+                }
+                old.len()
+            };
+            tx.commit().map_err(backend)?;
+            Ok(gone)
+        })
+        .await
+    }
+
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
         let (db, heads) = (self.db.clone(), self.heads.clone());
         blocking(move || {

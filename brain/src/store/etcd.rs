@@ -372,6 +372,27 @@ impl Store for EtcdStore {
         kvs.iter().map(|kv| parse(&kv.value, "revision")).collect()
     }
 
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        let prefix = self.key(&["rev", &id.to_string(), ""]);
+        let req = RangeRequest {
+            key: prefix.clone(),
+            range_end: prefix_end(&prefix),
+            keys_only: true,
+            ..Default::default()
+        };
+        let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await });
+        let keys = answer.await.map_err(etcd_error)?.into_inner().kvs;
+        let Some(first_kept) = keys.len().checked_sub(keep).and_then(|i| keys.get(i)) else { return Ok(0) };
+        // Revision keys sort by version (zero-padded): everything before the first kept one.
+        let req = DeleteRangeRequest { key: prefix, range_end: first_kept.key.clone(), ..Default::default() };
+        let answer = self.auth.call(|| async { self.kv.clone().delete_range(req.clone()).await });
+        let deleted = answer.await.map_err(etcd_error)?.into_inner().deleted;
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
         let mut changed = 0;
         for head in self.scan(self.key(&["head", ""])).await? {

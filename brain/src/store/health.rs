@@ -138,6 +138,12 @@ impl Store for HealthStore {
         r
     }
 
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        let r = self.inner.trim_history(id, keep).await;
+        self.health.note(&r);
+        r
+    }
+
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
         let r = self.inner.rewrite_secrets(f).await;
         self.health.note(&r);

@@ -278,6 +278,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<ConfigRecord>, StoreError>;
     async fn history(&self, id: Uuid) -> Result<Vec<Revision>, StoreError>;
 
+    /// Deletes all but the newest `keep` revisions of config `id` (the history limit); returns
+    /// how many went. `keep` 0 deletes nothing. The head, with its applied config, is untouched:
+    /// what proxies run never depends on history.
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError>;
+
     /// Passes every private key in heads and revisions through `f`, storing what it returns
     /// (None keeps the value), in one transaction. Returns how many values changed. Used to
     /// re-encrypt secrets under a new key; writes of configs are not revisions.

@@ -156,6 +156,23 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(|r| r.0.0).collect())
     }
 
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "DELETE FROM revisions WHERE config_id = $1 AND version <= \
+             (SELECT version FROM revisions WHERE config_id = $1 ORDER BY version DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind(id)
+        .bind(keep)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let mut changed = 0;

@@ -66,11 +66,22 @@ end
 return 1
 "#;
 
+/// Keeps the last ARGV[1] entries of the list KEYS[1] (a config's revisions, in version order);
+/// returns how many went.
+const TRIM: &str = r#"
+local keep = tonumber(ARGV[1])
+local gone = redis.call('LLEN', KEYS[1]) - keep
+if gone <= 0 then return 0 end
+redis.call('LTRIM', KEYS[1], gone, -1)
+return gone
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     apply: Script,
+    trim: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -190,7 +201,12 @@ impl RedisStore {
             .await
             .map_err(|_| no_answer())?
             .map_err(|e| backend(format!("cannot connect to Redis: {e}")))?;
-        let store = RedisStore { conn, prefix: "flotilla".to_string(), apply: Script::new(APPLY) };
+        let store = RedisStore {
+            conn,
+            prefix: "flotilla".to_string(),
+            apply: Script::new(APPLY),
+            trim: Script::new(TRIM),
+        };
         if !allow_volatile {
             store.check_persistence().await?;
         }
@@ -365,6 +381,21 @@ impl Store for RedisStore {
         let mut c = self.conn.clone();
         let raws: Vec<String> = c.lrange(self.key("revs", id), 0, -1).await.map_err(backend)?;
         raws.iter().map(|raw| parse(raw, "revision")).collect()
+    }
+
+    async fn trim_history(&self, id: Uuid, keep: usize) -> Result<usize, StoreError> {
+        if keep == 0 {
+            return Ok(0);
+        }
+        // The list is in version order: one atomic script keeps its last `keep` entries.
+        let gone: usize = self
+            .trim
+            .key(self.key("revs", id))
+            .arg(keep)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(backend)?;
+        Ok(gone)
     }
 
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {

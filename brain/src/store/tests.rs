@@ -163,6 +163,41 @@ async fn contract(store: &dyn Store) {
     assert!(
         store.list(&ListFilter { namespace: None, name: Some("fresh".into()) }).await.unwrap().is_empty()
     );
+    trimmed_history(store).await;
+}
+
+/// The history limit: all but the newest revisions go; the head stays as it was.
+async fn trimmed_history(store: &dyn Store) {
+    let mut config = example();
+    config.metadata.name = "trimmed".into();
+    let id =
+        record(store.write(Write::Create { config: config.clone(), apply: true }, "t").await.unwrap()).id;
+    for port in 2..=6 {
+        Arc::make_mut(&mut config.spec.clusters[0]).endpoints[0].port = 9000 + port;
+        let w = Write::Update {
+            id,
+            config: config.clone(),
+            expected_version: None,
+            apply: true,
+            action: "update",
+        };
+        store.write(w, "t").await.unwrap();
+    }
+    let versions = |h: Vec<Revision>| h.iter().map(|r| r.version).collect::<Vec<_>>();
+    assert_eq!(store.trim_history(id, 0).await.unwrap(), 0, "0 keeps every revision");
+    assert_eq!(store.trim_history(id, 10).await.unwrap(), 0, "fewer than the limit: nothing to trim");
+    assert_eq!(store.trim_history(id, 3).await.unwrap(), 3);
+    assert_eq!(versions(store.history(id).await.unwrap()), vec![4, 5, 6]);
+    assert_eq!(store.trim_history(id, 3).await.unwrap(), 0, "trimming again changes nothing");
+    let head = store.get(id).await.unwrap().unwrap();
+    assert_eq!((head.version, head.applied_version), (6, Some(6)), "the head is untouched");
+    assert_eq!(head.applied_config.unwrap().spec.clusters[0].endpoints[0].port, 9006);
+    // The next revision is numbered on from the head, and the history holds it.
+    let w = Write::Update { id, config, expected_version: Some(6), apply: false, action: "update" };
+    assert_eq!(record(store.write(w, "t").await.unwrap()).version, 7);
+    assert_eq!(versions(store.history(id).await.unwrap()), vec![4, 5, 6, 7]);
+    assert_eq!(store.trim_history(id, 1).await.unwrap(), 3);
+    assert_eq!(versions(store.history(id).await.unwrap()), vec![7]);
 }
 
 /// 50 concurrent writers to one config, each retrying on conflict: no update is lost, versions
