@@ -216,7 +216,10 @@ impl Store for EmbeddedStore {
         }
         let db = self.db.clone();
         blocking(move || {
-            let tx = db.begin_write().map_err(backend)?;
+            let mut tx = db.begin_write().map_err(backend)?;
+            // No fsync of its own: a trim lost to a crash is done again by the config's next
+            // write, and the next write's commit makes this one durable.
+            tx.set_durability(redb::Durability::None).map_err(backend)?;
             let key = id.to_string();
             let gone = {
                 let mut t = tx.open_table(REVISIONS).map_err(backend)?;
