@@ -37,12 +37,27 @@ use crate::render::{Templates, depends_on, render};
 use crate::store::{ConfigRecord, ListFilter, Store, StoreError, Write, Written};
 use crate::validate::{FieldError, ValidClusters, validate, validate_with};
 
+/// Why a revision is missing, when the history limit dropped it.
+fn trimmed_note(version: u64, oldest: Option<u64>) -> String {
+    match oldest {
+        Some(oldest) if version < oldest => {
+            format!(": it was trimmed by the history limit (--history-limit); the oldest kept is {oldest}")
+        }
+        _ => String::new(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("config is invalid ({} problem(s))", .0.len())]
     Invalid(Vec<FieldError>),
-    #[error("revision {version} of config {id} not found")]
-    NoRevision { id: Uuid, version: u64 },
+    #[error("revision {version} of config {id} not found{}", trimmed_note(*version, *oldest))]
+    NoRevision {
+        id: Uuid,
+        version: u64,
+        /// The oldest revision the config's history holds, when it has any.
+        oldest: Option<u64>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -293,6 +293,13 @@ async fn the_history_limit_keeps_the_newest_revisions_and_restore_refuses_what_i
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(versions, vec![3, 4], "the newest two kept");
+    let err = svc.rollback(rec.id, 1, true, BY).await.expect_err("trimmed");
+    assert!(
+        err.to_string().ends_with("trimmed by the history limit (--history-limit); the oldest kept is 3"),
+        "{err}"
+    );
+    let err = svc.rollback(rec.id, 9, true, BY).await.expect_err("never written");
+    assert!(err.to_string().ends_with(" not found"), "never in history: no word of trimming: {err}");
     let err = svc.restore_at(early, None, &|_| true, true, BY).await.expect_err("refused");
     let ServiceError::Invalid(problems) = err else { panic!("not a refusal: {err}") };
     assert_eq!(problems[0].path, "at");

@@ -160,10 +160,12 @@ impl ConfigService {
         if history.is_empty() {
             return Err(StoreError::NotFound(id).into());
         }
-        let rev = history
-            .into_iter()
-            .find(|r| r.version == version)
-            .ok_or(ServiceError::NoRevision { id, version })?;
+        let oldest = history.first().map(|r| r.version);
+        let rev = history.into_iter().find(|r| r.version == version).ok_or(ServiceError::NoRevision {
+            id,
+            version,
+            oldest,
+        })?;
         let prepared = self.prepare(&rev.config).await?;
         let w = Write::Update { id, config: rev.config, expected_version: None, apply, action };
         match self.write(w, prepared, by).await? {
