@@ -165,3 +165,46 @@ async fn point_in_time_restore_plans_then_brings_the_fleet_back() {
     assert!(out.contains("nothing to restore"), "a time in the future is now: {out}");
     drop(envoy);
 }
+
+/// The history limit, set as an operator sets it (`--history-limit`): after a few writes the
+/// REST history holds the newest revisions only; `flotilla restore` to a time before them is
+/// refused, naming the config and the limit, and changes nothing; a rollback to a trimmed
+/// revision says it was trimmed.
+#[tokio::test]
+async fn the_history_limit_trims_history_and_restore_says_what_it_cannot_bring_back() {
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), |s| s.history_limit = 2).await;
+    let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let port = free_port();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[addr(1001)])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    for backend in [addr(1002), addr(1003), addr(1004)] {
+        let r = brain
+            .put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[backend]))
+            .await;
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let path = format!("/api/v1/configs/{id}/history");
+    wait_for("history trimmed to the newest two", Duration::from_secs(10), || async {
+        brain.get_json(&path).await.1.as_array().is_some_and(|h| h.len() == 2).then_some(())
+    })
+    .await;
+    let (_, history) = brain.get_json(&path).await;
+    let versions: Vec<u64> =
+        history.as_array().unwrap().iter().filter_map(|r| r["version"].as_u64()).collect();
+    assert_eq!(versions, vec![3, 4]);
+
+    let (code, out, err) = flotilla(&brain.base, &["restore", "--at", &at, "--yes"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("production/example-service has no history before"), "{err}");
+    assert!(err.contains("--history-limit, the newest 2 kept per config"), "{err}");
+    let (_, cfg) = brain.get_json(&format!("/api/v1/configs/{id}")).await;
+    assert_eq!(cfg["version"], 4, "a refused restore changed the config");
+
+    let (code, _, err) =
+        flotilla(&brain.base, &["rollback", "example-service", "-n", "production", "--to", "1"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("trimmed by the history limit") && err.contains("the oldest kept is 3"), "{err}");
+}
