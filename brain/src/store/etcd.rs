@@ -307,8 +307,8 @@ pub type EtcdChannel = tonic::service::interceptor::InterceptedService<Channel, 
 /// A gRPC channel to every endpoint of `url` (see [`EtcdUrl`]: `etcd://` or `etcds://` for TLS,
 /// `[user:password@]host:2379[,host2:2379…]`, the TLS files as `?cacert=…&cert=…&key=…`),
 /// authenticated as the user when one is named (`etcd_auth`: the token is renewed every minute
-/// while the channel lives, and at once when etcd refuses it), and the URL without its password (for messages). Shared with the etcd lease
-/// (`ha::etcd`).
+/// while the channel lives, and at once when etcd refuses it), and the URL without its password
+/// (for messages). Shared with the etcd lease (`ha::etcd`).
 pub async fn channel(url: &str) -> Result<(EtcdChannel, String), String> {
     channel_and_auth(url).await.map(|(channel, _, hosts)| (channel, hosts))
 }

@@ -66,22 +66,11 @@ end
 return 1
 "#;
 
-/// Keeps the last ARGV[1] entries of the list KEYS[1] (a config's revisions, in version order);
-/// returns how many went.
-const TRIM: &str = r#"
-local keep = tonumber(ARGV[1])
-local gone = redis.call('LLEN', KEYS[1]) - keep
-if gone <= 0 then return 0 end
-redis.call('LTRIM', KEYS[1], gone, -1)
-return gone
-"#;
-
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     apply: Script,
-    trim: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -201,12 +190,7 @@ impl RedisStore {
             .await
             .map_err(|_| no_answer())?
             .map_err(|e| backend(format!("cannot connect to Redis: {e}")))?;
-        let store = RedisStore {
-            conn,
-            prefix: "flotilla".to_string(),
-            apply: Script::new(APPLY),
-            trim: Script::new(TRIM),
-        };
+        let store = RedisStore { conn, prefix: "flotilla".to_string(), apply: Script::new(APPLY) };
         if !allow_volatile {
             store.check_persistence().await?;
         }
@@ -387,15 +371,19 @@ impl Store for RedisStore {
         if keep == 0 {
             return Ok(0);
         }
-        // The list is in version order: one atomic script keeps its last `keep` entries.
-        let gone: usize = self
-            .trim
-            .key(self.key("revs", id))
-            .arg(keep)
-            .invoke_async(&mut self.conn.clone())
+        // The list is in version order: its last `keep` entries stay (LTRIM from the end), read
+        // and trimmed in one transaction.
+        let key = self.key("revs", id);
+        let last = -isize::try_from(keep).unwrap_or(isize::MAX);
+        let (len,): (usize,) = redis::pipe()
+            .atomic()
+            .llen(&key)
+            .ltrim(&key, last, -1)
+            .ignore()
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(backend)?;
-        Ok(gone)
+        Ok(len.saturating_sub(keep))
     }
 
     async fn rewrite_secrets(&self, f: SecretMap) -> Result<usize, StoreError> {
