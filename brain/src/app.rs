@@ -494,19 +494,36 @@ struct Opened {
     pg_pool: Option<sqlx::PgPool>,
 }
 
+/// Logs the once-per-store removal of revisions that deleted configs left behind (etcd, Redis;
+/// the embedded store does it when it opens, PostgreSQL in a migration). A failure is logged and
+/// the brain starts anyway: the step is tried again at the next start.
+fn orphans_removed(result: Result<usize, crate::store::StoreError>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(message = "removed the revisions of configs deleted earlier", configs = n),
+        Err(e) => {
+            tracing::warn!(message = "revisions of deleted configs not removed; tried again at the next start", error = %e)
+        }
+    }
+}
+
 async fn open_store(settings: &Settings, cipher: Option<Arc<SecretsCipher>>) -> anyhow::Result<Opened> {
     let mut pg_pool = None;
     let store: Arc<dyn Store> = match &settings.database_url {
-        Some(url) if settings.store_kind() == crate::settings::StoreKind::Etcd => Arc::new(
-            crate::store::EtcdStore::connect(url)
+        Some(url) if settings.store_kind() == crate::settings::StoreKind::Etcd => {
+            let etcd = crate::store::EtcdStore::connect(url)
                 .await
-                .with_context(|| format!("opening the etcd store at {}", redact(url)))?,
-        ),
-        Some(url) if settings.store_kind() == crate::settings::StoreKind::Redis => Arc::new(
-            crate::store::RedisStore::connect(url, settings.allow_volatile_store)
+                .with_context(|| format!("opening the etcd store at {}", redact(url)))?;
+            orphans_removed(etcd.remove_orphaned_history().await);
+            Arc::new(etcd)
+        }
+        Some(url) if settings.store_kind() == crate::settings::StoreKind::Redis => {
+            let redis = crate::store::RedisStore::connect(url, settings.allow_volatile_store)
                 .await
-                .with_context(|| format!("opening the Redis store at {}", redact(url)))?,
-        ),
+                .with_context(|| format!("opening the Redis store at {}", redact(url)))?;
+            orphans_removed(redis.remove_orphaned_history().await);
+            Arc::new(redis)
+        }
         Some(url) => {
             let pg = PostgresStore::connect(url, settings.db_pool_size)
                 .await

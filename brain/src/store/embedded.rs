@@ -3,6 +3,7 @@
 //! the new state, never half. The latest record of each config is also kept decoded
 //! (`heads`), for reads and for the next write's read-decide.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +27,12 @@ const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 const REVISIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("revisions");
 /// audit entry id (UUIDv7: time-ordered) → AuditEntry (JSON)
 const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+/// Housekeeping done once per store, by name → when (RFC 3339).
+const DONE: TableDefinition<&str, &str> = TableDefinition::new("done");
+
+/// The housekeeping step that removed the revisions deleted configs left behind (before a
+/// deletion took its history with it).
+const ORPHANS_SWEPT: &str = "orphaned-revisions-removed";
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -39,6 +46,36 @@ fn backend(e: impl Into<super::BackendError>) -> StoreError {
 
 fn name_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+/// Once per store: removes the revisions of configs that no longer exist (left by deletions
+/// made before a deletion took its history with it). Visits one key per config id, not every
+/// revision. `Some(configs swept)` the first time, `None` once done.
+fn sweep_orphaned_revisions(tx: &redb::WriteTransaction) -> Result<Option<usize>, StoreError> {
+    let mut done = tx.open_table(DONE).map_err(backend)?;
+    if done.get(ORPHANS_SWEPT).map_err(backend)?.is_some() {
+        return Ok(None);
+    }
+    let configs = tx.open_table(CONFIGS).map_err(backend)?;
+    let mut revisions = tx.open_table(REVISIONS).map_err(backend)?;
+    let mut orphans = Vec::new();
+    let mut next = revisions.first().map_err(backend)?.map(|(k, _)| k.value().0.to_string());
+    while let Some(id) = next {
+        // The first key after this id's last possible one: the next id's first revision.
+        let after = (Bound::Excluded((id.as_str(), u64::MAX)), Bound::Unbounded);
+        next = match revisions.range::<(&str, u64)>(after).map_err(backend)?.next() {
+            Some(item) => Some(item.map_err(backend)?.0.value().0.to_string()),
+            None => None,
+        };
+        if configs.get(id.as_str()).map_err(backend)?.is_none() {
+            orphans.push(id);
+        }
+    }
+    for id in &orphans {
+        revisions.retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false).map_err(backend)?;
+    }
+    done.insert(ORPHANS_SWEPT, Utc::now().to_rfc3339().as_str()).map_err(backend)?;
+    Ok(Some(orphans.len()))
 }
 
 impl EmbeddedStore {
@@ -63,7 +100,11 @@ impl EmbeddedStore {
         tx.open_table(NAMES).map_err(backend)?;
         tx.open_table(REVISIONS).map_err(backend)?;
         tx.open_table(AUDIT).map_err(backend)?;
+        let swept = sweep_orphaned_revisions(&tx)?;
         tx.commit().map_err(backend)?;
+        if let Some(n) = swept.filter(|n| *n > 0) {
+            tracing::info!(message = "removed the revisions of configs deleted earlier", configs = n);
+        }
         Ok(EmbeddedStore { db: Arc::new(db), heads: Arc::default() })
     }
 
@@ -110,8 +151,14 @@ impl EmbeddedStore {
                         .map_err(backend)?;
                 }
                 if let Some(rec) = &change.remove {
-                    configs.remove(rec.id.to_string().as_str()).map_err(backend)?;
+                    let id = rec.id.to_string();
+                    configs.remove(id.as_str()).map_err(backend)?;
                     names.remove(name_key(&rec.namespace, &rec.name).as_str()).map_err(backend)?;
+                    // Its history goes with it: nothing reads a deleted config's revisions, and
+                    // they would keep its private keys.
+                    revisions
+                        .retain_in((id.as_str(), 0)..=(id.as_str(), u64::MAX), |_, _| false)
+                        .map_err(backend)?;
                 }
                 if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
                     let bytes = serde_json::to_vec(rev).map_err(backend)?;

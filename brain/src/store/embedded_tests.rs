@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use redb::ReadableDatabase;
 use uuid::Uuid;
 
 use super::EmbeddedStore;
@@ -125,4 +126,66 @@ async fn a_secrets_rewrite_is_what_the_next_read_and_write_see() {
     // The next write starts from the rewritten head.
     let rec = record(store.write_many(vec![Write::Apply { id }], "t").await.expect("apply").remove(0));
     assert_eq!(rec.config.spec.secrets[0].private_key.as_deref(), Some("sealed"));
+}
+
+/// Revisions left by deletions made before a deletion took its history with it are removed once,
+/// when the store is opened; the history of configs that exist is untouched, and the step is not
+/// done again.
+#[tokio::test]
+async fn opening_removes_the_revisions_of_configs_deleted_earlier_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kept, orphans) = {
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let kept = create(&store, "kept").await;
+        let w = Write::Update {
+            id: kept,
+            config: config("kept", 1),
+            expected_version: None,
+            apply: true,
+            action: "update",
+        };
+        store.write(w, "t").await.expect("update");
+        // What an older brain left: revisions of ids with no config, around the live one's.
+        let orphans = [Uuid::nil(), Uuid::max(), Uuid::now_v7()];
+        let tx = store.db.begin_write().expect("tx");
+        {
+            let mut revs = tx.open_table(super::REVISIONS).expect("revisions");
+            for id in &orphans {
+                for v in 1..=3u64 {
+                    revs.insert((id.to_string().as_str(), v), b"{}".as_slice()).expect("insert");
+                }
+            }
+            let mut done = tx.open_table(super::DONE).expect("done");
+            done.remove(super::ORPHANS_SWEPT).expect("forget the sweep");
+        }
+        tx.commit().expect("commit");
+        (kept, orphans)
+    };
+    let store = EmbeddedStore::open(dir.path()).expect("reopen");
+    for id in &orphans {
+        assert!(store.history(*id).await.expect("history").is_empty(), "{id}: its revisions are gone");
+    }
+    let versions: Vec<u64> = store.history(kept).await.expect("history").iter().map(|r| r.version).collect();
+    assert_eq!(versions, vec![1, 2], "a live config's history is untouched");
+    // Done once: revisions that appear later without a config are not looked for again.
+    let tx = store.db.begin_write().expect("tx");
+    tx.open_table(super::REVISIONS)
+        .expect("revisions")
+        .insert((Uuid::nil().to_string().as_str(), 1), b"{}".as_slice())
+        .expect("insert");
+    tx.commit().expect("commit");
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store
+            .db
+            .begin_read()
+            .expect("tx")
+            .open_table(super::REVISIONS)
+            .expect("t")
+            .range((Uuid::nil().to_string().as_str(), 0)..=(Uuid::nil().to_string().as_str(), u64::MAX))
+            .expect("range")
+            .count(),
+        1
+    );
 }

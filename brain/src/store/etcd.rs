@@ -136,7 +136,7 @@ fn delete(key: Vec<u8>) -> RequestOp {
 /// One transaction being built: compares by key (the first read of each) and operations by key
 /// (the last one wins: etcd refuses two operations on one key in a transaction).
 #[derive(Default)]
-struct Txn {
+pub(super) struct Txn {
     compares: BTreeMap<Vec<u8>, Compare>,
     ops: BTreeMap<Vec<u8>, RequestOp>,
 }
@@ -146,12 +146,27 @@ impl Txn {
         self.compares.entry(key.to_vec()).or_insert_with(|| unchanged(key, read));
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    pub(super) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.ops.insert(key.clone(), put(key, value, 0));
     }
 
     fn delete(&mut self, key: Vec<u8>) {
         self.ops.insert(key.clone(), delete(key));
+    }
+
+    /// Deletes every key under `prefix`; operations on keys under it planned before are dropped
+    /// (etcd refuses a transaction whose operations overlap).
+    fn delete_prefix(&mut self, prefix: Vec<u8>) {
+        self.ops.retain(|k, _| !k.starts_with(&prefix));
+        let range_end = prefix_end(&prefix);
+        let op = RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: prefix.clone(),
+                range_end,
+                ..Default::default()
+            })),
+        };
+        self.ops.insert(prefix, op);
     }
 
     fn request(self) -> TxnRequest {
@@ -184,6 +199,56 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// Once per store (a key under `done/` says it was done): removes the revisions of configs
+    /// that no longer exist, left by deletions made before a deletion took its history with it.
+    /// One keys-only request per config id; each removal is a transaction that holds only while
+    /// the config's head is absent. Returns how many configs' revisions went.
+    pub async fn remove_orphaned_history(&self) -> Result<usize, StoreError> {
+        let done = self.key(&["done", "orphaned-revisions-removed"]);
+        if self.get_kv(&done).await?.is_some() {
+            return Ok(0);
+        }
+        let all = self.key(&["rev", ""]);
+        let end = prefix_end(&all);
+        let mut from = all.clone();
+        let mut removed = 0;
+        loop {
+            let req = RangeRequest {
+                key: from,
+                range_end: end.clone(),
+                limit: 1,
+                keys_only: true,
+                ..Default::default()
+            };
+            let answer = self.auth.call(|| async { self.kv.clone().range(req.clone()).await });
+            let Some(first) = answer.await.map_err(etcd_error)?.into_inner().kvs.into_iter().next() else {
+                break;
+            };
+            // "<prefix>/rev/<id>/<version>": this id's keys, then on to the next id's.
+            let rest = first.key.get(all.len()..).unwrap_or_default();
+            let id = rest.split(|b| *b == b'/').next().unwrap_or_default().to_vec();
+            let mut revs = all.clone();
+            revs.extend_from_slice(&id);
+            revs.push(b'/');
+            from = prefix_end(&revs);
+            let head = self.key(&["head", &String::from_utf8_lossy(&id)]);
+            if self.get_kv(&head).await?.is_some() {
+                continue;
+            }
+            let mut txn = Txn::default();
+            txn.guard(&head, None);
+            txn.delete_prefix(revs);
+            removed += usize::from(self.commit(txn).await?);
+        }
+        let req = TxnRequest {
+            success: vec![put(done, Utc::now().to_rfc3339().into_bytes(), 0)],
+            ..Default::default()
+        };
+        let answer = self.auth.call(|| async { self.kv.clone().txn(req.clone()).await });
+        answer.await.map_err(etcd_error)?;
+        Ok(removed)
+    }
+
     /// Uses `prefix` for every key (several Flotillas on one etcd, tests).
     pub fn with_prefix(mut self, prefix: &str) -> EtcdStore {
         self.prefix = prefix.to_string();
@@ -191,7 +256,7 @@ impl EtcdStore {
         self
     }
 
-    fn key(&self, parts: &[&str]) -> Vec<u8> {
+    pub(super) fn key(&self, parts: &[&str]) -> Vec<u8> {
         let mut k = self.prefix.clone();
         for p in parts {
             k.push('/');
@@ -208,7 +273,7 @@ impl EtcdStore {
         self.key(&["name", namespace, name])
     }
 
-    fn rev_key(&self, id: Uuid, version: u64) -> Vec<u8> {
+    pub(super) fn rev_key(&self, id: Uuid, version: u64) -> Vec<u8> {
         self.key(&["rev", &id.to_string(), &format!("{version:020}")])
     }
 
@@ -228,12 +293,12 @@ impl EtcdStore {
     }
 
     /// Every key under `prefix`, in key order.
-    async fn scan(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, StoreError> {
+    pub(super) async fn scan(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>, StoreError> {
         let end = prefix_end(&prefix);
         self.range(prefix, Some(end), 0).await
     }
 
-    async fn commit(&self, txn: Txn) -> Result<bool, StoreError> {
+    pub(super) async fn commit(&self, txn: Txn) -> Result<bool, StoreError> {
         let req = txn.request();
         let answer = self.auth.call(|| async { self.kv.clone().txn(req.clone()).await });
         Ok(answer.await.map_err(etcd_error)?.into_inner().succeeded)
@@ -289,6 +354,9 @@ impl EtcdStore {
                 txn.delete(self.head_key(rec.id));
                 let name = self.name_key(&rec.namespace, &rec.name);
                 txn.delete(name.clone());
+                // Its history goes with it: nothing reads a deleted config's revisions, and they
+                // would keep its private keys.
+                txn.delete_prefix(self.key(&["rev", &rec.id.to_string(), ""]));
                 heads.insert(rec.id, None);
                 names.insert(name, None);
             }

@@ -288,3 +288,32 @@ async fn the_change_feed_follows_writes_and_says_when_it_is_cut_off() {
     let back = feed_until(&feed, "live again", |v| v.is_some()).await.unwrap();
     assert!(back > moved, "a new watch never reuses a count: {back} after {moved}");
 }
+
+/// Revisions left by deletions made before a deletion took its history with it are removed once;
+/// a live config's history is untouched, and the step is not done again.
+#[tokio::test]
+async fn etcd_store_removes_the_revisions_of_configs_deleted_earlier_once() {
+    let etcd = TestEtcd::start();
+    let store = store(&etcd).await;
+    let live = record(store.write(Write::Create { config: example(), apply: true }, "t").await.unwrap()).id;
+    // Ids that sort before and after the live one's.
+    let orphans = [Uuid::nil(), Uuid::max()];
+    let put_revs = |id: Uuid| {
+        let mut txn = crate::store::etcd::Txn::default();
+        for v in 1..=3 {
+            txn.put(store.rev_key(id, v), b"{}".to_vec());
+        }
+        store.commit(txn)
+    };
+    for id in orphans {
+        assert!(put_revs(id).await.unwrap());
+    }
+    assert_eq!(store.remove_orphaned_history().await.unwrap(), 2);
+    for id in orphans {
+        assert!(store.history(id).await.unwrap().is_empty(), "{id}: its revisions are gone");
+    }
+    assert_eq!(store.history(live).await.unwrap().len(), 1, "a live config's history is untouched");
+    assert!(put_revs(Uuid::nil()).await.unwrap());
+    assert_eq!(store.remove_orphaned_history().await.unwrap(), 0, "done once");
+    assert_eq!(store.scan(store.key(&["rev", &Uuid::nil().to_string(), ""])).await.unwrap().len(), 3);
+}

@@ -107,6 +107,13 @@ impl Store for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
+                // Its history goes with it: nothing reads a deleted config's revisions, and they
+                // would keep its private keys.
+                sqlx::query("DELETE FROM revisions WHERE config_id = $1")
+                    .bind(rec.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
             }
             if let (Some(rev), Some(id)) = (&change.revision, change.put.as_ref().map(|r| r.id)) {
                 sqlx::query("INSERT INTO revisions (config_id, version, revision) VALUES ($1, $2, $3)")

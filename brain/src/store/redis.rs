@@ -68,7 +68,7 @@ return 1
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     prefix: String,
     apply: Script,
 }
@@ -226,13 +226,58 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Once per store (a `done:` key says it was done): removes the revisions of configs that no
+    /// longer exist, left by deletions made before a deletion took its history with it. Each
+    /// removal is one script that deletes the list only while the id is not a config's.
+    /// Returns how many configs' revisions went.
+    pub async fn remove_orphaned_history(&self) -> Result<usize, StoreError> {
+        let mut c = self.conn.clone();
+        let done = self.key("done", "orphaned-revisions-removed");
+        if c.exists(&done).await.map_err(backend)? {
+            return Ok(0);
+        }
+        let orphaned = Script::new(
+            "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return redis.call('DEL', KEYS[2]) end return 0",
+        );
+        let (pattern, head) = (self.key("revs", "*"), self.key("revs", ""));
+        let (mut cursor, mut removed) = (0u64, 0usize);
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(backend)?;
+            for key in keys {
+                let Some(id) = key.strip_prefix(&head) else { continue };
+                let gone: usize = orphaned
+                    .key(self.ids_key())
+                    .key(&key)
+                    .arg(id)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(backend)?;
+                removed += gone;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = c.set(&done, Utc::now().to_rfc3339()).await.map_err(backend)?;
+        Ok(removed)
+    }
+
     /// Uses `prefix` for every key (several Flotillas on one Redis, tests).
     pub fn with_prefix(mut self, prefix: &str) -> RedisStore {
         self.prefix = prefix.to_string();
         self
     }
 
-    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+    pub(super) fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
         format!("{}:{kind}:{id}", self.prefix)
     }
 
@@ -319,6 +364,9 @@ impl RedisStore {
                 let name = self.name_key(&rec.namespace, &rec.name);
                 batch.op("DEL", name.clone(), vec![]);
                 batch.op("SREM", self.ids_key(), vec![rec.id.to_string()]);
+                // Its history goes with it: nothing reads a deleted config's revisions, and they
+                // would keep its private keys.
+                batch.op("DEL", self.key("revs", rec.id), vec![]);
                 heads.insert(rec.id, None);
                 names.insert(name, None);
             }

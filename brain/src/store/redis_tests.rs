@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::redis::AsyncCommands;
 use flotilla_test_support::free_port;
 
 use super::*;
@@ -171,4 +172,27 @@ async fn redis_store_prefixes_keep_flotillas_apart() {
     record(a.write(Write::Create { config: example(), apply: false }, "t").await.unwrap());
     assert!(b.list(&ListFilter::default()).await.unwrap().is_empty());
     record(b.write(Write::Create { config: example(), apply: false }, "t").await.unwrap());
+}
+
+/// Revisions left by deletions made before a deletion took its history with it are removed once;
+/// a live config's history is untouched, and the step is not done again.
+#[tokio::test]
+async fn redis_store_removes_the_revisions_of_configs_deleted_earlier_once() {
+    let redis = TestRedis::start(true);
+    let store = store(&redis).await;
+    let live = record(store.write(Write::Create { config: example(), apply: true }, "t").await.unwrap()).id;
+    let mut c = store.conn.clone();
+    let orphans = [Uuid::now_v7(), Uuid::now_v7()];
+    for id in &orphans {
+        let _: () = c.rpush(store.key("revs", id), vec!["{}", "{}"]).await.unwrap();
+    }
+    assert_eq!(store.remove_orphaned_history().await.unwrap(), 2);
+    for id in &orphans {
+        assert!(!c.exists::<_, bool>(store.key("revs", id)).await.unwrap(), "{id}: its revisions are gone");
+    }
+    assert_eq!(store.history(live).await.unwrap().len(), 1, "a live config's history is untouched");
+    let later = Uuid::now_v7();
+    let _: () = c.rpush(store.key("revs", later), "{}").await.unwrap();
+    assert_eq!(store.remove_orphaned_history().await.unwrap(), 0, "done once");
+    assert!(c.exists::<_, bool>(store.key("revs", later)).await.unwrap());
 }

@@ -144,6 +144,8 @@ async fn contract(store: &dyn Store) {
     assert!(pending.pending_delete && pending.applied_config.is_some());
     assert!(matches!(store.write(Write::Apply { id: rec.id }, "t").await.unwrap(), Written::Removed { .. }));
     assert!(store.get(rec.id).await.unwrap().is_none());
+    // Its history went with it (in the same transaction).
+    assert!(store.history(rec.id).await.unwrap().is_empty(), "a deleted config keeps no revisions");
     // The name is free again.
     store.write(Write::Create { config: example(), apply: true }, "t").await.unwrap();
     // A batch is all or nothing: the second write fails (name taken), so the first is not kept.
@@ -319,6 +321,32 @@ async fn postgres_migrations_are_idempotent() {
     };
     let store = PostgresStore::connect(&db.url, 2).await.unwrap();
     assert!(store.get(id).await.unwrap().is_some());
+}
+
+/// Migration 0004 removes the revisions deletions left behind before a deletion took its history
+/// with it, and nothing else.
+#[tokio::test]
+async fn postgres_migration_removes_the_revisions_of_configs_deleted_earlier() {
+    let db = TestDb::create().await;
+    let kept = {
+        let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+        record(store.write(Write::Create { config: example(), apply: true }, "t").await.unwrap()).id
+    };
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let orphan = Uuid::now_v7();
+    for v in 1..=3i64 {
+        sqlx::query("INSERT INTO revisions (config_id, version, revision) VALUES ($1, $2, '{}')")
+            .bind(orphan)
+            .bind(v)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // As a database migrated before 0004 has it: the migration not yet run.
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4").execute(&mut conn).await.unwrap();
+    let store = PostgresStore::connect(&db.url, 2).await.unwrap();
+    assert!(store.history(orphan).await.unwrap().is_empty(), "the deleted config's revisions are gone");
+    assert_eq!(store.history(kept).await.unwrap().len(), 1, "a live config's history is untouched");
 }
 
 // === audit log and secrets at rest, on both backends ===
