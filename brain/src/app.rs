@@ -226,7 +226,7 @@ impl Brain {
         let cache = Cache::paced(flotilla_edge::coalesce::DEBOUNCE);
         let registry = Registry::new("embedded");
         let fleet = crate::fleet::Fleet::new(registry.clone());
-        let buses = buses(settings, &cache, &fleet, cipher.clone()).await?;
+        let (buses, nats_bus) = buses(settings, &cache, &fleet, cipher.clone()).await?;
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = watch::channel(false);
         let discovery = start_discovery(settings, &stopped);
@@ -243,6 +243,11 @@ impl Brain {
             spawn_promotion(service.clone(), leadership.watch(), stopped.clone());
         }
         health_store.spawn_probe(stopped.clone());
+        if let Some(bus) = nats_bus
+            && !settings.bucket_gc_interval.is_zero()
+        {
+            spawn_bucket_gc(bus, settings.bucket_gc_interval, leadership.clone(), stopped.clone());
+        }
         if let Some(b) = &settings.backup {
             spawn_backups(service.clone(), b, cipher.is_some(), &stopped);
         }
@@ -408,8 +413,9 @@ async fn buses(
     cache: &Cache,
     fleet: &crate::fleet::Fleet,
     cipher: Option<Arc<SecretsCipher>>,
-) -> anyhow::Result<Vec<Box<dyn Bus>>> {
+) -> anyhow::Result<(Vec<Box<dyn Bus>>, Option<NatsBus>)> {
     let mut buses: Vec<Box<dyn Bus>> = Vec::new();
+    let mut nats = None;
     if settings.embedded_edge {
         buses.push(Box::new(EmbeddedBus::new(cache.clone())));
     }
@@ -419,9 +425,51 @@ async fn buses(
         fleet.listen(client.clone());
         let js = async_nats::jetstream::new(client);
         let kv = flotilla_common::nats::open_bucket(&js, &settings.nats_bucket).await?;
-        buses.push(Box::new(NatsBus::new(js, kv).sealing_secrets(cipher).await?));
+        let bus = NatsBus::new(js, kv).sealing_secrets(cipher).await?;
+        nats = Some(bus.clone());
+        buses.push(Box::new(bus));
     }
-    Ok(buses)
+    Ok((buses, nats))
+}
+
+/// Collects the JetStream bucket's unused resource bodies every `interval` (also their grace
+/// period), while this brain leads ([`crate::bucket_gc`]).
+fn spawn_bucket_gc(
+    bus: NatsBus,
+    interval: std::time::Duration,
+    leadership: crate::ha::Leadership,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stopped.changed() => return,
+            }
+            if leadership.epoch().is_none() {
+                continue;
+            }
+            let leads = || leadership.epoch().is_some();
+            match bus.collect_garbage(interval, &leads).await {
+                Ok(p) if p.deleted > 0 => tracing::info!(
+                    message = "unused resource bodies deleted from the state bucket",
+                    deleted = p.deleted,
+                    bodies = p.bodies,
+                    unused = p.unused,
+                    groups = p.groups
+                ),
+                Ok(p) => tracing::debug!(
+                    message = "state bucket collected",
+                    bodies = p.bodies,
+                    unused = p.unused,
+                    groups = p.groups
+                ),
+                Err(e) => {
+                    tracing::warn!(message = "state bucket not collected; tried again at the next interval", error = %e)
+                }
+            }
+        }
+    });
 }
 
 /// What the embedded edge's streams share: its cache and registry, the stream limits, TLS and

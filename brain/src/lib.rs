@@ -4,7 +4,8 @@
 //! - [`model`], [`parse`], [`validate`], [`compile`]: pure, no I/O.
 //! - [`store`]: durable, versioned storage.
 //! - [`service`]: the operations (validate → compile → store → publish).
-//! - [`publish`]: where snapshots go (the embedded edge today).
+//! - [`publish`]: where snapshots go (the embedded edge, JetStream); [`bucket_gc`]: deleting
+//!   the bodies in JetStream that no group uses any more.
 //! - [`manage`]: the management operations (access checks, audit, redaction) behind both
 //!   [`api`] (REST) and [`grpc_api`] (gRPC).
 //! - [`settings`]: flags, env, file; [`app`]: wiring it all together; [`edge_runtime`]: the
@@ -15,6 +16,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod bucket_gc;
 pub mod compile;
 pub mod console;
 pub mod discovery;

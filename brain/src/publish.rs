@@ -88,11 +88,39 @@ impl Bus for EmbeddedBus {
 /// start; a secret body found in plaintext (published before the key was set) is sealed again.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
-    kv: kv::Store,
+    pub(crate) kv: kv::Store,
     js: async_nats::jetstream::Context,
     /// Body keys known to be in the bucket (this process wrote or saw them).
-    published: Arc<dashmap::DashSet<String>>,
+    pub(crate) published: Arc<dashmap::DashSet<String>>,
     cipher: Option<Arc<SecretsCipher>>,
+    /// Held (shared) by every publish; a garbage collection pass holds it alone to begin and to
+    /// delete ([`crate::bucket_gc`]).
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    pub(crate) gc: Arc<std::sync::Mutex<GcState>>,
+}
+
+/// The garbage collector's memory between passes ([`crate::bucket_gc`]), and what publishes name
+/// while a pass runs.
+#[derive(Debug, Default)]
+pub struct GcState {
+    /// Body keys found unused, with when they were first found so.
+    pub(crate) unused_since: std::collections::HashMap<String, std::time::Instant>,
+    /// While a pass runs: every body key a publish named since the pass began.
+    pub(crate) named: Option<std::collections::HashSet<String>>,
+}
+
+impl GcState {
+    /// Whether a pass is running (a publish must then record what it names).
+    pub fn collecting(&self) -> bool {
+        self.named.is_some()
+    }
+
+    /// Records body keys a publish names.
+    pub fn name(&mut self, keys: impl IntoIterator<Item = String>) {
+        if let Some(named) = &mut self.named {
+            named.extend(keys);
+        }
+    }
 }
 
 fn other(e: impl std::fmt::Display) -> PublishError {
@@ -104,7 +132,14 @@ pub const CHANGE_ID_HEADER: &str = "Flotilla-Change-Id";
 
 impl NatsBus {
     pub fn new(js: async_nats::jetstream::Context, kv: kv::Store) -> NatsBus {
-        NatsBus { kv, js, published: Arc::new(dashmap::DashSet::new()), cipher: None }
+        NatsBus {
+            kv,
+            js,
+            published: Arc::new(dashmap::DashSet::new()),
+            cipher: None,
+            gate: Arc::default(),
+            gc: Arc::default(),
+        }
     }
 
     /// Seals secret bodies with `cipher` (when given) and marks the bucket as holding sealed
@@ -170,6 +205,14 @@ impl NatsBus {
         snapshot: &Snapshot,
         change: &Change,
     ) -> Result<(), PublishError> {
+        // No garbage collection pass deletes while this publish is under way, and one that has
+        // begun learns every body this publish names.
+        let _gate = self.gate.read().await;
+        if let Ok(mut g) = self.gc.lock()
+            && g.collecting()
+        {
+            g.name(snapshot.iter().map(|r| resource_key(r.kind, &r.version)));
+        }
         for r in snapshot.iter() {
             let key = resource_key(r.kind, &r.version);
             if self.published.contains(&key) {

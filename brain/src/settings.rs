@@ -189,6 +189,10 @@ layer! {
         /// JetStream KV bucket for group states [default: flotilla_state].
         #[arg(long = "nats-bucket", env = "FLOTILLA_NATS_BUCKET")]
         pub bucket: Option<String>,
+        /// How often the bucket's resource bodies that no group uses any more are deleted, and
+        /// how long one stays unused before it is (0 turns collection off) [default: 10m].
+        #[arg(long = "bucket-gc-interval", env = "FLOTILLA_BUCKET_GC_INTERVAL")]
+        pub gc_interval: Option<HumanDuration>,
         /// Whether to run the embedded edge (file only; the flag is --no-embedded-edge).
         #[arg(skip)]
         pub embedded_edge: Option<bool>,
@@ -450,6 +454,8 @@ pub struct Settings {
     pub history_limit: usize,
     pub nats_url: Option<String>,
     pub nats_bucket: String,
+    /// How often unused resource bodies are deleted from the bucket (zero: never).
+    pub bucket_gc_interval: std::time::Duration,
     /// Credentials and TLS of the NATS connection.
     pub nats_security: flotilla_common::nats::NatsSecurity,
     pub embedded_edge: bool,
@@ -527,6 +533,7 @@ impl Default for Settings {
             history_limit: 1000,
             nats_url: None,
             nats_bucket: flotilla_shared::subject::STATE_BUCKET.to_string(),
+            bucket_gc_interval: std::time::Duration::from_secs(600),
             nats_security: Default::default(),
             embedded_edge: true,
             max_new_streams_per_sec: None,
@@ -682,6 +689,7 @@ impl Settings {
             history_limit: storage.history_limit.unwrap_or(d.history_limit),
             nats_url: nats.url,
             nats_bucket: nats.bucket.unwrap_or(d.nats_bucket),
+            bucket_gc_interval: duration(nats.gc_interval, d.bucket_gc_interval),
             nats_security: flotilla_common::nats::NatsSecurity {
                 creds: nats.creds,
                 tls_ca: nats.tls_ca,
@@ -770,6 +778,20 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.data_dir, PathBuf::from("./flotilla-data"));
         assert_eq!(s.history_limit, 1000, "the default history limit");
+        assert_eq!(
+            s.bucket_gc_interval,
+            std::time::Duration::from_secs(600),
+            "the default collection interval"
+        );
+    }
+
+    #[test]
+    fn bucket_collection_is_set_by_flag_and_turned_off_by_zero() {
+        let s =
+            Settings::resolve(Cli::parse_from(["flotilla-brain", "--bucket-gc-interval", "90s"])).unwrap();
+        assert_eq!(s.bucket_gc_interval, std::time::Duration::from_secs(90));
+        let s = Settings::resolve(Cli::parse_from(["flotilla-brain", "--bucket-gc-interval", "0s"])).unwrap();
+        assert!(s.bucket_gc_interval.is_zero());
     }
 
     #[test]

@@ -286,6 +286,178 @@ async fn shared_resources_are_published_once() {
     assert_eq!(keys().await.iter().filter(|k| k.starts_with("r.")).count(), 4, "one new body for one change");
 }
 
+/// Garbage collection of the bucket (`brain::bucket_gc`): a body no group index names is deleted
+/// once it has been unused for the grace period, never one an index names; a body deleted and
+/// needed again is written again; a brain that no longer leads deletes nothing; and an edge
+/// started after a collection loads and serves the group from what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_bodies_are_collected_and_the_bucket_still_serves() {
+    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_shared::{Resource, Snapshot, Target};
+    use futures::StreamExt;
+
+    let nats = NatsServer::start().await;
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    let bus = NatsBus::new(js, kv.clone());
+    let change = flotilla_shared::wire::Change::now("test");
+    let target = Target::new("production", "example-service");
+    let cluster = |body: &str| {
+        Snapshot::build([Resource::new(
+            ResourceType::Cluster,
+            "api_cluster",
+            body.to_string().into(),
+            vec![],
+        )])
+        .unwrap()
+    };
+    let bodies = || async {
+        let ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+        ks.into_iter().filter(|k| k.starts_with("r.")).count()
+    };
+    let leads = || true;
+    bus.publish(&target, &cluster("one"), &change).await.unwrap();
+    bus.publish(&target, &cluster("two"), &change).await.unwrap();
+    assert_eq!(bodies().await, 2);
+
+    // Within the grace period nothing goes; "one" is found unused.
+    let pass = bus.collect_garbage(Duration::from_secs(3600), &leads).await.unwrap();
+    assert_eq!((pass.groups, pass.bodies, pass.unused, pass.deleted), (1, 2, 1, 0), "{pass:?}");
+    // A brain that no longer leads deletes nothing.
+    let pass = bus.collect_garbage(Duration::ZERO, &|| false).await.unwrap();
+    assert_eq!((pass.unused, pass.deleted), (1, 0), "{pass:?}");
+    assert_eq!(bodies().await, 2);
+    // Past the grace period the unused body goes; the one the index names stays.
+    let pass = bus.collect_garbage(Duration::ZERO, &leads).await.unwrap();
+    assert_eq!((pass.unused, pass.deleted), (1, 1), "{pass:?}");
+    assert_eq!(bodies().await, 1);
+
+    // Back to "one": its body is written again, so the index never names a missing body.
+    bus.publish(&target, &cluster("one"), &change).await.unwrap();
+    assert_eq!(bodies().await, 2, "the deleted body was written again");
+    let pass = bus.collect_garbage(Duration::ZERO, &leads).await.unwrap();
+    assert_eq!((pass.unused, pass.deleted), (1, 1), "now \"two\" is unused: {pass:?}");
+
+    // An edge started now loads the group from what is left and serves it.
+    let edge = edge(&nats, "edge-after-gc").await;
+    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node("after-gc", "example-service", "production")),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await;
+    let first = c.recv().await.msg();
+    assert_eq!(first.resources[0].resource.as_ref().unwrap().value, b"one".to_vec());
+}
+
+/// Collection passes running back to back with no grace period, while one publisher keeps
+/// switching a group between three states: every index, once published, finds each body it names
+/// in the bucket (a pass never deletes a body a publish named while it ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_never_deletes_what_a_concurrent_publish_names() {
+    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_shared::wire::resource_key;
+    use flotilla_shared::{Resource, Snapshot, Target};
+
+    let nats = NatsServer::start().await;
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    let bus = NatsBus::new(js, kv.clone());
+    let target = Target::new("production", "churn");
+    let state = |i: usize| {
+        Snapshot::build((0..5).map(|c| {
+            let body = format!("cluster {c} in state {}", (i + c) % 3);
+            Resource::new(ResourceType::Cluster, format!("c{c}"), body.into(), vec![])
+        }))
+        .unwrap()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut deleted = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                deleted += bus.collect_garbage(Duration::ZERO, &|| true).await.unwrap().deleted;
+            }
+            deleted
+        })
+    };
+    for i in 0..150 {
+        let snap = state(i);
+        bus.publish(&target, &snap, &flotilla_shared::wire::Change::now(format!("c{i}"))).await.unwrap();
+        for r in snap.iter() {
+            let key = resource_key(r.kind, &r.version);
+            assert!(
+                kv.get(&key).await.unwrap().is_some(),
+                "publish {i}: the index names {key}, which is gone"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deleted = collector.await.unwrap();
+    assert!(deleted > 0, "the passes deleted the bodies the switches left unused");
+}
+
+/// The brain collects the bucket on its own (`--bucket-gc-interval`, here 300 ms): after a
+/// change, the bodies it replaced leave the bucket, and an edge started afterwards still loads
+/// the group and a real Envoy serves the new backend through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brain_deletes_replaced_bodies_and_a_new_edge_still_serves() {
+    use futures::StreamExt;
+
+    let nats = NatsServer::start().await;
+    let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
+    let port = free_port();
+    let url = nats.url();
+    let brain = TestBrain::start_custom(tempfile::tempdir().unwrap(), move |s| {
+        s.nats_url = Some(url);
+        s.embedded_edge = false;
+        s.bucket_gc_interval = Duration::from_millis(300);
+    })
+    .await;
+    let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    let bodies = || async {
+        let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+        ks.retain(|k| k.starts_with("r."));
+        ks.sort();
+        ks
+    };
+    let before = bodies().await;
+    let r =
+        brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b2.addr])).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let after = wait_for("the replaced bodies to leave the bucket", CONVERGE, || async {
+        let now = bodies().await;
+        let gone = before.iter().filter(|k| !now.contains(k)).count();
+        (gone > 0 && now.len() <= before.len()).then_some(now)
+    })
+    .await;
+    assert!(after.iter().any(|k| !before.contains(k)), "the change's new bodies are there: {after:?}");
+
+    let edge = edge(&nats, "edge-after-collection").await;
+    let _envoy =
+        Envoy::start(edge.xds_addr.port(), "gc-envoy", "example-service", "production", ApiType::DeltaGrpc);
+    wait_for("Envoy served through an edge started after the collection", CONVERGE, || {
+        serves(port, "backend 2")
+    })
+    .await;
+    let metrics = brain.http.get(brain.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("flotilla_brain_bucket_bodies_deleted_total") && !l.ends_with(" 0")),
+        "deletions counted"
+    );
+}
+
 /// Fencing: a group state published with a lower leadership epoch than the bucket holds is
 /// refused by the bus (the publisher checks, and its write is conditional on the revision it
 /// read), and an edge refuses one that reaches the bucket anyway (written around the brain).
