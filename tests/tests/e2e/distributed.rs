@@ -31,6 +31,55 @@ async fn edge(nats: &NatsServer, name: &str) -> Edge {
     flotilla_tests::edge::nats_edge(&nats.url(), name).await
 }
 
+/// A Delta ADS stream on `edge` for proxy `node_id` of production/example-service, subscribed to
+/// clusters, and the first push it gets.
+async fn subscribe_clusters(
+    edge: &Edge,
+    node_id: &str,
+) -> (Delta, envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse) {
+    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
+    c.send(DeltaDiscoveryRequest {
+        node: Some(node(node_id, "example-service", "production")),
+        type_url: ResourceType::Cluster.type_url().into(),
+        ..Default::default()
+    })
+    .await;
+    let first = c.recv().await.msg();
+    (c, first)
+}
+
+/// A group state of one cluster, `api_cluster`, whose body is `body`.
+fn api_cluster(body: &str) -> flotilla_shared::Snapshot {
+    let r =
+        flotilla_shared::Resource::new(ResourceType::Cluster, "api_cluster", body.to_string().into(), vec![]);
+    flotilla_shared::Snapshot::build([r]).unwrap()
+}
+
+/// The state bucket on `nats`, opened as a brain opens it.
+async fn state_bucket(
+    nats: &NatsServer,
+) -> (async_nats::jetstream::Context, async_nats::jetstream::kv::Store) {
+    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
+    (js, kv)
+}
+
+/// A brain's publisher to the state bucket on `nats`, and the bucket.
+async fn bus_on(nats: &NatsServer) -> (flotilla_brain::publish::NatsBus, async_nats::jetstream::kv::Store) {
+    let (js, kv) = state_bucket(nats).await;
+    (flotilla_brain::publish::NatsBus::new(js, kv.clone()), kv)
+}
+
+/// The resource body keys in the bucket, sorted.
+async fn body_keys(kv: &async_nats::jetstream::kv::Store) -> Vec<String> {
+    use futures::StreamExt;
+    let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
+    ks.retain(|k| k.starts_with("r."));
+    ks.sort();
+    ks
+}
+
 /// Failure test 2: with the brain down, a newly started edge serves its Envoys from JetStream;
 /// changes resume when the brain returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,15 +308,12 @@ async fn killing_one_of_three_edges() {
 /// moves only the changed body plus the group's index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_resources_are_published_once() {
-    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_brain::publish::Bus;
     use flotilla_shared::{Resource, Snapshot, Target};
     use futures::StreamExt;
 
     let nats = NatsServer::start().await;
-    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let kv = flotilla_common::nats::open_bucket(&js, "flotilla_state").await.unwrap();
-    let bus = NatsBus::new(js, kv.clone());
+    let (bus, kv) = bus_on(&nats).await;
     let change = flotilla_shared::wire::Change::now("test");
     let res =
         |name: &str, body: &str| Resource::new(ResourceType::Endpoint, name, body.to_string().into(), vec![]);
@@ -292,30 +338,15 @@ async fn shared_resources_are_published_once() {
 /// started after a collection loads and serves the group from what is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unused_bodies_are_collected_and_the_bucket_still_serves() {
-    use flotilla_brain::publish::{Bus, NatsBus};
-    use flotilla_shared::{Resource, Snapshot, Target};
-    use futures::StreamExt;
+    use flotilla_brain::publish::Bus;
+    use flotilla_shared::Target;
 
     let nats = NatsServer::start().await;
-    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
-    let bus = NatsBus::new(js, kv.clone());
+    let (bus, kv) = bus_on(&nats).await;
     let change = flotilla_shared::wire::Change::now("test");
     let target = Target::new("production", "example-service");
-    let cluster = |body: &str| {
-        Snapshot::build([Resource::new(
-            ResourceType::Cluster,
-            "api_cluster",
-            body.to_string().into(),
-            vec![],
-        )])
-        .unwrap()
-    };
-    let bodies = || async {
-        let ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
-        ks.into_iter().filter(|k| k.starts_with("r.")).count()
-    };
+    let cluster = api_cluster;
+    let bodies = || async { body_keys(&kv).await.len() };
     let leads = || true;
     bus.publish(&target, &cluster("one"), &change).await.unwrap();
     bus.publish(&target, &cluster("two"), &change).await.unwrap();
@@ -341,14 +372,7 @@ async fn unused_bodies_are_collected_and_the_bucket_still_serves() {
 
     // An edge started now loads the group from what is left and serves it.
     let edge = edge(&nats, "edge-after-gc").await;
-    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
-    c.send(DeltaDiscoveryRequest {
-        node: Some(node("after-gc", "example-service", "production")),
-        type_url: ResourceType::Cluster.type_url().into(),
-        ..Default::default()
-    })
-    .await;
-    let first = c.recv().await.msg();
+    let (_c, first) = subscribe_clusters(&edge, "after-gc").await;
     assert_eq!(first.resources[0].resource.as_ref().unwrap().value, b"one".to_vec());
 }
 
@@ -357,15 +381,12 @@ async fn unused_bodies_are_collected_and_the_bucket_still_serves() {
 /// in the bucket (a pass never deletes a body a publish named while it ran).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collection_never_deletes_what_a_concurrent_publish_names() {
-    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_brain::publish::Bus;
     use flotilla_shared::wire::resource_key;
     use flotilla_shared::{Resource, Snapshot, Target};
 
     let nats = NatsServer::start().await;
-    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
-    let bus = NatsBus::new(js, kv.clone());
+    let (bus, kv) = bus_on(&nats).await;
     let target = Target::new("production", "churn");
     let state = |i: usize| {
         Snapshot::build((0..5).map(|c| {
@@ -406,8 +427,6 @@ async fn collection_never_deletes_what_a_concurrent_publish_names() {
 /// the group and a real Envoy serves the new backend through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_brain_deletes_replaced_bodies_and_a_new_edge_still_serves() {
-    use futures::StreamExt;
-
     let nats = NatsServer::start().await;
     let (b1, b2) = (Backend::start("1").await, Backend::start("2").await);
     let port = free_port();
@@ -421,15 +440,8 @@ async fn the_brain_deletes_replaced_bodies_and_a_new_edge_still_serves() {
     let r = brain.post_yaml("/api/v1/configs?apply=true", &example_config(port, &[b1.addr])).await;
     assert_eq!(r.status().as_u16(), 201);
     let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
-    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
-    let bodies = || async {
-        let mut ks: Vec<String> = kv.keys().await.unwrap().filter_map(|k| async { k.ok() }).collect().await;
-        ks.retain(|k| k.starts_with("r."));
-        ks.sort();
-        ks
-    };
+    let (_, kv) = state_bucket(&nats).await;
+    let bodies = || body_keys(&kv);
     let before = bodies().await;
     let r =
         brain.put_yaml(&format!("/api/v1/configs/{id}?apply=true"), &example_config(port, &[b2.addr])).await;
@@ -463,25 +475,14 @@ async fn the_brain_deletes_replaced_bodies_and_a_new_edge_still_serves() {
 /// read), and an edge refuses one that reaches the bucket anyway (written around the brain).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_epoch_cannot_overwrite_newer_state() {
-    use flotilla_brain::publish::{Bus, NatsBus};
+    use flotilla_brain::publish::Bus;
+    use flotilla_shared::Target;
     use flotilla_shared::wire::{Change, GroupIndex};
-    use flotilla_shared::{Resource, Snapshot, Target};
 
     let nats = NatsServer::start().await;
-    let client = flotilla_common::nats::connect(&nats.url(), "t").await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let kv = flotilla_common::nats::open_bucket(&js, flotilla_shared::subject::STATE_BUCKET).await.unwrap();
-    let bus = NatsBus::new(js, kv.clone());
+    let (bus, kv) = bus_on(&nats).await;
     let target = Target::new("production", "example-service");
-    let cluster = |body: &str| {
-        Snapshot::build([Resource::new(
-            ResourceType::Cluster,
-            "api_cluster",
-            body.to_string().into(),
-            vec![],
-        )])
-        .unwrap()
-    };
+    let cluster = api_cluster;
     let at = |epoch: u64| Change { epoch, ..Change::now(format!("epoch-{epoch}")) };
     bus.publish(&target, &cluster("new leader"), &at(2)).await.unwrap();
     let refused = bus.publish(&target, &cluster("old leader"), &at(1)).await;
@@ -495,14 +496,7 @@ async fn a_lower_epoch_cannot_overwrite_newer_state() {
 
     // An edge serving the group ignores a lower epoch even if it reaches the bucket.
     let edge = edge(&nats, "edge-fence").await;
-    let mut c = Delta::open(edge.xds_addr.port(), Service::Ads).await;
-    c.send(DeltaDiscoveryRequest {
-        node: Some(node("fenced", "example-service", "production")),
-        type_url: ResourceType::Cluster.type_url().into(),
-        ..Default::default()
-    })
-    .await;
-    let first = c.recv().await.msg();
+    let (mut c, first) = subscribe_clusters(&edge, "fenced").await;
     assert_eq!(first.resources[0].resource.as_ref().unwrap().value, b"new leader".to_vec());
     c.ack(&first).await;
     let stale = GroupIndex::new(target.clone(), &cluster("new leader"), Some(at(1)));
