@@ -679,10 +679,7 @@ impl ConfigService {
                     }
                 }
                 Written::Removed { previous } => {
-                    if let Ok(mut m) = self.memos.lock() {
-                        m.remove(&memo_key(&previous.namespace, &previous.name));
-                    }
-                    self.discovery.forget(&previous.namespace, &previous.name);
+                    self.forget_checks(&previous.namespace, &previous.name);
                     if previous.applied_config.is_some() {
                         let target = Target::new(previous.namespace.clone(), previous.name.clone());
                         jobs.push((target, Snapshot::default()));
@@ -722,6 +719,30 @@ impl ConfigService {
     }
 
     /// Finds a config by namespace and name.
+    /// Drops what checks of config `namespace/name` memoised (its compiled clusters, its
+    /// discovered endpoints): when it is deleted, and when a check of a name that is not stored
+    /// (a dry run, a refused create) left them. The memos are caches: dropping one costs a
+    /// compile, never a wrong answer.
+    fn forget_checks(&self, namespace: &str, name: &str) {
+        if let Ok(mut m) = self.memos.lock() {
+            m.remove(&memo_key(namespace, name));
+        }
+        self.discovery.forget(namespace, name);
+    }
+
+    /// [`forget_checks`](Self::forget_checks) of each config named that is not stored (what was only
+    /// checked: a dry run, a refused write).
+    async fn forget_unstored(&self, cfgs: &[ProxyConfig]) {
+        let Ok(latest) = self.latest().await else { return };
+        let stored: std::collections::HashSet<(&str, &str)> =
+            latest.records.iter().map(|r| (r.namespace.as_str(), r.name.as_str())).collect();
+        for cfg in cfgs {
+            if !stored.contains(&(cfg.namespace(), cfg.metadata.name.as_str())) {
+                self.forget_checks(cfg.namespace(), &cfg.metadata.name);
+            }
+        }
+    }
+
     pub async fn find(&self, namespace: &str, name: &str) -> Result<Option<ConfigRecord>, ServiceError> {
         let filter = ListFilter { namespace: Some(namespace.to_string()), name: Some(name.to_string()) };
         Ok(self.store.list(&filter).await?.into_iter().next())

@@ -22,7 +22,10 @@ impl ConfigService {
         cfgs: &[ProxyConfig],
         apply: bool,
     ) -> Result<Vec<(Planned, Option<Write>)>, ServiceError> {
-        Ok(self.plan_prepared(cfgs, apply).await?.0)
+        let planned = self.plan_prepared(cfgs, apply).await.map(|(plans, _)| plans);
+        // A plan writes nothing: what its checks memoised of configs not stored goes.
+        self.forget_unstored(cfgs).await;
+        planned
     }
 
     /// [`plan`](Self::plan), and the snapshots of the configs it makes live, for the publish

@@ -272,6 +272,52 @@ async fn deleting_a_config_drops_what_discovery_kept_of_it() {
     assert_eq!(discovery.remembered(), 0, "and leaves with its config");
 }
 
+/// What a check memoises of a config that is never stored — a dry run, a create refused — is
+/// dropped with it; a stored config keeps its memos.
+#[tokio::test]
+async fn checks_of_configs_never_stored_leave_no_memo() {
+    let discovery = crate::discovery::Discovery::default();
+    discovery.declare("k8s", crate::discovery::SourceKind::File);
+    let endpoint = crate::discovery::DiscoveredEndpoint {
+        address: "10.0.0.1".into(),
+        port: 80,
+        port_name: None,
+        health: crate::model::EndpointHealth::Healthy,
+        weight: None,
+        zone: None,
+        region: None,
+        labels: Default::default(),
+    };
+    let pay =
+        crate::discovery::Service { name: "pay".into(), namespace: "t".into(), endpoints: vec![endpoint] };
+    discovery.update("k8s", vec![pay]);
+    let (svc, _dir) = service(Arc::new(Recorder::default()));
+    let svc = svc.with_discovery(discovery.clone());
+    // `port` is the port of a second, static cluster's endpoint (0 is refused by validation,
+    // after the discovery cluster was filled).
+    let config = |name: &str, port: u64| {
+        doc(serde_json::json!({
+            "apiVersion": "v1", "kind": "ProxyConfig",
+            "metadata": {"name": name, "namespace": "t"},
+            "spec": {"clusters": [
+                {"name": "pay", "type": "EDS", "discovery": {"source": "k8s", "service": "pay"}},
+                {"name": "fixed", "type": "STATIC", "endpoints": [{"address": "10.0.0.2", "port": port}]}
+            ]}
+        }))
+    };
+    let memos = || svc.memos.lock().map(|m| m.len()).unwrap_or(0);
+    let planned = svc.bulk(&[config("dry", 8080)], true, true, BY).await.expect("dry run");
+    assert_eq!(planned[0].action, "create");
+    assert_eq!((discovery.remembered(), memos()), (0, 0), "a dry run leaves nothing behind");
+    svc.plan_one(&config("preview", 8080), true).await.expect("plan");
+    assert_eq!((discovery.remembered(), memos()), (0, 0), "a plan leaves nothing behind");
+    // A create refused after its clusters were filled (port 0 is not a port).
+    svc.create(config("refused", 0), true, BY).await.expect_err("refused");
+    assert_eq!((discovery.remembered(), memos()), (0, 0), "a refused create leaves nothing behind");
+    svc.create(config("kept", 8080), true, BY).await.expect("create");
+    assert_eq!((discovery.remembered(), memos()), (1, 1), "a stored config keeps its memos");
+}
+
 /// With a history limit, a write leaves the config's newest revisions only (trimmed off the
 /// write's path, so waited for here); a point-in-time restore to before the oldest one kept is
 /// refused, naming the config and the time, rather than guessing or deleting the config.

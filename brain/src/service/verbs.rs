@@ -18,12 +18,26 @@ impl ConfigService {
         dry_run: bool,
         by: Origin<'_>,
     ) -> Result<Vec<Planned>, ServiceError> {
-        let (plans, prepared) = self.plan_prepared(cfgs, apply).await?;
-        if dry_run {
-            return Ok(plans.into_iter().map(|(p, _)| p).collect());
-        }
+        let planned = self.plan_prepared(cfgs, apply).await;
+        let (plans, prepared) = match planned {
+            Ok(p) if !dry_run => p,
+            Ok((plans, _)) => {
+                self.forget_unstored(cfgs).await;
+                return Ok(plans.into_iter().map(|(p, _)| p).collect());
+            }
+            Err(e) => {
+                self.forget_unstored(cfgs).await;
+                return Err(e);
+            }
+        };
         let (mut planned, writes): (Vec<Planned>, Vec<Option<Write>>) = plans.into_iter().unzip();
-        let written = self.write_many(writes.iter().flatten().cloned().collect(), prepared, by).await?;
+        let written = match self.write_many(writes.iter().flatten().cloned().collect(), prepared, by).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.forget_unstored(cfgs).await;
+                return Err(e);
+            }
+        };
         let mut written = written.into_iter();
         for (p, w) in planned.iter_mut().zip(&writes) {
             if w.is_some()
@@ -66,7 +80,13 @@ impl ConfigService {
         apply: bool,
         by: Origin<'_>,
     ) -> Result<ConfigRecord, ServiceError> {
-        let prepared = self.prepare(&cfg).await?;
+        let prepared = match self.prepare(&cfg).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.forget_unstored(std::slice::from_ref(&cfg)).await;
+                return Err(e);
+            }
+        };
         match self.write(Write::Create { config: cfg, apply }, prepared, by).await? {
             Written::Record(r) => Ok(r),
             Written::Removed { previous } => Ok(previous),
