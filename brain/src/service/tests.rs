@@ -239,11 +239,9 @@ async fn a_follower_keeps_its_records_only_while_the_watch_says_nothing_changed(
     }
 }
 
-/// A config's discovered endpoints are kept between fills (so an unchanged service costs
-/// nothing to compile again); deleting the config drops them, rather than keeping every cluster
-/// ever filled.
-#[tokio::test]
-async fn deleting_a_config_drops_what_discovery_kept_of_it() {
+/// A service whose discovery source `k8s` knows service t/pay (one endpoint), the source, and
+/// the store's directory.
+fn with_pay_discovered() -> (ConfigService, crate::discovery::Discovery, tempfile::TempDir) {
     let discovery = crate::discovery::Discovery::default();
     discovery.declare("k8s", crate::discovery::SourceKind::File);
     let endpoint = crate::discovery::DiscoveredEndpoint {
@@ -259,8 +257,17 @@ async fn deleting_a_config_drops_what_discovery_kept_of_it() {
     let pay =
         crate::discovery::Service { name: "pay".into(), namespace: "t".into(), endpoints: vec![endpoint] };
     discovery.update("k8s", vec![pay]);
-    let (svc, _dir) = service(Arc::new(Recorder::default()));
+    let (svc, dir) = service(Arc::new(Recorder::default()));
     let svc = svc.with_discovery(discovery.clone());
+    (svc, discovery, dir)
+}
+
+/// A config's discovered endpoints are kept between fills (so an unchanged service costs
+/// nothing to compile again); deleting the config drops them, rather than keeping every cluster
+/// ever filled.
+#[tokio::test]
+async fn deleting_a_config_drops_what_discovery_kept_of_it() {
+    let (svc, discovery, _dir) = with_pay_discovered();
     let found = doc(serde_json::json!({
         "apiVersion": "v1", "kind": "ProxyConfig",
         "metadata": {"name": "app", "namespace": "t"},
@@ -276,23 +283,7 @@ async fn deleting_a_config_drops_what_discovery_kept_of_it() {
 /// dropped with it; a stored config keeps its memos.
 #[tokio::test]
 async fn checks_of_configs_never_stored_leave_no_memo() {
-    let discovery = crate::discovery::Discovery::default();
-    discovery.declare("k8s", crate::discovery::SourceKind::File);
-    let endpoint = crate::discovery::DiscoveredEndpoint {
-        address: "10.0.0.1".into(),
-        port: 80,
-        port_name: None,
-        health: crate::model::EndpointHealth::Healthy,
-        weight: None,
-        zone: None,
-        region: None,
-        labels: Default::default(),
-    };
-    let pay =
-        crate::discovery::Service { name: "pay".into(), namespace: "t".into(), endpoints: vec![endpoint] };
-    discovery.update("k8s", vec![pay]);
-    let (svc, _dir) = service(Arc::new(Recorder::default()));
-    let svc = svc.with_discovery(discovery.clone());
+    let (svc, discovery, _dir) = with_pay_discovered();
     // `port` is the port of a second, static cluster's endpoint (0 is refused by validation,
     // after the discovery cluster was filled).
     let config = |name: &str, port: u64| {
