@@ -208,13 +208,13 @@ impl NatsBus {
         // No garbage collection pass deletes while this publish is under way, and one that has
         // begun learns every body this publish names.
         let _gate = self.gate.read().await;
-        if let Ok(mut g) = self.gc.lock()
-            && g.collecting()
-        {
-            g.name(snapshot.iter().map(|r| resource_key(r.kind, &r.version)));
-        }
+        let collecting = self.gc.lock().is_ok_and(|g| g.collecting());
+        let mut named = Vec::new();
         for r in snapshot.iter() {
             let key = resource_key(r.kind, &r.version);
+            if collecting {
+                named.push(key.clone());
+            }
             if self.published.contains(&key) {
                 continue;
             }
@@ -225,6 +225,9 @@ impl NatsBus {
                 metrics::counter!("flotilla_brain_nats_resource_bodies_total").increment(1);
             }
             self.published.insert(key);
+        }
+        if collecting && let Ok(mut g) = self.gc.lock() {
+            g.name(named);
         }
         let key = state_key(target);
         let index = GroupIndex::new(target.clone(), snapshot, Some(change.clone()));

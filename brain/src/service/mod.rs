@@ -718,7 +718,6 @@ impl ConfigService {
         }
     }
 
-    /// Finds a config by namespace and name.
     /// Drops what checks of config `namespace/name` memoised (its compiled clusters, its
     /// discovered endpoints): when it is deleted, and when a check of a name that is not stored
     /// (a dry run, a refused create) left them. The memos are caches: dropping one costs a
@@ -743,6 +742,7 @@ impl ConfigService {
         }
     }
 
+    /// Finds a config by namespace and name.
     pub async fn find(&self, namespace: &str, name: &str) -> Result<Option<ConfigRecord>, ServiceError> {
         let filter = ListFilter { namespace: Some(namespace.to_string()), name: Some(name.to_string()) };
         Ok(self.store.list(&filter).await?.into_iter().next())

@@ -125,9 +125,15 @@ pub fn put(key: Vec<u8>, value: Vec<u8>, lease: i64) -> RequestOp {
 }
 
 fn delete(key: Vec<u8>) -> RequestOp {
+    delete_range(key, Vec::new())
+}
+
+/// A delete of the keys from `key` up to `range_end` (empty: `key` alone).
+fn delete_range(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
             key,
+            range_end,
             ..Default::default()
         })),
     }
@@ -158,15 +164,7 @@ impl Txn {
     /// (etcd refuses a transaction whose operations overlap).
     fn delete_prefix(&mut self, prefix: Vec<u8>) {
         self.ops.retain(|k, _| !k.starts_with(&prefix));
-        let range_end = prefix_end(&prefix);
-        let op = RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key: prefix.clone(),
-                range_end,
-                ..Default::default()
-            })),
-        };
-        self.ops.insert(prefix, op);
+        self.ops.insert(prefix.clone(), delete_range(prefix.clone(), prefix_end(&prefix)));
     }
 
     fn request(self) -> TxnRequest {
